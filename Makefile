@@ -1,0 +1,75 @@
+# The one entry point for chores. `make` runs lint and tests.
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := check
+.PHONY: check install system-deps lint format test demo serve bench bench-quality bench-speed bench-scale train corpus clean
+
+check: lint test
+
+# A fresh machine: a virtual environment, the CPU build of torch *first* (so pip never
+# pulls a multi-GB CUDA build), the project with its test extras, and tinysoundfont
+# without its pyaudio dependency (pyaudio does not build here and is not needed).
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps tinysoundfont==0.3.7
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the tests need: chromium for the browser tests, espeak-ng for
+# synthesized speech in the out-of-library checks. Installed only when missing.
+system-deps:
+	@missing=""; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy cadenza encoder retrieval assistant
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install system-deps
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/cadenza demo
+
+serve: install
+	$(BIN)/cadenza serve
+
+corpus: install
+	$(BIN)/cadenza corpus build
+
+train: install
+	$(BIN)/cadenza train
+
+bench: install
+	$(BIN)/cadenza bench all
+
+bench-quality: install
+	$(BIN)/cadenza bench quality
+
+bench-speed: install
+	$(BIN)/cadenza bench speed
+
+bench-scale: install
+	$(BIN)/cadenza bench scale
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The Litestar web app: chat, uploads, follow-ups, grounded explanations."""

@@ -1,0 +1,1 @@
+"""Benchmarks: quality and speed, measured side by side with baselines."""

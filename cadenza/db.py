@@ -1,0 +1,205 @@
+"""PostgreSQL + pgvector: the embedded server, the connection pool, migrations.
+
+``open_database(settings)`` is the one way in. With ``CADENZA_DATABASE_URL`` unset it
+starts PostgreSQL 16 + pgvector from the ``pgserver`` wheel with its data under
+``CADENZA_HOME/pgdata`` (reused on the next start, stopped on close). It then checks that
+the ``vector`` extension exists, applies the numbered migrations in ``sql/``, and opens a
+psycopg pool whose connections have pgvector's types registered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from cadenza.errors import ConfigError
+from cadenza.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = PROJECT_ROOT / "sql"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+# Arbitrary constant: serializes concurrent `db upgrade` runs against one database.
+_MIGRATION_LOCK = 0xCADE
+
+
+@dataclass
+class Database:
+    """An open database: its URL, a pool, and what the server can do."""
+
+    url: str
+    pool: ConnectionPool
+    vector_version: tuple[int, ...]
+    server: Any = None  # pgserver.PostgresServer when embedded
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def supports_iterative_scan(self) -> bool:
+        """pgvector >= 0.8 can keep scanning HNSW until a filtered query has k rows."""
+        return self.vector_version >= (0, 8)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        with self.pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.pool.close()
+        if self.server is not None:
+            self.server.cleanup()
+
+
+def start_embedded(pgdata: Path) -> Any:
+    """Start (or reuse) the pgserver PostgreSQL whose data folder is ``pgdata``."""
+    try:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create {pgdata.parent} ({exc.strerror}); point CADENZA_HOME at a writable folder"
+        ) from None
+    # pgserver warns (and guesses) when this is unset; give it a private runtime dir.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+    import pgserver  # imported late: it reads XDG_RUNTIME_DIR at import
+
+    try:
+        return pgserver.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:  # pgserver raises plain exceptions with the pg_ctl log inside
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"the embedded PostgreSQL in {pgdata} did not start ({first}); "
+            "check disk space and permissions, or set CADENZA_DATABASE_URL"
+        ) from None
+
+
+def _connect(url: str, timeout_s: float) -> psycopg.Connection:
+    try:
+        return psycopg.connect(url, connect_timeout=max(1, int(timeout_s)), autocommit=True)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
+        raise ConfigError(
+            f"cannot connect to the database at {redact(url)} ({reason}); "
+            "check CADENZA_DATABASE_URL or unset it to use the embedded PostgreSQL"
+        ) from None
+
+
+def redact(url: str) -> str:
+    """Hide a password in a connection URL for messages."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def vector_extension_version(conn: psycopg.Connection) -> tuple[int, ...]:
+    """The installed (or else available) pgvector version; ConfigError when there is none."""
+    row = conn.execute(
+        "SELECT coalesce(installed_version, default_version) FROM pg_available_extensions WHERE name = 'vector'"
+    ).fetchone()
+    if row is None or row[0] is None:
+        raise ConfigError(
+            "the database has no pgvector extension ('vector'); install pgvector on that server "
+            "or unset CADENZA_DATABASE_URL to use the embedded PostgreSQL"
+        )
+    return tuple(int(p) for p in re.findall(r"\d+", row[0])[:3])
+
+
+def migration_files(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:
+    files = []
+    for path in sorted(sql_dir.glob("*.sql")):
+        m = _MIGRATION_NAME.match(path.name)
+        if not m:
+            raise ConfigError(f"{path} is not named NNN_name.sql; rename it")
+        files.append((int(m.group(1)), path))
+    versions = [v for v, _ in files]
+    if len(set(versions)) != len(versions):
+        raise ConfigError(f"two migrations in {sql_dir} share a number; renumber them")
+    return files
+
+
+def apply_migrations(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Apply pending ``sql/NNN_*.sql`` files in order, each in its own transaction.
+
+    Returns the names applied (empty when already up to date: idempotent).
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    applied: list[str] = []
+    conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+    try:
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+        for version, path in migration_files(sql_dir):
+            if version in done:
+                continue
+            with conn.transaction():
+                conn.execute(path.read_text())  # type: ignore[call-overload]
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, path.name)
+                )
+            log.info("applied migration %s", path.name)
+            applied.append(path.name)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
+
+
+def resolve_url(settings: Settings) -> tuple[str, Any]:
+    """The URL to use, starting the embedded server when none is configured."""
+    if settings.database.url:
+        return settings.database.url, None
+    settings.paths.ensure_writable()
+    server = start_embedded(settings.paths.pgdata)
+    return server.get_uri(), server
+
+
+def open_database(settings: Settings, *, migrate: bool = True) -> Database:
+    """Connect (starting the embedded server if needed), migrate, and open a pool."""
+    url, server = resolve_url(settings)
+    try:
+        with _connect(url, settings.database.connect_timeout_s) as conn:
+            version = vector_extension_version(conn)
+            if migrate:
+                apply_migrations(conn)
+        pool = ConnectionPool(
+            url,
+            min_size=settings.database.pool_min,
+            max_size=settings.database.pool_max,
+            configure=_configure,
+            # Check each connection on checkout so the pool heals after a server restart.
+            check=ConnectionPool.check_connection,
+            kwargs={"connect_timeout": max(1, int(settings.database.connect_timeout_s))},
+            timeout=settings.database.connect_timeout_s,
+            open=False,
+        )
+        pool.open(wait=True, timeout=max(5.0, settings.database.connect_timeout_s))
+    except BaseException:
+        if server is not None:
+            server.cleanup()
+        raise
+    return Database(url=url, pool=pool, vector_version=version, server=server)
+
+
+@contextmanager
+def database(settings: Settings, *, migrate: bool = True) -> Iterator[Database]:
+    db = open_database(settings, migrate=migrate)
+    try:
+        yield db
+    finally:
+        db.close()

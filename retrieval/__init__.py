@@ -1,0 +1,1 @@
+"""Library ingestion, pgvector search with filters, harmonic + diversity reranking."""

@@ -1,0 +1,107 @@
+"""The search contract shared by the CLI, the JSON API and the chat.
+
+Plain dataclasses: a :class:`SearchRequest` goes in, a :class:`SearchResponse` comes out;
+``SearchResponse.to_json()`` is exactly what ``cadenza search --json`` prints and
+``POST /api/search`` returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MomentRef:
+    """A moment of a library track: the 10 s starting at ``start_s``."""
+
+    track_id: int
+    start_s: float
+
+
+@dataclass(frozen=True)
+class Filters:
+    composers: tuple[str, ...] = ()  # include only these (case-insensitive)
+    exclude_composers: tuple[str, ...] = ()
+    works: tuple[str, ...] = ()
+    exclude_works: tuple[str, ...] = ()
+    eras: tuple[str, ...] = ()
+    exclude_eras: tuple[str, ...] = ()
+    tracks: tuple[int, ...] = ()
+    exclude_tracks: tuple[int, ...] = ()
+    key: str | None = None  # e.g. "C", "F#"; with mode
+    mode: str | None = None  # "major" | "minor"
+    min_bpm: float | None = None
+    max_bpm: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return any(v not in ((), None) for v in asdict(self).values())
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Relative weight of each reranking component ("more harmony, less timbre")."""
+
+    embedding: float = 1.0
+    harmony: float = 0.35
+    progression: float = 0.15
+    mood: float = 0.0  # > 0 when the listener asked for a mood
+    discovery: float = 0.0  # > 0 favours composers the listener has not heard
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search. Exactly one query source: ``audio`` or ``moments`` (or both to blend)."""
+
+    audio: np.ndarray | None = None  # mono float32 at 16 kHz
+    start_s: float | None = None  # which part of the audio; None = most representative
+    duration_s: float = 10.0
+    moments: tuple[MomentRef, ...] = ()  # reference moments to move towards
+    minus: tuple[MomentRef, ...] = ()  # moments to move away from ("not #3")
+    k: int = 10
+    filters: Filters = field(default_factory=Filters)
+    weights: Weights = field(default_factory=Weights)
+    one_per_track: bool = True
+    mmr_lambda: float = 0.7  # 1 = pure relevance, 0 = pure diversity
+    listener_id: str | None = None
+    target_mood: tuple[float, float] | None = None  # (valence, arousal) in [-1, 1]
+    tempo_factor: float | None = None  # "slower" = 0.8: prefer tempo near query * factor
+
+
+@dataclass
+class Result:
+    rank: int
+    segment_id: int
+    track_id: int
+    title: str
+    composer: str
+    work: str
+    era: str
+    path: str
+    start: float  # localized start, seconds
+    end: float
+    score: float  # final reranked score
+    confidence: float  # calibrated on the library's score distribution, [0, 1]
+    components: dict[str, float] = field(default_factory=dict)  # why it ranked
+    descriptors: dict[str, Any] = field(default_factory=dict)
+    key_shift: int = 0  # semitones the chroma was rotated to match
+    reason: str = ""
+
+
+@dataclass
+class SearchResponse:
+    query: dict[str, Any]  # measured descriptors of the query + its start/end
+    results: list[Result]
+    nothing_similar: bool = False
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "nothing_similar": self.nothing_similar,
+            "results": [asdict(r) for r in self.results],
+            "timings_ms": self.timings_ms,
+        }

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real PostgreSQL + pgvector for the whole session.
+
+The session starts one embedded pgserver in a temporary ``CADENZA_HOME`` (or uses
+``CADENZA_TEST_DATABASE_URL``), applies the migrations once, and every test that asks for
+``db`` gets it with empty tables afterwards (TRUNCATE … RESTART IDENTITY), so tests see
+only their own rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from cadenza.db import Database, open_database
+from cadenza.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def cadenza_home(tmp_path_factory: pytest.TempPathFactory):
+    return tmp_path_factory.mktemp("cadenza-home")
+
+
+@pytest.fixture(scope="session")
+def settings(cadenza_home) -> Settings:
+    env = {
+        "CADENZA_HOME": str(cadenza_home),
+        "CADENZA_DATABASE_URL": os.environ.get("CADENZA_TEST_DATABASE_URL", ""),
+    }
+    return Settings.from_env(env)
+
+
+@pytest.fixture(scope="session")
+def session_db(settings: Settings) -> Iterator[Database]:
+    db = open_database(settings)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def truncate_all(db: Database) -> None:
+    with db.connection() as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+            ).fetchall()
+        ]
+        if tables:
+            conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+        conn.commit()
+
+
+@pytest.fixture
+def db(session_db: Database) -> Iterator[Database]:
+    truncate_all(session_db)
+    yield session_db
+    truncate_all(session_db)
