@@ -1,0 +1,248 @@
+"""Turn acoustic frames into moment embeddings with a trained (or untrained) encoder.
+
+:class:`Embedder` is what the rest of Cadenza uses: ``Embedder.load()`` reads the shipped
+checkpoint (``encoder/checkpoints/cadenza-v1/``: ``model.safetensors`` + ``config.json``),
+``embed_windows`` turns ``[B, T, 143]`` raw acoustic frames into ``[B, 128]`` unit vectors,
+and ``embed_track`` slides a 10 s window every 2 s over a whole track.
+
+A checkpoint folder holds exactly two files:
+
+- ``model.safetensors``: the encoder weights (no optimizer state);
+- ``config.json``: ``{"format": "cadenza-encoder", "model": EncoderConfig,
+  "normalization": {"mean": [143], "std": [143]}, "training": {...}}``.
+
+The model version is ``cadenza-v1-<first 8 hex of the weights' sha256>``, so re-trained
+weights get a new version and stored segments can be re-embedded (``cadenza reindex``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cadenza.errors import ConfigError
+from cadenza.settings import PROJECT_ROOT
+from encoder.features import FPS, N_ACOUSTIC, ParameterError, positional_features
+from encoder.model import Encoder, EncoderConfig
+
+SHIPPED_CHECKPOINT = PROJECT_ROOT / "encoder" / "checkpoints" / "cadenza-v1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CHECKPOINT_FORMAT = "cadenza-encoder"
+VERSION_PREFIX = "cadenza-v1"
+#: Below this a std is treated as constant (a silent band) so normalization never blows up.
+MIN_STD = 1e-3
+
+
+def prepare_batch(
+    *, windows: np.ndarray, lengths: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalize raw acoustic windows and append each window's positional columns.
+
+    ``windows``: ``[B, T, 143]`` raw frames (frames past ``lengths[b]`` are ignored);
+    ``lengths``: ``[B]`` ints in ``1..T``; ``mean``/``std``: ``[143]``.
+    Returns ``features [B, T, 160]`` float32 (padding rows are 0) and ``mask [B, T]`` bool.
+    Positions are relative to each window's own length, as for a query clip of that length.
+    """
+    B, T, _ = windows.shape
+    x = (windows.astype(np.float32, copy=False) - mean.astype(np.float32)) / np.maximum(
+        std.astype(np.float32), MIN_STD
+    )  # [B, T, 143]
+    mask = np.arange(T)[None, :] < lengths[:, None]  # [B, T]
+    pos = np.zeros((B, T, 17), dtype=np.float32)
+    cache: dict[int, np.ndarray] = {}
+    for b, n in enumerate(lengths.tolist()):
+        if n not in cache:
+            cache[n] = positional_features(n_frames=int(n))
+        pos[b, :n] = cache[n]
+    feats = np.concatenate([x, pos], axis=2)  # [B, T, 160]
+    feats[~mask] = 0.0
+    return feats, mask
+
+
+def weights_version(weights_path: Path) -> str:
+    digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
+    return f"{VERSION_PREFIX}-{digest[:8]}"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_checkpoint(
+    *,
+    folder: Path,
+    model: Encoder,
+    mean: np.ndarray,
+    std: np.ndarray,
+    training: dict[str, Any] | None = None,
+) -> str:
+    """Write ``model.safetensors`` + ``config.json`` into ``folder`` atomically; returns the version."""
+    from safetensors.torch import save as save_safetensors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write_bytes(folder / WEIGHTS_FILE, save_safetensors(state))
+    config = {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.config.to_json(),
+        "normalization": {
+            "mean": [float(v) for v in np.asarray(mean).reshape(-1)],
+            "std": [float(v) for v in np.asarray(std).reshape(-1)],
+        },
+        "training": training or {},
+    }
+    _atomic_write_bytes(folder / CONFIG_FILE, json.dumps(config, indent=1).encode())
+    return weights_version(folder / WEIGHTS_FILE)
+
+
+class Embedder:
+    """A frozen encoder plus its input normalization; thread count is left to the caller."""
+
+    window_frames: int = 100  # 10 s at 10 fps
+    batch_size: int = 64
+
+    def __init__(
+        self,
+        *,
+        model: Encoder,
+        mean: np.ndarray,
+        std: np.ndarray,
+        model_version: str,
+        info: dict | None = None,
+    ):
+        mean = np.asarray(mean, dtype=np.float32).reshape(-1)
+        std = np.asarray(std, dtype=np.float32).reshape(-1)
+        if mean.shape != (N_ACOUSTIC,) or std.shape != (N_ACOUSTIC,):
+            raise ConfigError(
+                f"checkpoint normalization has shapes {mean.shape}/{std.shape}, expected ({N_ACOUSTIC},); "
+                "re-run `cadenza train` to write a complete checkpoint"
+            )
+        self.model = model.eval()
+        self.config = model.config
+        self.mean = mean
+        self.std = std
+        self.model_version = model_version
+        self.info = info or {}
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Embedder:
+        """Load a checkpoint folder (or its ``model.safetensors``); None = the shipped checkpoint."""
+        from safetensors.torch import load_file
+
+        folder = Path(path) if path is not None else SHIPPED_CHECKPOINT
+        if folder.is_file():
+            folder = folder.parent
+        weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
+        if not weights.is_file() or not config_path.is_file():
+            raise ConfigError(
+                f"no encoder checkpoint at {folder} (needs {WEIGHTS_FILE} and {CONFIG_FILE}); "
+                "run `cadenza train` or set CADENZA_CHECKPOINT to a checkpoint folder"
+            )
+        try:
+            meta = json.loads(config_path.read_text())
+            config = EncoderConfig.from_json(meta["model"])
+            norm = meta["normalization"]
+            model = Encoder(config)
+            model.load_state_dict(load_file(str(weights)))
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
+            raise ConfigError(
+                f"encoder checkpoint at {folder} is unreadable ({type(exc).__name__}: {exc}); "
+                "re-run `cadenza train` or point CADENZA_CHECKPOINT at a good checkpoint"
+            ) from None
+        return cls(
+            model=model,
+            mean=np.asarray(norm["mean"]),
+            std=np.asarray(norm["std"]),
+            model_version=weights_version(weights),
+            info=meta.get("training", {}),
+        )
+
+    @classmethod
+    def untrained(cls, *, seed: int = 0, config: EncoderConfig | None = None) -> Embedder:
+        """Random weights and identity normalization: a baseline, and a fast stand-in for tests."""
+        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+            torch.manual_seed(seed)
+            model = Encoder(config or EncoderConfig())
+        return cls(
+            model=model,
+            mean=np.zeros(N_ACOUSTIC, dtype=np.float32),
+            std=np.ones(N_ACOUSTIC, dtype=np.float32),
+            model_version=f"untrained-seed{seed}",
+        )
+
+    # -- embedding ----------------------------------------------------------------------------
+
+    def embed_windows(self, *, windows: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        """``windows [B, T, 143]`` raw acoustic frames → ``[B, d_out]`` float32, L2-normalized.
+
+        ``lengths [B]`` (frames, 1..T) marks how much of each row is real; None = all ``T``.
+        Windows up to ``config.max_frames`` (30 s) are accepted.
+        """
+        windows = np.asarray(windows)
+        if windows.ndim != 3 or windows.shape[2] != N_ACOUSTIC:
+            raise ParameterError(f"expected windows of shape [B, T, {N_ACOUSTIC}], got {windows.shape}")
+        B, n, _ = windows.shape
+        if n > self.config.max_frames:
+            raise ParameterError(
+                f"window of {n} frames is longer than the encoder's {self.config.max_frames} "
+                f"({self.config.max_frames / FPS:.0f} s); embed a shorter clip"
+            )
+        lengths = np.full(B, n, dtype=np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
+        if lengths.shape != (B,) or (B and (lengths.min() < 1 or lengths.max() > n)):
+            raise ParameterError(f"lengths must be {B} integers in 1..{n}, got {lengths!r}")
+        out = np.zeros((B, self.config.d_out), dtype=np.float32)
+        if B == 0:
+            return out
+        # Sorting by length lets each batch be trimmed to its longest member: less padding compute.
+        order = np.argsort(-lengths, kind="stable")
+        with torch.inference_mode():
+            for i in range(0, B, self.batch_size):
+                idx = order[i : i + self.batch_size]
+                n_max = int(lengths[idx].max())
+                chunk = windows[idx, :n_max]  # [b, n_max, 143]
+                if not np.isfinite(chunk).all():
+                    raise ParameterError("acoustic frames contain NaN or inf; recompute the features")
+                feats, mask = prepare_batch(windows=chunk, lengths=lengths[idx], mean=self.mean, std=self.std)
+                emb = self.model(torch.from_numpy(feats), torch.from_numpy(mask))  # [b, d_out]
+                out[idx] = emb.numpy()
+        return out
+
+    def embed_track(
+        self, *, frames: np.ndarray, win_frames: int = 100, hop_frames: int = 20, min_frames: int = 50
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Slide a window over a whole track.
+
+        ``frames [T, 143]`` → ``(starts_s [N] float64, embeddings [N, d_out] float32)``: windows of
+        ``win_frames`` every ``hop_frames``; the first window that would run past the end is kept,
+        shortened, if at least ``min_frames`` remain (so a 7 s track gives one 7 s window and a
+        track shorter than ``min_frames`` gives none).
+        """
+        frames = np.asarray(frames)
+        if frames.ndim != 2 or frames.shape[1] != N_ACOUSTIC:
+            raise ParameterError(f"expected frames of shape [T, {N_ACOUSTIC}], got {frames.shape}")
+        if win_frames < 1 or hop_frames < 1 or min_frames < 1:
+            raise ParameterError("win_frames, hop_frames and min_frames must be positive")
+        n = frames.shape[0]
+        starts = list(range(0, max(n - win_frames, -1) + 1, hop_frames)) if n >= win_frames else []
+        nxt = starts[-1] + hop_frames if starts else 0
+        if nxt + win_frames > n and n - nxt >= min_frames:
+            starts.append(nxt)
+        if not starts:
+            return np.zeros(0, dtype=np.float64), np.zeros((0, self.config.d_out), dtype=np.float32)
+        s = np.asarray(starts)
+        lengths = np.minimum(n - s, win_frames)  # [N]
+        idx = s[:, None] + np.arange(win_frames)[None, :]  # [N, win]
+        windows = frames[np.minimum(idx, n - 1)]  # [N, win, 143]; rows past the end are masked
+        emb = self.embed_windows(windows=windows, lengths=lengths)
+        return s.astype(np.float64) / FPS, emb
