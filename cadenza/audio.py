@@ -1,0 +1,321 @@
+"""Decoding audio files into mono float32 at a fixed rate, safely.
+
+``load_audio`` tries libsndfile (WAV, FLAC, OGG/Vorbis, Opus, MP3) first because it is the
+fastest, then PyAV (M4A/AAC and anything FFmpeg knows), then the static ``ffmpeg`` binary
+from imageio-ffmpeg under a time limit. Every failure a person can fix becomes one
+:class:`~cadenza.errors.InputError` line. ``decode_in_subprocess`` runs the same decode in
+a child process with a wall-clock and an address-space limit, for untrusted uploads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from cadenza.errors import InputError
+
+#: Library tracks longer than this are refused (a 4-h file is almost surely a mistake).
+DEFAULT_MAX_SECONDS = 4 * 3600.0
+AUDIO_EXTENSIONS = frozenset({".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4"})
+
+
+class _Fallback(Exception):
+    """This decoder cannot read the file; try the next one."""
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of the file's bytes, read in 1 MiB chunks (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resample(*, y: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
+    """``y`` [n] float32 at ``orig_sr`` → [m] float32 at ``sr`` (soxr HQ, else polyphase)."""
+    if orig_sr == sr:
+        return y.astype(np.float32, copy=False)
+    try:
+        import soxr
+
+        return np.asarray(soxr.resample(y, orig_sr, sr, quality="HQ"), dtype=np.float32)
+    except ImportError:  # pragma: no cover - soxr ships with librosa
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(int(orig_sr), int(sr))
+        return resample_poly(y, sr // g, orig_sr // g).astype(np.float32)
+
+
+def _too_long(name: str, seconds: float, max_seconds: float) -> InputError:
+    return InputError(
+        f"{name} is {seconds / 60:.1f} min long; the limit is {max_seconds / 60:.1f} min — trim it first"
+    )
+
+
+def _read_soundfile(
+    path: Path, *, offset_s: float, duration_s: float | None, max_seconds: float
+) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile: "Format not recognised" and friends
+        raise _Fallback(str(exc)) from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise _Fallback("libsndfile reports no frames")
+    total_s = info.frames / info.samplerate
+    wanted = max(0.0, total_s - offset_s) if duration_s is None else min(duration_s, total_s - offset_s)
+    if wanted > max_seconds:
+        raise _too_long(path.name, wanted, max_seconds)
+    start = int(round(offset_s * info.samplerate))
+    frames = -1 if duration_s is None else int(round(duration_s * info.samplerate))
+    try:
+        data, rate = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise _Fallback(str(exc)) from None
+    return data.mean(axis=1), int(rate)
+
+
+def _read_pyav(
+    path: Path, *, sr: int, offset_s: float, duration_s: float | None, max_seconds: float
+) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise _Fallback(str(exc)) from None
+    with container:
+        if not container.streams.audio:
+            raise InputError(f"{path.name} has no audio stream; upload a file that contains sound")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        skip = int(round(offset_s * sr))
+        limit = max_seconds if duration_s is None else min(duration_s, max_seconds)
+        keep = int(round(limit * sr))
+        chunks: list[np.ndarray] = []
+        got = 0
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    arr = out.to_ndarray().reshape(-1)
+                    if skip:
+                        drop = min(skip, arr.size)
+                        arr, skip = arr[drop:], skip - drop
+                    chunks.append(arr)
+                    got += arr.size
+                if got > keep:
+                    if duration_s is None:
+                        raise _too_long(path.name, got / sr, max_seconds)
+                    break
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except InputError:
+            raise
+        except Exception as exc:
+            raise _Fallback(str(exc)) from None
+    y = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if duration_s is not None:
+        y = y[: int(round(duration_s * sr))]
+    return y.astype(np.float32, copy=False), sr
+
+
+def _read_ffmpeg(
+    path: Path, *, sr: int, offset_s: float, duration_s: float | None, timeout_s: float, max_seconds: float
+) -> tuple[np.ndarray, int]:
+    import imageio_ffmpeg
+
+    limit = max_seconds if duration_s is None else min(duration_s, max_seconds)
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error"]
+    if offset_s > 0:
+        cmd += ["-ss", f"{offset_s:.3f}"]
+    # Ask for one sample more than allowed so "too long" is detectable without decoding it all.
+    cmd += [
+        "-i",
+        str(path),
+        "-t",
+        f"{limit + 1.0 / sr:.4f}",
+        "-vn",
+        "-ac",
+        "1",
+        "-ar",
+        str(sr),
+        "-f",
+        "f32le",
+        "-",
+    ]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise InputError(
+            f"decoding {path.name} took longer than {timeout_s:.0f} s; try a shorter file"
+        ) from None
+    if proc.returncode != 0:
+        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        last = msg[-1] if msg else f"exit status {proc.returncode}"
+        if "does not contain any stream" in last or "matches no streams" in last:
+            raise InputError(f"{path.name} has no audio stream; upload a file that contains sound")
+        raise _Fallback(last)
+    y = np.frombuffer(proc.stdout[: len(proc.stdout) // 4 * 4], dtype="<f4").astype(np.float32)
+    if duration_s is None and y.size > int(round(max_seconds * sr)):
+        raise _too_long(path.name, y.size / sr, max_seconds)
+    return y, sr
+
+
+def load_audio(
+    *,
+    path: Path,
+    sr: int = 16_000,
+    offset_s: float = 0.0,
+    duration_s: float | None = None,
+    timeout_s: float = 60.0,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> np.ndarray:
+    """Decode ``path`` (or its ``[offset_s, offset_s + duration_s)`` part) → ``[n]`` mono float32 at ``sr``.
+
+    Raises :class:`InputError` for a missing/empty/non-audio file, a file with no audio
+    stream, NaN/inf samples, or more than ``max_seconds`` of audio.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist or is not a file; check the path")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name} is empty (0 bytes); upload the audio file itself")
+    if offset_s < 0 or (duration_s is not None and duration_s <= 0):
+        raise InputError(
+            f"bad time range offset={offset_s} duration={duration_s}; use offset ≥ 0 and duration > 0"
+        )
+    errors: list[str] = []
+    y: np.ndarray | None = None
+    rate = sr
+    for reader in ("soundfile", "pyav", "ffmpeg"):
+        try:
+            if reader == "soundfile":
+                y, rate = _read_soundfile(
+                    path, offset_s=offset_s, duration_s=duration_s, max_seconds=max_seconds
+                )
+            elif reader == "pyav":
+                y, rate = _read_pyav(
+                    path, sr=sr, offset_s=offset_s, duration_s=duration_s, max_seconds=max_seconds
+                )
+            else:
+                y, rate = _read_ffmpeg(
+                    path,
+                    sr=sr,
+                    offset_s=offset_s,
+                    duration_s=duration_s,
+                    timeout_s=timeout_s,
+                    max_seconds=max_seconds,
+                )
+            break
+        except _Fallback as exc:
+            errors.append(f"{reader}: {exc}")
+    if y is None:
+        detail = errors[-1] if errors else "unknown format"
+        raise InputError(
+            f"{path.name} is not an audio file Cadenza can decode ({detail[:120]}); use MP3, WAV, FLAC, OGG or M4A"
+        )
+    y = resample(y=np.asarray(y, dtype=np.float32), orig_sr=rate, sr=sr)
+    return check_audio(y=y, name=path.name, sr=sr, max_seconds=max_seconds)
+
+
+def check_audio(
+    *, y: np.ndarray, name: str, sr: int = 16_000, max_seconds: float = DEFAULT_MAX_SECONDS
+) -> np.ndarray:
+    """Validate decoded audio ``[n]``: non-empty, finite, not too long. Returns it as float32."""
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    if y.size == 0:
+        raise InputError(f"{name} decoded to no audio at all; check that the file plays")
+    if not np.all(np.isfinite(y)):
+        raise InputError(f"{name} contains invalid samples (NaN or infinity); re-export the file")
+    if y.size > int(round(max_seconds * sr)) + 1:
+        raise _too_long(name, y.size / sr, max_seconds)
+    return y
+
+
+def _child_limits(memory_bytes: int) -> None:  # runs in the child between fork and exec
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def decode_in_subprocess(
+    *,
+    path: Path,
+    sr: int = 16_000,
+    offset_s: float = 0.0,
+    duration_s: float | None = None,
+    timeout_s: float = 60.0,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    memory_bytes: int = 3 << 30,
+) -> np.ndarray:
+    """``load_audio`` in a child process limited to ``timeout_s`` and ``memory_bytes`` of address space.
+
+    For untrusted uploads: a hostile or broken file can hang or blow up a decoder, but only
+    the child dies. Returns the ``[n]`` float32 array (passed back through a temporary .npy).
+    """
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="cadenza-decode-") as tmp:
+        out = Path(tmp) / "audio.npy"
+        args = [
+            str(path),
+            str(out),
+            str(sr),
+            repr(offset_s),
+            repr(duration_s),
+            repr(timeout_s),
+            repr(max_seconds),
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", "from cadenza.audio import _child_main; _child_main()", *args],
+                capture_output=True,
+                timeout=timeout_s + 10.0,
+                preexec_fn=lambda: _child_limits(memory_bytes),  # noqa: PLW1509 - no threads started yet
+                env=env,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise InputError(
+                f"decoding {path.name} took longer than {timeout_s:.0f} s; try a shorter file"
+            ) from None
+        if proc.returncode == 3:
+            raise InputError(proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1])
+        if proc.returncode != 0 or not out.exists():
+            tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            why = (
+                "it needed too much memory"
+                if any("MemoryError" in t for t in tail)
+                else "the decoder crashed"
+            )
+            raise InputError(f"could not decode {path.name} ({why}); try converting it to WAV or MP3")
+        return np.load(out)
+
+
+def _child_main() -> None:
+    """Entry point of the decode child: argv = path out sr offset duration timeout max_seconds."""
+    path, out, sr, offset, duration, timeout, max_seconds = sys.argv[1:8]
+    try:
+        y = load_audio(
+            path=Path(path),
+            sr=int(sr),
+            offset_s=float(offset),
+            duration_s=None if duration == "None" else float(duration),
+            timeout_s=float(timeout),
+            max_seconds=float(max_seconds),
+        )
+    except InputError as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(3)
+    np.save(out, y)
