@@ -60,7 +60,9 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
                 mod = importlib.import_module(module)
             except ModuleNotFoundError as exc:
                 if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
-                    raise CadenzaError(f"'cadenza {name}' is not available in this build ({module} missing)") from None
+                    raise CadenzaError(
+                        f"'cadenza {name}' is not available in this build ({module} missing)"
+                    ) from None
                 raise
             mod.configure(name, sp)
             sp.set_defaults(_module=mod)

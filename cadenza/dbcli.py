@@ -21,9 +21,13 @@ def run(name: str, args: argparse.Namespace) -> int:
         with _connect(url, settings.database.connect_timeout_s) as conn:
             version = vector_extension_version(conn)
             applied = apply_migrations(conn) if args.action == "upgrade" else []
-            rows = conn.execute(
-                "SELECT version, name, applied_at::text FROM schema_migrations ORDER BY version"
-            ).fetchall() if _has_table(conn) else []
+            rows = (
+                conn.execute(
+                    "SELECT version, name, applied_at::text FROM schema_migrations ORDER BY version"
+                ).fetchall()
+                if _has_table(conn)
+                else []
+            )
     finally:
         if server is not None:
             server.cleanup()

@@ -167,11 +167,25 @@ def _pg_without_vector(tmp_path: Path):
         kwargs["user"] = "pgserver"
     subprocess.run(
         [str(inst / "bin" / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"],
-        check=True, capture_output=True, **kwargs,
+        check=True,
+        capture_output=True,
+        **kwargs,
     )
     subprocess.run(
-        [str(inst / "bin" / "pg_ctl"), "-D", str(data), "-w", "-o", f'-h "" -k {data}', "-l", str(data / "log"), "start"],
-        check=True, capture_output=True, **kwargs,
+        [
+            str(inst / "bin" / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-o",
+            f'-h "" -k {data}',
+            "-l",
+            str(data / "log"),
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        **kwargs,
     )
     return inst, data, kwargs
 
@@ -179,15 +193,25 @@ def _pg_without_vector(tmp_path: Path):
 def test_database_without_vector_extension_is_one_clear_line(tmp_path, session_db):
     inst, data, kwargs = _pg_without_vector(tmp_path)
     try:
-        env = {"CADENZA_HOME": str(tmp_path / "h"), "CADENZA_DATABASE_URL": f"postgresql://postgres@/postgres?host={data}"}
+        env = {
+            "CADENZA_HOME": str(tmp_path / "h"),
+            "CADENZA_DATABASE_URL": f"postgresql://postgres@/postgres?host={data}",
+        }
         line = _one_clear_line(run_cli("db", "upgrade", env=env))
         assert "pgvector" in line
     finally:
-        subprocess.run([str(inst / "bin" / "pg_ctl"), "-D", str(data), "-w", "stop"], capture_output=True, **kwargs)
+        subprocess.run(
+            [str(inst / "bin" / "pg_ctl"), "-D", str(data), "-w", "stop"], capture_output=True, **kwargs
+        )
 
 
 def test_open_database_raises_config_error_for_bad_url(tmp_path):
-    s = Settings.from_env({"CADENZA_HOME": str(tmp_path), "CADENZA_DATABASE_URL": "postgresql://x@127.0.0.1:1/x",
-                           "CADENZA_DB_CONNECT_TIMEOUT": "1"})
+    s = Settings.from_env(
+        {
+            "CADENZA_HOME": str(tmp_path),
+            "CADENZA_DATABASE_URL": "postgresql://x@127.0.0.1:1/x",
+            "CADENZA_DB_CONNECT_TIMEOUT": "1",
+        }
+    )
     with pytest.raises(ConfigError, match="cannot connect"):
         open_database(s)
