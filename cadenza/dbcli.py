@@ -31,12 +31,13 @@ def run(name: str, args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.cleanup()
-    info = {
+    migrations = [{"version": v, "name": n, "applied_at": a} for v, n, a in rows]
+    info: dict[str, object] = {
         "database": redact(url),
         "embedded": server is not None,
         "pgvector": ".".join(map(str, version)),
         "applied_now": applied,
-        "migrations": [{"version": v, "name": n, "applied_at": a} for v, n, a in rows],
+        "migrations": migrations,
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -45,7 +46,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         print(f"pgvector  {info['pgvector']}")
         if args.action == "upgrade":
             print("applied   " + (", ".join(applied) if applied else "nothing (up to date)"))
-        for m in info["migrations"]:
+        for m in migrations:
             print(f"  {m['version']:03d} {m['name']}  {m['applied_at']}")
     return 0
 
