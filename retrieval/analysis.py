@@ -1,0 +1,125 @@
+"""The pure per-file map of ingestion: audio → leveled audio → frames → segments.
+
+``analyze_audio`` turns a decoded track into everything the library stores about it
+(segment embeddings and descriptors, the full-rate chroma) without touching the database,
+so it can run in a worker process. ``level_loudness`` is shared with query preparation:
+queries and library tracks are leveled the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from encoder.features import CHROMA, FPS, SAMPLE_RATE
+from retrieval.descriptors import chroma_sequence, describe
+
+log = logging.getLogger(__name__)
+
+TARGET_LUFS = -23.0
+#: Never amplify by more than this: a near-silent file must stay near-silent.
+MAX_GAIN_DB = 30.0
+SEGMENT_FRAMES = 100  # 10 s
+HOP_FRAMES = 20  # 2 s
+MIN_FRAMES = 50  # keep a last partial segment of at least 5 s
+
+
+@dataclass
+class SegmentData:
+    start_s: float
+    end_s: float
+    embedding: np.ndarray  # [d] float32
+    descriptors: dict[str, Any]  # Descriptors.to_dict() minus nothing
+    chroma_seq: np.ndarray  # [n, 12] float16 at 2 fps
+
+
+@dataclass
+class TrackAnalysis:
+    duration_s: float
+    model_version: str
+    segments: list[SegmentData]
+    chroma: np.ndarray  # [T, 12] float16 at 10 fps
+    seconds_decode: float = 0.0
+    seconds_analyze: float = 0.0
+
+
+def level_loudness(*, y: np.ndarray, sr: int = SAMPLE_RATE, target_lufs: float = TARGET_LUFS) -> np.ndarray:
+    """Scale ``y [n]`` to ``target_lufs`` (EBU R128 integrated loudness), guarding silence and clipping.
+
+    Clips shorter than one 400-ms gating block, or silent ones, come back unchanged.
+    """
+    import pyloudnorm
+
+    if y.size < int(0.5 * sr) or not np.any(y):
+        return y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loud = pyloudnorm.Meter(sr).integrated_loudness(y.astype(np.float64))
+    if not np.isfinite(loud):
+        return y
+    gain_db = float(np.clip(target_lufs - loud, -40.0, MAX_GAIN_DB))
+    out = y * (10.0 ** (gain_db / 20.0))
+    peak = float(np.abs(out).max())
+    if peak > 1.0:  # keep the waveform valid; loudness ends slightly under the target
+        out = out / peak
+    return out.astype(np.float32)
+
+
+def denoise(*, y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Stationary spectral-gating noise reduction (noisereduce), for hissy recordings."""
+    import noisereduce
+
+    return np.asarray(noisereduce.reduce_noise(y=y, sr=sr, stationary=True), dtype=np.float32)
+
+
+def prepare(*, y: np.ndarray, sr: int = SAMPLE_RATE, use_denoise: bool = False) -> np.ndarray:
+    """What every signal goes through before features: optional denoise, then loudness leveling."""
+    if use_denoise:
+        y = denoise(y=y, sr=sr)
+    return level_loudness(y=y, sr=sr)
+
+
+def analyze_frames(*, frames: np.ndarray, embedder: Any) -> tuple[list[SegmentData], np.ndarray]:
+    """``frames [T, 143]`` → (segments, chroma ``[T, 12]`` float16). Pure given the embedder."""
+    starts, emb = embedder.embed_track(
+        frames=frames, win_frames=SEGMENT_FRAMES, hop_frames=HOP_FRAMES, min_frames=MIN_FRAMES
+    )
+    n = len(frames)
+    segs = []
+    for s, e in zip(starts, emb, strict=True):
+        i = int(round(s * FPS))
+        win = frames[i : i + SEGMENT_FRAMES]
+        d = describe(frames=win).to_dict()
+        segs.append(
+            SegmentData(
+                start_s=float(s),
+                end_s=float(min(i + SEGMENT_FRAMES, n) / FPS),
+                embedding=np.asarray(e, dtype=np.float32),
+                descriptors=d,
+                chroma_seq=chroma_sequence(frames=win).astype(np.float16),
+            )
+        )
+    return segs, frames[:, CHROMA].astype(np.float16)
+
+
+def analyze_audio(*, y: np.ndarray, embedder: Any, use_denoise: bool = False) -> TrackAnalysis:
+    """Decoded mono 16-kHz ``y [n]`` → :class:`TrackAnalysis` (leveled, featurized, embedded)."""
+    import time
+
+    from encoder.features import acoustic_features
+
+    t0 = time.perf_counter()
+    y = prepare(y=y, use_denoise=use_denoise)
+    frames = acoustic_features(y=y, sr=SAMPLE_RATE)
+    segs, chroma = analyze_frames(frames=frames, embedder=embedder)
+    return TrackAnalysis(
+        duration_s=y.size / SAMPLE_RATE,
+        model_version=embedder.model_version,
+        segments=segs,
+        chroma=chroma,
+        seconds_analyze=time.perf_counter() - t0,
+    )

@@ -1,0 +1,135 @@
+"""Confidence calibrated on the library's own score distribution.
+
+A raw cosine similarity means little on its own (an untrained or collapsed embedding puts
+everything near 0.9). So a score is judged relative to (a) how similar the query is to the
+library in general — ``z = (s − μ_q) / σ_q`` against a stored random sample of segment
+embeddings — and (b) how strongly a real in-library query's best *other-track* match
+stands out: confidence is the percentile of ``z`` among those best-match z values,
+measured at ingest and stored per model version in ``score_calibration``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+
+from retrieval.store import f16_bytes, scalar
+
+log = logging.getLogger(__name__)
+
+SAMPLE_SIZE = 2048
+N_QUERIES = 256
+FULL_SCAN_LIMIT = 30_000
+#: Below this confidence the top result is reported as "nothing similar".
+NOTHING_SIMILAR_BELOW = 0.10
+QUANTILES = np.linspace(0.0, 1.0, 101)
+
+
+@dataclass
+class Calibration:
+    model_version: str
+    n_segments: int
+    sample: np.ndarray  # [n, d] float32
+    nn_quantiles: np.ndarray  # [101]
+    pair_quantiles: np.ndarray  # [101]
+
+    def query_stats(self, q: np.ndarray) -> tuple[float, float]:
+        """(μ, σ) of the query's cosine similarity to the library sample."""
+        sims = self.sample @ (q / max(np.linalg.norm(q), 1e-12))
+        return float(sims.mean()), float(max(sims.std(), 1e-4))
+
+    def confidence(self, *, z: float) -> float:
+        """Percentile of ``z`` among the best-match z of in-library queries, in [0, 1]."""
+        return float(np.interp(z, self.nn_quantiles, QUANTILES, left=0.0, right=1.0))
+
+
+def _z_best(emb: np.ndarray, tracks: np.ndarray, sample: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """For each query index: z of its best match on another track, against the sample's stats."""
+    out = []
+    for i in queries:
+        q = emb[i]
+        mu_s = sample @ q
+        mu, sd = mu_s.mean(), max(mu_s.std(), 1e-4)
+        sims = emb @ q
+        sims[tracks == tracks[i]] = -np.inf
+        best = sims.max()
+        if np.isfinite(best):
+            out.append((best - mu) / sd)
+    return np.asarray(out, dtype=np.float64)
+
+
+def calibrate(conn: psycopg.Connection, *, model_version: str, seed: int = 0) -> Calibration | None:
+    """Measure and store the calibration of ``model_version``; None when < 2 tracks have segments."""
+    n = scalar(conn, "SELECT count(*) FROM segments WHERE model_version = %s", (model_version,))
+    n_tracks = scalar(
+        conn, "SELECT count(DISTINCT track_id) FROM segments WHERE model_version = %s", (model_version,)
+    )
+    if n_tracks < 2:
+        return None
+    # Deterministic pseudo-random order (hash of the id) so two runs pick the same rows.
+    rows = conn.execute(
+        "SELECT track_id, embedding FROM segments WHERE model_version = %s ORDER BY md5(id::text || %s) LIMIT %s",
+        (model_version, str(seed), FULL_SCAN_LIMIT),
+    ).fetchall()
+    tracks = np.array([r[0] for r in rows])
+    emb = np.stack([np.asarray(r[1].to_numpy(), dtype=np.float32) for r in rows])
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    rng = np.random.default_rng(seed)
+    sample = emb[: min(SAMPLE_SIZE, len(emb))]
+    queries = rng.choice(len(emb), size=min(N_QUERIES, len(emb)), replace=False)
+    z = _z_best(emb, tracks, sample, queries)
+    if z.size < 2:
+        return None
+    a, b = rng.integers(0, len(emb), size=(2, 4096))
+    keep = tracks[a] != tracks[b]
+    pairs = (emb[a[keep]] * emb[b[keep]]).sum(axis=1) if keep.any() else np.zeros(1)
+    cal = Calibration(
+        model_version=model_version,
+        n_segments=int(n),
+        sample=sample,
+        nn_quantiles=np.quantile(z, QUANTILES),
+        pair_quantiles=np.quantile(pairs, QUANTILES),
+    )
+    conn.execute(
+        "INSERT INTO score_calibration (model_version, n_segments, sample, sample_dim, nn_quantiles, pair_quantiles)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (model_version) DO UPDATE SET n_segments = EXCLUDED.n_segments,"
+        " sample = EXCLUDED.sample, sample_dim = EXCLUDED.sample_dim, nn_quantiles = EXCLUDED.nn_quantiles,"
+        " pair_quantiles = EXCLUDED.pair_quantiles, created_at = now()",
+        (
+            model_version,
+            int(n),
+            f16_bytes(sample),
+            sample.shape[1],
+            [float(v) for v in cal.nn_quantiles],
+            [float(v) for v in cal.pair_quantiles],
+        ),
+    )
+    log.info("calibrated %s on %d segments (%d queries): median best-match z %.2f", model_version, n, z.size,
+             float(np.median(z)))  # fmt: skip
+    return cal
+
+
+def load_calibration(
+    conn: psycopg.Connection, *, model_version: str, recalibrate_drift: float = 0.25
+) -> Calibration | None:
+    """The stored calibration; re-measured when missing or when the library size drifted > 25 %."""
+    row = conn.execute(
+        "SELECT n_segments, sample, sample_dim, nn_quantiles, pair_quantiles FROM score_calibration"
+        " WHERE model_version = %s",
+        (model_version,),
+    ).fetchone()
+    n_now = scalar(conn, "SELECT count(*) FROM segments WHERE model_version = %s", (model_version,))
+    if row is None or abs(n_now - row[0]) > recalibrate_drift * max(row[0], 1):
+        with conn.transaction():
+            return calibrate(conn, model_version=model_version)
+    sample = np.frombuffer(bytes(row[1]), dtype="<f2").reshape(-1, row[2]).astype(np.float32)
+    return Calibration(
+        model_version=model_version,
+        n_segments=int(row[0]),
+        sample=sample,
+        nn_quantiles=np.asarray(row[3], dtype=np.float64),
+        pair_quantiles=np.asarray(row[4], dtype=np.float64),
+    )

@@ -1,0 +1,194 @@
+"""``cadenza ingest | search | library | remove | reindex``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from cadenza.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "ingest":
+        parser.add_argument(
+            "paths", nargs="+", type=Path, help="audio files or folders (searched recursively)"
+        )
+        parser.add_argument(
+            "--metadata", type=Path, help="CSV/JSON with a 'path' column: title, composer, work, era, year"
+        )
+        parser.add_argument("--workers", type=int, default=2, help="decode/embed processes (default 2)")
+        parser.add_argument("--denoise", action="store_true", help="spectral-gating noise reduction first")
+        parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    elif name == "library":
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+    elif name == "remove":
+        parser.add_argument("track_id", type=int, help="id from `cadenza library`")
+    elif name == "reindex":
+        parser.add_argument("--workers", type=int, default=2, help="decode/embed processes (default 2)")
+    elif name == "search":
+        parser.add_argument("audio", nargs="?", type=Path, help="an audio clip (3 s – 10 min)")
+        parser.add_argument(
+            "--start", type=float, help="start of the moment in the clip (default: most representative)"
+        )
+        parser.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
+        parser.add_argument("--track", type=int, help="query by a library moment: track id (with --at)")
+        parser.add_argument("--at", type=float, default=0.0, help="start of the library moment, seconds")
+        parser.add_argument("--k", type=int, default=10)
+        parser.add_argument("--json", action="store_true", help="print the SearchResponse JSON")
+        parser.add_argument("--composer", action="append", default=[], help="only these composers")
+        parser.add_argument("--exclude-composer", action="append", default=[], help="never these composers")
+        parser.add_argument("--era", action="append", default=[], help="only these eras")
+        parser.add_argument("--exclude-track", action="append", type=int, default=[])
+        parser.add_argument("--key", help="tonic, e.g. C, F#, Bb")
+        parser.add_argument("--mode", choices=["major", "minor"])
+        parser.add_argument("--min-bpm", type=float)
+        parser.add_argument("--max-bpm", type=float)
+        parser.add_argument("--all-windows", action="store_true", help="allow several moments per track")
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from cadenza.db import database
+    from cadenza.settings import Settings
+
+    settings = Settings.from_env()
+    with database(settings) as db:
+        return int(_COMMANDS[name](settings, db, args) or 0)
+
+
+def _embedder(settings: Any):
+    from retrieval.ingest import EmbedderSpec, resolve_embedder
+
+    emb, spec = resolve_embedder(settings.checkpoint)
+    return emb, (spec if spec.untrained_seed is not None else EmbedderSpec(checkpoint=settings.checkpoint))
+
+
+def _ingest(settings: Any, db: Any, args: argparse.Namespace) -> int:
+    from retrieval.ingest import ingest
+
+    if args.workers < 0:
+        raise InputError("--workers must be 0 or more")
+    embedder, spec = _embedder(settings)
+    report = ingest(
+        db=db, paths=args.paths, embedder=embedder, spec=spec, metadata_file=args.metadata, workers=args.workers,
+        use_denoise=args.denoise, progress=not args.json,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        r = report.to_json()
+        print(
+            f"added {r['added']}, replaced {r['replaced']}, unchanged {r['unchanged']}, failed {len(r['failed'])}; "
+            f"{r['segments']} segments, {r['audio_seconds'] / 60:.1f} min of audio in {r['wall_seconds']:.1f} s "
+            f"({r['realtime_factor']}x realtime)"
+        )
+        for f in r["failed"]:
+            print(f"  failed: {f['path']}: {f['error']}")
+    return 1 if report.failed and not (report.added or report.replaced or report.unchanged) else 0
+
+
+def _library(settings: Any, db: Any, args: argparse.Namespace) -> int:
+    from retrieval.store import list_tracks
+
+    with db.connection() as conn:
+        tracks = list_tracks(conn)
+    if args.json:
+        print(json.dumps([t.to_json() for t in tracks], indent=2))
+        return 0
+    if not tracks:
+        print("the library is empty; add music with `cadenza ingest PATH` or run `cadenza demo`")
+        return 0
+    for t in tracks:
+        print(f"{t.id:6d}  {t.duration_s / 60:5.1f} min  {t.n_segments:4d} seg  {t.composer or '?':20.20s}  "
+              f"{t.era or '':12.12s}  {t.title}")  # fmt: skip
+    print(f"{len(tracks)} tracks, {sum(t.duration_s for t in tracks) / 3600:.2f} h")
+    return 0
+
+
+def _remove(settings: Any, db: Any, args: argparse.Namespace) -> int:
+    from retrieval.store import remove_track
+
+    with db.connection() as conn:
+        info = remove_track(conn, args.track_id)
+    print(f"removed track {info.id} ({info.title}) and its {info.n_segments} segments")
+    return 0
+
+
+def _reindex(settings: Any, db: Any, args: argparse.Namespace) -> int:
+    from retrieval.ingest import reindex
+
+    embedder, spec = _embedder(settings)
+    report = reindex(db=db, embedder=embedder, spec=spec, workers=args.workers)
+    r = report.to_json()
+    print(f"re-embedded {r['replaced']} tracks ({r['segments']} segments) with {embedder.model_version}; "
+          f"{r['unchanged']} already current; {len(r['failed'])} failed")  # fmt: skip
+    for f in r["failed"]:
+        print(f"  failed: {f['path']}: {f['error']}")
+    return 0
+
+
+def _search(settings: Any, db: Any, args: argparse.Namespace) -> int:
+    from cadenza.audio import load_audio
+    from retrieval.search import search
+    from retrieval.types import Filters, MomentRef, SearchRequest
+
+    if (args.audio is None) == (args.track is None):
+        raise InputError("give an audio clip or --track ID --at SECONDS (one of them)")
+    timings: dict[str, float] = {}
+    audio = None
+    if args.audio is not None:
+        t0 = time.perf_counter()
+        audio = load_audio(
+            path=args.audio,
+            timeout_s=settings.limits.decode_timeout_s,
+            max_seconds=settings.limits.max_clip_seconds,
+        )
+        timings["decode"] = (time.perf_counter() - t0) * 1000
+    filters = Filters(
+        composers=tuple(args.composer), exclude_composers=tuple(args.exclude_composer), eras=tuple(args.era),
+        exclude_tracks=tuple(args.exclude_track), key=args.key, mode=args.mode, min_bpm=args.min_bpm,
+        max_bpm=args.max_bpm,
+    )  # fmt: skip
+    request = SearchRequest(
+        audio=audio,
+        start_s=args.start,
+        duration_s=args.duration,
+        moments=(MomentRef(args.track, args.at),) if args.track is not None else (),
+        k=args.k,
+        filters=filters,
+        one_per_track=not args.all_windows,
+    )
+    embedder, _ = _embedder(settings)
+    response = search(db=db, embedder=embedder, request=request)
+    response.timings_ms = {**timings, **response.timings_ms}
+    if args.json:
+        print(json.dumps(response.to_json(), indent=2, default=float))
+        return 0
+    q = response.query
+    print(f"query {q.get('start', 0):.1f}–{q.get('end', 0):.1f} s: {q.get('key', '?')} {q.get('mode', '')}, "
+          f"{q.get('tempo_bpm') or '?'} BPM")  # fmt: skip
+    if response.nothing_similar:
+        print(
+            "nothing in the library is really similar to this"
+            + (" (closest shown)" if response.results else "")
+        )
+    for r in response.results:
+        print(f"{r.rank:2d}. {r.composer or '?'} — {r.title}  @ {r.start:.1f}–{r.end:.1f} s  "
+              f"score {r.score:.3f}  confidence {r.confidence:.2f}")  # fmt: skip
+        print(f"    {r.reason}")
+    print("timings " + ", ".join(f"{k} {v:.0f} ms" for k, v in response.timings_ms.items()))
+    return 0
+
+
+_COMMANDS = {
+    "ingest": _ingest,
+    "library": _library,
+    "remove": _remove,
+    "reindex": _reindex,
+    "search": _search,
+}

@@ -1,0 +1,194 @@
+"""Library storage: one transaction per track, segments via COPY ... FORMAT BINARY.
+
+All SQL that writes the library lives here. A track, its segments and its chroma are
+written in ONE transaction, so a crash or kill mid-ingest never leaves a partial track.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from cadenza.errors import NotFound
+from retrieval.analysis import TrackAnalysis
+
+SEGMENT_COLUMNS = (
+    "track_id", "start_s", "end_s", "embedding", "model_version", "chroma_mean", "chroma_seq", "key_index",
+    "mode", "key_confidence", "tempo_bpm", "loudness_db", "brightness_hz", "onset_density", "valence", "arousal",
+)  # fmt: skip
+SEGMENT_TYPES = (
+    "int8", "float4", "float4", "vector", "text", "float4[]", "bytea", "int2",
+    "text", "float4", "float4", "float4", "float4", "float4", "float4", "float4",
+)  # fmt: skip
+#: Descriptor columns read back for reranking (stored per segment).
+DESCRIPTOR_COLUMNS = (
+    "key_index", "mode", "key_confidence", "tempo_bpm", "loudness_db", "brightness_hz", "onset_density",
+    "valence", "arousal",
+)  # fmt: skip
+
+
+def scalar(conn: psycopg.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """The first column of the first row (None when there is no row)."""
+    row = conn.execute(sql, params).fetchone()  # type: ignore[call-overload]
+    return row[0] if row else None
+
+
+def f16_bytes(a: np.ndarray) -> bytes:
+    return np.ascontiguousarray(a, dtype="<f2").tobytes()
+
+
+def f16_array(b: bytes | memoryview | None, cols: int = 12) -> np.ndarray:
+    if b is None:
+        return np.zeros((0, cols), np.float32)
+    return np.frombuffer(bytes(b), dtype="<f2").reshape(-1, cols).astype(np.float32)
+
+
+def _segment_rows(track_id: int, analysis: TrackAnalysis) -> list[tuple[Any, ...]]:
+    rows = []
+    for s in analysis.segments:
+        d = s.descriptors
+        rows.append(
+            (
+                track_id, s.start_s, s.end_s, s.embedding, analysis.model_version, [float(v) for v in d["chroma_mean"]],
+                f16_bytes(s.chroma_seq), d["key_index"], d["mode"], d["key_confidence"], d["tempo_bpm"],
+                d["loudness_db"], d["brightness_hz"], d["onset_density"], d["valence"], d["arousal"],
+            )
+        )  # fmt: skip
+    return rows
+
+
+def copy_segments(conn: psycopg.Connection, track_id: int, analysis: TrackAnalysis) -> int:
+    """Bulk-write a track's segments with binary COPY (caller holds the transaction)."""
+    rows = _segment_rows(track_id, analysis)
+    with (
+        conn.cursor() as cur,
+        cur.copy(f"COPY segments ({', '.join(SEGMENT_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(list(SEGMENT_TYPES))
+        for row in rows:
+            copy.write_row(row)
+    return len(rows)
+
+
+def write_chroma(conn: psycopg.Connection, track_id: int, analysis: TrackAnalysis, fps: float = 10.0) -> None:
+    conn.execute(
+        "INSERT INTO track_chroma (track_id, fps, n_frames, chroma) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (track_id) DO UPDATE SET fps = EXCLUDED.fps, n_frames = EXCLUDED.n_frames,"
+        " chroma = EXCLUDED.chroma",
+        (track_id, fps, len(analysis.chroma), f16_bytes(analysis.chroma)),
+    )
+
+
+def write_track(
+    conn: psycopg.Connection,
+    *,
+    content_hash: str,
+    path: str,
+    meta: dict[str, Any],
+    analysis: TrackAnalysis,
+    replace_ids: list[int] | tuple[int, ...] = (),
+) -> int | None:
+    """Insert a track with its segments and chroma in one transaction; None if the hash is already there.
+
+    ``replace_ids``: tracks (the old version of a changed file) deleted in the same transaction.
+    """
+    with conn.transaction():
+        for old in replace_ids:
+            conn.execute("DELETE FROM tracks WHERE id = %s", (old,))
+        row = conn.execute(
+            "INSERT INTO tracks (content_hash, path, title, composer, work, era, year, duration_s, tags, model_version)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (content_hash) DO NOTHING RETURNING id",
+            (
+                content_hash,
+                path,
+                meta.get("title", ""),
+                meta.get("composer", ""),
+                meta.get("work", ""),
+                meta.get("era", ""),
+                meta.get("year"),
+                max(analysis.duration_s, 1e-3),
+                json.dumps({k: v for k, v in meta.items() if k in ("genre", "album", "artist")}),
+                analysis.model_version,
+            ),  # fmt: skip
+        ).fetchone()
+        if row is None:
+            return None
+        track_id = int(row[0])
+        copy_segments(conn, track_id, analysis)
+        write_chroma(conn, track_id, analysis)
+    return track_id
+
+
+def replace_segments(conn: psycopg.Connection, *, track_id: int, analysis: TrackAnalysis) -> int:
+    """Re-embedding: swap a track's segments and chroma in one transaction (metadata untouched)."""
+    with conn.transaction():
+        conn.execute("DELETE FROM segments WHERE track_id = %s", (track_id,))
+        n = copy_segments(conn, track_id, analysis)
+        write_chroma(conn, track_id, analysis)
+        conn.execute(
+            "UPDATE tracks SET model_version = %s, updated_at = now() WHERE id = %s",
+            (analysis.model_version, track_id),
+        )
+    return n
+
+
+@dataclass
+class TrackInfo:
+    id: int
+    path: str
+    title: str
+    composer: str
+    work: str
+    era: str
+    year: int | None
+    duration_s: float
+    n_segments: int
+    model_version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def list_tracks(conn: psycopg.Connection) -> list[TrackInfo]:
+    rows = conn.execute(
+        "SELECT t.id, t.path, t.title, t.composer, t.work, t.era, t.year, t.duration_s,"
+        " (SELECT count(*) FROM segments s WHERE s.track_id = t.id), t.model_version"
+        " FROM tracks t ORDER BY lower(t.composer), lower(t.title), t.id"
+    ).fetchall()
+    return [TrackInfo(*r) for r in rows]
+
+
+def remove_track(conn: psycopg.Connection, track_id: int) -> TrackInfo:
+    """Delete a track, its segments, chroma and plays (cascade). NotFound if there is no such track."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT t.id, t.path, t.title, t.composer, t.work, t.era, t.year, t.duration_s,"
+            " (SELECT count(*) FROM segments s WHERE s.track_id = t.id), t.model_version FROM tracks t WHERE id = %s",
+            (track_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no track with id {track_id}; run `cadenza library` to see the ids")
+        conn.execute("DELETE FROM tracks WHERE id = %s", (track_id,))
+    return TrackInfo(*row)
+
+
+def track_chroma(conn: psycopg.Connection, track_id: int) -> np.ndarray:
+    """The stored 10-fps chroma ``[T, 12]`` float32 of a track (empty when missing)."""
+    row = conn.execute("SELECT chroma FROM track_chroma WHERE track_id = %s", (track_id,)).fetchone()
+    return f16_array(row[0] if row else None)
+
+
+def record_play(conn: psycopg.Connection, *, listener_id: str, track_id: int) -> None:
+    conn.execute("INSERT INTO plays (listener_id, track_id) VALUES (%s, %s)", (listener_id, track_id))
+
+
+def heard_composers(conn: psycopg.Connection, listener_id: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT lower(t.composer) FROM plays p JOIN tracks t ON t.id = p.track_id WHERE p.listener_id = %s",
+        (listener_id,),
+    ).fetchall()
+    return {r[0] for r in rows if r[0]}

@@ -1,0 +1,194 @@
+"""Ingestion against the real database: idempotence, replacement, removal, reindex, kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cadenza.errors import NotFound
+from encoder.embed import Embedder
+from retrieval.ingest import ingest, reindex
+from retrieval.metadata import era_from_year, load_sidecar, merge
+from retrieval.store import list_tracks, remove_track
+from tests.helpers_audio import random_chord_track, write_audio
+
+
+def expected_segments(seconds: float) -> int:
+    n = 1 + int(seconds * 16_000) // 1600  # frames
+    starts = list(range(0, n - 100 + 1, 20)) if n >= 100 else []
+    nxt = starts[-1] + 20 if starts else 0
+    if nxt + 100 > n and n - nxt >= 50:
+        starts.append(nxt)
+    return len(starts)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder.untrained(seed=0)
+
+
+@pytest.fixture
+def library(tmp_path) -> Path:
+    lib = tmp_path / "lib"
+    write_audio(lib / "a.ogg", random_chord_track(seconds=16, seed=1))
+    write_audio(lib / "sub" / "b.flac", random_chord_track(seconds=12, seed=2, key=7))
+    write_audio(lib / "c.wav", random_chord_track(seconds=7, seed=3, key=2))
+    (lib / "notes.txt").write_text("not audio, not picked up")
+    (lib / "meta.csv").write_text(
+        "path,title,composer,work,year\na.ogg,Alpha,Bach,Suite,1720\nsub/b.flac,Beta,Mozart,Sonata,1785\n"
+    )
+    return lib
+
+
+def counts(db) -> tuple[int, int, int]:
+    with db.connection() as conn:
+        return tuple(
+            conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("tracks", "segments", "track_chroma")
+        )  # type: ignore[return-value]
+
+
+def test_ingest_is_idempotent_and_reads_metadata(db, library, embedder):
+    r = ingest(
+        db=db,
+        paths=[library],
+        embedder=embedder,
+        metadata_file=library / "meta.csv",
+        workers=1,
+        progress=False,
+    )
+    assert len(r.added) == 3 and not r.failed
+    n_tracks, n_segs, n_chroma = counts(db)
+    assert (n_tracks, n_chroma) == (3, 3)
+    assert n_segs == expected_segments(16) + expected_segments(12) + expected_segments(7)
+    tracks = {Path(t.path).name: t for t in list_tracks_of(db)}
+    assert (
+        tracks["a.ogg"].composer == "Bach"
+        and tracks["a.ogg"].era == "Baroque"
+        and tracks["a.ogg"].title == "Alpha"
+    )
+    assert tracks["b.flac"].era == "Classical" and tracks["b.flac"].work == "Sonata"
+    assert tracks["c.wav"].title == "c" and tracks["c.wav"].composer == ""
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT s.start_s, s.end_s, t.duration_s, s.model_version, array_length(s.chroma_mean, 1), s.key_index"
+            " FROM segments s JOIN tracks t ON t.id = s.track_id"
+        ).fetchall()
+        chroma = conn.execute("SELECT n_frames, length(chroma) FROM track_chroma").fetchall()
+    for start, end, dur, version, n12, key in rows:
+        assert 0 <= start < end <= dur + 0.11 and end - start >= 5 - 1e-3
+        assert version == embedder.model_version and n12 == 12 and 0 <= key < 12
+    assert all(nbytes == n * 12 * 2 for n, nbytes in chroma)
+
+    again = ingest(db=db, paths=[library], embedder=embedder, workers=1, progress=False)
+    assert again.added == [] and again.unchanged == 3
+    assert counts(db) == (n_tracks, n_segs, n_chroma)
+
+
+def list_tracks_of(db):
+    with db.connection() as conn:
+        return list_tracks(conn)
+
+
+def test_changed_file_replaces_its_track(db, library, embedder):
+    ingest(db=db, paths=[library], embedder=embedder, workers=1, progress=False)
+    before = {Path(t.path).name: t for t in list_tracks_of(db)}
+    write_audio(library / "a.ogg", random_chord_track(seconds=22, seed=9))
+    r = ingest(db=db, paths=[library], embedder=embedder, workers=1, progress=False)
+    assert len(r.replaced) == 1 and r.unchanged == 2 and not r.added
+    after = {Path(t.path).name: t for t in list_tracks_of(db)}
+    assert after["a.ogg"].id != before["a.ogg"].id
+    assert after["a.ogg"].n_segments == expected_segments(22)
+    assert len(after) == 3 and after["c.wav"].id == before["c.wav"].id
+
+
+def test_remove_cascades(db, library, embedder):
+    ingest(db=db, paths=[library], embedder=embedder, workers=1, progress=False)
+    victim = list_tracks_of(db)[0]
+    with db.connection() as conn:
+        conn.execute("INSERT INTO plays (listener_id, track_id) VALUES ('me', %s)", (victim.id,))
+        conn.commit()
+        remove_track(conn, victim.id)
+        left = conn.execute("SELECT count(*) FROM segments WHERE track_id = %s", (victim.id,)).fetchone()[0]
+        plays = conn.execute("SELECT count(*) FROM plays").fetchone()[0]
+        with pytest.raises(NotFound):
+            remove_track(conn, victim.id)
+    assert left == 0 and plays == 0 and counts(db)[0] == 2
+
+
+def test_reindex_reembeds_other_versions(db, library, embedder):
+    ingest(db=db, paths=[library], embedder=embedder, workers=1, progress=False)
+    ids = sorted(t.id for t in list_tracks_of(db))
+    other = Embedder.untrained(seed=1)
+    r = reindex(db=db, embedder=other, workers=1, progress=False)
+    assert sorted(r.replaced) == ids
+    with db.connection() as conn:
+        versions = {v for (v,) in conn.execute("SELECT DISTINCT model_version FROM segments").fetchall()}
+    assert versions == {other.model_version}
+    assert sorted(t.id for t in list_tracks_of(db)) == ids
+    assert reindex(db=db, embedder=other, workers=1, progress=False).replaced == []
+
+
+def test_sidecar_json_and_eras(tmp_path):
+    (tmp_path / "m.json").write_text(
+        json.dumps([{"path": "x.mp3", "composer": "Landini", "year": "c. 1370"}])
+    )
+    side = load_sidecar(tmp_path / "m.json")
+    meta = merge(tags={"title": "Tagged", "composer": "Tag"}, sidecar=side[(tmp_path / "x.mp3").resolve()],
+                 path=tmp_path / "x.mp3")  # fmt: skip
+    assert meta["composer"] == "Landini" and meta["title"] == "Tagged" and meta["era"] == "Medieval"
+    assert [era_from_year(y) for y in (1399, 1400, 1599, 1600, 1749, 1750, 1819, 1820, 1899, 1900, 1974, 1975)] == [
+        "Medieval", "Renaissance", "Renaissance", "Baroque", "Baroque", "Classical", "Classical", "Romantic",
+        "Romantic", "Modern", "Modern", "Contemporary",
+    ]  # fmt: skip
+
+
+def test_kill_and_resume_leaves_no_partial_track(db, tmp_path, settings):
+    lib = tmp_path / "many"
+    n_files = 8
+    for i in range(n_files):
+        write_audio(lib / f"t{i}.flac", random_chord_track(seconds=40, seed=100 + i, key=i % 12))
+    env = {**os.environ, "CADENZA_HOME": str(settings.paths.home), "CADENZA_DATABASE_URL": db.url}
+    cmd = [sys.executable, "-m", "cadenza", "-q", "ingest", str(lib), "--workers", "1", "--json"]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if counts(db)[0] >= 2:
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    mid = counts(db)[0]
+    assert 1 <= mid <= n_files
+    check_complete(db)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["added"] + report["unchanged"] == n_files
+    assert counts(db)[0] == n_files
+    check_complete(db)
+
+
+def check_complete(db) -> None:
+    """Every track has all its segments and its chroma; no content hash twice."""
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT t.duration_s, (SELECT count(*) FROM segments s WHERE s.track_id = t.id),"
+            " (SELECT count(*) FROM track_chroma c WHERE c.track_id = t.id) FROM tracks t"
+        ).fetchall()
+        dup = conn.execute("SELECT count(*) - count(DISTINCT content_hash) FROM tracks").fetchone()[0]
+    assert dup == 0
+    for dur, n_segs, n_chroma in rows:
+        assert n_segs == expected_segments(float(np.round(dur, 3))) and n_chroma == 1
