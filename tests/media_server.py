@@ -9,6 +9,9 @@ even if a test forgets to. Each route has a script of faults consumed one per GE
 * ``("reset",)``               - read the request, then close the socket with RST
 * ``("slow", seconds)``        - wait before answering normally
 * ``("cut", fraction)``        - promise the full Content-Length, send only a fraction
+
+``server.outage`` is a second script consumed by GETs to *any* path first (a site-wide
+outage, for the circuit breaker).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class MediaServer:
     def __init__(self, *, lifetime_s: float = 300.0) -> None:
         self.routes: dict[str, Route] = {}
         self.hits: list[Hit] = []
+        self.outage: list[Fault] = []  # faults for the next GETs to *any* path (a site-wide outage)
         self._lock = threading.Lock()
         self._lifetime_s = lifetime_s
         self._server: ThreadingHTTPServer | None = None
@@ -112,7 +116,11 @@ class MediaServer:
     def _next_fault(self, path: str, method: str) -> tuple[Route | None, Fault]:
         with self._lock:
             route = self.routes.get(path)
-            if route is None or method != "GET":
+            if method != "GET":
+                return route, None
+            if self.outage:
+                return route, self.outage.pop(0)
+            if route is None:
                 return route, None
             if route.script:
                 return route, route.script.pop(0)
@@ -139,7 +147,7 @@ def _handler_for(server: MediaServer) -> type[BaseHTTPRequestHandler]:
         def _serve(self, *, send_body: bool) -> None:
             path = self.path.split("?", 1)[0]
             route, fault = server._next_fault(path, self.command)
-            if route is None:
+            if route is None and fault is None:
                 server._record(path, self.command, 404)
                 self.send_error(404)
                 return
@@ -165,6 +173,10 @@ def _handler_for(server: MediaServer) -> type[BaseHTTPRequestHandler]:
                 return
             if kind == "slow":
                 time.sleep(float(fault[1]))
+            if route is None:
+                server._record(path, self.command, 404)
+                self.send_error(404)
+                return
             body = route.body
             range_header = self.headers.get("Range")
             status = 200
