@@ -1,0 +1,250 @@
+"""Training batches from the corpus HDF5, read window by window (never loaded whole).
+
+Corpus schema (written by ``cadenza corpus``)::
+
+    corpus.h5  attrs: fps=10, sample_rate=16000, n_acoustic=143, schema_version=1
+      views/<work>__<view>  float16 [T, 143]; attrs work_id, composer, split, view,
+                            program, instrument, transpose, time_scale, duration_s
+      stats/mean [143], stats/std [143]
+
+A view is one rendering of a work (clean, another instrument, melody only, noise, EQ, MP3,
+reverb, ±1 semitone, ±5 % tempo). A moment at canonical second ``s`` starts at frame
+``round(s * time_scale * fps)`` of a view.
+
+A batch is ``works × passages × views`` clips: P distinct works, from each several passages
+at random (non-grid) canonical starts at least ``min_gap_s`` apart, and from each passage
+several views with ±``jitter_frames`` of misalignment (a real query is never frame-aligned),
+a random gain (a level change shifts every dB band alike) and sometimes a shortened length
+(queries are 3–30 s). Batches are a pure function of ``(seed, step)``, so a resumed run sees
+the same data it would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cadenza.errors import ConfigError
+from encoder.features import MEL, N_ACOUSTIC, RMS
+
+SPLITS = ("train", "val", "test", "heldout")
+
+
+@dataclass(frozen=True)
+class ViewInfo:
+    name: str  # dataset name under views/
+    view: str
+    time_scale: float
+    n_frames: int
+
+
+@dataclass(frozen=True)
+class WorkInfo:
+    work_id: str
+    composer: str
+    split: str
+    views: tuple[ViewInfo, ...]
+
+    def max_start_s(self, *, win_frames: int, fps: int, margin_frames: int = 0) -> float:
+        """Latest canonical start whose window (plus ``margin_frames``) fits inside every view."""
+        return min((v.n_frames - win_frames - margin_frames) / (v.time_scale * fps) for v in self.views)
+
+    def view(self, name: str) -> ViewInfo | None:
+        return next((v for v in self.views if v.view == name), None)
+
+
+class Corpus:
+    """Read-only handle on ``corpus.h5``: an index of works/views plus window reads."""
+
+    def __init__(self, path: Path):
+        import h5py
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"no corpus at {path}; build it with `cadenza corpus` or pass --corpus PATH")
+        try:
+            self._h5 = h5py.File(path, "r")
+        except OSError as exc:
+            raise ConfigError(
+                f"corpus {path} is not a readable HDF5 file ({exc}); rebuild it with `cadenza corpus`"
+            ) from None
+        self.path = path
+        attrs = self._h5.attrs
+        try:
+            self.fps = int(attrs["fps"])
+            n_acoustic = int(attrs["n_acoustic"])
+            self.mean = np.asarray(self._h5["stats/mean"][:], dtype=np.float32)
+            self.std = np.asarray(self._h5["stats/std"][:], dtype=np.float32)
+            group = self._h5["views"]
+        except KeyError as exc:
+            self.close()
+            raise ConfigError(f"corpus {path} lacks {exc}; rebuild it with `cadenza corpus`") from None
+        if n_acoustic != N_ACOUSTIC or self.mean.shape != (N_ACOUSTIC,):
+            self.close()
+            raise ConfigError(
+                f"corpus {path} has {n_acoustic} features per frame, expected {N_ACOUSTIC}; rebuild it"
+            )
+        by_work: dict[str, dict[str, Any]] = {}
+        for name, ds in group.items():
+            a = ds.attrs
+            work_id = str(a["work_id"])
+            entry = by_work.setdefault(
+                work_id, {"composer": str(a.get("composer", "")), "split": str(a["split"]), "views": []}
+            )
+            entry["views"].append(
+                ViewInfo(
+                    name=name,
+                    view=str(a["view"]),
+                    time_scale=float(a.get("time_scale", 1.0)),
+                    n_frames=int(ds.shape[0]),
+                )
+            )
+        self.works: list[WorkInfo] = [
+            WorkInfo(
+                work_id=w,
+                composer=e["composer"],
+                split=e["split"],
+                views=tuple(sorted(e["views"], key=lambda v: v.name)),
+            )
+            for w, e in sorted(by_work.items())
+        ]
+
+    def split(self, name: str) -> list[WorkInfo]:
+        return [w for w in self.works if w.split == name]
+
+    def read(self, *, view: ViewInfo, start: int, n_frames: int) -> np.ndarray:
+        """``n_frames`` frames of ``view`` from ``start`` (clipped into the view) → ``[n, 143]`` float32."""
+        start = int(min(max(start, 0), max(view.n_frames - n_frames, 0)))
+        return np.asarray(self._h5["views"][view.name][start : start + n_frames], dtype=np.float32)
+
+    def read_all(self, *, view: ViewInfo) -> np.ndarray:
+        return np.asarray(self._h5["views"][view.name][:], dtype=np.float32)
+
+    def summary(self) -> dict[str, Any]:
+        """Works, composers and hours per split and view counts: goes into checkpoint metadata."""
+        out: dict[str, Any] = {"path": str(self.path), "fps": self.fps, "splits": {}}
+        for s in SPLITS:
+            works = self.split(s)
+            if not works:
+                continue
+            views: dict[str, int] = {}
+            for w in works:
+                for v in w.views:
+                    views[v.view] = views.get(v.view, 0) + 1
+            clean_s = sum((w.view("clean") or w.views[0]).n_frames for w in works) / self.fps
+            all_s = sum(v.n_frames for w in works for v in w.views) / self.fps
+            out["splits"][s] = {
+                "works": len(works),
+                "composers": sorted({w.composer for w in works}),
+                "hours_clean": round(clean_s / 3600, 2),
+                "hours_all_views": round(all_s / 3600, 2),
+                "views": views,
+            }
+        return out
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> Corpus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    works: int = 8
+    passages: int = 4
+    views: int = 4
+    win_frames: int = 100
+    min_gap_s: float = 8.0  # passages of one work start this far apart (overlap <= 2 s of 10)
+    jitter_frames: int = 2  # per-view misalignment, frames
+    gain_db: float = 6.0  # uniform ± level shift on the mel and RMS dB columns
+    noise_std: float = 0.5  # dB of per-cell Gaussian noise on the mel columns
+    crop_prob: float = 0.15  # chance a clip is shortened (a 3–10 s query)
+    min_crop_frames: int = 30
+
+    @property
+    def batch_size(self) -> int:
+        return self.works * self.passages * self.views
+
+
+@dataclass
+class Batch:
+    windows: np.ndarray  # [B, W, 143] float32 raw acoustic frames; rows past lengths[b] are padding
+    lengths: np.ndarray  # [B] int64
+    passage_labels: np.ndarray  # [B] int64, unique per (work, passage) within the batch
+    work_labels: np.ndarray  # [B] int64
+    views: list[str] = field(default_factory=list)
+
+
+class PassageSampler:
+    """Deterministic batches of ``works × passages × views`` clips from one split."""
+
+    def __init__(self, corpus: Corpus, *, split: str = "train", spec: BatchSpec | None = None, seed: int = 0):
+        self.corpus = corpus
+        self.spec = spec or BatchSpec()
+        self.seed = seed
+        need_s = (self.spec.passages - 1) * self.spec.min_gap_s
+        margin = self.spec.jitter_frames
+        self.works = [
+            w
+            for w in corpus.split(split)
+            if w.max_start_s(win_frames=self.spec.win_frames, fps=corpus.fps, margin_frames=margin) >= need_s
+        ]
+        if len(self.works) < self.spec.works:
+            raise ConfigError(
+                f"split {split!r} of {corpus.path} has {len(self.works)} works long enough for "
+                f"{self.spec.passages} passages, need {self.spec.works}; use a bigger corpus or --batch-works"
+            )
+
+    def batch(self, step: int) -> Batch:
+        sp, fps = self.spec, self.corpus.fps
+        rng = np.random.default_rng([self.seed, step])
+        W = sp.win_frames
+        windows = np.zeros((sp.batch_size, W, N_ACOUSTIC), dtype=np.float32)
+        lengths = np.full(sp.batch_size, W, dtype=np.int64)
+        passage_labels = np.zeros(sp.batch_size, dtype=np.int64)
+        work_labels = np.zeros(sp.batch_size, dtype=np.int64)
+        views: list[str] = []
+        b = 0
+        for wi, widx in enumerate(rng.choice(len(self.works), size=sp.works, replace=False)):
+            work = self.works[int(widx)]
+            max_s = work.max_start_s(win_frames=W, fps=fps, margin_frames=sp.jitter_frames)
+            # P sorted starts with gaps >= min_gap_s: spread the slack at random, then add the gaps.
+            slack = max_s - (sp.passages - 1) * sp.min_gap_s
+            starts = np.sort(rng.uniform(0.0, slack, sp.passages)) + sp.min_gap_s * np.arange(sp.passages)
+            for pi, s in enumerate(starts):
+                replace = len(work.views) < sp.views
+                chosen = rng.choice(len(work.views), size=sp.views, replace=replace)
+                for vidx in chosen:
+                    v = work.views[int(vidx)]
+                    first = round(s * v.time_scale * fps) + int(
+                        rng.integers(-sp.jitter_frames, sp.jitter_frames + 1)
+                    )
+                    clip = self.corpus.read(view=v, start=first, n_frames=W)  # [W, 143]
+                    clip = clip.copy()
+                    gain = rng.uniform(-sp.gain_db, sp.gain_db)
+                    clip[:, MEL] += gain
+                    clip[:, RMS] += gain
+                    clip[:, MEL] += rng.normal(0.0, sp.noise_std, size=(clip.shape[0], MEL.stop - MEL.start))
+                    n = clip.shape[0]
+                    if rng.random() < sp.crop_prob:
+                        n = int(rng.integers(sp.min_crop_frames, W + 1))
+                    windows[b, :n] = clip[:n]
+                    lengths[b] = n
+                    passage_labels[b] = wi * sp.passages + pi
+                    work_labels[b] = wi
+                    views.append(v.view)
+                    b += 1
+        return Batch(
+            windows=windows,
+            lengths=lengths,
+            passage_labels=passage_labels,
+            work_labels=work_labels,
+            views=views,
+        )

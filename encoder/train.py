@@ -1,0 +1,317 @@
+"""``cadenza train``: contrastive training of the encoder on the corpus HDF5 (resumable).
+
+One linear loop, nanoGPT style: sample a batch (works × passages × views), normalize and
+append positions, encode, combined contrastive loss, AdamW step with warm-up + cosine LR and
+a cosine temperature 0.5 → 0.05. Every ``--eval-every`` steps the validation retrieval
+metrics are logged; every ``--ckpt-every`` steps the run is saved:
+
+- ``OUT/model.safetensors`` + ``OUT/config.json``: the shippable checkpoint (``Embedder.load``);
+- ``OUT/train_state.pt``: model + optimizer + step for ``--resume`` (never shipped);
+- ``OUT/train_log.jsonl``: one line per logged step.
+
+At the end the test and held-out splits are measured too and written into ``config.json``.
+``--ship DIR`` copies the two shippable files to ``DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from cadenza.errors import ConfigError
+from cadenza.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.pt"
+LOG_FILE = "train_log.jsonl"
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--corpus", type=Path, default=None, help="corpus HDF5 (default $CADENZA_HOME/corpus/corpus.h5)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="run folder (default $CADENZA_HOME/training/cadenza-v1)"
+    )
+    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps in total (default 2000)")
+    parser.add_argument("--batch-works", type=int, default=8, help="works per batch (default 8)")
+    parser.add_argument("--passages", type=int, default=4, help="passages per work (default 4)")
+    parser.add_argument("--views", type=int, default=4, help="views per passage (default 4)")
+    parser.add_argument("--d-model", type=int, default=128, choices=(128, 256), help="Transformer width")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 5%% of --steps)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--eval-every", type=int, default=200, help="validation metrics every N steps")
+    parser.add_argument("--ckpt-every", type=int, default=50, help="save every N steps")
+    parser.add_argument("--eval-works", type=int, default=40, help="works per split in the retrieval metrics")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    parser.add_argument(
+        "--eval-only", action="store_true", help="only measure the checkpoint in OUT (+ baselines)"
+    )
+    parser.add_argument(
+        "--ship", type=Path, default=None, help="copy the final checkpoint files to this folder"
+    )
+
+
+def lr_at(*, step: int, total: int, warmup: int, peak: float, floor_frac: float = 0.1) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then a half cosine down to ``floor_frac * peak``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    frac = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return peak * (floor_frac + (1 - floor_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    settings = Settings.from_env()
+    corpus = args.corpus or settings.paths.corpus / "corpus.h5"
+    out = args.out or settings.paths.home / "training" / "cadenza-v1"
+    return Path(corpus), Path(out)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def evaluate_splits(
+    *, embedder: Any, corpus: Any, splits: tuple[str, ...], max_works: int, seed: int
+) -> dict:
+    from encoder.evaluate import retrieval_metrics
+
+    return {
+        s: retrieval_metrics(embedder=embedder, corpus=corpus, split=s, max_works=max_works, seed=seed)
+        for s in splits
+        if corpus.split(s)
+    }
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    import torch
+
+    from encoder.data import BatchSpec, Corpus, PassageSampler
+
+    torch.set_num_threads(max(1, args.threads))
+    corpus_path, out = _paths(args)
+    corpus = Corpus(corpus_path)
+    if args.eval_only:
+        return _eval_only(args=args, corpus=corpus, out=out)
+    spec = BatchSpec(works=args.batch_works, passages=args.passages, views=args.views)
+    sampler = PassageSampler(corpus, split="train", spec=spec, seed=args.seed)
+    result = train_loop(args=args, corpus=corpus, sampler=sampler, out=out)
+    if args.ship:
+        args.ship.mkdir(parents=True, exist_ok=True)
+        for f in ("model.safetensors", "config.json"):
+            shutil.copyfile(out / f, args.ship / f)
+        log.info("shipped %s to %s", result["model_version"], args.ship)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _eval_only(*, args: argparse.Namespace, corpus: Any, out: Path) -> int:
+    from encoder.embed import Embedder
+    from encoder.evaluate import MeanPoolBaseline
+
+    splits = ("val", "test", "heldout")
+    trained = Embedder.load(out)
+    untrained = Embedder.untrained(seed=args.seed, config=trained.config)
+    untrained.mean, untrained.std = corpus.mean, corpus.std  # same input scaling as trained
+    report = {
+        "model_version": trained.model_version,
+        "trained": evaluate_splits(
+            embedder=trained, corpus=corpus, splits=splits, max_works=args.eval_works, seed=1
+        ),
+        "untrained_same_config": evaluate_splits(
+            embedder=untrained, corpus=corpus, splits=splits, max_works=args.eval_works, seed=1
+        ),
+        "mean_pooled_features": evaluate_splits(
+            embedder=MeanPoolBaseline(mean=corpus.mean, std=corpus.std),
+            corpus=corpus,
+            splits=splits,
+            max_works=args.eval_works,
+            seed=1,
+        ),
+    }
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path) -> dict[str, Any]:
+    import torch
+    from tqdm import tqdm
+
+    from encoder.embed import Embedder, prepare_batch, write_checkpoint
+    from encoder.losses import cadenza_loss, cosine_temperature
+    from encoder.model import Encoder, EncoderConfig
+
+    out.mkdir(parents=True, exist_ok=True)
+    config = EncoderConfig(d_model=args.d_model, n_heads=4 if args.d_model == 128 else 8)
+    warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)
+    torch.manual_seed(args.seed)
+    model = Encoder(config)
+    # nanoGPT: decay matrices only; biases, LayerNorm gains, the CLS token and the pool gate are not.
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not model.cls]
+    no_decay = [p for p in model.parameters() if p.dim() < 2 or p is model.cls]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+    )
+    step, wall_before, history = 0, 0.0, []
+    state_path = out / STATE_FILE
+    if args.resume:
+        if not state_path.is_file():
+            raise ConfigError(f"nothing to resume in {out} (no {STATE_FILE}); run without --resume")
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if EncoderConfig.from_json(state["config"]) != config:
+            raise ConfigError(
+                f"{out} was trained with {state['config']}; pass the same --d-model or a new --out"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, wall_before, history = state["step"], state["wall_s"], state.get("history", [])
+        log.info("resuming %s at step %d", out, step)
+    summary = corpus.summary()
+    mean, std = corpus.mean, corpus.std
+    t0 = time.monotonic()
+    last_val: dict[str, Any] = history[-1]["val"] if history else {}
+    log_f = (out / LOG_FILE).open("a")
+
+    def wall() -> float:
+        return wall_before + time.monotonic() - t0
+
+    def metadata(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "steps": step,
+            "total_steps": args.steps,
+            "wall_s": round(wall(), 1),
+            "seed": args.seed,
+            "threads": args.threads,
+            "lr": args.lr,
+            "warmup": warmup,
+            "batch": asdict(sampler.spec),
+            "loss": {
+                "name": "passage supcon + 0.5 piece supcon + repulsion(0.3)",
+                "t_start": 0.5,
+                "t_end": 0.05,
+            },
+            "corpus": summary,
+            "val": last_val,
+            "git_commit": git_commit(),
+            **(extra or {}),
+        }
+
+    def save() -> None:
+        _atomic_torch_save(
+            {
+                "config": config.to_json(),
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "wall_s": wall(),
+                "history": history,
+            },
+            state_path,
+        )
+        write_checkpoint(folder=out, model=model, mean=mean, std=std, training=metadata())
+
+    def validate() -> dict[str, Any]:
+        emb = Embedder(model=model, mean=mean, std=std, model_version="training")  # sets eval()
+        try:
+            return evaluate_splits(
+                embedder=emb, corpus=corpus, splits=("val",), max_works=args.eval_works, seed=1
+            ).get("val", {})
+        finally:
+            model.train()
+
+    model.train()
+    bar = tqdm(total=args.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    while step < args.steps:
+        lr = lr_at(step=step, total=args.steps, warmup=warmup, peak=args.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        temp = cosine_temperature(step=step, total_steps=args.steps)
+        batch = sampler.batch(step)
+        feats, mask = prepare_batch(windows=batch.windows, lengths=batch.lengths, mean=mean, std=std)
+        emb = model(torch.from_numpy(feats), torch.from_numpy(mask))  # [B, d_out]
+        loss, parts = cadenza_loss(
+            embeddings=emb,
+            passage_labels=torch.from_numpy(batch.passage_labels),
+            work_labels=torch.from_numpy(batch.work_labels),
+            temperature=temp,
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+        opt.step()
+        step += 1
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise ConfigError(
+                f"training diverged at step {step} (loss {loss_value}); lower --lr and --resume"
+            )
+        row: dict[str, Any] = {
+            "step": step,
+            "loss": round(loss_value, 4),
+            **{k: round(v, 4) for k, v in parts.items()},
+            "temperature": round(temp, 4),
+            "lr": lr,
+            "grad_norm": round(grad_norm, 3),
+            "wall_s": round(wall(), 1),
+        }
+        if step % args.eval_every == 0 or step == args.steps:
+            last_val = validate()
+            row["val"] = last_val
+            history.append({"step": step, "val": last_val})
+            log.info(
+                "step %d val passage_top1 %.3f work_p@10 %.3f",
+                step,
+                last_val.get("passage_top1", float("nan")),
+                last_val.get("work_p_at_10", float("nan")),
+            )
+        log_f.write(json.dumps(row) + "\n")
+        log_f.flush()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", t=f"{temp:.3f}", lr=f"{lr:.1e}")
+        if step % args.ckpt_every == 0 or step == args.steps:
+            save()
+    bar.close()
+    log_f.close()
+
+    final = Embedder(model=model, mean=mean, std=std, model_version="final")
+    splits = evaluate_splits(
+        embedder=final, corpus=corpus, splits=("val", "test", "heldout"), max_works=args.eval_works, seed=1
+    )
+    if "val" in splits:
+        last_val = splits["val"]
+    version = write_checkpoint(
+        folder=out, model=model, mean=mean, std=std, training=metadata({"final_metrics": splits})
+    )
+    return {"model_version": version, "steps": step, "wall_s": round(wall(), 1), "metrics": splits}
