@@ -21,6 +21,8 @@ encoder sees (an uploaded clip has no song position), so they are appended per w
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from cadenza.errors import InputError
@@ -101,6 +103,20 @@ def _check_audio(*, y: np.ndarray, sr: int) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
+@functools.cache
+def _filterbanks() -> tuple[np.ndarray, np.ndarray]:
+    """Mel [128, 1025] and chroma [12, 1025] filterbanks, built once per process (read-only)."""
+    import librosa
+
+    mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)
+    chroma = librosa.filters.chroma(sr=SAMPLE_RATE, n_fft=N_FFT, tuning=0.0, n_chroma=N_CHROMA).astype(
+        np.float32
+    )
+    mel.flags.writeable = False
+    chroma.flags.writeable = False
+    return mel, chroma
+
+
 def acoustic_features(*, y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Raw (unnormalized) acoustic frames of a mono 16 kHz signal.
 
@@ -115,11 +131,13 @@ def acoustic_features(*, y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     y = _check_audio(y=y, sr=sr)
     mag = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP, center=True))  # [1025, T]
     power = mag**2
-    mel = librosa.feature.melspectrogram(S=power, sr=sr, n_fft=N_FFT, n_mels=N_MELS)  # [128, T]
+    mel_fb, chroma_fb = _filterbanks()
+    mel = mel_fb @ power  # [128, T]: what librosa.feature.melspectrogram(S=power) computes
     # Absolute reference and no top_db: a clip must get the same values as the same moment
     # inside a whole track, so nothing may depend on the signal's own maximum.
     log_mel = librosa.power_to_db(mel, ref=1.0, amin=_POWER_AMIN, top_db=None)
-    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=N_FFT, tuning=0.0, n_chroma=N_CHROMA)
+    # = librosa.feature.chroma_stft(S=power, tuning=0): filterbank, then per-frame max-normalization
+    chroma = librosa.util.normalize(chroma_fb @ power, norm=np.inf, axis=0)  # [12, T]
     rms = librosa.feature.rms(S=mag, frame_length=N_FFT)  # [1, T]
     rms_db = librosa.amplitude_to_db(rms, ref=1.0, amin=_RMS_AMIN, top_db=None)
     centroid = librosa.feature.spectral_centroid(S=mag, sr=sr, n_fft=N_FFT)  # [1, T]

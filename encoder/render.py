@@ -6,7 +6,8 @@
   listed once.
 * :func:`work_to_midi` parses a score and converts it to a :class:`pretty_midi.PrettyMIDI`,
   caching the ``.mid`` on disk because music21 → MIDI takes ~11 s for a quartet movement.
-  A book of tunes (an ``Opus``) becomes its first tunes played one after another.
+  A book of tunes becomes its first tunes played one after another; an ``Opus`` whose
+  "tunes" share a title (Josquin: one per voice) is merged into one score.
 * :func:`render` plays a MIDI with one General MIDI program on every (non-drum) part, with
   optional transposition, tempo change and "melody only" (top voice on a voice-like patch),
   using the GM soundfont that ships inside ``pretty_midi`` (``TimGM6mb.sf2``).
@@ -56,6 +57,8 @@ MELODY_PROGRAM = 53
 _FORMAT_PREFERENCE = (".mxl", ".musicxml", ".xml", ".krn", ".abc")
 #: At most this many tunes of a tune book become one "work".
 MAX_TUNES_PER_BOOK = 40
+#: ... or this many seconds of them.
+MAX_BOOK_SECONDS = 600.0
 #: Seconds of release after the last note-off.
 TAIL_SECONDS = 1.0
 
@@ -175,6 +178,51 @@ def _concatenate(pms: list, gap: float = 1.0):
     return out
 
 
+def _abc_tunes(text: str) -> list[str]:
+    """Split an ABC file at its ``X:`` lines; the text before the first one is shared header."""
+    chunks = re.split(r"(?m)^(?=X:)", text)
+    header, tunes = (chunks[0], chunks[1:]) if chunks and not chunks[0].startswith("X:") else ("", chunks)
+    return [header + t for t in tunes]
+
+
+def _convert(work: Work):
+    import music21
+
+    if work.path.suffix.lower() == ".abc":
+        tunes = _abc_tunes(work.path.read_text(encoding="utf-8", errors="replace"))
+        if len(tunes) > 1:
+            titles = {m.group(1).strip() for t in tunes if (m := re.search(r"(?m)^T:(.*)$", t))}
+            if len(titles) > 1:
+                return _tune_book(work, tunes)
+    parsed = music21.converter.parse(str(work.path))
+    if isinstance(parsed, music21.stream.Opus):
+        # Josquin's files hold one "tune" per voice of the same piece: play them together.
+        parsed = parsed.mergeScores()
+    return _stream_to_pretty(parsed)
+
+
+def _tune_book(work: Work, tunes: list[str]):
+    """The first tunes of a book (up to MAX_BOOK_SECONDS), parsed one by one: music21 would
+    otherwise parse hundreds of tunes to use a few."""
+    import music21
+
+    pms = []
+    total = 0.0
+    for tune in tunes[:MAX_TUNES_PER_BOOK]:
+        try:
+            pm = _stream_to_pretty(music21.converter.parseData(tune, format="abc"))
+        except Exception as exc:  # one broken tune must not lose the book
+            log.debug("skipping a tune of %s: %s", work.work_id, exc)
+            continue
+        pms.append(pm)
+        total += pm.get_end_time()
+        if total >= MAX_BOOK_SECONDS:
+            break
+    if not pms:
+        raise RenderError(f"no tune of {work.work_id} could be parsed")
+    return _concatenate(pms)
+
+
 def work_to_midi(*, work: Work, cache_dir: Path):
     """Parse ``work`` with music21 and return a ``pretty_midi.PrettyMIDI`` (cached as ``.mid``).
 
@@ -189,21 +237,8 @@ def work_to_midi(*, work: Work, cache_dir: Path):
             return pretty_midi.PrettyMIDI(str(cache))
         except Exception:  # a truncated cache file from a killed run: rebuild it
             log.warning("unreadable MIDI cache %s; converting again", cache)
-    import music21
-
     try:
-        parsed = music21.converter.parse(str(work.path))
-        if isinstance(parsed, music21.stream.Opus):
-            scores = list(parsed.scores)[:MAX_TUNES_PER_BOOK]
-            pms = []
-            for score in scores:
-                try:
-                    pms.append(_stream_to_pretty(score))
-                except Exception as exc:  # one broken tune must not lose the book
-                    log.debug("skipping a tune of %s: %s", work.work_id, exc)
-            pm = _concatenate(pms)
-        else:
-            pm = _stream_to_pretty(parsed)
+        pm = _convert(work)
     except Exception as exc:
         raise RenderError(
             f"cannot convert {work.work_id} to MIDI ({type(exc).__name__}: {exc}); skip it"
