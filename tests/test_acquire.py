@@ -232,6 +232,13 @@ def test_rerun_resumes_and_never_downloads_twice(server: MediaServer, media, tmp
     states = _states(out)
     assert [states[u][0] for u in [*first, new]] == ["done", "done", "rejected", "failed", "done"]
 
+    # A done file that someone deleted is fetched again (once), the others still not.
+    (out / Manifest.open(out).get(first[0]).file).unlink()  # type: ignore[union-attr, operator]
+    Acquirer(_config(out)).run([parse_line(u) for u in [*first, new]], progress=False)
+    assert server.count("/one.mp3") == before["/one.mp3"] + 2
+    assert server.count("/two.ogg") == before["/two.ogg"] and server.count("/three.flac") == 2
+    assert _states(out)[first[0]][0] == "done"
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -267,7 +274,10 @@ def test_breaker_opens_pauses_the_pool_probes_and_closes(server: MediaServer, me
     pacing = PacingConfig(
         min_interval=0.01, pushback_step=0.02, max_interval=0.1, fail_max=3, reset_timeout=reset
     )
-    acquirer = Acquirer(_config(tmp_path / "out", pacing=pacing, workers=3, attempts=8, backoff_initial=0.01))
+    # Retries wait 0.3 s, so the first 3 failures are the 3 workers' first attempts and the
+    # 4th 503 meets the first probe.
+    config = _config(tmp_path / "out", pacing=pacing, workers=3, attempts=8, backoff_initial=0.3)
+    acquirer = Acquirer(config)
     stats = acquirer.run([parse_line(u) for u in urls], progress=False)
 
     assert stats.done == 4

@@ -251,7 +251,9 @@ class Acquirer:
     def process(self, item: Item) -> str:
         """Take one item to a final state (or leave it pending when stopped)."""
         record = self.manifest.get(item.key)
-        if record is not None and record.state in ("done", "rejected"):
+        if record is not None and record.state == "done" and not (self.out / (record.file or "")).is_file():
+            log.warning("%s: %s is gone from %s; fetching it again", item.key, record.file, self.out)
+        elif record is not None and record.state in ("done", "rejected"):
             self.stats.add("skipped")
             return "skipped"
         final = self.out / f"{item.file_id}.mp3"

@@ -31,6 +31,7 @@ import pybreaker
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+_STALE = "_cadenza_stale_failure"
 
 
 class Stopped(Exception):
@@ -131,6 +132,8 @@ class _TransitionLog(pybreaker.CircuitBreakerListener):
 
     def state_change(self, cb, old_state, new_state) -> None:  # type: ignore[no-untyped-def]
         old = old_state.name if old_state is not None else None
+        if new_state.name == pybreaker.STATE_OPEN:
+            self._guard.trips += 1
         self._guard.transitions.append((old, new_state.name))
         log.warning("circuit for %s: %s -> %s", self._guard.host, old, new_state.name)
 
@@ -147,6 +150,9 @@ class SiteGuard:
     breaker: pybreaker.CircuitBreaker = field(init=False)
     #: (old state, new state) for every breaker transition, in order.
     transitions: list[tuple[str | None, str]] = field(default_factory=list)
+    #: how many times the breaker has opened; an attempt that started before the latest
+    #: opening and fails afterwards is *stale*: that outage has been counted already.
+    trips: int = 0
 
     def __post_init__(self) -> None:
         self.pacer = AdaptivePacer(self.config, clock=self.clock)
@@ -154,7 +160,7 @@ class SiteGuard:
             fail_max=self.config.fail_max,
             reset_timeout=self.config.reset_timeout,
             # Only the site's own trouble counts; a 404 or a non-audio file says nothing about it.
-            exclude=[lambda exc: not self.is_site_failure(exc)],
+            exclude=[lambda exc: not self.is_site_failure(exc) or getattr(exc, _STALE, False)],
             listeners=[_TransitionLog(self)],
             # Keep the real exception: its reason goes into the manifest.
             throw_new_error_on_trip=False,
@@ -185,8 +191,17 @@ class SiteGuard:
         while True:
             state = self.state
             if state == pybreaker.STATE_CLOSED:
+                trips = self.trips
                 with self.breaker.calling():
-                    yield
+                    try:
+                        yield
+                    except BaseException as exc:
+                        if self.trips != trips:
+                            # Without this, failures still in flight when the breaker opened
+                            # re-open it (open -> open) and restart its timeout each time.
+                            with contextlib.suppress(AttributeError):
+                                setattr(exc, _STALE, True)
+                        raise
                 return
             remaining = self._open_remaining() if state == pybreaker.STATE_OPEN else 0.0
             if remaining > 0:
