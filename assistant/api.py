@@ -1,0 +1,176 @@
+"""The JSON API: ``POST /api/search`` (same JSON as ``cadenza search --json``) and ``POST /api/chat``."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any
+
+import anyio
+from litestar import Request, post
+
+from assistant import chat, conversations, explain
+from assistant.chat import Services
+from assistant.web import _float_or_none, _int_or_none, clip_from_form, listener_of
+from cadenza.errors import InputError
+from retrieval.types import Filters, MomentRef, SearchRequest
+
+
+def _filters(f: dict[str, Any] | None) -> Filters:
+    if not f:
+        return Filters()
+    allowed = {
+        "composers",
+        "exclude_composers",
+        "eras",
+        "exclude_eras",
+        "exclude_tracks",
+        "mode",
+        "min_bpm",
+        "max_bpm",
+    }
+    unknown = set(f) - allowed
+    if unknown:
+        raise InputError(f"unknown filter(s) {sorted(unknown)}; use {sorted(allowed)}")
+    kw: dict[str, Any] = {}
+    for k, v in f.items():
+        if v is None:
+            continue
+        if k in ("mode",):
+            if v not in ("major", "minor"):
+                raise InputError("filters.mode must be 'major' or 'minor'")
+            kw[k] = v
+        elif k in ("min_bpm", "max_bpm"):
+            kw[k] = float(v)
+        elif k == "exclude_tracks":
+            kw[k] = tuple(int(x) for x in v)
+        else:
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise InputError(f"filters.{k} must be a list of names")
+            kw[k] = tuple(v)
+    return Filters(**kw)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        data = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(
+            "the request body is not valid JSON; send JSON or a multipart form with the clip in 'file'"
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError("the JSON body must be an object")
+    return data
+
+
+def _moment(data: Any) -> MomentRef:
+    if not isinstance(data, dict) or "track_id" not in data:
+        raise InputError("reference must be an object {track_id, start}")
+    try:
+        return MomentRef(track_id=int(data["track_id"]), start_s=float(data.get("start", 0.0)))
+    except (TypeError, ValueError):
+        raise InputError(
+            "reference.track_id must be an integer and reference.start a number of seconds"
+        ) from None
+
+
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+@post(
+    "/api/search",
+    status_code=200,
+    summary="Find moments like a clip or a library moment",
+    description=(
+        "Multipart: the clip in field `file`, with optional `start`, `duration`, `k` and repeatable "
+        "`exclude_composer`. Or JSON: {reference: {track_id, start}, k, filters}. Returns the same JSON as "
+        "`cadenza search --json`."
+    ),
+    tags=["search"],
+)
+async def api_search(request: Request, svc: Services) -> dict[str, Any]:
+    if _is_multipart(request):
+        form = await request.form()
+        clip = await clip_from_form(form)
+        if clip is None:
+            raise InputError("attach the clip in the multipart field 'file'")
+        duration = _float_or_none(form.get("duration"), "duration") or 10.0
+        if not 3.0 <= duration <= 30.0:
+            raise InputError("duration must be between 3 and 30 seconds")
+        audio = await anyio.to_thread.run_sync(partial(chat.decode_clip, clip, settings=svc.settings))
+        req = SearchRequest(
+            audio=audio,
+            start_s=_float_or_none(form.get("start"), "start"),
+            duration_s=duration,
+            k=_int_or_none(form.get("k"), "k") or 10,
+            filters=Filters(exclude_composers=tuple(str(c) for c in form.getall("exclude_composer") if c)),
+        )
+    else:
+        data = await _json_body(request)
+        if "reference" not in data:
+            raise InputError(
+                "give a reference moment {track_id, start}, or send the clip as multipart field 'file'"
+            )
+        k = data.get("k", 10)
+        if not isinstance(k, int) or not 1 <= k <= 50:
+            raise InputError("k must be a whole number between 1 and 50")
+        req = SearchRequest(moments=(_moment(data["reference"]),), k=k, filters=_filters(data.get("filters")))
+    return await anyio.to_thread.run_sync(svc.search_json, req)
+
+
+@post(
+    "/api/chat",
+    status_code=200,
+    summary="One chat message: a clip, a named moment, or a follow-up; returns results and the explanation",
+    tags=["chat"],
+)
+async def api_chat(request: Request, svc: Services) -> dict[str, Any]:
+    clip = None
+    if _is_multipart(request):
+        form = await request.form()
+        clip = await clip_from_form(form)
+        data: dict[str, Any] = {
+            "message": form.get("message") or form.get("text") or "",
+            "conversation_id": form.get("conversation_id") or None,
+            "k": _int_or_none(form.get("k"), "k"),
+            "start": _float_or_none(form.get("start"), "start"),
+        }
+    else:
+        data = await _json_body(request)
+    cid = conversations.parse_id(str(data["conversation_id"])) if data.get("conversation_id") else None
+    k = data.get("k")
+    if k is not None and (not isinstance(k, int) or not 1 <= k <= 50):
+        raise InputError("k must be a whole number between 1 and 50")
+    reference = _moment(data["reference"]) if data.get("reference") else None
+    lid, _ = listener_of(request)
+    result = await anyio.to_thread.run_sync(
+        partial(
+            chat.run_turn, svc, conversation_id=cid, text=str(data.get("message") or ""), clip=clip,
+            start_s=data.get("start"), k=k, reference=reference, listener_id=lid,
+        )
+    )  # fmt: skip
+    turn = result.turn
+    assert turn.response is not None
+    expl = await anyio.to_thread.run_sync(partial(explain.explain, turn.response, llm=svc.llm))
+    meta = {"notice": expl.notice, "notes": expl.notes, "flags": expl.flags, "used_llm": expl.used_llm}
+    n = len(turn.response.get("results") or [])
+    await anyio.to_thread.run_sync(
+        partial(
+            conversations.save_explanation, svc.db, turn.id, markdown=expl.markdown, meta=meta,
+            cited=list(explain.citations_in(expl.markdown, n)),
+        )
+    )  # fmt: skip
+    return {
+        "conversation_id": str(result.conversation_id),
+        "message_id": turn.id,
+        "parser": result.parser,
+        "followup": turn.followup,
+        "request": turn.request,
+        "response": turn.response,
+        "explanation": expl.to_json(),
+    }
+
+
+HANDLERS = [api_search, api_chat]

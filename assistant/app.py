@@ -1,0 +1,85 @@
+"""The Litestar application factory.
+
+``create_app(settings)`` opens the database and loads the embedder once at start-up (unless they
+are given, as in tests) and closes what it opened at shutdown. Services reach the controllers
+through ``Provide``; errors map to responses in one place (:mod:`assistant.errors`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.static_files import create_static_files_router
+from litestar.template import TemplateConfig
+
+from assistant import api, errors, web
+from assistant.chat import Services
+from cadenza.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = PROJECT_ROOT / "templates"
+STATIC = PROJECT_ROOT / "static"
+
+
+def load_embedder(settings: Settings) -> Any:
+    """The same embedder ``cadenza ingest``/``search`` use: the checkpoint, or (loudly) untrained weights."""
+    from retrieval.ingest import resolve_embedder
+
+    embedder, _ = resolve_embedder(settings.checkpoint)
+    return embedder
+
+
+def _provide_services(state: State) -> Services:
+    return state.services
+
+
+def create_app(settings: Settings, *, db: Any = None, embedder: Any = None, llm: Any = None) -> Litestar:
+    """The web app. ``db``/``embedder``/``llm`` given here are used as is and not closed."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        import anyio
+        import torch
+
+        from assistant.llm import LLM
+        from cadenza.db import open_database
+
+        torch.set_num_threads(1)  # measured: 2 threads at batch 1 stall under load (FACTS.md)
+        own_db = db is None
+        database = db if db is not None else await anyio.to_thread.run_sync(open_database, settings)
+        try:
+            model = (
+                embedder if embedder is not None else await anyio.to_thread.run_sync(load_embedder, settings)
+            )
+            client = llm if llm is not None else LLM.from_settings(settings.llm)
+            app.state.services = Services(settings=settings, db=database, embedder=model, llm=client)
+            log.info(
+                "cadenza web app ready (LLM %s)", "on" if client is not None else "off: offline explainer"
+            )
+            yield
+        finally:
+            if own_db:
+                database.close()
+
+    return Litestar(
+        route_handlers=[
+            *web.HANDLERS,
+            *api.HANDLERS,
+            create_static_files_router(path="/static", directories=[STATIC]),
+        ],
+        dependencies={"svc": Provide(_provide_services, sync_to_thread=False)},
+        exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
+        openapi_config=OpenAPIConfig(title="Cadenza", version="0.1.0", path="/schema"),
+        request_max_body_size=settings.limits.max_upload_bytes + (1 << 20),  # room for the form fields
+        lifespan=[lifespan],
+    )

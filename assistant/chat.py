@@ -1,0 +1,351 @@
+"""One chat turn: a message (+ an optional clip) → a SearchRequest → a stored answer.
+
+The :class:`Services` bundle (settings, database, embedder, optional LLM) is built once at
+start-up and injected into the controllers. :func:`run_turn` builds the request (a new clip, a
+named moment "find moments like 1:23 of <title>", or a follow-up refining the last search), runs
+the real search, and stores the turn; the explanation is generated afterwards (streamed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assistant import conversations, followups
+from cadenza.db import Database
+from cadenza.errors import InputError, NotFound
+from cadenza.settings import Settings
+from retrieval.types import Filters, MomentRef, SearchRequest, SearchResponse
+
+log = logging.getLogger(__name__)
+
+SR = 16_000
+DEFAULT_K = 8
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    embedder: Any
+    llm: Any | None = None
+
+    def search(self, request: SearchRequest) -> SearchResponse:
+        from retrieval.search import search
+
+        return search(
+            db=self.db, embedder=self.embedder, request=request,
+            min_clip_s=self.settings.limits.min_clip_seconds, max_clip_s=self.settings.limits.max_clip_seconds,
+        )  # fmt: skip
+
+    def search_json(self, request: SearchRequest) -> dict[str, Any]:
+        """``SearchResponse.to_json()`` as plain JSON types (what ``cadenza search --json`` prints)."""
+        return plain_json(self.search(request).to_json())
+
+
+def plain_json(obj: Any) -> Any:
+    """numpy scalars/arrays → Python numbers/lists, recursively, so the JSON encoders accept it."""
+    import json
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.integer):
+            return int(o)
+        if isinstance(o, np.floating):
+            return float(o)
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+    return json.loads(json.dumps(obj, default=default))
+
+
+@dataclass(frozen=True)
+class Clip:
+    """An uploaded file, still undecoded."""
+
+    filename: str
+    data: bytes
+
+
+def decode_clip(clip: Clip, *, settings: Settings) -> np.ndarray:
+    """Decode an untrusted upload in a sandboxed child → ``[n]`` mono float32 at 16 kHz."""
+    from cadenza.audio import decode_in_subprocess
+
+    limits = settings.limits
+    if not clip.data:
+        raise InputError("the attached clip is empty (0 bytes); attach an audio file")
+    if len(clip.data) > limits.max_upload_bytes:
+        raise InputError(
+            f"the clip is larger than {limits.max_upload_bytes // (1 << 20)} MB; attach a shorter clip"
+        )
+    suffix = Path(clip.filename or "clip").suffix.lower()[:8] or ".bin"
+    with tempfile.TemporaryDirectory(prefix="cadenza-upload-") as tmp:
+        path = Path(tmp) / f"clip{suffix}"
+        path.write_bytes(clip.data)
+        y = decode_in_subprocess(
+            path=path, sr=SR, timeout_s=limits.decode_timeout_s, max_seconds=limits.max_clip_seconds
+        )
+    if y.size < limits.min_clip_seconds * SR:
+        raise InputError(
+            f"the clip is {y.size / SR:.1f} s long; attach at least {limits.min_clip_seconds:.0f} s of audio"
+        )
+    return y
+
+
+def store_passage(settings: Settings, audio: np.ndarray) -> str:
+    """Keep the query passage (float32 .npy, named by its hash) so follow-ups can reuse it."""
+    data = np.ascontiguousarray(audio, dtype=np.float32)
+    name = hashlib.sha256(data.tobytes()).hexdigest()[:32] + ".npy"
+    folder = settings.paths.uploads
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, data)
+        tmp.replace(path)
+    return name
+
+
+def load_passage(settings: Settings, name: str) -> np.ndarray:
+    if not re.fullmatch(r"[0-9a-f]{32}\.npy", name or ""):
+        raise NotFound("the stored query clip has an invalid name")
+    path = settings.paths.uploads / name
+    if not path.is_file():
+        raise NotFound("the query clip of this conversation is gone; attach it again")
+    return np.load(path)
+
+
+_MOMENT = re.compile(
+    r"(?:like|at|from|around)\s+(?:(\d{1,3}):(\d{2})|(\d{1,4})\s*s(?:ec(?:onds)?)?)\s+(?:of|in|from|into)\s+[\"“']?(.+?)[\"”']?\s*[?.!]*$",
+    re.IGNORECASE,
+)
+
+
+def parse_moment_text(text: str) -> tuple[float, str] | None:
+    """ "find moments like 1:23 of Chorale 12" → (83.0, "Chorale 12")."""
+    m = _MOMENT.search(text.strip())
+    if not m:
+        return None
+    seconds = int(m.group(1)) * 60 + int(m.group(2)) if m.group(1) else float(m.group(3))
+    return float(seconds), m.group(4).strip()
+
+
+def find_track(db: Database, title: str) -> tuple[int, str, float]:
+    """The library track best matching ``title``: (id, title, duration)."""
+    with db.connection() as conn:
+        row = conn.execute(
+            "SELECT id, title, duration_s FROM tracks WHERE lower(title) = lower(%s) ORDER BY id LIMIT 1",
+            (title,),
+        ).fetchone()
+        if row is None:
+            row = conn.execute(
+                "SELECT id, title, duration_s FROM tracks WHERE title ILIKE %s ORDER BY length(title), id LIMIT 1",
+                ("%" + title.replace("%", r"\%").replace("_", r"\_") + "%",),
+            ).fetchone()
+    if row is None:
+        raise InputError(f"no track titled {title!r} in the library; check the title on the Library page")
+    return int(row[0]), str(row[1]), float(row[2])
+
+
+def library_vocabulary(db: Database) -> tuple[list[str], list[str]]:
+    """(composers, eras) present in the library, for the follow-up parsers."""
+    with db.connection() as conn:
+        composers = [r[0] for r in conn.execute("SELECT DISTINCT composer FROM tracks WHERE composer <> ''")]
+        eras = [r[0] for r in conn.execute("SELECT DISTINCT era FROM tracks WHERE era <> ''")]
+    return composers, sorted(set(eras) | set(followups.ERAS), key=str.lower)
+
+
+def _previous(svc: Services, turn: conversations.Turn) -> followups.PreviousSearch:
+    assert turn.request is not None and turn.response is not None
+    audio = load_passage(svc.settings, turn.audio_ref) if turn.audio_ref else None
+    req = followups.request_from_json(turn.request, audio=audio)
+    return followups.PreviousSearch(
+        request=req, results=tuple(turn.response.get("results", [])), query=turn.response.get("query", {})
+    )
+
+
+def moment_chroma(
+    db: Database, moments: list[tuple[int, float, float]]
+) -> dict[tuple[int, float], np.ndarray]:
+    """10-fps chroma ``[n, 12]`` of library moments (track_id, start, end), keyed by (track_id, start)."""
+    from retrieval.store import track_chroma
+
+    out: dict[tuple[int, float], np.ndarray] = {}
+    with db.connection() as conn:
+        cache: dict[int, np.ndarray] = {}
+        for track_id, start, end in moments:
+            if track_id not in cache:
+                cache[track_id] = track_chroma(conn, track_id)
+            c = cache[track_id]
+            a, b = int(round(start * 10)), int(round(end * 10))
+            if c.size and b > a and a < len(c):
+                out[(track_id, start)] = c[a:b]
+    return out
+
+
+def passage_chroma(audio: np.ndarray) -> np.ndarray:
+    """The chroma the library stores, computed for a query passage: ``[n]`` → ``[frames, 12]``."""
+    from encoder.features import CHROMA, acoustic_features
+
+    return acoustic_features(y=audio.astype(np.float32), sr=SR)[:, CHROMA].astype(np.float32)
+
+
+@dataclass
+class TurnResult:
+    conversation_id: uuid.UUID
+    user_message_id: int
+    turn: conversations.Turn
+    parser: str | None  # "llm" | "rules" | None when no follow-up was parsed
+
+
+def build_request(
+    svc: Services,
+    *,
+    conversation_id: uuid.UUID | None,
+    text: str,
+    clip: Clip | None,
+    start_s: float | None,
+    k: int | None,
+    reference: MomentRef | None = None,
+    exclude_composers: tuple[str, ...] = (),
+    listener_id: str = "",
+    base_message_id: int | None = None,
+) -> tuple[SearchRequest, dict[str, Any] | None, str | None, np.ndarray | None]:
+    """The request this message asks for: (request, follow-up JSON, parser, query audio or None)."""
+    text = (text or "").strip()
+    composers, eras = library_vocabulary(svc.db)
+    extra_filters = Filters(exclude_composers=tuple(exclude_composers))
+    if clip is not None:
+        audio = decode_clip(clip, settings=svc.settings)
+        req = SearchRequest(
+            audio=audio, start_s=start_s, k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id
+        )
+        if text:  # "only Baroque" typed with the clip
+            fu = followups.parse_rules(text, composers=composers, eras=eras)
+            fu = replace(fu, like=(), unlike=(), different_composer=False)
+            req = followups.apply_followup(fu, followups.PreviousSearch(request=req))
+            return req, fu.to_json(), "rules", audio
+        return req, None, None, audio
+    if reference is not None:
+        req = SearchRequest(
+            moments=(reference,), k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id
+        )
+        return req, None, None, None
+    moment = parse_moment_text(text) if text else None
+    if moment is not None:
+        seconds, title = moment
+        track_id, _, duration = find_track(svc.db, title)
+        if seconds >= duration:
+            raise InputError(f"{title!r} is only {duration:.0f} s long; pick a time before its end")
+        req = SearchRequest(
+            moments=(MomentRef(track_id=track_id, start_s=seconds),),
+            k=k or DEFAULT_K,
+            filters=Filters(exclude_tracks=(track_id,), exclude_composers=tuple(exclude_composers)),
+            listener_id=listener_id,
+        )
+        return req, None, None, None
+    if conversation_id is not None and base_message_id is not None:
+        last: conversations.Turn | None = conversations.turn(svc.db, conversation_id, base_message_id)
+        if last is not None and last.response is None:
+            raise InputError(f"message {base_message_id} has no search to refine")
+    else:
+        last = conversations.last_search(svc.db, conversation_id) if conversation_id else None
+    if last is None:
+        raise InputError(
+            "attach a clip (or record one), or name a moment: 'find moments like 1:23 of <track title>'"
+        )
+    if not text:
+        raise InputError(
+            "type what to change about the last answer, e.g. 'only Baroque' or 'like #2 but not #3'"
+        )
+    previous = _previous(svc, last)
+    n_results = len(previous.results)
+    if svc.llm is not None:
+        fu, parser = followups.parse_with_llm(
+            text, llm=svc.llm, composers=composers, eras=eras, n_results=n_results
+        )
+    else:
+        fu, parser = followups.parse_rules(text, composers=composers, eras=eras), "rules"
+    req = followups.apply_followup(fu, previous)
+    if k:
+        req = replace(req, k=k)
+    req = replace(req, listener_id=listener_id or req.listener_id)
+    return req, fu.to_json(), parser, req.audio
+
+
+def run_turn(
+    svc: Services,
+    *,
+    conversation_id: uuid.UUID | None,
+    text: str = "",
+    clip: Clip | None = None,
+    start_s: float | None = None,
+    k: int | None = None,
+    reference: MomentRef | None = None,
+    exclude_composers: tuple[str, ...] = (),
+    listener_id: str = "",
+    base_message_id: int | None = None,
+) -> TurnResult:
+    """Build the request, search, and store the user message and the answer (not yet explained).
+
+    Nothing is stored when the request is bad or the search fails, so errors leave no junk.
+    """
+    if conversation_id is not None and not conversations.exists(svc.db, conversation_id):
+        raise NotFound(f"no conversation {conversation_id}; start a new one at /")
+    req, fu_json, parser, audio = build_request(
+        svc, conversation_id=conversation_id, text=text, clip=clip, start_s=start_s, k=k,
+        reference=reference, exclude_composers=exclude_composers, listener_id=listener_id,
+        base_message_id=base_message_id,
+    )  # fmt: skip
+    response = svc.search_json(req)
+    query = response.get("query") or {}
+    audio_ref = None
+    query_chroma: np.ndarray | None = None
+    stored_req = req
+    if audio is not None:
+        # Keep only the passage that was searched, so follow-ups search the same 10 s.
+        q_start = float(query.get("start", req.start_s or 0.0) or 0.0)
+        q_end = float(query.get("end", q_start + req.duration_s) or q_start + req.duration_s)
+        a, b = int(round(q_start * SR)), int(round(q_end * SR))
+        passage = audio[a:b] if b > a and a < audio.size else audio[: int(req.duration_s * SR)]
+        audio_ref = store_passage(svc.settings, passage)
+        stored_req = replace(req, start_s=0.0, duration_s=min(req.duration_s, passage.size / SR))
+        query_chroma = passage_chroma(passage)
+    elif req.moments:
+        m0 = req.moments[0]
+        query_chroma = moment_chroma(svc.db, [(m0.track_id, m0.start_s, m0.start_s + 10.0)]).get(
+            (m0.track_id, m0.start_s)
+        )
+    if conversation_id is None:
+        conversation_id = conversations.create(svc.db, listener_id=listener_id)
+    user_meta: dict[str, Any] = {}
+    if clip is not None:
+        user_meta["clip_name"] = Path(clip.filename or "clip").name[:120]
+    shown = text or (f"🎵 {user_meta['clip_name']}" if clip is not None else "")
+    if reference is not None and not text:
+        shown = f"More like track {reference.track_id} at {reference.start_s:.0f} s"
+    user_id = conversations.add_user_message(svc.db, conversation_id, shown, meta=user_meta)
+    meta: dict[str, Any] = {"parser": parser}
+    if query_chroma is not None:
+        meta["query_chroma"] = np.round(query_chroma, 3).tolist()
+    turn = conversations.add_search_turn(
+        svc.db, conversation_id, request=followups.request_to_json(stored_req), response=response,
+        followup=fu_json, audio_ref=audio_ref, meta=meta,
+    )  # fmt: skip
+    return TurnResult(conversation_id=conversation_id, user_message_id=user_id, turn=turn, parser=parser)
+
+
+def record_play(db: Database, *, listener_id: str, track_id: int) -> None:
+    with db.connection() as conn:
+        if conn.execute("SELECT 1 FROM tracks WHERE id = %s", (track_id,)).fetchone() is None:
+            raise NotFound(f"no track {track_id} in the library")
+        conn.execute("INSERT INTO plays (listener_id, track_id) VALUES (%s, %s)", (listener_id, track_id))
+        conn.commit()

@@ -1,0 +1,205 @@
+"""Conversations in PostgreSQL (sql/003): messages, the searches they ran, their citations.
+
+Plain SQL over the pool; every function takes the :class:`~cadenza.db.Database` explicitly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from cadenza.db import Database
+from cadenza.errors import NotFound
+
+
+@dataclass
+class Turn:
+    """One message with, for an assistant message, the search it ran."""
+
+    id: int
+    role: str
+    content: str
+    meta: dict[str, Any]
+    explained: bool
+    query_id: int | None = None
+    request: dict[str, Any] | None = None
+    followup: dict[str, Any] | None = None
+    audio_ref: str | None = None
+    result_set_id: int | None = None
+    response: dict[str, Any] | None = None
+    citations: list[int] = field(default_factory=list)
+
+
+def parse_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise NotFound(f"no conversation {raw!r}; start a new one at /") from None
+
+
+def create(db: Database, *, listener_id: str = "", title: str = "") -> uuid.UUID:
+    with db.connection() as conn:
+        row = conn.execute(
+            "INSERT INTO conversations (listener_id, title) VALUES (%s, %s) RETURNING id",
+            (listener_id, title[:200]),
+        ).fetchone()
+        conn.commit()
+    assert row is not None
+    return row[0]
+
+
+def exists(db: Database, conversation_id: uuid.UUID) -> bool:
+    with db.connection() as conn:
+        return (
+            conn.execute("SELECT 1 FROM conversations WHERE id = %s", (conversation_id,)).fetchone()
+            is not None
+        )
+
+
+def add_user_message(
+    db: Database, conversation_id: uuid.UUID, text: str, *, meta: dict[str, Any] | None = None
+) -> int:
+    with db.connection() as conn:
+        row = conn.execute(
+            "INSERT INTO messages (conversation_id, role, content, meta, explained)"
+            " VALUES (%s, 'user', %s, %s, true) RETURNING id",
+            (conversation_id, text, Jsonb(meta or {})),
+        ).fetchone()
+        conn.execute(
+            "UPDATE conversations SET updated_at = now(),"
+            " title = CASE WHEN title = '' THEN left(%s, 120) ELSE title END WHERE id = %s",
+            (text or (meta or {}).get("clip_name", ""), conversation_id),
+        )
+        conn.commit()
+    assert row is not None
+    return int(row[0])
+
+
+def add_search_turn(
+    db: Database,
+    conversation_id: uuid.UUID,
+    *,
+    request: dict[str, Any],
+    response: dict[str, Any],
+    followup: dict[str, Any] | None = None,
+    audio_ref: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Turn:
+    """Store an assistant message with its query and result set (explanation pending)."""
+    with db.connection() as conn, conn.transaction():
+        mid = conn.execute(
+            "INSERT INTO messages (conversation_id, role, content, meta, explained)"
+            " VALUES (%s, 'assistant', '', %s, false) RETURNING id",
+            (conversation_id, Jsonb(meta or {})),
+        ).fetchone()[0]  # type: ignore[index]
+        qid = conn.execute(
+            "INSERT INTO queries (message_id, request, followup, audio_ref) VALUES (%s, %s, %s, %s) RETURNING id",
+            (mid, Jsonb(request), Jsonb(followup) if followup is not None else None, audio_ref),
+        ).fetchone()[0]  # type: ignore[index]
+        rsid = conn.execute(
+            "INSERT INTO result_sets (query_id, response) VALUES (%s, %s) RETURNING id",
+            (qid, Jsonb(response)),
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute("UPDATE conversations SET updated_at = now() WHERE id = %s", (conversation_id,))
+    return Turn(
+        id=mid, role="assistant", content="", meta=meta or {}, explained=False, query_id=qid,
+        request=request, followup=followup, audio_ref=audio_ref, result_set_id=rsid, response=response,
+    )  # fmt: skip
+
+
+def add_assistant_note(
+    db: Database, conversation_id: uuid.UUID, text: str, *, meta: dict[str, Any] | None = None
+) -> int:
+    """An assistant message without a search (an error the listener can act on)."""
+    with db.connection() as conn:
+        row = conn.execute(
+            "INSERT INTO messages (conversation_id, role, content, meta, explained)"
+            " VALUES (%s, 'assistant', %s, %s, true) RETURNING id",
+            (conversation_id, text, Jsonb(meta or {})),
+        ).fetchone()
+        conn.commit()
+    assert row is not None
+    return int(row[0])
+
+
+def save_explanation(
+    db: Database, message_id: int, *, markdown: str, meta: dict[str, Any], cited: list[int]
+) -> None:
+    """Store the checked explanation and the moments it cites."""
+    with db.connection() as conn, conn.transaction():
+        row = conn.execute(
+            "UPDATE messages SET content = %s, meta = meta || %s, explained = true WHERE id = %s"
+            " RETURNING (SELECT rs.id FROM queries q JOIN result_sets rs ON rs.query_id = q.id"
+            "            WHERE q.message_id = messages.id), (SELECT response FROM queries q"
+            "            JOIN result_sets rs ON rs.query_id = q.id WHERE q.message_id = messages.id)",
+            (markdown, Jsonb(meta), message_id),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return
+        rsid, response = row
+        by_rank = {int(r["rank"]): r for r in response.get("results", [])}
+        conn.execute("DELETE FROM citations WHERE message_id = %s", (message_id,))
+        for n in cited:
+            r = by_rank.get(n)
+            if r is None:
+                continue
+            conn.execute(
+                "INSERT INTO citations (message_id, result_set_id, rank, track_id, start_s, end_s)"
+                " SELECT %s, %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM tracks WHERE id = %s)",
+                (message_id, rsid, n, r["track_id"], r["start"], r["end"], r["track_id"]),
+            )
+
+
+_TURN_SQL = """
+SELECT m.id, m.role, m.content, m.meta, m.explained, q.id, q.request, q.followup, q.audio_ref, rs.id, rs.response,
+       coalesce((SELECT array_agg(c.rank ORDER BY c.rank) FROM citations c WHERE c.message_id = m.id), '{}')
+FROM messages m
+LEFT JOIN queries q ON q.message_id = m.id
+LEFT JOIN result_sets rs ON rs.query_id = q.id
+"""
+
+
+def _turn(row: Any) -> Turn:
+    return Turn(
+        id=row[0], role=row[1], content=row[2], meta=row[3] or {}, explained=row[4], query_id=row[5],
+        request=row[6], followup=row[7], audio_ref=row[8], result_set_id=row[9], response=row[10],
+        citations=list(row[11] or []),
+    )  # fmt: skip
+
+
+def turns(db: Database, conversation_id: uuid.UUID) -> list[Turn]:
+    with db.connection() as conn:
+        if conn.execute("SELECT 1 FROM conversations WHERE id = %s", (conversation_id,)).fetchone() is None:
+            raise NotFound(f"no conversation {conversation_id}; start a new one at /")
+        rows = conn.execute(
+            _TURN_SQL + " WHERE m.conversation_id = %s ORDER BY m.id", (conversation_id,)
+        ).fetchall()
+    return [_turn(r) for r in rows]
+
+
+def turn(db: Database, conversation_id: uuid.UUID, message_id: int) -> Turn:
+    with db.connection() as conn:
+        row = conn.execute(
+            _TURN_SQL + " WHERE m.conversation_id = %s AND m.id = %s", (conversation_id, message_id)
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"no message {message_id} in conversation {conversation_id}")
+    return _turn(row)
+
+
+def last_search(db: Database, conversation_id: uuid.UUID) -> Turn | None:
+    with db.connection() as conn:
+        row = conn.execute(
+            _TURN_SQL + " WHERE m.conversation_id = %s AND rs.id IS NOT NULL ORDER BY m.id DESC LIMIT 1",
+            (conversation_id,),
+        ).fetchone()
+    return _turn(row) if row else None
+
+
+def title(db: Database, conversation_id: uuid.UUID) -> str:
+    with db.connection() as conn:
+        row = conn.execute("SELECT title FROM conversations WHERE id = %s", (conversation_id,)).fetchone()
+    return row[0] if row else ""

@@ -1,0 +1,447 @@
+"""HTML controllers: the chat, the explanation stream, audio with Range, library and track pages.
+
+Controllers are thin: parse the request, call :mod:`assistant.chat` in a worker thread (it does
+blocking database and model work), render a template.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+from litestar import Request, Response, get, post
+from litestar.datastructures import Cookie, UploadFile
+from litestar.response import Redirect, ServerSentEvent, Stream, Template
+from litestar.response.sse import ServerSentEventMessage
+
+from assistant import chat, conversations, describe, explain, views
+from assistant.chat import Clip, Services
+from cadenza.errors import InputError, NotFound
+
+log = logging.getLogger(__name__)
+
+LISTENER_COOKIE = "cadenza_listener"
+
+
+def listener_of(request: Request) -> tuple[str, bool]:
+    """The listener id from the cookie, or a new one (second value True when new)."""
+    raw = request.cookies.get(LISTENER_COOKIE, "")
+    if raw and len(raw) <= 64 and raw.replace("-", "").replace("_", "").isalnum():
+        return raw, False
+    return secrets.token_urlsafe(16), True
+
+
+def _listener_cookies(request: Request, svc: Services) -> tuple[str, list[Cookie]]:
+    lid, new = listener_of(request)
+    cookies = []
+    if new:
+        cookies.append(
+            Cookie(
+                key=LISTENER_COOKIE, value=lid, httponly=True, samesite="lax", max_age=365 * 86400,
+                secure=svc.settings.server.secure_cookies,
+            )
+        )  # fmt: skip
+    return lid, cookies
+
+
+def _float_or_none(raw: Any, name: str) -> float | None:
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}={raw!r} is not a number of seconds; give a number like 12.5") from None
+    if value != value or value < 0:
+        raise InputError(f"{name} must be a number of seconds ≥ 0")
+    return value
+
+
+def _int_or_none(raw: Any, name: str, *, lo: int = 1, hi: int = 50) -> int | None:
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}={raw!r} is not a whole number; give one between {lo} and {hi}") from None
+    if not lo <= value <= hi:
+        raise InputError(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+async def clip_from_form(form: Any, field: str = "file") -> Clip | None:
+    upload = form.get(field)
+    if not isinstance(upload, UploadFile):
+        return None
+    data = await upload.read()
+    if not data:
+        return None
+    return Clip(filename=upload.filename or "clip", data=data)
+
+
+def _render_turns(
+    svc: Services, conversation_id: uuid.UUID, turns: list[conversations.Turn]
+) -> list[dict[str, Any]]:
+    return [views.turn_context(svc.db, conversation_id, t) for t in turns]
+
+
+# --- pages ----------------------------------------------------------------------------------------
+
+
+@get("/", include_in_schema=False, sync_to_thread=False)
+def chat_page(request: Request, svc: Services) -> Template:
+    lid, cookies = _listener_cookies(request, svc)
+    return Template("chat.html", context={"conversation_id": "", "turns": [], "title": ""}, cookies=cookies)
+
+
+@get("/c/{conversation_id:str}", include_in_schema=False)
+async def conversation_page(request: Request, svc: Services, conversation_id: str) -> Template:
+    cid = conversations.parse_id(conversation_id)
+    lid, cookies = _listener_cookies(request, svc)
+
+    def load() -> tuple[list[dict[str, Any]], str]:
+        ts = conversations.turns(svc.db, cid)
+        return _render_turns(svc, cid, ts), conversations.title(svc.db, cid)
+
+    turns, title = await anyio.to_thread.run_sync(load)
+    return Template(
+        "chat.html", context={"conversation_id": str(cid), "turns": turns, "title": title}, cookies=cookies
+    )
+
+
+@post("/chat/messages", include_in_schema=False, status_code=200)
+async def post_message(request: Request, svc: Services) -> Template:
+    """One chat message (multipart: text, file, start, k, conversation_id) → the new turns."""
+    form = await request.form()
+    clip = await clip_from_form(form)
+    raw_cid = str(form.get("conversation_id") or "")
+    cid = conversations.parse_id(raw_cid) if raw_cid else None
+    reference = None
+    if form.get("ref_track"):
+        from retrieval.types import MomentRef
+
+        track_id = _int_or_none(form.get("ref_track"), "ref_track", hi=2**62)
+        assert track_id is not None
+        reference = MomentRef(
+            track_id=track_id, start_s=_float_or_none(form.get("ref_start"), "ref_start") or 0.0
+        )
+    lid, cookies = _listener_cookies(request, svc)
+    result = await anyio.to_thread.run_sync(
+        partial(
+            chat.run_turn, svc, conversation_id=cid, text=str(form.get("text") or ""), clip=clip,
+            start_s=_float_or_none(form.get("start"), "start"), k=_int_or_none(form.get("k"), "k"),
+            reference=reference, listener_id=lid,
+            base_message_id=_int_or_none(form.get("base_message"), "base_message", hi=2**62),
+        )
+    )  # fmt: skip
+
+    def render() -> list[dict[str, Any]]:
+        user = conversations.turn(svc.db, result.conversation_id, result.user_message_id)
+        return _render_turns(svc, result.conversation_id, [user, result.turn])
+
+    turns = await anyio.to_thread.run_sync(render)
+    headers = {"HX-Push-Url": f"/c/{result.conversation_id}"} if cid is None else {}
+    return Template(
+        "_turns.html",
+        context={
+            "turns": turns,
+            "conversation_id": str(result.conversation_id),
+            "new_conversation": cid is None,
+        },
+        headers=headers,
+        cookies=cookies,
+    )
+
+
+@get("/c/{conversation_id:str}/m/{message_id:int}/explain", include_in_schema=False)
+async def explain_stream(svc: Services, conversation_id: str, message_id: int) -> ServerSentEvent:
+    """Server-sent events: ``explanation`` (HTML so far, then the checked version), then ``done``."""
+    cid = conversations.parse_id(conversation_id)
+    turn = await anyio.to_thread.run_sync(partial(conversations.turn, svc.db, cid, message_id))
+    if turn.response is None:
+        raise NotFound(f"message {message_id} has no search to explain")
+
+    def events() -> Iterator[ServerSentEventMessage]:
+        if turn.explained:
+            yield ServerSentEventMessage(
+                event="explanation", data=views.explanation_html(turn.content, turn.meta, message_id=turn.id)
+            )
+            yield ServerSentEventMessage(event="done", data="")
+            return
+        text = ""
+        final = None
+        try:
+            for chunk in explain.explain_stream(turn.response or {}, llm=svc.llm):
+                if chunk.final is not None:
+                    final = chunk.final
+                    break
+                text += chunk.text
+                yield ServerSentEventMessage(event="explanation", data=_streaming_html(text))
+            assert final is not None
+            n = len((turn.response or {}).get("results") or [])
+            meta = {
+                "notice": final.notice,
+                "notes": final.notes,
+                "flags": final.flags,
+                "used_llm": final.used_llm,
+            }
+            conversations.save_explanation(
+                svc.db,
+                turn.id,
+                markdown=final.markdown,
+                meta=meta,
+                cited=list(explain.citations_in(final.markdown, n)),
+            )
+            yield ServerSentEventMessage(
+                event="explanation", data=views.explanation_html(final.markdown, meta, message_id=turn.id)
+            )
+        except Exception:  # the results are already on the page; say so instead of hanging
+            log.exception("explanation of message %s failed", message_id)
+            yield ServerSentEventMessage(
+                event="explanation",
+                data='<p class="notice offline">The explanation could not be written; the results above stand.</p>',
+            )
+        yield ServerSentEventMessage(event="done", data="")
+
+    return ServerSentEvent(events(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _streaming_html(text: str) -> str:
+    from html import escape
+
+    return f'<div class="explanation-text streaming"><p>{escape(text)}</p></div>'
+
+
+# --- audio ----------------------------------------------------------------------------------------
+
+AUDIO_TYPES = {
+    ".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg",
+    ".flac": "audio/flac", ".m4a": "audio/mp4", ".mp4": "audio/mp4", ".aac": "audio/aac",
+}  # fmt: skip
+
+
+def track_path(svc: Services, track_id: int) -> tuple[Path, float]:
+    with svc.db.connection() as conn:
+        row = conn.execute("SELECT path, duration_s FROM tracks WHERE id = %s", (track_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no track {track_id} in the library")
+    path = Path(row[0])
+    if not path.is_file():
+        raise NotFound(f"the audio file of track {track_id} is missing on the server; re-ingest it")
+    return path, float(row[1])
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b`` → inclusive (a, b) clipped to the file; None when unsatisfiable."""
+    if not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[6:].strip().partition("-")
+    try:
+        if first == "":
+            n = int(last)
+            if n <= 0:
+                return None
+            return max(0, size - n), size - 1
+        a = int(first)
+        b = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if a >= size or b < a:
+        return None
+    return a, min(b, size - 1)
+
+
+def _file_chunks(path: Path, start: int, length: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = length
+        while left > 0:
+            data = f.read(min(chunk, left))
+            if not data:
+                break
+            left -= len(data)
+            yield data
+
+
+@get("/audio/{track_id:int}", include_in_schema=False)
+async def audio(request: Request, svc: Services, track_id: int) -> Response | Stream:
+    """The track's audio by id (never by path), with single-range ``Range`` support (206)."""
+    path, _ = await anyio.to_thread.run_sync(track_path, svc, track_id)
+    size = path.stat().st_size
+    media = AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    rng = request.headers.get("range")
+    if rng:
+        span = parse_range(rng, size)
+        if span is None:
+            return Response(b"", status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        a, b = span
+        return Stream(
+            _file_chunks(path, a, b - a + 1), status_code=206, media_type=media,
+            headers={**headers, "Content-Range": f"bytes {a}-{b}/{size}", "Content-Length": str(b - a + 1)},
+        )  # fmt: skip
+    return Stream(
+        _file_chunks(path, 0, size), media_type=media, headers={**headers, "Content-Length": str(size)}
+    )
+
+
+@post("/plays", include_in_schema=False, status_code=204)
+async def record_play(request: Request, svc: Services) -> None:
+    form = await request.form()
+    track_id = _int_or_none(form.get("track_id"), "track_id", hi=2**62)
+    if track_id is None:
+        raise InputError("track_id is required")
+    lid, _ = listener_of(request)
+    await anyio.to_thread.run_sync(partial(chat.record_play, svc.db, listener_id=lid, track_id=track_id))
+
+
+@get("/new", include_in_schema=False, sync_to_thread=False)
+def new_chat() -> Redirect:
+    return Redirect("/")
+
+
+# --- browse ---------------------------------------------------------------------------------------
+
+
+def _library_rows(
+    svc: Services, q: str, composer: str, era: str
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    where, args = ["true"], []
+    if q:
+        where.append("(title ILIKE %s OR composer ILIKE %s OR work ILIKE %s)")
+        like = "%" + q.replace("%", r"\%").replace("_", r"\_") + "%"
+        args += [like, like, like]
+    if composer:
+        where.append("lower(composer) = lower(%s)")
+        args.append(composer)
+    if era:
+        where.append("era = %s")
+        args.append(era)
+    with svc.db.connection() as conn:
+        rows = conn.execute(
+            "SELECT t.id, t.title, t.composer, t.work, t.era, t.year, t.duration_s,"
+            " (SELECT count(*) FROM segments s WHERE s.track_id = t.id)"
+            f" FROM tracks t WHERE {' AND '.join(where)} ORDER BY t.composer, t.title, t.id LIMIT 500",
+            args,
+        ).fetchall()
+        composers = [
+            r[0] for r in conn.execute("SELECT DISTINCT composer FROM tracks WHERE composer <> '' ORDER BY 1")
+        ]
+        eras = [r[0] for r in conn.execute("SELECT DISTINCT era FROM tracks WHERE era <> '' ORDER BY 1")]
+    tracks = [
+        {"id": r[0], "title": r[1] or f"Track {r[0]}", "composer": r[2], "work": r[3], "era": r[4], "year": r[5],
+         "duration": describe.timestamp(r[6]), "segments": r[7]}
+        for r in rows
+    ]  # fmt: skip
+    return tracks, composers, eras
+
+
+@get("/library", include_in_schema=False)
+async def library_page(svc: Services, q: str = "", composer: str = "", era: str = "") -> Template:
+    tracks, composers, eras = await anyio.to_thread.run_sync(
+        _library_rows, svc, q.strip()[:200], composer, era
+    )
+    return Template(
+        "library.html",
+        context={
+            "tracks": tracks,
+            "composers": composers,
+            "eras": eras,
+            "q": q,
+            "composer": composer,
+            "era": era,
+        },
+    )
+
+
+def waveform(svc: Services, track_id: int, path: Path) -> Any:
+    """Peaks of the whole track, cached under CADENZA_HOME/cache/waveforms."""
+    import numpy as np
+
+    from assistant.pictures import waveform_peaks
+    from cadenza.audio import load_audio
+
+    cache = svc.settings.paths.cache / "waveforms"
+    stat = path.stat()
+    key = cache / f"{track_id}-{int(stat.st_mtime)}-{stat.st_size}.npy"
+    if key.is_file():
+        return np.load(key)
+    y = load_audio(path=path, sr=4000)
+    peaks = waveform_peaks(audio=y, bins=400)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(key, peaks)
+    return peaks
+
+
+def _track_context(svc: Services, track_id: int) -> dict[str, Any]:
+    from markupsafe import Markup
+
+    from assistant.pictures import timeline_svg
+
+    with svc.db.connection() as conn:
+        row = conn.execute(
+            "SELECT id, title, composer, work, era, year, duration_s FROM tracks WHERE id = %s", (track_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no track {track_id} in the library")
+        segs = conn.execute(
+            "SELECT start_s, end_s, key_index, mode, tempo_bpm FROM segments WHERE track_id = %s ORDER BY start_s",
+            (track_id,),
+        ).fetchall()
+        cited = conn.execute(
+            "SELECT DISTINCT ON (round(start_s)) start_s, end_s FROM citations WHERE track_id = %s"
+            " ORDER BY round(start_s), start_s",
+            (track_id,),
+        ).fetchall()
+    duration = float(row[6])
+    try:
+        path, _ = track_path(svc, track_id)
+        peaks = waveform(svc, track_id, path)
+    except Exception as exc:  # a missing or unreadable file still shows the page
+        log.warning("no waveform for track %s: %s", track_id, exc)
+        import numpy as np
+
+        peaks = np.zeros(200)
+    marks = [(float(a), float(b)) for a, b in cited]
+    moments = [
+        {
+            "start": float(s), "end": float(e), "range": describe.time_range(float(s), float(e)),
+            "key": describe.key_name({"key_index": k, "mode": m}) or "", "tempo": f"{t:.0f} BPM" if t else "",
+            "cited": any(abs(float(s) - a) < 5 for a, _ in marks),
+        }
+        for s, e, k, m, t in segs
+    ]  # fmt: skip
+    return {
+        "track": {"id": row[0], "title": row[1] or f"Track {row[0]}", "composer": row[2], "work": row[3],
+                  "era": row[4], "year": row[5], "duration": describe.timestamp(duration)},
+        "timeline": Markup(timeline_svg(peaks=peaks, duration_s=duration, marks=marks)),
+        "moments": moments,
+        "cited": [{"start": a, "end": b, "range": describe.time_range(a, b)} for a, b in marks],
+    }  # fmt: skip
+
+
+@get("/tracks/{track_id:int}", include_in_schema=False)
+async def track_page(svc: Services, track_id: int) -> Template:
+    ctx = await anyio.to_thread.run_sync(_track_context, svc, track_id)
+    return Template("track.html", context=ctx)
+
+
+@get("/healthz", include_in_schema=False)
+async def healthz(svc: Services) -> dict[str, str]:
+    def ping() -> None:
+        with svc.db.connection() as conn:
+            conn.execute("SELECT 1")
+
+    await anyio.to_thread.run_sync(ping)
+    return {"status": "ok"}
+
+
+HANDLERS = [
+    chat_page, conversation_page, post_message, explain_stream, audio, record_play, new_chat,
+    library_page, track_page, healthz,
+]  # fmt: skip

@@ -1,0 +1,227 @@
+// Cadenza's page behaviour. All script lives in files (no inline handlers) so a strict CSP works.
+(function () {
+  "use strict";
+
+  // Swap error responses too (htmx 2 does not by default): the server sends a readable partial.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (window.htmx) {
+      htmx.config.responseHandling = [
+        { code: "204", swap: false },
+        { code: "[23]..", swap: true },
+        { code: "[45]..", swap: true, error: true },
+      ];
+    }
+    setupComposer();
+  });
+
+  // --- playing exactly the cited range -------------------------------------------------------
+  function playerFor(el) {
+    if (el.dataset.audio) return document.querySelector(el.dataset.audio);
+    var card = el.closest(".card");
+    return card ? card.querySelector("audio") : null;
+  }
+
+  function whenReady(audio, fn) {
+    if (audio.readyState >= 1) { fn(); return; }
+    audio.addEventListener("loadedmetadata", fn, { once: true });
+    if (audio.preload === "none") { audio.preload = "auto"; }
+    audio.load();
+  }
+
+  function playRange(audio, start, end) {
+    audio.dataset.free = "";
+    audio.dataset.stopAt = end != null ? String(end) : "";
+    whenReady(audio, function () {
+      audio.currentTime = start;
+      var p = audio.play();
+      if (p && p.catch) p.catch(function () {});
+    });
+  }
+
+  // Stop at the end of the cited range.
+  document.addEventListener("timeupdate", function (e) {
+    var a = e.target;
+    if (!(a instanceof HTMLAudioElement)) return;
+    var stopAt = parseFloat(a.dataset.stopAt || "");
+    if (!isNaN(stopAt) && a.currentTime >= stopAt) {
+      a.pause();
+      a.dataset.stopAt = "";
+    }
+  }, true);
+
+  // The native play button of a card's player also plays the cited range only.
+  document.addEventListener("play", function (e) {
+    var a = e.target;
+    if (!(a instanceof HTMLAudioElement) || !a.classList.contains("player") || a.dataset.free === "1") return;
+    var start = parseFloat(a.dataset.start || ""), end = parseFloat(a.dataset.end || "");
+    if (isNaN(start) || isNaN(end)) return;
+    if (a.currentTime < start - 0.5 || a.currentTime >= end - 0.05) a.currentTime = start;
+    a.dataset.stopAt = String(end);
+  }, true);
+
+  document.addEventListener("click", function (e) {
+    var btn = e.target.closest(".play-range");
+    if (btn) {
+      var audio = playerFor(btn);
+      if (audio) playRange(audio, parseFloat(btn.dataset.start), parseFloat(btn.dataset.end));
+      return;
+    }
+    var from = e.target.closest(".play-from");
+    if (from) {
+      var a = playerFor(from);
+      if (a) {
+        whenReady(a, function () {
+          a.dataset.free = "1";
+          a.dataset.stopAt = "";
+          a.currentTime = parseFloat(from.dataset.start);
+          var p = a.play();
+          if (p && p.catch) p.catch(function () {});
+        });
+      }
+      return;
+    }
+    var cite = e.target.closest("a.cite");
+    if (cite) {
+      var card = document.getElementById(cite.getAttribute("href").slice(1));
+      if (card) {
+        e.preventDefault();
+        card.scrollIntoView({ behavior: "smooth", block: "center" });
+        card.classList.add("flash");
+        setTimeout(function () { card.classList.remove("flash"); }, 1200);
+        var ca = card.querySelector("audio");
+        if (ca) playRange(ca, parseFloat(card.dataset.start), parseFloat(card.dataset.end));
+      }
+    }
+  });
+
+  // --- the composer: attach, drop, record, choose the passage ---------------------------------
+  function setupComposer() {
+    var form = document.getElementById("chat-form");
+    if (!form) return;
+    var input = document.getElementById("clip-file");
+    var zone = document.getElementById("drop-zone");
+    var nameEl = document.getElementById("clip-name");
+    var startEl = document.getElementById("clip-start");
+    var passage = document.getElementById("passage");
+    var canvas = document.getElementById("waveform");
+    var label = document.getElementById("passage-label");
+    var recordBtn = document.getElementById("record");
+    var state = { peaks: null, duration: 0, start: null };
+
+    function setFile(file) {
+      var dt = new DataTransfer();
+      dt.items.add(file);
+      input.files = dt.files;
+      showFile(file);
+    }
+
+    function showFile(file) {
+      nameEl.textContent = file.name + " (" + Math.round(file.size / 1024) + " KB)";
+      startEl.value = "";
+      state.start = null;
+      drawWaveform(file);
+    }
+
+    input.addEventListener("change", function () { if (input.files[0]) showFile(input.files[0]); });
+    ["dragenter", "dragover"].forEach(function (t) {
+      zone.addEventListener(t, function (e) { e.preventDefault(); zone.classList.add("over"); });
+    });
+    ["dragleave", "drop"].forEach(function (t) {
+      zone.addEventListener(t, function (e) { e.preventDefault(); zone.classList.remove("over"); });
+    });
+    zone.addEventListener("drop", function (e) {
+      var f = e.dataTransfer && e.dataTransfer.files[0];
+      if (f) setFile(f);
+    });
+
+    var recorder = null, chunks = [];
+    recordBtn.addEventListener("click", function () {
+      if (recorder && recorder.state === "recording") { recorder.stop(); return; }
+      if (!navigator.mediaDevices || !window.MediaRecorder) { nameEl.textContent = "recording is not supported in this browser"; return; }
+      navigator.mediaDevices.getUserMedia({ audio: true }).then(function (stream) {
+        chunks = [];
+        recorder = new MediaRecorder(stream);
+        recorder.addEventListener("dataavailable", function (e) { if (e.data.size) chunks.push(e.data); });
+        recorder.addEventListener("stop", function () {
+          stream.getTracks().forEach(function (t) { t.stop(); });
+          recordBtn.textContent = "● Record";
+          var type = recorder.mimeType || "audio/webm";
+          var ext = type.indexOf("ogg") >= 0 ? ".ogg" : type.indexOf("mp4") >= 0 ? ".m4a" : ".webm";
+          setFile(new File(chunks, "recording" + ext, { type: type }));
+        });
+        recorder.start();
+        recordBtn.textContent = "■ Stop";
+        nameEl.textContent = "recording…";
+      }).catch(function () { nameEl.textContent = "microphone not available"; });
+    });
+
+    function drawWaveform(file) {
+      var Ctx = window.AudioContext || window.webkitAudioContext;
+      if (!Ctx) return;
+      file.arrayBuffer().then(function (buf) {
+        var ctx = new Ctx();
+        return ctx.decodeAudioData(buf).then(function (audio) {
+          ctx.close();
+          var data = audio.getChannelData(0), bins = canvas.width, step = Math.max(1, Math.floor(data.length / bins));
+          var peaks = new Float32Array(bins);
+          for (var i = 0; i < bins; i++) {
+            var m = 0;
+            for (var j = i * step; j < Math.min(data.length, (i + 1) * step); j++) { var v = Math.abs(data[j]); if (v > m) m = v; }
+            peaks[i] = m;
+          }
+          state.peaks = peaks; state.duration = audio.duration;
+          passage.hidden = false;
+          render();
+        });
+      }).catch(function () { passage.hidden = true; });
+    }
+
+    function render() {
+      var g = canvas.getContext("2d"), w = canvas.width, h = canvas.height;
+      g.clearRect(0, 0, w, h);
+      if (!state.peaks) return;
+      var top = Math.max.apply(null, state.peaks) || 1;
+      g.fillStyle = "#5c6bc0";
+      for (var i = 0; i < state.peaks.length; i++) {
+        var ph = Math.max(1, state.peaks[i] / top * (h - 4));
+        g.fillRect(i, (h - ph) / 2, 1, ph);
+      }
+      if (state.start != null && state.duration > 0) {
+        var x = state.start / state.duration * w, ww = Math.min(10, state.duration) / state.duration * w;
+        g.fillStyle = "rgba(255, 193, 7, 0.35)";
+        g.fillRect(x, 0, ww, h);
+        g.strokeStyle = "#ff8f00";
+        g.strokeRect(x + 0.5, 0.5, ww - 1, h - 1);
+      }
+    }
+
+    function fmt(s) { s = Math.round(s); return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0"); }
+
+    var dragging = false;
+    function pick(e) {
+      if (!state.duration) return;
+      var rect = canvas.getBoundingClientRect();
+      var frac = (e.clientX - rect.left) / rect.width;
+      var win = Math.min(10, state.duration);
+      var start = Math.max(0, Math.min(state.duration - win, frac * state.duration - win / 2));
+      state.start = Math.round(start * 10) / 10;
+      startEl.value = String(state.start);
+      label.textContent = "Passage: " + fmt(state.start) + "–" + fmt(state.start + win) + " (drag to move)";
+      render();
+    }
+    canvas.addEventListener("pointerdown", function (e) { dragging = true; canvas.setPointerCapture(e.pointerId); pick(e); });
+    canvas.addEventListener("pointermove", function (e) { if (dragging) pick(e); });
+    canvas.addEventListener("pointerup", function () { dragging = false; });
+
+    // After a successful send: clear the message and the clip, keep the conversation.
+    form.addEventListener("htmx:afterRequest", function (e) {
+      if (e.detail.elt !== form || !e.detail.successful) return;
+      document.getElementById("message").value = "";
+      input.value = "";
+      startEl.value = "";
+      nameEl.textContent = "or drop an audio file here";
+      passage.hidden = true;
+      state.peaks = null; state.start = null;
+    });
+  }
+})();

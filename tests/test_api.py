@@ -1,0 +1,384 @@
+"""The web app over real HTTP (uvicorn on a free port) against real PostgreSQL, with a small library
+of synthesized tracks ingested by ``retrieval.ingest`` and searched by the real ``retrieval.search``."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from assistant.app import create_app, load_embedder
+from assistant.llm import LLM
+from cadenza.db import Database
+from cadenza.settings import LimitSettings, LLMSettings, Settings
+from tests.conftest import truncate_all
+from tests.fake_llm import FakeLLM, Step
+from tests.helpers_audio import SR, clicks, random_chord_track, write_audio
+
+#: (composer, era, key, bpm) of the six library tracks; two tracks per composer.
+TRACKS = [
+    ("Johann Sebastian Bach", "Baroque", 0, 60),
+    ("Johann Sebastian Bach", "Baroque", 7, 75),
+    ("Wolfgang Amadeus Mozart", "Classical", 2, 90),
+    ("Wolfgang Amadeus Mozart", "Classical", 9, 105),
+    ("Johannes Brahms", "Romantic", 5, 120),
+    ("Johannes Brahms", "Romantic", 4, 135),
+]
+TRACK_SECONDS = 30.0
+
+
+def track_audio(i: int) -> np.ndarray:
+    _, _, key, bpm = TRACKS[i]
+    return random_chord_track(seconds=TRACK_SECONDS, seed=i, key=key) + 0.3 * clicks(
+        bpm=bpm, seconds=TRACK_SECONDS
+    )
+
+
+def wav_bytes(y: np.ndarray) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, y, SR, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+@dataclasses.dataclass
+class Library:
+    db: Database
+    embedder: Any
+    folder: Path
+    ids: dict[str, int]  # title -> track id
+
+
+def ingest_library(db: Database, folder: Path, settings: Settings) -> Library:
+    """Write the six synthetic tracks with a metadata sidecar and ingest them for real."""
+    from retrieval.ingest import ingest
+
+    truncate_all(db)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (composer, era, _, _) in enumerate(TRACKS):
+        path = write_audio(folder / f"track{i}.wav", track_audio(i))
+        rows.append({"path": path.name, "title": f"Study {i}", "composer": composer, "era": era})
+    (folder / "metadata.json").write_text(json.dumps(rows))
+    embedder = load_embedder(settings)
+    report = ingest(
+        db=db,
+        paths=[folder],
+        embedder=embedder,
+        workers=1,
+        metadata_file=folder / "metadata.json",
+        progress=False,
+    )
+    assert len(report.added) == len(TRACKS), report
+    with db.connection() as conn:
+        ids = {t: i for i, t in conn.execute("SELECT id, title FROM tracks").fetchall()}
+    return Library(db=db, embedder=embedder, folder=folder, ids=ids)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_app(settings: Settings, *, db: Any, embedder: Any, llm: Any = None) -> Iterator[str]:
+    """Serve the app with uvicorn in a thread; yields its base URL."""
+    import uvicorn
+
+    app = create_app(settings, db=db, embedder=embedder, llm=llm)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="cadenza-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def app_settings(settings) -> Settings:
+    # A small upload limit so the 413 path is cheap to reach.
+    return dataclasses.replace(settings, limits=LimitSettings(max_upload_bytes=1_500_000))
+
+
+@pytest.fixture(scope="module")
+def library(session_db, tmp_path_factory, app_settings) -> Iterator[Library]:
+    lib = ingest_library(session_db, tmp_path_factory.mktemp("library"), app_settings)
+    yield lib
+    truncate_all(session_db)
+
+
+@pytest.fixture(scope="module")
+def base_url(library, app_settings) -> Iterator[str]:
+    with running_app(app_settings, db=library.db, embedder=library.embedder) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=60) as c:
+        yield c
+
+
+def clip_of_track(i: int, start: float = 8.0, seconds: float = 12.0) -> bytes:
+    y = track_audio(i)[int(start * SR) : int((start + seconds) * SR)]
+    return wav_bytes(y)
+
+
+# --- /api/search -------------------------------------------------------------------------------
+
+
+def test_api_search_with_a_clip(client, library):
+    r = client.post(
+        "/api/search",
+        files={"file": ("clip.wav", clip_of_track(0), "audio/wav")},
+        data={"k": "3", "start": "1.0", "exclude_composer": ["Johannes Brahms"]},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"query", "results", "nothing_similar", "timings_ms"}
+    assert 1 <= len(body["results"]) <= 3
+    assert all(res["composer"] != "Johannes Brahms" for res in body["results"])
+    assert body["query"]["start"] == pytest.approx(1.0, abs=0.2)
+    assert [res["rank"] for res in body["results"]] == list(range(1, len(body["results"]) + 1))
+
+
+def test_api_search_by_reference_matches_the_cli(client, library, app_settings):
+    tid = library.ids["Study 2"]
+    r = client.post("/api/search", json={"reference": {"track_id": tid, "start": 10.0}, "k": 4})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["results"] and all(res["track_id"] != tid for res in body["results"])
+    env = {
+        **os.environ,
+        "CADENZA_HOME": str(app_settings.paths.home),
+        "CADENZA_DATABASE_URL": library.db.url,
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "cadenza", "-q", "search", "--track", str(tid), "--at", "10", "--k", "4", "--json"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    cli = json.loads(out.stdout)
+    strip = lambda d: {k: v for k, v in d.items() if k != "timings_ms"}  # noqa: E731
+    assert strip(cli) == strip(body)
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, fragment",
+    [
+        ({"content": b"{nope", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        ({"json": {"reference": {"track_id": 1}, "k": 0}}, 400, "k must be"),
+        ({"json": {"k": 3}}, 400, "reference"),
+        ({"json": {"reference": {"track_id": 987654, "start": 0}}}, 404, "no track"),
+        ({"files": {"file": ("x.wav", b"this is not audio at all" * 50, "audio/wav")}}, 400, "decode"),
+        ({"files": {"file": ("big.wav", b"\0" * 3_000_000, "audio/wav")}}, 413, "too large"),
+    ],
+    ids=["bad-json", "bad-k", "no-reference", "unknown-track", "not-audio", "too-large"],
+)
+def test_api_search_errors_are_clear(client, library, kwargs, status, fragment):
+    r = client.post("/api/search", **kwargs)
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["error"]
+
+
+def test_openapi_schema_lists_the_api(client):
+    r = client.get("/schema/openapi.json")
+    assert r.status_code == 200
+    paths = r.json()["paths"]
+    assert "/api/search" in paths and "/api/chat" in paths
+    assert "/c/{conversation_id}" not in paths
+
+
+# --- /api/chat ----------------------------------------------------------------------------------
+
+
+def test_api_chat_clip_then_follow_ups(client, library):
+    r = client.post("/api/chat", files={"file": ("clip.wav", clip_of_track(1), "audio/wav")}, data={"k": "2"})
+    assert r.status_code == 200, r.text
+    first = r.json()
+    cid = first["conversation_id"]
+    shown = {res["composer"] for res in first["response"]["results"]}
+    assert first["response"]["results"] and first["explanation"]["used_llm"] is False
+    assert "[1]" in first["explanation"]["markdown"]
+
+    r = client.post(
+        "/api/chat", json={"conversation_id": cid, "message": "more like this but a different composer"}
+    )
+    assert r.status_code == 200, r.text
+    second = r.json()
+    assert second["parser"] == "rules" and second["followup"]["different_composer"] is True
+    assert second["response"]["results"]
+    assert not shown & {res["composer"] for res in second["response"]["results"]}
+
+    r = client.post("/api/chat", json={"conversation_id": cid, "message": "like #1 but not #2"})
+    assert r.status_code == 200, r.text
+    third = r.json()
+    minus_track = (
+        second["response"]["results"][1]["track_id"] if len(second["response"]["results"]) > 1 else None
+    )
+    if minus_track is not None:
+        assert all(res["track_id"] != minus_track for res in third["response"]["results"])
+    assert third["request"]["moments"][0]["track_id"] == second["response"]["results"][0]["track_id"]
+
+    page = client.get(f"/c/{cid}")
+    assert page.status_code == 200
+    assert page.text.count('class="msg user"') == 3 and "more like this but a different composer" in page.text
+
+
+def test_api_chat_named_moment_and_errors(client, library):
+    r = client.post("/api/chat", json={"message": "find moments like 0:12 of Study 4", "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["request"]["moments"][0] == {"track_id": library.ids["Study 4"], "start_s": 12.0}
+    assert all(res["track_id"] != library.ids["Study 4"] for res in body["response"]["results"])
+    r = client.post("/api/chat", json={"message": "find moments like 0:12 of No Such Piece"})
+    assert r.status_code == 400 and "no track titled" in r.json()["error"]
+    r = client.post("/api/chat", json={"message": "only Baroque"})
+    assert r.status_code == 400 and "attach a clip" in r.json()["error"]
+    r = client.post("/api/chat", json={"conversation_id": "0" * 8, "message": "hi"})
+    assert r.status_code == 404
+
+
+def test_api_chat_with_an_llm(library, app_settings):
+    with FakeLLM() as fake:
+        llm = LLM(LLMSettings(base_url=fake.base_url, api_key="k", model="fake", timeout_s=5, max_retries=0))
+        with (
+            running_app(app_settings, db=library.db, embedder=library.embedder, llm=llm) as url,
+            httpx.Client(base_url=url, timeout=60) as c,
+        ):
+            fake.script(Step.reply("Result [1] shares the chord colours of the query, and [99] is invented."))
+            r = c.post("/api/chat", json={"message": "find moments like 0:05 of Study 0", "k": 2})
+            assert r.status_code == 200, r.text
+            expl = r.json()["explanation"]
+            assert (
+                expl["used_llm"]
+                and "[99]" not in expl["markdown"]
+                and any("[99]" in n for n in expl["notes"])
+            )
+            prompt = fake.requests[-1]["messages"][1]["content"]
+            assert "Study" in prompt and "```json" in prompt and str(library.folder) not in prompt
+
+            cid = r.json()["conversation_id"]
+            fake.script(Step.tool({"only_eras": ["Romantic"]}), Step.error(500))
+            r = c.post("/api/chat", json={"conversation_id": cid, "message": "something later, 19th century"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["parser"] == "llm" and body["followup"]["only_eras"] == ["Romantic"]
+            assert {res["era"] for res in body["response"]["results"]} <= {"Romantic"}
+            assert body["explanation"]["used_llm"] is False and "HTTP 500" in body["explanation"]["notice"]
+
+
+# --- audio, plays, pages -------------------------------------------------------------------------
+
+
+def test_audio_is_served_by_id_with_ranges(client, library):
+    tid = library.ids["Study 3"]
+    data = (library.folder / "track3.wav").read_bytes()
+    full = client.get(f"/audio/{tid}")
+    assert full.status_code == 200 and full.content == data and full.headers["accept-ranges"] == "bytes"
+    part = client.get(f"/audio/{tid}", headers={"Range": "bytes=100-1099"})
+    assert part.status_code == 206 and part.content == data[100:1100]
+    assert part.headers["content-range"] == f"bytes 100-1099/{len(data)}"
+    tail = client.get(f"/audio/{tid}", headers={"Range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.content == data[-10:]
+    assert client.get(f"/audio/{tid}", headers={"Range": f"bytes={len(data) + 5}-"}).status_code == 416
+    assert client.get("/audio/999999").status_code == 404
+    assert client.get("/audio/..%2F..%2Fetc%2Fpasswd").status_code in (400, 404)
+
+
+def test_plays_are_recorded(client, library):
+    tid = library.ids["Study 5"]
+    client.get("/")  # sets the listener cookie
+    r = client.post("/plays", data={"track_id": str(tid)})
+    assert r.status_code == 204
+    listener = client.cookies.get("cadenza_listener")
+    with library.db.connection() as conn:
+        n = conn.execute(
+            "SELECT count(*) FROM plays WHERE track_id = %s AND listener_id = %s", (tid, listener)
+        ).fetchone()[0]
+    assert n == 1
+    assert client.post("/plays", data={"track_id": "999999"}).status_code == 404
+
+
+def test_html_chat_turn_streams_its_explanation(client, library):
+    r = client.post(
+        "/chat/messages",
+        files={"file": ("clip.wav", clip_of_track(2), "audio/wav")},
+        data={"text": "", "k": "3"},
+        headers={"HX-Request": "true"},
+    )
+    assert r.status_code == 200, r.text
+    cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
+    assert 'hx-swap-oob="true"' in r.text and cid in r.text
+    assert "<svg" in r.text and 'class="match"' in r.text  # chroma pictures with the matching frames
+    m = re.search(r'sse-connect="(/c/[^"]+/explain)"', r.text)
+    assert m and 'sse-close="done"' in r.text
+    assert "<script" not in r.text and "onclick" not in r.text
+    events = []
+    with client.stream("GET", m.group(1)) as s:
+        assert s.headers["content-type"].startswith("text/event-stream")
+        for line in s.iter_lines():
+            if line.startswith("event:"):
+                events.append(line.split(":", 1)[1].strip())
+    assert events[-1] == "done" and "explanation" in events
+    page = client.get(f"/c/{cid}")
+    assert "sse-connect" not in page.text and 'class="cite"' in page.text  # stored, cited explanation
+
+
+def test_htmx_errors_are_partials(client, library):
+    r = client.post("/chat/messages", data={"text": "like #2"}, headers={"HX-Request": "true"})
+    assert r.status_code == 400 and r.text.startswith('<div class="error"') and "attach a clip" in r.text
+
+
+def test_library_and_track_pages(client, library):
+    r = client.get("/library", params={"composer": "Johannes Brahms"})
+    assert r.status_code == 200 and "Study 4" in r.text and "Study 0" not in r.text
+    assert "Study 1" in client.get("/library", params={"q": "study 1"}).text
+    tid = library.ids["Study 0"]
+    r = client.get(f"/tracks/{tid}")
+    assert r.status_code == 200 and "<svg" in r.text and r.text.count('class="play-range"') >= 10
+    assert client.get("/tracks/999999").status_code == 404
+
+
+def test_database_down_is_503(app_settings, library):
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(
+        "postgresql://nobody@127.0.0.1:1/none", min_size=0, max_size=1, open=True, timeout=1
+    )
+    dead = Database(url="postgresql://nobody@127.0.0.1:1/none", pool=pool, vector_version=(0, 6, 2))
+    try:
+        with running_app(app_settings, db=dead, embedder=library.embedder) as url:
+            r = httpx.post(f"{url}/api/search", json={"reference": {"track_id": 1, "start": 0}}, timeout=30)
+            assert r.status_code == 503 and "database" in r.json()["error"]
+            r = httpx.get(f"{url}/library", timeout=30)
+            assert r.status_code == 503 and "database is not reachable" in r.text
+    finally:
+        pool.close()
