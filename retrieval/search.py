@@ -1,0 +1,269 @@
+"""Search: query → filtered nearest segments (keeping k) → rerank → diversity → localize → confidence.
+
+Filters must not cost results. pgvector's HNSW applies a WHERE clause *after* its beam
+search, so a restrictive filter (e.g. "not this composer" on clustered data) returns too
+few rows (FACTS.md). We therefore (1) let pgvector ≥ 0.8 iterate (``hnsw.iterative_scan``),
+(2) otherwise over-fetch with a raised ``hnsw.ef_search``, and (3) when that still yields
+too few rows or too few distinct tracks, fall back to an exact scan of the filtered rows
+(``enable_indexscan = off`` on an unprepared statement, since psycopg's prepared plans
+ignore the setting).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from cadenza.errors import InputError
+from retrieval import query as query_mod
+from retrieval.calibration import NOTHING_SIMILAR_BELOW, load_calibration
+from retrieval.descriptors import KEY_NAMES, key_index
+from retrieval.ingest import autocommit
+from retrieval.localize import localize
+from retrieval.rerank import Candidate, mmr, nms, reason, score_candidates
+from retrieval.store import f16_array, heard_composers
+from retrieval.types import Filters, Result, SearchRequest, SearchResponse
+
+log = logging.getLogger(__name__)
+
+MAX_K = 100
+EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
+
+_COLUMNS = (
+    "s.id, s.track_id, s.start_s, s.end_s, t.title, t.composer, t.work, t.era, t.path, t.duration_s,"
+    " s.chroma_mean, s.chroma_seq, s.key_index, s.mode, s.key_confidence, s.tempo_bpm, s.loudness_db,"
+    " s.brightness_hz, s.onset_density, s.valence, s.arousal, s.embedding"
+)
+
+
+def filter_sql(
+    filters: Filters, *, model_version: str, extra_exclude: tuple[int, ...] = ()
+) -> tuple[str, list[Any]]:
+    """A WHERE clause (over ``segments s JOIN tracks t``) and its parameters."""
+    where = ["s.model_version = %s"]
+    params: list[Any] = [model_version]
+
+    def lower(xs: tuple[str, ...]) -> list[str]:
+        return [x.strip().lower() for x in xs if x and x.strip()]
+
+    for col, inc, exc in (
+        ("t.composer", filters.composers, filters.exclude_composers),
+        ("t.work", filters.works, filters.exclude_works),
+        ("t.era", filters.eras, filters.exclude_eras),
+    ):
+        if lower(inc):
+            where.append(f"lower({col}) = ANY(%s)")
+            params.append(lower(inc))
+        if lower(exc):
+            where.append(f"lower({col}) <> ALL(%s)")
+            params.append(lower(exc))
+    if filters.tracks:
+        where.append("s.track_id = ANY(%s)")
+        params.append(list(filters.tracks))
+    excluded = sorted(set(filters.exclude_tracks) | set(extra_exclude))
+    if excluded:
+        where.append("s.track_id <> ALL(%s)")
+        params.append(excluded)
+    if filters.key:
+        try:
+            where.append("s.key_index = %s")
+            params.append(key_index(filters.key))
+        except ValueError:
+            raise InputError(f"key {filters.key!r} is not a note name; use C, C#, Db … B") from None
+    if filters.mode:
+        if filters.mode not in ("major", "minor"):
+            raise InputError(f"mode {filters.mode!r} must be 'major' or 'minor'")
+        where.append("s.mode = %s")
+        params.append(filters.mode)
+    if filters.min_bpm is not None:
+        where.append("s.tempo_bpm >= %s")
+        params.append(float(filters.min_bpm))
+    if filters.max_bpm is not None:
+        where.append("s.tempo_bpm <= %s")
+        params.append(float(filters.max_bpm))
+    return " AND ".join(where), params
+
+
+@dataclass
+class NearestResult:
+    rows: list[tuple[Any, ...]]
+    path: str  # "hnsw" | "hnsw-iterative" | "hnsw-wide" | "exact"
+
+
+def nearest(
+    conn: psycopg.Connection,
+    *,
+    q: np.ndarray,
+    where: str,
+    params: list[Any],
+    n: int,
+    min_tracks: int,
+    restrictive: bool,
+    iterative: bool,
+) -> NearestResult:
+    """Up to ``n`` nearest segments matching ``where``, guaranteeing ≥ ``min_tracks`` distinct tracks when they exist.
+
+    ``conn`` must be in autocommit mode (each attempt is its own transaction so SET LOCAL is scoped).
+    """
+    sql = (
+        f"SELECT {_COLUMNS}, s.embedding <=> %s AS dist FROM segments s JOIN tracks t ON t.id = s.track_id"
+        f" WHERE {where} ORDER BY s.embedding <=> %s LIMIT %s"
+    )
+
+    def enough(rows: list[tuple[Any, ...]]) -> bool:
+        return len(rows) >= n and len({r[1] for r in rows}) >= min_tracks
+
+    attempts: list[tuple[str, int, int]] = []
+    if iterative:
+        attempts.append(("hnsw-iterative", n, max(40, min(n, EF_SEARCH_MAX))))
+    else:
+        attempts.append(("hnsw", n, max(40, min(n * (4 if restrictive else 1), EF_SEARCH_MAX))))
+        attempts.append(("hnsw-wide", min(n * 4, EF_SEARCH_MAX), EF_SEARCH_MAX))
+    rows: list[tuple[Any, ...]] = []
+    for name, limit, ef in attempts:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
+            if iterative:
+                conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            rows = conn.execute(sql, [q, *params, q, limit]).fetchall()  # type: ignore[call-overload]
+        if iterative:
+            rows.sort(key=lambda r: r[-1])  # relaxed order: results may come slightly out of order
+        if enough(rows):
+            return NearestResult(rows, name)  # all of them: more candidates for the reranker
+    # Exact scan of the filtered rows, best 3 windows per track so one track cannot crowd out the rest.
+    exact = (
+        f"SELECT * FROM (SELECT {_COLUMNS}, s.embedding <=> %s AS dist,"
+        " row_number() OVER (PARTITION BY s.track_id ORDER BY s.embedding <=> %s) AS rn"
+        f" FROM segments s JOIN tracks t ON t.id = s.track_id WHERE {where}) x"
+        " WHERE rn <= 3 ORDER BY dist LIMIT %s"
+    )
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_indexscan = off")
+        rows = conn.execute(exact, [q, q, *params, n], prepare=False).fetchall()  # type: ignore[call-overload]
+    return NearestResult([r[:-1] for r in rows], "exact")
+
+
+def _candidate(r: tuple[Any, ...]) -> Candidate:
+    (sid, tid, start, end, title, composer, work, era, path, duration, cmean, cseq, key, mode, kconf, tempo, loud,
+     bright, dens, val, aro, emb, dist) = r  # fmt: skip
+    return Candidate(
+        segment_id=int(sid), track_id=int(tid), start_s=float(start), end_s=float(end), emb_sim=1.0 - float(dist),
+        title=title, composer=composer, work=work, era=era, path=path,
+        chroma_mean=np.asarray(cmean, dtype=np.float64), chroma_seq=f16_array(cseq), embedding=emb.to_numpy(),
+        descriptors={
+            "key_index": key, "key": KEY_NAMES[key] if key is not None else None, "mode": mode,
+            "key_confidence": kconf, "tempo_bpm": tempo, "loudness_db": loud, "brightness_hz": bright,
+            "onset_density": dens, "valence": val, "arousal": aro, "duration_s": float(duration),
+        },
+    )  # fmt: skip
+
+
+def search(
+    *, db: Any, embedder: Any, request: SearchRequest, min_clip_s: float = 3.0, max_clip_s: float = 600.0
+) -> SearchResponse:
+    """Run one search (see the module docstring). Raises InputError / NotFound for bad requests."""
+    t_all = time.perf_counter()
+    if not 1 <= request.k <= MAX_K:
+        raise InputError(f"k must be between 1 and {MAX_K}, got {request.k}")
+    timings: dict[str, float] = {}
+    with autocommit(db) as conn:
+        built = query_mod.build(
+            conn, request=request, embedder=embedder, min_clip_s=min_clip_s, max_clip_s=max_clip_s
+        )
+        timings.update(built.timings_ms)
+        info = dict(built.info)
+        info["model_version"] = embedder.model_version
+        if built.nothing_reason:
+            info["nothing_reason"] = built.nothing_reason
+            timings["total"] = (time.perf_counter() - t_all) * 1000
+            return SearchResponse(query=info, results=[], nothing_similar=True, timings_ms=_round(timings))
+
+        t0 = time.perf_counter()
+        where, params = filter_sql(
+            request.filters, model_version=embedder.model_version, extra_exclude=built.exclude_tracks
+        )
+        n = min(max(10 * request.k, 100), EF_SEARCH_MAX)
+        found = nearest(
+            conn, q=built.profile.embedding, where=where, params=params, n=n,
+            min_tracks=request.k if request.one_per_track else 1,
+            restrictive=request.filters.active or bool(built.exclude_tracks),
+            iterative=bool(getattr(db, "supports_iterative_scan", False)),
+        )  # fmt: skip
+        heard = heard_composers(conn, request.listener_id) if request.listener_id else None
+        cal = load_calibration(conn, model_version=embedder.model_version)
+        timings["search"] = (time.perf_counter() - t0) * 1000
+
+        t0 = time.perf_counter()
+        cands = score_candidates(
+            candidates=[_candidate(r) for r in found.rows], query=built.profile, weights=request.weights,
+            target_mood=request.target_mood, tempo_factor=request.tempo_factor, heard_composers=heard,
+        )  # fmt: skip
+        cands = nms(candidates=cands, one_per_track=request.one_per_track)
+        chosen = mmr(candidates=cands, k=request.k, lam=request.mmr_lambda)
+        timings["rerank"] = (time.perf_counter() - t0) * 1000
+
+        t0 = time.perf_counter()
+        tids = sorted({c.track_id for c in chosen})
+        chroma_rows = (
+            conn.execute(
+                "SELECT track_id, chroma FROM track_chroma WHERE track_id = ANY(%s)", (tids,)
+            ).fetchall()
+            if tids
+            else []
+        )
+        chromas = {int(t): f16_array(b) for t, b in chroma_rows}
+        timings["localize"] = 0.0
+        results = _results(chosen, built, chromas, cal)
+        timings["localize"] = (time.perf_counter() - t0) * 1000
+
+    top_conf = results[0].confidence if results else 0.0
+    nothing = not results or top_conf < NOTHING_SIMILAR_BELOW
+    info.update({"ann": found.path, "candidates": len(found.rows), "calibrated": cal is not None})
+    if heard is not None:
+        info["discovery_rate"] = (
+            round(float(np.mean([r.composer.lower() not in heard for r in results])), 3) if results else 0.0
+        )
+    if nothing:
+        info["nothing_reason"] = "no library moment stands out from the rest for this query"
+    timings["total"] = (time.perf_counter() - t_all) * 1000
+    return SearchResponse(query=info, results=results, nothing_similar=nothing, timings_ms=_round(timings))
+
+
+def _results(chosen: list[Candidate], built: Any, chromas: dict[int, np.ndarray], cal: Any) -> list[Result]:
+    mu, sd = cal.query_stats(built.profile.embedding) if cal is not None else (0.0, 1.0)
+    q_len = len(built.chroma10) / 10.0 if len(built.chroma10) else 10.0
+    out = []
+    for rank, c in enumerate(chosen, start=1):
+        start, loc_score = c.start_s, 0.0
+        chroma = chromas.get(c.track_id)
+        if chroma is not None and len(chroma) and len(built.chroma10):
+            start, loc_score = localize(
+                query_chroma=built.chroma10, track_chroma=chroma, approx_start_s=c.start_s, shift=c.key_shift
+            )
+        duration = float(c.descriptors.get("duration_s") or c.end_s)
+        if cal is not None:
+            conf = cal.confidence(z=(c.emb_sim - mu) / sd)
+        else:  # fewer than two tracks: no distribution to compare with; be modest
+            conf = float(np.clip(c.emb_sim, 0.0, 1.0)) * 0.5
+        comps = dict(c.components)
+        comps["localization"] = round(loc_score, 4)
+        out.append(
+            Result(
+                rank=rank, segment_id=c.segment_id, track_id=c.track_id, title=c.title, composer=c.composer,
+                work=c.work, era=c.era, path=c.path, start=round(float(start), 2),
+                end=round(float(min(start + q_len, duration)), 2), score=round(c.score, 4),
+                confidence=round(conf, 3), components=comps,
+                descriptors={k: v for k, v in c.descriptors.items() if k != "duration_s"},
+                key_shift=c.key_shift, reason=reason(c),
+            )
+        )  # fmt: skip
+    return out
+
+
+def _round(t: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in t.items()}

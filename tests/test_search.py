@@ -1,0 +1,170 @@
+"""Search against the real database: localization, filters that keep k, nothing-similar, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from encoder.embed import Embedder
+from retrieval.ingest import autocommit, ingest
+from retrieval.search import filter_sql, nearest, search
+from retrieval.store import list_tracks
+from retrieval.types import Filters, MomentRef, SearchRequest
+from tests.conftest import truncate_all
+from tests.helpers_audio import SR, noise, random_chord_track, write_audio
+
+COMPOSERS = ["Bach", "Mozart", "Brahms", "Ravel", "Byrd", "Glass"]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder.untrained(seed=0)
+
+
+@pytest.fixture(scope="module")
+def audio_tracks(tmp_path_factory):
+    lib = tmp_path_factory.mktemp("searchlib")
+    tracks = {}
+    rows = ["path,title,composer,year"]
+    for i, comp in enumerate(COMPOSERS):
+        y = random_chord_track(seconds=24, seed=10 + i, key=(i * 5) % 12)
+        write_audio(lib / f"{comp}.flac", y)
+        tracks[comp] = y
+        rows.append(f"{comp}.flac,Piece {i},{comp},{1600 + 60 * i}")
+    (lib / "meta.csv").write_text("\n".join(rows) + "\n")
+    return lib, tracks
+
+
+@pytest.fixture(scope="module")
+def lib_db(session_db):
+    """One ingested library for the audio tests of this module (ingest once; emptied afterwards)."""
+    truncate_all(session_db)
+    yield session_db
+    truncate_all(session_db)
+
+
+@pytest.fixture(scope="module")
+def audio_lib(lib_db, embedder, audio_tracks):
+    lib, tracks = audio_tracks
+    ingest(
+        db=lib_db, paths=[lib], embedder=embedder, metadata_file=lib / "meta.csv", workers=1, progress=False
+    )
+    with lib_db.connection() as conn:
+        ids = {t.composer: t.id for t in list_tracks(conn)}
+    return ids, tracks
+
+
+def test_clip_search_localizes_within_half_a_second(lib_db, embedder, audio_lib):
+    ids, tracks = audio_lib
+    truth = 13.3
+    clip = tracks["Mozart"][int(truth * SR) : int((truth + 10) * SR)]
+    resp = search(db=lib_db, embedder=embedder, request=SearchRequest(audio=clip, start_s=0.0, k=3))
+    assert not resp.nothing_similar
+    top = resp.results[0]
+    assert top.track_id == ids["Mozart"]
+    assert abs(top.start - truth) <= 0.5, (top.start, top.components)
+    assert top.confidence > 0.5 and top.components["harmony"] > 0.9
+    assert len({r.track_id for r in resp.results}) == len(resp.results) == 3
+    for stage in ("features", "embed", "search", "rerank", "localize", "total"):
+        assert stage in resp.timings_ms
+
+
+def test_most_representative_window_and_moment_query(lib_db, embedder, audio_lib):
+    ids, tracks = audio_lib
+    resp = search(db=lib_db, embedder=embedder, request=SearchRequest(audio=tracks["Ravel"][: 25 * SR], k=2))
+    q = resp.query
+    assert 0 <= q["start"] <= 15 and abs(q["end"] - q["start"] - 10) < 0.2
+    moment = search(
+        db=lib_db, embedder=embedder, request=SearchRequest(moments=(MomentRef(ids["Ravel"], 6.0),), k=3)
+    )
+    assert moment.query["source"] == "moment"
+    assert ids["Ravel"] not in {r.track_id for r in moment.results}  # the query's own track is excluded
+    assert len(moment.results) == 3
+
+
+@pytest.mark.parametrize("kind", ["noise", "silence"])
+def test_noise_and_silence_are_nothing_similar(lib_db, embedder, audio_lib, kind):
+    clip = noise(seconds=10, seed=3) if kind == "noise" else np.zeros(10 * SR, np.float32)
+    resp = search(db=lib_db, embedder=embedder, request=SearchRequest(audio=clip, k=5))
+    assert resp.nothing_similar
+    assert all(r.confidence < 0.5 for r in resp.results)
+
+
+def test_cli_search_json(lib_db, settings, audio_lib, tmp_path):
+    ids, tracks = audio_lib
+    clip = write_audio(tmp_path / "q.wav", tracks["Byrd"][5 * SR : 17 * SR])
+    env = {**os.environ, "CADENZA_HOME": str(settings.paths.home), "CADENZA_DATABASE_URL": lib_db.url}
+    out = subprocess.run(
+        [sys.executable, "-m", "cadenza", "-q", "search", str(clip), "--k", "3", "--json", "--exclude-composer", "bach"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads(out.stdout)
+    assert {"query", "results", "nothing_similar", "timings_ms"} <= set(data)
+    assert len(data["results"]) == 3 and all(r["composer"] != "Bach" for r in data["results"])
+    assert "decode" in data["timings_ms"]
+
+
+# The tests below empty the database (the `db` fixture): keep them after the audio-library tests.
+
+
+def _clustered_library(db, *, n_composers=12, tracks_per=6, segs_per=40, dim=128, seed=0):
+    """Vectors clustered by composer, inserted directly (no audio): the HNSW filter trap's worst case."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_composers, dim)).astype(np.float32) * 3
+    truth = []
+    with db.connection() as conn:
+        for c in range(n_composers):
+            for t in range(tracks_per):
+                tid = conn.execute(
+                    "INSERT INTO tracks (content_hash, path, title, composer, duration_s, era)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    (f"h{c}-{t}", f"/x/{c}/{t}", f"T{t}", f"C{c}", segs_per * 2 + 8, "Baroque"),
+                ).fetchone()[0]
+                vecs = centers[c] + rng.standard_normal((segs_per, dim)).astype(np.float32)
+                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+                with conn.cursor().copy(
+                    "COPY segments (track_id, start_s, end_s, embedding, model_version, chroma_mean)"
+                    " FROM STDIN WITH (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(["int8", "float4", "float4", "vector", "text", "float4[]"])
+                    for i, v in enumerate(vecs):
+                        copy.write_row((tid, 2.0 * i, 2.0 * i + 10, v, "m", [1 / 12] * 12))
+                        truth.append((tid, f"c{c}", v))
+        conn.commit()
+    return centers, truth
+
+
+def test_filters_keep_k_and_match_exact_scan(db):
+    centers, truth = _clustered_library(db)
+    q = centers[0] / np.linalg.norm(centers[0])
+    k = 10
+    where, params = filter_sql(Filters(exclude_composers=("C0",)), model_version="m")
+    with autocommit(db) as conn:
+        found = nearest(
+            conn, q=q, where=where, params=params, n=100, min_tracks=k, restrictive=True, iterative=False
+        )
+    tracks_seen = []
+    for r in found.rows:
+        if r[1] not in tracks_seen:
+            tracks_seen.append(r[1])
+    assert len(tracks_seen) >= k and all(r[5] != "C0" for r in found.rows)
+    # Exact answer in numpy: best segment per track, tracks by their best similarity.
+    best: dict[int, float] = {}
+    for tid, comp, v in truth:
+        if comp != "c0":
+            best[tid] = max(best.get(tid, -2.0), float(v @ q))
+    exact_top = sorted(best, key=lambda t: -best[t])[:k]
+    assert tracks_seen[:k] == exact_top
+    # Only 6 tracks match: every one of them comes back, via the exact scan.
+    where, params = filter_sql(Filters(composers=("c7",)), model_version="m")
+    with autocommit(db) as conn:
+        few = nearest(
+            conn, q=q, where=where, params=params, n=100, min_tracks=k, restrictive=True, iterative=False
+        )
+    assert few.path == "exact" and len({r[1] for r in few.rows}) == 6 and {r[5] for r in few.rows} == {"C7"}
