@@ -1,0 +1,61 @@
+"""The one place the benchmarks call into the product's retrieval internals.
+
+Kept small and explicit so that a change of :mod:`retrieval.search` breaks here, loudly,
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Candidates:
+    segment_ids: list[int]
+    track_ids: list[int]
+    path: str  # which route retrieval took: hnsw | hnsw-iterative | hnsw-wide | exact
+
+
+def filtered_candidates(
+    db: Any, *, vector: np.ndarray, filters: Any, k: int, model_version: str
+) -> Candidates:
+    """The candidate stage of ``retrieval.search.search`` for one embedding, exactly as search calls it.
+
+    ``filter_sql`` + ``nearest`` with search's over-fetch ``n`` and one-result-per-track
+    guarantee (``min_tracks = k``); rows come back best first.
+    """
+    from retrieval.ingest import autocommit
+    from retrieval.search import EF_SEARCH_MAX, filter_sql, nearest
+
+    where, params = filter_sql(filters, model_version=model_version)
+    n = min(max(10 * k, 100), EF_SEARCH_MAX)
+    with autocommit(db) as conn:
+        found = nearest(
+            conn,
+            q=np.asarray(vector, dtype=np.float32),
+            where=where,
+            params=params,
+            n=n,
+            min_tracks=k,
+            restrictive=bool(filters.active),
+            iterative=bool(getattr(db, "supports_iterative_scan", False)),
+        )
+    return Candidates(
+        segment_ids=[int(r[0]) for r in found.rows],
+        track_ids=[int(r[1]) for r in found.rows],
+        path=found.path,
+    )
+
+
+def top_tracks(track_ids: list[int], k: int) -> list[int]:
+    """First ``k`` distinct tracks of a best-first list (search's one-result-per-track)."""
+    seen: list[int] = []
+    for t in track_ids:
+        if t not in seen:
+            seen.append(t)
+            if len(seen) == k:
+                break
+    return seen

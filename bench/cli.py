@@ -1,0 +1,120 @@
+"""``cadenza bench [quality|speed|scale|all]``: run the benchmarks, write bench/results/.
+
+Each benchmark writes ``<out>/<name>.json``, ``<out>/<name>.md`` and its PNG plots. See
+``bench/README.md`` for what each one measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from cadenza.errors import InputError
+
+log = logging.getLogger(__name__)
+
+WHICH = ("quality", "speed", "scale", "all")
+DEFAULT_SIZES = "10000,100000"
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(float(x)) for x in text.replace("_", "").split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--sizes {text!r} must be comma-separated numbers, e.g. 10000,100000") from None
+    if not sizes or min(sizes) < 1000:
+        raise InputError("--sizes needs at least one size, each at least 1000 segments")
+    return sizes
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "which", nargs="?", choices=WHICH, default="all", help="which benchmark (default: all)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sample sizes: a smoke run in a few minutes"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: bench/results)")
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help=f"scale: library sizes in segments (default {DEFAULT_SIZES}; --quick 10000)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed for data and queries")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="encoder checkpoint folder (default: shipped)"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="scratch folder for temporary databases and renders (default: a temp folder)",
+    )
+    parser.add_argument(
+        "--midi-cache",
+        type=Path,
+        default=None,
+        help="MIDI cache shared with `cadenza corpus` (default: <CADENZA_HOME>/corpus/midi_cache)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for embedding (default 2)")
+    parser.add_argument(
+        "--no-real-path", action="store_true", help="quality: skip the real ingest + search path"
+    )
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.report import RESULTS_DIR
+    from cadenza.settings import Settings
+
+    settings = Settings.from_env()
+    torch.set_num_threads(max(1, int(args.threads)))
+    out = Path(args.out) if args.out else RESULTS_DIR
+    which = ["quality", "speed", "scale"] if args.which == "all" else [args.which]
+    sizes = _sizes(args.sizes or ("10000" if args.quick else DEFAULT_SIZES))
+    midi_cache = args.midi_cache or (settings.paths.corpus / "midi_cache")
+    os.environ.setdefault("CADENZA_RATE_LIMIT", "100000")  # the speed benchmark's server must not throttle us
+    base = Path(args.workdir) if args.workdir else None
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    for bench_name in which:
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix=f"cadenza-bench-{bench_name}-", dir=base) as tmp:
+            work = Path(tmp)
+            if bench_name == "quality":
+                from bench.quality import run_quality
+
+                report = run_quality(
+                    out_dir=out,
+                    quick=args.quick,
+                    seed=args.seed,
+                    checkpoint=args.checkpoint,
+                    midi_cache=midi_cache,
+                    workdir=work,
+                    real_path=not args.no_real_path,
+                )
+            elif bench_name == "speed":
+                from bench.speed import run_speed
+
+                report = run_speed(
+                    out_dir=out,
+                    quick=args.quick,
+                    seed=args.seed,
+                    checkpoint=args.checkpoint,
+                    midi_cache=midi_cache,
+                    workdir=work,
+                    threads=int(args.threads),
+                )
+            else:
+                from bench.scale import run_scale
+
+                report = run_scale(sizes=sizes, out_dir=out, quick=args.quick, seed=args.seed, workdir=work)
+        print(
+            f"bench {bench_name}: wrote {out / (report.name + '.md')} in {(time.perf_counter() - t0) / 60:.1f} min"
+        )
+    return 0

@@ -1,0 +1,88 @@
+"""Retrieval metrics: pure array → number functions, shapes in the docstrings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: A found moment counts when it is the right work and starts within this many seconds.
+HIT_TOLERANCE_S = 2.5
+
+
+def passage_hits(
+    *,
+    ranked_work: np.ndarray,
+    ranked_start: np.ndarray,
+    true_work: np.ndarray,
+    true_start: np.ndarray,
+    tol_s: float = HIT_TOLERANCE_S,
+) -> np.ndarray:
+    """Which ranked results re-find the query's passage.
+
+    ``ranked_work [Q, K]`` ints (-1 = no result), ``ranked_start [Q, K]`` seconds,
+    ``true_work [Q]``, ``true_start [Q]`` → ``[Q, K]`` bool: same work and ``|Δt| <= tol_s``.
+    """
+    ranked_work = np.asarray(ranked_work)
+    ranked_start = np.asarray(ranked_start, dtype=np.float64)
+    same = ranked_work == np.asarray(true_work)[:, None]
+    near = np.abs(ranked_start - np.asarray(true_start, dtype=np.float64)[:, None]) <= tol_s
+    return same & near & (ranked_work >= 0)
+
+
+def hit_rate_at(hits: np.ndarray, k: int) -> float:
+    """``hits [Q, K]`` bool → share of queries with a hit in the first ``k``."""
+    if hits.shape[0] == 0:
+        return float("nan")
+    return float(hits[:, :k].any(axis=1).mean())
+
+
+def mrr(hits: np.ndarray) -> float:
+    """``hits [Q, K]`` bool → mean reciprocal rank of the first hit (0 when none in K)."""
+    if hits.shape[0] == 0:
+        return float("nan")
+    any_hit = hits.any(axis=1)
+    first = np.argmax(hits, axis=1)
+    return float(np.where(any_hit, 1.0 / (first + 1), 0.0).mean())
+
+
+def precision_at_k(*, relevant: np.ndarray, k: int = 10) -> float:
+    """``relevant [Q, K]`` bool (False where a rank is empty) → mean precision over the first ``k``.
+
+    Empty ranks count as misses, so a system that returns fewer than ``k`` is not rewarded.
+    """
+    if relevant.shape[0] == 0:
+        return float("nan")
+    return float(relevant[:, :k].sum(axis=1).mean() / k)
+
+
+def recall_at_k(*, found: np.ndarray, truth: np.ndarray) -> float:
+    """``found [Q, k]`` and ``truth [Q, k]`` ids (-1 = empty) → mean share of the true top-k found."""
+    if truth.shape[0] == 0:
+        return float("nan")
+    scores = []
+    for f, t in zip(found, truth, strict=True):
+        t_set = {int(x) for x in t if x >= 0}
+        if not t_set:
+            continue
+        scores.append(len(t_set & {int(x) for x in f if x >= 0}) / len(t_set))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def exact_top_k(
+    *, queries: np.ndarray, library: np.ndarray, k: int, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """Exact cosine top-k by brute force.
+
+    ``queries [Q, D]`` and ``library [N, D]`` L2-normalized float32; ``allowed [Q, N]`` bool or
+    None → ``[Q, k]`` row indices into ``library`` (-1 where fewer than ``k`` are allowed).
+    """
+    sims = queries.astype(np.float32) @ library.astype(np.float32).T  # [Q, N]
+    if allowed is not None:
+        sims = np.where(allowed, sims, -np.inf)
+    k_eff = min(k, sims.shape[1])
+    idx = np.argpartition(-sims, k_eff - 1, axis=1)[:, :k_eff] if k_eff else np.zeros((len(sims), 0), int)
+    order = np.take_along_axis(sims, idx, axis=1).argsort(axis=1)[:, ::-1]
+    idx = np.take_along_axis(idx, order, axis=1)
+    valid = np.isfinite(np.take_along_axis(sims, idx, axis=1))
+    out = np.full((sims.shape[0], k), -1, dtype=np.int64)
+    out[:, :k_eff] = np.where(valid, idx, -1)
+    return out

@@ -1,0 +1,147 @@
+"""A throw-away embedded PostgreSQL for benchmarks: start, tune, bulk-load, index, measure.
+
+The scale benchmark never touches the user's library: it starts a fresh pgserver in a
+temporary folder, applies Cadenza's own migrations (so the schema and queries are the real
+ones), raises the memory settings an HNSW build needs (ALTER SYSTEM + restart) and loads
+rows with ``COPY ... FORMAT BINARY``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cadenza.db import Database, open_database
+from cadenza.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HNSW_INDEX = "segments_embedding_hnsw"
+#: pgvector's defaults, as in sql/001_init.sql.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+
+
+def fetch_one(conn: Any, sql: str, params: tuple = ()) -> tuple:
+    """The one row a query must return."""
+    row = conn.execute(sql, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from {sql!r}")
+    return tuple(row)
+
+
+def open_temp_database(home: Path, *, pool_max: int = 4) -> Database:
+    """A fresh (or reused) embedded server under ``home``, migrated."""
+    settings = Settings.from_env({"CADENZA_HOME": str(home), "CADENZA_DB_POOL_MAX": str(pool_max)})
+    return open_database(settings)
+
+
+def tune_and_restart(db: Database, home: Path, *, maintenance_work_mem: str, shared_buffers: str) -> Database:
+    """Raise memory settings with ALTER SYSTEM and restart the embedded server; returns the new handle."""
+    with db.connection() as conn:
+        conn.autocommit = True
+        conn.execute(f"ALTER SYSTEM SET maintenance_work_mem = '{maintenance_work_mem}'")
+        conn.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
+        # One core is for the benchmark's own numpy work; parallel build workers would fight it.
+        conn.execute("ALTER SYSTEM SET max_parallel_maintenance_workers = 1")
+    db.close()  # stops the server this process started
+    new = open_temp_database(home)
+    with new.connection() as conn:
+        got = fetch_one(conn, "SHOW maintenance_work_mem")[0]
+        sb = fetch_one(conn, "SHOW shared_buffers")[0]
+    log.info("embedded PostgreSQL restarted: maintenance_work_mem=%s shared_buffers=%s", got, sb)
+    return new
+
+
+def drop_hnsw(db: Database) -> None:
+    with db.connection() as conn:
+        conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+        conn.commit()
+
+
+def build_hnsw(
+    db: Database, *, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION
+) -> dict[str, float]:
+    """(Re)build the segments HNSW index; returns build seconds and sizes in bytes."""
+    drop_hnsw(db)
+    with db.connection() as conn:
+        conn.autocommit = True
+        t0 = time.perf_counter()
+        conn.execute(
+            f"CREATE INDEX {HNSW_INDEX} ON segments USING hnsw (embedding vector_cosine_ops) "
+            f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+        )
+        build_s = time.perf_counter() - t0
+        conn.execute("ANALYZE tracks")
+        conn.execute("ANALYZE segments")
+    return {"build_s": build_s, **sizes(db)}
+
+
+def sizes(db: Database) -> dict[str, float]:
+    """Bytes of the segments heap (+TOAST), its HNSW index, all its indexes, and rows."""
+    with db.connection() as conn:
+        row = fetch_one(
+            conn,
+            "SELECT pg_table_size('segments'), pg_indexes_size('segments'), "
+            "coalesce((SELECT pg_relation_size(oid) FROM pg_class WHERE relname = %s), 0), "
+            "(SELECT count(*) FROM segments)",
+            (HNSW_INDEX,),
+        )
+    table, indexes, hnsw, n = (int(x) for x in row)
+    return {
+        "table_bytes": table,
+        "all_indexes_bytes": indexes,
+        "hnsw_bytes": hnsw,
+        "rows": n,
+        "bytes_per_segment": (table + indexes) / max(n, 1),
+        "hnsw_bytes_per_segment": hnsw / max(n, 1),
+    }
+
+
+def copy_tracks(conn, rows: list[tuple]) -> None:
+    """Rows of (id, content_hash, path, title, composer, work, era, duration_s, model_version)."""
+    cols = "id, content_hash, path, title, composer, work, era, duration_s, model_version"
+    with conn.cursor() as cur, cur.copy(f"COPY tracks ({cols}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", "text", "text", "text", "text", "text", "text", "float4", "text"])
+        for r in rows:
+            copy.write_row(r)
+
+
+def copy_segments(
+    conn,
+    *,
+    ids: np.ndarray,
+    track_ids: np.ndarray,
+    starts: np.ndarray,
+    vectors: np.ndarray,
+    key_index: np.ndarray,
+    mode: list[str],
+    model_version: str,
+    chroma_mean: Callable[[int], list[float]] | None = None,
+) -> None:
+    """Bulk-load segments with COPY BINARY (the embedding as pgvector's binary ``vector``)."""
+    from pgvector import Vector
+
+    flat = [1.0 / 12] * 12
+    cols = "id, track_id, start_s, end_s, embedding, model_version, chroma_mean, key_index, mode"
+    with conn.cursor() as cur, cur.copy(f"COPY segments ({cols}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", "int8", "float4", "float4", "vector", "text", "float4[]", "int2", "text"])
+        for i in range(len(ids)):
+            copy.write_row(
+                (
+                    int(ids[i]),
+                    int(track_ids[i]),
+                    float(starts[i]),
+                    float(starts[i]) + 10.0,
+                    Vector(vectors[i]),
+                    model_version,
+                    chroma_mean(i) if chroma_mean else flat,
+                    int(key_index[i]),
+                    mode[i],
+                )
+            )

@@ -1,0 +1,336 @@
+"""``cadenza bench quality``: does the encoder re-find passages, across instruments, by style?
+
+Library: held-out works of the rendered corpus (split ``test`` = unseen works of training
+composers, ``heldout`` = composers never trained on), re-rendered clean on each work's
+primary instrument. Systems compared in the same run on the same windows:
+
+* ``mfcc+chroma stats`` — :class:`bench.baselines.StatsEmbedder`;
+* ``untrained`` — the Cadenza architecture with random weights (``Embedder.untrained()``);
+* ``cadenza`` — the shipped checkpoint (``Embedder.load()``), when present.
+
+Two search paths: (1) an in-memory exact-cosine equivalent of ingest + search for every
+system (:mod:`bench.memsearch`), and (2) the REAL product path — ``retrieval.ingest`` into a
+temporary embedded PostgreSQL and ``retrieval.search`` — for the product's embedder, which
+adds the reranker, calibrated "nothing similar" answers and pgvector HNSW.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bench.baselines import StatsEmbedder
+from bench.library import SAMPLE_RATE, Renderer, render_library, select_works
+from bench.memsearch import Library, embed_queries, features
+from bench.metrics import hit_rate_at, mrr, passage_hits, precision_at_k
+from bench.queries import AUGMENTATION_HELP, AUGMENTATIONS, Query, make_queries
+from bench.report import Report, machine_info, md_table, pyplot, save_plot
+
+log = logging.getLogger(__name__)
+
+LENGTHS = (3.0, 5.0, 10.0)
+K = 10
+
+
+def _systems(checkpoint: Path | None, lib: Library, notes: list[str]) -> dict[str, Any]:
+    from encoder.embed import Embedder
+
+    assert lib.windows is not None
+    systems: dict[str, Any] = {
+        "mfcc+chroma stats": StatsEmbedder.fit(windows=lib.windows, lengths=lib.lengths),
+        "untrained": Embedder.untrained(seed=0),
+    }
+    try:
+        shipped = Embedder.load(checkpoint)
+        systems["cadenza"] = shipped
+        notes.append(
+            f"cadenza = checkpoint {shipped.model_version} ({checkpoint or 'shipped encoder/checkpoints/cadenza-v1'})."
+        )
+    except Exception as exc:  # ConfigError when no checkpoint is committed yet
+        notes.append(f"NO trained checkpoint could be loaded ({exc}); only the baselines were measured.")
+    return systems
+
+
+def _score_passages(
+    lib: Library, name: str, embedder: Any, queries: list[Query], frames: list[np.ndarray]
+) -> dict[str, float]:
+    emb = embed_queries(embedder, frames)
+    works, starts = np.full((len(queries), K), -1), np.zeros((len(queries), K))
+    for i in range(len(queries)):
+        works[i], starts[i], _ = lib.search(name, query=emb[i], query_frames=frames[i], k=K)
+    hits = passage_hits(
+        ranked_work=works,
+        ranked_start=starts,
+        true_work=np.array([q.work_index for q in queries]),
+        true_start=np.array([q.start_s for q in queries]),
+    )
+    return {"top1": hit_rate_at(hits, 1), "top10": hit_rate_at(hits, K), "mrr": mrr(hits), "n": len(queries)}
+
+
+def _style_precision(
+    lib: Library,
+    name: str,
+    embedder: Any,
+    queries: list[Query],
+    frames: list[np.ndarray],
+    labels: dict[str, np.ndarray],
+) -> dict[str, float]:
+    emb = embed_queries(embedder, frames)
+    out = {}
+    for label, per_track in labels.items():
+        rel = np.zeros((len(queries), K), dtype=bool)
+        for i, q in enumerate(queries):
+            tracks, _, _ = lib.search(name, query=emb[i], k=K, exclude_track=q.work_index)
+            ok = tracks >= 0
+            rel[i, ok] = per_track[tracks[ok]] == per_track[q.work_index]
+        out[f"{label}_p@10"] = precision_at_k(relevant=rel, k=K)
+    return out
+
+
+def run_quality(
+    *,
+    out_dir: Path,
+    quick: bool,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    midi_cache: Path,
+    workdir: Path,
+    real_path: bool = True,
+) -> Report:
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    per_composer = 3 if quick else 11
+    max_seconds = 40.0 if quick else 60.0
+    n_passage = 8 if quick else 30
+    n_cross = 10 if quick else 40
+    style_per_track = 1 if quick else 2
+    notes: list[str] = []
+
+    works = select_works(per_composer=per_composer, seed=seed)
+    renderer = Renderer(midi_cache=midi_cache, max_seconds=max_seconds)
+    wav_dir = workdir / "library"
+    works, clean, sidecar = render_library(works, renderer=renderer, out_dir=wav_dir if real_path else None)
+    frames = {
+        ew.work_id: features(y=clean[ew.work_id]) for ew in tqdm(works, desc="library features", leave=False)
+    }
+    lib = Library.build(frames)
+    composer = np.array([ew.composer for ew in works])
+    era = np.array([ew.era for ew in works])
+    lib_info: dict[str, Any] = {
+        "works": len(works),
+        "composers": sorted(set(composer.tolist())),
+        "works_per_split": {s: sum(ew.split == s for ew in works) for s in ("test", "heldout")},
+        "segments": lib.n_segments,
+        "audio_minutes": round(sum(v.size for v in clean.values()) / SAMPLE_RATE / 60, 1),
+        "max_seconds_per_work": max_seconds,
+    }
+    log.info("quality library: %s", lib_info)
+    systems = _systems(checkpoint, lib, notes)
+    for name, emb in systems.items():
+        lib.embed(name, emb)
+
+    # -- passage re-finding per augmentation × length ---------------------------------------------
+    passage: list[dict[str, Any]] = []
+    for kind in tqdm(AUGMENTATIONS, desc="passage queries", leave=False):
+        for length in LENGTHS:
+            qs = make_queries(
+                works=works, renderer=renderer, clean=clean, kind=kind, length_s=length, n=n_passage, rng=rng
+            )
+            qf = [features(y=q.audio) for q in qs]
+            for name, emb in systems.items():
+                passage.append(
+                    {
+                        "augmentation": kind,
+                        "length_s": length,
+                        "system": name,
+                        **_score_passages(lib, name, emb, qs, qf),
+                    }
+                )
+
+    # -- cross-instrument and melody-only ----------------------------------------------------------
+    cross: list[dict[str, Any]] = []
+    for program in ("other", "melody"):
+        qs = make_queries(
+            works=works,
+            renderer=renderer,
+            clean=clean,
+            kind="clean",
+            length_s=10.0,
+            n=n_cross,
+            rng=rng,
+            program=program,
+        )
+        qf = [features(y=q.audio) for q in qs]
+        for name, emb in systems.items():
+            r = _score_passages(lib, name, emb, qs, qf)
+            cross.append(
+                {"query": "other instrument" if program == "other" else "melody only", "system": name, **r}
+            )
+
+    # -- composer / era precision (other works only) ---------------------------------------------
+    style_q: list[Query] = []
+    for wi, ew in enumerate(works):
+        dur = clean[ew.work_id].size / SAMPLE_RATE
+        for _ in range(style_per_track):
+            t = float(np.round(rng.uniform(0.1, max(dur - 10.5, 0.2)), 2))
+            i0 = int(t * SAMPLE_RATE)
+            style_q.append(Query(wi, t, 10.0, "clean", clean[ew.work_id][i0 : i0 + 10 * SAMPLE_RATE]))
+    style_f = [features(y=q.audio) for q in style_q]
+    labels = {"composer": composer, "era": era}
+    style = []
+    for name, emb in systems.items():
+        style.append({"system": name, **_style_precision(lib, name, emb, style_q, style_f, labels)})
+    ceiling = {}
+    chance = {}
+    for label, arr in labels.items():
+        same = np.array([(arr == arr[q.work_index]).sum() - 1 for q in style_q])
+        ceiling[label] = float(np.mean(np.minimum(same, K) / K))
+        chance[label] = float(np.mean(same / max(len(works) - 1, 1)))
+
+    # -- the real product path ---------------------------------------------------------------------
+    real: dict[str, Any] = {}
+    if real_path:
+        from bench import quality_real
+
+        real = quality_real.run_real(
+            works=works,
+            wav_dir=wav_dir,
+            sidecar=sidecar,
+            renderer=renderer,
+            clean=clean,
+            checkpoint=checkpoint,
+            workdir=workdir,
+            quick=quick,
+            rng=rng,
+            style_queries=style_q,
+            labels=labels,
+        )
+        notes += real.pop("notes", [])
+
+    elapsed = time.perf_counter() - t_start
+    report = Report(
+        name="quality",
+        title="Quality: re-finding passages, across instruments, by style",
+        machine=machine_info(),
+    )
+    report.data = {
+        "library": lib_info,
+        "sizes": {
+            "passage_queries_per_cell": n_passage,
+            "cross_queries": n_cross,
+            "style_queries": len(style_q),
+            "lengths_s": LENGTHS,
+        },
+        "passage": passage,
+        "cross": cross,
+        "style": style,
+        "style_ceiling": ceiling,
+        "style_chance": chance,
+        "real": real,
+        "seconds": elapsed,
+    }
+    report.notes += [
+        f"Library: {lib_info['works']} works ({lib_info['works_per_split']}), {lib_info['audio_minutes']} min, "
+        f"{lib_info['segments']} segments of 10 s every 2 s; composers {', '.join(lib_info['composers'])}. "
+        "Each work is its first "
+        f"{max_seconds:.0f} s, rendered clean on its primary program (encoder.corpus.plan_views).",
+        "In-memory path (all systems): the product's leveling + features + 10-s/2-s windows, EXACT cosine over all "
+        "segments, one result per track, start localized on the chroma (retrieval.localize) like search does; no reranker.",
+        "Hit = right work and |Δt| ≤ 2.5 s of the query's true start; queries start at random (non-grid) offsets.",
+        f"Sizes: {n_passage} queries per augmentation × length cell, {n_cross} cross-instrument and {n_cross} melody "
+        f"queries, {len(style_q)} style queries; seed {seed}; run took {elapsed / 60:.1f} min.",
+        *notes,
+    ]
+    _sections(report, passage, cross, style, ceiling, chance, real)
+    report.plots += _plots(passage, out_dir)
+    report.write(out_dir)
+    return report
+
+
+def _sections(report: Report, passage, cross, style, ceiling, chance, real) -> None:
+    systems = list(dict.fromkeys(r["system"] for r in passage))
+    rows = []
+    for kind in AUGMENTATIONS:
+        for length in LENGTHS:
+            cells = {r["system"]: r for r in passage if r["augmentation"] == kind and r["length_s"] == length}
+            row: list[Any] = [kind, f"{length:.0f} s"]
+            for s in systems:
+                c = cells.get(s, {})
+                row += [c.get("top1"), c.get("top10"), c.get("mrr")]
+            rows.append(row)
+    headers = ["augmentation", "query"] + [f"{s} {m}" for s in systems for m in ("top-1", "top-10", "MRR")]
+    report.section("Passage re-finding (in-memory exact search)", md_table(headers, rows))
+    report.section(
+        "Augmentations",
+        md_table(["name", "what"], [(k, AUGMENTATION_HELP[k]) for k in AUGMENTATIONS]),
+    )
+    summary = []
+    for s in systems:
+        rs = [r for r in passage if r["system"] == s and r["augmentation"] != "clean"]
+        summary.append(
+            (
+                s,
+                np.mean([r["top1"] for r in rs]),
+                np.mean([r["top10"] for r in rs]),
+                np.mean([r["mrr"] for r in rs]),
+            )
+        )
+    report.section(
+        "Passage re-finding, mean over augmentations and lengths (clean excluded)",
+        md_table(["system", "top-1", "top-10", "MRR"], summary),
+    )
+    report.section(
+        "Cross-instrument and melody-only queries (10 s, library on the primary instrument)",
+        md_table(
+            ["query", "system", "top-1", "top-10", "MRR", "n"],
+            [(r["query"], r["system"], r["top1"], r["top10"], r["mrr"], r["n"]) for r in cross],
+        ),
+    )
+    srows = [(r["system"], r["composer_p@10"], r["era_p@10"]) for r in style]
+    srows.append(("ceiling (all relevant works first)", ceiling["composer"], ceiling["era"]))
+    srows.append(("chance (random other works)", chance["composer"], chance["era"]))
+    report.section(
+        "Composer and era P@10 (relevant = same composer / era, OTHER works only; in-memory, no reranker)",
+        md_table(["system", "composer P@10", "era P@10"], srows),
+    )
+    if real:
+        from bench.quality_real import sections as real_sections
+
+        for heading, body in real_sections(real):
+            report.section(heading, body)
+
+
+def _plots(passage: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    plt = pyplot()
+    systems = list(dict.fromkeys(r["system"] for r in passage))
+    fig, axes = plt.subplots(1, len(LENGTHS), figsize=(4.2 * len(LENGTHS), 4), sharey=True)
+    x = np.arange(len(AUGMENTATIONS))
+    width = 0.8 / max(len(systems), 1)
+    for ax, length in zip(np.atleast_1d(axes), LENGTHS, strict=True):
+        for j, s in enumerate(systems):
+            vals = [
+                next(
+                    (
+                        r["top10"]
+                        for r in passage
+                        if r["system"] == s and r["augmentation"] == a and r["length_s"] == length
+                    ),
+                    np.nan,
+                )
+                for a in AUGMENTATIONS
+            ]
+            ax.bar(x + j * width - 0.4 + width / 2, vals, width, label=s)
+        ax.set_xticks(x)
+        ax.set_xticklabels(AUGMENTATIONS, rotation=45, ha="right")
+        ax.set_title(f"{length:.0f}-s queries")
+        ax.set_ylim(0, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("top-10 hit rate")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.suptitle("Passage re-finding per augmentation (right work, |Δt| ≤ 2.5 s)")
+    return [str(save_plot(fig, out_dir / "quality_per_augmentation.png"))]
