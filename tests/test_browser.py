@@ -1,0 +1,126 @@
+"""The chat in a real browser: Playwright's sync API driving Debian's chromium against the app served
+over HTTP, on real PostgreSQL with a small ingested library (one browser for the module)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+
+from cadenza.settings import LimitSettings
+from tests.test_api import clip_of_track, ingest_library, running_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+@pytest.fixture(scope="module")
+def base_url(session_db, settings, tmp_path_factory) -> Iterator[str]:
+    from tests.conftest import truncate_all
+
+    app_settings = dataclasses.replace(settings, limits=LimitSettings())
+    lib = ingest_library(session_db, tmp_path_factory.mktemp("browser-library"), app_settings)
+    try:
+        with running_app(app_settings, db=session_db, embedder=lib.embedder) as url:
+            yield url
+    finally:
+        truncate_all(session_db)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    assert errors == [], errors  # no script errors on any page
+
+
+def composers_of(answer) -> set[str]:
+    return {c.get_attribute("data-composer") for c in answer.locator(".card").all()}
+
+
+def test_chat_flow_clip_citation_playback_follow_up_and_reload(page, base_url, tmp_path):
+    clip = tmp_path / "query.wav"
+    clip.write_bytes(clip_of_track(0, start=4.0, seconds=14.0))
+    page.goto(base_url + "/")
+    page.select_option("#k", "2")
+    page.set_input_files("#clip-file", str(clip))
+    page.wait_for_selector("#passage:not([hidden])")  # the waveform of the attached clip was drawn
+    page.click("#send")
+
+    first = page.locator("section.answer").nth(0)
+    first.locator(".card").first.wait_for()
+    page.wait_for_url("**/c/*")
+    # The explanation streams in over SSE and ends checked, with citations linking to the cards.
+    first.locator(".explanation a.cite").first.wait_for()
+    assert first.locator(".explanation .pending").count() == 0
+    shown = composers_of(first)
+    assert 1 <= first.locator(".card").count() <= 2 and shown
+
+    # A cited timestamp plays exactly from the cited start.
+    card = first.locator(".card").first
+    start = float(card.get_attribute("data-start"))
+    card.locator("audio").evaluate(
+        "a => { window.__seeked = false; a.addEventListener('seeked', () => { window.__seeked = true; }, {once: true}); }"
+    )
+    card.locator(".cite-time").click()
+    page.wait_for_function("window.__seeked === true")
+    current = card.locator("audio").evaluate("a => a.currentTime")
+    assert abs(current - start) <= 0.3, (current, start)
+
+    # A follow-up refines the last search: no composer from the first answer comes back.
+    page.fill("#message", "more like this but a different composer")
+    page.click("#send")
+    second = page.locator("section.answer").nth(1)
+    second.locator(".explanation-text").first.wait_for()
+    assert second.locator(".card").count() >= 1
+    assert not composers_of(second) & shown
+    assert page.input_value("#message") == ""
+
+    # The conversation survives a reload.
+    url = page.url
+    page.reload()
+    assert page.url == url
+    assert page.locator(".msg.user").count() == 2
+    assert page.locator("section.answer").count() == 2
+    assert "different composer" in page.locator(".msg.user").nth(1).inner_text()
+    assert composers_of(page.locator("section.answer").nth(0)) == shown
+
+
+def test_track_page_plays_a_moment(page, base_url):
+    page.goto(base_url + "/library")
+    page.locator("table.library a").first.click()
+    page.wait_for_selector(".timeline-wrap svg")
+    button = page.locator(".moments .play-range").nth(2)
+    start = float(button.get_attribute("data-start"))
+    page.locator("#track-audio").evaluate(
+        "a => { window.__seeked = false; a.addEventListener('seeked', () => { window.__seeked = true; }, {once: true}); }"
+    )
+    button.click()
+    page.wait_for_function("window.__seeked === true")
+    assert abs(page.locator("#track-audio").evaluate("a => a.currentTime") - start) <= 0.3
