@@ -218,22 +218,22 @@ def sections(real: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
     if real.get("style"):
-        rows = [(k, v["composer_p@10"], v["era_p@10"]) for k, v in real["style"].items()]
+        srows = [(k, v["composer_p@10"], v["era_p@10"]) for k, v in real["style"].items()]
         out.append(
             (
                 "Real product path: composer / era P@10 with and without the reranker",
-                md_table(["search", "composer P@10", "era P@10"], rows),
+                md_table(["search", "composer P@10", "era P@10"], srows),
             )
         )
     if real.get("out_of_library"):
-        rows = [
+        orows = [
             (r["query"], r["n"], r["nothing_similar"], r["refused_as_bad_input"])
             for r in real["out_of_library"]
         ]
         out.append(
             (
                 "Real product path: out-of-library queries (share answered 'nothing similar'; the control row should be 0)",
-                md_table(["query", "n", "answered 'nothing similar'", "refused as bad input"], rows),
+                md_table(["query", "n", "answered 'nothing similar'", "refused as bad input"], orows),
             )
         )
     return out
