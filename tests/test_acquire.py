@@ -9,6 +9,7 @@ M4A with the ffmpeg binary of imageio-ffmpeg. Delays are shrunk so the file runs
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -360,7 +361,10 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(server: MediaServer, media, t
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "cadenza", "-q", "acquire", str(tmp_path / "urls.txt"), "--out", str(out)]
     cmd += ["--workers", "2", "--interval", "0.4", "--backoff", "0.05", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Its own process group, signalled as a whole: what a Ctrl-C at a terminal does.
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
@@ -369,7 +373,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(server: MediaServer, media, t
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "finished before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

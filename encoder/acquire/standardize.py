@@ -76,7 +76,11 @@ def standardize(
             cmd += ["-metadata", f"{key}={value}"]
     cmd += ["-f", "mp3", "-y", str(tmp)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout_s)
+        # Own session: a Ctrl-C at the terminal goes to our process group; ffmpeg must not
+        # die of it half-way (that would look like a broken file), it finishes in seconds.
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, errors="replace", timeout=timeout_s, start_new_session=True
+        )
     except subprocess.TimeoutExpired:
         tmp.unlink(missing_ok=True)
         raise UnusableMedia(f"not audio: ffmpeg did not finish within {timeout_s:.0f} s") from None
