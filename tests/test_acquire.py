@@ -22,7 +22,8 @@ import pytest
 import soundfile as sf
 
 from cadenza.cli import main as cadenza_main
-from encoder.acquire.downloader import AcquireConfig, Acquirer
+from encoder.acquire.downloader import AcquireConfig, Acquirer, duration_filter
+from encoder.acquire.faults import AttemptNotes
 from encoder.acquire.items import SEARCH_HOST, parse_line, read_items
 from encoder.acquire.manifest import MANIFEST_NAME, Manifest
 from encoder.acquire.pacing import AdaptivePacer, PacingConfig, parse_retry_after
@@ -402,6 +403,16 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(server: MediaServer, media, t
 
 
 # -- small parts -----------------------------------------------------------------------
+
+
+def test_site_metadata_duration_filter_rejects_before_downloading():
+    notes = AttemptNotes()
+    match = duration_filter(Bounds(min_s=50, max_s=420), notes)
+    assert match({"duration": 200}) is None and notes.skipped is None
+    assert match({"title": "no duration known"}) is None
+    assert match({"duration": 7200}, incomplete=True) is None  # a playlist entry, not final
+    assert match({"duration": 7200}) == "too long: 7200.0 s > 420 s (site metadata)" == notes.skipped
+    assert match({"duration": 12.5}).startswith("too short: 12.5 s")  # type: ignore[union-attr]
 
 
 def test_retry_after_parsing():

@@ -121,6 +121,26 @@ class _PacedYoutubeDL(yt_dlp.YoutubeDL):
         return response
 
 
+def duration_filter(bounds: Bounds, notes: AttemptNotes, *, slack_s: float = 2.0):
+    """A yt-dlp ``match_filter``: skip, before downloading, what the site says is out of bounds.
+
+    Sites such as YouTube report ``duration`` up front; a direct file does not (then the
+    check after standardizing decides). ``slack_s`` allows for the site rounding.
+    """
+
+    def match(info: dict[str, Any], *, incomplete: bool = False) -> str | None:
+        duration = info.get("duration")
+        if incomplete or not isinstance(duration, int | float):
+            return None
+        if duration < bounds.min_s - slack_s:
+            notes.skipped = f"too short: {duration:.1f} s < {bounds.min_s:g} s (site metadata)"
+        elif duration > bounds.max_s + slack_s:
+            notes.skipped = f"too long: {duration:.1f} s > {bounds.max_s:g} s (site metadata)"
+        return notes.skipped
+
+    return match
+
+
 class _YdlLogger:
     """yt-dlp's chatter goes to debug; we record failures ourselves."""
 
@@ -150,7 +170,7 @@ class Acquirer:
 
     # -- one attempt ---------------------------------------------------------------
 
-    def _ydl_params(self, work: Path) -> dict[str, Any]:
+    def _ydl_params(self, work: Path, notes: AttemptNotes) -> dict[str, Any]:
         cfg = self.config
 
         def hook(_status: dict[str, Any]) -> None:
@@ -174,6 +194,7 @@ class Acquirer:
             "cachedir": False,
             "logger": _YdlLogger(),
             "progress_hooks": [hook],
+            "match_filter": duration_filter(cfg.bounds, notes),
         }
         if cfg.max_filesize:
             params["max_filesize"] = cfg.max_filesize
@@ -190,7 +211,7 @@ class Acquirer:
         with guard.attempt(self.sleep):
             try:
                 with _PacedYoutubeDL(
-                    self._ydl_params(work), guards=self.guards, sleep=self.sleep, notes=notes
+                    self._ydl_params(work, notes), guards=self.guards, sleep=self.sleep, notes=notes
                 ) as ydl:
                     info = ydl.extract_info(item.target, download=True) or {}
             except Stopped:
@@ -200,6 +221,8 @@ class Acquirer:
                     raise Stopped("stopping") from exc
                 raise classify(exc, notes) from exc
         files = [p for p in work.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]
+        if notes.skipped:
+            raise Permanent(notes.skipped, rejected=True)
         if not files:
             raise Permanent(
                 "not downloaded: yt-dlp produced no file (too large or no audio format)", rejected=True

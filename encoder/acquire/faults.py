@@ -43,6 +43,7 @@ class AttemptNotes:
 
     status: int | None = None
     retry_after: float | None = None
+    skipped: str | None = None  # why yt-dlp's match filter skipped the download
 
 
 def clean_message(exc: BaseException) -> str:
