@@ -224,16 +224,15 @@ def redundancy(a: Candidate, b: Candidate) -> float:
 
 
 def mmr(*, candidates: list[Candidate], k: int, lam: float = 0.7) -> list[Candidate]:
-    """Maximal marginal relevance: pick ``k`` maximizing ``lam·relevance − (1−lam)·max redundancy``.
+    """Maximal marginal relevance: pick ``k`` maximizing ``lam·score − (1−lam)·max redundancy``.
 
-    Relevance is the score min–max scaled over the list, so ``lam`` means the same for any
-    score range. ``lam = 1`` returns the top ``k`` unchanged.
+    Scores are the reranked scores (≈ [0, 1]); redundancy is :func:`redundancy` to the
+    already chosen. ``lam = 1`` returns the top ``k`` unchanged; the default 0.7 prefers
+    another composer unless the same composer's moment scores ≥ 0.27 higher.
     """
     if not candidates:
         return []
-    scores = np.array([c.score for c in candidates])
-    span = scores.max() - scores.min()
-    rel = (scores - scores.min()) / span if span > 1e-12 else np.ones_like(scores)
+    rel = np.array([c.score for c in candidates], dtype=np.float64)
     chosen: list[int] = []
     left = list(range(len(candidates)))
     while left and len(chosen) < k:

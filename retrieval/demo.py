@@ -1,0 +1,324 @@
+"""``cadenza demo``: build (once, offline) a demo library from music21 scores, ingest it, serve.
+
+Scores from the corpus in the ``music21`` wheel are rendered with the GM soundfont shipped
+in ``pretty_midi`` (:mod:`encoder.render`), written as OGG/Vorbis (in chunks: one long
+``sf.write`` of Vorbis segfaults) under ``CADENZA_HOME/demo/audio`` with a metadata CSV,
+and ingested. About 1.7 h of audio from 18 composers across six eras, several instruments;
+every step is idempotent (rendered files and a manifest are reused, ingest skips known
+content), so a second ``cadenza demo`` starts the server in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import importlib
+import json
+import logging
+import multiprocessing
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cadenza.errors import CadenzaError
+
+log = logging.getLogger(__name__)
+
+SR = 16_000
+
+
+@dataclass(frozen=True)
+class ComposerPlan:
+    folder: str  # music21 corpus folder
+    name: str  # display name
+    era: str
+    year: int
+    programs: tuple[int, ...]  # GM programs, used in turn
+    minutes: float  # audio budget for this composer
+    max_works: int = 40
+
+
+#: ≥ 8 composers, six eras, several instruments; ~105 min in all.
+PLAN: tuple[ComposerPlan, ...] = (
+    ComposerPlan("trecento", "Francesco Landini & the Trecento", "Medieval", 1370, (74, 19, 68), 9),
+    ComposerPlan("ciconia", "Johannes Ciconia", "Medieval", 1395, (19,), 3),
+    ComposerPlan("josquin", "Josquin des Prez", "Renaissance", 1500, (52, 48), 8),
+    ComposerPlan("palestrina", "Giovanni Pierluigi da Palestrina", "Renaissance", 1570, (52, 19), 9),
+    ComposerPlan("monteverdi", "Claudio Monteverdi", "Baroque", 1605, (48, 52), 8),
+    ComposerPlan("corelli", "Arcangelo Corelli", "Baroque", 1689, (48,), 3),
+    ComposerPlan("bach", "Johann Sebastian Bach", "Baroque", 1730, (19, 6, 48), 10),
+    ComposerPlan("handel", "George Frideric Handel", "Baroque", 1740, (6,), 3),
+    ComposerPlan("haydn", "Joseph Haydn", "Classical", 1790, (48, 0), 7),
+    ComposerPlan("mozart", "Wolfgang Amadeus Mozart", "Classical", 1785, (0, 48, 71), 8),
+    ComposerPlan("beethoven", "Ludwig van Beethoven", "Classical", 1800, (48, 0), 6, max_works=3),
+    ComposerPlan("schubert", "Franz Schubert", "Romantic", 1825, (0,), 3),
+    ComposerPlan("chopin", "Frédéric Chopin", "Romantic", 1835, (0,), 3),
+    ComposerPlan("schumann_robert", "Robert Schumann", "Romantic", 1840, (0, 40), 6),
+    ComposerPlan("schumann_clara", "Clara Schumann", "Romantic", 1845, (0,), 4),
+    ComposerPlan("verdi", "Giuseppe Verdi", "Romantic", 1853, (48, 61), 3),
+    ComposerPlan("joplin", "Scott Joplin", "Modern", 1902, (0,), 3),
+    ComposerPlan("schoenberg", "Arnold Schoenberg", "Modern", 1910, (0, 48), 4),
+)
+
+MAX_SECONDS_PER_WORK = 240.0
+
+
+@dataclass(frozen=True)
+class Job:
+    work_id: str
+    composer_folder: str
+    title: str
+    path: str  # score
+    program: int
+    out: str  # OGG path
+    max_seconds: float
+
+
+def _plan_key(plan: tuple[ComposerPlan, ...], max_seconds: float, works_per: int | None) -> str:
+    raw = json.dumps([asdict(p) for p in plan] + [max_seconds, works_per], sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def write_ogg(path: Path, y: np.ndarray, *, sr: int = SR, chunk_s: float = 10.0) -> None:
+    """Write mono ``y`` as OGG/Vorbis in chunks, atomically (tmp file, then rename)."""
+    import soundfile as sf
+
+    tmp = path.with_name(path.name + ".part")
+    step = int(chunk_s * sr)
+    with sf.SoundFile(str(tmp), "w", samplerate=sr, channels=1, format="OGG", subtype="VORBIS") as f:
+        for i in range(0, len(y), step):
+            f.write(np.clip(y[i : i + step], -1.0, 1.0).astype(np.float32))
+    tmp.replace(path)
+
+
+def _render_job(job: Job, cache_dir: str) -> tuple[str, float, str | None]:
+    """Worker: score → MIDI (cached) → audio → OGG. Returns (out, seconds, error)."""
+    from encoder.render import Work, render, work_to_midi
+
+    out = Path(job.out)
+    try:
+        work = Work(job.work_id, job.composer_folder, job.title, Path(job.path))
+        midi = work_to_midi(work=work, cache_dir=Path(cache_dir))
+        y = render(midi=midi, program=job.program, sr=SR, max_seconds=job.max_seconds)
+        if y.size < 6 * SR:
+            return job.out, 0.0, "shorter than 6 s"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_ogg(out, y)
+        return job.out, y.size / SR, None
+    except CadenzaError as exc:
+        return job.out, 0.0, str(exc)
+    except Exception as exc:  # one bad score must not stop the demo
+        return job.out, 0.0, f"{type(exc).__name__}: {exc}"
+
+
+def build_audio(
+    *,
+    demo_dir: Path,
+    plan: tuple[ComposerPlan, ...] = PLAN,
+    max_seconds_per_work: float = MAX_SECONDS_PER_WORK,
+    works_per_composer: int | None = None,
+    workers: int = 2,
+    rebuild: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Render the plan into ``demo_dir/audio`` and write ``demo_dir/metadata.csv``; returns the CSV path.
+
+    Reuses everything when ``demo_dir/manifest.json`` matches the plan (``rebuild`` forces a fresh render).
+    """
+    import soundfile as sf
+    from tqdm import tqdm
+
+    from encoder.render import list_works, program_name, safe_name
+
+    audio_dir, meta_csv, manifest = demo_dir / "audio", demo_dir / "metadata.csv", demo_dir / "manifest.json"
+    key = _plan_key(plan, max_seconds_per_work, works_per_composer)
+    if rebuild and demo_dir.exists():
+        shutil.rmtree(audio_dir, ignore_errors=True)
+        manifest.unlink(missing_ok=True)
+    if manifest.exists() and meta_csv.exists():
+        try:
+            if json.loads(manifest.read_text()).get("plan") == key:
+                log.info("demo audio already built in %s; reusing it", audio_dir)
+                return meta_csv
+        except ValueError:
+            pass
+    cache_dir = demo_dir / "midi-cache"
+    by_folder = {p.folder: p for p in plan}
+    works = list_works(composers=list(by_folder))
+    rows: list[dict[str, Any]] = []
+    budget = {p.folder: p.minutes * 60.0 for p in plan}
+    count = {p.folder: 0 for p in plan}
+    queue: dict[str, list[Any]] = {p.folder: [] for p in plan}
+    for w in works:
+        queue[w.composer].append(w)
+    t0 = time.perf_counter()
+    total_s = 0.0
+    bar = tqdm(total=sum(budget.values()) / 60.0, unit="min", desc="render demo", disable=not progress,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} min audio [{elapsed}<{remaining}]")  # fmt: skip
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as ex:
+        # Rounds: each round submits one work per composer still under budget, so all
+        # composers progress together and no composer overshoots by more than a work.
+        while True:
+            jobs: list[tuple[Job, ComposerPlan]] = []
+            for p in plan:
+                limit = works_per_composer if works_per_composer is not None else p.max_works
+                if budget[p.folder] <= 0 or count[p.folder] >= limit or not queue[p.folder]:
+                    continue
+                w = queue[p.folder].pop(0)
+                prog = p.programs[count[p.folder] % len(p.programs)]
+                out = (
+                    audio_dir
+                    / p.folder
+                    / f"{safe_name(w.work_id.split('/', 1)[-1])}-{program_name(prog)}.ogg"
+                )
+                jobs.append((Job(w.work_id, w.composer, w.title, str(w.path), prog, str(out),
+                                 min(max_seconds_per_work, budget[p.folder] + 20.0)), p))  # fmt: skip
+            if not jobs:
+                break
+            futs: dict[Any, tuple[Job, ComposerPlan]] = {}
+            for job, p in jobs:
+                out = Path(job.out)
+                if out.exists():  # rendered by an earlier, interrupted run (written atomically)
+                    seconds = float(sf.info(str(out)).duration)
+                    _record(rows, job, p, seconds, budget, count)
+                    total_s += seconds
+                    bar.update(seconds / 60.0)
+                    continue
+                futs[ex.submit(_render_job, job, str(cache_dir))] = (job, p)
+            for fut in as_completed(futs):
+                job, p = futs[fut]
+                _, seconds, err = fut.result()
+                if err:
+                    log.warning("skipping %s: %s", job.work_id, err)
+                    count[p.folder] += 1
+                    continue
+                _record(rows, job, p, seconds, budget, count)
+                total_s += seconds
+                bar.update(seconds / 60.0)
+    bar.close()
+    if not rows:
+        raise CadenzaError(
+            "no demo work could be rendered; check that music21 and tinysoundfont are installed"
+        )
+    meta_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(meta_csv, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=["path", "title", "composer", "work", "era", "year", "instrument"])
+        wr.writeheader()
+        for r in sorted(rows, key=lambda r: r["path"]):
+            wr.writerow(r)
+    manifest.write_text(json.dumps({"plan": key, "files": len(rows), "seconds": round(total_s, 1)}, indent=1))
+    log.info(
+        "rendered %d works, %.1f min of audio in %.0f s", len(rows), total_s / 60, time.perf_counter() - t0
+    )
+    return meta_csv
+
+
+def _record(
+    rows: list[dict[str, Any]], job: Job, p: ComposerPlan, seconds: float, budget: dict, count: dict
+) -> None:
+    from encoder.render import program_name
+
+    budget[p.folder] -= seconds
+    count[p.folder] += 1
+    rows.append(
+        {
+            "path": str(Path(job.out).relative_to(Path(job.out).parents[2])),
+            "title": f"{job.title} ({program_name(job.program)})",
+            "composer": p.name,
+            "work": job.title,
+            "era": p.era,
+            "year": p.year,
+            "instrument": program_name(job.program),
+        }
+    )
+
+
+def build_demo(
+    *,
+    settings: Any,
+    db: Any = None,
+    plan: tuple[ComposerPlan, ...] = PLAN,
+    max_seconds_per_work: float = MAX_SECONDS_PER_WORK,
+    works_per_composer: int | None = None,
+    workers: int = 2,
+    rebuild: bool = False,
+    progress: bool = True,
+    embedder: Any = None,
+) -> dict[str, Any]:
+    """Render (once) and ingest the demo library. Returns a summary (files, minutes, ingest report)."""
+    from cadenza.db import open_database
+    from retrieval.ingest import EmbedderSpec, ingest, resolve_embedder
+
+    t0 = time.perf_counter()
+    demo_dir = settings.paths.demo
+    meta_csv = build_audio(
+        demo_dir=demo_dir, plan=plan, max_seconds_per_work=max_seconds_per_work,
+        works_per_composer=works_per_composer, workers=workers, rebuild=rebuild, progress=progress,
+    )  # fmt: skip
+    t_render = time.perf_counter() - t0
+    spec = None
+    if embedder is None:
+        embedder, spec = resolve_embedder(settings.checkpoint)
+        if spec.untrained_seed is None:
+            spec = EmbedderSpec(checkpoint=settings.checkpoint)
+    own = db is None
+    db = open_database(settings) if own else db
+    try:
+        report = ingest(
+            db=db, paths=[demo_dir / "audio"], embedder=embedder, spec=spec, metadata_file=meta_csv,
+            workers=workers, progress=progress,
+        )  # fmt: skip
+    finally:
+        if own:
+            db.close()
+    manifest = json.loads((demo_dir / "manifest.json").read_text())
+    return {
+        "demo_dir": str(demo_dir),
+        "files": manifest.get("files"),
+        "audio_minutes": round(float(manifest.get("seconds", 0)) / 60, 1),
+        "render_seconds": round(t_render, 1),
+        "ingest": report.to_json(),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+        "model_version": embedder.model_version,
+    }
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-serve", action="store_true", help="build and ingest only; do not start the server"
+    )
+    parser.add_argument("--rebuild", action="store_true", help="render the audio again from the scores")
+    parser.add_argument("--workers", type=int, default=2, help="render/ingest processes (default 2)")
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from cadenza.settings import Settings
+
+    settings = Settings.from_env()
+    settings.paths.ensure_writable()
+    summary = build_demo(settings=settings, workers=args.workers, rebuild=args.rebuild)
+    ing = summary["ingest"]
+    print(
+        f"demo library: {summary['files']} works, {summary['audio_minutes']} min of audio in {summary['demo_dir']}; "
+        f"ingest added {ing['added']}, unchanged {ing['unchanged']}, failed {len(ing['failed'])} "
+        f"({summary['total_seconds']:.0f} s in all)"
+    )
+    if args.no_serve:
+        return 0
+    try:
+        serve_mod = importlib.import_module("assistant.cli")
+    except ModuleNotFoundError:
+        print(
+            "the web app (assistant.cli) is not part of this build; the library is ready for `cadenza search`"
+        )
+        return 0
+    print(f"starting the server on http://{settings.server.host}:{settings.server.port}")
+    serve_mod.serve(settings)
+    return 0
