@@ -183,6 +183,8 @@ def test_mixed_library_with_faults_ends_in_the_right_states(server: MediaServer,
     # Backoff grows: the three 503s of /burst.mp3 were followed by ever longer waits.
     burst = [seconds for key, _, seconds in stats.backoffs if key == urls["burst"]]
     assert len(burst) == 3 and burst[0] < burst[1] < burst[2], burst
+    attempts = {name: manifest.get(urls[name]).attempts for name in ("burst", "reset", "mp3", "missing")}  # type: ignore[union-attr]
+    assert attempts == {"burst": 4, "reset": 3, "mp3": 1, "missing": 1}, attempts
 
     # Retry-After: 1 s was honoured for every request to the host, not just that item's.
     hits = server.log()

@@ -239,7 +239,8 @@ class Acquirer:
             self.stats.backoffs.append((key, state.attempt_number, float(seconds)))
         log.info("retry %s in %.2f s (attempt %d): %s", key, seconds, state.attempt_number, exc)
 
-    def _download(self, item: Item, work: Path) -> tuple[Path, dict[str, Any], int]:
+    def _download(self, item: Item, work: Path, tries: list[int]) -> tuple[Path, dict[str, Any]]:
+        """Download with retries; ``tries[0]`` counts the attempts made (also on failure)."""
         cfg = self.config
         backoff = tenacity.wait_exponential_jitter(
             initial=cfg.backoff_initial, max=cfg.backoff_max, jitter=cfg.backoff_jitter
@@ -259,15 +260,12 @@ class Acquirer:
             before_sleep=self._record_backoff,
             reraise=True,
         )
-        attempts = 0
 
         def once(it: Item) -> tuple[Path, dict[str, Any]]:
-            nonlocal attempts
-            attempts += 1
+            tries[0] += 1
             return self._download_once(it, work)
 
-        path, info = retrying(once, item)
-        return path, info, attempts
+        return retrying(once, item)
 
     # -- one item ------------------------------------------------------------------
 
@@ -282,7 +280,7 @@ class Acquirer:
         final = self.out / f"{item.file_id}.mp3"
         work = self.out / WORK_DIR / item.file_id
         meta = dict(item.meta)
-        attempts = 0
+        tries = [0]
         try:
             # A file left by a run that stopped between writing it and the manifest.
             if final.exists():
@@ -292,7 +290,7 @@ class Acquirer:
                         item, "done", file=final.name, duration_s=verdict.duration_s, meta=meta
                     )
                 final.unlink()
-            source, info, attempts = self._download(item, work)
+            source, info = self._download(item, work, tries)
             for name in ("title", "artist", "uploader"):
                 if info.get(name) and name not in meta:
                     meta[name] = str(info[name])
@@ -309,7 +307,7 @@ class Acquirer:
             )
             verdict = check_file(staged, bounds=self.config.bounds)
             if not verdict.ok:
-                return self._finish(item, "rejected", reason=verdict.reason, meta=meta, attempts=attempts)
+                return self._finish(item, "rejected", reason=verdict.reason, meta=meta, attempts=tries[0])
             staged.replace(final)
             return self._finish(
                 item,
@@ -317,21 +315,22 @@ class Acquirer:
                 file=final.name,
                 duration_s=round(verdict.duration_s or 0.0, 3),
                 meta=meta,
-                attempts=attempts,
+                attempts=tries[0],
             )
         except Stopped:
             return "stopped"  # stays pending; the partial work folder is removed below
         except UnusableMedia as exc:
-            return self._finish(item, "rejected", reason=str(exc), meta=meta, attempts=attempts)
+            return self._finish(item, "rejected", reason=str(exc), meta=meta, attempts=tries[0])
         except Permanent as exc:
             state = "rejected" if exc.rejected else "failed"
-            return self._finish(item, state, reason=exc.reason, meta=meta, attempts=attempts or 1)
+            return self._finish(item, state, reason=exc.reason, meta=meta, attempts=tries[0])
         except Transient as exc:
-            reason = f"gave up after {self.config.attempts} attempts: {exc.reason}"
-            return self._finish(item, "failed", reason=reason, meta=meta, attempts=self.config.attempts)
+            reason = f"gave up after {tries[0]} attempts: {exc.reason}"
+            return self._finish(item, "failed", reason=reason, meta=meta, attempts=tries[0])
         except Exception as exc:  # a bug or a local problem (disk full): record it, keep the pool going
             log.exception("unexpected error on %s", item.key)
-            return self._finish(item, "failed", reason=f"error: {type(exc).__name__}: {exc}", meta=meta)
+            reason = f"error: {type(exc).__name__}: {exc}"
+            return self._finish(item, "failed", reason=reason, meta=meta, attempts=tries[0])
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
