@@ -98,7 +98,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 @pytest.fixture
 def server():
-    with MediaServer(lifetime_s=120) as srv:
+    with MediaServer(lifetime_s=120) as srv:  # stops itself after 2 minutes at the latest
+        assert srv.url("/").startswith("http://127.0.0.1:")  # loopback only
         yield srv
 
 
