@@ -19,7 +19,7 @@ import logging
 import multiprocessing
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -163,37 +163,51 @@ def build_audio(
                bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} min audio [{elapsed}<{remaining}]")  # fmt: skip
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as ex:
-        # Rounds: each round submits one work per composer still under budget, so all
-        # composers progress together and no composer overshoots by more than a work.
-        while True:
-            jobs: list[tuple[Job, ComposerPlan]] = []
-            for p in plan:
-                limit = works_per_composer if works_per_composer is not None else p.max_works
-                if budget[p.folder] <= 0 or count[p.folder] >= limit or not queue[p.folder]:
-                    continue
-                w = queue[p.folder].pop(0)
-                prog = p.programs[count[p.folder] % len(p.programs)]
-                out = (
-                    audio_dir
-                    / p.folder
-                    / f"{safe_name(w.work_id.split('/', 1)[-1])}-{program_name(prog)}.ogg"
-                )
-                jobs.append((Job(w.work_id, w.composer, w.title, str(w.path), prog, str(out),
-                                 min(max_seconds_per_work, budget[p.folder] + 20.0)), p))  # fmt: skip
-            if not jobs:
-                break
-            futs: dict[Any, tuple[Job, ComposerPlan]] = {}
-            for job, p in jobs:
-                out = Path(job.out)
-                if out.exists():  # rendered by an earlier, interrupted run (written atomically)
-                    seconds = float(sf.info(str(out)).duration)
-                    _record(rows, job, p, seconds, budget, count)
-                    total_s += seconds
-                    bar.update(seconds / 60.0)
-                    continue
-                futs[ex.submit(_render_job, job, str(cache_dir))] = (job, p)
-            for fut in as_completed(futs):
-                job, p = futs[fut]
+        # One work in flight per composer at a time (so no composer overshoots its budget by
+        # more than a work), composers interleaved, the pool kept busy: a slow score (a
+        # quartet takes music21 ~10 s) never leaves the other worker idle.
+        busy: set[str] = set()
+        futs: dict[Any, tuple[Job, ComposerPlan]] = {}
+
+        def next_job(p: ComposerPlan) -> Job | None:
+            limit = works_per_composer if works_per_composer is not None else p.max_works
+            if budget[p.folder] <= 0 or count[p.folder] >= limit or not queue[p.folder]:
+                return None
+            w = queue[p.folder].pop(0)
+            prog = p.programs[count[p.folder] % len(p.programs)]
+            name = f"{safe_name(w.work_id.split('/', 1)[-1])}-{program_name(prog)}.ogg"
+            cap = min(max_seconds_per_work, budget[p.folder] + 20.0)
+            return Job(
+                w.work_id, w.composer, w.title, str(w.path), prog, str(audio_dir / p.folder / name), cap
+            )
+
+        def refill() -> None:
+            nonlocal total_s
+            progressed = True
+            while progressed and len(futs) < 2 * max(1, workers):
+                progressed = False
+                for p in plan:
+                    if p.folder in busy or len(futs) >= 2 * max(1, workers):
+                        continue
+                    job = next_job(p)
+                    if job is None:
+                        continue
+                    progressed = True
+                    if Path(job.out).exists():  # rendered by an earlier, interrupted run (atomic writes)
+                        seconds = float(sf.info(job.out).duration)
+                        _record(rows, job, p, seconds, budget, count)
+                        total_s += seconds
+                        bar.update(seconds / 60.0)
+                        continue
+                    busy.add(p.folder)
+                    futs[ex.submit(_render_job, job, str(cache_dir))] = (job, p)
+
+        refill()
+        while futs:
+            done, _ = wait(list(futs), return_when=FIRST_COMPLETED)
+            for fut in done:
+                job, p = futs.pop(fut)
+                busy.discard(p.folder)
                 _, seconds, err = fut.result()
                 if err:
                     log.warning("skipping %s: %s", job.work_id, err)
@@ -202,6 +216,7 @@ def build_audio(
                 _record(rows, job, p, seconds, budget, count)
                 total_s += seconds
                 bar.update(seconds / 60.0)
+            refill()
     bar.close()
     if not rows:
         raise CadenzaError(
