@@ -151,11 +151,33 @@ def test_sidecar_json_and_eras(tmp_path):
     ]  # fmt: skip
 
 
+def test_tags_are_read_and_the_sidecar_wins(tmp_path):
+    from mutagen.flac import FLAC
+
+    from retrieval.metadata import read_tags
+
+    path = write_audio(tmp_path / "tagged.flac", random_chord_track(seconds=6, seed=4))
+    f = FLAC(str(path))
+    f["title"], f["artist"], f["album"], f["date"], f["genre"] = (
+        "Air",
+        "Someone",
+        "Suite No. 3",
+        "1731",
+        "Baroque",
+    )
+    f.save()
+    tags = read_tags(path)
+    assert tags["title"] == "Air" and tags["composer"] == "Someone" and tags["year"] == 1731
+    meta = merge(tags=tags, sidecar={"composer": "J. S. Bach"}, path=path)
+    assert meta["composer"] == "J. S. Bach" and meta["work"] == "Suite No. 3" and meta["era"] == "Baroque"
+    assert read_tags(tmp_path / "missing.flac") == {}
+
+
 def test_kill_and_resume_leaves_no_partial_track(db, tmp_path, settings):
     lib = tmp_path / "many"
-    n_files = 8
+    n_files = 6
     for i in range(n_files):
-        write_audio(lib / f"t{i}.flac", random_chord_track(seconds=40, seed=100 + i, key=i % 12))
+        write_audio(lib / f"t{i}.flac", random_chord_track(seconds=30, seed=100 + i, key=i % 12))
     env = {**os.environ, "CADENZA_HOME": str(settings.paths.home), "CADENZA_DATABASE_URL": db.url}
     cmd = [sys.executable, "-m", "cadenza", "-q", "ingest", str(lib), "--workers", "1", "--json"]
     proc = subprocess.Popen(
