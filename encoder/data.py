@@ -189,17 +189,17 @@ class PassageSampler:
         self.corpus = corpus
         self.spec = spec or BatchSpec()
         self.seed = seed
-        need_s = (self.spec.passages - 1) * self.spec.min_gap_s
         margin = self.spec.jitter_frames
+        # Any work with one full window takes part; short ones (a 25 s chorale) get fewer passages.
         self.works = [
             w
             for w in corpus.split(split)
-            if w.max_start_s(win_frames=self.spec.win_frames, fps=corpus.fps, margin_frames=margin) >= need_s
+            if w.max_start_s(win_frames=self.spec.win_frames, fps=corpus.fps, margin_frames=margin) >= 0
         ]
         if len(self.works) < self.spec.works:
             raise ConfigError(
-                f"split {split!r} of {corpus.path} has {len(self.works)} works long enough for "
-                f"{self.spec.passages} passages, need {self.spec.works}; use a bigger corpus or --batch-works"
+                f"split {split!r} of {corpus.path} has {len(self.works)} works of at least "
+                f"{self.spec.win_frames / corpus.fps:.0f} s, need {self.spec.works}; use a bigger corpus or --batch-works"
             )
 
     def batch(self, step: int) -> Batch:
@@ -215,12 +215,15 @@ class PassageSampler:
         for wi, widx in enumerate(rng.choice(len(self.works), size=sp.works, replace=False)):
             work = self.works[int(widx)]
             max_s = work.max_start_s(win_frames=W, fps=fps, margin_frames=sp.jitter_frames)
-            # P sorted starts with gaps >= min_gap_s: spread the slack at random, then add the gaps.
-            slack = max_s - (sp.passages - 1) * sp.min_gap_s
-            starts = np.sort(rng.uniform(0.0, slack, sp.passages)) + sp.min_gap_s * np.arange(sp.passages)
-            for pi, s in enumerate(starts):
-                replace = len(work.views) < sp.views
-                chosen = rng.choice(len(work.views), size=sp.views, replace=replace)
+            # As many passages as fit min_gap_s apart (up to sp.passages); the work's clips are
+            # shared among them, so a short work gives more views per passage, never fewer clips.
+            n_pass = min(sp.passages, 1 + int(max_s // sp.min_gap_s))
+            # n_pass sorted starts with gaps >= min_gap_s: spread the slack at random, then add the gaps.
+            slack = max_s - (n_pass - 1) * sp.min_gap_s
+            starts = np.sort(rng.uniform(0.0, slack, n_pass)) + sp.min_gap_s * np.arange(n_pass)
+            per_pass = np.bincount(np.arange(sp.passages * sp.views) % n_pass, minlength=n_pass)
+            for pi, (s, count) in enumerate(zip(starts, per_pass, strict=True)):
+                chosen = rng.choice(len(work.views), size=int(count), replace=int(count) > len(work.views))
                 for vidx in chosen:
                     v = work.views[int(vidx)]
                     first = round(s * v.time_scale * fps) + int(

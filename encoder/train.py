@@ -55,6 +55,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=200, help="validation metrics every N steps")
     parser.add_argument("--ckpt-every", type=int, default=50, help="save every N steps")
     parser.add_argument("--eval-works", type=int, default=40, help="works per split in the retrieval metrics")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop early (saved, measured) after this much wall time",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     parser.add_argument(
         "--eval-only", action="store_true", help="only measure the checkpoint in OUT (+ baselines)"
@@ -300,8 +306,14 @@ def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path
         log_f.flush()
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}", t=f"{temp:.3f}", lr=f"{lr:.1e}")
-        if step % args.ckpt_every == 0 or step == args.steps:
+        out_of_time = args.max_minutes is not None and wall() > 60 * args.max_minutes
+        if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
             save()
+        if out_of_time:
+            log.warning(
+                "stopping at step %d of %d: --max-minutes %.1f reached", step, args.steps, args.max_minutes
+            )
+            break
     bar.close()
     log_f.close()
 

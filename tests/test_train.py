@@ -46,7 +46,14 @@ def _view(base: np.ndarray, view: str, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.float16)
 
 
-def make_corpus(path: Path, *, works_per_split: dict[str, int], seconds: float = 45.0, seed: int = 0) -> Path:
+def make_corpus(
+    path: Path,
+    *,
+    works_per_split: dict[str, int],
+    seconds: float = 45.0,
+    extra_s: float = 15.0,
+    seed: int = 0,
+) -> Path:
     rng = np.random.default_rng(seed)
     with h5py.File(path, "w") as f:
         f.attrs.update({"fps": 10, "sample_rate": 16000, "n_acoustic": 143, "schema_version": 1})
@@ -55,7 +62,7 @@ def make_corpus(path: Path, *, works_per_split: dict[str, int], seconds: float =
         for split, n in works_per_split.items():
             for i in range(n):
                 work = f"{split}{i:02d}"
-                base = _work_frames(rng, seconds + rng.uniform(0, 15))
+                base = _work_frames(rng, seconds + rng.uniform(0, extra_s))
                 for view, ts in VIEWS.items():
                     data = _view(base, view, rng)
                     ds = views.create_dataset(f"{work}__{view}", data=data, chunks=(100, 143))
@@ -144,6 +151,16 @@ def test_batches_have_the_planned_structure_and_are_deterministic(corpus_path):
         PassageSampler(c, spec=BatchSpec(works=50), seed=0)
 
 
+def test_short_works_get_fewer_passages_but_all_their_clips(tmp_path):
+    path = make_corpus(tmp_path / "short.h5", works_per_split={"train": 3}, seconds=14.0, extra_s=0.0)
+    with Corpus(path) as c:
+        batch = PassageSampler(c, spec=BatchSpec(works=2, passages=4, views=3), seed=0).batch(0)
+    assert batch.windows.shape[0] == 24
+    # 14 s leaves 3.8 s of start positions: one passage per work, 12 views of it
+    assert np.array_equal(np.bincount(batch.work_labels), [12, 12])
+    assert len(set(batch.passage_labels.tolist())) == 2
+
+
 def test_retrieval_metrics_rank_a_simple_baseline_above_chance(corpus_path):
     with Corpus(corpus_path) as c:
         m = retrieval_metrics(embedder=MeanPoolBaseline(mean=c.mean, std=c.std), corpus=c, split="val")
@@ -225,8 +242,23 @@ def test_training_improves_retrieval_over_untrained(corpus_path, tmp_path, capsy
         before = retrieval_metrics(embedder=untrained, corpus=c, split="train", max_works=10)
         after = retrieval_metrics(embedder=trained, corpus=c, split="train", max_works=10)
     assert after["passage_top1"] + after["work_p_at_10"] > before["passage_top1"] + before["work_p_at_10"]
+    # --eval-only measures the checkpoint and both baselines on every non-train split
+    assert run("train", _args(corpus_path, out, "--eval-only")) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model_version"] == trained.model_version
+    for key in ("trained", "untrained_same_config", "mean_pooled_features"):
+        assert set(report[key]) == {"val", "test", "heldout"}
+        assert report[key]["heldout"]["n_queries"] == 18
 
 
 def test_resume_without_state_is_a_config_error(corpus_path, tmp_path):
     with pytest.raises(ConfigError, match="resume"):
         run("train", _args(corpus_path, tmp_path / "empty", "--steps", "2", "--resume"))
+
+
+def test_max_minutes_stops_early_with_a_usable_checkpoint(corpus_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run("train", _args(corpus_path, out, "--steps", "100", "--max-minutes", "0")) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 1
+    assert Embedder.load(out).info["steps"] == 1
