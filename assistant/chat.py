@@ -329,11 +329,11 @@ def run_turn(
     user_meta: dict[str, Any] = {}
     if clip is not None:
         user_meta["clip_name"] = Path(clip.filename or "clip").name[:120]
-    shown = text or (f"🎵 {user_meta['clip_name']}" if clip is not None else "")
+    shown = text or (f"♪ {user_meta['clip_name']}" if clip is not None else "")
     if reference is not None and not text:
         shown = f"More like track {reference.track_id} at {reference.start_s:.0f} s"
     user_id = conversations.add_user_message(svc.db, conversation_id, shown, meta=user_meta)
-    meta: dict[str, Any] = {"parser": parser}
+    meta: dict[str, Any] = {"parser": parser, "same_passage": clip is None and audio is not None}
     if query_chroma is not None:
         meta["query_chroma"] = np.round(query_chroma, 3).tolist()
     turn = conversations.add_search_turn(

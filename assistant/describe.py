@@ -132,7 +132,10 @@ def style_insights(query: Mapping[str, Any], results: Sequence[Mapping[str, Any]
     eras = Counter(r.get("era") for r in results if r.get("era"))
     if eras:
         era, n = eras.most_common(1)[0]
-        out.append(f"The closest moments lean {era} ({n} of {len(results)}).")
+        if n >= 2 and n > len(results) / 2:
+            out.append(f"The closest moments lean {era} ({n} of {len(results)}).")
+        elif len(eras) > 1:
+            out.append("They come from " + ", ".join(sorted(str(e) for e in eras)) + " music.")
     composers = Counter(r.get("composer") for r in results if r.get("composer"))
     if len(composers) > 1:
         out.append(f"They span {len(composers)} composers.")

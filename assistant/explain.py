@@ -144,30 +144,37 @@ def offline_explanation(response: Mapping[str, Any], *, max_cited: int = 4) -> s
     parts.append(sentence + ".")
     if response.get("nothing_similar"):
         parts.append("Nothing in the library is a close match; these are the nearest moments.")
+    qk = describe.key_of(query)
+    eras = [r.get("era") for r in results if r.get("era")]
+    common_era = max(set(eras), key=eras.count) if eras else None
     for r in results[:max_cited]:
         n = r["rank"]
         d = r.get("descriptors") or {}
-        who = (
-            " ".join(x for x in (r.get("composer"), f"({r['era']})" if r.get("era") else "") if x)
-            or "its track"
-        )
         harm = _component(r, "harmony", "chroma")
         emb = _component(r, "embedding", "timbre")
-        clauses = []
-        if harm is not None:
-            clauses.append(f"shares its harmonic language (chroma match {harm:.2f})")
-        if emb is not None:
-            clauses.append(f"its sound is close in the learned embedding ({emb:.2f})")
-        rk = describe.key_name(d)
-        shift = int(r.get("key_shift") or 0)
-        if rk:
-            clauses.append(f"it is in {rk}" + (f", {abs(shift)} semitones away" if shift else ""))
+        composer = r.get("composer") or "an unknown composer"
+        era = r.get("era")
+        if era and n == results[0]["rank"]:
+            composer += f" ({era})"
+        if harm is not None and harm >= 0.8 and (emb is None or harm >= emb - 0.1):
+            what = f"shares its harmonic language (chroma match {harm:.2f})"
+        elif emb is not None:
+            what = f"is closest in sound and texture (embedding similarity {emb:.2f})"
+            if harm is not None:
+                what += f", with a chroma match of {harm:.2f}"
+        else:
+            what = f"scores {float(r.get('score', 0.0)):.2f} overall"
+        details = []
+        rk = describe.key_of(d)
+        if rk is not None:
+            details.append("in the same key" if qk == rk else f"in {describe.key_name(d)}")
         rt = describe.tempo(d)
         if rt and t:
-            clauses.append(f"at about {rt:.0f} BPM")
-        if not clauses:
-            clauses.append(f"scores {float(r.get('score', 0.0)):.2f} overall")
-        parts.append(f"[{n}] by {who} " + "; ".join(clauses) + ".")
+            details.append("at a similar tempo" if abs(rt - t) <= 0.1 * t else f"at about {rt:.0f} BPM")
+        sentence = f"[{n}] by {composer} {what}" + (", " + " and ".join(details) if details else "")
+        if era and common_era and era != common_era and n != results[0]["rank"]:
+            sentence += f", though it is {era}"
+        parts.append(sentence + ".")
     return " ".join(parts)
 
 

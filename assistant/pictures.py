@@ -48,7 +48,7 @@ def chroma_pair_svg(
     width = left + 2 * columns * cw + gap + 2
     height = top + 12 * ch + 4
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chroma" width="{width}" height="{height}"'
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chroma" width="100%"'
         f' viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label or "chroma comparison")}">',
         f'<text x="{left}" y="9" font-size="8" fill="#555">query</text>',
         f'<text x="{left + columns * cw + gap}" y="9" font-size="8" fill="#555">result'

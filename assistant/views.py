@@ -74,6 +74,17 @@ def _card(
     }
 
 
+def _passage(query: dict[str, Any], meta: dict[str, Any]) -> str | None:
+    if meta.get("same_passage"):
+        return "(the same passage as before)"
+    if query.get("start") is None or query.get("end") is None:
+        return None
+    span = describe.time_range(float(query["start"]), float(query["end"]))
+    if query.get("source") in ("moment", "blend") and query.get("title"):
+        return f"{query['title']} {span}"
+    return span
+
+
 def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, Any]:
     """Everything the ``_turn.html`` template needs for one message."""
     ctx: dict[str, Any] = {
@@ -99,9 +110,7 @@ def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, An
     ctx.update(
         analysis=describe.analysis(query),
         insights=describe.style_insights(query, results),
-        passage=describe.time_range(float(query["start"]), float(query["end"]))
-        if query.get("start") is not None and query.get("end") is not None
-        else None,
+        passage=_passage(query, turn.meta),
         cards=[_card(r, message_id=turn.id, query_chroma=query_chroma, chroma=chroma) for r in results],
         nothing_similar=bool(response.get("nothing_similar")),
         parser=turn.meta.get("parser"),

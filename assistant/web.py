@@ -412,7 +412,7 @@ def _track_context(svc: Services, track_id: int) -> dict[str, Any]:
         {
             "start": float(s), "end": float(e), "range": describe.time_range(float(s), float(e)),
             "key": describe.key_name({"key_index": k, "mode": m}) or "", "tempo": f"{t:.0f} BPM" if t else "",
-            "cited": any(abs(float(s) - a) < 5 for a, _ in marks),
+            "cited": any(min(float(e), b) - max(float(s), a) >= 5.0 for a, b in marks),
         }
         for s, e, k, m, t in segs
     ]  # fmt: skip

@@ -382,3 +382,21 @@ def test_database_down_is_503(app_settings, library):
             assert r.status_code == 503 and "database is not reachable" in r.text
     finally:
         pool.close()
+
+
+def test_not_this_refines_the_turn_it_was_clicked_on(client, library):
+    r = client.post("/api/chat", files={"file": ("clip.wav", clip_of_track(3), "audio/wav")}, data={"k": "3"})
+    assert r.status_code == 200, r.text
+    first = r.json()
+    cid, mid = first["conversation_id"], first["message_id"]
+    client.post("/api/chat", json={"conversation_id": cid, "message": "only Romantic"})  # a later turn
+    rejected = first["response"]["results"][0]["track_id"]
+    r = client.post(
+        "/chat/messages",
+        data={"text": "like this but not #1", "base_message": str(mid), "conversation_id": cid},
+        headers={"HX-Request": "true"},
+    )
+    assert r.status_code == 200, r.text
+    last = client.get(f"/c/{cid}").text.rsplit('<section class="msg assistant answer"', 1)[1]
+    tracks = {int(t) for t in re.findall(r'data-track="(\d+)"', last)}
+    assert tracks and rejected not in tracks
