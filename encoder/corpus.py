@@ -30,6 +30,7 @@ import argparse
 import concurrent.futures as cf
 import logging
 import multiprocessing
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -416,16 +417,26 @@ def build(
                     busy[w.composer] += 1
                 if not in_flight:
                     continue
-                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                # A timeout keeps the parent responsive to Ctrl-C while workers render.
+                done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     w = in_flight.pop(fut)
                     busy[w.composer] -= 1
                     store(fut.result())
                     bar.update(1)
                     bar.set_postfix(hours=f"{sum(seconds.values()) / 3600:.2f}", failed=counts["failed"])
+        except BaseException:
+            # Ctrl-C or a crashed worker: stop the renders now (a music21 parse can take a
+            # minute); the file stays consistent and the next run resumes.
+            if executor is not None:
+                for proc in list((getattr(executor, "_processes", None) or {}).values()):
+                    proc.terminate()
+                executor.shutdown(wait=False, cancel_futures=True)
+                executor = None
+            raise
         finally:
             if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+                executor.shutdown(wait=True)
             bar.close()
         frames = write_stats(h5)
         log.info("stats fitted on %d frames", frames)
@@ -447,6 +458,10 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(name: str, args: argparse.Namespace) -> int:
     from cadenza.settings import Settings
 
@@ -456,6 +471,8 @@ def run(name: str, args: argparse.Namespace) -> int:
         if args.composers
         else DEFAULT_COMPOSERS
     )
+    # `kill` (SIGTERM) ends a build like Ctrl-C does: workers stopped, file closed, resumable.
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     counts = build(
         out=out,

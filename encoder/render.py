@@ -198,7 +198,31 @@ def _convert(work: Work):
     if isinstance(parsed, music21.stream.Opus):
         # Josquin's files hold one "tune" per voice of the same piece: play them together.
         parsed = parsed.mergeScores()
-    return _stream_to_pretty(parsed)
+    try:
+        return _stream_to_pretty(parsed)
+    except Exception as exc:
+        if "repeat" not in str(exc).lower():
+            raise
+        # Badly formed repeats (two Haydn movements): play the score once, straight through.
+        log.info("%s: %s; rendering without repeats", work.work_id, exc)
+        return _stream_to_pretty(_without_repeats(parsed))
+
+
+def _without_repeats(score):
+    import music21
+
+    marks = list(
+        score.recurse().getElementsByClass((music21.repeat.RepeatMark, music21.repeat.RepeatExpression))
+    )
+    for mark in marks:
+        for site in list(mark.sites.get()):
+            if site is not None and mark in site:
+                site.remove(mark)
+    for measure in score.recurse().getElementsByClass(music21.stream.Measure):
+        for side in ("leftBarline", "rightBarline"):
+            if isinstance(getattr(measure, side), music21.bar.Repeat):
+                setattr(measure, side, music21.bar.Barline("regular"))
+    return score
 
 
 def _tune_book(work: Work, tunes: list[str]):
