@@ -102,7 +102,10 @@ def from_audio(
     )
     if start_s is None and len(frames) > WINDOW_FRAMES:
         starts, embs = embedder.embed_track(
-            frames=frames, win_frames=WINDOW_FRAMES, hop_frames=10, min_frames=WINDOW_FRAMES
+            frames=frames,
+            win_frames=WINDOW_FRAMES,
+            hop_frames=10 if len(frames) < 1200 else 20,
+            min_frames=WINDOW_FRAMES,
         )
         mean = _unit(embs.mean(axis=0))
         best = int(np.argmax(embs @ mean))
