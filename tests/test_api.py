@@ -400,3 +400,43 @@ def test_not_this_refines_the_turn_it_was_clicked_on(client, library):
     last = client.get(f"/c/{cid}").text.rsplit('<section class="msg assistant answer"', 1)[1]
     tracks = {int(t) for t in re.findall(r'data-track="(\d+)"', last)}
     assert tracks and rejected not in tracks
+
+
+def test_llm_explanation_streams_and_contradictions_are_flagged_in_the_page(library, app_settings):
+    with FakeLLM() as fake:
+        llm = LLM(LLMSettings(base_url=fake.base_url, api_key="k", model="fake", timeout_s=5, max_retries=0))
+        with (
+            running_app(app_settings, db=library.db, embedder=library.embedder, llm=llm) as url,
+            httpx.Client(base_url=url, timeout=60) as c,
+        ):
+            r = c.post(
+                "/chat/messages",
+                files={"file": ("clip.wav", clip_of_track(5), "audio/wav")},
+                data={"k": "2"},
+                headers={"HX-Request": "true"},
+            )
+            assert r.status_code == 200, r.text
+            cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
+            stream_url = re.search(r'sse-connect="(/c/[^"]+/explain)"', r.text).group(1)
+            fake.script(
+                Step.reply(
+                    "The first match [1] is in the key of F# major at 300 BPM, a close cousin of the query; "
+                    "and [7] is <script>alert(1)</script> also nice."
+                )
+            )
+            kinds, datas = [], []
+            with c.stream("GET", stream_url) as s:
+                for line in s.iter_lines():
+                    if line.startswith("event:"):
+                        kinds.append(line.split(":", 1)[1].strip())
+                    elif line.startswith("data:"):
+                        datas.append(line[5:])
+            assert kinds.count("explanation") >= 4 and kinds[-1] == "done"  # it streamed in pieces
+            final = "\n".join(datas)
+            assert "does not match the measured" in final and 'class="flag contradiction"' in final
+            assert "Removed citation [7]" in final and "<script" not in final
+            page = c.get(f"/c/{cid}").text
+            assert (
+                'class="flag contradiction"' in page
+                and "[7]" not in page.split('class="explanation"', 1)[1].split("</div>", 1)[0]
+            )

@@ -71,6 +71,10 @@ def test_chat_flow_clip_citation_playback_follow_up_and_reload(page, base_url, t
     page.select_option("#k", "2")
     page.set_input_files("#clip-file", str(clip))
     page.wait_for_selector("#passage:not([hidden])")  # the waveform of the attached clip was drawn
+    # Choose the passage: a click centres the 10-s window there (the 14-s clip's middle → 2.0 s).
+    box = page.locator("#waveform").bounding_box()
+    page.locator("#waveform").click(position={"x": box["width"] / 2, "y": box["height"] / 2})
+    assert float(page.input_value("#clip-start")) == pytest.approx(2.0, abs=0.2)
     page.click("#send")
 
     first = page.locator("section.answer").nth(0)
@@ -80,6 +84,7 @@ def test_chat_flow_clip_citation_playback_follow_up_and_reload(page, base_url, t
     first.locator(".explanation a.cite").first.wait_for()
     assert first.locator(".explanation .pending").count() == 0
     shown = composers_of(first)
+    assert first.locator(".passage-range").inner_text() == "0:02–0:12"
     assert 1 <= first.locator(".card").count() <= 2 and shown
 
     # A cited timestamp plays exactly from the cited start.
