@@ -88,6 +88,7 @@ def build_payload(response: Mapping[str, Any]) -> dict[str, Any]:
                 "components": {k: round(float(v), 3) for k, v in (r.get("components") or {}).items()},
                 "key_shift_semitones": r.get("key_shift", 0),
                 "descriptors": _clean_descriptors(r.get("descriptors") or {}),
+                "measured_reason": r.get("reason", ""),
             }
         )
     return {

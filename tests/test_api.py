@@ -440,3 +440,19 @@ def test_llm_explanation_streams_and_contradictions_are_flagged_in_the_page(libr
                 'class="flag contradiction"' in page
                 and "[7]" not in page.split('class="explanation"', 1)[1].split("</div>", 1)[0]
             )
+
+
+def test_more_like_this_searches_from_the_card_moment(client, library):
+    tid = library.ids["Study 1"]
+    r = client.post(
+        "/chat/messages",
+        data={"ref_track": str(tid), "ref_start": "6.0", "k": "3"},
+        headers={"HX-Request": "true"},
+    )
+    assert r.status_code == 200, r.text
+    cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
+    assert "Study 1 0:06–0:16" in r.text  # the analysis names the reference moment
+    tracks = {int(t) for t in re.findall(r'data-track="(\d+)"', r.text)}
+    assert tracks and tid not in tracks
+    turns = client.post("/api/chat", json={"conversation_id": cid, "message": "only Baroque"}).json()
+    assert {res["era"] for res in turns["response"]["results"]} <= {"Baroque"}
