@@ -24,6 +24,13 @@ ERAS = ("Medieval", "Renaissance", "Baroque", "Classical", "Romantic", "Modern",
 SLOWER_FACTOR = 0.8
 FASTER_FACTOR = 1.25
 MAX_K = 50
+#: mood direction → (Δvalence, Δarousal) added to the query's mood, in [-1, 1] units.
+MOOD_SHIFTS = {
+    "happier": (0.5, 0.1),
+    "sadder": (-0.5, -0.1),
+    "calmer": (0.0, -0.5),
+    "more energetic": (0.0, 0.5),
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class FollowUp:
     only_eras: tuple[str, ...] = ()
     exclude_eras: tuple[str, ...] = ()
     same_mood: bool = False
+    mood_shift: str | None = None  # "happier" | "sadder" | "calmer" | "more energetic"
     tempo: str = "any"  # "any" | "slower" | "faster"
     mode: str | None = None  # "major" | "minor"
     emphasis: str = "balanced"  # "balanced" | "harmony" | "timbre"
@@ -83,6 +91,11 @@ FOLLOWUP_SCHEMA: dict[str, Any] = {
         "only_eras": {**_NAMES, "description": f"restrict to these eras, from {', '.join(ERAS)}"},
         "exclude_eras": {**_NAMES, "description": "exclude these eras"},
         "same_mood": {"type": "boolean", "description": "match the mood (valence/arousal) of the query"},
+        "mood_shift": {
+            "type": ["string", "null"],
+            "enum": [*MOOD_SHIFTS, None],
+            "description": "move the mood away from the query's in this direction",
+        },
         "tempo": {"type": "string", "enum": ["any", "slower", "faster"]},
         "mode": {"type": ["string", "null"], "enum": ["major", "minor", None]},
         "emphasis": {"type": "string", "enum": ["balanced", "harmony", "timbre"]},
@@ -210,6 +223,15 @@ def parse_rules(text: str, *, composers: Sequence[str] = (), eras: Sequence[str]
     same_mood = bool(
         re.search(r"\b(same|similar|this|that)\s+(mood|feel|feeling|vibe|emotion|atmosphere)\b", t)
     )
+    mood_shift = None
+    if re.search(r"\b(happier|more cheerful|brighter mood|more joyful|more upbeat mood|less sad)\b", t):
+        mood_shift = "happier"
+    elif re.search(r"\b(sadder|more melancholy|darker mood|more melancholic|less happy)\b", t):
+        mood_shift = "sadder"
+    elif re.search(r"\b(calmer|more relaxed|gentler|more peaceful|less energetic|softer mood)\b", t):
+        mood_shift = "calmer"
+    elif re.search(r"\b(more energetic|more intense|livelier|more exciting|wilder)\b", t):
+        mood_shift = "more energetic"
     emphasis = "balanced"
     if re.search(r"\b(more|stronger)\s+(harmony|harmonic|chords?|progression)", t) or re.search(
         r"\bless (timbre|sound|instrumentation)", t
@@ -240,6 +262,7 @@ def parse_rules(text: str, *, composers: Sequence[str] = (), eras: Sequence[str]
         only_eras=tuple(only_eras),
         exclude_eras=tuple(exclude_eras),
         same_mood=same_mood,
+        mood_shift=mood_shift,
         tempo=tempo,
         mode=mode,
         emphasis=emphasis,
@@ -335,14 +358,18 @@ def apply_followup(followup: FollowUp, previous: PreviousSearch) -> SearchReques
         harmony=w.harmony
         * (2.0 if followup.emphasis == "harmony" else 0.5 if followup.emphasis == "timbre" else 1.0),
         progression=w.progression * (2.0 if followup.emphasis == "harmony" else 1.0),
-        mood=max(w.mood, 0.5) if followup.same_mood else w.mood,
+        mood=max(w.mood, 0.5) if (followup.same_mood or followup.mood_shift) else w.mood,
         discovery=max(w.discovery, 0.5) if followup.unheard_composers else w.discovery,
     )
     target_mood = req.target_mood
-    if followup.same_mood:
+    if followup.same_mood or followup.mood_shift:
         v, a = previous.query.get("valence"), previous.query.get("arousal")
         if v is not None and a is not None:
-            target_mood = (float(v), float(a))
+            dv, da = MOOD_SHIFTS.get(followup.mood_shift or "", (0.0, 0.0))
+            target_mood = (
+                float(min(1.0, max(-1.0, float(v) + dv))),
+                float(min(1.0, max(-1.0, float(a) + da))),
+            )
     tempo_factor = req.tempo_factor
     if followup.tempo == "slower":
         tempo_factor = SLOWER_FACTOR

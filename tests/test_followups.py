@@ -40,6 +40,12 @@ PHRASINGS: dict[str, dict] = {
     "more like #1 but not by Mozart": {"like": [1], "exclude_composers": ["Wolfgang Amadeus Mozart"]},
     "show me 5 more results with more harmony": {"k": 5, "emphasis": "harmony"},
     "like the second one but less like #3": {"like": [2], "unlike": [3]},
+    "something calmer": {"mood_shift": "calmer"},
+    "same thing but happier and only Classical": {"mood_shift": "happier", "only_eras": ["Classical"]},
+    "no more Bach, something sadder": {
+        "exclude_composers": ["Johann Sebastian Bach"],
+        "mood_shift": "sadder",
+    },
 }
 
 
@@ -140,6 +146,8 @@ def test_like_and_not_become_reference_moments():
 def test_mood_tempo_discovery_and_eras():
     req = apply_followup(parse_rules("same mood but slower"), previous())
     assert req.target_mood == (0.3, -0.2) and req.weights.mood > 0 and req.tempo_factor == pytest.approx(0.8)
+    req = apply_followup(parse_rules("something calmer"), previous())
+    assert req.target_mood == pytest.approx((0.3, -0.7)) and req.weights.mood > 0
     req = apply_followup(parse_rules("something from a composer I haven't heard"), previous())
     assert req.weights.discovery > 0
     req = apply_followup(parse_rules("only Baroque"), previous())
