@@ -124,6 +124,12 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
     "/api/chat",
     status_code=200,
     summary="One chat message: a clip, a named moment, or a follow-up; returns results and the explanation",
+    description=(
+        "JSON: {message, conversation_id?, reference?: {track_id, start}, k?}. Multipart: the clip in `file` with "
+        "optional `message`, `conversation_id`, `start`, `k`. A message without a clip refines the conversation's "
+        "last search ('only Baroque', 'like #2 but not #3') or names a moment ('find moments like 1:23 of <title>'). "
+        "Returns {conversation_id, message_id, parser, followup, request, response, explanation}."
+    ),
     tags=["chat"],
 )
 async def api_chat(request: Request, svc: Services) -> dict[str, Any]:

@@ -283,7 +283,8 @@ def explain_stream(response: Mapping[str, Any], *, llm: Any | None) -> Iterator[
     Never raises for a model failure: it falls back to the offline explainer with a notice.
     """
     if llm is None or not response.get("results"):
-        yield Chunk(final=Explanation(markdown=offline_explanation(response), used_llm=False, notice=None))
+        notice = "Written from the measurements (no language model is configured)." if llm is None else None
+        yield Chunk(final=Explanation(markdown=offline_explanation(response), used_llm=False, notice=notice))
         return
     pieces: list[str] = []
     reason: str | None = None

@@ -70,6 +70,12 @@ def test_offline_explanation_is_grounded_and_cites_every_shown_result():
     assert cleaned == text.strip() and notes == [] and flags == []
 
 
+def test_without_an_llm_the_offline_explanation_says_so():
+    final = explain(RESPONSE, llm=None)
+    assert not final.used_llm and "no language model" in (final.notice or "")
+    assert final.markdown == offline_explanation(RESPONSE)
+
+
 def test_offline_explanation_of_an_empty_answer():
     text = offline_explanation({"query": {}, "results": []})
     assert "Nothing" in text and "[" not in text
