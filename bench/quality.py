@@ -104,9 +104,9 @@ def run_quality(
 ) -> Report:
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    per_composer = 3 if quick else 11
-    max_seconds = 40.0 if quick else 60.0
-    n_passage = 8 if quick else 30
+    per_composer = 3 if quick else 8
+    max_seconds = 40.0 if quick else 45.0
+    n_passage = 8 if quick else 24
     n_cross = 10 if quick else 40
     style_per_track = 1 if quick else 2
     notes: list[str] = []

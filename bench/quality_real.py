@@ -78,7 +78,7 @@ def run_real(
             embedder=embedder,
             spec=spec,
             metadata_file=sidecar,
-            workers=1,
+            workers=2,
             progress=False,
         )
         out["ingest"] = rep.to_json()
@@ -191,7 +191,7 @@ def sections(real: dict[str, Any]) -> list[tuple[str, str]]:
     head = (
         f"Model {real.get('model_version')}; PostgreSQL {real.get('postgres')}, pgvector {real.get('pgvector')}; "
         f"ingested {ing.get('added')} tracks, {ing.get('segments')} segments, {ing.get('audio_seconds')} s of audio "
-        f"in {ing.get('wall_seconds')} s ({ing.get('realtime_factor')}× realtime, 1 worker)."
+        f"in {ing.get('wall_seconds')} s ({ing.get('realtime_factor')}× realtime, 2 workers)."
     )
     if real.get("passage"):
         rows = [
