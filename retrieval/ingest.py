@@ -294,6 +294,10 @@ def ingest(
                     f"{(len(report.added) + len(report.replaced)) / max(elapsed, 1e-9):.2f} tracks/s, "
                     f"{report.audio_seconds / max(elapsed, 1e-9):.0f}x realtime"
                 )
+            if report.added or report.replaced:
+                # Fresh statistics, so the planner keeps choosing the HNSW index as the table grows.
+                conn.execute("ANALYZE segments")
+                conn.execute("ANALYZE tracks")
             if calibrate_after and (report.added or report.replaced):
                 with conn.transaction():
                     calibrate(conn, model_version=model_version)

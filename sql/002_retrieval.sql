@@ -30,5 +30,6 @@ CREATE TABLE score_calibration (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE INDEX segments_model_version_idx ON segments (model_version);
+-- No index on segments.model_version on purpose: the planner would pick it (it matches
+-- every row) over the HNSW index for `WHERE model_version = X ORDER BY embedding <=> q`.
 CREATE INDEX tracks_lower_work_idx ON tracks (lower(work));
