@@ -115,8 +115,12 @@ async def conversation_page(request: Request, svc: Services, conversation_id: st
 
 
 @post("/chat/messages", include_in_schema=False, status_code=200)
-async def post_message(request: Request, svc: Services) -> Template:
-    """One chat message (multipart: text, file, start, k, conversation_id) → the new turns."""
+async def post_message(request: Request, svc: Services) -> Template | Redirect:
+    """One chat message (multipart: text, file, start, k, conversation_id) → the new turns.
+
+    htmx gets the new turns as a partial; a plain form post (no JavaScript, or the track page's
+    "find similar" buttons) is redirected to the conversation.
+    """
     form = await request.form()
     clip = await clip_from_form(form)
     raw_cid = str(form.get("conversation_id") or "")
@@ -139,6 +143,9 @@ async def post_message(request: Request, svc: Services) -> Template:
             base_message_id=_int_or_none(form.get("base_message"), "base_message", hi=2**62),
         )
     )  # fmt: skip
+
+    if not request.headers.get("hx-request"):
+        return Redirect(f"/c/{result.conversation_id}#m{result.turn.id}", status_code=303, cookies=cookies)
 
     def render() -> list[dict[str, Any]]:
         user = conversations.turn(svc.db, result.conversation_id, result.user_message_id)

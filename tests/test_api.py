@@ -456,3 +456,15 @@ def test_more_like_this_searches_from_the_card_moment(client, library):
     assert tracks and tid not in tracks
     turns = client.post("/api/chat", json={"conversation_id": cid, "message": "only Baroque"}).json()
     assert {res["era"] for res in turns["response"]["results"]} <= {"Baroque"}
+
+
+def test_plain_form_posts_redirect_to_the_conversation(client, library):
+    tid = library.ids["Study 5"]
+    page = client.get(f"/tracks/{tid}").text
+    assert 'class="find-similar"' in page
+    r = client.post("/chat/messages", data={"ref_track": str(tid), "ref_start": "4.0"})
+    assert r.status_code == 303
+    location = r.headers["location"]
+    assert re.fullmatch(r"/c/[0-9a-f-]{36}#m\d+", location)
+    page = client.get(location.split("#")[0])
+    assert page.status_code == 200 and "Study 5 0:04–0:14" in page.text
