@@ -76,6 +76,12 @@ def _centered_unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.divide(x, n, out=np.zeros_like(x), where=n > 1e-9)
 
 
+def _rolls(q: np.ndarray) -> np.ndarray:
+    """``[12]`` → ``[12, 12]`` whose row ``s`` is ``np.roll(q, s)``."""
+    idx = (np.arange(12)[None, :] - np.arange(12)[:, None]) % 12
+    return q[idx]
+
+
 def harmonic_similarity(*, query: np.ndarray, candidate: np.ndarray) -> tuple[float, int]:
     """Key-invariant similarity of two ``[12]`` mean chromas → (similarity in [0, 1], shift).
 
@@ -85,7 +91,7 @@ def harmonic_similarity(*, query: np.ndarray, candidate: np.ndarray) -> tuple[fl
     """
     q = _centered_unit(query)
     c = _centered_unit(candidate)
-    corr = np.array([float(np.dot(np.roll(q, s), c)) for s in range(12)])
+    corr = _rolls(q) @ c  # [12]: corr[s] = <roll(q, s), c>
     s = int(np.argmax(corr))
     return float(np.clip(corr[s], 0.0, 1.0)), (s if s <= 6 else s - 12)
 

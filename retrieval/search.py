@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_K = 100
 EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
+RERANK_POOL = 200
 
 _COLUMNS = (
     "s.id, s.track_id, s.start_s, s.end_s, t.title, t.composer, t.work, t.era, t.path, t.duration_s,"
@@ -199,8 +200,10 @@ def search(
         timings["search"] = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
+        # The reranker sees the best RERANK_POOL rows by embedding (plenty for k ≤ 100 after NMS).
+        pool = sorted(found.rows, key=lambda r: r[-1])[: max(RERANK_POOL, 5 * request.k)]
         cands = score_candidates(
-            candidates=[_candidate(r) for r in found.rows], query=built.profile, weights=request.weights,
+            candidates=[_candidate(r) for r in pool], query=built.profile, weights=request.weights,
             target_mood=request.target_mood, tempo_factor=request.tempo_factor, heard_composers=heard,
         )  # fmt: skip
         cands = nms(candidates=cands, one_per_track=request.one_per_track)
