@@ -20,7 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from assistant import api, errors, web
+from assistant import api, browse, errors, media, web
 from assistant.chat import Services
 from cadenza.settings import PROJECT_ROOT, Settings
 
@@ -73,6 +73,8 @@ def create_app(settings: Settings, *, db: Any = None, embedder: Any = None, llm:
     return Litestar(
         route_handlers=[
             *web.HANDLERS,
+            *media.HANDLERS,
+            *browse.HANDLERS,
             *api.HANDLERS,
             create_static_files_router(path="/static", directories=[STATIC]),
         ],

@@ -1,4 +1,4 @@
-"""HTML controllers: the chat, the explanation stream, audio with Range, library and track pages.
+"""HTML controllers: the chat page, posting a message, the explanation stream, plays.
 
 Controllers are thin: parse the request, call :mod:`assistant.chat` in a worker thread (it does
 blocking database and model work), render a template.
@@ -11,16 +11,15 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import anyio
-from litestar import Request, Response, get, post
+from litestar import Request, get, post
 from litestar.datastructures import Cookie, UploadFile
-from litestar.response import Redirect, ServerSentEvent, Stream, Template
+from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
-from assistant import chat, conversations, describe, explain, views
+from assistant import chat, conversations, explain, views
 from assistant.chat import Clip, Services
 from cadenza.errors import InputError, NotFound
 
@@ -224,79 +223,6 @@ def _streaming_html(text: str) -> str:
     return f'<div class="explanation-text streaming"><p>{escape(text)}</p></div>'
 
 
-# --- audio ----------------------------------------------------------------------------------------
-
-AUDIO_TYPES = {
-    ".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg",
-    ".flac": "audio/flac", ".m4a": "audio/mp4", ".mp4": "audio/mp4", ".aac": "audio/aac",
-}  # fmt: skip
-
-
-def track_path(svc: Services, track_id: int) -> tuple[Path, float]:
-    with svc.db.connection() as conn:
-        row = conn.execute("SELECT path, duration_s FROM tracks WHERE id = %s", (track_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"no track {track_id} in the library")
-    path = Path(row[0])
-    if not path.is_file():
-        raise NotFound(f"the audio file of track {track_id} is missing on the server; re-ingest it")
-    return path, float(row[1])
-
-
-def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """``bytes=a-b`` → inclusive (a, b) clipped to the file; None when unsatisfiable."""
-    if not header.startswith("bytes=") or "," in header:
-        return None
-    first, _, last = header[6:].strip().partition("-")
-    try:
-        if first == "":
-            n = int(last)
-            if n <= 0:
-                return None
-            return max(0, size - n), size - 1
-        a = int(first)
-        b = int(last) if last else size - 1
-    except ValueError:
-        return None
-    if a >= size or b < a:
-        return None
-    return a, min(b, size - 1)
-
-
-def _file_chunks(path: Path, start: int, length: int, chunk: int = 1 << 16) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        f.seek(start)
-        left = length
-        while left > 0:
-            data = f.read(min(chunk, left))
-            if not data:
-                break
-            left -= len(data)
-            yield data
-
-
-@get("/audio/{track_id:int}", include_in_schema=False)
-async def audio(request: Request, svc: Services, track_id: int) -> Response | Stream:
-    """The track's audio by id (never by path), with single-range ``Range`` support (206)."""
-    path, _ = await anyio.to_thread.run_sync(track_path, svc, track_id)
-    size = path.stat().st_size
-    media = AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream")
-    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
-    rng = request.headers.get("range")
-    if rng:
-        span = parse_range(rng, size)
-        if span is None:
-            return Response(b"", status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-        a, b = span
-        return Stream(
-            _file_chunks(path, a, b - a + 1), status_code=206, media_type=media,
-            headers={**headers, "Content-Range": f"bytes {a}-{b}/{size}", "Content-Length": str(b - a + 1)},
-        )  # fmt: skip
-    return Stream(
-        _file_chunks(path, 0, size), media_type=media, headers={**headers, "Content-Length": str(size)}
-    )
-
-
 @post("/plays", include_in_schema=False, status_code=204)
 async def record_play(request: Request, svc: Services) -> None:
     form = await request.form()
@@ -312,132 +238,6 @@ def new_chat() -> Redirect:
     return Redirect("/")
 
 
-# --- browse ---------------------------------------------------------------------------------------
-
-
-def _library_rows(
-    svc: Services, q: str, composer: str, era: str
-) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    where, args = ["true"], []
-    if q:
-        where.append("(title ILIKE %s OR composer ILIKE %s OR work ILIKE %s)")
-        like = "%" + q.replace("%", r"\%").replace("_", r"\_") + "%"
-        args += [like, like, like]
-    if composer:
-        where.append("lower(composer) = lower(%s)")
-        args.append(composer)
-    if era:
-        where.append("era = %s")
-        args.append(era)
-    with svc.db.connection() as conn:
-        rows = conn.execute(
-            "SELECT t.id, t.title, t.composer, t.work, t.era, t.year, t.duration_s,"
-            " (SELECT count(*) FROM segments s WHERE s.track_id = t.id)"
-            f" FROM tracks t WHERE {' AND '.join(where)} ORDER BY t.composer, t.title, t.id LIMIT 500",
-            args,
-        ).fetchall()
-        composers = [
-            r[0] for r in conn.execute("SELECT DISTINCT composer FROM tracks WHERE composer <> '' ORDER BY 1")
-        ]
-        eras = [r[0] for r in conn.execute("SELECT DISTINCT era FROM tracks WHERE era <> '' ORDER BY 1")]
-    tracks = [
-        {"id": r[0], "title": r[1] or f"Track {r[0]}", "composer": r[2], "work": r[3], "era": r[4], "year": r[5],
-         "duration": describe.timestamp(r[6]), "segments": r[7]}
-        for r in rows
-    ]  # fmt: skip
-    return tracks, composers, eras
-
-
-@get("/library", include_in_schema=False)
-async def library_page(svc: Services, q: str = "", composer: str = "", era: str = "") -> Template:
-    tracks, composers, eras = await anyio.to_thread.run_sync(
-        _library_rows, svc, q.strip()[:200], composer, era
-    )
-    return Template(
-        "library.html",
-        context={
-            "tracks": tracks,
-            "composers": composers,
-            "eras": eras,
-            "q": q,
-            "composer": composer,
-            "era": era,
-        },
-    )
-
-
-def waveform(svc: Services, track_id: int, path: Path) -> Any:
-    """Peaks of the whole track, cached under CADENZA_HOME/cache/waveforms."""
-    import numpy as np
-
-    from assistant.pictures import waveform_peaks
-    from cadenza.audio import load_audio
-
-    cache = svc.settings.paths.cache / "waveforms"
-    stat = path.stat()
-    key = cache / f"{track_id}-{int(stat.st_mtime)}-{stat.st_size}.npy"
-    if key.is_file():
-        return np.load(key)
-    y = load_audio(path=path, sr=4000)
-    peaks = waveform_peaks(audio=y, bins=400)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(key, peaks)
-    return peaks
-
-
-def _track_context(svc: Services, track_id: int) -> dict[str, Any]:
-    from markupsafe import Markup
-
-    from assistant.pictures import timeline_svg
-
-    with svc.db.connection() as conn:
-        row = conn.execute(
-            "SELECT id, title, composer, work, era, year, duration_s FROM tracks WHERE id = %s", (track_id,)
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"no track {track_id} in the library")
-        segs = conn.execute(
-            "SELECT start_s, end_s, key_index, mode, tempo_bpm FROM segments WHERE track_id = %s ORDER BY start_s",
-            (track_id,),
-        ).fetchall()
-        cited = conn.execute(
-            "SELECT DISTINCT ON (round(start_s)) start_s, end_s FROM citations WHERE track_id = %s"
-            " ORDER BY round(start_s), start_s",
-            (track_id,),
-        ).fetchall()
-    duration = float(row[6])
-    try:
-        path, _ = track_path(svc, track_id)
-        peaks = waveform(svc, track_id, path)
-    except Exception as exc:  # a missing or unreadable file still shows the page
-        log.warning("no waveform for track %s: %s", track_id, exc)
-        import numpy as np
-
-        peaks = np.zeros(200)
-    marks = [(float(a), float(b)) for a, b in cited]
-    moments = [
-        {
-            "start": float(s), "end": float(e), "range": describe.time_range(float(s), float(e)),
-            "key": describe.key_name({"key_index": k, "mode": m}) or "", "tempo": f"{t:.0f} BPM" if t else "",
-            "cited": any(min(float(e), b) - max(float(s), a) >= 5.0 for a, b in marks),
-        }
-        for s, e, k, m, t in segs
-    ]  # fmt: skip
-    return {
-        "track": {"id": row[0], "title": row[1] or f"Track {row[0]}", "composer": row[2], "work": row[3],
-                  "era": row[4], "year": row[5], "duration": describe.timestamp(duration)},
-        "timeline": Markup(timeline_svg(peaks=peaks, duration_s=duration, marks=marks)),
-        "moments": moments,
-        "cited": [{"start": a, "end": b, "range": describe.time_range(a, b)} for a, b in marks],
-    }  # fmt: skip
-
-
-@get("/tracks/{track_id:int}", include_in_schema=False)
-async def track_page(svc: Services, track_id: int) -> Template:
-    ctx = await anyio.to_thread.run_sync(_track_context, svc, track_id)
-    return Template("track.html", context=ctx)
-
-
 @get("/healthz", include_in_schema=False)
 async def healthz(svc: Services) -> dict[str, str]:
     def ping() -> None:
@@ -448,7 +248,4 @@ async def healthz(svc: Services) -> dict[str, str]:
     return {"status": "ok"}
 
 
-HANDLERS = [
-    chat_page, conversation_page, post_message, explain_stream, audio, record_play, new_chat,
-    library_page, track_page, healthz,
-]  # fmt: skip
+HANDLERS = [chat_page, conversation_page, post_message, explain_stream, record_play, new_chat, healthz]
