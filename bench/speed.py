@@ -202,7 +202,15 @@ def run_speed(
     workdir: Path,
     threads: int = 2,
 ) -> Report:
-    import faiss
+    try:
+        import faiss
+        import transformers  # noqa: F401 - the Wav2Vec2 baseline needs it
+    except ImportError as exc:
+        from cadenza.errors import ConfigError
+
+        raise ConfigError(
+            f"the speed benchmark needs the 'bench' extra ({exc.name} is missing); run pip install -e '.[bench]'"
+        ) from None
     import soundfile as sf
     import torch
 
