@@ -201,6 +201,21 @@ def test_kill_and_resume_leaves_no_partial_track(db, tmp_path, settings):
     assert report["added"] + report["unchanged"] == n_files
     assert counts(db)[0] == n_files
     check_complete(db)
+    # The library and remove commands on the same database.
+    base = [sys.executable, "-m", "cadenza", "-q"]
+    listed = subprocess.run(
+        [*base, "library", "--json"], env=env, capture_output=True, text=True, timeout=120
+    )
+    tracks = json.loads(listed.stdout)
+    assert len(tracks) == n_files and all(t["n_segments"] == expected_segments(30) for t in tracks)
+    gone = subprocess.run(
+        [*base, "remove", str(tracks[0]["id"])], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert gone.returncode == 0 and counts(db)[0] == n_files - 1
+    again = subprocess.run(
+        [*base, "remove", str(tracks[0]["id"])], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 2 and "no track with id" in again.stderr and again.stderr.count("\n") == 1
 
 
 def check_complete(db) -> None:
