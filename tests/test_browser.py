@@ -21,6 +21,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
+    # A fake microphone (a beeping tone) so the recording flow runs without hardware.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 
 
@@ -50,8 +53,8 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context()
+def page(browser, base_url):
+    context = browser.new_context(permissions=["microphone"], base_url=base_url)
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -129,3 +132,18 @@ def test_track_page_plays_a_moment(page, base_url):
     button.click()
     page.wait_for_function("window.__seeked === true")
     assert abs(page.locator("#track-audio").evaluate("a => a.currentTime") - start) <= 0.3
+
+
+def test_record_from_the_microphone_and_search(page, base_url):
+    page.goto(base_url + "/")
+    page.click("#record")
+    page.wait_for_function("document.getElementById('record').textContent.includes('Stop')")
+    page.wait_for_timeout(4500)  # record a little more than the 3-s minimum
+    page.click("#record")
+    page.wait_for_function("document.getElementById('clip-file').files.length === 1")
+    assert "recording" in page.locator("#clip-name").inner_text()
+    page.click("#send")
+    answer = page.locator("section.answer").first
+    answer.locator(".explanation-text").first.wait_for()
+    assert page.locator(".msg.user").first.inner_text().startswith("♪ recording")
+    assert page.locator(".error").count() == 0
