@@ -14,7 +14,7 @@ from encoder.embed import Embedder
 from retrieval.ingest import autocommit, ingest
 from retrieval.search import filter_sql, nearest, search
 from retrieval.store import list_tracks
-from retrieval.types import Filters, MomentRef, SearchRequest
+from retrieval.types import Filters, MomentRef, SearchRequest, Weights
 from tests.conftest import truncate_all
 from tests.helpers_audio import SR, noise, random_chord_track, write_audio
 
@@ -85,6 +85,27 @@ def test_most_representative_window_and_moment_query(lib_db, embedder, audio_lib
     assert moment.query["source"] == "moment"
     assert ids["Ravel"] not in {r.track_id for r in moment.results}  # the query's own track is excluded
     assert len(moment.results) == 3
+
+
+def test_blend_and_discovery(lib_db, embedder, audio_lib):
+    ids, tracks = audio_lib
+    with lib_db.connection() as conn:
+        conn.execute("INSERT INTO plays (listener_id, track_id) VALUES ('ann', %s), ('ann', %s)",
+                     (ids["Bach"], ids["Brahms"]))  # fmt: skip
+        conn.commit()
+    req = SearchRequest(
+        audio=tracks["Glass"][2 * SR : 12 * SR], start_s=0.0, moments=(MomentRef(ids["Byrd"], 4.0),),
+        minus=(MomentRef(ids["Ravel"], 4.0),), k=4, listener_id="ann", weights=Weights(discovery=1.0),
+    )  # fmt: skip
+    resp = search(db=lib_db, embedder=embedder, request=req)
+    assert resp.query["source"] == "blend"
+    got = {r.composer for r in resp.results}
+    assert "Byrd" not in got and len(resp.results) == 4
+    unheard = [r.composer not in ("Bach", "Brahms") for r in resp.results]
+    assert resp.query["discovery_rate"] == pytest.approx(sum(unheard) / len(unheard))
+    assert all("discovery" in r.components for r in resp.results)
+    # Discovery weight: the unheard composers come first.
+    assert unheard[0]
 
 
 @pytest.mark.parametrize("kind", ["noise", "silence"])
