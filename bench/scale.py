@@ -142,6 +142,13 @@ def filter_cases(lib: SyntheticLibrary, *, q_comp: np.ndarray, seed: int) -> lis
     mode_name = ["major", "minor"]
     cases = [
         FilterCase(
+            "none (search's unfiltered route)",
+            [Filters() for _ in q_comp],
+            "TRUE",
+            [() for _ in q_comp],
+            lambda i: np.ones(lib.n_segments, dtype=bool),
+        ),
+        FilterCase(
             "exclude own composer",
             [Filters(exclude_composers=(f"Composer {int(c)}",)) for c in q_comp],
             "lower(t.composer) <> lower(%s)",

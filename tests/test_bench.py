@@ -180,7 +180,7 @@ def test_scale_load_index_and_filtered_candidates(db):
         vectors = lib.segment_vectors(start=0, stop=2400)
         seg_track = np.arange(2400) // SEGMENTS_PER_TRACK
         q, comp = lib.queries(n=3, seed=2)
-        case = filter_cases(lib, q_comp=comp, seed=0)[0]  # exclude the query's own composer
+        case = next(c for c in filter_cases(lib, q_comp=comp, seed=0) if c.name == "exclude own composer")
         truth = exact_filtered_tracks(vectors, seg_track, q, case.mask)
         for i in range(3):
             cand = filtered_candidates(
