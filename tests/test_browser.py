@@ -147,3 +147,24 @@ def test_record_from_the_microphone_and_search(page, base_url):
     answer.locator(".explanation-text").first.wait_for()
     assert page.locator(".msg.user").first.inner_text().startswith("♪ recording")
     assert page.locator(".error").count() == 0
+
+
+def test_drop_a_file_on_the_composer(page, base_url):
+    import base64
+
+    page.goto(base_url + "/")
+    data = base64.b64encode(clip_of_track(3, start=0.0, seconds=6.0)).decode()
+    page.evaluate(
+        """data => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "dropped.wav", {type: "audio/wav"}));
+            const zone = document.getElementById("drop-zone");
+            zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: dt, bubbles: true, cancelable: true}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""",
+        data,
+    )
+    page.wait_for_selector("#passage:not([hidden])")
+    assert page.evaluate("document.getElementById('clip-file').files[0].name") == "dropped.wav"
+    assert "dropped.wav" in page.locator("#clip-name").inner_text()
