@@ -19,7 +19,7 @@ import psycopg
 from cadenza.errors import InputError, NotFound
 from encoder.features import CHROMA, FPS, SAMPLE_RATE
 from retrieval.analysis import prepare
-from retrieval.descriptors import chroma_sequence, describe, frame_weights
+from retrieval.descriptors import KEY_NAMES, chroma_sequence, describe, frame_weights
 from retrieval.rerank import QueryProfile
 from retrieval.store import f16_array, track_chroma
 
@@ -107,7 +107,8 @@ def from_audio(
         starts, embs = embedder.embed_track(
             frames=frames,
             win_frames=WINDOW_FRAMES,
-            hop_frames=10 if len(frames) < 1200 else 20,
+            # 1-s steps for short clips; coarser for long ones (10 min at 1 s = 600 windows).
+            hop_frames=10 if len(frames) <= 600 else (20 if len(frames) <= 3000 else 50),
             min_frames=WINDOW_FRAMES,
         )
         mean = _unit(embs.mean(axis=0))
@@ -163,6 +164,11 @@ def moment(conn: psycopg.Connection, *, track_id: int, start_s: float, model_ver
         if not exists:
             raise NotFound(f"no track with id {track_id}; run `cadenza library` to see the ids")
         raise NotFound(f"track {track_id} has no segments for model {model_version}; run `cadenza reindex`")
+    duration = float(row[15])
+    if not 0.0 <= start_s < max(duration - 3.0, 0.1):
+        raise InputError(
+            f"track {track_id} is {duration:.1f} s long; pick a moment start between 0 and {max(duration - 3.0, 0.0):.1f} s"
+        )
     chroma = track_chroma(conn, track_id)
     i0 = int(round(max(0.0, start_s) * FPS))
     return {
@@ -212,6 +218,7 @@ def build(
             "track_id": first["track_id"], "title": first["title"], "composer": first["composer"],
             "start": round(first["start_s"], 2), "end": round(first["end_s"], 2),
             "key_index": first["key_index"], "mode": first["mode"], "key_confidence": first["key_confidence"],
+            "key": KEY_NAMES[first["key_index"]] if first["key_index"] is not None else None,
             "tempo_bpm": first["tempo_bpm"], "valence": first["valence"], "arousal": first["arousal"],
             "chroma_mean": [round(float(v), 4) for v in chroma],
         }  # fmt: skip
