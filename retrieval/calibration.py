@@ -1,17 +1,19 @@
 """Confidence calibrated on the library's own score distribution.
 
 A raw cosine similarity means little on its own (an untrained or collapsed embedding puts
-everything near 0.9). So a score is judged relative to (a) how similar the query is to the
-library in general — ``z = (s − μ_q) / σ_q`` against a stored random sample of segment
-embeddings — and (b) how strongly a real in-library query's best *other-track* match
-stands out: confidence is the percentile of ``z`` among those best-match z values,
-measured at ingest and stored per model version in ``score_calibration``.
+everything near 0.9). So a score ``s`` is judged relative to (a) how similar the query is
+to the library in general, ``μ_q`` = its mean similarity to a stored random sample of
+segment embeddings, as the *margin* ``m = (s − μ_q) / (1 − μ_q)`` (0 = an ordinary
+library moment, 1 = identical), and (b) how far real in-library queries' best
+*other-track* matches get: confidence is the percentile of ``m`` among those best-match
+margins, measured at ingest and stored per model version in ``score_calibration``.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -26,6 +28,8 @@ FULL_SCAN_LIMIT = 30_000
 #: Below this confidence the top result is reported as "nothing similar".
 NOTHING_SIMILAR_BELOW = 0.10
 QUANTILES = np.linspace(0.0, 1.0, 101)
+#: Stored under "<model_version>|<METHOD>" so a calibration measured another way is never misread.
+METHOD = "margin1"
 
 
 @dataclass
@@ -33,31 +37,35 @@ class Calibration:
     model_version: str
     n_segments: int
     sample: np.ndarray  # [n, d] float32
-    nn_quantiles: np.ndarray  # [101]
+    nn_quantiles: np.ndarray  # [101] best-match margins of in-library queries
     pair_quantiles: np.ndarray  # [101]
 
-    def query_stats(self, q: np.ndarray) -> tuple[float, float]:
-        """(μ, σ) of the query's cosine similarity to the library sample."""
-        sims = self.sample @ (q / max(np.linalg.norm(q), 1e-12))
-        return float(sims.mean()), float(max(sims.std(), 1e-4))
+    def query_mean(self, q: np.ndarray) -> float:
+        """μ_q: the query's mean cosine similarity to the library sample."""
+        return float((self.sample @ (q / max(np.linalg.norm(q), 1e-12))).mean())
 
-    def confidence(self, *, z: float) -> float:
-        """Percentile of ``z`` among the best-match z of in-library queries, in [0, 1]."""
-        return float(np.interp(z, self.nn_quantiles, QUANTILES, left=0.0, right=1.0))
+    def confidence(self, *, score: float, query_mean: float) -> float:
+        """Percentile of the margin of ``score`` among in-library best-match margins, in [0, 1]."""
+        m = margin(score, query_mean)
+        return float(np.interp(m, self.nn_quantiles, QUANTILES, left=0.0, right=1.0))
 
 
-def _z_best(emb: np.ndarray, tracks: np.ndarray, sample: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """For each query index: z of its best match on another track, against the sample's stats."""
+def margin(score: float | np.ndarray, query_mean: float | np.ndarray) -> Any:
+    """``(s − μ) / (1 − μ)``: where ``s`` lies between the query's typical similarity and identity."""
+    return (score - query_mean) / np.maximum(1.0 - query_mean, 1e-4)
+
+
+def _best_margins(emb: np.ndarray, tracks: np.ndarray, sample: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """For each query index: the margin of its best match on another track."""
     out = []
     for i in queries:
         q = emb[i]
-        mu_s = sample @ q
-        mu, sd = mu_s.mean(), max(mu_s.std(), 1e-4)
+        mu = float((sample @ q).mean())
         sims = emb @ q
         sims[tracks == tracks[i]] = -np.inf
         best = sims.max()
         if np.isfinite(best):
-            out.append((best - mu) / sd)
+            out.append(margin(float(best), mu))
     return np.asarray(out, dtype=np.float64)
 
 
@@ -80,7 +88,7 @@ def calibrate(conn: psycopg.Connection, *, model_version: str, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     sample = emb[: min(SAMPLE_SIZE, len(emb))]
     queries = rng.choice(len(emb), size=min(N_QUERIES, len(emb)), replace=False)
-    z = _z_best(emb, tracks, sample, queries)
+    z = _best_margins(emb, tracks, sample, queries)
     if z.size < 2:
         return None
     a, b = rng.integers(0, len(emb), size=(2, 4096))
@@ -99,7 +107,7 @@ def calibrate(conn: psycopg.Connection, *, model_version: str, seed: int = 0) ->
         " sample = EXCLUDED.sample, sample_dim = EXCLUDED.sample_dim, nn_quantiles = EXCLUDED.nn_quantiles,"
         " pair_quantiles = EXCLUDED.pair_quantiles, created_at = now()",
         (
-            model_version,
+            f"{model_version}|{METHOD}",
             int(n),
             f16_bytes(sample),
             sample.shape[1],
@@ -107,7 +115,7 @@ def calibrate(conn: psycopg.Connection, *, model_version: str, seed: int = 0) ->
             [float(v) for v in cal.pair_quantiles],
         ),
     )
-    log.info("calibrated %s on %d segments (%d queries): median best-match z %.2f", model_version, n, z.size,
+    log.info("calibrated %s on %d segments (%d queries): median best-match margin %.2f", model_version, n, z.size,
              float(np.median(z)))  # fmt: skip
     return cal
 
@@ -119,7 +127,7 @@ def load_calibration(
     row = conn.execute(
         "SELECT n_segments, sample, sample_dim, nn_quantiles, pair_quantiles FROM score_calibration"
         " WHERE model_version = %s",
-        (model_version,),
+        (f"{model_version}|{METHOD}",),
     ).fetchone()
     # The planner's row estimate is free; count(*) only while the table was never analyzed.
     # (It counts all versions: during a reindex the drift check is approximate, which is fine.)

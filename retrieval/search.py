@@ -238,7 +238,7 @@ def search(
 
 
 def _results(chosen: list[Candidate], built: Any, chromas: dict[int, np.ndarray], cal: Any) -> list[Result]:
-    mu, sd = cal.query_stats(built.profile.embedding) if cal is not None else (0.0, 1.0)
+    mu = cal.query_mean(built.profile.embedding) if cal is not None else 0.0
     q_len = len(built.chroma10) / 10.0 if len(built.chroma10) else 10.0
     out = []
     for rank, c in enumerate(chosen, start=1):
@@ -250,7 +250,7 @@ def _results(chosen: list[Candidate], built: Any, chromas: dict[int, np.ndarray]
             )
         duration = float(c.descriptors.get("duration_s") or c.end_s)
         if cal is not None:
-            conf = cal.confidence(z=(c.emb_sim - mu) / sd)
+            conf = cal.confidence(score=c.emb_sim, query_mean=mu)
         else:  # fewer than two tracks: no distribution to compare with; be modest
             conf = float(np.clip(c.emb_sim, 0.0, 1.0)) * 0.5
         comps = dict(c.components)
