@@ -7,11 +7,11 @@ from functools import partial
 from typing import Any
 
 import anyio
-from litestar import Request, post
+from litestar import Request, Response, post
 
 from assistant import chat, conversations, explain
 from assistant.chat import Services
-from assistant.web import _float_or_none, _int_or_none, clip_from_form, listener_of
+from assistant.web import _float_or_none, _int_or_none, clip_from_form, listener_cookies
 from cadenza.errors import InputError
 from retrieval.types import Filters, MomentRef, SearchRequest
 
@@ -132,7 +132,7 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
     ),
     tags=["chat"],
 )
-async def api_chat(request: Request, svc: Services) -> dict[str, Any]:
+async def api_chat(request: Request, svc: Services) -> Response[dict[str, Any]]:
     clip = None
     if _is_multipart(request):
         form = await request.form()
@@ -150,7 +150,7 @@ async def api_chat(request: Request, svc: Services) -> dict[str, Any]:
     if k is not None and (not isinstance(k, int) or not 1 <= k <= 50):
         raise InputError("k must be a whole number between 1 and 50")
     reference = _moment(data["reference"]) if data.get("reference") else None
-    lid, _ = listener_of(request)
+    lid, cookies = listener_cookies(request, svc)
     result = await anyio.to_thread.run_sync(
         partial(
             chat.run_turn, svc, conversation_id=cid, text=str(data.get("message") or ""), clip=clip,
@@ -168,7 +168,7 @@ async def api_chat(request: Request, svc: Services) -> dict[str, Any]:
             cited=list(explain.citations_in(expl.markdown, n)),
         )
     )  # fmt: skip
-    return {
+    body = {
         "conversation_id": str(result.conversation_id),
         "message_id": turn.id,
         "parser": result.parser,
@@ -177,6 +177,7 @@ async def api_chat(request: Request, svc: Services) -> dict[str, Any]:
         "response": turn.response,
         "explanation": expl.to_json(),
     }
+    return Response(body, cookies=cookies)
 
 
 HANDLERS = [api_search, api_chat]

@@ -203,3 +203,17 @@ def title(db: Database, conversation_id: uuid.UUID) -> str:
     with db.connection() as conn:
         row = conn.execute("SELECT title FROM conversations WHERE id = %s", (conversation_id,)).fetchone()
     return row[0] if row else ""
+
+
+def recent(db: Database, listener_id: str, *, limit: int = 10) -> list[dict[str, Any]]:
+    """The listener's latest conversations that have at least one message: id, title, updated_at."""
+    if not listener_id:
+        return []
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT c.id, c.title, c.updated_at FROM conversations c WHERE c.listener_id = %s"
+            " AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id)"
+            " ORDER BY c.updated_at DESC LIMIT %s",
+            (listener_id, limit),
+        ).fetchall()
+    return [{"id": str(r[0]), "title": r[1] or "Untitled", "updated_at": r[2]} for r in rows]

@@ -36,7 +36,7 @@ def listener_of(request: Request) -> tuple[str, bool]:
     return secrets.token_urlsafe(16), True
 
 
-def _listener_cookies(request: Request, svc: Services) -> tuple[str, list[Cookie]]:
+def listener_cookies(request: Request, svc: Services) -> tuple[str, list[Cookie]]:
     lid, new = listener_of(request)
     cookies = []
     if new:
@@ -92,16 +92,21 @@ def _render_turns(
 # --- pages ----------------------------------------------------------------------------------------
 
 
-@get("/", include_in_schema=False, sync_to_thread=False)
-def chat_page(request: Request, svc: Services) -> Template:
-    lid, cookies = _listener_cookies(request, svc)
-    return Template("chat.html", context={"conversation_id": "", "turns": [], "title": ""}, cookies=cookies)
+@get("/", include_in_schema=False)
+async def chat_page(request: Request, svc: Services) -> Template:
+    lid, cookies = listener_cookies(request, svc)
+    recent = await anyio.to_thread.run_sync(partial(conversations.recent, svc.db, lid))
+    return Template(
+        "chat.html",
+        context={"conversation_id": "", "turns": [], "title": "", "recent": recent},
+        cookies=cookies,
+    )
 
 
 @get("/c/{conversation_id:str}", include_in_schema=False)
 async def conversation_page(request: Request, svc: Services, conversation_id: str) -> Template:
     cid = conversations.parse_id(conversation_id)
-    lid, cookies = _listener_cookies(request, svc)
+    lid, cookies = listener_cookies(request, svc)
 
     def load() -> tuple[list[dict[str, Any]], str]:
         ts = conversations.turns(svc.db, cid)
@@ -133,7 +138,7 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
         reference = MomentRef(
             track_id=track_id, start_s=_float_or_none(form.get("ref_start"), "ref_start") or 0.0
         )
-    lid, cookies = _listener_cookies(request, svc)
+    lid, cookies = listener_cookies(request, svc)
     result = await anyio.to_thread.run_sync(
         partial(
             chat.run_turn, svc, conversation_id=cid, text=str(form.get("text") or ""), clip=clip,

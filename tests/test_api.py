@@ -250,6 +250,7 @@ def test_api_chat_clip_then_follow_ups(client, library):
     page = client.get(f"/c/{cid}")
     assert page.status_code == 200
     assert page.text.count('class="msg user"') == 3 and "more like this but a different composer" in page.text
+    assert f'href="/c/{cid}"' in client.get("/").text  # listed under the listener's recent conversations
 
 
 def test_api_chat_named_moment_and_errors(client, library):
