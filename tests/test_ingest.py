@@ -229,3 +229,29 @@ def check_complete(db) -> None:
     assert dup == 0
     for dur, n_segs, n_chroma in rows:
         assert n_segs == expected_segments(float(np.round(dur, 3))) and n_chroma == 1
+
+
+def test_leveling_and_denoise():
+    import pyloudnorm
+
+    from retrieval.analysis import denoise, level_loudness
+    from tests.helpers_audio import SR, noise, tone
+
+    meter = pyloudnorm.Meter(SR)
+    quiet = 0.05 * random_chord_track(seconds=8, seed=7)
+    leveled = level_loudness(y=quiet)
+    assert abs(meter.integrated_loudness(leveled.astype(np.float64)) + 23.0) < 0.5
+    # A near-silent file is raised by at most 30 dB, never blown up to full loudness.
+    faint = 0.004 * random_chord_track(seconds=8, seed=7)  # ≈ −67 LUFS
+    gain = meter.integrated_loudness(level_loudness(y=faint).astype(np.float64)) - meter.integrated_loudness(
+        faint.astype(np.float64)
+    )
+    assert abs(gain - 30.0) < 0.5
+    silent = np.zeros(SR * 3, np.float32)
+    assert not level_loudness(y=silent).any()  # no gain applied to silence
+    assert np.abs(level_loudness(y=random_chord_track(seconds=5, seed=8))).max() <= 1.0
+    clean = tone(hz=440, seconds=4, amp=0.3)
+    noisy = clean + noise(seconds=4, amp=0.05)
+    out = denoise(y=noisy)
+    assert out.shape == noisy.shape
+    assert np.mean((out - clean) ** 2) < 0.5 * np.mean((noisy - clean) ** 2)
