@@ -105,7 +105,9 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
             start_s=_float_or_none(form.get("start"), "start"),
             duration_s=duration,
             k=_int_or_none(form.get("k"), "k") or 10,
-            filters=Filters(exclude_composers=tuple(str(c) for c in form.getall("exclude_composer") if c)),
+            filters=Filters(
+                exclude_composers=tuple(str(c) for c in form.getall("exclude_composer", []) if c)
+            ),
         )
     else:
         data = await _json_body(request)
