@@ -140,9 +140,20 @@ def base_url(library, app_settings) -> Iterator[str]:
         yield url
 
 
+@contextmanager
+def browser_like_client(base_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client that first loads the chat page, as a browser does: it gets the cookies and,
+    when the app protects forms against CSRF, the token the page hands to htmx (sent as a header)."""
+    with httpx.Client(base_url=base_url, timeout=60) as c:
+        m = re.search(r'"X-CSRFToken":\s*"([^"]+)"', c.get("/").text)
+        if m:
+            c.headers["X-CSRFToken"] = m.group(1)
+        yield c
+
+
 @pytest.fixture(scope="module")
 def client(base_url) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=60) as c:
+    with browser_like_client(base_url) as c:
         yield c
 
 
@@ -272,7 +283,7 @@ def test_api_chat_with_an_llm(library, app_settings):
         llm = LLM(LLMSettings(base_url=fake.base_url, api_key="k", model="fake", timeout_s=5, max_retries=0))
         with (
             running_app(app_settings, db=library.db, embedder=library.embedder, llm=llm) as url,
-            httpx.Client(base_url=url, timeout=60) as c,
+            browser_like_client(url) as c,
         ):
             fake.script(Step.reply("Result [1] shares the chord colours of the query, and [99] is invented."))
             r = c.post("/api/chat", json={"message": "find moments like 0:05 of Study 0", "k": 2})
@@ -408,7 +419,7 @@ def test_llm_explanation_streams_and_contradictions_are_flagged_in_the_page(libr
         llm = LLM(LLMSettings(base_url=fake.base_url, api_key="k", model="fake", timeout_s=5, max_retries=0))
         with (
             running_app(app_settings, db=library.db, embedder=library.embedder, llm=llm) as url,
-            httpx.Client(base_url=url, timeout=60) as c,
+            browser_like_client(url) as c,
         ):
             r = c.post(
                 "/chat/messages",

@@ -63,6 +63,18 @@ def page(browser, base_url):
     assert errors == [], errors  # no script errors on any page
 
 
+def wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
+    """Poll a JS expression through the DevTools protocol: unlike ``wait_for_function`` it needs no
+    eval inside the page, which the app's Content-Security-Policy forbids."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        page.wait_for_timeout(50)
+
+
 def composers_of(answer) -> set[str]:
     return {c.get_attribute("data-composer") for c in answer.locator(".card").all()}
 
@@ -97,7 +109,7 @@ def test_chat_flow_clip_citation_playback_follow_up_and_reload(page, base_url, t
         "a => { window.__seeked = false; a.addEventListener('seeked', () => { window.__seeked = true; }, {once: true}); }"
     )
     card.locator(".cite-time").click()
-    page.wait_for_function("window.__seeked === true")
+    wait_until(page, "window.__seeked === true")
     current = card.locator("audio").evaluate("a => a.currentTime")
     assert abs(current - start) <= 0.3, (current, start)
 
@@ -130,17 +142,17 @@ def test_track_page_plays_a_moment(page, base_url):
         "a => { window.__seeked = false; a.addEventListener('seeked', () => { window.__seeked = true; }, {once: true}); }"
     )
     button.click()
-    page.wait_for_function("window.__seeked === true")
+    wait_until(page, "window.__seeked === true")
     assert abs(page.locator("#track-audio").evaluate("a => a.currentTime") - start) <= 0.3
 
 
 def test_record_from_the_microphone_and_search(page, base_url):
     page.goto(base_url + "/")
     page.click("#record")
-    page.wait_for_function("document.getElementById('record').textContent.includes('Stop')")
+    wait_until(page, "document.getElementById('record').textContent.includes('Stop')")
     page.wait_for_timeout(4500)  # record a little more than the 3-s minimum
     page.click("#record")
-    page.wait_for_function("document.getElementById('clip-file').files.length === 1")
+    wait_until(page, "document.getElementById('clip-file').files.length === 1")
     assert "recording" in page.locator("#clip-name").inner_text()
     page.click("#send")
     answer = page.locator("section.answer").first
