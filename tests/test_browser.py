@@ -58,6 +58,13 @@ def page(browser, base_url):
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    # A Content-Security-Policy violation (an inline script or style slipping in) is an error too.
+    pg.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text) if msg.type == "error" and "Content Security Policy" in msg.text else None
+        ),
+    )
     yield pg
     context.close()
     assert errors == [], errors  # no script errors on any page
