@@ -126,7 +126,10 @@ def offline_explanation(response: Mapping[str, Any], *, max_cited: int = 4) -> s
     query = response.get("query") or {}
     results = list(response.get("results") or [])
     if not results:
-        return "Nothing in the library is close enough to this passage to recommend."
+        why = query.get("nothing_reason")
+        return "Nothing in the library is close enough to this passage to recommend" + (
+            f": {why}." if why else "."
+        )
     parts: list[str] = []
     texture = describe.texture_words(query)
     key = describe.key_name(query)

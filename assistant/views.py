@@ -113,6 +113,7 @@ def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, An
         passage=_passage(query, turn.meta),
         cards=[_card(r, message_id=turn.id, query_chroma=query_chroma, chroma=chroma) for r in results],
         nothing_similar=bool(response.get("nothing_similar")),
+        nothing_reason=query.get("nothing_reason") or "",
         parser=turn.meta.get("parser"),
         followup=turn.followup,
         explanation=explanation_html(turn.content, turn.meta, message_id=turn.id) if turn.explained else None,

@@ -480,3 +480,14 @@ def test_plain_form_posts_redirect_to_the_conversation(client, library):
     assert re.fullmatch(r"/c/[0-9a-f-]{36}#m\d+", location)
     page = client.get(location.split("#")[0])
     assert page.status_code == 200 and "Study 5 0:04–0:14" in page.text
+
+
+def test_a_silent_clip_says_why_nothing_is_shown(client, library):
+    silence = wav_bytes(np.zeros(SR * 6, dtype=np.float32))
+    r = client.post("/api/chat", files={"file": ("silence.wav", silence, "audio/wav")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["response"]["nothing_similar"] is True and body["response"]["results"] == []
+    assert "silent" in body["explanation"]["markdown"]
+    page = client.get(f"/c/{body['conversation_id']}").text
+    assert "Nothing to show: the clip is silent" in page
