@@ -264,9 +264,18 @@ def render_markdown(text: str, *, cite_prefix: str = "r") -> str:
         html,
         tags=_ALLOWED_TAGS,
         attributes={"a": {"href", "class"}, "span": {"class"}},
+        # Only our own citation anchors may link: a model talked into writing a link (prompt injection
+        # through track metadata) cannot send the listener anywhere.
+        attribute_filter=_only_fragment_links,
         url_schemes={"http", "https"},
-        link_rel="noopener noreferrer nofollow",
+        link_rel=None,
     )
+
+
+def _only_fragment_links(tag: str, attribute: str, value: str) -> str | None:
+    if tag == "a" and attribute == "href" and not value.startswith("#"):
+        return None
+    return value
 
 
 # --- the whole thing, streamed -------------------------------------------------------------------

@@ -105,6 +105,8 @@ def test_render_markdown_is_sanitized_and_links_citations():
     assert '<a class="cite" href="#r7-2"' in html
     assert "<script" not in html and "<img" not in html
     assert 'href="javascript' not in html
+    linked = render_markdown("See [this](https://evil.example/x) and <https://evil.example/y> [1].")
+    assert 'href="https://evil' not in linked and 'href="#r-1"' in linked
 
 
 def test_prompt_fences_metadata_as_json_and_hides_paths():
