@@ -148,10 +148,11 @@ def server_memory(
         errors: list[str] = []
         lock = threading.Lock()
         counter = iter(range(n_requests))
+        hung = threading.Event()  # the server stopped answering: end the load, say so
 
         def worker() -> None:
-            with httpx.Client(timeout=60) as client:
-                while True:
+            with httpx.Client(timeout=30) as client:
+                while not hung.is_set():
                     with lock:
                         i = next(counter, None)
                     if i is None:
@@ -168,6 +169,9 @@ def server_memory(
                         )
                         ok = r.status_code == 200
                         msg = "" if ok else f"{r.status_code}: {r.text[:120]}"
+                    except httpx.TimeoutException:
+                        ok, msg = False, "no answer within 30 s"
+                        hung.set()
                     except httpx.HTTPError as exc:
                         ok, msg = False, str(exc)
                     with lock:
@@ -186,13 +190,16 @@ def server_memory(
         out["latency_ms"] = percentiles(latencies)
         out["errors"] = len(errors)
         out["first_error"] = errors[0] if errors else ""
+        out["answered_ok"] = len(latencies)
         out["requests_per_s"] = len(latencies) / max(out["wall_s"], 1e-9)
+        out["server_hung"] = hung.is_set()
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a hung server does not shut down gracefully
             proc.kill()
+            proc.wait(timeout=10)
         log_file.close()
     if out.get("errors"):
         out["server_log_tail"] = server_log.read_text()[-1500:]
@@ -381,6 +388,15 @@ def run_speed(
         log.warning("server memory measurement failed: %s", exc)
         server = {"error": str(exc)[:300]}
     data["server"] = server
+    if server.get("server_hung") or server.get("errors"):
+        notes.append(
+            f"The server answered {server.get('answered_ok', 0)} of {server.get('requests')} requests"
+            + (
+                ", then stopped answering (hung); its log tail is in speed.json."
+                if server.get("server_hung")
+                else "."
+            )
+        )
 
     data["seconds"] = time.perf_counter() - t_start
     report = Report(
@@ -592,6 +608,7 @@ def _sections(report: Report, d: dict[str, Any]) -> None:
                 [
                     (k, v if not isinstance(v, dict) else f"p50 {v['p50']:.0f} / p95 {v['p95']:.0f} ms")
                     for k, v in srv.items()
+                    if k != "server_log_tail"  # in the JSON
                 ],
             ),
         )
