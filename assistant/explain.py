@@ -150,7 +150,9 @@ def offline_explanation(response: Mapping[str, Any], *, max_cited: int = 4) -> s
         parts.append("Nothing in the library is a close match; these are the nearest moments.")
     qk = describe.key_of(query)
     eras = [r.get("era") for r in results if r.get("era")]
-    common_era = max(set(eras), key=eras.count) if eras else None
+    # The era most results share (ties broken by rank), if any era repeats; differing results are
+    # then contrasted with it, otherwise each result names its own era.
+    common_era = max(eras, key=eras.count) if eras and max(map(eras.count, eras)) >= 2 else None
     for r in results[:max_cited]:
         n = r["rank"]
         d = r.get("descriptors") or {}
@@ -158,7 +160,7 @@ def offline_explanation(response: Mapping[str, Any], *, max_cited: int = 4) -> s
         emb = _component(r, "embedding", "timbre")
         composer = r.get("composer") or "an unknown composer"
         era = r.get("era")
-        if era and n == results[0]["rank"]:
+        if era and (n == results[0]["rank"] or common_era is None):
             composer += f" ({era})"
         if harm is not None and harm >= 0.8 and (emb is None or harm >= emb - 0.1):
             what = f"shares its harmonic language (chroma match {harm:.2f})"

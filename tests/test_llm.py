@@ -70,6 +70,13 @@ def test_offline_explanation_is_grounded_and_cites_every_shown_result():
     assert cleaned == text.strip() and notes == [] and flags == []
 
 
+def test_offline_explanation_contrasts_the_odd_era_out():
+    response = json.loads(json.dumps(RESPONSE))
+    response["results"][1]["era"] = "Baroque"
+    text = offline_explanation(response)
+    assert "by Bach (Baroque)" in text and "though it is Romantic" in text and "(Classical)" not in text
+
+
 def test_without_an_llm_the_offline_explanation_says_so():
     final = explain(RESPONSE, llm=None)
     assert not final.used_llm and "no language model" in (final.notice or "")
