@@ -158,7 +158,9 @@ def find_track(db: Database, title: str) -> tuple[int, str, float]:
 def library_vocabulary(db: Database) -> tuple[list[str], list[str]]:
     """(composers, eras) present in the library, for the follow-up parsers."""
     with db.connection() as conn:
-        composers = [r[0] for r in conn.execute("SELECT DISTINCT composer FROM tracks WHERE composer <> '' ORDER BY 1")]
+        composers = [
+            r[0] for r in conn.execute("SELECT DISTINCT composer FROM tracks WHERE composer <> '' ORDER BY 1")
+        ]
         eras = [r[0] for r in conn.execute("SELECT DISTINCT era FROM tracks WHERE era <> ''")]
     return composers, sorted(set(eras) | set(followups.ERAS), key=str.lower)
 
