@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from cadenza.audio import AUDIO_EXTENSIONS, content_hash, load_audio
@@ -30,6 +31,8 @@ from retrieval.store import replace_segments, scalar, write_track
 log = logging.getLogger(__name__)
 
 INGEST_EXTENSIONS = frozenset({".mp3", ".wav", ".flac", ".ogg", ".opus", ".m4a", ".aac"})
+#: A whole file quieter than this (RMS, dBFS) is silence: indexing it only adds moments that match nothing.
+SILENT_FILE_DBFS = -60.0
 assert INGEST_EXTENSIONS <= AUDIO_EXTENSIONS
 
 
@@ -128,6 +131,8 @@ def process_file(
     try:
         y = load_audio(path=path)
         t1 = time.perf_counter()
+        if y.size and float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < 10 ** (SILENT_FILE_DBFS / 20):
+            return FileResult(path, digest, error=f"{path.name} is silent; nothing to index")
         analysis = analyze_audio(y=y, embedder=embedder, use_denoise=use_denoise)
         analysis.seconds_decode = t1 - t0
         if not analysis.segments:
@@ -213,6 +218,15 @@ class IngestReport:
         }
 
 
+def _same_model(got: str, want: str) -> None:
+    """Workers rebuild the embedder from a spec; refuse to store segments of another model."""
+    if got != want:
+        raise ConfigError(
+            f"worker processes embedded with model {got} but this run uses {want}; "
+            "pass the matching EmbedderSpec (checkpoint path) or use --workers 1"
+        )
+
+
 def _progress(total: int, enabled: bool, desc: str):
     from tqdm import tqdm
 
@@ -276,6 +290,7 @@ def ingest(
                     log.warning("skipped %s: %s", res.path, res.error)
                     report.failed.append((str(res.path), res.error or "no analysis"))
                     continue
+                _same_model(res.analysis.model_version, model_version)
                 meta = merge(tags=res.tags, sidecar=sidecar.get(res.path.resolve()), path=res.path)
                 old = replace.get(res.path, [])
                 tid = write_track(
@@ -341,6 +356,7 @@ def reindex(
                 if res.error or res.analysis is None:
                     report.failed.append((str(res.path), res.error or "no analysis"))
                     continue
+                _same_model(res.analysis.model_version, version)
                 tid, _ = by_path[res.path]
                 report.segments += replace_segments(conn, track_id=tid, analysis=res.analysis)
                 report.replaced.append(tid)
