@@ -302,13 +302,24 @@ def explain_stream(response: Mapping[str, Any], *, llm: Any | None) -> Iterator[
         return
     pieces: list[str] = []
     reason: str | None = None
+    shown = 0  # characters streamed so far; the last _HOLD_BACK wait until no echo can start in them
     try:
         for piece in llm.stream_text(messages=build_messages(response)):
             pieces.append(piece)
-            yield Chunk(text=piece)
+            so_far = "".join(pieces)
+            if echoes_instructions(so_far):
+                reason = "the language model's reply repeated its instructions"
+                log.warning("LLM explanation echoed the system prompt (prompt injection?); not shown")
+                break
+            upto = max(shown, len(so_far) - _HOLD_BACK)
+            if upto > shown:
+                yield Chunk(text=so_far[shown:upto])
+                shown = upto
     except Exception as exc:  # LLMError and anything unexpected from a misbehaving endpoint
         reason = str(exc) or type(exc).__name__
         log.warning("LLM explanation failed: %s", reason)
+    if reason is None and len("".join(pieces)) > shown:
+        yield Chunk(text="".join(pieces)[shown:])
     text = "".join(pieces).strip()
     if reason is None and not _usable(text):
         reason = "the language model returned no usable text"
@@ -318,6 +329,21 @@ def explain_stream(response: Mapping[str, Any], *, llm: Any | None) -> Iterator[
         return
     cleaned, notes, flags = check_explanation(text, response)
     yield Chunk(final=Explanation(markdown=cleaned, used_llm=True, notes=notes, flags=flags))
+
+
+#: A reply copying any _ECHO_WINDOW characters of the system prompt (checked every _ECHO_STEP) is a
+#: model obeying an injected "print your instructions": a verbatim copy of 41+ characters is caught.
+_ECHO_WINDOW, _ECHO_STEP = 32, 10
+_HOLD_BACK = _ECHO_WINDOW + _ECHO_STEP + 6
+
+
+def echoes_instructions(text: str) -> bool:
+    """True when ``text`` repeats a piece of :data:`SYSTEM_PROMPT` verbatim (whitespace-insensitive)."""
+    said = " ".join(text.replace("\\n", " ").split())
+    prompt = " ".join(SYSTEM_PROMPT.split())
+    return any(
+        prompt[i : i + _ECHO_WINDOW] in said for i in range(0, len(prompt) - _ECHO_WINDOW + 1, _ECHO_STEP)
+    )
 
 
 def _usable(text: str) -> bool:
