@@ -20,7 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from assistant import api, browse, errors, media, web
+from assistant import api, browse, errors, media, security, web
 from assistant.chat import Services
 from cadenza.settings import PROJECT_ROOT, Settings
 
@@ -84,4 +84,5 @@ def create_app(settings: Settings, *, db: Any = None, embedder: Any = None, llm:
         openapi_config=OpenAPIConfig(title="Cadenza", version="0.1.0", path="/schema"),
         request_max_body_size=settings.limits.max_upload_bytes + (1 << 20),  # room for the form fields
         lifespan=[lifespan],
+        **security.litestar_options(settings),  # CSRF, security headers, rate limit
     )
