@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import partial
 from typing import Any
 
@@ -19,6 +20,8 @@ from retrieval.types import Filters, MomentRef, SearchRequest
 def _filters(f: dict[str, Any] | None) -> Filters:
     if not f:
         return Filters()
+    if not isinstance(f, dict):
+        raise InputError('filters must be an object, e.g. {"eras": ["Baroque"]}')
     allowed = {
         "composers",
         "exclude_composers",
@@ -41,9 +44,16 @@ def _filters(f: dict[str, Any] | None) -> Filters:
                 raise InputError("filters.mode must be 'major' or 'minor'")
             kw[k] = v
         elif k in ("min_bpm", "max_bpm"):
-            kw[k] = float(v)
+            try:
+                kw[k] = float(v)
+            except (TypeError, ValueError):
+                raise InputError(f"filters.{k} must be a number of beats per minute") from None
+            if not math.isfinite(kw[k]):
+                raise InputError(f"filters.{k} must be a finite number")
         elif k == "exclude_tracks":
-            kw[k] = tuple(int(x) for x in v)
+            if not isinstance(v, list) or not all(isinstance(x, int) and 0 < x < 2**63 for x in v):
+                raise InputError("filters.exclude_tracks must be a list of track ids")
+            kw[k] = tuple(v)
         else:
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise InputError(f"filters.{k} must be a list of names")
@@ -68,11 +78,14 @@ def _moment(data: Any) -> MomentRef:
     if not isinstance(data, dict) or "track_id" not in data:
         raise InputError("reference must be an object {track_id, start}")
     try:
-        return MomentRef(track_id=int(data["track_id"]), start_s=float(data.get("start", 0.0)))
-    except (TypeError, ValueError):
+        ref = MomentRef(track_id=int(data["track_id"]), start_s=float(data.get("start", 0.0)))
+    except (TypeError, ValueError, OverflowError):
         raise InputError(
             "reference.track_id must be an integer and reference.start a number of seconds"
         ) from None
+    if not 0 < ref.track_id < 2**63 or not math.isfinite(ref.start_s) or ref.start_s < 0:
+        raise InputError("reference.track_id must be a track id and reference.start a number of seconds ≥ 0")
+    return ref
 
 
 def _is_multipart(request: Request) -> bool:
