@@ -105,7 +105,11 @@ def progression_similarity(
     best, over lags of ±``max_lag`` rows, mean row cosine of the overlap (clipped at 0).
     """
     q = _centered_unit(np.roll(np.asarray(query, dtype=np.float64), shift, axis=1))
-    c = _centered_unit(np.asarray(candidate, dtype=np.float64))
+    return _best_lag(q, _centered_unit(np.asarray(candidate, dtype=np.float64)), max_lag)
+
+
+def _best_lag(q: np.ndarray, c: np.ndarray, max_lag: int = 2) -> float:
+    """Best mean row cosine over lags of already centred, unit rows ``q [n, 12]``, ``c [m, 12]``."""
     best = 0.0
     for lag in range(-max_lag, max_lag + 1):
         qa = q[max(0, -lag) :]
@@ -113,7 +117,7 @@ def progression_similarity(
         n = min(len(qa), len(ca))
         if n < max(2, min(len(q), len(c)) // 2):
             continue
-        best = max(best, float((qa[:n] * ca[:n]).sum(axis=1).mean()))
+        best = max(best, float(np.einsum("ij,ij->", qa[:n], ca[:n]) / n))
     return float(np.clip(best, 0.0, 1.0))
 
 
@@ -156,19 +160,22 @@ def score_candidates(
     w_d = float(weights.discovery) if heard_composers is not None else 0.0
     w_t = 0.3 if tempo_factor is not None else 0.0
     total = max(w_emb + w_h + w_p + w_m + w_d + w_t, 1e-9)
+    # Query-side work once: the 12 rotations of its mean chroma, its normalized sequence
+    # (centring and normalizing rows commute with rotating them).
+    q_rolls = _rolls(_centered_unit(query.chroma_mean))  # [12, 12]
+    q_seq = (
+        _centered_unit(query.chroma_seq) if query.chroma_seq is not None and len(query.chroma_seq) else None
+    )
     for c in candidates:
         comp: dict[str, float] = {"embedding": round(float(c.emb_sim), 4)}
         h, shift = (0.0, 0)
         if c.chroma_mean is not None:
-            h, shift = harmonic_similarity(query=query.chroma_mean, candidate=c.chroma_mean)
+            corr = q_rolls @ _centered_unit(c.chroma_mean)
+            best = int(np.argmax(corr))
+            h, shift = float(np.clip(corr[best], 0.0, 1.0)), (best if best <= 6 else best - 12)
         p = 0.0
-        if (
-            c.chroma_seq is not None
-            and query.chroma_seq is not None
-            and len(c.chroma_seq)
-            and len(query.chroma_seq)
-        ):
-            p = progression_similarity(query=query.chroma_seq, candidate=c.chroma_seq, shift=shift)
+        if c.chroma_seq is not None and q_seq is not None and len(c.chroma_seq):
+            p = _best_lag(np.roll(q_seq, shift, axis=1), _centered_unit(c.chroma_seq))
         comp["harmony"] = round(h, 4)
         comp["progression"] = round(p, 4)
         s = w_emb * c.emb_sim + w_h * h + w_p * p
