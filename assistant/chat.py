@@ -21,7 +21,7 @@ import numpy as np
 
 from assistant import conversations, followups
 from cadenza.db import Database
-from cadenza.errors import InputError, NotFound
+from cadenza.errors import CadenzaError, InputError, NotFound
 from cadenza.settings import Settings
 from retrieval.types import Filters, MomentRef, SearchRequest, SearchResponse
 
@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 
 SR = 16_000
 DEFAULT_K = 8
+
+
+class StorageError(CadenzaError):
+    """The server could not write what a request needs (disk full, uploads folder not a folder)."""
+
+    status_code = 507  # Insufficient Storage: the request was fine, retrying later may work
 
 
 @dataclass
@@ -89,7 +95,13 @@ def decode_clip(clip: Clip, *, settings: Settings) -> np.ndarray:
     suffix = Path(clip.filename or "clip").suffix.lower()[:8] or ".bin"
     with tempfile.TemporaryDirectory(prefix="cadenza-upload-") as tmp:
         path = Path(tmp) / f"clip{suffix}"
-        path.write_bytes(clip.data)
+        try:
+            path.write_bytes(clip.data)
+        except OSError as exc:
+            raise StorageError(
+                f"the server could not store the upload for decoding ({exc.strerror or exc}); "
+                "try again later (an operator should check the free space of the temporary folder)"
+            ) from None
         y = decode_in_subprocess(
             path=path, sr=SR, timeout_s=limits.decode_timeout_s, max_seconds=limits.max_clip_seconds
         )
@@ -105,12 +117,23 @@ def store_passage(settings: Settings, audio: np.ndarray) -> str:
     data = np.ascontiguousarray(audio, dtype=np.float32)
     name = hashlib.sha256(data.tobytes()).hexdigest()[:32] + ".npy"
     folder = settings.paths.uploads
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    if not path.exists():
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, data)
-        tmp.replace(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        if not path.exists():
+            # A private temporary name (two uploads of one clip may race); removed if the write fails.
+            tmp = folder / f".{name}.{uuid.uuid4().hex}.tmp"
+            try:
+                with open(tmp, "wb") as f:
+                    np.save(f, data)
+                tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"the server could not store the clip ({exc.strerror or exc}); "
+            "try again later (an operator should check the free space of CADENZA_HOME)"
+        ) from None
     return name
 
 
