@@ -242,7 +242,7 @@ def check_audio(
     return y
 
 
-def _child_limits(memory_bytes: int) -> None:  # runs in the child between fork and exec
+def _child_limits(memory_bytes: int) -> None:  # the child's first act, before it touches the file
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
@@ -275,6 +275,7 @@ def decode_in_subprocess(
             repr(duration_s),
             repr(timeout_s),
             repr(max_seconds),
+            str(int(memory_bytes)),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         try:
@@ -282,7 +283,8 @@ def decode_in_subprocess(
                 [sys.executable, "-c", "from cadenza.audio import _child_main; _child_main()", *args],
                 capture_output=True,
                 timeout=timeout_s + 10.0,
-                preexec_fn=lambda: _child_limits(memory_bytes),  # noqa: PLW1509 - no threads started yet
+                # No preexec_fn: Python code between fork and exec can deadlock in a threaded parent
+                # (the web server); the child limits itself before it opens the file (_child_main).
                 env=env,
                 check=False,
             )
@@ -304,8 +306,13 @@ def decode_in_subprocess(
 
 
 def _child_main() -> None:
-    """Entry point of the decode child: argv = path out sr offset duration timeout max_seconds."""
-    path, out, sr, offset, duration, timeout, max_seconds = sys.argv[1:8]
+    """Entry point of the decode child: argv = path out sr offset duration timeout max_seconds memory."""
+    path, out, sr, offset, duration, timeout, max_seconds, memory = sys.argv[1:9]
+    try:
+        _child_limits(int(memory))
+    except MemoryError:  # the limit is below what this interpreter already uses
+        print("MemoryError", file=sys.stderr)
+        sys.exit(1)
     try:
         y = load_audio(
             path=Path(path),
