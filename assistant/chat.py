@@ -12,8 +12,9 @@ import hashlib
 import logging
 import re
 import tempfile
+import threading
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,22 @@ class Services:
     db: Database
     embedder: Any
     llm: Any | None = None
+    #: Searches running at once. Each holds a pooled connection for its whole run; unbounded, 50
+    #: concurrent chats took all of them and the short queries (pages, saving turns) timed out in
+    #: the pool (503). Two connections stay free for those; the CPU is the limit anyway.
+    search_slots: threading.BoundedSemaphore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.search_slots = threading.BoundedSemaphore(max(1, self.settings.database.pool_max - 2))
 
     def search(self, request: SearchRequest) -> SearchResponse:
         from retrieval.search import search
 
-        return search(
-            db=self.db, embedder=self.embedder, request=request,
-            min_clip_s=self.settings.limits.min_clip_seconds, max_clip_s=self.settings.limits.max_clip_seconds,
-        )  # fmt: skip
+        with self.search_slots:
+            return search(
+                db=self.db, embedder=self.embedder, request=request,
+                min_clip_s=self.settings.limits.min_clip_seconds, max_clip_s=self.settings.limits.max_clip_seconds,
+            )  # fmt: skip
 
     def search_json(self, request: SearchRequest) -> dict[str, Any]:
         """``SearchResponse.to_json()`` as plain JSON types (what ``cadenza search --json`` prints)."""
