@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import struct
 import subprocess
 import sys
 import zlib
@@ -173,6 +174,15 @@ def build(out: Path) -> dict[str, str]:
     hires = np.tile(_tone(6.0, sr=96_000)[:, None], (1, 8)).astype(np.float32) * 0.5
     files["hires_96k_8ch.wav"] = (_sf_bytes(hires, "WAV", "PCM_24", sr=96_000), "accept")
     files["good_reference.flac"] = (flac, "accept")
+    # the name or the header lies
+    files["mp3_named.wav"] = (mp3, "accept")  # the content decides, not the extension
+    lying = bytearray(wav)
+    data_at = lying.find(b"data")
+    lying[4:8] = lying[data_at + 4 : data_at + 8] = struct.pack("<I", 0xFFFFFFF0)  # claims ~4 GB
+    files["lying_length.wav"] = (bytes(lying), "accept")
+    one_hz = bytearray(wav)
+    one_hz[24:28] = struct.pack("<I", 1)  # 1 Hz: 192,000 samples claim 53 hours
+    files["one_hz_rate.wav"] = (bytes(one_hz), "reject")
     # 3 hours: a low-bitrate mono MP3 (~11 MB); must be rejected by its duration, cheaply
     three_hours = subprocess.run(
         [
