@@ -60,6 +60,13 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         default=None,
         help="MIDI cache shared with `cadenza corpus` (default: <CADENZA_HOME>/corpus/midi_cache)",
     )
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="quality: the rendered corpus, whose test/heldout works come first "
+        "(default: <CADENZA_HOME>/corpus/corpus.h5)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads for embedding (default 2)")
     parser.add_argument(
         "--no-real-path", action="store_true", help="quality: skip the real ingest + search path"
@@ -97,6 +104,7 @@ def run(name: str, args: argparse.Namespace) -> int:
                     midi_cache=midi_cache,
                     workdir=work,
                     real_path=not args.no_real_path,
+                    corpus=args.corpus or (settings.paths.corpus / "corpus.h5"),
                 )
             elif bench_name == "speed":
                 from bench.speed import run_speed

@@ -49,10 +49,34 @@ class EvalWork:
     work: Any  # encoder.render.Work
 
 
+def corpus_heldout_ids(corpus: Path | None, splits: tuple[str, ...] = ("test", "heldout")) -> set[str]:
+    """Work ids of the rendered corpus' held-out splits; empty when there is no readable corpus."""
+    if corpus is None or not Path(corpus).is_file():
+        return set()
+    from cadenza.errors import ConfigError
+    from encoder.data import Corpus
+
+    try:
+        with Corpus(Path(corpus)) as c:
+            return {w.work_id for w in c.works if w.split in splits}
+    except (ConfigError, OSError) as exc:
+        log.warning("cannot read the corpus %s (%s); choosing works by the split rule alone", corpus, exc)
+        return set()
+
+
 def select_works(
-    *, per_composer: int, seed: int = 0, splits: tuple[str, ...] = ("test", "heldout")
+    *,
+    per_composer: int,
+    seed: int = 0,
+    splits: tuple[str, ...] = ("test", "heldout"),
+    prefer: set[str] | frozenset[str] = frozenset(),
 ) -> list[EvalWork]:
-    """Up to ``per_composer`` works of each composer from the held-out splits (random, seeded)."""
+    """Up to ``per_composer`` works of each composer from the held-out splits (random, seeded).
+
+    Works in ``prefer`` (the rendered corpus' own test/heldout works) are taken first; the rest
+    are other works the split rule also keeps out of training (the corpus caps hours per
+    composer, so it holds only some of them).
+    """
     from encoder.corpus import DEFAULT_COMPOSERS, plan_views, split_of
     from encoder.render import list_works
 
@@ -65,7 +89,11 @@ def select_works(
     out: list[EvalWork] = []
     for comp in sorted(by_comp):
         items = by_comp[comp]
-        pick = rng.permutation(len(items))[:per_composer]
+        order = rng.permutation(len(items)).tolist()
+        order = [i for i in order if items[i][0].work_id in prefer] + [
+            i for i in order if items[i][0].work_id not in prefer
+        ]
+        pick = order[:per_composer]
         for i in sorted(pick):
             w, s = items[i]
             views = plan_views(work_id=w.work_id, composer=w.composer)

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.baselines import StatsEmbedder
-from bench.library import SAMPLE_RATE, Renderer, render_library, select_works
+from bench.library import SAMPLE_RATE, Renderer, corpus_heldout_ids, render_library, select_works
 from bench.memsearch import Library, embed_queries, features
 from bench.metrics import hit_rate_at, mrr, passage_hits, precision_at_k
 from bench.queries import AUGMENTATION_HELP, AUGMENTATIONS, Query, make_queries
@@ -110,6 +110,7 @@ def run_quality(
     midi_cache: Path,
     workdir: Path,
     real_path: bool = True,
+    corpus: Path | None = None,
 ) -> Report:
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -120,7 +121,8 @@ def run_quality(
     style_per_track = 1 if quick else 2
     notes: list[str] = []
 
-    works = select_works(per_composer=per_composer, seed=seed)
+    in_corpus = corpus_heldout_ids(corpus)
+    works = select_works(per_composer=per_composer, seed=seed, prefer=in_corpus)
     renderer = Renderer(midi_cache=midi_cache, max_seconds=max_seconds)
     wav_dir = workdir / "library"
     works, clean, sidecar = render_library(works, renderer=renderer, out_dir=wav_dir if real_path else None)
@@ -134,6 +136,8 @@ def run_quality(
         "works": len(works),
         "composers": sorted(set(composer.tolist())),
         "works_per_split": {s: sum(ew.split == s for ew in works) for s in ("test", "heldout")},
+        "works_in_rendered_corpus": sum(ew.work_id in in_corpus for ew in works),
+        "corpus": str(corpus) if in_corpus else None,
         "segments": lib.n_segments,
         "audio_minutes": round(sum(v.size for v in clean.values()) / SAMPLE_RATE / 60, 1),
         "max_seconds_per_work": max_seconds,
@@ -247,7 +251,10 @@ def run_quality(
         f"Library: {lib_info['works']} works ({lib_info['works_per_split']}), {lib_info['audio_minutes']} min, "
         f"{lib_info['segments']} segments of 10 s every 2 s; composers {', '.join(lib_info['composers'])}. "
         "Each work is its first "
-        f"{max_seconds:.0f} s, rendered clean on its primary program (encoder.corpus.plan_views).",
+        f"{max_seconds:.0f} s, rendered clean on its primary program (encoder.corpus.plan_views). "
+        f"{lib_info['works_in_rendered_corpus']} of the works are the rendered corpus' own test/heldout works "
+        f"({lib_info['corpus'] or 'no corpus found'}); the others are works the same split rule "
+        "(encoder.corpus.split_of) keeps out of training but the corpus' hour cap left out.",
         "In-memory path (all systems): the product's leveling + features + 10-s/2-s windows, EXACT cosine over all "
         "segments, one result per track, start localized on the chroma (retrieval.localize) like search does; no reranker.",
         "Hit = right work and |Δt| ≤ 2.5 s of the query's true start; queries start at random (non-grid) offsets.",
