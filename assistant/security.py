@@ -59,25 +59,17 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-class SecurityHeadersMiddleware:
-    """Adds :data:`SECURITY_HEADERS` to every HTTP response (pages, partials, errors, audio, SSE)."""
+async def add_security_headers(message: Any, scope: Any) -> None:
+    """``before_send`` hook: :data:`SECURITY_HEADERS` on every HTTP response.
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                present = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    A hook rather than a middleware: Litestar runs middleware only for matched routes, while this
+    also reaches the router's own 404/405 answers.
+    """
+    if message["type"] == "http.response.start":
+        headers = list(message.get("headers") or [])
+        present = {bytes(k).lower() for k, _ in headers}
+        headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+        message["headers"] = headers
 
 
 class RateLimitMiddleware:
@@ -159,8 +151,6 @@ def litestar_options(settings: Settings) -> dict[str, Any]:
     """``Litestar(**litestar_options(settings))``: CSRF, security headers and rate limiting."""
     return {
         "csrf_config": csrf_config(settings),
-        "middleware": [
-            SecurityHeadersMiddleware,
-            DefineMiddleware(RateLimitMiddleware, per_minute=settings.limits.requests_per_minute),
-        ],
+        "before_send": [add_security_headers],
+        "middleware": [DefineMiddleware(RateLimitMiddleware, per_minute=settings.limits.requests_per_minute)],
     }

@@ -109,6 +109,9 @@ def test_security_headers_on_every_kind_of_response(client, hostile):
         client.post("/api/search", content=b"{nope", headers={"content-type": "application/json"}),
         client.get("/tracks/999999"),
         client.get("/schema/openapi.json"),
+        client.get("/no-such-page"),  # the router's own 404
+        client.get("/audio/not-a-number"),
+        client.delete("/api/search"),  # 405
     ]
     for r in responses:
         csp = r.headers.get("content-security-policy", "")
