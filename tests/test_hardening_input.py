@@ -203,6 +203,16 @@ def test_decoding_is_bounded_in_memory(corpus, tmp_path):
         decode_in_subprocess(path=folder / "good_reference.flac", memory_bytes=64 << 20)
 
 
+def test_decoding_is_bounded_in_time(corpus):
+    from cadenza.audio import decode_in_subprocess
+    from cadenza.errors import InputError
+
+    folder, _ = corpus
+    # Neither libsndfile nor PyAV reads it, so the ffmpeg stage runs: under a (tiny) time limit.
+    with pytest.raises(InputError, match="took longer than"):
+        decode_in_subprocess(path=folder / "text_renamed.mp3", timeout_s=0.001)
+
+
 # --- CLI -----------------------------------------------------------------------------------------------
 
 
