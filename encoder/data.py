@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from cadenza.errors import ConfigError
+from encoder import feataug
+from encoder.feataug import FeatureAugment
 from encoder.features import MEL, N_ACOUSTIC, RMS
 
 SPLITS = ("train", "val", "test", "heldout")
@@ -167,6 +169,11 @@ class BatchSpec:
     noise_std: float = 0.5  # dB of per-cell Gaussian noise on the mel columns
     crop_prob: float = 0.15  # chance a clip is shortened (a 3–10 s query)
     min_crop_frames: int = 30
+    # Fresh feature-domain distortions per clip (encoder.feataug); None = only the stored views.
+    augment: FeatureAugment | None = None
+    # This many composers contribute two works each to a batch (the rest are drawn freely), so
+    # the composer-level term always has positives from *other* works.
+    composer_pairs: int = 0
 
     @property
     def batch_size(self) -> int:
@@ -179,6 +186,7 @@ class Batch:
     lengths: np.ndarray  # [B] int64
     passage_labels: np.ndarray  # [B] int64, unique per (work, passage) within the batch
     work_labels: np.ndarray  # [B] int64
+    composer_labels: np.ndarray | None = None  # [B] int64, one per composer in the batch
     views: list[str] = field(default_factory=list)
 
 
@@ -202,6 +210,22 @@ class PassageSampler:
                 f"{self.spec.win_frames / corpus.fps:.0f} s, need {self.spec.works}; use a bigger corpus or --batch-works"
             )
 
+    def _pick_works(self, rng: np.random.Generator) -> list[int]:
+        """``spec.works`` distinct work indices; ``composer_pairs`` composers give two each."""
+        sp = self.spec
+        by_composer: dict[str, list[int]] = {}
+        for i, w in enumerate(self.works):
+            by_composer.setdefault(w.composer, []).append(i)
+        paired = sorted(c for c, idx in by_composer.items() if len(idx) >= 2)
+        n_pairs = min(sp.composer_pairs, len(paired), sp.works // 2)
+        chosen: list[int] = []
+        for ci in rng.choice(len(paired), size=n_pairs, replace=False) if n_pairs else []:
+            idx = by_composer[paired[int(ci)]]
+            chosen += [idx[int(j)] for j in rng.choice(len(idx), size=2, replace=False)]
+        rest = [i for i in range(len(self.works)) if i not in set(chosen)]
+        chosen += [rest[int(j)] for j in rng.choice(len(rest), size=sp.works - len(chosen), replace=False)]
+        return chosen
+
     def batch(self, step: int) -> Batch:
         sp, fps = self.spec, self.corpus.fps
         rng = np.random.default_rng([self.seed, step])
@@ -210,10 +234,14 @@ class PassageSampler:
         lengths = np.full(sp.batch_size, W, dtype=np.int64)
         passage_labels = np.zeros(sp.batch_size, dtype=np.int64)
         work_labels = np.zeros(sp.batch_size, dtype=np.int64)
+        composer_labels = np.zeros(sp.batch_size, dtype=np.int64)
+        composer_ids: dict[str, int] = {}
         views: list[str] = []
         b = 0
-        for wi, widx in enumerate(rng.choice(len(self.works), size=sp.works, replace=False)):
+        picked = self._pick_works(rng) if sp.composer_pairs else rng.choice(len(self.works), sp.works, False)
+        for wi, widx in enumerate(picked):
             work = self.works[int(widx)]
+            cid = composer_ids.setdefault(work.composer, len(composer_ids))
             max_s = work.max_start_s(win_frames=W, fps=fps, margin_frames=sp.jitter_frames)
             # As many passages as fit min_gap_s apart (up to sp.passages); the work's clips are
             # shared among them, so a short work gives more views per passage, never fewer clips.
@@ -229,8 +257,16 @@ class PassageSampler:
                     first = round(s * v.time_scale * fps) + int(
                         rng.integers(-sp.jitter_frames, sp.jitter_frames + 1)
                     )
-                    clip = self.corpus.read(view=v, start=first, n_frames=W)  # [W, 143]
-                    clip = clip.copy()
+                    aug = sp.augment
+                    rate = aug.draw_rate(rng) if aug is not None else 1.0
+                    if rate == 1.0:
+                        clip = self.corpus.read(view=v, start=first, n_frames=W).copy()  # [W, 143]
+                    else:  # a tempo change: read rate·W frames, resample them to W
+                        src = self.corpus.read(view=v, start=first, n_frames=int(np.ceil(W * rate)) + 1)
+                        n_out = min(W, int((src.shape[0] - 1) / rate) + 1)
+                        clip = feataug.time_stretch(frames=src, rate=rate, n_out=n_out)  # [<=W, 143]
+                    if aug is not None:
+                        clip = aug.apply(frames=clip, rng=rng)
                     gain = rng.uniform(-sp.gain_db, sp.gain_db)
                     clip[:, MEL] += gain
                     clip[:, RMS] += gain
@@ -242,6 +278,7 @@ class PassageSampler:
                     lengths[b] = n
                     passage_labels[b] = wi * sp.passages + pi
                     work_labels[b] = wi
+                    composer_labels[b] = cid
                     views.append(v.view)
                     b += 1
         return Batch(
@@ -249,5 +286,6 @@ class PassageSampler:
             lengths=lengths,
             passage_labels=passage_labels,
             work_labels=work_labels,
+            composer_labels=composer_labels,
             views=views,
         )

@@ -7,7 +7,10 @@ Two levels of likeness are trained at once:
   including other passages of the same work, is a negative, so a passage is closer to its
   own views than to the rest of its work;
 - **piece level**: any clip of the same work is a positive, so a work forms one region;
-- **repulsion**: clips of different works should not be more similar than a margin.
+- **composer level** (optional): clips of *other works* by the same composer are weak
+  positives, so style organizes the space between works;
+- **repulsion**: clips of different works (of different composers, when composer labels are
+  given) should not be more similar than a margin.
 
 Shape contract used throughout: ``embeddings [N, D]`` are L2-normalized (so ``e @ e.T``
 is a cosine similarity in ``[-1, 1]``), ``labels [N]`` are integers, ``N`` is the batch.
@@ -96,23 +99,39 @@ def cadenza_loss(
     piece_weight: float = 0.5,
     repulsion_margin: float = 0.3,
     repulsion_weight: float = 1.0,
+    composer_labels: torch.Tensor | None = None,
+    composer_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The training objective: passage InfoNCE + ``piece_weight`` × work InfoNCE + repulsion.
+    """The training objective: passage InfoNCE + ``piece_weight`` × work InfoNCE
+    + ``composer_weight`` × composer InfoNCE + repulsion.
 
     ``embeddings [N, D]`` normalized; ``passage_labels [N]`` unique per passage across the batch;
-    ``work_labels [N]``. The work term runs at a temperature no colder than 0.1 so that it
-    gathers a work without fighting the passage term, which wants passages of one work apart.
-    Returns ``(total scalar, {"passage", "piece", "repulsion": float})`` for logging.
+    ``work_labels [N]``; ``composer_labels [N]`` optional. The work term runs at a temperature no
+    colder than 0.1 so that it gathers a work without fighting the passage term, which wants
+    passages of one work apart; the composer term no colder than 0.2 and only with other works
+    as positives (the work term already gathers a work). With composer labels, repulsion acts
+    between composers only: pushing two works of one composer apart would undo the composer term.
+    Returns ``(total scalar, {"passage", "piece", "composer", "repulsion": float})`` for logging.
     """
     passage = supcon_loss(embeddings=embeddings, labels=passage_labels, temperature=temperature)
     piece = supcon_loss(embeddings=embeddings, labels=work_labels, temperature=max(temperature, 0.1))
+    total = passage + piece_weight * piece
+    parts = {"passage": float(passage.detach()), "piece": float(piece.detach())}
+    repel_labels = work_labels
+    if composer_labels is not None:
+        other_work = (work_labels[:, None] != work_labels[None, :]).to(embeddings.dtype)  # [N, N]
+        composer = supcon_loss(
+            embeddings=embeddings,
+            labels=composer_labels,
+            temperature=max(temperature, 0.2),
+            pos_weights=other_work,
+        )
+        total = total + composer_weight * composer
+        parts["composer"] = float(composer.detach())
+        repel_labels = composer_labels
     repel = repulsion_loss(
-        embeddings=embeddings, labels=work_labels, margin=repulsion_margin, weight=repulsion_weight
+        embeddings=embeddings, labels=repel_labels, margin=repulsion_margin, weight=repulsion_weight
     )
-    total = passage + piece_weight * piece + repel
-    parts = {
-        "passage": float(passage.detach()),
-        "piece": float(piece.detach()),
-        "repulsion": float(repel.detach()),
-    }
+    total = total + repel
+    parts["repulsion"] = float(repel.detach())
     return total, parts

@@ -63,6 +63,28 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from the weights of this checkpoint folder (a new run: fresh optimizer and schedules)",
+    )
+    parser.add_argument("--t-start", type=float, default=0.5, help="temperature at the start (default 0.5)")
+    parser.add_argument("--t-end", type=float, default=0.05, help="temperature at the end (default 0.05)")
+    parser.add_argument(
+        "--composer-weight",
+        type=float,
+        default=0.3,
+        help="weight of the composer-level InfoNCE term (other works of the same composer; 0 = off)",
+    )
+    parser.add_argument(
+        "--composer-pairs", type=int, default=2, help="composers that give two works to every batch"
+    )
+    parser.add_argument(
+        "--no-feature-augment",
+        action="store_true",
+        help="only the stored views: no per-clip pitch/tempo/EQ/noise on the frames (encoder.feataug)",
+    )
+    parser.add_argument(
         "--eval-only", action="store_true", help="only measure the checkpoint in OUT (+ baselines)"
     )
     parser.add_argument(
@@ -129,7 +151,15 @@ def run(name: str, args: argparse.Namespace) -> int:
     corpus = Corpus(corpus_path)
     if args.eval_only:
         return _eval_only(args=args, corpus=corpus, out=out)
-    spec = BatchSpec(works=args.batch_works, passages=args.passages, views=args.views)
+    from encoder.feataug import FeatureAugment
+
+    spec = BatchSpec(
+        works=args.batch_works,
+        passages=args.passages,
+        views=args.views,
+        augment=None if args.no_feature_augment else FeatureAugment(),
+        composer_pairs=args.composer_pairs if args.composer_weight > 0 else 0,
+    )
     sampler = PassageSampler(corpus, split="train", spec=spec, seed=args.seed)
     result = train_loop(args=args, corpus=corpus, sampler=sampler, out=out)
     if args.ship:
@@ -192,6 +222,14 @@ def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path
     )
     step, wall_before, history = 0, 0.0, []
     state_path = out / STATE_FILE
+    init_version = None
+    if args.init is not None and not args.resume:
+        start = Embedder.load(args.init)
+        if start.config != config:
+            raise ConfigError(f"--init {args.init} has config {start.config}; pass the same --d-model")
+        model.load_state_dict(start.model.state_dict())
+        init_version = start.model_version
+        log.info("starting from the weights of %s (%s)", args.init, init_version)
     if args.resume:
         if not state_path.is_file():
             raise ConfigError(f"nothing to resume in {out} (no {STATE_FILE}); run without --resume")
@@ -224,10 +262,14 @@ def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path
             "warmup": warmup,
             "batch": asdict(sampler.spec),
             "loss": {
-                "name": "passage supcon + 0.5 piece supcon + repulsion(0.3)",
-                "t_start": 0.5,
-                "t_end": 0.05,
+                "name": "passage supcon + 0.5 piece supcon"
+                + (f" + {args.composer_weight} composer supcon" if args.composer_weight > 0 else "")
+                + " + repulsion(0.3)",
+                "t_start": args.t_start,
+                "t_end": args.t_end,
+                "composer_weight": args.composer_weight,
             },
+            "init_from": init_version,
             "corpus": summary,
             "val": last_val,
             "git_commit": git_commit(),
@@ -274,7 +316,9 @@ def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path
         lr = lr_at(step=virtual_step, total=args.steps, warmup=warmup, peak=args.lr)
         for g in opt.param_groups:
             g["lr"] = lr
-        temp = cosine_temperature(step=virtual_step, total_steps=args.steps)
+        temp = cosine_temperature(
+            step=virtual_step, total_steps=args.steps, t_start=args.t_start, t_end=args.t_end
+        )
         batch = sampler.batch(step)
         feats, mask = prepare_batch(windows=batch.windows, lengths=batch.lengths, mean=mean, std=std)
         emb = model(torch.from_numpy(feats), torch.from_numpy(mask))  # [B, d_out]
@@ -283,6 +327,12 @@ def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path
             passage_labels=torch.from_numpy(batch.passage_labels),
             work_labels=torch.from_numpy(batch.work_labels),
             temperature=temp,
+            composer_labels=(
+                torch.from_numpy(batch.composer_labels)
+                if args.composer_weight > 0 and batch.composer_labels is not None
+                else None
+            ),
+            composer_weight=args.composer_weight,
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -201,14 +201,31 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(corpus_path, tmp_path, ca
     out = tmp_path / "run"
     ship = tmp_path / "ship"
     assert (
-        run("train", _args(corpus_path, out, "--steps", "40", "--ckpt-every", "20", "--eval-every", "20"))
+        run(
+            "train",
+            # A constant temperature, so that the loss is comparable from end to end (a falling one
+            # raises it by itself); the default recipe otherwise: feature augmentation + composer term.
+            _args(
+                corpus_path,
+                out,
+                "--steps",
+                "40",
+                "--ckpt-every",
+                "20",
+                "--eval-every",
+                "20",
+                "--t-start",
+                "0.3",
+                "--t-end",
+                "0.3",
+            ),
+        )
         == 0
     )
     result = json.loads(capsys.readouterr().out)
     losses = _losses(out)
     assert len(losses) == 40
-    # The temperature falls from 0.5 during the run, which by itself raises the loss; it falls anyway.
-    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
     assert result["steps"] == 40 and result["model_version"].startswith("cadenza-v1-")
     assert {"val", "test", "heldout"} <= set(result["metrics"])
     loaded = Embedder.load(out)
@@ -230,8 +247,14 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(corpus_path, tmp_path, ca
 
 def test_training_improves_retrieval_over_untrained(corpus_path, tmp_path, capsys):
     out = tmp_path / "run"
+    # The toy corpus's frames are random numbers, on which transposing or equalizing "mel" bands
+    # means nothing: 60 steps of the plain recipe is what can show learning here.
+    extra = ("--no-feature-augment", "--composer-weight", "0")
     assert (
-        run("train", _args(corpus_path, out, "--steps", "60", "--ckpt-every", "60", "--eval-every", "60"))
+        run(
+            "train",
+            _args(corpus_path, out, "--steps", "60", "--ckpt-every", "60", "--eval-every", "60", *extra),
+        )
         == 0
     )
     capsys.readouterr()
