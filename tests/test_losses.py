@@ -117,3 +117,35 @@ def test_combined_loss_prefers_passages_apart_within_a_work():
     mer, _ = cadenza_loss(embeddings=merged, **kw)
     assert sep.item() < mer.item()
     assert set(parts) == {"passage", "piece", "repulsion"}
+
+
+def test_composer_term_counts_only_other_works_and_switches_repulsion_to_composers():
+    """Composer positives are other works of the same composer; same-work clips are not positives."""
+    emb = _unit([0, 10, 60, 70, 180, 190])  # works 0,0,1,1,2,2; composers A,A,A,A,B,B
+    passage = torch.tensor([0, 1, 2, 3, 4, 5])
+    work = torch.tensor([0, 0, 1, 1, 2, 2])
+    composer = torch.tensor([0, 0, 0, 0, 1, 1])
+    t = 0.2
+    total, parts = cadenza_loss(
+        embeddings=emb,
+        passage_labels=passage,
+        work_labels=work,
+        temperature=t,
+        composer_labels=composer,
+        composer_weight=0.5,
+        repulsion_margin=0.3,
+    )
+    e = emb.numpy()
+    other_work = (work.numpy()[:, None] != work.numpy()[None, :]).astype(float)
+    expected = _by_hand(e, composer.tolist(), t, w=other_work)  # anchors 4, 5 have no positive: skipped
+    assert parts["composer"] == pytest.approx(expected, rel=1e-6)
+    # repulsion now runs between composers only: works 0 and 1 (cos 60° = 0.5 > 0.3) are not pushed
+    assert parts["repulsion"] == pytest.approx(
+        repulsion_loss(embeddings=emb, labels=composer, margin=0.3).item(), rel=1e-6
+    )
+    assert parts["repulsion"] == pytest.approx(0.0, abs=1e-12)
+    without, parts0 = cadenza_loss(embeddings=emb, passage_labels=passage, work_labels=work, temperature=t)
+    assert "composer" not in parts0 and parts0["repulsion"] > 0  # by work: 0.5 > 0.3 is pushed
+    assert total.item() == pytest.approx(
+        parts["passage"] + 0.5 * parts["piece"] + 0.5 * parts["composer"] + parts["repulsion"], rel=1e-6
+    )

@@ -151,6 +151,30 @@ def test_batches_have_the_planned_structure_and_are_deterministic(corpus_path):
         PassageSampler(c, spec=BatchSpec(works=50), seed=0)
 
 
+def test_composer_pairs_and_feature_augmentation_in_batches(corpus_path):
+    from encoder.feataug import FeatureAugment
+
+    # the toy corpus has two composers per split, five train works each
+    spec = BatchSpec(works=4, passages=2, views=2, composer_pairs=2, augment=FeatureAugment(tempo_prob=1.0))
+    with Corpus(corpus_path) as c:
+        sampler = PassageSampler(c, spec=spec, seed=1)
+        for step in range(5):
+            batch = sampler.batch(step)
+            assert batch.composer_labels is not None
+            # two composers × two works each: every clip has an other-work same-composer clip
+            for i in range(len(batch.composer_labels)):
+                same = (batch.composer_labels == batch.composer_labels[i]) & (
+                    batch.work_labels != batch.work_labels[i]
+                )
+                assert same.any()
+        a, b = sampler.batch(3), sampler.batch(3)
+        assert np.array_equal(a.windows, b.windows)  # augmentation is part of the (seed, step) function
+        plain = PassageSampler(c, spec=BatchSpec(works=4, passages=2, views=2), seed=1).batch(3)
+        assert not np.array_equal(a.windows, plain.windows)
+        # every clip was tempo-stretched, which may shorten it by at most the stretch
+        assert (a.lengths >= spec.min_crop_frames).all() and (a.lengths <= 100).all()
+
+
 def test_short_works_get_fewer_passages_but_all_their_clips(tmp_path):
     path = make_corpus(tmp_path / "short.h5", works_per_split={"train": 3}, seconds=14.0, extra_s=0.0)
     with Corpus(path) as c:
