@@ -84,11 +84,14 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def key_scores(*, chroma: np.ndarray) -> np.ndarray:
     """``[12]`` chroma → ``[2, 12]`` Pearson correlations with (major, minor) profiles on each tonic."""
-    out = np.zeros((2, 12))
-    for tonic in range(12):
-        out[0, tonic] = _pearson(chroma, np.roll(KK_MAJOR, tonic))
-        out[1, tonic] = _pearson(chroma, np.roll(KK_MINOR, tonic))
-    return out
+    idx = (np.arange(12)[None, :] - np.arange(12)[:, None]) % 12  # row t = the profile rolled to tonic t
+    profiles = np.stack([KK_MAJOR[idx], KK_MINOR[idx]])  # [2, 12 tonics, 12]
+    p = profiles - profiles.mean(axis=2, keepdims=True)
+    c = np.asarray(chroma, dtype=np.float64).reshape(12)
+    c = c - c.mean()
+    d = np.sqrt((p * p).sum(axis=2) * (c * c).sum())  # [2, 12]
+    num = p @ c
+    return np.where(d > 1e-12, num / np.where(d > 1e-12, d, 1.0), 0.0)
 
 
 def estimate_key(*, chroma: np.ndarray) -> tuple[int, str, float]:

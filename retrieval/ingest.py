@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -107,11 +108,39 @@ def find_audio_files(paths: Iterable[Path]) -> list[Path]:
 _WORKER: dict[str, Any] = {}  # per worker *process* (set by the pool initializer), never in the parent
 
 
+def _one_thread() -> Any:
+    """Limit BLAS/OpenMP pools to one thread (numpy's OpenBLAS would start one per core per process).
+
+    Returns the threadpoolctl limiter (keep it alive; ``restore_original_limits()`` undoes it), or
+    None when threadpoolctl (a dependency of librosa's scikit-learn) is missing.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with librosa
+        return None
+    return threadpool_limits(limits=1)
+
+
+def _fast_exit() -> None:
+    """A worker's last atexit hook: leave without tearing down torch/numba (≈ 1–2 s per process)."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _init_worker(spec: EmbedderSpec) -> None:
+    import atexit
+
     import torch
 
+    # One thread per process: N processes × N threads on N cores only adds switching.
     torch.set_num_threads(1)
+    _WORKER["limits"] = _one_thread()
     _WORKER["embedder"] = spec.build()
+    # Registered last, so it runs first at exit: the pool has collected every result by then.
+    atexit.register(_fast_exit)
 
 
 @dataclass
@@ -155,6 +184,35 @@ def _work(path: Path, digest: str, use_denoise: bool, read_metadata: bool) -> Fi
     )
 
 
+def _largest_first(jobs: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """Jobs by decreasing file size (a proxy for duration): the long ones start early, so the
+    lanes finish together instead of one lane decoding a long file while the others idle."""
+
+    def size(job: tuple[Path, str]) -> int:
+        try:
+            return job[0].stat().st_size
+        except OSError:
+            return 0
+
+    return sorted(jobs, key=size, reverse=True)
+
+
+@contextmanager
+def _single_threaded() -> Iterator[None]:
+    """torch and BLAS on one thread in this process for the block (the worker processes use the others)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    limits = _one_thread()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if limits is not None:
+            limits.restore_original_limits()
+
+
 def _map(
     jobs: Sequence[tuple[Path, str]],
     *,
@@ -164,7 +222,14 @@ def _map(
     use_denoise: bool,
     read_metadata: bool,
 ) -> Iterator[FileResult]:
-    """Run :func:`process_file` over ``jobs``; in-process when ``workers <= 1``. Yields as they finish."""
+    """Run :func:`process_file` over ``jobs`` on ``workers`` lanes; yields results as they finish.
+
+    ``workers <= 1``: in this process, in order. Otherwise this process is one lane (it already
+    holds the embedder and torch) and ``workers - 1`` spawned processes are the others: each
+    process costs ~3 CPU-s to start (torch, librosa, numba caches), so on 2 cores one helper
+    process beats two. The helper takes the largest files first, this process the smallest,
+    so it comes back often to hand results to the writer.
+    """
     if workers <= 1 or len(jobs) <= 1:
         emb = embedder if embedder is not None else spec.build()
         for path, digest in jobs:
@@ -172,20 +237,39 @@ def _map(
                 path=path, digest=digest, embedder=emb, use_denoise=use_denoise, read_metadata=read_metadata
             )
         return
+    emb = embedder if embedder is not None else spec.build()
+    queue = _largest_first(jobs)
+    helpers = workers - 1
     ctx = multiprocessing.get_context("spawn")  # the parent holds a DB pool with threads: never fork
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(spec,)
-    ) as ex:
+    with (
+        _single_threaded(),
+        ProcessPoolExecutor(
+            max_workers=helpers, mp_context=ctx, initializer=_init_worker, initargs=(spec,)
+        ) as ex,
+    ):
         pending: set[Future[FileResult]] = set()
-        queue = list(jobs)
-        # Keep at most 2 jobs per worker in flight: results (big arrays) do not pile up in memory.
+        # A few jobs queued per helper so it never waits for this process to finish a file;
+        # results are small (embeddings, descriptors, 10-fps chroma), so they may pile up a little.
         while queue or pending:
-            while queue and len(pending) < 2 * workers:
+            while queue and len(pending) < 3 * helpers:
                 path, digest = queue.pop(0)
                 pending.add(ex.submit(_work, path, digest, use_denoise, read_metadata))
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=0, return_when=FIRST_COMPLETED)
             for fut in done:
                 yield fut.result()
+            if queue:
+                path, digest = queue.pop()
+                yield process_file(
+                    path=path,
+                    digest=digest,
+                    embedder=emb,
+                    use_denoise=use_denoise,
+                    read_metadata=read_metadata,
+                )
+            elif pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
 
 
 # -- the parent side: plan, write, report ------------------------------------------------------
