@@ -2,20 +2,25 @@
 
 A clip is leveled like library tracks, featurized, and (with no start given) reduced to its
 most representative 10 s: the window whose embedding is closest to the clip's mean
-embedding. A library moment uses its stored segment (nearest to the asked start) and the
-track's stored chroma. Blends add unit vectors of the moments and subtract half of the
-"minus" ones.
+embedding. A library moment (track id + start) is re-embedded exactly: the track's file is
+decoded from the start for 10 s and goes through the same path as an uploaded clip. Only
+when the file is gone, changed or unreadable does the moment fall back to the stored
+segment nearest the start (``moment_source: "stored-segment"`` in the query info, with the
+reason). Blends add unit vectors of the moments and subtract half of the "minus" ones.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
 
+from cadenza.audio import content_hash, load_audio
 from cadenza.errors import InputError, NotFound
 from encoder.features import CHROMA, FPS, SAMPLE_RATE
 from retrieval.analysis import prepare
@@ -23,7 +28,11 @@ from retrieval.descriptors import KEY_NAMES, chroma_sequence, describe, frame_we
 from retrieval.rerank import QueryProfile
 from retrieval.store import f16_array, track_chroma
 
+log = logging.getLogger(__name__)
+
 WINDOW_FRAMES = 100
+#: A library moment is this long (the segment length), as in :class:`retrieval.types.MomentRef`.
+MOMENT_S = 10.0
 #: Quieter than this (RMS dBFS of the raw clip) is silence: nothing can be similar to it.
 SILENCE_DBFS = -60.0
 #: Below this tonalness a clip is noise-like: rendered and recorded music measured 0.63–0.95
@@ -150,14 +159,39 @@ def from_audio(
 
 _MOMENT_SQL = (
     "SELECT s.id, s.track_id, s.start_s, s.end_s, s.embedding, s.chroma_mean, s.chroma_seq, s.key_index, s.mode,"
-    " s.key_confidence, s.tempo_bpm, s.valence, s.arousal, t.title, t.composer, t.duration_s"
+    " s.key_confidence, s.tempo_bpm, s.valence, s.arousal, t.title, t.composer, t.duration_s, t.path,"
+    " t.content_hash"
     " FROM segments s JOIN tracks t ON t.id = s.track_id"
     " WHERE s.track_id = %s AND s.model_version = %s ORDER BY abs(s.start_s - %s), s.start_s LIMIT 1"
 )
 
 
-def moment(conn: psycopg.Connection, *, track_id: int, start_s: float, model_version: str) -> dict[str, Any]:
-    """The stored segment of ``track_id`` nearest ``start_s`` (current model) plus its exact-start chroma."""
+def moment_audio(
+    *, path: str, digest: str, start_s: float, duration_s: float
+) -> tuple[np.ndarray | None, str]:
+    """The ``[n]`` 16-kHz samples of ``path`` from ``start_s`` for ``duration_s``, or (None, why not).
+
+    None when the file is gone, no longer the ingested content (sha256 differs) or cannot be
+    decoded: the caller then uses the stored segment.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return None, "the track's audio file is gone"
+    try:
+        if content_hash(p) != digest:
+            return None, "the track's audio file changed since it was ingested"
+        return load_audio(path=p, offset_s=start_s, duration_s=duration_s), ""
+    except (InputError, OSError) as exc:
+        return None, f"the track's audio file is unreadable ({str(exc)[:100]})"
+
+
+def moment(
+    conn: psycopg.Connection, *, track_id: int, start_s: float, model_version: str, embedder: Any = None
+) -> dict[str, Any]:
+    """The 10 s of ``track_id`` from ``start_s``: re-embedded from the file when ``embedder`` is given and
+    the file is readable (``moment_source`` "audio"), else the stored segment nearest ``start_s``
+    (current model) with the track's stored exact-start chroma (``moment_source`` "stored-segment").
+    """
     row = conn.execute(_MOMENT_SQL, (track_id, model_version, start_s)).fetchone()
     if row is None:
         exists = conn.execute("SELECT 1 FROM tracks WHERE id = %s", (track_id,)).fetchone()
@@ -169,15 +203,43 @@ def moment(conn: psycopg.Connection, *, track_id: int, start_s: float, model_ver
         raise InputError(
             f"track {track_id} is {duration:.1f} s long; pick a moment start between 0 and {max(duration - 3.0, 0.0):.1f} s"
         )
+    out: dict[str, Any] = {
+        "segment_id": row[0], "track_id": row[1], "start_s": float(start_s), "segment_start": float(row[2]),
+        "title": row[13], "composer": row[14], "end_s": min(float(start_s) + MOMENT_S, duration),
+        "timings_ms": {}, "nothing_reason": None,
+    }  # fmt: skip
+    if embedder is not None:
+        t0 = time.perf_counter()
+        y, why = moment_audio(
+            path=str(row[16]), digest=str(row[17]), start_s=float(start_s), duration_s=MOMENT_S
+        )
+        decode_ms = (time.perf_counter() - t0) * 1000
+        if y is not None and y.size >= 3.0 * SAMPLE_RATE:
+            built = from_audio(audio=y, embedder=embedder, start_s=0.0, duration_s=MOMENT_S)
+            d, prof = built.info, built.profile
+            out.update(
+                moment_source="audio", embedding=prof.embedding, chroma_mean=np.asarray(d["chroma_mean"]),
+                chroma_seq=prof.chroma_seq, key_index=d["key_index"], mode=d["mode"],
+                key_confidence=d["key_confidence"], tempo_bpm=d["tempo_bpm"], valence=d["valence"],
+                arousal=d["arousal"], tonalness=d["tonalness"], chroma10=built.chroma10,
+                end_s=float(start_s) + d["end"], nothing_reason=built.nothing_reason,
+                timings_ms={"decode": decode_ms, **built.timings_ms},
+            )  # fmt: skip
+            return out
+        why = why or "too little audio left after the start in the track's file"
+        log.warning("moment of track %s at %.1f s from its stored segment: %s", track_id, start_s, why)
+        out["fallback_reason"] = why
+    else:
+        out["fallback_reason"] = "no encoder to re-embed with"
     chroma = track_chroma(conn, track_id)
     i0 = int(round(max(0.0, start_s) * FPS))
-    return {
-        "segment_id": row[0], "track_id": row[1], "start_s": float(start_s), "segment_start": float(row[2]),
-        "embedding": _unit(row[4].to_numpy()), "chroma_mean": np.asarray(row[5], dtype=np.float64),
-        "chroma_seq": f16_array(row[6]), "key_index": row[7], "mode": row[8], "key_confidence": row[9],
-        "tempo_bpm": row[10], "valence": row[11], "arousal": row[12], "title": row[13], "composer": row[14],
-        "chroma10": chroma[i0 : i0 + WINDOW_FRAMES], "end_s": min(float(start_s) + 10.0, float(row[15])),
-    }  # fmt: skip
+    out.update(
+        moment_source="stored-segment", embedding=_unit(row[4].to_numpy()),
+        chroma_mean=np.asarray(row[5], dtype=np.float64), chroma_seq=f16_array(row[6]), key_index=row[7],
+        mode=row[8], key_confidence=row[9], tempo_bpm=row[10], valence=row[11], arousal=row[12],
+        tonalness=1.0, chroma10=chroma[i0 : i0 + WINDOW_FRAMES],
+    )  # fmt: skip
+    return out
 
 
 def build(
@@ -200,13 +262,31 @@ def build(
         )  # fmt: skip
         parts.append(built.profile.embedding)
     moments = [
-        moment(conn, track_id=m.track_id, start_s=m.start_s, model_version=embedder.model_version)
+        moment(
+            conn,
+            track_id=m.track_id,
+            start_s=m.start_s,
+            model_version=embedder.model_version,
+            embedder=embedder,
+        )
         for m in request.moments
     ]
     minus = [
-        moment(conn, track_id=m.track_id, start_s=m.start_s, model_version=embedder.model_version)
+        moment(
+            conn,
+            track_id=m.track_id,
+            start_s=m.start_s,
+            model_version=embedder.model_version,
+            embedder=embedder,
+        )
         for m in request.minus
     ]
+    sources = [m["moment_source"] for m in (*moments, *minus)]
+    fallbacks = sorted({m["fallback_reason"] for m in (*moments, *minus) if m.get("fallback_reason")})
+    timings: dict[str, float] = {}
+    for m in (*moments, *minus):
+        for k, v in m["timings_ms"].items():
+            timings[k] = timings.get(k, 0.0) + v
     parts.extend(m["embedding"] for m in moments)
     q = np.sum(parts, axis=0) - 0.5 * (np.sum([m["embedding"] for m in minus], axis=0) if minus else 0.0)
     exclude = tuple(sorted({int(m["track_id"]) for m in moments}))
@@ -221,7 +301,10 @@ def build(
             "key": KEY_NAMES[first["key_index"]] if first["key_index"] is not None else None,
             "tempo_bpm": first["tempo_bpm"], "valence": first["valence"], "arousal": first["arousal"],
             "chroma_mean": [round(float(v), 4) for v in chroma],
+            "moment_source": first["moment_source"], "moment_sources": sources,
         }  # fmt: skip
+        if fallbacks:
+            info["fallback_reason"] = "; ".join(fallbacks)
         profile = QueryProfile(
             embedding=_unit(q),
             chroma_mean=chroma,
@@ -229,11 +312,25 @@ def build(
             tempo_bpm=first["tempo_bpm"],
             valence=float(first["valence"] or 0.0),
             arousal=float(first["arousal"] or 0.0),
-            tonalness=1.0,
+            tonalness=float(first["tonalness"]),
         )
-        return BuiltQuery(profile, first["chroma10"], info, exclude_tracks=exclude)
+        # Only a single moment can be "nothing": a blend still has the other moments' direction.
+        nothing = first["nothing_reason"] if len(moments) == 1 and not minus else None
+        return BuiltQuery(
+            profile,
+            first["chroma10"],
+            info,
+            exclude_tracks=exclude,
+            nothing_reason=nothing,
+            timings_ms=timings,
+        )
     if moments or minus:
         built.profile.embedding = _unit(q)
         built.info["source"] = "blend"
+        built.info["moment_sources"] = sources
+        if fallbacks:
+            built.info["fallback_reason"] = "; ".join(fallbacks)
         built.exclude_tracks = exclude
+        for k, v in timings.items():
+            built.timings_ms[k] = built.timings_ms.get(k, 0.0) + v
     return built
