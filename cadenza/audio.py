@@ -249,6 +249,16 @@ def _child_limits(memory_bytes: int) -> None:  # the child's first act, before i
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+#: What the decode child runs (``python -c``). A module constant so a test can make a child that hangs.
+_CHILD_CODE = "from cadenza.audio import _child_main; _child_main()"
+
+
+def _outer_limit(timeout_s: float) -> float:
+    """Wall-clock limit of the whole child: its own limit plus a margin for interpreter start-up, so
+    the child's ffmpeg limit usually fires first and reports cleanly (60 s → 70 s, 1 s → 1.5 s)."""
+    return timeout_s + min(10.0, 0.5 * timeout_s)
+
+
 def decode_in_subprocess(
     *,
     path: Path,
@@ -278,31 +288,47 @@ def decode_in_subprocess(
             str(int(memory_bytes)),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-c", "from cadenza.audio import _child_main; _child_main()", *args],
-                capture_output=True,
-                timeout=timeout_s + 10.0,
-                # No preexec_fn: Python code between fork and exec can deadlock in a threaded parent
-                # (the web server); the child limits itself before it opens the file (_child_main).
-                env=env,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise InputError(
-                f"decoding {path.name} took longer than {timeout_s:.0f} s; try a shorter file"
-            ) from None
-        if proc.returncode == 3:
-            raise InputError(proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1])
+        with subprocess.Popen(
+            [sys.executable, "-c", _CHILD_CODE, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            # No preexec_fn: Python code between fork and exec can deadlock in a threaded parent
+            # (the web server); the child limits itself before it opens the file (_child_main).
+            # Its own session: at the limit the whole group dies, ffmpeg grandchild included.
+            start_new_session=True,
+        ) as proc:
+            try:
+                _, stderr_bytes = proc.communicate(timeout=_outer_limit(timeout_s))
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise InputError(
+                    f"decoding {path.name} took longer than {timeout_s:.0f} s; try a shorter file"
+                ) from None
+            except BaseException:  # Ctrl-C in the CLI: the child has its own session and would not see it
+                _kill_group(proc)
+                raise
+        stderr = stderr_bytes.decode("utf-8", "replace").strip().splitlines()
+        if proc.returncode == 3 and stderr:
+            raise InputError(stderr[-1])
         if proc.returncode != 0 or not out.exists():
-            tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             why = (
                 "it needed too much memory"
-                if any("MemoryError" in t for t in tail)
+                if any("MemoryError" in t for t in stderr)
                 else "the decoder crashed"
             )
             raise InputError(f"could not decode {path.name} ({why}); try converting it to WAV or MP3")
         return np.load(out)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's process group (the child and anything it started), then reap the child."""
+    import contextlib
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
 
 
 def _child_main() -> None:
