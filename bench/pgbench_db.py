@@ -123,14 +123,20 @@ def copy_segments(
     mode: list[str],
     model_version: str,
     chroma_mean: Callable[[int], list[float]] | None = None,
+    cells: np.ndarray | None = None,
 ) -> None:
-    """Bulk-load segments with COPY BINARY (the embedding as pgvector's binary ``vector``)."""
+    """Bulk-load segments with COPY BINARY (the embedding as pgvector's binary ``vector``).
+
+    ``cells``: each segment's cell (retrieval/cells.py), written with the row like an insert does.
+    """
     from pgvector import Vector
 
     flat = [1.0 / 12] * 12
-    cols = "id, track_id, start_s, end_s, embedding, model_version, chroma_mean, key_index, mode"
+    cols = "id, track_id, start_s, end_s, embedding, model_version, chroma_mean, key_index, mode, cell"
     with conn.cursor() as cur, cur.copy(f"COPY segments ({cols}) FROM STDIN WITH (FORMAT BINARY)") as copy:
-        copy.set_types(["int8", "int8", "float4", "float4", "vector", "text", "float4[]", "int2", "text"])
+        copy.set_types(
+            ["int8", "int8", "float4", "float4", "vector", "text", "float4[]", "int2", "text", "int4"]
+        )
         for i in range(len(ids)):
             copy.write_row(
                 (
@@ -143,5 +149,6 @@ def copy_segments(
                     chroma_mean(i) if chroma_mean else flat,
                     int(key_index[i]),
                     mode[i],
+                    None if cells is None else int(cells[i]),
                 )
             )

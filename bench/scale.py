@@ -7,9 +7,10 @@ clustered library (:mod:`bench.synthetic`) by COPY BINARY, and indexed with HNSW
 * unfiltered top-10: latency p50/p95 and recall@10 against exact numpy search, for several
   ``hnsw.ef_search`` values (recall-vs-ef plot);
 * filtered top-10 (exclude the query's composer — the hard case —, include one era, a key,
-  and all three together) through the REAL retrieval function that over-fetches from HNSW
-  and falls back to an exact scan, against exact filtered ground truth; the naive
-  ``WHERE … ORDER BY embedding <=> q`` on HNSW is measured next to it to show the trap;
+  and all three together) through the REAL retrieval function (coarse cells from 50K
+  segments, exact scan below and as the fallback), against exact filtered ground truth; the
+  naive ``WHERE … ORDER BY embedding <=> q`` on HNSW and the exact route alone are measured
+  next to it;
 * build time, index size, bytes per segment; latency-vs-size plot over all sizes run.
 """
 
@@ -40,13 +41,15 @@ MODEL_VERSION = "bench-synthetic"
 K = 10
 KEYS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 COPY_CHUNK = 20_000
+#: Filtered queries per filter also timed through the exact route, for comparison (slow at 1M).
+EXACT_QUERIES = 10
 
 
 # --- loading ------------------------------------------------------------------------------
 
 
-def load_library(db, lib: SyntheticLibrary) -> dict[str, float]:
-    """COPY the synthetic tracks and segments in; returns seconds and the vectors' checksum."""
+def load_library(db, lib: SyntheticLibrary, *, cells: np.ndarray | None = None) -> dict[str, float]:
+    """COPY the synthetic tracks and segments in (with each segment's cell, if given); returns seconds."""
     pgbench_db.drop_hnsw(db)  # loading into an indexed table would build the graph row by row
     t0 = time.perf_counter()
     with db.connection() as conn:
@@ -78,6 +81,7 @@ def load_library(db, lib: SyntheticLibrary) -> dict[str, float]:
                 key_index=lib.track_key[track],
                 mode=["minor" if m else "major" for m in lib.track_mode[track]],
                 model_version=MODEL_VERSION,
+                cells=None if cells is None else cells[lo:hi],
             )
             conn.commit()
         conn.execute("SELECT setval('tracks_id_seq', %s)", (lib.n_tracks,))
@@ -239,6 +243,52 @@ def retrieval_filtered_fn() -> Callable[..., Candidates]:
     return filtered_candidates
 
 
+def train_cells_for(vectors: np.ndarray, *, seed: int) -> tuple[np.ndarray | None, Any, dict[str, float]]:
+    """Cells as the product trains them (retrieval/cells.py), for a library of ``vectors [N, 128]``.
+
+    Computed before the COPY so each row is written once with its cell, as an insert into a
+    library that has cells does (a later UPDATE of 1M rows would double the table). Returns
+    (cell per segment or None below the product's threshold, the CellIndex, timings).
+    """
+    from retrieval import cells as cells_mod
+
+    n = len(vectors)
+    if n < cells_mod.MIN_CELL_SEGMENTS:
+        return None, None, {}
+    t0 = time.perf_counter()
+    n_cells = cells_mod.cells_for(n)
+    rng = np.random.default_rng([seed, 3])
+    sample = rng.choice(n, size=cells_mod.sample_size(n_segments=n, n_cells=n_cells), replace=False)
+    index = cells_mod.fit_cells(x=vectors[np.sort(sample)], n_cells=n_cells, seed=seed)
+    t1 = time.perf_counter()
+    cells = np.concatenate([index.assign(vectors[lo : lo + 50_000]) for lo in range(0, n, 50_000)])
+    sizes = np.bincount(cells, minlength=len(index.centroids))
+    info = {
+        "n_cells": len(index.centroids),
+        "sample": len(sample),
+        "train_s": t1 - t0,
+        "assign_s": time.perf_counter() - t1,
+        "cell_size_p50": float(np.median(sizes)),
+        "cell_size_p99": float(np.percentile(sizes, 99)),
+    }
+    return cells, index, info
+
+
+def exact_route_ms(db, *, queries: np.ndarray, filters: list, n: int = 100) -> list[float]:
+    """Latency of retrieval's exact filtered route (best 3 windows of the nearest tracks) per query."""
+    from retrieval.ingest import autocommit
+    from retrieval.search import exact_per_track, filter_sql
+
+    times = []
+    with autocommit(db) as conn:
+        for q, f in zip(queries, filters, strict=False):
+            where, params = filter_sql(f, model_version=MODEL_VERSION)
+            t0 = time.perf_counter()
+            exact_per_track(conn, q=np.asarray(q, dtype=np.float32), where=where, params=params, n=n)
+            times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 # --- one size -----------------------------------------------------------------------------
 
 
@@ -253,8 +303,17 @@ def run_size(
         db = pgbench_db.tune_and_restart(db, home, maintenance_work_mem="2GB", shared_buffers="1GB")
         with db.connection() as conn:
             res["postgres"], res["pgvector"] = db_versions(conn)
+        vectors = lib.segment_vectors(start=0, stop=n)
+        cells, cell_index, res["cells"] = train_cells_for(vectors, seed=seed)
+        log.info("scale %d: cells %s", n, res["cells"] or "none (below the product's threshold)")
         log.info("scale %d: loading %d segments of %d tracks", n, n, lib.n_tracks)
-        res.update(load_library(db, lib))
+        res.update(load_library(db, lib, cells=cells))
+        if cell_index is not None:
+            from retrieval.cells import write_centroids
+
+            with db.connection() as conn:
+                write_centroids(conn, model_version=MODEL_VERSION, index=cell_index, n_segments=n)
+                conn.commit()
         log.info("scale %d: COPY took %.1f s; building HNSW", n, res["copy_s"])
         res["index"] = pgbench_db.build_hnsw(db)
         log.info(
@@ -263,7 +322,6 @@ def run_size(
             res["index"]["build_s"],
             res["index"]["hnsw_bytes"] / 1e6,
         )
-        vectors = lib.segment_vectors(start=0, stop=n)
         queries, q_comp = lib.queries(n=n_queries, seed=seed + 1)
         # In blocks of 25 queries: a [Q, N] similarity matrix at 1M rows would need GBs.
         truth = np.concatenate(
@@ -309,6 +367,7 @@ def run_size(
                 routes.append(cand.path)
             with db.connection() as conn:
                 naive, ntimes = naive_tracks(conn, queries=fq, case=case, limit=100)
+            etimes = exact_route_ms(db, queries=fq[:EXACT_QUERIES], filters=case.filters[:EXACT_QUERIES])
             allowed_share = float(np.mean([case.mask(i).mean() for i in range(min(len(fq), 20))]))
             rows.append(
                 {
@@ -319,6 +378,7 @@ def run_size(
                     "routes": {r: routes.count(r) for r in sorted(set(routes))},
                     "naive_hnsw_recall@10": recall_at_k(found=naive, truth=ftruth),
                     "naive_hnsw_p50": percentiles(ntimes)["p50"],
+                    "exact_route_p50": percentiles(etimes)["p50"],
                 }
             )
             log.info(
@@ -373,9 +433,13 @@ def run_scale(
         f"Synthetic 128-d unit vectors clustered composer → track ({SEGMENTS_PER_TRACK} segments) → segment; "
         f"{n_queries} unfiltered and {filtered_queries} filtered queries per size from new tracks of random composers.",
         "Recall is against exact cosine top-10 computed with numpy over the same rows (filtered: over the rows the filter allows).",
-        "Filtered queries go through the real retrieval filtered-candidate function (over-fetch from HNSW, exact scan fallback); "
+        "Filtered queries go through the real retrieval filtered-candidate function (`retrieval.search.nearest`: "
+        "restrictive filters scan the nearest coarse cells from 50K segments up — cells trained by `retrieval.cells` "
+        "and written with each row —, an exact scan of the filtered rows below that and as the fallback; "
+        "unfiltered queries use HNSW). "
         "Search returns one result per track, so filtered recall@10 is over tracks (a track scores its best allowed segment); "
-        "'naive HNSW' is `WHERE … ORDER BY embedding <=> q LIMIT 100` at ef_search 100 without fallback, for comparison.",
+        "'naive HNSW' is `WHERE … ORDER BY embedding <=> q LIMIT 100` at ef_search 100 without fallback, and "
+        f"'exact route' the exact filtered scan on the first {EXACT_QUERIES} queries, for comparison.",
         "Targets: unfiltered p50 ≤ 50 ms at 1M (no LLM); filtered recall@10 ≥ 0.95.",
         "The machine is shared with a corpus build and a training run (see load average below): absolute times are pessimistic.",
     ]
@@ -419,6 +483,35 @@ def run_scale(
         for r in results
         for u in r["unfiltered"]
     ]
+    cell_rows = [
+        (
+            r["n_segments"],
+            r["cells"]["n_cells"],
+            r["cells"]["sample"],
+            r["cells"]["train_s"],
+            r["cells"]["assign_s"],
+            r["cells"]["cell_size_p50"],
+            r["cells"]["cell_size_p99"],
+        )
+        for r in results
+        if r.get("cells")
+    ]
+    if cell_rows:
+        report.section(
+            "Coarse cells (k-means on a sample, every segment assigned; sizes below 50K have none)",
+            md_table(
+                [
+                    "segments",
+                    "cells",
+                    "training sample",
+                    "k-means s",
+                    "assign all s",
+                    "segments/cell p50",
+                    "segments/cell p99",
+                ],
+                cell_rows,
+            ),
+        )
     report.section(
         "Recall vs ef_search (unfiltered)",
         md_table(["segments", "ef_search", "recall@10", "p50 ms", "p95 ms"], ef_rows),
@@ -434,6 +527,7 @@ def run_scale(
             ", ".join(f"{k} {v}" for k, v in f["routes"].items()),
             f["naive_hnsw_recall@10"],
             f["naive_hnsw_p50"],
+            f.get("exact_route_p50", float("nan")),
         )
         for r in results
         for f in r["filtered"]
@@ -451,6 +545,7 @@ def run_scale(
                 "route taken",
                 "naive HNSW recall@10",
                 "naive p50 ms",
+                f"exact route p50 ms ({EXACT_QUERIES} q)",
             ],
             f_rows,
         ),

@@ -15,14 +15,17 @@ import psycopg
 
 from cadenza.errors import NotFound
 from retrieval.analysis import TrackAnalysis
+from retrieval.cells import assign_cells
 
 SEGMENT_COLUMNS = (
     "track_id", "start_s", "end_s", "embedding", "model_version", "chroma_mean", "chroma_seq", "key_index",
     "mode", "key_confidence", "tempo_bpm", "loudness_db", "brightness_hz", "onset_density", "valence", "arousal",
+    "cell",
 )  # fmt: skip
 SEGMENT_TYPES = (
     "int8", "float4", "float4", "vector", "text", "float4[]", "bytea", "int2",
     "text", "float4", "float4", "float4", "float4", "float4", "float4", "float4",
+    "int4",
 )  # fmt: skip
 #: Descriptor columns read back for reranking (stored per segment).
 DESCRIPTOR_COLUMNS = (
@@ -47,23 +50,31 @@ def f16_array(b: bytes | memoryview | None, cols: int = 12) -> np.ndarray:
     return np.frombuffer(bytes(b), dtype="<f2").reshape(-1, cols).astype(np.float32)
 
 
-def _segment_rows(track_id: int, analysis: TrackAnalysis) -> list[tuple[Any, ...]]:
+def _segment_rows(track_id: int, analysis: TrackAnalysis, cells: list[int | None]) -> list[tuple[Any, ...]]:
     rows = []
-    for s in analysis.segments:
+    for s, cell in zip(analysis.segments, cells, strict=True):
         d = s.descriptors
         rows.append(
             (
                 track_id, s.start_s, s.end_s, s.embedding, analysis.model_version, [float(v) for v in d["chroma_mean"]],
                 f16_bytes(s.chroma_seq), d["key_index"], d["mode"], d["key_confidence"], d["tempo_bpm"],
-                d["loudness_db"], d["brightness_hz"], d["onset_density"], d["valence"], d["arousal"],
+                d["loudness_db"], d["brightness_hz"], d["onset_density"], d["valence"], d["arousal"], cell,
             )
         )  # fmt: skip
     return rows
 
 
 def copy_segments(conn: psycopg.Connection, track_id: int, analysis: TrackAnalysis) -> int:
-    """Bulk-write a track's segments with binary COPY (caller holds the transaction)."""
-    rows = _segment_rows(track_id, analysis)
+    """Bulk-write a track's segments with binary COPY (caller holds the transaction).
+
+    Each segment gets its nearest cell when its model version has cells (retrieval/cells.py),
+    computed before the COPY so the row is written once (a later UPDATE would re-insert it
+    into the HNSW index).
+    """
+    cells = assign_cells(
+        conn, model_version=analysis.model_version, embeddings=[s.embedding for s in analysis.segments]
+    )
+    rows = _segment_rows(track_id, analysis, cells)
     with (
         conn.cursor() as cur,
         cur.copy(f"COPY segments ({', '.join(SEGMENT_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)") as copy,
