@@ -56,7 +56,7 @@ def integrated_loudness(*, y: np.ndarray, sr: int = SAMPLE_RATE) -> float:
     Same K-weighting filters (taken from pyloudnorm), same block bounds and gates, but the
     block energies come from one cumulative sum instead of a Python loop over ~10 blocks per
     second: ~0.15 s → ~0.02 s per minute of audio. Agrees with pyloudnorm to ~1e-9 LU
-    (tests/test_ingest_speed_loudness.py). −inf for silence.
+    (tests/test_ingest_speed_equivalence.py). −inf for silence.
     """
     from pyloudnorm.iirfilter import IIRfilter
     from scipy.signal import sosfilt

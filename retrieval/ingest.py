@@ -109,7 +109,10 @@ _WORKER: dict[str, Any] = {}  # per worker *process* (set by the pool initialize
 
 
 def _one_thread() -> Any:
-    """Limit BLAS/OpenMP pools to one thread (numpy's OpenBLAS would start one per core per process).
+    """Limit BLAS pools to one thread (numpy's OpenBLAS would start one per core per process).
+
+    Only BLAS: torch's OpenMP pool is set with ``torch.set_num_threads``, and restoring an OpenMP
+    limit here would undo the caller's torch setting.
 
     Returns the threadpoolctl limiter (keep it alive; ``restore_original_limits()`` undoes it), or
     None when threadpoolctl (a dependency of librosa's scikit-learn) is missing.
@@ -118,7 +121,7 @@ def _one_thread() -> Any:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - installed with librosa
         return None
-    return threadpool_limits(limits=1)
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _fast_exit() -> None:
@@ -208,9 +211,9 @@ def _single_threaded() -> Iterator[None]:
     try:
         yield
     finally:
-        torch.set_num_threads(before)
-        if limits is not None:
+        if limits is not None:  # first: threadpoolctl's restore also resets OpenMP, torch's pool
             limits.restore_original_limits()
+        torch.set_num_threads(before)
 
 
 def _map(
