@@ -32,10 +32,26 @@ SR = 16_000
 DEFAULT_K = 8
 
 
+#: How long a search waits for a free search slot before the server says it is busy (503). The
+#: load bench's p95 at 50 concurrent conversations on 2 cores was 16.8 s; a browser waits this long.
+SEARCH_WAIT_S = 60.0
+
+
 class StorageError(CadenzaError):
     """The server could not write what a request needs (disk full, uploads folder not a folder)."""
 
     status_code = 507  # Insufficient Storage: the request was fine, retrying later may work
+
+
+class ServerBusy(CadenzaError):
+    """Every search slot stayed taken for :data:`SEARCH_WAIT_S`; the request was fine, retry later."""
+
+    status_code = 503
+
+
+def search_slot_count(settings: Settings) -> int:
+    """Searches that may run at once: the pool size less two connections kept for short queries."""
+    return max(1, settings.database.pool_max - 2)
 
 
 @dataclass
@@ -47,19 +63,29 @@ class Services:
     #: Searches running at once. Each holds a pooled connection for its whole run; unbounded, 50
     #: concurrent chats took all of them and the short queries (pages, saving turns) timed out in
     #: the pool (503). Two connections stay free for those; the CPU is the limit anyway.
+    #: tests/test_pool_limits.py reproduces that failure with a pool of 2.
     search_slots: threading.BoundedSemaphore = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.search_slots = threading.BoundedSemaphore(max(1, self.settings.database.pool_max - 2))
+        self.search_slots = threading.BoundedSemaphore(search_slot_count(self.settings))
 
     def search(self, request: SearchRequest) -> SearchResponse:
         from retrieval.search import search
 
-        with self.search_slots:
+        # Wait in line rather than in the pool: a burst queues here and every search runs, while
+        # pages and saved turns still get a connection. Only a wait past SEARCH_WAIT_S gives up.
+        if not self.search_slots.acquire(timeout=SEARCH_WAIT_S):
+            raise ServerBusy(
+                f"the server is busy with other searches (none finished within {SEARCH_WAIT_S:.0f} s); "
+                "try again in a moment"
+            )
+        try:
             return search(
                 db=self.db, embedder=self.embedder, request=request,
                 min_clip_s=self.settings.limits.min_clip_seconds, max_clip_s=self.settings.limits.max_clip_seconds,
             )  # fmt: skip
+        finally:
+            self.search_slots.release()
 
     def search_json(self, request: SearchRequest) -> dict[str, Any]:
         """``SearchResponse.to_json()`` as plain JSON types (what ``cadenza search --json`` prints)."""

@@ -25,14 +25,26 @@ DB_DOWN = (
 )
 
 
+#: Seconds a client should wait before retrying a 503 (database down, every search slot busy).
+RETRY_AFTER_S = 5
+
+
 def _respond(request: Request, status: int, message: str) -> Response:
     path = request.url.path
+    # A 503 is temporary by definition: say when to come back (clients and the openai/yt-dlp style
+    # retry loops honour it).
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
     if (
         path.startswith("/api")
         or "application/json" in request.headers.get("accept", "")
         and not request.headers.get("hx-request")
     ):
-        return Response({"error": message, "status": status}, status_code=status, media_type=MediaType.JSON)
+        return Response(
+            {"error": message, "status": status},
+            status_code=status,
+            media_type=MediaType.JSON,
+            headers=headers,
+        )
     body = f'<div class="error" role="alert"><strong>Sorry —</strong> {escape(message)}</div>'
     if not request.headers.get("hx-request"):
         body = (
@@ -41,7 +53,7 @@ def _respond(request: Request, status: int, message: str) -> Response:
             + body
             + '<p><a href="/">Back to the chat</a></p></main></body></html>'
         )
-    return Response(body, status_code=status, media_type=MediaType.HTML)
+    return Response(body, status_code=status, media_type=MediaType.HTML, headers=headers)
 
 
 def cadenza_error(request: Request, exc: Exception) -> Response:
