@@ -143,7 +143,9 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
         "JSON: {message, conversation_id?, reference?: {track_id, start}, k?}. Multipart: the clip in `file` with "
         "optional `message`, `conversation_id`, `start`, `k`. A message without a clip refines the conversation's "
         "last search ('only Baroque', 'like #2 but not #3') or names a moment ('find moments like 1:23 of <title>'). "
-        "Returns {conversation_id, message_id, parser, followup, request, response, explanation}."
+        "A message that only takes results out ('not #3', 'drop the second') refines that answer in place "
+        "(`refined` true, `message_id` is the refined answer, `excluded` lists what is left out). "
+        "Returns {conversation_id, message_id, parser, followup, request, response, excluded, refined, explanation}."
     ),
     tags=["chat"],
 )
@@ -172,7 +174,15 @@ async def api_chat(request: Request, svc: Services) -> Response[dict[str, Any]]:
             start_s=data.get("start"), k=k, reference=reference, listener_id=lid,
         )
     )  # fmt: skip
-    turn = result.turn
+    body = await _explained(svc, result.conversation_id, result.turn, parser=result.parser)
+    body["refined"] = result.refined
+    return Response(body, cookies=cookies)
+
+
+async def _explained(
+    svc: Services, conversation_id: Any, turn: conversations.Turn, *, parser: str | None
+) -> dict[str, Any]:
+    """Explain the answer ``turn``, store the explanation, and return the chat JSON body."""
     assert turn.response is not None
     expl = await anyio.to_thread.run_sync(partial(explain.explain, turn.response, llm=svc.llm))
     meta = {"notice": expl.notice, "notes": expl.notes, "flags": expl.flags, "used_llm": expl.used_llm}
@@ -183,16 +193,42 @@ async def api_chat(request: Request, svc: Services) -> Response[dict[str, Any]]:
             cited=list(explain.citations_in(expl.markdown, n)),
         )
     )  # fmt: skip
-    body = {
-        "conversation_id": str(result.conversation_id),
+    return {
+        "conversation_id": str(conversation_id),
         "message_id": turn.id,
-        "parser": result.parser,
+        "parser": parser,
         "followup": turn.followup,
         "request": turn.request,
         "response": turn.response,
+        "excluded": turn.meta.get("excluded") or [],
         "explanation": expl.to_json(),
     }
-    return Response(body, cookies=cookies)
 
 
-HANDLERS = [api_search, api_chat]
+@post(
+    "/api/chat/put-back",
+    status_code=200,
+    summary="Undo 'not #3': put a left-out track back into an answer",
+    description=(
+        "JSON: {conversation_id, message_id, track_id}. The answer `message_id` is searched again with the track "
+        "allowed back in and explained afresh. Returns the same body as /api/chat."
+    ),
+    tags=["chat"],
+)
+async def api_put_back(request: Request, svc: Services) -> dict[str, Any]:
+    from assistant import exclusions
+
+    data = await _json_body(request)
+    cid = conversations.parse_id(str(data.get("conversation_id") or ""))
+    mid, tid = data.get("message_id"), data.get("track_id")
+    if not (isinstance(mid, int) and isinstance(tid, int) and 0 < mid < 2**63 and 0 < tid < 2**63):
+        raise InputError("message_id and track_id must be ids (whole numbers)")
+    turn = await anyio.to_thread.run_sync(
+        partial(exclusions.put_back, svc, conversation_id=cid, message_id=mid, track_id=tid)
+    )
+    body = await _explained(svc, cid, turn, parser=None)
+    body["refined"] = True
+    return body
+
+
+HANDLERS = [api_search, api_chat, api_put_back]

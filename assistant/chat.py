@@ -264,6 +264,21 @@ class TurnResult:
     user_message_id: int
     turn: conversations.Turn
     parser: str | None  # "llm" | "rules" | None when no follow-up was parsed
+    #: True when the message only took results out ("not #3"): ``turn`` is the earlier answer,
+    #: refined in place, and ``note_id`` the short reply that says so.
+    refined: bool = False
+    note_id: int | None = None
+
+
+@dataclass
+class Plan:
+    """What a message asks for: the request, and for a follow-up what it said and which answer it refines."""
+
+    request: SearchRequest
+    followup: followups.FollowUp | None = None
+    parser: str | None = None
+    audio: np.ndarray | None = None
+    base: conversations.Turn | None = None
 
 
 def build_request(
@@ -278,8 +293,8 @@ def build_request(
     exclude_composers: tuple[str, ...] = (),
     listener_id: str = "",
     base_message_id: int | None = None,
-) -> tuple[SearchRequest, dict[str, Any] | None, str | None, np.ndarray | None]:
-    """The request this message asks for: (request, follow-up JSON, parser, query audio or None)."""
+) -> Plan:
+    """The request this message asks for, with the follow-up and the answer it refines, if any."""
     text = (text or "").strip()
     composers, eras = library_vocabulary(svc.db)
     extra_filters = Filters(exclude_composers=tuple(exclude_composers))
@@ -292,13 +307,13 @@ def build_request(
             fu = followups.parse_rules(text, composers=composers, eras=eras)
             fu = replace(fu, like=(), unlike=(), different_composer=False)
             req = followups.apply_followup(fu, followups.PreviousSearch(request=req))
-            return req, fu.to_json(), "rules", audio
-        return req, None, None, audio
+            return Plan(req, fu, "rules", audio)
+        return Plan(req, audio=audio)
     if reference is not None:
         req = SearchRequest(
             moments=(reference,), k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id
         )
-        return req, None, None, None
+        return Plan(req)
     moment = parse_moment_text(text) if text else None
     if moment is not None:
         seconds, title = moment
@@ -311,7 +326,7 @@ def build_request(
             filters=Filters(exclude_tracks=(track_id,), exclude_composers=tuple(exclude_composers)),
             listener_id=listener_id,
         )
-        return req, None, None, None
+        return Plan(req)
     if conversation_id is not None and base_message_id is not None:
         last: conversations.Turn | None = conversations.turn(svc.db, conversation_id, base_message_id)
         if last is not None and last.response is None:
@@ -338,7 +353,7 @@ def build_request(
     if k:
         req = replace(req, k=k)
     req = replace(req, listener_id=listener_id or req.listener_id)
-    return req, fu.to_json(), parser, req.audio
+    return Plan(req, fu, parser, req.audio, base=last)
 
 
 def run_turn(
@@ -360,11 +375,27 @@ def run_turn(
     """
     if conversation_id is not None and not conversations.exists(svc.db, conversation_id):
         raise NotFound(f"no conversation {conversation_id}; start a new one at /")
-    req, fu_json, parser, audio = build_request(
+    plan = build_request(
         svc, conversation_id=conversation_id, text=text, clip=clip, start_s=start_s, k=k,
         reference=reference, exclude_composers=exclude_composers, listener_id=listener_id,
         base_message_id=base_message_id,
     )  # fmt: skip
+    if (
+        conversation_id is not None
+        and plan.base is not None
+        and plan.followup
+        and plan.followup.only_excludes
+    ):
+        from assistant import exclusions
+
+        # "not #3": the same answer without #3 and one more pulled in (its k, whatever the results
+        # selector says), not a new turn.
+        return exclusions.exclude_in_place(
+            svc, conversation_id=conversation_id, turn=plan.base, ranks=plan.followup.unlike,
+            text=text, parser=plan.parser,
+        )  # fmt: skip
+    req, parser, audio = plan.request, plan.parser, plan.audio
+    fu_json = plan.followup.to_json() if plan.followup is not None else None
     response = svc.search_json(req)
     query = response.get("query") or {}
     audio_ref = None
@@ -394,6 +425,13 @@ def run_turn(
         shown = f"More like track {reference.track_id} at {reference.start_s:.0f} s"
     user_id = conversations.add_user_message(svc.db, conversation_id, shown, meta=user_meta)
     meta: dict[str, Any] = {"parser": parser, "same_passage": clip is None and audio is not None}
+    if plan.base is not None:
+        from assistant import exclusions
+
+        # What the listener took out stays out (the request's filters carry it) and stays visible.
+        excluded = exclusions.carried(plan.base, plan.followup, req)
+        if excluded:
+            meta["excluded"] = excluded
     if query_chroma is not None:
         meta["query_chroma"] = np.round(query_chroma, 3).tolist()
     turn = conversations.add_search_turn(

@@ -12,7 +12,13 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from cadenza.db import Database
-from cadenza.errors import NotFound
+from cadenza.errors import CadenzaError, NotFound
+
+
+class Conflict(CadenzaError):
+    """Two changes of one answer crossed; the later one was not applied."""
+
+    status_code = 409
 
 
 @dataclass
@@ -108,6 +114,44 @@ def add_search_turn(
         id=mid, role="assistant", content="", meta=meta or {}, explained=False, query_id=qid,
         request=request, followup=followup, audio_ref=audio_ref, result_set_id=rsid, response=response,
     )  # fmt: skip
+
+
+#: Keys the explanation adds to an answer's meta; a refined answer is explained afresh.
+EXPLANATION_META = ("notice", "notes", "flags", "used_llm")
+
+
+def refine_search_turn(
+    db: Database,
+    conversation_id: uuid.UUID,
+    message_id: int,
+    *,
+    based_on: dict[str, Any],
+    request: dict[str, Any],
+    response: dict[str, Any],
+    meta: dict[str, Any],
+) -> Turn:
+    """Replace an answer's request, results and meta in place; its explanation is to be written again.
+
+    ``based_on`` is the request the caller refined: when another refinement of the same answer was
+    stored meanwhile, nothing changes and :class:`Conflict` is raised (no refinement is lost).
+    """
+    with db.connection() as conn, conn.transaction():
+        row = conn.execute(
+            "UPDATE queries SET request = %s FROM messages m WHERE queries.message_id = m.id"
+            " AND m.id = %s AND m.conversation_id = %s AND queries.request = %s RETURNING queries.id",
+            (Jsonb(request), message_id, conversation_id, Jsonb(based_on)),
+        ).fetchone()
+        if row is None:
+            raise Conflict("this answer changed while it was being refined; reload the page and try again")
+        conn.execute("UPDATE result_sets SET response = %s WHERE query_id = %s", (Jsonb(response), row[0]))
+        fresh = {k: v for k, v in meta.items() if k not in EXPLANATION_META}
+        conn.execute(
+            "UPDATE messages SET meta = %s, content = '', explained = false WHERE id = %s",
+            (Jsonb(fresh), message_id),
+        )
+        conn.execute("DELETE FROM citations WHERE message_id = %s", (message_id,))
+        conn.execute("UPDATE conversations SET updated_at = now() WHERE id = %s", (conversation_id,))
+    return turn(db, conversation_id, message_id)
 
 
 def add_assistant_note(

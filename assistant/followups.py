@@ -53,6 +53,15 @@ class FollowUp:
     emphasis: str = "balanced"  # "balanced" | "harmony" | "timbre"
     k: int | None = None
 
+    @property
+    def only_excludes(self) -> bool:
+        """Nothing but "not #3" / "drop the second": the listener takes results out of the answer.
+
+        Such a follow-up refines the answer in place (see ``assistant.chat``) instead of starting a
+        new turn; anything else in the message ("not #3, only Baroque") makes it a new search.
+        """
+        return bool(self.unlike) and replace(self, unlike=()) == FollowUp()
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -127,8 +136,24 @@ def validate_followup(data: Any) -> FollowUp:
 # --- rule-based parser -------------------------------------------------------------------------
 
 _NUM_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
-_RANK = r"(?:#\s*(\d+)|(?:number|no\.?|result)\s*(\d+)|\bthe\s+(first|second|third|fourth|fifth)\s+one)"
-_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5}
+_ORDINALS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5,
+    "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10,
+}  # fmt: skip
+#: An optional noun after "the second", which must end the phrase ("the first 5 results" is no rank).
+_THING = r"(?:\s+(?:one|result|track|match|moment|piece))?(?=\s*(?:$|[,.!?;]|(?:and|but|or|please|too|instead|together)\b))"
+#: "#3", "number 3", "result 3", "the third (one)", "the 3rd (result)".
+_RANK = (
+    r"(?:#\s*(\d+)|(?:number|no\.?|result)\s*(\d+)"
+    rf"|\bthe\s+({'|'.join(_ORDINALS)}){_THING}\b|\bthe\s+(\d{{1,2}})(?:st|nd|rd|th){_THING}\b)"
+)
+#: Words that take results away: ranks after them are subtracted ("not #3", "drop the second").
+_NEGATION = (
+    r"\b(?:but not|not|except|without|unlike|less like|minus"
+    r"|drop|remove|hide|skip|exclude|ditch|get rid of|take out|leave out|throw out)\b"
+)
+#: The whole negated part is "this one" / "that result" / "it": the listener means the top result.
+_THIS_ONE = rf"^\s*(?:the\s+)?(?:this|that|it){_THING}\s*(?:please)?\s*[.!?,]*\s*$"
 
 
 def _ranks(fragment: str) -> list[int]:
@@ -136,8 +161,10 @@ def _ranks(fragment: str) -> list[int]:
     for m in re.finditer(_RANK, fragment):
         if m.group(1) or m.group(2):
             out.append(int(m.group(1) or m.group(2)))
-        else:
+        elif m.group(3):
             out.append(_ORDINALS[m.group(3)])
+        else:
+            out.append(int(m.group(4)))
     return out
 
 
@@ -164,12 +191,12 @@ def parse_rules(text: str, *, composers: Sequence[str] = (), eras: Sequence[str]
     like: list[int] = []
     unlike: list[int] = []
     # Split on negations: ranks after "not"/"but not"/"except"/"without" are subtracted.
-    neg = re.split(r"\b(?:but not|not|except|without|unlike|less like|minus)\b", t, maxsplit=1)
+    neg = re.split(_NEGATION, t, maxsplit=1)
     like.extend(_ranks(neg[0]))
     if len(neg) > 1:
         # "... not #3 and more like #4" — ranks after a later "like" are positive again.
         tail = re.split(r"\blike\b", neg[1], maxsplit=1)
-        unlike.extend(_ranks(tail[0]))
+        unlike.extend(_ranks(tail[0]) or ([1] if re.match(_THIS_ONE, tail[0]) else []))
         if len(tail) > 1:
             like.extend(_ranks(tail[1]))
     # "more like this" / "like this and #4 together": "this" is the last query, which is kept.

@@ -98,6 +98,7 @@ def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, An
     }
     if turn.role == "assistant" and turn.response is None:
         ctx["note"] = turn.content
+        ctx["refined"] = turn.meta.get("refined")  # the answer a "not #3" refined in place
         return ctx
     if turn.response is None:
         return ctx
@@ -116,6 +117,7 @@ def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, An
         nothing_reason=query.get("nothing_reason") or "",
         parser=turn.meta.get("parser"),
         followup=turn.followup,
+        excluded=list(turn.meta.get("excluded") or []),
         explanation=explanation_html(turn.content, turn.meta, message_id=turn.id) if turn.explained else None,
     )
     return ctx

@@ -151,22 +151,52 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
     if not request.headers.get("hx-request"):
         return Redirect(f"/c/{result.conversation_id}#m{result.turn.id}", status_code=303, cookies=cookies)
 
-    def render() -> list[dict[str, Any]]:
-        user = conversations.turn(svc.db, result.conversation_id, result.user_message_id)
-        return _render_turns(svc, result.conversation_id, [user, result.turn])
+    def render() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        conv = result.conversation_id
+        user = conversations.turn(svc.db, conv, result.user_message_id)
+        if result.refined:
+            # The message and the reply go to the end of the thread; the refined answer replaces
+            # itself where it stands (an out-of-band swap of its section).
+            assert result.note_id is not None
+            note = conversations.turn(svc.db, conv, result.note_id)
+            refined = views.turn_context(svc.db, conv, result.turn)
+            return _render_turns(svc, conv, [user, note]), [{**refined, "oob": True}]
+        return _render_turns(svc, conv, [user, result.turn]), []
 
-    turns = await anyio.to_thread.run_sync(render)
+    turns, oob = await anyio.to_thread.run_sync(render)
     headers = {"HX-Push-Url": f"/c/{result.conversation_id}"} if cid is None else {}
     return Template(
         "_turns.html",
         context={
             "turns": turns,
+            "oob_turns": oob,
             "conversation_id": str(result.conversation_id),
             "new_conversation": cid is None,
         },
         headers=headers,
         cookies=cookies,
     )
+
+
+@post("/c/{conversation_id:str}/m/{message_id:int}/put-back", include_in_schema=False, status_code=200)
+async def put_back(
+    request: Request, svc: Services, conversation_id: str, message_id: int
+) -> Template | Redirect:
+    """Undo "not this": search the answer again with ``track_id`` allowed back in; the answer, re-rendered."""
+    from assistant import exclusions
+
+    cid = conversations.parse_id(conversation_id)
+    form = await request.form()
+    track_id = _int_or_none(form.get("track_id"), "track_id", hi=2**62)
+    if track_id is None:
+        raise InputError("track_id is required: the id of the track to put back")
+    turn = await anyio.to_thread.run_sync(
+        partial(exclusions.put_back, svc, conversation_id=cid, message_id=message_id, track_id=track_id)
+    )
+    if not request.headers.get("hx-request"):
+        return Redirect(f"/c/{cid}#m{message_id}", status_code=303)
+    ctx = await anyio.to_thread.run_sync(partial(views.turn_context, svc.db, cid, turn))
+    return Template("_turns.html", context={"turns": [ctx], "conversation_id": str(cid)})
 
 
 @get("/c/{conversation_id:str}/m/{message_id:int}/explain", include_in_schema=False)
@@ -253,4 +283,13 @@ async def healthz(svc: Services) -> dict[str, str]:
     return {"status": "ok"}
 
 
-HANDLERS = [chat_page, conversation_page, post_message, explain_stream, record_play, new_chat, healthz]
+HANDLERS = [
+    chat_page,
+    conversation_page,
+    post_message,
+    put_back,
+    explain_stream,
+    record_play,
+    new_chat,
+    healthz,
+]

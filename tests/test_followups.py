@@ -46,6 +46,11 @@ PHRASINGS: dict[str, dict] = {
         "exclude_composers": ["Johann Sebastian Bach"],
         "mood_shift": "sadder",
     },
+    # Exclusions only: these refine the answer in place (assistant/exclusions.py).
+    "not #3": {"unlike": [3]},
+    "not this one": {"unlike": [1]},
+    "drop the second": {"unlike": [2]},
+    "remove the 4th result and #2": {"unlike": [4, 2]},
 }
 
 
@@ -169,3 +174,18 @@ def test_request_json_round_trip_without_audio():
     assert back == replace(req, audio=AUDIO) or (back.moments, back.filters, back.weights) == (
         req.moments, req.filters, req.weights,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "phrase, only_excludes",
+    [
+        ("not #3", True), ("not this one", True), ("drop the second", True), ("skip #2 and #4", True),
+        ("like this but not #1", True), ("like #2 but not #3", False), ("not #3, only Baroque", False),
+        ("only Baroque", False), ("not that slow", False), ("show me the first 5 results", False),
+    ],
+)  # fmt: skip
+def test_exclusion_only_follow_ups(phrase, only_excludes):
+    followup = parse_rules(phrase, composers=COMPOSERS)
+    assert followup.only_excludes is only_excludes, followup
+    if phrase in ("not that slow", "show me the first 5 results"):
+        assert followup.like == () and followup.unlike == ()  # no rank in "that slow" / "the first 5"
