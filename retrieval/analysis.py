@@ -9,7 +9,8 @@ queries and library tracks are leveled the same way.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,8 @@ class TrackAnalysis:
     chroma: np.ndarray  # [T, 12] float16 at 10 fps
     seconds_decode: float = 0.0
     seconds_analyze: float = 0.0
+    #: CPU seconds of the analysing thread per stage ("decode", "level", "features", "embed", "describe").
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 #: ITU-R BS.1770-4 gating: 400-ms blocks every 100 ms, absolute gate −70 LKFS, relative gate −10 LU.
@@ -145,11 +148,27 @@ def prepare(*, y: np.ndarray, sr: int = SAMPLE_RATE, use_denoise: bool = False) 
     return level_loudness(y=y, sr=sr)
 
 
-def analyze_frames(*, frames: np.ndarray, embedder: Any) -> tuple[list[SegmentData], np.ndarray]:
-    """``frames [T, 143]`` → (segments, chroma ``[T, 12]`` float16). Pure given the embedder."""
+def warm_up() -> None:
+    """Import and JIT-load what analysis needs (librosa, numba caches, scipy.signal, pyloudnorm) on 1 s
+    of tone, so a process pays it once, up front, and per-track stage times are steady-state."""
+    from encoder.features import acoustic_features
+
+    t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+    acoustic_features(y=prepare(y=0.1 * np.sin(2 * np.pi * 440.0 * t)), sr=SAMPLE_RATE)
+
+
+def analyze_frames(
+    *, frames: np.ndarray, embedder: Any, cpu_s: dict[str, float] | None = None
+) -> tuple[list[SegmentData], np.ndarray]:
+    """``frames [T, 143]`` → (segments, chroma ``[T, 12]`` float16). Pure given the embedder.
+
+    ``cpu_s``, when given, gets this thread's CPU seconds added under "embed" and "describe".
+    """
+    t0 = time.thread_time()
     starts, emb = embedder.embed_track(
         frames=frames, win_frames=SEGMENT_FRAMES, hop_frames=HOP_FRAMES, min_frames=MIN_FRAMES
     )
+    t1 = time.thread_time()
     n = len(frames)
     segs = []
     for s, e in zip(starts, emb, strict=True):
@@ -165,23 +184,33 @@ def analyze_frames(*, frames: np.ndarray, embedder: Any) -> tuple[list[SegmentDa
                 chroma_seq=chroma_sequence(frames=win).astype(np.float16),
             )
         )
+    if cpu_s is not None:
+        cpu_s["embed"] = cpu_s.get("embed", 0.0) + t1 - t0
+        cpu_s["describe"] = cpu_s.get("describe", 0.0) + time.thread_time() - t1
     return segs, frames[:, CHROMA].astype(np.float16)
 
 
 def analyze_audio(*, y: np.ndarray, embedder: Any, use_denoise: bool = False) -> TrackAnalysis:
-    """Decoded mono 16-kHz ``y [n]`` → :class:`TrackAnalysis` (leveled, featurized, embedded)."""
-    import time
+    """Decoded mono 16-kHz ``y [n]`` → :class:`TrackAnalysis` (leveled, featurized, embedded).
 
+    ``TrackAnalysis.cpu_s`` says where this thread's CPU time went (level, features, embed,
+    describe): one thread per lane, so it is the lane's cost of the track.
+    """
     from encoder.features import acoustic_features
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
+    cpu: dict[str, float] = {}
     y = prepare(y=y, use_denoise=use_denoise)
+    c1 = time.thread_time()
     frames = acoustic_features(y=y, sr=SAMPLE_RATE)
-    segs, chroma = analyze_frames(frames=frames, embedder=embedder)
+    c2 = time.thread_time()
+    cpu["level"], cpu["features"] = c1 - c0, c2 - c1
+    segs, chroma = analyze_frames(frames=frames, embedder=embedder, cpu_s=cpu)
     return TrackAnalysis(
         duration_s=y.size / SAMPLE_RATE,
         model_version=embedder.model_version,
         segments=segs,
         chroma=chroma,
         seconds_analyze=time.perf_counter() - t0,
+        cpu_s=cpu,
     )

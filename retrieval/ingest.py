@@ -25,7 +25,7 @@ import psycopg
 
 from cadenza.audio import AUDIO_EXTENSIONS, content_hash, load_audio
 from cadenza.errors import CadenzaError, ConfigError, InputError
-from retrieval.analysis import TrackAnalysis, analyze_audio
+from retrieval.analysis import TrackAnalysis, analyze_audio, warm_up
 from retrieval.metadata import load_sidecar, merge, read_tags
 from retrieval.store import replace_segments, scalar, write_track
 
@@ -142,6 +142,7 @@ def _init_worker(spec: EmbedderSpec) -> None:
     torch.set_num_threads(1)
     _WORKER["limits"] = _one_thread()
     _WORKER["embedder"] = spec.build()
+    warm_up()
     # Registered last, so it runs first at exit: the pool has collected every result by then.
     atexit.register(_fast_exit)
 
@@ -159,14 +160,15 @@ def process_file(
     *, path: Path, digest: str, embedder: Any, use_denoise: bool = False, read_metadata: bool = True
 ) -> FileResult:
     """Decode, level, featurize, embed and describe one file. Errors become ``FileResult.error``."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     try:
         y = load_audio(path=path)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         if y.size and float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < 10 ** (SILENT_FILE_DBFS / 20):
             return FileResult(path, digest, error=f"{path.name} is silent; nothing to index")
         analysis = analyze_audio(y=y, embedder=embedder, use_denoise=use_denoise)
         analysis.seconds_decode = t1 - t0
+        analysis.cpu_s["decode"] = c1 - c0
         if not analysis.segments:
             return FileResult(
                 path, digest, error=f"{path.name} is shorter than 5 s of audio; nothing to index"
@@ -235,6 +237,8 @@ def _map(
     """
     if workers <= 1 or len(jobs) <= 1:
         emb = embedder if embedder is not None else spec.build()
+        if jobs:
+            warm_up()
         for path, digest in jobs:
             yield process_file(
                 path=path, digest=digest, embedder=emb, use_denoise=use_denoise, read_metadata=read_metadata
@@ -251,12 +255,17 @@ def _map(
         ) as ex,
     ):
         pending: set[Future[FileResult]] = set()
-        # A few jobs queued per helper so it never waits for this process to finish a file;
-        # results are small (embeddings, descriptors, 10-fps chroma), so they may pile up a little.
+        warm = False
+        # A few jobs queued per helper so it never waits for this process to finish a file
+        # (results are small: embeddings, descriptors, 10-fps chroma), but never more than are
+        # left for this process, so two long files still go to two lanes.
         while queue or pending:
-            while queue and len(pending) < 3 * helpers:
+            while queue and len(pending) < min(3 * helpers, len(queue)):
                 path, digest = queue.pop(0)
                 pending.add(ex.submit(_work, path, digest, use_denoise, read_metadata))
+            if not warm:  # after the first submit: the helpers start while this process warms up
+                warm_up()
+                warm = True
             done, pending = wait(pending, timeout=0, return_when=FIRST_COMPLETED)
             for fut in done:
                 yield fut.result()
@@ -287,6 +296,14 @@ class IngestReport:
     segments: int = 0
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
+    #: CPU seconds per analysis stage, summed over the lanes (see ``TrackAnalysis.cpu_s``).
+    stage_cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def _add(self, analysis: TrackAnalysis) -> None:
+        self.segments += len(analysis.segments)
+        self.audio_seconds += analysis.duration_s
+        for k, v in analysis.cpu_s.items():
+            self.stage_cpu_s[k] = self.stage_cpu_s.get(k, 0.0) + v
 
     @property
     def realtime_factor(self) -> float:
@@ -302,6 +319,7 @@ class IngestReport:
             "audio_seconds": round(self.audio_seconds, 1),
             "wall_seconds": round(self.wall_seconds, 2),
             "realtime_factor": round(self.realtime_factor, 1),
+            "stage_cpu_seconds": {k: round(v, 2) for k, v in self.stage_cpu_s.items()},
         }
 
 
@@ -388,8 +406,7 @@ def ingest(
                     report.unchanged += 1  # another run wrote the same content meanwhile
                     continue
                 (report.replaced if old else report.added).append(tid)
-                report.segments += len(res.analysis.segments)
-                report.audio_seconds += res.analysis.duration_s
+                report._add(res.analysis)
                 elapsed = time.perf_counter() - t_start
                 bar.set_postfix_str(
                     f"{len(report.added) + len(report.replaced)} tracks, "
@@ -445,9 +462,9 @@ def reindex(
                     continue
                 _same_model(res.analysis.model_version, version)
                 tid, _ = by_path[res.path]
-                report.segments += replace_segments(conn, track_id=tid, analysis=res.analysis)
+                replace_segments(conn, track_id=tid, analysis=res.analysis)
                 report.replaced.append(tid)
-                report.audio_seconds += res.analysis.duration_s
+                report._add(res.analysis)
             if report.replaced:
                 with conn.transaction():
                     calibrate(conn, model_version=version)
