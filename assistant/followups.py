@@ -88,7 +88,10 @@ FOLLOWUP_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "like": {**_RANKS, "description": "result numbers to find more like (#2 -> 2; 'this' -> 1)"},
-        "unlike": {**_RANKS, "description": "result numbers to move away from ('not #3' -> 3)"},
+        "unlike": {
+            **_RANKS,
+            "description": "result numbers to take out ('not #3' -> 3; 'not this one' -> 1)",
+        },
         "keep_query": {"type": "boolean", "description": "keep the previous query as a reference"},
         "different_composer": {"type": "boolean", "description": "exclude composers already shown"},
         "unheard_composers": {

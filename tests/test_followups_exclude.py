@@ -30,12 +30,15 @@ def library(session_db, tmp_path_factory, settings) -> Iterator[Library]:
 
 
 @pytest.fixture(scope="module")
-def client(library, settings) -> Iterator[httpx.Client]:
+def base_url(library, settings) -> Iterator[str]:
     app_settings = dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
-    with (
-        running_app(app_settings, db=library.db, embedder=library.embedder) as url,
-        browser_like_client(url) as c,
-    ):
+    with running_app(app_settings, db=library.db, embedder=library.embedder) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url) -> Iterator[httpx.Client]:
+    with browser_like_client(base_url) as c:
         yield c
 
 
@@ -177,3 +180,40 @@ def test_the_not_this_button_swaps_the_refined_answer_in_place(client, library):
     assert r.status_code == 200, r.text
     assert [int(t) for t in re.findall(r'data-track="(\d+)"\s+data-start', r.text)] == shown
     assert 'class="excluded"' not in r.text
+
+
+@pytest.mark.browser
+def test_not_this_and_put_back_in_the_browser(base_url):
+    """One real browser check: htmx swaps the refined answer in place and "Put back" restores it."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import CHROMIUM_ARGS, wait_until
+
+    cards_js = "Array.from(document.querySelectorAll('section.answer .card')).map(c => +c.dataset.track)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(base_url=base_url)
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto("/")
+            page.select_option("#k", "3")
+            page.fill("#message", "find moments like 0:08 of Study 5")
+            page.click("#send")
+            wait_until(page, "document.querySelectorAll('section.answer .card').length === 3")
+            shown = page.evaluate(cards_js)
+            page.click("section.answer .card[data-rank='2'] .not-this")
+            wait_until(page, "document.querySelector('section.answer .excluded-item') !== null")
+            wait_until(page, "document.querySelectorAll('section.answer .card').length === 3")
+            assert page.locator("section.answer").count() == 1  # refined in place, not a new answer
+            refined = page.evaluate(cards_js)
+            assert shown[1] not in refined and refined[0] == shown[0]
+            assert page.locator(".msg.note").inner_text().startswith("Left #2")
+            assert int(page.get_attribute("section.answer .excluded-item", "data-track")) == shown[1]
+            page.click("section.answer .put-back .undo")
+            wait_until(page, "document.querySelector('section.answer .excluded') === null")
+            assert page.evaluate(cards_js) == shown
+            wait_until(page, "document.querySelector('section.answer .explanation a.cite') !== null")
+            assert errors == [], errors
+        finally:
+            browser.close()
