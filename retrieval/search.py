@@ -103,10 +103,11 @@ EXACT_FILTER_MAX_ROWS = 300_000
 #: Restrictive filters take the cell route when the model version's cells were trained on at
 #: least this many segments (smaller libraries have none: see retrieval/cells.py).
 CELL_ROUTE_MIN_ROWS = cells_mod.MIN_CELL_SEGMENTS
-#: The cell route stops once it has seen this many times ``min_tracks`` distinct allowed tracks:
-#: the true top tracks are then almost always among them (synthetic 1M: recall@10 0.96–0.98
-#: at 6×, 0.91–0.96 at 5×, against exact filtered search).
+#: The cell route stops once it has seen this many times ``min_tracks`` distinct allowed tracks
+#: AND probed CELL_PROBE_MARGIN times as many cells as the first ``min_tracks`` needed (see
+#: ``_cell_route``; tuned on the synthetic 100K/1M libraries of bench/scale.py).
 CELL_TRACK_MARGIN = 6
+CELL_PROBE_MARGIN = 2.0
 CELL_START_PROBES = 64
 #: Past this share of the cells an exact scan of the filtered rows is as cheap and exact.
 CELL_MAX_PROBE_SHARE = 0.3
@@ -135,9 +136,9 @@ def nearest(
 ) -> NearestResult:
     """Up to ``n`` nearest segments matching ``where``, guaranteeing ≥ ``min_tracks`` distinct tracks when they exist.
 
-    Routes: unfiltered → HNSW (then wider, then exact); restrictive with trained cells (see
-    :mod:`retrieval.cells`) → the nearest cells, widened until enough tracks pass (then
-    exact); restrictive on a small library → exact. ``model_version`` selects the cells
+    Routes: unfiltered → HNSW (then cells where the library has them, else a wider HNSW; then
+    exact); restrictive with trained cells (see :mod:`retrieval.cells`) → the nearest cells,
+    widened until enough tracks pass (then exact); restrictive on a small library → exact. ``model_version`` selects the cells
     (default: the first parameter of ``filter_sql``'s clause). ``conn`` must be in autocommit
     mode (each attempt is its own transaction so SET LOCAL is scoped).
     """
@@ -151,6 +152,9 @@ def nearest(
     def enough(rows: list[tuple[Any, ...]]) -> bool:
         return len(rows) >= n and len({r[1] for r in rows}) >= min_tracks
 
+    state = cells_mod.cell_state(conn, model_version) if model_version and not iterative else None
+    if state is not None and state.n_segments < cell_min_rows:
+        state = None
     attempts: list[tuple[str, int, int]] = []
     # pgvector < 0.8 filters after the HNSW scan: on clustered data ("not this composer") even
     # ef_search 1000 missed true neighbours (bench scale: recall 0.61 at 100K), and a full set
@@ -159,20 +163,27 @@ def nearest(
     # scale: p50 153 ms at 100K), and only beyond that HNSW with the exact scan behind it.
     if iterative:
         attempts.append(("hnsw-iterative", n, max(40, min(n, EF_SEARCH_MAX))))
-    elif restrictive:
-        state = cells_mod.cell_state(conn, model_version) if model_version else None
-        if state is not None and state.n_segments >= cell_min_rows:
+    elif restrictive and state is not None:
+        found = _cell_route(conn, q=q, where=where, params=params, n=n, min_tracks=min_tracks, state=state)
+        if found is not None:
+            return NearestResult(found, "cells")
+        return NearestResult(exact_per_track(conn, q=q, where=where, params=params, n=n), "exact")
+    elif not (restrictive and _segment_estimate(conn) <= EXACT_FILTER_MAX_ROWS):
+        attempts.append(("hnsw", n, max(40, min(n * (4 if restrictive else 1), EF_SEARCH_MAX))))
+        # Unfiltered, HNSW found too few distinct tracks (one track's windows crowd the top
+        # rows): where the library has cells they answer that cheaper than ef_search 1000.
+        attempts.append(
+            ("cells" if state is not None else "hnsw-wide", min(n * 4, EF_SEARCH_MAX), EF_SEARCH_MAX)
+        )
+    rows: list[tuple[Any, ...]] = []
+    for name, limit, ef in attempts:
+        if name == "cells" and state is not None:
             found = _cell_route(
                 conn, q=q, where=where, params=params, n=n, min_tracks=min_tracks, state=state
             )
             if found is not None:
                 return NearestResult(found, "cells")
-            return NearestResult(exact_per_track(conn, q=q, where=where, params=params, n=n), "exact")
-    if not attempts and not (restrictive and _segment_estimate(conn) <= EXACT_FILTER_MAX_ROWS):
-        attempts.append(("hnsw", n, max(40, min(n * (4 if restrictive else 1), EF_SEARCH_MAX))))
-        attempts.append(("hnsw-wide", min(n * 4, EF_SEARCH_MAX), EF_SEARCH_MAX))
-    rows: list[tuple[Any, ...]] = []
-    for name, limit, ef in attempts:
+            continue
         with conn.transaction():
             conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
             if iterative:
@@ -193,13 +204,15 @@ def _track_scan(
     params: list[Any],
     limit: int,
     cells: list[int] | None,
-) -> list[int]:
-    """The ``limit`` tracks whose best allowed segment is nearest, best first (in ``cells`` only, if given).
+) -> list[tuple[int, float]]:
+    """(track, best distance) of the ``limit`` tracks whose best allowed segment is nearest, best first.
+
+    With ``cells``, only the rows of those cells are scanned.
 
     One hash aggregate over narrow rows: no sort of the scanned rows, so an exact scan of 1M
     rows needs no temporary files (the windowed sort of full rows took 1.6 s at 1M).
     """
-    cond = "s.cell = ANY(%s) AND " if cells is not None else ""
+    cond = "s.cell = ANY(%s::int4[]) AND " if cells is not None else ""
     sql = (
         "SELECT s.track_id, min(s.embedding <=> %s) AS d FROM segments s JOIN tracks t ON t.id = s.track_id"
         f" WHERE {cond}{where} GROUP BY s.track_id ORDER BY d LIMIT %s"
@@ -209,31 +222,48 @@ def _track_scan(
         if cells is None:
             # Exact: HNSW cannot answer "best per track"; keep the planner off index scans anyway.
             conn.execute("SET LOCAL enable_indexscan = off")
-        return [int(r[0]) for r in conn.execute(sql, args, prepare=False).fetchall()]  # type: ignore[call-overload]
+        else:
+            # A few thousand rows: starting parallel workers costs more than it saves (and far
+            # more on a busy machine, where they start late).
+            conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        rows = conn.execute(sql, args, prepare=False).fetchall()  # type: ignore[call-overload]
+    return [(int(r[0]), float(r[1])) for r in rows]
 
 
 def _rows_of_tracks(
     conn: psycopg.Connection, *, q: np.ndarray, where: str, params: list[Any], tracks: list[int], n: int
 ) -> list[tuple[Any, ...]]:
-    """The best :data:`PER_TRACK` allowed segments of each of ``tracks`` (full rows), nearest first, at most ``n``."""
+    """The best :data:`PER_TRACK` allowed segments of each of ``tracks`` (full rows), nearest first, at most ``n``.
+
+    Two statements: the window over narrow rows picks the ids, then the full rows come by
+    primary key (joined in one statement, the planner chose a seq scan of all segments).
+    """
     if not tracks:
         return []
-    sql = (
-        f"SELECT {_COLUMNS}, x.dist FROM (SELECT id, dist,"
-        " row_number() OVER (PARTITION BY track_id ORDER BY dist) AS rn FROM"
-        " (SELECT s.id, s.track_id, s.embedding <=> %s AS dist FROM segments s JOIN tracks t ON t.id = s.track_id"
-        f" WHERE s.track_id = ANY(%s) AND {where}) y) x"
-        " JOIN segments s ON s.id = x.id JOIN tracks t ON t.id = s.track_id"
-        f" WHERE x.rn <= {PER_TRACK} ORDER BY x.dist LIMIT %s"
-    )
-    return conn.execute(sql, [q, tracks, *params, n], prepare=False).fetchall()  # type: ignore[call-overload]
+    ids = [
+        int(r[0])
+        for r in conn.execute(  # type: ignore[call-overload]
+            "SELECT id FROM (SELECT id, dist, row_number() OVER (PARTITION BY track_id ORDER BY dist) AS rn FROM"
+            " (SELECT s.id, s.track_id, s.embedding <=> %s AS dist FROM segments s"
+            f" JOIN tracks t ON t.id = s.track_id WHERE s.track_id = ANY(%s) AND {where}) y) x"
+            f" WHERE rn <= {PER_TRACK} ORDER BY dist LIMIT %s",
+            [q, tracks, *params, n],
+            prepare=False,
+        ).fetchall()
+    ]
+    return conn.execute(  # type: ignore[no-any-return]
+        f"SELECT {_COLUMNS}, s.embedding <=> %s AS dist FROM segments s JOIN tracks t ON t.id = s.track_id"
+        " WHERE s.id = ANY(%s) ORDER BY dist",
+        [q, ids],
+        prepare=False,
+    ).fetchall()
 
 
 def exact_per_track(
     conn: psycopg.Connection, *, q: np.ndarray, where: str, params: list[Any], n: int
 ) -> list[tuple[Any, ...]]:
     """Exact: the best :data:`PER_TRACK` windows of the nearest tracks over ALL filtered rows."""
-    tracks = _track_scan(conn, q=q, where=where, params=params, limit=n, cells=None)
+    tracks = [t for t, _ in _track_scan(conn, q=q, where=where, params=params, limit=n, cells=None)]
     return _rows_of_tracks(conn, q=q, where=where, params=params, tracks=tracks, n=n)
 
 
@@ -247,12 +277,19 @@ def _cell_route(
     min_tracks: int,
     state: cells_mod.CellState,
 ) -> list[tuple[Any, ...]] | None:
-    """Scan the cells nearest ``q``, widening until ``CELL_TRACK_MARGIN × min_tracks`` allowed tracks are seen.
+    """Scan the allowed rows of the cells nearest ``q``, widening until the answer is trustworthy.
 
-    None when that needs more than :data:`CELL_MAX_PROBE_SHARE` of the cells (or all of them
-    hold fewer tracks): the caller then scans exactly, which keeps the k-results guarantee.
+    Stops when (a) at least ``CELL_TRACK_MARGIN × min_tracks`` distinct allowed tracks were
+    seen and (b) the probed cells reach ``CELL_PROBE_MARGIN`` times as far as the first
+    ``min_tracks`` tracks needed. Either rule alone was fragile on the synthetic 1M library
+    ("exclude own composer": 0.84 when the first probe already held enough tracks); together
+    they adapt to where the allowed rows start. Each round scans only the newly added cells
+    (a track keeps its best distance over rounds). None when that needs more than
+    :data:`CELL_MAX_PROBE_SHARE` of the cells: the caller then scans exactly, which keeps the
+    k-results guarantee.
     """
     want = CELL_TRACK_MARGIN * max(1, min_tracks)
+    limit = max(n, want)
     max_probes = max(1, min(state.n_cells, int(np.ceil(state.n_cells * CELL_MAX_PROBE_SHARE))))
     order = [
         int(r[0])
@@ -262,16 +299,26 @@ def _cell_route(
             prepare=False,
         ).fetchall()
     ]
-    probes = min(len(order), max(CELL_START_PROBES, want))
-    while order:
-        tracks = _track_scan(conn, q=q, where=where, params=params, limit=max(n, want), cells=order[:probes])
-        if len(tracks) >= want:
-            return _rows_of_tracks(conn, q=q, where=where, params=params, tracks=tracks[:n], n=n)
-        if probes >= len(order):
-            break
-        # Cells hold ~1 track each: grow by the shortfall, at least 2× and at most 16× a round.
-        grow = float(np.clip(1.5 * want / max(len(tracks), 1), 2.0, 16.0))
-        probes = min(len(order), int(probes * grow))
+    best: dict[int, float] = {}
+    done, probes, first_k = 0, min(len(order), CELL_START_PROBES), 0
+    while done < len(order):
+        # Per round the best `limit` tracks of the new cells suffice: the overall best `limit`
+        # are among the union of each round's best `limit`.
+        for tid, d in _track_scan(
+            conn, q=q, where=where, params=params, limit=limit, cells=order[done:probes]
+        ):
+            best[tid] = min(d, best.get(tid, d))
+        done = probes
+        if not first_k and len(best) >= min_tracks:
+            first_k = probes
+        if len(best) >= want and first_k and probes >= min(len(order), CELL_PROBE_MARGIN * first_k):
+            tracks = sorted(best, key=best.__getitem__)[:n]
+            return _rows_of_tracks(conn, q=q, where=where, params=params, tracks=tracks, n=n)
+        if len(best) < want:  # cells hold ~1 track each: grow by the shortfall, 2×–16× a round
+            grow = float(np.clip(1.5 * want / max(len(best), 1), 2.0, 16.0))
+        else:
+            grow = CELL_PROBE_MARGIN * first_k / probes
+        probes = min(len(order), int(np.ceil(probes * grow)))
     return None
 
 
@@ -319,7 +366,7 @@ def search(
             conn, q=built.profile.embedding, where=where, params=params, n=n,
             min_tracks=request.k if request.one_per_track else 1,
             restrictive=request.filters.active or bool(built.exclude_tracks),
-            iterative=bool(getattr(db, "supports_iterative_scan", False)),
+            iterative=bool(getattr(db, "supports_iterative_scan", False)), model_version=embedder.model_version,
         )  # fmt: skip
         heard = heard_composers(conn, request.listener_id) if request.listener_id else None
         cal = load_calibration(conn, model_version=embedder.model_version)
