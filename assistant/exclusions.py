@@ -64,7 +64,7 @@ def _refine(
     conversation_id: uuid.UUID,
     turn: conversations.Turn,
     request: SearchRequest,
-    excluded: list,
+    excluded: list[dict[str, Any]],
 ) -> conversations.Turn:
     assert turn.request is not None
     response = svc.search_json(request)
