@@ -87,14 +87,16 @@ def library(session_db):
         hnsw = cells_mod._hnsw_indexes(conn)  # built once at the end: inserting into it row by row is slow
         for name, _ in hnsw:
             conn.execute(f'DROP INDEX "{name}"')  # type: ignore[call-overload]
-    _insert(db, tracks[::2])  # half the library: cells are trained on it
-    with autocommit(db) as conn:
-        state = cells_mod.train_cells(conn, model_version=MV, n_cells=N_CELLS)
-    assert state is not None and state.n_segments == len(tracks[::2]) * SEGS_PER
-    _insert(db, tracks[1::2])  # the other half gets its cells on insert
-    with autocommit(db) as conn:
-        for _, definition in hnsw:
-            conn.execute(definition)  # type: ignore[call-overload]
+    try:
+        _insert(db, tracks[::2])  # half the library: cells are trained on it
+        with autocommit(db) as conn:
+            state = cells_mod.train_cells(conn, model_version=MV, n_cells=N_CELLS)
+        assert state is not None and state.n_segments == len(tracks[::2]) * SEGS_PER
+        _insert(db, tracks[1::2])  # the other half gets its cells on insert
+    finally:
+        with autocommit(db) as conn:
+            for _, definition in hnsw:
+                conn.execute(definition)  # type: ignore[call-overload]
     yield tracks
     truncate_all(db)
 
