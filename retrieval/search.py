@@ -317,6 +317,8 @@ def _cell_route(
         if len(best) >= want and first_k and probes >= min(len(order), CELL_PROBE_MARGIN * first_k):
             tracks = sorted(best, key=best.__getitem__)[:n]
             return _rows_of_tracks(conn, q=q, where=where, params=params, tracks=tracks, n=n)
+        if probes >= 0.1 * state.n_cells and len(best) * len(order) / probes < want:
+            return None  # a very selective filter: even all the allowed cells will not hold enough tracks
         if len(best) < want:  # cells hold ~1 track each: grow by the shortfall, 2×–16× a round
             grow = float(np.clip(1.5 * want / max(len(best), 1), 2.0, 16.0))
         else:
