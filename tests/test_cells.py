@@ -150,6 +150,21 @@ def test_cell_route_keeps_k_and_matches_exact_top_k(session_db, library):
         assert max(sum(r[1] == t for r in found.rows) for t in got) <= 3  # best 3 windows per track
 
 
+def test_unfiltered_query_short_of_tracks_falls_back_to_cells(session_db, library):
+    # 100 HNSW rows cover only a few tracks of 25 tightly clustered windows each: asking for 10
+    # distinct tracks sends the unfiltered query to the cells, which find the exact top 10.
+    tr = library[37]
+    q = tr["vecs"][3]
+    where, params = filter_sql(Filters(), model_version=MV)
+    with autocommit(session_db) as conn:
+        found = nearest(
+            conn, q=q, where=where, params=params, n=100, min_tracks=10, restrictive=False, iterative=False,
+            cell_min_rows=0,
+        )  # fmt: skip
+    assert found.path == "cells", found.path
+    assert _first_tracks(found.rows, 10) == _exact_tracks(library, q, lambda t: True, 10)
+
+
 def test_restrictive_filter_returns_every_match_when_fewer_than_wanted(session_db, library):
     db = session_db
     # One key and mode: a handful of tracks. The cell route cannot see 6k of them, so the exact
