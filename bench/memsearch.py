@@ -110,14 +110,21 @@ class Library:
         query_frames: np.ndarray | None = None,
         k: int = 10,
         exclude_track: int | None = None,
+        penalties: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Exact top-``k`` tracks for one query embedding ``[d]``, one result per track.
+
+        ``query`` may be ``[P, d]`` probes (:class:`KeyProbes`), with ``penalties [P]`` subtracted.
 
         Returns (track indices ``[k]`` (-1 = none), localized starts ``[k]`` s, scores ``[k]``).
         With ``query_frames`` the start is localized on the chroma; else the segment start.
         """
         emb = self.embeddings[name]
-        sims = emb @ query.astype(np.float32)  # [N]
+        if query.ndim == 2:  # key probes [P, d]: a segment scores its best probe less the penalty
+            pen = np.zeros(len(query)) if penalties is None else np.asarray(penalties)
+            sims = (emb @ query.astype(np.float32).T - pen[None, :].astype(np.float32)).max(axis=1)  # [N]
+        else:
+            sims = emb @ query.astype(np.float32)  # [N]
         n_tracks = len(self.track_ids)
         best = np.full(n_tracks, -np.inf)
         best_seg = np.full(n_tracks, -1)
@@ -159,6 +166,36 @@ class Library:
             query_chroma=q, track_chroma=fr[:, CHROMA], approx_start_s=approx_start_s, shift=shift
         )
         return start
+
+
+@dataclass
+class KeyProbes:
+    """``base`` searched the way ``retrieval.search`` searches an audio query: the query window
+    as it is plus moved by ``semitones`` in the feature domain, each probe's similarity less
+    ``penalty`` (the product's ``TRANSPOSED_PENALTY``), best probe per segment."""
+
+    base: Any
+    semitones: tuple[int, ...] = (-1, 1)
+    penalty: float = 0.02
+
+    def embed_windows(self, *, windows: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        return self.base.embed_windows(windows=windows, lengths=lengths)
+
+    def penalties(self) -> np.ndarray:
+        return np.array([0.0] + [self.penalty] * len(self.semitones))  # [P]
+
+
+def query_embeddings(embedder: Any, frames_list: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``([Q, d], None)``, or for :class:`KeyProbes` ``([Q, P, d], penalties [P])``."""
+    if not isinstance(embedder, KeyProbes):
+        return embed_queries(embedder, frames_list), None
+    from encoder.feataug import pitch_shift
+
+    per_probe = [embed_queries(embedder.base, frames_list)]
+    for s in embedder.semitones:
+        moved = [pitch_shift(frames=f, semitones=float(s)) for f in frames_list]
+        per_probe.append(embed_queries(embedder.base, moved))
+    return np.stack(per_probe, axis=1), embedder.penalties()  # [Q, P, d]
 
 
 def embed_queries(embedder: WindowEmbedder, frames_list: list[np.ndarray]) -> np.ndarray:

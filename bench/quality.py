@@ -6,7 +6,9 @@ primary instrument. Systems compared in the same run on the same windows:
 
 * ``mfcc+chroma stats`` — :class:`bench.baselines.StatsEmbedder`;
 * ``untrained`` — the Cadenza architecture with random weights (``Embedder.untrained()``);
-* ``cadenza`` — the shipped checkpoint (``Embedder.load()``), when present.
+* ``cadenza`` — the shipped checkpoint (``Embedder.load()``), when present, one probe per query;
+* ``cadenza+key probes`` — the same, searched as ``retrieval.search`` searches a clip: the query
+  window also moved ±1 semitone in the feature domain (:class:`bench.memsearch.KeyProbes`).
 
 Two search paths: (1) an in-memory exact-cosine equivalent of ingest + search for every
 system (:mod:`bench.memsearch`), and (2) the REAL product path — ``retrieval.ingest`` into a
@@ -26,14 +28,20 @@ from tqdm import tqdm
 
 from bench.baselines import StatsEmbedder
 from bench.library import SAMPLE_RATE, Renderer, corpus_heldout_ids, render_library, select_works
-from bench.memsearch import Library, embed_queries, features
+from bench.memsearch import KeyProbes, Library, features, query_embeddings
 from bench.metrics import hit_rate_at, mrr, passage_hits, precision_at_k
 from bench.queries import AUGMENTATION_HELP, AUGMENTATIONS, Query, make_queries
 from bench.report import Report, machine_info, md_table, pyplot, save_plot
+from retrieval.search import TRANSPOSED_PENALTY
+from retrieval.types import SearchRequest
+
+SEARCH_PROBES = SearchRequest().transpose_probes
 
 log = logging.getLogger(__name__)
 
 LENGTHS = (3.0, 5.0, 10.0)
+#: The shipped checkpoint searched as the product searches an audio clip (retrieval.search).
+PROBED = "cadenza+key probes"
 K = 10
 
 
@@ -48,6 +56,7 @@ def _systems(checkpoint: Path | None, lib: Library, notes: list[str]) -> dict[st
     try:
         shipped = Embedder.load(checkpoint)
         systems["cadenza"] = shipped
+        systems[PROBED] = KeyProbes(base=shipped, semitones=SEARCH_PROBES, penalty=TRANSPOSED_PENALTY)
         notes.append(
             f"cadenza = checkpoint {shipped.model_version} ({checkpoint or 'shipped encoder/checkpoints/cadenza-v1'})."
         )
@@ -66,10 +75,10 @@ def _score_passages(
 ) -> dict[str, float]:
     """Hit rates over ``queries``; with ``splits`` (the split of each library work) also per split
     (``top1@test``, ``top10@heldout``…: unseen works of trained composers vs unseen composers)."""
-    emb = embed_queries(embedder, frames)
+    emb, pen = query_embeddings(embedder, frames)
     works, starts = np.full((len(queries), K), -1), np.zeros((len(queries), K))
     for i in range(len(queries)):
-        works[i], starts[i], _ = lib.search(name, query=emb[i], query_frames=frames[i], k=K)
+        works[i], starts[i], _ = lib.search(name, query=emb[i], query_frames=frames[i], k=K, penalties=pen)
     hits = passage_hits(
         ranked_work=works,
         ranked_start=starts,
@@ -106,12 +115,12 @@ def _style_precision(
     labels: dict[str, np.ndarray],
     splits: np.ndarray | None = None,
 ) -> dict[str, float]:
-    emb = embed_queries(embedder, frames)
+    emb, pen = query_embeddings(embedder, frames)
     out = {}
     for label, per_track in labels.items():
         rel = np.zeros((len(queries), K), dtype=bool)
         for i, q in enumerate(queries):
-            tracks, _, _ = lib.search(name, query=emb[i], k=K, exclude_track=q.work_index)
+            tracks, _, _ = lib.search(name, query=emb[i], k=K, exclude_track=q.work_index, penalties=pen)
             ok = tracks >= 0
             rel[i, ok] = per_track[tracks[ok]] == per_track[q.work_index]
         out[f"{label}_p@10"] = precision_at_k(relevant=rel, k=K)
@@ -320,7 +329,7 @@ def _fmt(v: Any) -> str:
 def _targets(passage, cross, style, system: str = "cadenza") -> list[tuple[Any, ...]]:
     """One row per must-reach target: the trained system overall, on unseen works of trained
     composers (test) and on unseen composers (heldout), the best baseline, the target, met?"""
-    others = [s for s in dict.fromkeys(r["system"] for r in passage) if s != system]
+    others = [s for s in dict.fromkeys(r["system"] for r in passage) if not s.startswith("cadenza")]
     rows: list[tuple[Any, ...]] = []
 
     def row(
@@ -371,6 +380,15 @@ def _sections(report: Report, passage, cross, style, ceiling, chance, real) -> N
             md_table(
                 ["target", "cadenza", "test", "heldout", "n test/heldout", "best baseline", "target", "met"],
                 _targets(passage, cross, style),
+            ),
+        )
+    if PROBED in systems:
+        report.section(
+            f"Must-reach targets as search runs a clip ({PROBED}: the query also moved "
+            f"{', '.join(f'{s:+d}' for s in SEARCH_PROBES)} semitones, penalty {TRANSPOSED_PENALTY})",
+            md_table(
+                ["target", PROBED, "test", "heldout", "n test/heldout", "best baseline", "target", "met"],
+                _targets(passage, cross, style, system=PROBED),
             ),
         )
     rows = []

@@ -174,6 +174,17 @@ class BatchSpec:
     # This many composers contribute two works each to a batch (the rest are drawn freely), so
     # the composer-level term always has positives from *other* works.
     composer_pairs: int = 0
+    # Relative chance of each kind of stored view (the ``view`` attribute; ``pitch``/``tempo``
+    # match any ±): queries in use are other instruments, hummed melodies and degraded clean
+    # recordings, while feature augmentation already makes noise/EQ/pitch/tempo versions of
+    # every clip. Unlisted kinds weigh 1; empty = uniform over the work's views.
+    view_weights: tuple[tuple[str, float], ...] = ()
+
+    def view_weight(self, view: str) -> float:
+        for kind, weight in self.view_weights:
+            if view == kind or (kind in ("pitch", "tempo") and view.startswith(kind)):
+                return weight
+        return 1.0
 
     @property
     def batch_size(self) -> int:
@@ -251,7 +262,15 @@ class PassageSampler:
             starts = np.sort(rng.uniform(0.0, slack, n_pass)) + sp.min_gap_s * np.arange(n_pass)
             per_pass = np.bincount(np.arange(sp.passages * sp.views) % n_pass, minlength=n_pass)
             for pi, (s, count) in enumerate(zip(starts, per_pass, strict=True)):
-                chosen = rng.choice(len(work.views), size=int(count), replace=int(count) > len(work.views))
+                replace = int(count) > len(work.views)
+                if sp.view_weights:
+                    p = np.array([sp.view_weight(v.view) for v in work.views], dtype=np.float64)
+                    p /= p.sum()
+                    # without replacement numpy needs enough non-zero weights
+                    replace = replace or int(count) > int(np.count_nonzero(p))
+                    chosen = rng.choice(len(work.views), size=int(count), replace=replace, p=p)
+                else:
+                    chosen = rng.choice(len(work.views), size=int(count), replace=replace)
                 for vidx in chosen:
                     v = work.views[int(vidx)]
                     first = round(s * v.time_scale * fps) + int(

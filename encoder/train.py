@@ -80,6 +80,14 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         "--composer-pairs", type=int, default=2, help="composers that give two works to every batch"
     )
     parser.add_argument(
+        "--view-weights",
+        type=_view_weights,
+        default=(),
+        metavar="KIND=W,...",
+        help="relative chance of each stored view kind in a batch, e.g. clean=2,instrument=2,melody=2 "
+        "(unlisted kinds 1; pitch/tempo match both signs; default uniform)",
+    )
+    parser.add_argument(
         "--no-feature-augment",
         action="store_true",
         help="only the stored views: no per-clip pitch/tempo/EQ/noise on the frames (encoder.feataug)",
@@ -90,6 +98,20 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ship", type=Path, default=None, help="copy the final checkpoint files to this folder"
     )
+
+
+def _view_weights(text: str) -> tuple[tuple[str, float], ...]:
+    out = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, sep, weight = item.partition("=")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = -1.0
+        if not sep or not kind or value < 0:
+            raise argparse.ArgumentTypeError(f"expected KIND=WEIGHT with WEIGHT >= 0, got {item!r}")
+        out.append((kind, value))
+    return tuple(out)
 
 
 def lr_at(*, step: int, total: int, warmup: int, peak: float, floor_frac: float = 0.1) -> float:
@@ -159,6 +181,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         views=args.views,
         augment=None if args.no_feature_augment else FeatureAugment(),
         composer_pairs=args.composer_pairs if args.composer_weight > 0 else 0,
+        view_weights=args.view_weights,
     )
     sampler = PassageSampler(corpus, split="train", spec=spec, seed=args.seed)
     result = train_loop(args=args, corpus=corpus, sampler=sampler, out=out)

@@ -50,6 +50,11 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--min-bpm", type=float)
         parser.add_argument("--max-bpm", type=float)
         parser.add_argument("--all-windows", action="store_true", help="allow several moments per track")
+        parser.add_argument(
+            "--same-key",
+            action="store_true",
+            help="search the clip only as it is (by default it is also searched a semitone up and down)",
+        )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -162,6 +167,7 @@ def _search(settings: Any, db: Any, args: argparse.Namespace) -> int:
         k=args.k,
         filters=filters,
         one_per_track=not args.all_windows,
+        transpose_probes=() if args.same_key else SearchRequest().transpose_probes,
     )
     embedder, _ = _embedder(settings)
     response = search(db=db, embedder=embedder, request=request)

@@ -38,6 +38,9 @@ SILENCE_DBFS = -60.0
 #: Below this tonalness a clip is noise-like: rendered and recorded music measured 0.63–0.95
 #: (1st percentile 0.70 on the demo library); white/pink/brown noise 0.17–0.33.
 MIN_TONALNESS = 0.4
+#: Transposition probes are at most this many semitones away (the feature-domain shift
+#: resamples the mel axis; past a few semitones the timbre moves with it).
+MAX_PROBE_SEMITONES = 3
 
 
 @dataclass
@@ -74,8 +77,14 @@ def from_audio(
     duration_s: float = 10.0,
     min_clip_s: float = 3.0,
     max_clip_s: float = 600.0,
+    transpose_probes: tuple[int, ...] = (),
 ) -> BuiltQuery:
-    """A decoded clip ``[n]`` (mono 16 kHz) → :class:`BuiltQuery`."""
+    """A decoded clip ``[n]`` (mono 16 kHz) → :class:`BuiltQuery`.
+
+    ``transpose_probes`` (semitones, e.g. ``(-1, 1)``): the chosen window is also embedded moved
+    by each, in the feature domain (:func:`encoder.feataug.pitch_shift`), into
+    ``profile.transposed``.
+    """
     from encoder.features import acoustic_features
 
     y = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -126,8 +135,9 @@ def from_audio(
     else:
         i0 = 0
         emb = embedder.embed_windows(windows=frames[None, :win])[0]
-    timings["embed"] = (time.perf_counter() - t0) * 1000
     window = frames[i0 : i0 + win]
+    transposed = transposed_embeddings(embedder=embedder, window=window, semitones=transpose_probes)
+    timings["embed"] = (time.perf_counter() - t0) * 1000
     d = describe(frames=window)
     info = {
         "source": "audio",
@@ -151,10 +161,32 @@ def from_audio(
         valence=d.valence,
         arousal=d.arousal,
         tonalness=d.tonalness,
+        transposed=transposed,
     )
     return BuiltQuery(
         profile, window[:, CHROMA].astype(np.float32), info, nothing_reason=nothing, timings_ms=timings
     )
+
+
+def transposed_embeddings(
+    *, embedder: Any, window: np.ndarray, semitones: tuple[int, ...]
+) -> tuple[tuple[int, np.ndarray], ...]:
+    """``window [T, 143]`` raw frames moved by each of ``semitones`` → ``((s, unit emb [d]), …)``.
+
+    One batched encoder call. 0 and repeats are dropped; beyond ±MAX_PROBE_SEMITONES is an error.
+    """
+    from encoder.feataug import pitch_shift
+
+    shifts = tuple(dict.fromkeys(int(s) for s in semitones if int(s) != 0))
+    if any(abs(s) > MAX_PROBE_SEMITONES for s in shifts):
+        raise InputError(
+            f"transposition probes must be within ±{MAX_PROBE_SEMITONES} semitones, got {semitones}"
+        )
+    if not shifts:
+        return ()
+    moved = np.stack([pitch_shift(frames=window, semitones=float(s)) for s in shifts])  # [S, T, 143]
+    embs = embedder.embed_windows(windows=moved)  # [S, d]
+    return tuple((s, _unit(e)) for s, e in zip(shifts, embs, strict=True))
 
 
 _MOMENT_SQL = (
@@ -259,6 +291,7 @@ def build(
         built = from_audio(
             audio=request.audio, embedder=embedder, start_s=request.start_s, duration_s=request.duration_s,
             min_clip_s=min_clip_s, max_clip_s=max_clip_s,
+            transpose_probes=tuple(request.transpose_probes),
         )  # fmt: skip
         parts.append(built.profile.embedding)
     moments = [
@@ -326,6 +359,7 @@ def build(
         )
     if moments or minus:
         built.profile.embedding = _unit(q)
+        built.profile.transposed = ()  # a blend has no one key to move
         built.info["source"] = "blend"
         built.info["moment_sources"] = sources
         if fallbacks:

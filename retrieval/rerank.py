@@ -46,6 +46,9 @@ class QueryProfile:
     valence: float = 0.0
     arousal: float = 0.0
     tonalness: float = 1.0
+    # (semitones, unit embedding [d]) of the query moment transposed in the feature domain:
+    # extra nearest-neighbour probes, so a passage is found in another key too.
+    transposed: tuple[tuple[int, np.ndarray], ...] = ()
 
 
 @dataclass
@@ -274,6 +277,9 @@ def reason(c: Candidate) -> str:
         parts.append(f"mood match {comp['mood']:.2f}")
     if "tempo" in comp:
         parts.append(f"tempo fit {comp['tempo']:.2f}")
+    moved = int(comp.get("query_transposed", 0))
+    if moved:
+        parts.append(f"found with your clip moved {_INTERVALS.get(moved, f'{moved:+d} semitones')}")
     if comp.get("discovery") == 1.0:
         parts.append("a composer you have not heard yet")
     key = c.descriptors.get("key_index")

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 MAX_K = 100
 EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
 RERANK_POOL = 200
+#: Added to the cosine distance of a transposed query probe (see :func:`_merge_probe`).
+TRANSPOSED_PENALTY = 0.02
 
 _COLUMNS = (
     "s.id, s.track_id, s.start_s, s.end_s, t.title, t.composer, t.work, t.era, t.path, t.duration_s,"
@@ -327,6 +329,25 @@ def _cell_route(
     return None
 
 
+def _merge_probe(
+    found: NearestResult, probe: NearestResult, semis: int, probe_of: dict[int, int]
+) -> NearestResult:
+    """``found`` plus the rows of a transposed probe: per segment the smaller distance wins.
+
+    A probe's distance carries TRANSPOSED_PENALTY, so the query's own key wins a near tie and
+    the maximum over three probes does not lift the scores of unrelated moments much (the
+    "nothing similar" calibration is fitted on one probe). ``probe_of`` records the winning
+    probe's semitones per segment id (updated in place).
+    """
+    rows = {int(r[0]): r for r in found.rows}
+    for r in probe.rows:
+        sid, dist = int(r[0]), float(r[-1]) + TRANSPOSED_PENALTY
+        if sid not in rows or dist < float(rows[sid][-1]):
+            rows[sid] = (*r[:-1], dist)
+            probe_of[sid] = semis
+    return NearestResult(sorted(rows.values(), key=lambda r: r[-1]), found.path)
+
+
 def _candidate(r: tuple[Any, ...]) -> Candidate:
     (sid, tid, start, end, title, composer, work, era, path, duration, cmean, cseq, key, mode, kconf, tempo, loud,
      bright, dens, val, aro, emb, dist) = r  # fmt: skip
@@ -367,12 +388,16 @@ def search(
             request.filters, model_version=embedder.model_version, extra_exclude=built.exclude_tracks
         )
         n = min(max(10 * request.k, 100), EF_SEARCH_MAX)
-        found = nearest(
-            conn, q=built.profile.embedding, where=where, params=params, n=n,
-            min_tracks=request.k if request.one_per_track else 1,
-            restrictive=request.filters.active or bool(built.exclude_tracks),
-            iterative=bool(getattr(db, "supports_iterative_scan", False)), model_version=embedder.model_version,
-        )  # fmt: skip
+        found, probe_of = None, {}
+        for semis, q in ((0, built.profile.embedding), *built.profile.transposed):
+            probe = nearest(
+                conn, q=q, where=where, params=params, n=n,
+                min_tracks=request.k if request.one_per_track else 1,
+                restrictive=request.filters.active or bool(built.exclude_tracks),
+                iterative=bool(getattr(db, "supports_iterative_scan", False)), model_version=embedder.model_version,
+            )  # fmt: skip
+            found = probe if found is None else _merge_probe(found, probe, semis, probe_of)
+        assert found is not None
         heard = heard_composers(conn, request.listener_id) if request.listener_id else None
         cal = load_calibration(conn, model_version=embedder.model_version)
         timings["search"] = (time.perf_counter() - t0) * 1000
@@ -384,6 +409,9 @@ def search(
             candidates=[_candidate(r) for r in pool], query=built.profile, weights=request.weights,
             target_mood=request.target_mood, tempo_factor=request.tempo_factor, heard_composers=heard,
         )  # fmt: skip
+        for c in cands:
+            if probe_of.get(c.segment_id):
+                c.components["query_transposed"] = float(probe_of[c.segment_id])
         cands = nms(candidates=cands, one_per_track=request.one_per_track)
         chosen = mmr(candidates=cands, k=request.k, lam=request.mmr_lambda)
         timings["rerank"] = (time.perf_counter() - t0) * 1000

@@ -69,6 +69,9 @@ class SearchRequest:
     listener_id: str | None = None
     target_mood: tuple[float, float] | None = None  # (valence, arousal) in [-1, 1]
     tempo_factor: float | None = None  # "slower" = 0.8: prefer tempo near query * factor
+    # An audio query is also searched moved by these semitones (a hummed tune or another
+    # recording is rarely in the library's key); () = the query's own key only.
+    transpose_probes: tuple[int, ...] = (-1, 1)
 
 
 @dataclass

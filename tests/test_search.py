@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from cadenza.errors import InputError
 from encoder.embed import Embedder
 from retrieval.ingest import autocommit, ingest
 from retrieval.search import filter_sql, nearest, search
@@ -110,6 +111,60 @@ def test_blend_and_discovery(lib_db, embedder, audio_lib):
     assert unheard[0]
 
 
+def test_a_transposed_clip_is_found_through_a_key_probe(lib_db, embedder, audio_lib):
+    ids, _ = audio_lib
+    # Mozart's track (seed 11, key F) played a semitone higher: same chords and rhythm, key F#.
+    up = random_chord_track(seconds=24, seed=11, key=6)
+    clip = up[int(8.0 * SR) : int(18.0 * SR)]
+    resp = search(db=lib_db, embedder=embedder, request=SearchRequest(audio=clip, start_s=0.0, k=3))
+    top = resp.results[0]
+    assert top.track_id == ids["Mozart"]
+    # the probe that moved the query a semitone down matched, and the card says so
+    assert top.components.get("query_transposed") == -1.0, top.components
+    assert "moved a semitone down" in top.reason
+    assert abs(top.start - 8.0) <= 0.5
+    own_key = search(
+        db=lib_db, embedder=embedder, request=SearchRequest(audio=clip, start_s=0.0, k=3, transpose_probes=())
+    )
+    assert all("query_transposed" not in r.components for r in own_key.results)
+
+
+def test_key_probes_merge_keeps_the_best_distance_per_segment():
+    from retrieval.search import TRANSPOSED_PENALTY, NearestResult, _merge_probe
+
+    def row(sid, dist):
+        return (sid, 1, 0.0, 10.0, dist)
+
+    found = NearestResult([row(1, 0.10), row(2, 0.30)], "hnsw")
+    probe = NearestResult([row(2, 0.05), row(3, 0.20), row(1, 0.095)], "exact")
+    probe_of: dict[int, int] = {}
+    merged = _merge_probe(found, probe, 1, probe_of)
+    assert merged.path == "hnsw"
+    dists = {r[0]: r[-1] for r in merged.rows}
+    assert dists[1] == 0.10  # 0.095 + penalty loses to the query's own key
+    assert dists[2] == pytest.approx(0.05 + TRANSPOSED_PENALTY) and dists[3] == pytest.approx(
+        0.20 + TRANSPOSED_PENALTY
+    )
+    assert probe_of == {2: 1, 3: 1}
+    assert [r[0] for r in merged.rows] == [2, 1, 3]  # sorted by distance
+
+
+def test_transposed_embeddings_are_the_pitch_shifted_window_embedded(embedder):
+    from encoder.feataug import pitch_shift
+    from encoder.features import acoustic_features
+    from retrieval.query import transposed_embeddings
+
+    frames = acoustic_features(y=random_chord_track(seconds=10, seed=4), sr=SR)
+    probes = transposed_embeddings(embedder=embedder, window=frames, semitones=(0, -1, 1, 1))
+    assert [s for s, _ in probes] == [-1, 1]
+    for s, e in probes:
+        want = embedder.embed_windows(windows=pitch_shift(frames=frames, semitones=float(s))[None])[0]
+        assert np.allclose(e, want / np.linalg.norm(want), atol=1e-5)
+    assert transposed_embeddings(embedder=embedder, window=frames, semitones=()) == ()
+    with pytest.raises(InputError, match="within"):
+        transposed_embeddings(embedder=embedder, window=frames, semitones=(5,))
+
+
 @pytest.mark.parametrize("kind", ["noise", "silence"])
 def test_noise_and_silence_are_nothing_similar(lib_db, embedder, audio_lib, kind):
     clip = noise(seconds=10, seed=3) if kind == "noise" else np.zeros(10 * SR, np.float32)
@@ -131,6 +186,19 @@ def test_cli_search_json(lib_db, settings, audio_lib, tmp_path):
     assert {"query", "results", "nothing_similar", "timings_ms"} <= set(data)
     assert len(data["results"]) == 3 and all(r["composer"] != "Bach" for r in data["results"])
     assert "decode" in data["timings_ms"]
+    # Mozart's track a semitone up: found through a key probe, unless --same-key
+    up = write_audio(tmp_path / "up.wav", random_chord_track(seconds=24, seed=11, key=6)[8 * SR : 18 * SR])
+    moved = {}
+    for extra in ([], ["--same-key"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "cadenza", "-q", "search", str(up), "--k", "3", "--json", *extra],
+            env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        moved[bool(extra)] = [
+            r["components"].get("query_transposed") for r in json.loads(out.stdout)["results"]
+        ]
+    assert moved[False][0] == -1.0 and moved[True] == [None, None, None]
 
 
 # The tests below empty the database (the `db` fixture): keep them after the audio-library tests.

@@ -175,6 +175,28 @@ def test_composer_pairs_and_feature_augmentation_in_batches(corpus_path):
         assert (a.lengths >= spec.min_crop_frames).all() and (a.lengths <= 100).all()
 
 
+def test_view_weights_steer_which_views_a_batch_holds(corpus_path):
+    from encoder.train import _view_weights
+
+    with Corpus(corpus_path) as c:
+        uniform = PassageSampler(c, spec=BatchSpec(works=4, passages=2, views=2), seed=0)
+        no_noise = BatchSpec(works=4, passages=2, views=2, view_weights=(("noise", 0.0), ("pitch", 0.0)))
+        clean_heavy = BatchSpec(works=4, passages=2, views=2, view_weights=(("clean", 50.0),))
+        drawn = [v for step in range(10) for v in uniform.batch(step).views]
+        assert {"noise", "pitch+1"} <= set(drawn)  # uniform sampling does draw them
+        weighted = PassageSampler(c, spec=no_noise, seed=0)
+        drawn = [v for step in range(10) for v in weighted.batch(step).views]
+        assert "noise" not in drawn and "pitch+1" not in drawn
+        heavy = PassageSampler(c, spec=clean_heavy, seed=0)
+        drawn = [v for step in range(10) for v in heavy.batch(step).views]
+        # every passage takes two distinct views: one is nearly always clean
+        assert drawn.count("clean") >= 0.45 * len(drawn)
+    assert _view_weights("clean=2, melody=0.5") == (("clean", 2.0), ("melody", 0.5))
+    for bad in ("clean", "clean=x", "=2", "clean=-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _view_weights(bad)
+
+
 def test_short_works_get_fewer_passages_but_all_their_clips(tmp_path):
     path = make_corpus(tmp_path / "short.h5", works_per_split={"train": 3}, seconds=14.0, extra_s=0.0)
     with Corpus(path) as c:
