@@ -388,7 +388,8 @@ def search(
             request.filters, model_version=embedder.model_version, extra_exclude=built.exclude_tracks
         )
         n = min(max(10 * request.k, 100), EF_SEARCH_MAX)
-        found, probe_of = None, {}
+        found: NearestResult | None = None
+        probe_of: dict[int, int] = {}  # segment id -> semitones of the probe that found it
         for semis, q in ((0, built.profile.embedding), *built.profile.transposed):
             probe = nearest(
                 conn, q=q, where=where, params=params, n=n,
