@@ -94,6 +94,7 @@ def _ingest(settings: Any, db: Any, args: argparse.Namespace) -> int:
         )
         for f in r["failed"]:
             print(f"  failed: {f['path']}: {f['error']}")
+        _stale_hint(db, embedder.model_version)
     return 1 if report.failed and not (report.added or report.replaced or report.unchanged) else 0
 
 
@@ -112,7 +113,21 @@ def _library(settings: Any, db: Any, args: argparse.Namespace) -> int:
         print(f"{t.id:6d}  {t.duration_s / 60:5.1f} min  {t.n_segments:4d} seg  {t.composer or '?':20.20s}  "
               f"{t.era or '':12.12s}  {t.title}")  # fmt: skip
     print(f"{len(tracks)} tracks, {sum(t.duration_s for t in tracks) / 3600:.2f} h")
+    _stale_hint(db, _embedder(settings)[0].model_version)
     return 0
+
+
+def _stale_hint(db: Any, model_version: str) -> None:
+    """Say so when some tracks were embedded by another checkpoint: search does not see them."""
+    from retrieval.store import stale_track_count
+
+    with db.connection() as conn:
+        n = stale_track_count(conn, model_version)
+    if n:
+        print(
+            f"{n} track{'s' if n != 1 else ''} {'were' if n != 1 else 'was'} embedded by another model than {model_version} and are not "
+            "searched; run `cadenza reindex`"
+        )
 
 
 def _remove(settings: Any, db: Any, args: argparse.Namespace) -> int:

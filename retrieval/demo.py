@@ -269,7 +269,7 @@ def build_demo(
 ) -> dict[str, Any]:
     """Render (once) and ingest the demo library. Returns a summary (files, minutes, ingest report)."""
     from cadenza.db import open_database
-    from retrieval.ingest import EmbedderSpec, ingest, resolve_embedder
+    from retrieval.ingest import EmbedderSpec, ingest, reindex, resolve_embedder
 
     t0 = time.perf_counter()
     demo_dir = settings.paths.demo
@@ -290,6 +290,9 @@ def build_demo(
             db=db, paths=[demo_dir / "audio"], embedder=embedder, spec=spec, metadata_file=meta_csv,
             workers=workers, progress=progress,
         )  # fmt: skip
+        # A library built by an earlier checkpoint is unchanged audio with stale embeddings
+        # (search only compares segments of the current model): re-embed those tracks.
+        stale = reindex(db=db, embedder=embedder, spec=spec, workers=workers, progress=progress)
     finally:
         if own:
             db.close()
@@ -300,6 +303,7 @@ def build_demo(
         "audio_minutes": round(float(manifest.get("seconds", 0)) / 60, 1),
         "render_seconds": round(t_render, 1),
         "ingest": report.to_json(),
+        "reindexed": len(stale.replaced),
         "total_seconds": round(time.perf_counter() - t0, 1),
         "model_version": embedder.model_version,
     }
@@ -322,7 +326,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     ing = summary["ingest"]
     print(
         f"demo library: {summary['files']} works, {summary['audio_minutes']} min of audio in {summary['demo_dir']}; "
-        f"ingest added {ing['added']}, unchanged {ing['unchanged']}, failed {len(ing['failed'])} "
+        f"ingest added {ing['added']}, unchanged {ing['unchanged']}, re-embedded for the current model "
+        f"{summary['reindexed']}, failed {len(ing['failed'])} "
         f"({summary['total_seconds']:.0f} s in all)"
     )
     if args.no_serve:

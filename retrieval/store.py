@@ -173,6 +173,17 @@ def list_tracks(conn: psycopg.Connection) -> list[TrackInfo]:
     return [TrackInfo(*r) for r in rows]
 
 
+def stale_track_count(conn: psycopg.Connection, model_version: str) -> int:
+    """Tracks with a segment embedded by another model than ``model_version`` (search skips those)."""
+    return int(
+        scalar(
+            conn,
+            "SELECT count(DISTINCT track_id) FROM segments WHERE model_version <> %s",
+            (model_version,),
+        )
+    )
+
+
 def remove_track(conn: psycopg.Connection, track_id: int) -> TrackInfo:
     """Delete a track, its segments, chroma and plays (cascade). NotFound if there is no such track."""
     with conn.transaction():

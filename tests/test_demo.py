@@ -46,3 +46,11 @@ def test_tiny_demo_builds_ingests_and_is_idempotent(db, settings):
     second = build_demo(**kw)
     assert second["ingest"]["added"] == 0 and second["ingest"]["unchanged"] == 3
     assert [p.stat().st_mtime_ns for p in oggs] == mtimes  # nothing rendered again
+    assert second["reindexed"] == 0
+
+    # A new checkpoint: the same audio is re-embedded, so search (current model only) finds it.
+    third = build_demo(**{**kw, "embedder": Embedder.untrained(seed=1)})
+    assert third["ingest"]["unchanged"] == 3 and third["reindexed"] == 3
+    with db.connection() as conn:
+        versions = {r[0] for r in conn.execute("SELECT DISTINCT model_version FROM segments").fetchall()}
+    assert versions == {third["model_version"]} and third["model_version"] != first["model_version"]

@@ -210,6 +210,18 @@ def test_kill_and_resume_leaves_no_partial_track(db, tmp_path, settings):
     )
     tracks = json.loads(listed.stdout)
     assert len(tracks) == n_files and all(t["n_segments"] == expected_segments(30) for t in tracks)
+    # A track embedded by an older checkpoint: `library` says so, `reindex` re-embeds just that one.
+    with db.connection() as conn:
+        conn.execute(
+            "UPDATE segments SET model_version = 'cadenza-v0-old' WHERE track_id = %s", (tracks[1]["id"],)
+        )
+        conn.commit()
+    text = subprocess.run([*base, "library"], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert "1 track was embedded by another model" in text and "cadenza reindex" in text
+    redo = subprocess.run([*base, "reindex"], env=env, capture_output=True, text=True, timeout=300)
+    assert redo.returncode == 0, redo.stderr[-2000:]
+    text = subprocess.run([*base, "library"], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert "cadenza reindex" not in text and f"{n_files} tracks" in text
     gone = subprocess.run(
         [*base, "remove", str(tracks[0]["id"])], env=env, capture_output=True, text=True, timeout=120
     )
