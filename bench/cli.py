@@ -126,7 +126,14 @@ def run(name: str, args: argparse.Namespace) -> int:
             else:
                 from bench.scale import run_scale
 
-                report = run_scale(sizes=sizes, out_dir=out, quick=args.quick, seed=args.seed, workdir=work)
+                report = run_scale(
+                    sizes=sizes,
+                    out_dir=out,
+                    quick=args.quick,
+                    seed=args.seed,
+                    workdir=work,
+                    checkpoint=args.checkpoint,
+                )
         print(
             f"bench {bench_name}: wrote {out / (report.name + '.md')} in {(time.perf_counter() - t0) / 60:.1f} min"
         )

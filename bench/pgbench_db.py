@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,20 @@ HNSW_INDEX = "segments_embedding_hnsw"
 #: pgvector's defaults, as in sql/001_init.sql.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
+#: The segment columns :func:`copy_segments` writes, with their COPY BINARY types.
+SEGMENT_COPY_COLUMNS = (
+    ("id", "int8"),
+    ("track_id", "int8"),
+    ("start_s", "float4"),
+    ("end_s", "float4"),
+    ("embedding", "vector"),
+    ("model_version", "text"),
+    ("chroma_mean", "float4[]"),
+    ("chroma_seq", "bytea"),
+    ("key_index", "int2"),
+    ("mode", "text"),
+    ("cell", "int4"),
+)
 
 
 def fetch_one(conn: Any, sql: str, params: tuple = ()) -> tuple:
@@ -122,21 +136,24 @@ def copy_segments(
     key_index: np.ndarray,
     mode: list[str],
     model_version: str,
-    chroma_mean: Callable[[int], list[float]] | None = None,
+    chroma_mean: np.ndarray | None = None,
+    chroma_seq: np.ndarray | None = None,
     cells: np.ndarray | None = None,
 ) -> None:
     """Bulk-load segments with COPY BINARY (the embedding as pgvector's binary ``vector``).
 
-    ``cells``: each segment's cell (retrieval/cells.py), written with the row like an insert does.
+    ``chroma_mean [n, 12]`` (default flat) and ``chroma_seq [n, T, 12]`` float16 (default none)
+    as ingest stores them; ``cells``: each segment's cell (retrieval/cells.py), written with
+    the row like an insert does.
     """
     from pgvector import Vector
 
+    from retrieval.store import f16_bytes
+
     flat = [1.0 / 12] * 12
-    cols = "id, track_id, start_s, end_s, embedding, model_version, chroma_mean, key_index, mode, cell"
+    cols = ", ".join(c for c, _ in SEGMENT_COPY_COLUMNS)
     with conn.cursor() as cur, cur.copy(f"COPY segments ({cols}) FROM STDIN WITH (FORMAT BINARY)") as copy:
-        copy.set_types(
-            ["int8", "int8", "float4", "float4", "vector", "text", "float4[]", "int2", "text", "int4"]
-        )
+        copy.set_types([t for _, t in SEGMENT_COPY_COLUMNS])
         for i in range(len(ids)):
             copy.write_row(
                 (
@@ -146,9 +163,25 @@ def copy_segments(
                     float(starts[i]) + 10.0,
                     Vector(vectors[i]),
                     model_version,
-                    chroma_mean(i) if chroma_mean else flat,
+                    flat if chroma_mean is None else chroma_mean[i].tolist(),
+                    None if chroma_seq is None else f16_bytes(chroma_seq[i]),
                     int(key_index[i]),
                     mode[i],
                     None if cells is None else int(cells[i]),
                 )
             )
+
+
+def copy_track_chroma(conn, rows: Iterable[tuple[int, float, np.ndarray]]) -> None:
+    """Rows of (track id, fps, chroma ``[frames, 12]``), stored as ingest does (float16 little-endian)."""
+    from retrieval.store import f16_bytes
+
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY track_chroma (track_id, fps, n_frames, chroma) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy,
+    ):
+        copy.set_types(["int8", "float4", "int4", "bytea"])
+        for track_id, fps, chroma in rows:
+            copy.write_row((int(track_id), float(fps), len(chroma), f16_bytes(chroma)))

@@ -35,15 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from bench import pgbench_db
 from bench.library import SAMPLE_RATE, Renderer, render_library, select_works
+from bench.query_stages import STAGES, measure_stages, write_clips
 from bench.report import Report, db_versions, machine_info, md_table, percentiles
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "features", "embed", "search", "rerank", "localize", "total")
 #: Issue #4: ingest end to end at ≥ 300× realtime on 2 cores.
 INGEST_TARGET_X = 300.0
 INGEST_STAGES = ("decode", "level", "features", "embed", "describe")
@@ -330,14 +329,11 @@ def run_speed(
         raise ConfigError(
             f"the speed benchmark needs the 'bench' extra ({exc.name} is missing); run pip install -e '.[bench]'"
         ) from None
-    import soundfile as sf
     import torch
 
     from bench.baselines import Wav2Vec2Embedder
     from bench.memsearch import features
     from retrieval.ingest import ingest, resolve_embedder
-    from retrieval.search import search
-    from retrieval.types import SearchRequest
 
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
@@ -441,33 +437,15 @@ def run_speed(
         # -- query latency per stage via the real search -------------------------------------------------
         from cadenza.audio import load_audio
 
-        qdir = workdir / "queries"
-        qdir.mkdir(parents=True, exist_ok=True)
-        clips: list[Path] = []
         n_q = 12 if quick else 40
         names = list(clean)
-        for i in range(n_q):
+        pieces = []
+        for _ in range(n_q):
             y = clean[names[int(rng.integers(len(names)))]]
             t = int(rng.uniform(0, max(y.size - 10 * SAMPLE_RATE, 1)))
-            p = qdir / f"q{i:03d}.wav"
-            sf.write(str(p), y[t : t + 10 * SAMPLE_RATE], SAMPLE_RATE, subtype="PCM_16")
-            clips.append(p)
-        stage_ms: dict[str, list[float]] = {s: [] for s in STAGES}
-        torch.set_num_threads(1)  # as the web server runs queries
-        search(
-            db=db, embedder=embedder, request=SearchRequest(audio=load_audio(path=clips[0]), k=10)
-        )  # warm-up
-        for p in tqdm(clips, desc="query latency", leave=False):
-            t0 = time.perf_counter()
-            y = load_audio(path=p)
-            dec = (time.perf_counter() - t0) * 1000
-            resp = search(db=db, embedder=embedder, request=SearchRequest(audio=y, k=10))
-            stage_ms["decode"].append(dec)
-            for s in STAGES[1:]:
-                stage_ms[s].append(float(resp.timings_ms.get(s, np.nan)) + (dec if s == "total" else 0.0))
-        data["query_stages"] = {
-            s: percentiles([v for v in vals if np.isfinite(v)]) for s, vals in stage_ms.items()
-        }
+            pieces.append(y[t : t + 10 * SAMPLE_RATE])
+        clips = write_clips(pieces, workdir / "queries")
+        data["query_stages"] = measure_stages(db=db, embedder=embedder, clips=clips)["stages"]
 
         # -- per-query pipeline: Cadenza (features + encoder + pgvector HNSW) vs Wav2Vec2 + FAISS ------------------
         data["query_pipeline"] = _query_pipelines(

@@ -14,6 +14,13 @@ import numpy as np
 
 DIM = 128
 SEGMENTS_PER_TRACK = 60  # a 2-minute track at one 10-s segment every 2 s
+SEGMENT_HOP_S = 2.0
+SEGMENT_S = 10.0
+#: A track's length: its last segment starts at 118 s and ends at 128 s.
+TRACK_SECONDS = (SEGMENTS_PER_TRACK - 1) * SEGMENT_HOP_S + SEGMENT_S
+#: Frame rates of the stored chroma, as ingest writes them: per track (localization), per segment.
+TRACK_CHROMA_FPS = 10
+SEGMENT_CHROMA_FPS = 2
 ERAS = ("medieval", "renaissance", "baroque", "classical", "romantic", "modern")
 #: Spread around each centre, as a share of a unit vector's length.
 TRACK_SPREAD = 0.8
@@ -69,6 +76,32 @@ class SyntheticLibrary:
             ]
             out[lo - start : hi - start] = _unit(self.track_centres[t] + SEGMENT_SPREAD * noise)
         return out
+
+    def track_chroma(self, t: int) -> np.ndarray:
+        """Track ``t``'s 10-fps chroma ``[TRACK_SECONDS * 10, 12]`` float16: random, deterministic per track.
+
+        Random values cost search's rerank and localize stages what real chroma costs; only
+        their scores mean nothing.
+        """
+        rng = np.random.default_rng([self.seed, 4, t])
+        return rng.random((int(TRACK_SECONDS * TRACK_CHROMA_FPS), 12), dtype=np.float32).astype(np.float16)
+
+    def segment_chroma(self, *, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chroma of segments ``start..stop-1`` from their track's chroma, as ingest derives it.
+
+        Returns (mean ``[n, 12]`` float32, 2-fps sequence ``[n, 20, 12]`` float16).
+        """
+        block = TRACK_CHROMA_FPS // SEGMENT_CHROMA_FPS
+        seq_len, seq_hop = int(SEGMENT_S * SEGMENT_CHROMA_FPS), int(SEGMENT_HOP_S * SEGMENT_CHROMA_FPS)
+        seq = np.empty((stop - start, seq_len, 12), dtype=np.float16)
+        for t in range(start // SEGMENTS_PER_TRACK, (stop - 1) // SEGMENTS_PER_TRACK + 1):
+            lo, hi = max(start, t * SEGMENTS_PER_TRACK), min(stop, (t + 1) * SEGMENTS_PER_TRACK)
+            slow = self.track_chroma(t).astype(np.float32).reshape(-1, block, 12).mean(axis=1)  # 2 fps
+            # One window per segment start: [SEGMENTS_PER_TRACK, 12, seq_len].
+            windows = np.lib.stride_tricks.sliding_window_view(slow, seq_len, axis=0)[::seq_hop]
+            first = t * SEGMENTS_PER_TRACK
+            seq[lo - start : hi - start] = windows[lo - first : hi - first].transpose(0, 2, 1)
+        return seq.astype(np.float32).mean(axis=1), seq
 
     def queries(self, *, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` query vectors from NEW tracks of random composers → (``[n, 128]``, composer ``[n]``)."""

@@ -194,6 +194,40 @@ def test_scale_load_index_and_filtered_candidates(db):
         pgbench_db.build_hnsw(db)  # leave the schema's index in place for other tests
 
 
+def test_scale_query_stages_through_search(db, tmp_path):
+    """The per-stage table of bench scale: real audio queries through retrieval.search on synthetic rows."""
+    from bench import pgbench_db
+    from bench.query_stages import STAGES, chord_clips
+    from bench.scale import load_library, search_stages, stage_table, stage_target_note
+    from encoder.embed import Embedder
+
+    lib = make_library(n_segments=1200, seed=6)
+    try:
+        load_library(db, lib)
+        pgbench_db.build_hnsw(db)
+        with db.connection() as conn:
+            no_seq = pgbench_db.fetch_one(conn, "SELECT count(*) FROM segments WHERE chroma_seq IS NULL")[0]
+            n_chroma = pgbench_db.fetch_one(conn, "SELECT count(*) FROM track_chroma")[0]
+        assert no_seq == 0 and n_chroma == lib.n_tracks  # what rerank and localize read
+        clips = chord_clips(n=3, out_dir=tmp_path / "clips", seed=0)
+        measured = search_stages(db, embedder=Embedder.untrained(seed=0), clips=clips, warmup=1)
+    finally:
+        pgbench_db.build_hnsw(db)  # leave the schema's index in place for other tests
+    assert set(measured["stages"]) == set(STAGES)
+    for stage in STAGES:
+        p = measured["stages"][stage]
+        assert p["n"] == 3, stage  # every query reached every stage
+        for key in ("p50", "p95", "mean"):
+            assert np.isfinite(p[key]) and p[key] > 0, (stage, key, p[key])
+    assert measured["empty"] == 0 and sum(measured["routes"].values()) == 3
+    # the stored chroma was used: progression scores in rerank, localization against the track chroma
+    assert measured["progression_share"] > 0.5 and measured["localized_share"] > 0.5
+    table = stage_table([{"n_segments": 1200, "query_stages": measured}])
+    lines = table.splitlines()
+    assert all(s in lines[0] for s in STAGES) and len(lines) == 3 and lines[2].startswith("| 1,200 |")
+    assert "total p50" in stage_target_note([{"n_segments": 1200, "query_stages": measured}])
+
+
 # -- CLI ---------------------------------------------------------------------------------------------
 
 
