@@ -117,6 +117,14 @@ CELL_MAX_PROBE_SHARE = 0.3
 PER_TRACK = 3
 
 
+def _nearest_sql(where: str) -> str:
+    """Nearest segments passing ``where``; parameters: query vector, *where's, query vector, limit."""
+    return (
+        f"SELECT {_COLUMNS}, s.embedding <=> %s AS dist FROM segments s JOIN tracks t ON t.id = s.track_id"
+        f" WHERE {where} ORDER BY s.embedding <=> %s LIMIT %s"
+    )
+
+
 def _segment_estimate(conn: psycopg.Connection) -> float:
     """The planner's row estimate for segments (cheap: no scan); -1 before the first ANALYZE."""
     row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'segments'::regclass").fetchone()
@@ -146,10 +154,7 @@ def nearest(
     """
     if model_version is None and where.startswith("s.model_version = %s") and params:
         model_version = str(params[0])
-    sql = (
-        f"SELECT {_COLUMNS}, s.embedding <=> %s AS dist FROM segments s JOIN tracks t ON t.id = s.track_id"
-        f" WHERE {where} ORDER BY s.embedding <=> %s LIMIT %s"
-    )
+    sql = _nearest_sql(where)
 
     def enough(rows: list[tuple[Any, ...]]) -> bool:
         return len(rows) >= n and len({r[1] for r in rows}) >= min_tracks
@@ -186,16 +191,48 @@ def nearest(
             if found is not None:
                 return NearestResult(found, "cells")
             continue
-        with conn.transaction():
-            conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
-            if iterative:
-                conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            rows = conn.execute(sql, [q, *params, q, limit]).fetchall()  # type: ignore[call-overload]
-        if iterative:
-            rows.sort(key=lambda r: r[-1])  # relaxed order: results may come slightly out of order
+        rows = _hnsw_rows(conn, sql=sql, q=q, params=params, limit=limit, ef=ef, iterative=iterative)
         if enough(rows):
             return NearestResult(rows, name)  # all of them: more candidates for the reranker
     return NearestResult(exact_per_track(conn, q=q, where=where, params=params, n=n), "exact")
+
+
+def _hnsw_rows(
+    conn: psycopg.Connection,
+    *,
+    sql: str,
+    q: np.ndarray,
+    params: list[Any],
+    limit: int,
+    ef: int,
+    iterative: bool,
+) -> list[tuple[Any, ...]]:
+    """One HNSW query of ``sql`` (``nearest``'s statement) at ``hnsw.ef_search = ef``."""
+    with conn.transaction():
+        conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
+        if iterative:
+            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        rows = conn.execute(sql, [q, *params, q, limit]).fetchall()  # type: ignore[call-overload]
+    if iterative:
+        rows.sort(key=lambda r: r[-1])  # relaxed order: results may come slightly out of order
+    return rows
+
+
+def probe_nearest(
+    conn: psycopg.Connection, *, q: np.ndarray, where: str, params: list[Any], n: int, iterative: bool
+) -> NearestResult:
+    """Best-effort extra candidates for a transposed query probe: one HNSW query, no fallback.
+
+    The query's own probe (:func:`nearest`) already guarantees k tracks through every filter;
+    a transposed probe only adds the moments that are nearer in another key, so one beam search
+    (about 1 ms at 1M segments, bench scale) is enough and it never pays for the exact or cell
+    routes a second and third time. A restrictive filter may leave it few rows: that is fine.
+    """
+    sql = _nearest_sql(where)
+    rows = _hnsw_rows(
+        conn, sql=sql, q=q, params=params, limit=n, ef=max(40, min(n, EF_SEARCH_MAX)), iterative=iterative
+    )
+    return NearestResult(rows, "hnsw-probe")
 
 
 def _track_scan(
@@ -388,17 +425,17 @@ def search(
             request.filters, model_version=embedder.model_version, extra_exclude=built.exclude_tracks
         )
         n = min(max(10 * request.k, 100), EF_SEARCH_MAX)
-        found: NearestResult | None = None
+        iterative = bool(getattr(db, "supports_iterative_scan", False))
+        found = nearest(
+            conn, q=built.profile.embedding, where=where, params=params, n=n,
+            min_tracks=request.k if request.one_per_track else 1,
+            restrictive=request.filters.active or bool(built.exclude_tracks),
+            iterative=iterative, model_version=embedder.model_version,
+        )  # fmt: skip
         probe_of: dict[int, int] = {}  # segment id -> semitones of the probe that found it
-        for semis, q in ((0, built.profile.embedding), *built.profile.transposed):
-            probe = nearest(
-                conn, q=q, where=where, params=params, n=n,
-                min_tracks=request.k if request.one_per_track else 1,
-                restrictive=request.filters.active or bool(built.exclude_tracks),
-                iterative=bool(getattr(db, "supports_iterative_scan", False)), model_version=embedder.model_version,
-            )  # fmt: skip
-            found = probe if found is None else _merge_probe(found, probe, semis, probe_of)
-        assert found is not None
+        for semis, q in built.profile.transposed:
+            probe = probe_nearest(conn, q=q, where=where, params=params, n=n, iterative=iterative)
+            found = _merge_probe(found, probe, semis, probe_of)
         heard = heard_composers(conn, request.listener_id) if request.listener_id else None
         cal = load_calibration(conn, model_version=embedder.model_version)
         timings["search"] = (time.perf_counter() - t0) * 1000
@@ -434,6 +471,7 @@ def search(
     top_conf = results[0].confidence if results else 0.0
     nothing = not results or top_conf < NOTHING_SIMILAR_BELOW
     info.update({"ann": found.path, "candidates": len(found.rows), "calibrated": cal is not None})
+    info["key_probes"] = [0, *(s for s, _ in built.profile.transposed)]  # semitones the query was searched at
     if heard is not None:
         info["discovery_rate"] = (
             round(float(np.mean([r.composer.lower() not in heard for r in results])), 3) if results else 0.0

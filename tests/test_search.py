@@ -127,6 +127,7 @@ def test_a_transposed_clip_is_found_through_a_key_probe(lib_db, embedder, audio_
         db=lib_db, embedder=embedder, request=SearchRequest(audio=clip, start_s=0.0, k=3, transpose_probes=())
     )
     assert all("query_transposed" not in r.components for r in own_key.results)
+    assert resp.query["key_probes"] == [0, -1, 1] and own_key.query["key_probes"] == [0]
 
 
 def test_key_probes_merge_keeps_the_best_distance_per_segment():
