@@ -1,7 +1,8 @@
-"""``cadenza bench [quality|speed|scale|all]``: run the benchmarks, write bench/results/.
+"""``cadenza bench [quality|speed|scale|recorded|all]``: run the benchmarks, write bench/results/.
 
 Each benchmark writes ``<out>/<name>.json``, ``<out>/<name>.md`` and its PNG plots. See
-``bench/README.md`` for what each one measures.
+``bench/README.md`` for what each one measures. ``recorded`` needs a folder of real recordings
+(``--audio DIR``); ``all`` runs it only when ``--audio`` is given.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from cadenza.errors import InputError
 
 log = logging.getLogger(__name__)
 
-WHICH = ("quality", "speed", "scale", "all")
+WHICH = ("quality", "speed", "scale", "recorded", "all")
 DEFAULT_SIZES = "10000,100000"
 
 
@@ -71,6 +72,28 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-real-path", action="store_true", help="quality: skip the real ingest + search path"
     )
+    parser.add_argument(
+        "--audio",
+        type=Path,
+        default=None,
+        help="recorded: folder of real recordings, searched recursively (needed by `recorded`; "
+        "`all` runs `recorded` only when it is given)",
+    )
+    parser.add_argument(
+        "--max-tracks", type=int, default=None, help="recorded: use only the first N files (path order)"
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="recorded: seconds from the start of each track (default 120; --quick 60; 0 = whole tracks)",
+    )
+    parser.add_argument(
+        "--queries",
+        type=int,
+        default=None,
+        help="recorded: 10-s queries per augmentation (default 32; --quick 8)",
+    )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -82,7 +105,15 @@ def run(name: str, args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     torch.set_num_threads(max(1, int(args.threads)))
     out = Path(args.out) if args.out else RESULTS_DIR
-    which = ["quality", "speed", "scale"] if args.which == "all" else [args.which]
+    if args.which == "all":
+        # recorded needs external audio, so `all` includes it only when a folder is given.
+        which = ["quality", "speed", "scale"] + (["recorded"] if args.audio else [])
+    else:
+        which = [args.which]
+    if "recorded" in which and not args.audio:
+        raise InputError(
+            "bench recorded needs --audio DIR, a folder of real recordings (MP3/WAV/FLAC/OGG/M4A)"
+        )
     sizes = _sizes(args.sizes or ("10000" if args.quick else DEFAULT_SIZES))
     midi_cache = args.midi_cache or (settings.paths.corpus / "midi_cache")
     os.environ.setdefault("CADENZA_RATE_LIMIT", "100000")  # the speed benchmark's server must not throttle us
@@ -122,6 +153,23 @@ def run(name: str, args: argparse.Namespace) -> int:
                     midi_cache=midi_cache,
                     workdir=work,
                     threads=int(args.threads),
+                )
+            elif bench_name == "recorded":
+                from bench.recorded import DEFAULT_MAX_SECONDS, DEFAULT_QUERIES, run_recorded
+
+                max_s = (
+                    args.max_seconds
+                    if args.max_seconds is not None
+                    else (60.0 if args.quick else DEFAULT_MAX_SECONDS)
+                )
+                report = run_recorded(
+                    audio_dir=args.audio,
+                    out_dir=out,
+                    seed=args.seed,
+                    checkpoint=args.checkpoint,
+                    max_tracks=args.max_tracks,
+                    max_seconds=max_s,
+                    n_queries=args.queries or (8 if args.quick else DEFAULT_QUERIES),
                 )
             else:
                 from bench.scale import run_scale

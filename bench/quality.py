@@ -45,7 +45,9 @@ PROBED = "cadenza+key probes"
 K = 10
 
 
-def _systems(checkpoint: Path | None, lib: Library, notes: list[str]) -> dict[str, Any]:
+def build_systems(checkpoint: Path | None, lib: Library, notes: list[str]) -> dict[str, Any]:
+    """The compared systems, name → window embedder; the stats baseline is fitted on ``lib``'s
+    windows. Shared with :mod:`bench.recorded`. Appends what was loaded to ``notes``."""
     from encoder.embed import Embedder
 
     assert lib.windows is not None
@@ -65,7 +67,7 @@ def _systems(checkpoint: Path | None, lib: Library, notes: list[str]) -> dict[st
     return systems
 
 
-def _score_passages(
+def score_passages(
     lib: Library,
     name: str,
     embedder: Any,
@@ -177,7 +179,7 @@ def run_quality(
         "max_seconds_per_work": max_seconds,
     }
     log.info("quality library: %s", lib_info)
-    systems = _systems(checkpoint, lib, notes)
+    systems = build_systems(checkpoint, lib, notes)
     for name, emb in systems.items():
         lib.embed(name, emb)
 
@@ -201,7 +203,7 @@ def run_quality(
                         "augmentation": kind,
                         "length_s": length,
                         "system": name,
-                        **_score_passages(lib, name, emb, qs, qf, splits),
+                        **score_passages(lib, name, emb, qs, qf, splits),
                     }
                 )
 
@@ -220,7 +222,7 @@ def run_quality(
         )
         qf = [features(y=q.audio) for q in qs]
         for name, emb in systems.items():
-            r = _score_passages(lib, name, emb, qs, qf, splits)
+            r = score_passages(lib, name, emb, qs, qf, splits)
             cross.append(
                 {"query": "other instrument" if program == "other" else "melody only", "system": name, **r}
             )

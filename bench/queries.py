@@ -70,8 +70,6 @@ def make_queries(
     ``program``: 'primary' (the library's instrument), 'other' (cross-instrument) or
     'melody' (top voice only, on a voice patch).
     """
-    from encoder import augment
-
     out: list[Query] = []
     for _ in range(n):
         wi = int(rng.integers(len(works)))
@@ -92,16 +90,29 @@ def make_queries(
         clip = y[i0 : i0 + int(round(length_s * SAMPLE_RATE))].astype(np.float32)
         if clip.size < int(length_s * SAMPLE_RATE * 0.9):
             continue
-        if kind == "noise":
-            clip = augment.add_noise(y=clip, rng=rng)
-        elif kind == "eq":
-            clip = augment.random_eq(y=clip, rng=rng)
-        elif kind == "mp3":
-            clip = augment.mp3_roundtrip(y=clip, rng=rng)
-        elif kind == "reverb":
-            clip = augment.reverb(y=clip, rng=rng)
+        clip = augment_clip(clip=clip, kind=kind, rng=rng)
         out.append(Query(work_index=wi, start_s=t, length_s=length_s, kind=kind, audio=clip))
     return out
+
+
+#: The augmentations done on the query clip itself (the others change how it is made).
+AUDIO_AUGMENTATIONS: tuple[str, ...] = ("noise", "eq", "mp3", "reverb")
+
+
+def augment_clip(*, clip: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """``clip [n]`` 16 kHz → the same clip degraded by ``kind`` (:data:`AUDIO_AUGMENTATIONS`,
+    with :mod:`encoder.augment`); any other kind returns it unchanged."""
+    from encoder import augment
+
+    if kind == "noise":
+        return augment.add_noise(y=clip, rng=rng)
+    if kind == "eq":
+        return augment.random_eq(y=clip, rng=rng)
+    if kind == "mp3":
+        return augment.mp3_roundtrip(y=clip, rng=rng)
+    if kind == "reverb":
+        return augment.reverb(y=clip, rng=rng)
+    return clip
 
 
 def out_of_library_clips(*, seconds: float, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
