@@ -10,6 +10,7 @@ cosine over all segments with one result per track, and each hit's start is loca
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -211,3 +212,25 @@ def embed_queries(embedder: WindowEmbedder, frames_list: list[np.ndarray]) -> np
 
 def describe_library(lib: Library) -> dict[str, Any]:
     return {"tracks": len(lib.track_ids), "segments": lib.n_segments}
+
+
+def embed_systems(lib: Library, systems: dict[str, Any]) -> dict[str, float]:
+    """Embed the library once per system; key probes share their base's segment embeddings.
+    Returns seconds per system."""
+    seconds = {}
+    for name, emb in systems.items():
+        t0 = time.perf_counter()
+        base = next(
+            (
+                b
+                for b, e in systems.items()
+                if isinstance(emb, KeyProbes) and e is emb.base and b in lib.embeddings
+            ),
+            None,
+        )
+        if base is not None:
+            lib.embeddings[name] = lib.embeddings[base]
+        else:
+            lib.embed(name, emb)
+        seconds[name] = time.perf_counter() - t0
+    return seconds

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from bench.baselines import StatsEmbedder
 from bench.library import SAMPLE_RATE, Renderer, corpus_heldout_ids, render_library, select_works
-from bench.memsearch import KeyProbes, Library, features, query_embeddings
+from bench.memsearch import KeyProbes, Library, embed_systems, features, query_embeddings
 from bench.metrics import hit_rate_at, mrr, passage_hits, precision_at_k
 from bench.queries import AUGMENTATION_HELP, AUGMENTATIONS, Query, make_queries
 from bench.report import Report, machine_info, md_table, pyplot, save_plot
@@ -180,8 +180,7 @@ def run_quality(
     }
     log.info("quality library: %s", lib_info)
     systems = build_systems(checkpoint, lib, notes)
-    for name, emb in systems.items():
-        lib.embed(name, emb)
+    embed_systems(lib, systems)
 
     # -- passage re-finding per augmentation × length ---------------------------------------------
     passage: list[dict[str, Any]] = []

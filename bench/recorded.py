@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bench.memsearch import KeyProbes, Library, features
+from bench.memsearch import Library, embed_systems, features
 from bench.metrics import HIT_TOLERANCE_S
 from bench.quality import K, build_systems, score_passages
 from bench.queries import AUGMENTATION_HELP, AUGMENTATIONS, Query, augment_clip
@@ -148,28 +148,6 @@ def make_recorded_queries(
     return out
 
 
-def _embed_systems(lib: Library, systems: dict[str, Any]) -> dict[str, float]:
-    """Embed the library once per system; key probes share their base's segment embeddings.
-    Returns seconds per system."""
-    seconds = {}
-    for name, emb in tqdm(systems.items(), desc="embed library", leave=False):
-        t0 = time.perf_counter()
-        base = next(
-            (
-                b
-                for b, e in systems.items()
-                if isinstance(emb, KeyProbes) and e is emb.base and b in lib.embeddings
-            ),
-            None,
-        )
-        if base is not None:
-            lib.embeddings[name] = lib.embeddings[base]
-        else:
-            lib.embed(name, emb)
-        seconds[name] = time.perf_counter() - t0
-    return seconds
-
-
 def run_recorded(
     *,
     audio_dir: Path,
@@ -222,7 +200,7 @@ def run_recorded(
     log.info("recorded library: %d tracks, %.1f min, %d segments", len(tracks), used_min, lib.n_segments)
 
     systems = build_systems(checkpoint, lib, notes)
-    timings["embed_library_s"] = _embed_systems(lib, systems)
+    timings["embed_library_s"] = embed_systems(lib, systems)
 
     t0 = time.perf_counter()
     audio = [tracks[tid] for tid in ids]
