@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := check
-.PHONY: check install install-bench system-deps lint format test demo serve bench bench-quality bench-speed bench-scale train corpus clean
+.PHONY: check install install-bench system-deps lint format test demo serve bench bench-quality bench-speed bench-scale bench-recorded train corpus clean
 
 check: lint test
 
@@ -78,6 +78,11 @@ bench-speed: install-bench
 
 bench-scale: install-bench
 	$(BIN)/cadenza bench scale
+
+# Real recordings are not shipped: point AUDIO at a folder of them (see bench/README.md).
+bench-recorded: install-bench
+	@test -n "$(AUDIO)" || { echo "give a folder of recorded music: make bench-recorded AUDIO=DIR"; exit 2; }
+	$(BIN)/cadenza bench recorded --audio "$(AUDIO)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
