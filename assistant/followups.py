@@ -439,6 +439,8 @@ def request_from_json(data: dict[str, Any], *, audio: Any = None) -> SearchReque
     moments = tuple(MomentRef(int(m["track_id"]), float(m["start_s"])) for m in d.pop("moments", []))
     minus = tuple(MomentRef(int(m["track_id"]), float(m["start_s"])) for m in d.pop("minus", []))
     tm = d.pop("target_mood", None)
+    if "transpose_probes" in d:  # JSON has lists; the request holds tuples
+        d["transpose_probes"] = tuple(int(v) for v in d["transpose_probes"])
     return SearchRequest(
         audio=audio,
         moments=moments,
