@@ -434,7 +434,10 @@ def search(
         )  # fmt: skip
         probe_of: dict[int, int] = {}  # segment id -> semitones of the probe that found it
         for semis, q in built.profile.transposed:
-            probe = probe_nearest(conn, q=q, where=where, params=params, n=n, iterative=iterative)
+            # A passage in another key ranks near the top of its probe or not at all: 3k rows do.
+            probe = probe_nearest(
+                conn, q=q, where=where, params=params, n=min(n, max(3 * request.k, 30)), iterative=iterative
+            )
             found = _merge_probe(found, probe, semis, probe_of)
         heard = heard_composers(conn, request.listener_id) if request.listener_id else None
         cal = load_calibration(conn, model_version=embedder.model_version)
