@@ -125,8 +125,8 @@ def _stale_hint(db: Any, model_version: str) -> None:
         n = stale_track_count(conn, model_version)
     if n:
         print(
-            f"{n} track{'s' if n != 1 else ''} {'were' if n != 1 else 'was'} embedded by another model than {model_version} and are not "
-            "searched; run `cadenza reindex`"
+            f"{n} track{'s were' if n != 1 else ' was'} embedded by another model than {model_version} and "
+            f"{'are' if n != 1 else 'is'} not searched; run `cadenza reindex`"
         )
 
 
