@@ -12,7 +12,8 @@ random window at a time (chunked, LZF-compressed)::
 
 ``<safe work_id>`` is the work id with characters outside ``[A-Za-z0-9_.-]`` replaced by
 ``_``. ``<view-name>`` equals the ``view`` attribute, except that the ``instrument`` views
-are named ``instrument-<program>`` (a work may have two). Frame ``round(s * time_scale * 10)``
+are named ``instrument-<program>`` (a work has two or three) and the second melody-only
+view ``melody-<program>``. Frame ``round(s * time_scale * 10)``
 of a view shows the moment at ``s`` seconds of the work's ``clean`` view; every view of a
 work has exactly ``round(clean_samples * time_scale)`` samples.
 
@@ -130,14 +131,22 @@ def plan_views(*, work_id: str, composer: str) -> list[ViewSpec]:
     choices = PRIMARY_PROGRAMS.get(composer, _DEFAULT_PRIMARY)
     primary = choices[h % len(choices)]
     others = [p for p in OTHER_PROGRAMS if p != primary]
-    n_instr = 1 + (h >> 8) % 2
+    # Cross-instrument and melody re-finding were the weakest benchmark rows with 1-2 other
+    # instruments and one melody timbre per work; 2-3 and both timbres give more such pairs.
+    # The first instrument(s) and the 'melody' view keep their earlier programs, so a corpus
+    # built with fewer views only gains the new ones when the build is resumed.
+    n_instr = 2 + (h >> 8) % 2
     start = (h >> 16) % len(others)
     instr = [others[(start + 3 * i) % len(others)] for i in range(n_instr)]
     semis = 1 if (h >> 24) % 2 else -1
     faster = bool((h >> 32) % 2)
     specs = [ViewSpec("clean", "clean", primary)]
     specs += [ViewSpec(f"instrument-{p}", "instrument", p) for p in instr]
-    specs.append(ViewSpec("melody", "melody", MELODY_PROGRAMS[(h >> 40) % 2], melody_only=True))
+    melody = MELODY_PROGRAMS[(h >> 40) % 2]
+    specs.append(ViewSpec("melody", "melody", melody, melody_only=True))
+    specs += [
+        ViewSpec(f"melody-{p}", "melody", p, melody_only=True) for p in MELODY_PROGRAMS if p != melody
+    ]
     specs += [ViewSpec(v, v, primary, source=v) for v in ("noise", "eq", "mp3", "reverb")]
     specs.append(ViewSpec(f"pitch{semis:+d}", f"pitch{semis:+d}", primary, transpose=semis))
     pct = 5 if faster else -5
@@ -402,7 +411,9 @@ def build(
                         counts["skipped"] += 1
                         bar.update(1)
                         continue
-                    if cap_s is not None and seconds[w.composer] >= cap_s:
+                    # the cap decides which works enter; a work already in still gains new views
+                    entered = dataset_name(work_id=w.work_id, view_name="clean") in present
+                    if cap_s is not None and not entered and seconds[w.composer] >= cap_s:
                         counts["capped"] += 1
                         bar.update(1)
                         continue
