@@ -144,9 +144,7 @@ def plan_views(*, work_id: str, composer: str) -> list[ViewSpec]:
     specs += [ViewSpec(f"instrument-{p}", "instrument", p) for p in instr]
     melody = MELODY_PROGRAMS[(h >> 40) % 2]
     specs.append(ViewSpec("melody", "melody", melody, melody_only=True))
-    specs += [
-        ViewSpec(f"melody-{p}", "melody", p, melody_only=True) for p in MELODY_PROGRAMS if p != melody
-    ]
+    specs += [ViewSpec(f"melody-{p}", "melody", p, melody_only=True) for p in MELODY_PROGRAMS if p != melody]
     specs += [ViewSpec(v, v, primary, source=v) for v in ("noise", "eq", "mp3", "reverb")]
     specs.append(ViewSpec(f"pitch{semis:+d}", f"pitch{semis:+d}", primary, transpose=semis))
     pct = 5 if faster else -5
