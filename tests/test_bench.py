@@ -36,6 +36,24 @@ def test_passage_hits_need_right_work_and_time():
     assert metrics.mrr(hits) == pytest.approx((1 / 3 + 1 / 2 + 0) / 3)
 
 
+def test_literal_repeat_finds_a_section_played_again_and_nothing_else():
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.normal(size=(100, 16)) for _ in range(3))  # three different 10-s sections
+    mel = np.concatenate([a, b, a, c])  # A B A C at 0, 10, 20, 30 s (10 fps)
+    # a result at 21 s for a query at 0 s: the second A, within 2.5 s of its start
+    assert metrics.literal_repeat(mel=mel, true_start_s=0.0, found_start_s=21.0, length_s=10.0)
+    assert metrics.literal_repeat(mel=mel, true_start_s=20.0, found_start_s=1.5, length_s=10.0)
+    # B and C are not repeats of A, nor a nearby start of the true passage itself
+    assert not metrics.literal_repeat(mel=mel, true_start_s=0.0, found_start_s=10.0, length_s=10.0)
+    assert not metrics.literal_repeat(mel=mel, true_start_s=0.0, found_start_s=30.0, length_s=10.0)
+    assert not metrics.literal_repeat(mel=mel, true_start_s=10.0, found_start_s=25.0, length_s=10.0)
+    # 4 s away the first A overlaps itself only by 60 %: not the same passage
+    assert not metrics.literal_repeat(mel=mel, true_start_s=0.0, found_start_s=4.0, length_s=10.0)
+    # a slightly different repeat (an ornament, another voicing) is not literal
+    varied = np.concatenate([a, b, a + rng.normal(scale=1.0, size=a.shape), c])
+    assert not metrics.literal_repeat(mel=varied, true_start_s=0.0, found_start_s=20.0, length_s=10.0)
+
+
 def test_precision_counts_empty_ranks_as_misses():
     rel = np.array([[True, False, True, False], [False, False, False, False]])
     assert metrics.precision_at_k(relevant=rel, k=4) == pytest.approx((2 / 4 + 0) / 2)
