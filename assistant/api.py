@@ -112,7 +112,7 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
         duration = _float_or_none(form.get("duration"), "duration") or 10.0
         if not 3.0 <= duration <= 30.0:
             raise InputError("duration must be between 3 and 30 seconds")
-        audio = await anyio.to_thread.run_sync(partial(chat.decode_clip, clip, settings=svc.settings))
+        audio = await anyio.to_thread.run_sync(svc.decode, clip)
         req = SearchRequest(
             audio=audio,
             start_s=_float_or_none(form.get("start"), "start"),
