@@ -9,22 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from cadenza.settings import LimitSettings
-from tests.test_api import clip_of_track, ingest_library, running_app
+from tests.helpers_app import CHROMIUM_ARGS, clip_of_track, ingest_library, running_app, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    # A fake microphone (a beeping tone) so the recording flow runs without hardware.
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-]
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +55,6 @@ def page(browser, base_url):
     yield pg
     context.close()
     assert errors == [], errors  # no script errors on any page
-
-
-def wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
-    """Poll a JS expression through the DevTools protocol: unlike ``wait_for_function`` it needs no
-    eval inside the page, which the app's Content-Security-Policy forbids."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {expression}")
-        page.wait_for_timeout(50)
 
 
 def composers_of(answer) -> set[str]:

@@ -1,0 +1,159 @@
+"""Shared helpers for tests that serve the app over real HTTP: a small ingested library of
+synthesized tracks (two per composer), uvicorn on a free port, a browser-like client, and the
+chromium flags and polling helper the Playwright tests use."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from assistant.app import create_app, load_embedder
+from cadenza.db import Database
+from cadenza.settings import Settings
+from tests.conftest import truncate_all
+from tests.helpers_audio import SR, clicks, random_chord_track, write_audio
+
+#: (composer, era, key, bpm) of the six library tracks; two tracks per composer.
+TRACKS = [
+    ("Johann Sebastian Bach", "Baroque", 0, 60),
+    ("Johann Sebastian Bach", "Baroque", 7, 75),
+    ("Wolfgang Amadeus Mozart", "Classical", 2, 90),
+    ("Wolfgang Amadeus Mozart", "Classical", 9, 105),
+    ("Johannes Brahms", "Romantic", 5, 120),
+    ("Johannes Brahms", "Romantic", 4, 135),
+]
+TRACK_SECONDS = 30.0
+
+
+def track_audio(i: int) -> np.ndarray:
+    _, _, key, bpm = TRACKS[i]
+    return random_chord_track(seconds=TRACK_SECONDS, seed=i, key=key) + 0.3 * clicks(
+        bpm=bpm, seconds=TRACK_SECONDS
+    )
+
+
+def wav_bytes(y: np.ndarray) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, y, SR, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+@dataclasses.dataclass
+class Library:
+    db: Database
+    embedder: Any
+    folder: Path
+    ids: dict[str, int]  # title -> track id
+
+
+def ingest_library(db: Database, folder: Path, settings: Settings) -> Library:
+    """Write the six synthetic tracks with a metadata sidecar and ingest them for real."""
+    from retrieval.ingest import ingest
+
+    truncate_all(db)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (composer, era, _, _) in enumerate(TRACKS):
+        path = write_audio(folder / f"track{i}.wav", track_audio(i))
+        rows.append({"path": path.name, "title": f"Study {i}", "composer": composer, "era": era})
+    (folder / "metadata.json").write_text(json.dumps(rows))
+    embedder = load_embedder(settings)
+    report = ingest(
+        db=db,
+        paths=[folder],
+        embedder=embedder,
+        workers=1,
+        metadata_file=folder / "metadata.json",
+        progress=False,
+    )
+    assert len(report.added) == len(TRACKS), report
+    with db.connection() as conn:
+        ids = {t: i for i, t in conn.execute("SELECT id, title FROM tracks").fetchall()}
+    return Library(db=db, embedder=embedder, folder=folder, ids=ids)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_app(settings: Settings, *, db: Any, embedder: Any, llm: Any = None) -> Iterator[str]:
+    """Serve the app with uvicorn in a thread; yields its base URL."""
+    import uvicorn
+
+    app = create_app(settings, db=db, embedder=embedder, llm=llm)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="cadenza-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def browser_like_client(base_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client that first loads the chat page, as a browser does: it gets the cookies and,
+    when the app protects forms against CSRF, the token the page hands to htmx (sent as a header)."""
+    with httpx.Client(base_url=base_url, timeout=60) as c:
+        m = re.search(r'"X-CSRFToken":\s*"([^"]+)"', c.get("/").text)
+        if m:
+            c.headers["X-CSRFToken"] = m.group(1)
+        yield c
+
+
+def clip_of_track(i: int, start: float = 8.0, seconds: float = 12.0) -> bytes:
+    y = track_audio(i)[int(start * SR) : int((start + seconds) * SR)]
+    return wav_bytes(y)
+
+
+#: Debian's chromium under Playwright (FACTS.md): headless, no sandbox, no network side traffic.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    # A fake microphone (a beeping tone) so the recording flow runs without hardware.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+
+
+def wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
+    """Poll a JS expression through the DevTools protocol: unlike ``wait_for_function`` it needs no
+    eval inside the page, which the app's Content-Security-Policy forbids."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        page.wait_for_timeout(50)
