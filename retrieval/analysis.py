@@ -190,27 +190,58 @@ def analyze_frames(
     return segs, frames[:, CHROMA].astype(np.float16)
 
 
+@dataclass
+class TrackFeatures:
+    """The CPU stage's hand-off to the model stage: a leveled track's frames, computed without the model.
+
+    Anything derived from the audio itself belongs here (``featurize_audio``); anything that
+    needs the encoder belongs in ``embed_features``. The in-process pool runs both in one lane;
+    the Ray pipeline (retrieval/ray_ingest.py) runs them as separate stages, so both store the same.
+    """
+
+    frames: np.ndarray  # [T, 143] float32 at 10 fps
+    duration_s: float
+    #: CPU seconds of the featurizing thread per stage ("level", "features").
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def featurize_audio(*, y: np.ndarray, use_denoise: bool = False) -> TrackFeatures:
+    """Decoded mono 16-kHz ``y [n]`` → leveled acoustic frames (no model involved)."""
+    from encoder.features import acoustic_features
+
+    t0, c0 = time.perf_counter(), time.thread_time()
+    y = prepare(y=y, use_denoise=use_denoise)
+    c1 = time.thread_time()
+    frames = acoustic_features(y=y, sr=SAMPLE_RATE)
+    c2 = time.thread_time()
+    return TrackFeatures(
+        frames=frames,
+        duration_s=y.size / SAMPLE_RATE,
+        cpu_s={"level": c1 - c0, "features": c2 - c1},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def embed_features(*, features: TrackFeatures, embedder: Any) -> TrackAnalysis:
+    """:class:`TrackFeatures` → :class:`TrackAnalysis` (embedded and described). Pure given the embedder."""
+    t0 = time.perf_counter()
+    cpu = dict(features.cpu_s)
+    segs, chroma = analyze_frames(frames=features.frames, embedder=embedder, cpu_s=cpu)
+    return TrackAnalysis(
+        duration_s=features.duration_s,
+        model_version=embedder.model_version,
+        segments=segs,
+        chroma=chroma,
+        seconds_analyze=features.seconds + time.perf_counter() - t0,
+        cpu_s=cpu,
+    )
+
+
 def analyze_audio(*, y: np.ndarray, embedder: Any, use_denoise: bool = False) -> TrackAnalysis:
     """Decoded mono 16-kHz ``y [n]`` → :class:`TrackAnalysis` (leveled, featurized, embedded).
 
     ``TrackAnalysis.cpu_s`` says where this thread's CPU time went (level, features, embed,
     describe): one thread per lane, so it is the lane's cost of the track.
     """
-    from encoder.features import acoustic_features
-
-    t0, c0 = time.perf_counter(), time.thread_time()
-    cpu: dict[str, float] = {}
-    y = prepare(y=y, use_denoise=use_denoise)
-    c1 = time.thread_time()
-    frames = acoustic_features(y=y, sr=SAMPLE_RATE)
-    c2 = time.thread_time()
-    cpu["level"], cpu["features"] = c1 - c0, c2 - c1
-    segs, chroma = analyze_frames(frames=frames, embedder=embedder, cpu_s=cpu)
-    return TrackAnalysis(
-        duration_s=y.size / SAMPLE_RATE,
-        model_version=embedder.model_version,
-        segments=segs,
-        chroma=chroma,
-        seconds_analyze=time.perf_counter() - t0,
-        cpu_s=cpu,
-    )
+    return embed_features(features=featurize_audio(y=y, use_denoise=use_denoise), embedder=embedder)

@@ -3,8 +3,9 @@
 Idempotent by content hash: an unchanged file is skipped before decoding; a changed file at
 a known path replaces its old track in the same transaction; every track is one
 transaction, so a killed run leaves no partial track and a rerun finishes the job. The
-decode → features → embed work is a pure per-file map run in a process pool; only the
-parent process writes (binary COPY).
+decode → features → embed work is a pure per-file map (retrieval/ingest_steps.py) run in a
+process pool; only the parent process writes (binary COPY). ``plan_ingest``, ``store_result``
+and ``finish_ingest`` are the database edges, shared with the Ray pipeline (retrieval/ray_ingest.py).
 """
 
 from __future__ import annotations
@@ -20,60 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
 
-from cadenza.audio import AUDIO_EXTENSIONS, content_hash, load_audio
-from cadenza.errors import CadenzaError, ConfigError, InputError
-from retrieval.analysis import TrackAnalysis, analyze_audio, warm_up
-from retrieval.metadata import load_sidecar, merge, read_tags
+from cadenza.audio import AUDIO_EXTENSIONS, content_hash
+from cadenza.errors import ConfigError, InputError
+from retrieval.analysis import TrackAnalysis, warm_up
+from retrieval.ingest_steps import (
+    EmbedderSpec,
+    FileResult,
+    one_blas_thread,
+    process_file,
+    resolve_embedder,
+    spec_for,
+)
+from retrieval.metadata import load_sidecar, merge
 from retrieval.store import replace_segments, scalar, write_track
 
 log = logging.getLogger(__name__)
 
 INGEST_EXTENSIONS = frozenset({".mp3", ".wav", ".flac", ".ogg", ".opus", ".m4a", ".aac"})
-#: A whole file quieter than this (RMS, dBFS) is silence: indexing it only adds moments that match nothing.
-SILENT_FILE_DBFS = -60.0
 assert INGEST_EXTENSIONS <= AUDIO_EXTENSIONS
-
-
-@dataclass(frozen=True)
-class EmbedderSpec:
-    """How a worker process gets its embedder: a checkpoint folder, or untrained weights (seed)."""
-
-    checkpoint: Path | None = None
-    untrained_seed: int | None = None
-
-    def build(self) -> Any:
-        from encoder.embed import Embedder
-
-        if self.untrained_seed is not None:
-            return Embedder.untrained(seed=self.untrained_seed)
-        return Embedder.load(self.checkpoint)
-
-
-def resolve_embedder(checkpoint: Path | None) -> tuple[Any, EmbedderSpec]:
-    """The product's embedder: the checkpoint, or — loudly — untrained weights when none is shipped."""
-    from encoder.embed import Embedder
-
-    try:
-        emb = Embedder.load(checkpoint)
-        return emb, EmbedderSpec(checkpoint=checkpoint)
-    except ConfigError as exc:
-        log.warning(
-            "NO TRAINED ENCODER (%s). Falling back to UNTRAINED random weights: results will be poor. "
-            "Run `cadenza train` and re-run `cadenza reindex`.",
-            exc,
-        )
-        return Embedder.untrained(seed=0), EmbedderSpec(untrained_seed=0)
-
-
-def spec_for(embedder: Any) -> EmbedderSpec:
-    """A spec that rebuilds ``embedder`` in a worker: untrained seed N, else the shipped checkpoint."""
-    version = str(embedder.model_version)
-    if version.startswith("untrained-seed"):
-        return EmbedderSpec(untrained_seed=int(version.removeprefix("untrained-seed")))
-    return EmbedderSpec(checkpoint=None)
 
 
 @contextmanager
@@ -108,22 +75,6 @@ def find_audio_files(paths: Iterable[Path]) -> list[Path]:
 _WORKER: dict[str, Any] = {}  # per worker *process* (set by the pool initializer), never in the parent
 
 
-def _one_thread() -> Any:
-    """Limit BLAS pools to one thread (numpy's OpenBLAS would start one per core per process).
-
-    Only BLAS: torch's OpenMP pool is set with ``torch.set_num_threads``, and restoring an OpenMP
-    limit here would undo the caller's torch setting.
-
-    Returns the threadpoolctl limiter (keep it alive; ``restore_original_limits()`` undoes it), or
-    None when threadpoolctl (a dependency of librosa's scikit-learn) is missing.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - installed with librosa
-        return None
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def _fast_exit() -> None:
     """A worker's last atexit hook: leave without tearing down torch/numba (≈ 1–2 s per process)."""
     import sys
@@ -140,43 +91,11 @@ def _init_worker(spec: EmbedderSpec) -> None:
 
     # One thread per process: N processes × N threads on N cores only adds switching.
     torch.set_num_threads(1)
-    _WORKER["limits"] = _one_thread()
+    _WORKER["limits"] = one_blas_thread()
     _WORKER["embedder"] = spec.build()
     warm_up()
     # Registered last, so it runs first at exit: the pool has collected every result by then.
     atexit.register(_fast_exit)
-
-
-@dataclass
-class FileResult:
-    path: Path
-    content_hash: str
-    tags: dict[str, Any] = field(default_factory=dict)
-    analysis: TrackAnalysis | None = None
-    error: str | None = None
-
-
-def process_file(
-    *, path: Path, digest: str, embedder: Any, use_denoise: bool = False, read_metadata: bool = True
-) -> FileResult:
-    """Decode, level, featurize, embed and describe one file. Errors become ``FileResult.error``."""
-    t0, c0 = time.perf_counter(), time.thread_time()
-    try:
-        y = load_audio(path=path)
-        t1, c1 = time.perf_counter(), time.thread_time()
-        if y.size and float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < 10 ** (SILENT_FILE_DBFS / 20):
-            return FileResult(path, digest, error=f"{path.name} is silent; nothing to index")
-        analysis = analyze_audio(y=y, embedder=embedder, use_denoise=use_denoise)
-        analysis.seconds_decode = t1 - t0
-        analysis.cpu_s["decode"] = c1 - c0
-        if not analysis.segments:
-            return FileResult(
-                path, digest, error=f"{path.name} is shorter than 5 s of audio; nothing to index"
-            )
-        tags = read_tags(path) if read_metadata else {}
-        return FileResult(path, digest, tags=tags, analysis=analysis)
-    except CadenzaError as exc:
-        return FileResult(path, digest, error=str(exc))
 
 
 def _work(path: Path, digest: str, use_denoise: bool, read_metadata: bool) -> FileResult:
@@ -209,7 +128,7 @@ def _single_threaded() -> Iterator[None]:
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    limits = _one_thread()
+    limits = one_blas_thread()
     try:
         yield
     finally:
@@ -305,6 +224,26 @@ class IngestReport:
         for k, v in analysis.cpu_s.items():
             self.stage_cpu_s[k] = self.stage_cpu_s.get(k, 0.0) + v
 
+    def record(self, res: FileResult, outcome: str, track_id: int | None) -> None:
+        """Count one file's outcome from :func:`store_result`."""
+        if outcome == "failed":
+            log.warning("skipped %s: %s", res.path, res.error)
+            self.failed.append((str(res.path), res.error or "no analysis"))
+        elif outcome == "unchanged":
+            self.unchanged += 1
+        else:
+            assert res.analysis is not None and track_id is not None
+            (self.replaced if outcome == "replaced" else self.added).append(track_id)
+            self._add(res.analysis)
+
+    def rate(self, elapsed: float) -> str:
+        """The progress bar's postfix: tracks, tracks/s and realtime factor so far."""
+        n = len(self.added) + len(self.replaced)
+        return (
+            f"{n} tracks, {n / max(elapsed, 1e-9):.2f} tracks/s, "
+            f"{self.audio_seconds / max(elapsed, 1e-9):.0f}x realtime"
+        )
+
     @property
     def realtime_factor(self) -> float:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
@@ -338,6 +277,71 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, unit="track", desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
+@dataclass
+class IngestPlan:
+    """What a run must analyze: new or changed files, the old tracks a changed file replaces."""
+
+    jobs: list[tuple[Path, str]] = field(default_factory=list)
+    replace: dict[Path, list[int]] = field(default_factory=dict)
+    unchanged: int = 0
+
+
+def plan_ingest(conn: psycopg.Connection, files: Sequence[Path]) -> IngestPlan:
+    """Hash every file; an already stored hash is unchanged (skipped before decoding)."""
+    plan = IngestPlan()
+    for f in files:
+        digest = content_hash(f)
+        if conn.execute("SELECT 1 FROM tracks WHERE content_hash = %s", (digest,)).fetchone():
+            plan.unchanged += 1
+            continue
+        old = [r[0] for r in conn.execute("SELECT id FROM tracks WHERE path = %s", (str(f),)).fetchall()]
+        if old:
+            plan.replace[f] = old
+        plan.jobs.append((f, digest))
+    return plan
+
+
+def store_result(
+    conn: psycopg.Connection,
+    res: FileResult,
+    *,
+    model_version: str,
+    sidecar: dict[Path, dict[str, Any]],
+    replace_ids: Sequence[int],
+) -> tuple[str, int | None]:
+    """Write one analysed file as one track (one transaction, or a savepoint inside the caller's).
+
+    Returns ``(outcome, track_id)``: outcome is "added", "replaced", "unchanged" (another run
+    stored the same content meanwhile) or "failed" (``res.error``; nothing written).
+    """
+    if res.error or res.analysis is None:
+        return "failed", None
+    _same_model(res.analysis.model_version, model_version)
+    meta = merge(tags=res.tags, sidecar=sidecar.get(res.path.resolve()), path=res.path)
+    tid = write_track(
+        conn, content_hash=res.content_hash, path=str(res.path), meta=meta, analysis=res.analysis,
+        replace_ids=list(replace_ids),
+    )  # fmt: skip
+    if tid is None:
+        return "unchanged", None
+    return ("replaced" if replace_ids else "added"), tid
+
+
+def finish_ingest(
+    conn: psycopg.Connection, report: IngestReport, *, model_version: str, calibrate_after: bool
+) -> None:
+    """After the writes: fresh planner statistics and the score calibration (autocommit ``conn``)."""
+    from retrieval.calibration import calibrate
+
+    if report.added or report.replaced:
+        # Fresh statistics, so the planner keeps choosing the HNSW index as the table grows.
+        conn.execute("ANALYZE segments")
+        conn.execute("ANALYZE tracks")
+    if calibrate_after and (report.added or report.replaced):
+        with conn.transaction():
+            calibrate(conn, model_version=model_version)
+
+
 def ingest(
     *,
     db: Any,
@@ -355,8 +359,6 @@ def ingest(
     Pass ``embedder`` (used in-process when ``workers <= 1``) and/or ``spec`` (how worker
     processes build theirs); with neither, the shipped checkpoint (or, loudly, untrained weights).
     """
-    from retrieval.calibration import calibrate
-
     t_start = time.perf_counter()
     if embedder is None and spec is None:
         embedder, spec = resolve_embedder(None)
@@ -365,25 +367,16 @@ def ingest(
     sidecar = load_sidecar(metadata_file) if metadata_file else {}
     files = find_audio_files(paths)
     report = IngestReport()
-    jobs: list[tuple[Path, str]] = []
-    replace: dict[Path, list[int]] = {}
     with db.connection() as conn:
-        for f in files:
-            digest = content_hash(f)
-            if conn.execute("SELECT 1 FROM tracks WHERE content_hash = %s", (digest,)).fetchone():
-                report.unchanged += 1
-                continue
-            old = [r[0] for r in conn.execute("SELECT id FROM tracks WHERE path = %s", (str(f),)).fetchall()]
-            if old:
-                replace[f] = old
-            jobs.append((f, digest))
+        plan = plan_ingest(conn, files)
         conn.commit()
-    log.info("%d files: %d unchanged, %d to analyze", len(files), report.unchanged, len(jobs))
-    bar = _progress(len(jobs), progress, "ingest")
+    report.unchanged = plan.unchanged
+    log.info("%d files: %d unchanged, %d to analyze", len(files), report.unchanged, len(plan.jobs))
+    bar = _progress(len(plan.jobs), progress, "ingest")
     try:
         with autocommit(db) as conn:
             for res in _map(
-                jobs,
+                plan.jobs,
                 spec=spec,
                 embedder=embedder,
                 workers=workers,
@@ -391,35 +384,13 @@ def ingest(
                 read_metadata=True,
             ):
                 bar.update(1)
-                if res.error or res.analysis is None:
-                    log.warning("skipped %s: %s", res.path, res.error)
-                    report.failed.append((str(res.path), res.error or "no analysis"))
-                    continue
-                _same_model(res.analysis.model_version, model_version)
-                meta = merge(tags=res.tags, sidecar=sidecar.get(res.path.resolve()), path=res.path)
-                old = replace.get(res.path, [])
-                tid = write_track(
-                    conn, content_hash=res.content_hash, path=str(res.path), meta=meta, analysis=res.analysis,
-                    replace_ids=old,
+                outcome, tid = store_result(
+                    conn, res, model_version=model_version, sidecar=sidecar,
+                    replace_ids=plan.replace.get(res.path, []),
                 )  # fmt: skip
-                if tid is None:
-                    report.unchanged += 1  # another run wrote the same content meanwhile
-                    continue
-                (report.replaced if old else report.added).append(tid)
-                report._add(res.analysis)
-                elapsed = time.perf_counter() - t_start
-                bar.set_postfix_str(
-                    f"{len(report.added) + len(report.replaced)} tracks, "
-                    f"{(len(report.added) + len(report.replaced)) / max(elapsed, 1e-9):.2f} tracks/s, "
-                    f"{report.audio_seconds / max(elapsed, 1e-9):.0f}x realtime"
-                )
-            if report.added or report.replaced:
-                # Fresh statistics, so the planner keeps choosing the HNSW index as the table grows.
-                conn.execute("ANALYZE segments")
-                conn.execute("ANALYZE tracks")
-            if calibrate_after and (report.added or report.replaced):
-                with conn.transaction():
-                    calibrate(conn, model_version=model_version)
+                report.record(res, outcome, tid)
+                bar.set_postfix_str(report.rate(time.perf_counter() - t_start))
+            finish_ingest(conn, report, model_version=model_version, calibrate_after=calibrate_after)
     finally:
         bar.close()
     report.wall_seconds = time.perf_counter() - t_start
