@@ -9,12 +9,33 @@ only their own rows.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from cadenza.db import Database, open_database
 from cadenza.settings import Settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # As root, pgserver runs PostgreSQL as its own user and opens the folders above its data
+    # for it; but every new pytest run resets the shared /tmp/pytest-of-root to mode 0700,
+    # locking the server of any other run on the machine out of its data. A base folder of
+    # our own per run keeps concurrent runs apart.
+    if config.option.basetemp is None and hasattr(os, "geteuid") and os.geteuid() == 0:
+        config.option.basetemp = tempfile.mkdtemp(prefix="cadenza-pytest-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="session")
