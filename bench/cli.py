@@ -117,7 +117,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     sizes = _sizes(args.sizes or ("10000" if args.quick else DEFAULT_SIZES))
     midi_cache = args.midi_cache or (settings.paths.corpus / "midi_cache")
     os.environ.setdefault("CADENZA_RATE_LIMIT", "100000")  # the speed benchmark's server must not throttle us
-    # pgserver keeps lock files under XDG_RUNTIME_DIR for the whole process; cadenza.db would point it
+    # The embedded server keeps lock files under XDG_RUNTIME_DIR for the whole process; cadenza.db would point it
     # into the first temporary database's folder, which is deleted while the process still runs.
     run_dir = Path(tempfile.gettempdir()) / f"cadenza-bench-run-{os.getuid()}"
     run_dir.mkdir(mode=0o700, exist_ok=True)

