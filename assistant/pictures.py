@@ -1,4 +1,4 @@
-"""Small server-rendered SVG pictures: chroma side by side, waveform thumbnails, timelines.
+"""Small server-rendered SVG pictures: the aligned chroma overlay, waveforms, timelines, moment maps.
 
 Pure functions from arrays to SVG text. No scripts, no style attributes (a strict CSP comes later):
 colours are presentation attributes.
@@ -34,45 +34,79 @@ def match_mask(*, query: np.ndarray, result: np.ndarray, threshold: float = 0.8)
     return (q * r).sum(axis=1) >= threshold
 
 
-def chroma_pair_svg(
-    *, query: np.ndarray, result: np.ndarray, key_shift: int = 0, columns: int = 50, label: str = ""
-) -> str:
-    """Query and result chroma side by side (result rotated by ``key_shift``), matches outlined.
+#: The overlay's geometry: a pitch row is 14 px (two 7-px halves: your passage above, the match
+#: below), so the names stay readable at 1x; 100 columns of 3 px hold 10 s at 10 fps.
+_ROW, _COL, _COLUMNS, _LEFT, _TOP = 14, 3, 100, 30, 22
+QUERY_COLOUR, MATCH_COLOUR, STRETCH_COLOUR = "#283593", "#e65100", "#fbc02d"
 
-    ``query``/``result``: ``[n, 12]`` (any n ≥ 1).
+
+def chroma_overlay_svg(
+    *, query: np.ndarray, match: np.ndarray, key_shift: int = 0, label: str = "", seconds: float = 10.0
+) -> str:
+    """Your passage and the match on ONE pitch grid, the match rotated by ``key_shift`` semitones.
+
+    ``query``/``match``: 10-fps chroma ``[n, 12]`` (any n >= 1, resampled to the grid). Each named
+    pitch row holds the query in its upper half and the match in its lower half; the stretch
+    where the two agree is marked by a band above the grid and a light wash behind it.
     """
-    q = _normalize(_resample_frames(query, columns))
-    r = _normalize(_resample_frames(np.roll(result, -int(key_shift), axis=1), columns))
-    mask = match_mask(query=q, result=r)
-    cw, ch, gap, left, top = 3, 4, 14, 18, 12
-    width = left + 2 * columns * cw + gap + 2
-    height = top + 12 * ch + 4
+    q = _normalize(_resample_frames(query, _COLUMNS))
+    m = _normalize(_resample_frames(np.roll(match, -int(key_shift), axis=1), _COLUMNS))
+    agree = match_mask(query=q, result=m)
+    width = _LEFT + _COLUMNS * _COL + 4
+    grid_h = 12 * _ROW
+    height = _TOP + grid_h + 16
+    moved = f", match moved {-int(key_shift):+d} semitones" if key_shift else ""
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chroma" width="100%"'
-        f' viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label or "chroma comparison")}">',
-        f'<text x="{left}" y="9" font-size="8" fill="#555">query</text>',
-        f'<text x="{left + columns * cw + gap}" y="9" font-size="8" fill="#555">result'
-        + (f" (shifted {key_shift:+d})" if key_shift else "")
-        + "</text>",
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chroma-overlay" width="{width}" height="{height}"'
+        f' viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label or "aligned pitch classes")}">',
+        f"<title>{escape(label or 'aligned pitch classes')}{escape(moved)}</title>",
+        f'<rect x="{_LEFT}" y="2" width="9" height="9" fill="{QUERY_COLOUR}"/>'
+        f'<text x="{_LEFT + 12}" y="10" font-size="11" fill="#333">your passage</text>',
+        f'<rect x="{_LEFT + 100}" y="2" width="9" height="9" fill="{MATCH_COLOUR}"/>'
+        f'<text x="{_LEFT + 112}" y="10" font-size="11" fill="#333">match{escape(moved and " (moved)")}</text>',
+        f'<rect x="{_LEFT + 215}" y="4" width="14" height="5" fill="{STRETCH_COLOUR}"/>'
+        f'<text x="{_LEFT + 232}" y="10" font-size="11" fill="#333">alike</text>',
     ]
-    for p in (0, 4, 7, 11):
-        y = top + (11 - p) * ch + ch - 0.5
-        out.append(f'<text x="0" y="{y}" font-size="5" fill="#777">{PITCH_NAMES[p]}</text>')
-    for offset, c in ((left, q), (left + columns * cw + gap, r)):
-        for t in range(columns):
-            if mask[t]:
-                out.append(
-                    f'<rect class="match" x="{offset + t * cw}" y="{top - 2}" width="{cw}" height="{12 * ch + 3}"'
-                    ' fill="#ffd54f" fill-opacity="0.5"/>'
-                )
-            for p in range(12):
-                v = float(c[t, p])
-                if v < 0.05:
+    # The matching stretch: runs of agreeing columns, drawn as one band each.
+    t = 0
+    while t < _COLUMNS:
+        if not agree[t]:
+            t += 1
+            continue
+        u = t
+        while u < _COLUMNS and agree[u]:
+            u += 1
+        x, w = _LEFT + t * _COL, (u - t) * _COL
+        out.append(
+            f'<rect class="stretch" x="{x}" y="{_TOP - 7}" width="{w}" height="5" fill="{STRETCH_COLOUR}"/>'
+            f'<rect x="{x}" y="{_TOP}" width="{w}" height="{grid_h}" fill="{STRETCH_COLOUR}" fill-opacity="0.1"/>'
+        )
+        t = u
+    half = _ROW / 2
+    for p in range(12):
+        y = _TOP + (11 - p) * _ROW
+        out.append(
+            f'<text class="pitch" x="{_LEFT - 4}" y="{y + _ROW - 3}" font-size="11" text-anchor="end"'
+            f' fill="#333">{PITCH_NAMES[p]}</text>'
+            f'<line x1="{_LEFT}" x2="{_LEFT + _COLUMNS * _COL}" y1="{y}" y2="{y}" stroke="#e0e0e0"/>'
+        )
+        for c, colour, dy in ((q, QUERY_COLOUR, 0.0), (m, MATCH_COLOUR, half)):
+            for i in range(_COLUMNS):
+                v = float(c[i, p])
+                if v < 0.08:
                     continue
                 out.append(
-                    f'<rect x="{offset + t * cw}" y="{top + (11 - p) * ch}" width="{cw}" height="{ch}"'
-                    f' fill="#3949ab" fill-opacity="{v:.2f}"/>'
+                    f'<rect x="{_LEFT + i * _COL}" y="{y + dy:.1f}" width="{_COL}" height="{half:.1f}"'
+                    f' fill="{colour}" fill-opacity="{v:.2f}"/>'
                 )
+    base = _TOP + grid_h
+    for frac in (0.0, 0.5, 1.0):
+        tx = _LEFT + frac * _COLUMNS * _COL
+        anchor = "start" if frac == 0 else "end" if frac == 1 else "middle"
+        out.append(
+            f'<text x="{tx:.0f}" y="{base + 13}" font-size="11" text-anchor="{anchor}" fill="#555">'
+            f"{frac * seconds:.0f} s</text>"
+        )
     out.append("</svg>")
     return "".join(out)
 

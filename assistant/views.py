@@ -7,11 +7,10 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
-from assistant import describe
+from assistant import cards, describe
 from assistant.chat import moment_chroma
 from assistant.conversations import Turn
 from assistant.explain import render_markdown
-from assistant.pictures import chroma_pair_svg
 from cadenza.db import Database
 
 
@@ -29,49 +28,13 @@ def explanation_html(markdown: str, meta: dict[str, Any], *, message_id: int) ->
     return Markup("".join(parts))
 
 
-def _card(
-    r: dict[str, Any],
-    *,
-    message_id: int,
-    query_chroma: np.ndarray | None,
-    chroma: dict[tuple[int, float], np.ndarray],
-) -> dict[str, Any]:
-    comps = r.get("components") or {}
-    harmony = comps.get("harmony", comps.get("chroma"))
-    timbre = comps.get("embedding", comps.get("timbre"))
-    d = r.get("descriptors") or {}
-    picture = None
-    rc = chroma.get((int(r["track_id"]), float(r["start"])))
-    if query_chroma is not None and rc is not None:
-        picture = Markup(
-            chroma_pair_svg(
-                query=query_chroma, result=rc, key_shift=int(r.get("key_shift") or 0),
-                label=f"chroma of the query and of result {r['rank']}",
-            )
-        )  # fmt: skip
-    facts = [
-        x for x in (describe.key_name(d), f"{describe.tempo(d):.0f} BPM" if describe.tempo(d) else None) if x
-    ]
-    return {
-        "rank": r["rank"],
-        "anchor": f"r{message_id}-{r['rank']}",
-        "track_id": r["track_id"],
-        "title": r.get("title") or f"Track {r['track_id']}",
-        "composer": r.get("composer") or "Unknown composer",
-        "era": r.get("era") or "",
-        "work": r.get("work") or "",
-        "start": float(r["start"]),
-        "end": float(r["end"]),
-        "range": describe.time_range(float(r["start"]), float(r["end"])),
-        "confidence": float(r.get("confidence") or 0.0),
-        "score": float(r.get("score") or 0.0),
-        "timbre": timbre,
-        "harmony": harmony,
-        "components": {k: float(v) for k, v in comps.items() if isinstance(v, int | float)},
-        "reason": r.get("reason") or "",
-        "facts": ", ".join(facts),
-        "picture": picture,
-    }
+def existing_tracks(db: Database, track_ids: set[int]) -> set[int]:
+    """Which of ``track_ids`` are still in the library (an old answer may cite a removed track)."""
+    if not track_ids:
+        return set()
+    with db.connection() as conn:
+        rows = conn.execute("SELECT id FROM tracks WHERE id = ANY(%s)", (sorted(track_ids),)).fetchall()
+    return {int(r[0]) for r in rows}
 
 
 def _passage(query: dict[str, Any], meta: dict[str, Any]) -> str | None:
@@ -108,11 +71,21 @@ def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, An
     qc = turn.meta.get("query_chroma")
     query_chroma = np.asarray(qc, dtype=np.float32) if qc else None
     chroma = moment_chroma(db, [(int(r["track_id"]), float(r["start"]), float(r["end"])) for r in results])
+    present = existing_tracks(db, {int(r["track_id"]) for r in results})
     ctx.update(
         analysis=describe.analysis(query),
         insights=describe.style_insights(query, results),
         passage=_passage(query, turn.meta),
-        cards=[_card(r, message_id=turn.id, query_chroma=query_chroma, chroma=chroma) for r in results],
+        cards=[
+            cards.card(
+                r,
+                message_id=turn.id,
+                query_chroma=query_chroma,
+                chroma=chroma.get((int(r["track_id"]), float(r["start"]))),
+                removed=int(r["track_id"]) not in present,
+            )
+            for r in results
+        ],
         nothing_similar=bool(response.get("nothing_similar")),
         nothing_reason=query.get("nothing_reason") or "",
         parser=turn.meta.get("parser"),

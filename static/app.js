@@ -14,6 +14,19 @@
     setupComposer();
   });
 
+  // A new answer (or error) scrolls into view and takes focus, so keyboard and screen-reader users
+  // land on it; the composer stays where it is.
+  document.addEventListener("htmx:afterSettle", function (e) {
+    var thread = document.getElementById("thread");
+    if (!thread || !e.detail || e.detail.target !== thread) return;
+    var items = thread.querySelectorAll(":scope > section.answer, :scope > .msg.assistant, :scope > .error");
+    var last = items[items.length - 1];
+    if (!last) return;
+    if (!last.hasAttribute("tabindex")) last.setAttribute("tabindex", "-1");
+    last.scrollIntoView({ block: "start" });
+    last.focus({ preventScroll: true });
+  });
+
   // --- playing exactly the cited range -------------------------------------------------------
   function playerFor(el) {
     if (el.dataset.audio) return document.querySelector(el.dataset.audio);
@@ -108,6 +121,11 @@
     var recordBtn = document.getElementById("record");
     var state = { peaks: null, duration: 0, start: null };
 
+    function say(text) {
+      nameEl.textContent = text;
+      nameEl.classList.add("chosen");
+    }
+
     function setFile(file) {
       var dt = new DataTransfer();
       dt.items.add(file);
@@ -117,6 +135,7 @@
 
     function showFile(file) {
       nameEl.textContent = file.name + " (" + Math.round(file.size / 1024) + " KB)";
+      nameEl.classList.add("chosen");
       startEl.value = "";
       state.start = null;
       drawWaveform(file);
@@ -137,7 +156,7 @@
     var recorder = null, chunks = [];
     recordBtn.addEventListener("click", function () {
       if (recorder && recorder.state === "recording") { recorder.stop(); return; }
-      if (!navigator.mediaDevices || !window.MediaRecorder) { nameEl.textContent = "recording is not supported in this browser"; return; }
+      if (!navigator.mediaDevices || !window.MediaRecorder) { say("recording is not supported in this browser"); return; }
       navigator.mediaDevices.getUserMedia({ audio: true }).then(function (stream) {
         chunks = [];
         recorder = new MediaRecorder(stream);
@@ -151,8 +170,8 @@
         });
         recorder.start();
         recordBtn.textContent = "■ Stop";
-        nameEl.textContent = "recording…";
-      }).catch(function () { nameEl.textContent = "microphone not available"; });
+        say("recording…");
+      }).catch(function () { say("microphone not available"); });
     });
 
     function drawWaveform(file) {
@@ -220,6 +239,7 @@
       input.value = "";
       startEl.value = "";
       nameEl.textContent = "or drop an audio file here";
+      nameEl.classList.remove("chosen");
       passage.hidden = true;
       state.peaks = null; state.start = null;
     });

@@ -4,6 +4,7 @@ over HTTP, on real PostgreSQL with a small ingested library (one browser for the
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -162,3 +163,71 @@ def test_drop_a_file_on_the_composer(page, base_url):
     page.wait_for_selector("#passage:not([hidden])")
     assert page.evaluate("document.getElementById('clip-file').files[0].name") == "dropped.wav"
     assert "dropped.wav" in page.locator("#clip-name").inner_text()
+
+
+# --- the listening page (issue 17) -----------------------------------------------------------------
+
+
+def artifacts_dir():
+    """Screenshots land here (gitignored) for a person to look at."""
+    from cadenza.settings import PROJECT_ROOT
+
+    folder = PROJECT_ROOT / "test-artifacts"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def console_errors(pg) -> list[str]:
+    """Every console error and page error from now on (not only CSP ones)."""
+    seen: list[str] = []
+    pg.on("console", lambda msg: seen.append(msg.text) if msg.type == "error" else None)
+    pg.on("pageerror", lambda exc: seen.append(str(exc)))
+    return seen
+
+
+def horizontal_overflow(pg) -> int:
+    return int(pg.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
+
+
+def ask_with_a_clip(pg, base_url, tmp_path, *, track: int = 0, k: str = "3"):
+    clip = tmp_path / "query.wav"
+    clip.write_bytes(clip_of_track(track, start=4.0, seconds=12.0))
+    pg.goto(base_url + "/")
+    pg.select_option("#k", k)
+    pg.set_input_files("#clip-file", str(clip))
+    pg.click("#send")
+    answer = pg.locator("section.answer").last
+    answer.locator(".card").first.wait_for()
+    answer.locator(".explanation-text").first.wait_for()
+    return answer
+
+
+@pytest.mark.parametrize("width,height", [(1280, 900), (390, 844)])
+def test_an_answer_reads_well_at_desktop_and_phone_width(page, base_url, tmp_path, width, height):
+    errors = console_errors(page)
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(base_url + "/")
+    assert horizontal_overflow(page) <= 0
+    page.screenshot(path=str(artifacts_dir() / f"empty-{width}.png"))
+    answer = ask_with_a_clip(page, base_url, tmp_path)
+    # The new answer scrolled into view and took focus.
+    assert page.evaluate("document.activeElement && document.activeElement.matches('section.answer')")
+    assert answer.evaluate("a => a.getBoundingClientRect().top < window.innerHeight")
+    card = answer.locator(".card").first
+    # Plain language first: title, composer, time range, likeness and match, one sentence of why.
+    assert card.locator(".title").inner_text() and card.locator(".composer").inner_text()
+    assert re.fullmatch(r"likeness \d+%", card.locator(".likeness").inner_text())
+    assert re.fullmatch(r"match \d+%", card.locator(".match").inner_text())
+    assert card.locator(".why").inner_text().endswith(".")
+    # The per-aspect numbers wait behind "Details".
+    assert not card.locator(".details dl").is_visible()
+    card.locator(".details summary").click()
+    assert card.locator(".details dl").is_visible()
+    # One aligned chroma overlay with named pitch rows.
+    assert card.locator("svg.chroma-overlay text.pitch").count() == 12
+    assert horizontal_overflow(page) <= 0
+    page.screenshot(path=str(artifacts_dir() / f"answer-{width}.png"), full_page=True)
+    page.goto(base_url + "/library")
+    assert horizontal_overflow(page) <= 0
+    page.screenshot(path=str(artifacts_dir() / f"library-{width}.png"))
+    assert errors == [], errors
