@@ -246,7 +246,9 @@ def test_html_chat_turn_streams_its_explanation(client, library):
     assert r.status_code == 200, r.text
     cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
     assert 'hx-swap-oob="true"' in r.text and cid in r.text
-    assert 'class="chroma-overlay"' in r.text and 'class="stretch"' in r.text  # the aligned chroma overlay, agreeing stretch marked
+    assert (
+        'class="chroma-overlay"' in r.text and 'class="stretch"' in r.text
+    )  # the aligned chroma overlay, agreeing stretch marked
     m = re.search(r'sse-connect="(/c/[^"]+/explain)"', r.text)
     assert m and 'sse-close="done"' in r.text
     assert "<script" not in r.text and "onclick" not in r.text
