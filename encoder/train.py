@@ -23,7 +23,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -222,17 +222,114 @@ def _eval_only(*, args: argparse.Namespace, corpus: Any, out: Path) -> int:
     return 0
 
 
-def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path) -> dict[str, Any]:
-    import torch
-    from tqdm import tqdm
+@dataclass
+class _Run:
+    """One training run's moving parts: the model, its optimizer, the step and the clocks.
 
-    from encoder.embed import Embedder, prepare_batch, write_checkpoint
-    from encoder.losses import cadenza_loss, cosine_temperature
+    ``save`` writes it all down; ``--resume`` picks it up again.
+    """
+
+    args: argparse.Namespace
+    out: Path
+    sampler: Any
+    corpus: Any
+    corpus_summary: dict[str, Any]
+    mean: Any
+    std: Any
+    config: Any
+    model: Any
+    opt: Any
+    warmup: int
+    step: int = 0
+    wall_before: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_val: dict[str, Any] = field(default_factory=dict)
+    init_version: str | None = None
+    t0: float = field(default_factory=time.monotonic)
+
+    def wall(self) -> float:
+        return self.wall_before + time.monotonic() - self.t0
+
+    def progress(self) -> float:
+        # On a shared CPU the step time varies 3x; with a time budget the schedules follow the
+        # clock when it runs ahead of the step count, so the run always ends fully annealed.
+        frac = self.step / self.args.steps
+        if self.args.max_minutes is not None:
+            frac = max(frac, self.wall() / (60 * self.args.max_minutes))
+        return min(frac, 1.0)
+
+    def out_of_time(self) -> bool:
+        return self.args.max_minutes is not None and self.wall() >= 60 * self.args.max_minutes
+
+    def metadata(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        args = self.args
+        return {
+            "steps": self.step,
+            "total_steps": args.steps,
+            "wall_s": round(self.wall(), 1),
+            "seed": args.seed,
+            "threads": args.threads,
+            "lr": args.lr,
+            "warmup": self.warmup,
+            "batch": asdict(self.sampler.spec),
+            "loss": {
+                "name": "passage supcon + 0.5 piece supcon"
+                + (f" + {args.composer_weight} composer supcon" if args.composer_weight > 0 else "")
+                + " + repulsion(0.3)",
+                "t_start": args.t_start,
+                "t_end": args.t_end,
+                "composer_weight": args.composer_weight,
+            },
+            "init_from": self.init_version,
+            "corpus": self.corpus_summary,
+            "val": self.last_val,
+            "git_commit": git_commit(),
+            **(extra or {}),
+        }
+
+    def save(self) -> None:
+        """``train_state.pt`` to resume from, and the shippable checkpoint beside it."""
+
+        _atomic_torch_save(
+            {
+                "config": self.config.to_json(),
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "step": self.step,
+                "wall_s": self.wall(),
+                "history": self.history,
+            },
+            self.out / STATE_FILE,
+        )
+        self.write_checkpoint()
+
+    def write_checkpoint(self, extra: dict[str, Any] | None = None) -> str:
+        from encoder.embed import write_checkpoint
+
+        return write_checkpoint(
+            folder=self.out, model=self.model, mean=self.mean, std=self.std, training=self.metadata(extra)
+        )
+
+    def measure(self, splits: tuple[str, ...]) -> dict[str, Any]:
+        from encoder.embed import Embedder
+
+        emb = Embedder(model=self.model, mean=self.mean, std=self.std, model_version="training")  # eval()
+        try:
+            return evaluate_splits(
+                embedder=emb, corpus=self.corpus, splits=splits, max_works=self.args.eval_works, seed=1
+            )
+        finally:
+            self.model.train()
+
+
+def _new_run(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path) -> _Run:
+    """A model and AdamW, from scratch, from ``--init`` weights, or resumed from ``out``."""
+    import torch
+
+    from encoder.embed import Embedder
     from encoder.model import Encoder, EncoderConfig
 
-    out.mkdir(parents=True, exist_ok=True)
     config = EncoderConfig(d_model=args.d_model, n_heads=4 if args.d_model == 128 else 8)
-    warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)
     torch.manual_seed(args.seed)
     model = Encoder(config)
     # nanoGPT: decay matrices only; biases, LayerNorm gains, the CLS token and the pool gate are not.
@@ -243,17 +340,28 @@ def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path
         lr=args.lr,
         betas=(0.9, 0.98),
     )
-    step, wall_before, history = 0, 0.0, []
-    state_path = out / STATE_FILE
-    init_version = None
+    run = _Run(
+        args=args,
+        out=out,
+        sampler=sampler,
+        corpus=corpus,
+        corpus_summary=corpus.summary(),
+        mean=corpus.mean,
+        std=corpus.std,
+        config=config,
+        model=model,
+        opt=opt,
+        warmup=args.warmup if args.warmup is not None else max(1, args.steps // 20),
+    )
     if args.init is not None and not args.resume:
         start = Embedder.load(args.init)
         if start.config != config:
             raise ConfigError(f"--init {args.init} has config {start.config}; pass the same --d-model")
         model.load_state_dict(start.model.state_dict())
-        init_version = start.model_version
-        log.info("starting from the weights of %s (%s)", args.init, init_version)
+        run.init_version = start.model_version
+        log.info("starting from the weights of %s (%s)", args.init, run.init_version)
     if args.resume:
+        state_path = out / STATE_FILE
         if not state_path.is_file():
             raise ConfigError(f"nothing to resume in {out} (no {STATE_FILE}); run without --resume")
         state = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -263,151 +371,103 @@ def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path
             )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        step, wall_before, history = state["step"], state["wall_s"], state.get("history", [])
-        log.info("resuming %s at step %d", out, step)
-    summary = corpus.summary()
-    mean, std = corpus.mean, corpus.std
-    t0 = time.monotonic()
-    last_val: dict[str, Any] = history[-1]["val"] if history else {}
-    log_f = (out / LOG_FILE).open("a")
+        run.step, run.wall_before, run.history = state["step"], state["wall_s"], state.get("history", [])
+        run.last_val = run.history[-1]["val"] if run.history else {}
+        log.info("resuming %s at step %d", out, run.step)
+    return run
 
-    def wall() -> float:
-        return wall_before + time.monotonic() - t0
 
-    def metadata(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {
-            "steps": step,
-            "total_steps": args.steps,
-            "wall_s": round(wall(), 1),
-            "seed": args.seed,
-            "threads": args.threads,
-            "lr": args.lr,
-            "warmup": warmup,
-            "batch": asdict(sampler.spec),
-            "loss": {
-                "name": "passage supcon + 0.5 piece supcon"
-                + (f" + {args.composer_weight} composer supcon" if args.composer_weight > 0 else "")
-                + " + repulsion(0.3)",
-                "t_start": args.t_start,
-                "t_end": args.t_end,
-                "composer_weight": args.composer_weight,
-            },
-            "init_from": init_version,
-            "corpus": summary,
-            "val": last_val,
-            "git_commit": git_commit(),
-            **(extra or {}),
-        }
+def _train_step(run: _Run) -> dict[str, Any]:
+    """One optimizer step on the next batch; returns its log row."""
+    import torch
 
-    def save() -> None:
-        _atomic_torch_save(
-            {
-                "config": config.to_json(),
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "wall_s": wall(),
-                "history": history,
-            },
-            state_path,
+    from encoder.embed import prepare_batch
+    from encoder.losses import cadenza_loss, cosine_temperature
+
+    args = run.args
+    # warm-up always counts real steps; afterwards the schedule position may run ahead by time
+    virtual_step = run.step if run.step < run.warmup else max(run.step, int(run.progress() * args.steps))
+    lr = lr_at(step=virtual_step, total=args.steps, warmup=run.warmup, peak=args.lr)
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    temp = cosine_temperature(
+        step=virtual_step, total_steps=args.steps, t_start=args.t_start, t_end=args.t_end
+    )
+    batch = run.sampler.batch(run.step)
+    feats, mask = prepare_batch(windows=batch.windows, lengths=batch.lengths, mean=run.mean, std=run.std)
+    emb = run.model(torch.from_numpy(feats), torch.from_numpy(mask))  # [B, d_out]
+    loss, parts = cadenza_loss(
+        embeddings=emb,
+        passage_labels=torch.from_numpy(batch.passage_labels),
+        work_labels=torch.from_numpy(batch.work_labels),
+        temperature=temp,
+        composer_labels=(
+            torch.from_numpy(batch.composer_labels)
+            if args.composer_weight > 0 and batch.composer_labels is not None
+            else None
+        ),
+        composer_weight=args.composer_weight,
+    )
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0))
+    run.opt.step()
+    run.step += 1
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        raise ConfigError(
+            f"training diverged at step {run.step} (loss {loss_value}); lower --lr and --resume"
         )
-        write_checkpoint(folder=out, model=model, mean=mean, std=std, training=metadata())
+    return {
+        "step": run.step,
+        "loss": round(loss_value, 4),
+        **{k: round(v, 4) for k, v in parts.items()},
+        "temperature": round(temp, 4),
+        "lr": lr,
+        "grad_norm": round(grad_norm, 3),
+        "wall_s": round(run.wall(), 1),
+    }
 
-    def validate() -> dict[str, Any]:
-        emb = Embedder(model=model, mean=mean, std=std, model_version="training")  # sets eval()
-        try:
-            return evaluate_splits(
-                embedder=emb, corpus=corpus, splits=("val",), max_works=args.eval_works, seed=1
-            ).get("val", {})
-        finally:
-            model.train()
 
-    model.train()
-    bar = tqdm(total=args.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path) -> dict[str, Any]:
+    from tqdm import tqdm
 
-    def progress() -> float:
-        # On a shared CPU the step time varies 3x; with a time budget the schedules follow the
-        # clock when it runs ahead of the step count, so the run always ends fully annealed.
-        frac = step / args.steps
-        if args.max_minutes is not None:
-            frac = max(frac, wall() / (60 * args.max_minutes))
-        return min(frac, 1.0)
-
-    while step < args.steps:
-        # warm-up always counts real steps; afterwards the schedule position may run ahead by time
-        virtual_step = step if step < warmup else max(step, int(progress() * args.steps))
-        lr = lr_at(step=virtual_step, total=args.steps, warmup=warmup, peak=args.lr)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        temp = cosine_temperature(
-            step=virtual_step, total_steps=args.steps, t_start=args.t_start, t_end=args.t_end
-        )
-        batch = sampler.batch(step)
-        feats, mask = prepare_batch(windows=batch.windows, lengths=batch.lengths, mean=mean, std=std)
-        emb = model(torch.from_numpy(feats), torch.from_numpy(mask))  # [B, d_out]
-        loss, parts = cadenza_loss(
-            embeddings=emb,
-            passage_labels=torch.from_numpy(batch.passage_labels),
-            work_labels=torch.from_numpy(batch.work_labels),
-            temperature=temp,
-            composer_labels=(
-                torch.from_numpy(batch.composer_labels)
-                if args.composer_weight > 0 and batch.composer_labels is not None
-                else None
-            ),
-            composer_weight=args.composer_weight,
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
-        opt.step()
-        step += 1
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise ConfigError(
-                f"training diverged at step {step} (loss {loss_value}); lower --lr and --resume"
-            )
-        row: dict[str, Any] = {
-            "step": step,
-            "loss": round(loss_value, 4),
-            **{k: round(v, 4) for k, v in parts.items()},
-            "temperature": round(temp, 4),
-            "lr": lr,
-            "grad_norm": round(grad_norm, 3),
-            "wall_s": round(wall(), 1),
-        }
-        if step % args.eval_every == 0 or step == args.steps:
-            last_val = validate()
-            row["val"] = last_val
-            history.append({"step": step, "val": last_val})
-            log.info(
-                "step %d val passage_top1 %.3f work_p@10 %.3f",
-                step,
-                last_val.get("passage_top1", float("nan")),
-                last_val.get("work_p_at_10", float("nan")),
-            )
-        log_f.write(json.dumps(row) + "\n")
-        log_f.flush()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", t=f"{temp:.3f}", lr=f"{lr:.1e}")
-        out_of_time = args.max_minutes is not None and wall() >= 60 * args.max_minutes
-        if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
-            save()
-        if out_of_time:
-            log.warning(
-                "stopping at step %d of %d: --max-minutes %.1f reached", step, args.steps, args.max_minutes
-            )
-            break
+    out.mkdir(parents=True, exist_ok=True)
+    run = _new_run(args=args, corpus=corpus, sampler=sampler, out=out)
+    run.model.train()
+    bar = tqdm(total=args.steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True)
+    with (out / LOG_FILE).open("a") as log_f:
+        while run.step < args.steps:
+            row = _train_step(run)
+            step = run.step
+            if step % args.eval_every == 0 or step == args.steps:
+                val = run.measure(("val",)).get("val", {})
+                row["val"] = run.last_val = val
+                run.history.append({"step": step, "val": val})
+                log.info(
+                    "step %d val passage_top1 %.3f work_p@10 %.3f",
+                    step,
+                    val.get("passage_top1", float("nan")),
+                    val.get("work_p_at_10", float("nan")),
+                )
+            log_f.write(json.dumps(row) + "\n")
+            log_f.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", t=f"{row['temperature']:.3f}", lr=f"{row['lr']:.1e}")
+            out_of_time = run.out_of_time()
+            if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
+                run.save()
+            if out_of_time:
+                log.warning(
+                    "stopping at step %d of %d: --max-minutes %.1f reached",
+                    step,
+                    args.steps,
+                    args.max_minutes,
+                )
+                break
     bar.close()
-    log_f.close()
-
-    final = Embedder(model=model, mean=mean, std=std, model_version="final")
-    splits = evaluate_splits(
-        embedder=final, corpus=corpus, splits=("val", "test", "heldout"), max_works=args.eval_works, seed=1
-    )
+    splits = run.measure(("val", "test", "heldout"))
     if "val" in splits:
-        last_val = splits["val"]
-    version = write_checkpoint(
-        folder=out, model=model, mean=mean, std=std, training=metadata({"final_metrics": splits})
-    )
-    return {"model_version": version, "steps": step, "wall_s": round(wall(), 1), "metrics": splits}
+        run.last_val = splits["val"]
+    version = run.write_checkpoint({"final_metrics": splits})
+    return {"model_version": version, "steps": run.step, "wall_s": round(run.wall(), 1), "metrics": splits}
