@@ -12,6 +12,8 @@ from litestar import Request, Response, post
 
 from assistant import chat, conversations, explain
 from assistant.chat import Services
+from assistant.followup_schema import KEYS
+from assistant.querystate import state_from_json, state_of_json
 from assistant.web import _float_or_none, _int_or_none, clip_from_form, listener_cookies
 from cadenza.errors import InputError
 from retrieval.types import Filters, MomentRef, SearchRequest
@@ -28,6 +30,7 @@ def _filters(f: dict[str, Any] | None) -> Filters:
         "eras",
         "exclude_eras",
         "exclude_tracks",
+        "key",
         "mode",
         "min_bpm",
         "max_bpm",
@@ -42,6 +45,10 @@ def _filters(f: dict[str, Any] | None) -> Filters:
         if k in ("mode",):
             if v not in ("major", "minor"):
                 raise InputError("filters.mode must be 'major' or 'minor'")
+            kw[k] = v
+        elif k == "key":
+            if v not in KEYS:
+                raise InputError(f"filters.key must be a tonic, one of {', '.join(KEYS)}")
             kw[k] = v
         elif k in ("min_bpm", "max_bpm"):
             try:
@@ -59,6 +66,28 @@ def _filters(f: dict[str, Any] | None) -> Filters:
                 raise InputError(f"filters.{k} must be a list of names")
             kw[k] = tuple(v)
     return Filters(**kw)
+
+
+def form_filters(form: Any) -> Filters:
+    """The filters of a multipart search: repeatable composer/exclude_composer/era/exclude_era, key, mode,
+    min_bpm, max_bpm — checked as the JSON form checks them."""
+
+    def names(field: str) -> list[str]:
+        return [str(v) for v in form.getall(field, []) if v not in (None, "")]
+
+    data: dict[str, Any] = {
+        "composers": names("composer"),
+        "exclude_composers": names("exclude_composer"),
+        "eras": names("era"),
+        "exclude_eras": names("exclude_era"),
+    }
+    for field in ("key", "mode"):
+        if form.get(field) not in (None, ""):
+            data[field] = str(form.get(field))
+    for field in ("min_bpm", "max_bpm"):
+        if form.get(field) not in (None, ""):
+            data[field] = _float_or_none(form.get(field), field)
+    return _filters({k: v for k, v in data.items() if v not in ([], None)})
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -97,8 +126,8 @@ def _is_multipart(request: Request) -> bool:
     status_code=200,
     summary="Find moments like a clip or a library moment",
     description=(
-        "Multipart: the clip in field `file`, with optional `start`, `duration`, `k` and repeatable "
-        "`exclude_composer`. Or JSON: {reference: {track_id, start}, k, filters}. Returns the same JSON as "
+        "Multipart: the clip in field `file`, with optional `start`, `duration`, `k`, repeatable `composer`, "
+        "`exclude_composer`, `era`, `exclude_era`, and `key`, `mode`, `min_bpm`, `max_bpm`. Or JSON: {reference: {track_id, start}, k, filters}. Returns the same JSON as "
         "`cadenza search --json`."
     ),
     tags=["search"],
@@ -118,9 +147,7 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
             start_s=_float_or_none(form.get("start"), "start"),
             duration_s=duration,
             k=_int_or_none(form.get("k"), "k") or 10,
-            filters=Filters(
-                exclude_composers=tuple(str(c) for c in form.getall("exclude_composer", []) if c)
-            ),
+            filters=form_filters(form),
         )
     else:
         data = await _json_body(request)
@@ -145,7 +172,11 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
         "last search ('only Baroque', 'like #2 but not #3') or names a moment ('find moments like 1:23 of <title>'). "
         "A message that only takes results out ('not #3', 'drop the second') refines that answer in place "
         "(`refined` true, `message_id` is the refined answer, `excluded` lists what is left out). "
-        "Returns {conversation_id, message_id, parser, followup, request, response, excluded, refined, explanation}."
+        "A JSON `state` (as returned in `state`, edited) with `conversation_id` searches exactly that state. "
+        "A message that is not understood, or names a composer ambiguously, is answered without a search "
+        "(`refused` true, `reply` says why and what can be asked). "
+        "Returns {conversation_id, message_id, parser, followup, request, response, excluded, refined, refused, "
+        "state, state_notes, filter_reason, explanation}."
     ),
     tags=["chat"],
 )
@@ -167,15 +198,33 @@ async def api_chat(request: Request, svc: Services) -> Response[dict[str, Any]]:
     if k is not None and (not isinstance(k, int) or not 1 <= k <= 50):
         raise InputError("k must be a whole number between 1 and 50")
     reference = _moment(data["reference"]) if data.get("reference") else None
+    state = state_from_json(data["state"]) if data.get("state") is not None else None
+    if state is not None and cid is None:
+        raise InputError("a state edits a conversation's search: send its conversation_id too")
     lid, cookies = listener_cookies(request, svc)
     result = await anyio.to_thread.run_sync(
         partial(
             chat.run_turn, svc, conversation_id=cid, text=str(data.get("message") or ""), clip=clip,
-            start_s=data.get("start"), k=k, reference=reference, listener_id=lid,
+            start_s=data.get("start"), k=k, reference=reference, listener_id=lid, state=state,
         )
     )  # fmt: skip
+    if result.refused:
+        note = await anyio.to_thread.run_sync(
+            partial(conversations.turn, svc.db, result.conversation_id, result.note_id or 0)
+        )
+        body = {
+            "conversation_id": str(result.conversation_id),
+            "message_id": result.note_id,
+            "parser": result.parser,
+            "refused": True,
+            "reply": note.content,
+            "refined": False,
+            "state": state_of_json(result.turn.request).to_json() if result.turn.request else None,
+        }
+        return Response(body, cookies=cookies)
     body = await _explained(svc, result.conversation_id, result.turn, parser=result.parser)
     body["refined"] = result.refined
+    body["refused"] = False
     return Response(body, cookies=cookies)
 
 
@@ -201,6 +250,9 @@ async def _explained(
         "request": turn.request,
         "response": turn.response,
         "excluded": turn.meta.get("excluded") or [],
+        "state": state_of_json(turn.request or {}).to_json(),
+        "state_notes": turn.meta.get("state_notes") or [],
+        "filter_reason": turn.meta.get("filter_reason"),
         "explanation": expl.to_json(),
     }
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant import conversations, followups
+from assistant import conversations, followups, querystate, rules
 from cadenza.db import Database
 from cadenza.errors import CadenzaError, InputError, NotFound
 from cadenza.settings import Settings
@@ -205,19 +205,10 @@ def load_passage(settings: Settings, name: str) -> np.ndarray:
     return np.load(path)
 
 
-_MOMENT = re.compile(
-    r"(?:like|at|from|around)\s+(?:(\d{1,3}):(\d{2})|(\d{1,4})\s*s(?:ec(?:onds)?)?)\s+(?:of|in|from|into)\s+[\"“']?(.+?)[\"”']?\s*[?.!]*$",
-    re.IGNORECASE,
-)
-
-
 def parse_moment_text(text: str) -> tuple[float, str] | None:
-    """ "find moments like 1:23 of Chorale 12" → (83.0, "Chorale 12")."""
-    m = _MOMENT.search(text.strip())
-    if not m:
-        return None
-    seconds = int(m.group(1)) * 60 + int(m.group(2)) if m.group(1) else float(m.group(3))
-    return float(seconds), m.group(4).strip()
+    """ "find moments like 1:23 of Chorale 12" → (83.0, "Chorale 12"); the first named moment."""
+    found = rules.parse_moments(text)
+    return found[0] if found else None
 
 
 def find_track(db: Database, title: str) -> tuple[int, str, float]:
@@ -292,6 +283,9 @@ class TurnResult:
     #: refined in place, and ``note_id`` the short reply that says so.
     refined: bool = False
     note_id: int | None = None
+    #: True when the message was not searched: ``note_id`` is the reply that says why (not
+    #: understood, an ambiguous name, start over), ``turn`` the answer it was about (or None).
+    refused: bool = False
 
 
 @dataclass
@@ -303,6 +297,8 @@ class Plan:
     parser: str | None = None
     audio: np.ndarray | None = None
     base: conversations.Turn | None = None
+    #: Set when the message is answered without a search: what the reply says.
+    reply: str | None = None
 
 
 def build_request(
@@ -317,6 +313,7 @@ def build_request(
     exclude_composers: tuple[str, ...] = (),
     listener_id: str = "",
     base_message_id: int | None = None,
+    state: querystate.QueryState | None = None,
 ) -> Plan:
     """The request this message asks for, with the follow-up and the answer it refines, if any."""
     text = (text or "").strip()
@@ -338,16 +335,21 @@ def build_request(
             moments=(reference,), k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id
         )
         return Plan(req)
-    moment = parse_moment_text(text) if text else None
-    if moment is not None:
-        seconds, title = moment
-        track_id, _, duration = find_track(svc.db, title)
-        if seconds >= duration:
-            raise InputError(f"{title!r} is only {duration:.0f} s long; pick a time before its end")
+    named = rules.parse_moments(text) if text else []
+    if named:
+        refs = []
+        for seconds, title in named:
+            track_id, _, duration = find_track(svc.db, title)
+            if seconds >= duration:
+                raise InputError(f"{title!r} is only {duration:.0f} s long; pick a time before its end")
+            refs.append(MomentRef(track_id=track_id, start_s=seconds))
         req = SearchRequest(
-            moments=(MomentRef(track_id=track_id, start_s=seconds),),
+            moments=tuple(dict.fromkeys(refs)),
             k=k or DEFAULT_K,
-            filters=Filters(exclude_tracks=(track_id,), exclude_composers=tuple(exclude_composers)),
+            filters=Filters(
+                exclude_tracks=tuple(dict.fromkeys(r.track_id for r in refs)),
+                exclude_composers=tuple(exclude_composers),
+            ),
             listener_id=listener_id,
         )
         return Plan(req)
@@ -361,11 +363,27 @@ def build_request(
         raise InputError(
             "attach a clip (or record one), or name a moment: 'find moments like 1:23 of <track title>'"
         )
-    if not text:
+    if not text and state is None:
         raise InputError(
             "type what to change about the last answer, e.g. 'only Baroque' or 'like #2 but not #3'"
         )
     previous = _previous(svc, last)
+    if state is not None:  # the client edited the state: search exactly that
+        req = querystate.apply_state(state, previous.request)
+        return Plan(
+            replace(req, listener_id=listener_id or req.listener_id),
+            parser="state",
+            audio=req.audio,
+            base=last,
+        )
+    if rules.START_OVER.search(text):
+        return Plan(previous.request, base=last, reply=START_OVER_REPLY)
+    unclear = rules.ambiguous_composers(text, composers)
+    if unclear:
+        asks = "; ".join(f"“{said}” could be {' or '.join(names)}" for said, names in unclear)
+        return Plan(
+            previous.request, base=last, reply=f"Which composer do you mean? {asks}. Write the full name."
+        )
     n_results = len(previous.results)
     if svc.llm is not None:
         fu, parser = followups.parse_with_llm(
@@ -373,11 +391,48 @@ def build_request(
         )
     else:
         fu, parser = followups.parse_rules(text, composers=composers, eras=eras), "rules"
+    if rules.not_understood(text, fu):
+        return Plan(
+            previous.request, fu, parser, base=last,
+            reply=f"I did not understand “{text[:120]}”, so I did not search again. You can ask for: {rules.EXAMPLES}.",
+        )  # fmt: skip
     req = followups.apply_followup(fu, previous)
     if k:
         req = replace(req, k=k)
     req = replace(req, listener_id=listener_id or req.listener_id)
     return Plan(req, fu, parser, req.audio, base=last)
+
+
+START_OVER_REPLY = (
+    "Starting over: attach a clip (or record one), or name a moment: “find moments like 0:30 of <track title>”. "
+    "The answers above stay as they were."
+)
+
+
+def empty_reason(svc: Services, req: SearchRequest, n_results: int) -> str | None:
+    """Why an answer with filters has fewer results than asked for, when the filters say why."""
+    f = req.filters
+    if n_results >= req.k or not f.active:
+        return None
+    why = querystate.contradiction(f)
+    if why:
+        return why
+    from retrieval.search import filter_sql
+
+    where, params = filter_sql(f, model_version=svc.embedder.model_version)
+    with svc.db.connection() as conn:
+        row = conn.execute(
+            f"SELECT count(DISTINCT s.track_id) FROM segments s JOIN tracks t ON t.id = s.track_id WHERE {where}",
+            params,
+        ).fetchone()
+    n = int(row[0]) if row else 0
+    labels = [v for v in querystate.filter_labels(f).values() if v]
+    what = "; ".join(labels) if labels else "tracks left out"
+    if n == 0:
+        return f"no track in the library matches the filters ({what})"
+    if n <= n_results or (req.one_per_track and n <= req.k):
+        return f"only {n} track{'s' if n != 1 else ''} match{'es' if n == 1 else ''} the filters ({what}); all shown"
+    return None
 
 
 def run_turn(
@@ -392,6 +447,7 @@ def run_turn(
     exclude_composers: tuple[str, ...] = (),
     listener_id: str = "",
     base_message_id: int | None = None,
+    state: querystate.QueryState | None = None,
 ) -> TurnResult:
     """Build the request, search, and store the user message and the answer (not yet explained).
 
@@ -402,8 +458,20 @@ def run_turn(
     plan = build_request(
         svc, conversation_id=conversation_id, text=text, clip=clip, start_s=start_s, k=k,
         reference=reference, exclude_composers=exclude_composers, listener_id=listener_id,
-        base_message_id=base_message_id,
+        base_message_id=base_message_id, state=state,
     )  # fmt: skip
+    if plan.reply is not None:
+        # Not searched: the message and a reply saying why; the last answer stays as it is.
+        assert conversation_id is not None
+        user_id = conversations.add_user_message(svc.db, conversation_id, text)
+        note_id = conversations.add_assistant_note(
+            svc.db, conversation_id, plan.reply, meta={"parser": plan.parser, "refused": True}
+        )
+        note = conversations.turn(svc.db, conversation_id, note_id)
+        return TurnResult(
+            conversation_id=conversation_id, user_message_id=user_id, turn=plan.base or note, parser=plan.parser,
+            note_id=note_id, refused=True,
+        )  # fmt: skip
     if (
         conversation_id is not None
         and plan.base is not None
@@ -445,10 +513,19 @@ def run_turn(
     if clip is not None:
         user_meta["clip_name"] = Path(clip.filename or "clip").name[:120]
     shown = text or (f"♪ {user_meta['clip_name']}" if clip is not None else "")
+    if state is not None and not text:
+        shown = "Edited the search"
     if reference is not None and not text:
         shown = f"More like track {reference.track_id} at {reference.start_s:.0f} s"
     user_id = conversations.add_user_message(svc.db, conversation_id, shown, meta=user_meta)
     meta: dict[str, Any] = {"parser": parser, "same_passage": clip is None and audio is not None}
+    if plan.base is not None and plan.base.request is not None:
+        replaced = querystate.changes(followups.request_from_json(plan.base.request), req)
+        if replaced:
+            meta["state_notes"] = replaced
+    reason = empty_reason(svc, req, len(response.get("results") or []))
+    if reason:
+        meta["filter_reason"] = reason
     if plan.base is not None:
         from assistant import exclusions
 

@@ -1,304 +1,43 @@
-"""Follow-ups: turn "like #2 but not #3, only Baroque" into a structured refinement.
+"""Follow-ups: turn "like #2 but not #3, only Baroque" into the next search request.
 
-A :class:`FollowUp` is the structured meaning of one chat message about the last search. Two
-parsers produce it from the same phrasings: :func:`parse_rules` (no LLM needed) and
-:func:`parse_with_llm` (OpenAI tool calling, validated against :data:`FOLLOWUP_SCHEMA`; an
-invalid call falls back to the rules). :func:`apply_followup` then combines it with the previous
-search into a new :class:`~retrieval.types.SearchRequest`.
+A :class:`FollowUp` (:mod:`assistant.followup_schema`) is the structured meaning of one chat
+message about the last search. Two parsers produce it from the same phrasings:
+:func:`assistant.rules.parse_rules` (no LLM needed) and :func:`parse_with_llm` (OpenAI tool calling,
+validated against :data:`FOLLOWUP_SCHEMA`; an invalid call falls back to the rules).
+:func:`apply_followup` then combines it with the previous search into a new
+:class:`~retrieval.types.SearchRequest`: what the message names *replaces* that part of the last
+search ("only Bach" then "no Bach" leaves "not Bach", never both).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from assistant.followup_schema import (
+    ERAS,
+    FASTER_FACTOR,
+    FOLLOWUP_SCHEMA,
+    MAX_K,
+    MOOD_SHIFTS,
+    REFINE_TOOL,
+    SLOWER_FACTOR,
+    FollowUp,
+    validate_followup,
+)
+from assistant.rules import parse_rules
 from retrieval.types import Filters, MomentRef, SearchRequest, Weights
 
+__all__ = [
+    "ERAS", "FASTER_FACTOR", "FOLLOWUP_SCHEMA", "MAX_K", "MOOD_SHIFTS", "REFINE_TOOL", "SLOWER_FACTOR",
+    "FollowUp", "PreviousSearch", "apply_followup", "parse_rules", "parse_with_llm", "request_from_json",
+    "request_to_json", "validate_followup",
+]  # fmt: skip
+
 log = logging.getLogger(__name__)
-
-ERAS = ("Medieval", "Renaissance", "Baroque", "Classical", "Romantic", "Modern", "Contemporary", "Folk")
-SLOWER_FACTOR = 0.8
-FASTER_FACTOR = 1.25
-MAX_K = 50
-#: mood direction → (Δvalence, Δarousal) added to the query's mood, in [-1, 1] units.
-MOOD_SHIFTS = {
-    "happier": (0.5, 0.1),
-    "sadder": (-0.5, -0.1),
-    "calmer": (0.0, -0.5),
-    "more energetic": (0.0, 0.5),
-}
-
-
-@dataclass(frozen=True)
-class FollowUp:
-    """What a message asks of the last search. Ranks are 1-based result numbers."""
-
-    like: tuple[int, ...] = ()  # results to move towards ("like #2", "more like this" → 1)
-    unlike: tuple[int, ...] = ()  # results to move away from ("not #3")
-    keep_query: bool = True  # keep the previous query as a reference
-    different_composer: bool = False  # exclude composers of the last answer
-    unheard_composers: bool = False  # favour composers this listener has not played
-    only_composers: tuple[str, ...] = ()
-    exclude_composers: tuple[str, ...] = ()
-    only_eras: tuple[str, ...] = ()
-    exclude_eras: tuple[str, ...] = ()
-    same_mood: bool = False
-    mood_shift: str | None = None  # "happier" | "sadder" | "calmer" | "more energetic"
-    tempo: str = "any"  # "any" | "slower" | "faster"
-    mode: str | None = None  # "major" | "minor"
-    emphasis: str = "balanced"  # "balanced" | "harmony" | "timbre"
-    k: int | None = None
-
-    @property
-    def only_excludes(self) -> bool:
-        """Nothing but "not #3" / "drop the second": the listener takes results out of the answer.
-
-        Such a follow-up refines the answer in place (see ``assistant.chat``) instead of starting a
-        new turn; anything else in the message ("not #3, only Baroque") makes it a new search.
-        """
-        return bool(self.unlike) and replace(self, unlike=()) == FollowUp()
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FollowUp:
-        """From tool-call arguments already validated against :data:`FOLLOWUP_SCHEMA`."""
-        kw: dict[str, Any] = {}
-        for name, value in data.items():
-            if name in ("like", "unlike"):
-                kw[name] = tuple(int(v) for v in value)
-            elif name in ("only_composers", "exclude_composers", "only_eras", "exclude_eras"):
-                kw[name] = tuple(str(v) for v in value)
-            else:
-                kw[name] = value
-        return cls(**kw)
-
-
-_RANKS = {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_K}, "maxItems": 10}
-_NAMES = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 100}, "maxItems": 20}
-
-#: JSON schema of the ``refine_search`` tool's arguments (and of FollowUp.to_json()).
-FOLLOWUP_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "like": {**_RANKS, "description": "result numbers to find more like (#2 -> 2; 'this' -> 1)"},
-        "unlike": {
-            **_RANKS,
-            "description": "result numbers to take out ('not #3' -> 3; 'not this one' -> 1)",
-        },
-        "keep_query": {"type": "boolean", "description": "keep the previous query as a reference"},
-        "different_composer": {"type": "boolean", "description": "exclude composers already shown"},
-        "unheard_composers": {
-            "type": "boolean",
-            "description": "prefer composers the listener has not heard",
-        },
-        "only_composers": {**_NAMES, "description": "restrict to these composers"},
-        "exclude_composers": {**_NAMES, "description": "exclude these composers"},
-        "only_eras": {**_NAMES, "description": f"restrict to these eras, from {', '.join(ERAS)}"},
-        "exclude_eras": {**_NAMES, "description": "exclude these eras"},
-        "same_mood": {"type": "boolean", "description": "match the mood (valence/arousal) of the query"},
-        "mood_shift": {
-            "type": ["string", "null"],
-            "enum": [*MOOD_SHIFTS, None],
-            "description": "move the mood away from the query's in this direction",
-        },
-        "tempo": {"type": "string", "enum": ["any", "slower", "faster"]},
-        "mode": {"type": ["string", "null"], "enum": ["major", "minor", None]},
-        "emphasis": {"type": "string", "enum": ["balanced", "harmony", "timbre"]},
-        "k": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_K},
-    },
-}
-
-REFINE_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "refine_search",
-        "description": "Refine the listener's last music-moment search from their follow-up message.",
-        "parameters": FOLLOWUP_SCHEMA,
-    },
-}
-
-
-def validate_followup(data: Any) -> FollowUp:
-    """Validate tool-call arguments against the schema; ValueError when they do not conform."""
-    import jsonschema
-
-    try:
-        jsonschema.validate(data, FOLLOWUP_SCHEMA)
-    except jsonschema.ValidationError as exc:
-        raise ValueError(f"follow-up arguments do not match the schema: {exc.message}") from None
-    return FollowUp.from_json(data)
-
-
-# --- rule-based parser -------------------------------------------------------------------------
-
-_NUM_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
-_ORDINALS = {
-    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5,
-    "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10,
-}  # fmt: skip
-#: An optional noun after "the second", which must end the phrase ("the first 5 results" is no rank).
-_THING = r"(?:\s+(?:one|result|track|match|moment|piece))?(?=\s*(?:$|[,.!?;]|(?:and|but|or|please|too|instead|together)\b))"
-#: "#3", "number 3", "result 3", "the third (one)", "the 3rd (result)".
-_RANK = (
-    r"(?:#\s*(\d+)|(?:number|no\.?|result)\s*(\d+)"
-    rf"|\bthe\s+({'|'.join(_ORDINALS)}){_THING}\b|\bthe\s+(\d{{1,2}})(?:st|nd|rd|th){_THING}\b)"
-)
-#: Words that take results away: ranks after them are subtracted ("not #3", "drop the second").
-_NEGATION = (
-    r"\b(?:but not|not|except|without|unlike|less like|minus"
-    r"|drop|remove|hide|skip|exclude|ditch|get rid of|take out|leave out|throw out)\b"
-)
-#: The whole negated part is "this one" / "that result" / "it": the listener means the top result.
-_THIS_ONE = rf"^\s*(?:the\s+)?(?:this|that|it){_THING}\s*(?:please)?\s*[.!?,]*\s*$"
-
-
-def _ranks(fragment: str) -> list[int]:
-    out = []
-    for m in re.finditer(_RANK, fragment):
-        if m.group(1) or m.group(2):
-            out.append(int(m.group(1) or m.group(2)))
-        elif m.group(3):
-            out.append(_ORDINALS[m.group(3)])
-        else:
-            out.append(int(m.group(4)))
-    return out
-
-
-def _names_in(text: str, vocabulary: Sequence[str]) -> list[str]:
-    """Names from ``vocabulary`` mentioned in ``text`` (whole words, case-insensitive)."""
-    found = []
-    for name in vocabulary:
-        if not name:
-            continue
-        parts = [name, *name.split()[-1:]]  # "Johann Sebastian Bach" also matches "Bach"
-        for p in parts:
-            if len(p) >= 3 and re.search(rf"\b{re.escape(p.lower())}\b", text):
-                found.append(name)
-                break
-    return found
-
-
-def parse_rules(text: str, *, composers: Sequence[str] = (), eras: Sequence[str] = ERAS) -> FollowUp:
-    """The common follow-up phrasings, without an LLM.
-
-    ``composers``/``eras``: the library's vocabulary, so "only Bach" maps to the stored name.
-    """
-    t = " " + re.sub(r"\s+", " ", text.lower()).strip() + " "
-    like: list[int] = []
-    unlike: list[int] = []
-    # Split on negations: ranks after "not"/"but not"/"except"/"without" are subtracted.
-    neg = re.split(_NEGATION, t, maxsplit=1)
-    like.extend(_ranks(neg[0]))
-    if len(neg) > 1:
-        # "... not #3 and more like #4" — ranks after a later "like" are positive again.
-        tail = re.split(r"\blike\b", neg[1], maxsplit=1)
-        unlike.extend(_ranks(tail[0]) or ([1] if re.match(_THIS_ONE, tail[0]) else []))
-        if len(tail) > 1:
-            like.extend(_ranks(tail[1]))
-    # "more like this" / "like this and #4 together": "this" is the last query, which is kept.
-    keep_query = True
-    if re.search(r"\b(only|just)\s+like\s+#?\d", t) or re.search(r"\binstead of (this|the query)\b", t):
-        keep_query = False
-
-    different_composer = bool(
-        re.search(r"\b(different|another|other|new)\s+composers?\b", t)
-        or re.search(r"\bnot (by )?the same composer\b", t)
-    )
-    unheard = bool(
-        re.search(r"\b(haven'?t|have not|never|not yet)\s+(heard|listened)", t)
-        or re.search(r"\b(unheard|unfamiliar|new to me|discover)", t)
-    )
-    if unheard:
-        different_composer = False
-
-    only_eras: list[str] = []
-    exclude_eras: list[str] = []
-    for era in eras:
-        e = era.lower()
-        if not re.search(rf"\b{re.escape(e)}\b", t):
-            continue
-        if re.search(rf"\b(no|not|without|except|but not|exclude|avoid)\s+(any\s+)?{re.escape(e)}\b", t):
-            exclude_eras.append(era)
-        else:
-            only_eras.append(era)
-
-    only_composers: list[str] = []
-    exclude_composers: list[str] = []
-    for name in _names_in(t, composers):
-        last = re.escape(name.split()[-1].lower())
-        if re.search(
-            rf"\b(no|not|without|except|but not|exclude|avoid|other than)\s+(by\s+)?[\w\s]*?{last}\b", t
-        ):
-            exclude_composers.append(name)
-        else:
-            only_composers.append(name)
-
-    tempo = "any"
-    if re.search(r"\b(slower|calmer tempo|less fast|more slowly)\b", t):
-        tempo = "slower"
-    elif re.search(r"\b(faster|quicker|more upbeat|speedier)\b", t):
-        tempo = "faster"
-    mode = None
-    if re.search(r"\b(in (a )?)?minor( key)?\b", t) and not re.search(r"\bnot (in )?(a )?minor\b", t):
-        mode = "minor"
-    elif re.search(r"\b(in (a )?)?major( key)?\b", t) and not re.search(r"\bnot (in )?(a )?major\b", t):
-        mode = "major"
-    same_mood = bool(
-        re.search(r"\b(same|similar|this|that)\s+(mood|feel|feeling|vibe|emotion|atmosphere)\b", t)
-    )
-    mood_shift = None
-    if re.search(r"\b(happier|more cheerful|brighter mood|more joyful|more upbeat mood|less sad)\b", t):
-        mood_shift = "happier"
-    elif re.search(r"\b(sadder|more melancholy|darker mood|more melancholic|less happy)\b", t):
-        mood_shift = "sadder"
-    elif re.search(r"\b(calmer|more relaxed|gentler|more peaceful|less energetic|softer mood)\b", t):
-        mood_shift = "calmer"
-    elif re.search(r"\b(more energetic|more intense|livelier|more exciting|wilder)\b", t):
-        mood_shift = "more energetic"
-    emphasis = "balanced"
-    if re.search(r"\b(more|stronger)\s+(harmony|harmonic|chords?|progression)", t) or re.search(
-        r"\bless (timbre|sound|instrumentation)", t
-    ):
-        emphasis = "harmony"
-    elif re.search(r"\b(more|stronger)\s+(timbre|sound|texture|instrumentation)", t) or re.search(
-        r"\bless (harmony|harmonic)", t
-    ):
-        emphasis = "timbre"
-    k = None
-    m = re.search(
-        r"\b(?:show|give|find)?\s*(?:me\s+)?(\d{1,2}|"
-        + "|".join(_NUM_WORDS)
-        + r")\s+(?:more\s+)?(?:results|moments|matches|options)\b",
-        t,
-    )
-    if m:
-        k = max(1, min(MAX_K, int(m.group(1)) if m.group(1).isdigit() else _NUM_WORDS[m.group(1)]))
-
-    return FollowUp(
-        like=tuple(dict.fromkeys(like)),
-        unlike=tuple(dict.fromkeys(r for r in unlike if r not in like)),
-        keep_query=keep_query,
-        different_composer=different_composer,
-        unheard_composers=unheard,
-        only_composers=tuple(only_composers),
-        exclude_composers=tuple(exclude_composers),
-        only_eras=tuple(only_eras),
-        exclude_eras=tuple(exclude_eras),
-        same_mood=same_mood,
-        mood_shift=mood_shift,
-        tempo=tempo,
-        mode=mode,
-        emphasis=emphasis,
-        k=k,
-    )
-
 
 # --- LLM parser ----------------------------------------------------------------------------------
 
@@ -355,6 +94,42 @@ def _moment(results: Sequence[dict[str, Any]], rank: int) -> MomentRef:
     raise InputError(f"there is no result #{rank} in the last answer; name one of #1–#{len(results)}")
 
 
+def _replace_names(
+    only: tuple[str, ...], excluded: tuple[str, ...], new_only: tuple[str, ...], new_excluded: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Names the message mentions replace what the last search said about them.
+
+    "only Bach" after "only Mozart" → only Bach; "no Bach" after "only Bach" → not Bach (and no
+    "only" list left); "only Bach" after "no Bach" → only Bach. Names it does not mention stay.
+    """
+    lower = str.lower
+    new_only_l = {lower(n) for n in new_only}
+    new_excl_l = {lower(n) for n in new_excluded}
+    kept_only = () if new_only else tuple(n for n in only if lower(n) not in new_excl_l)
+    kept_excl = tuple(n for n in excluded if lower(n) not in new_only_l)
+    return (
+        tuple(dict.fromkeys([*kept_only, *new_only])),
+        tuple(dict.fromkeys([*kept_excl, *new_excluded])),
+    )
+
+
+_CLEARS: dict[str, dict[str, Any]] = {
+    "composers": {"composers": (), "exclude_composers": ()},
+    "eras": {"eras": (), "exclude_eras": ()},
+    "key": {"key": None, "mode": None},
+    "tempo": {"min_bpm": None, "max_bpm": None},
+    "tracks": {"tracks": (), "exclude_tracks": ()},
+}
+
+
+def _cleared(f: Filters, parts: Sequence[str]) -> Filters:
+    if "all" in parts:
+        return Filters()
+    for part in parts:
+        f = replace(f, **_CLEARS.get(part, {}))
+    return f
+
+
 def apply_followup(followup: FollowUp, previous: PreviousSearch) -> SearchRequest:
     """The previous request refined by ``followup`` (pure)."""
     req = previous.request
@@ -366,32 +141,54 @@ def apply_followup(followup: FollowUp, previous: PreviousSearch) -> SearchReques
     minus = list(req.minus) + [_moment(results, rank) for rank in followup.unlike]
     if audio is None and not moments:
         moments = [_moment(results, 1)]
-    f = req.filters
-    exclude_composers = list(f.exclude_composers) + list(followup.exclude_composers)
+    f = _cleared(req.filters, followup.clear)
+    only_c, excl_c = _replace_names(
+        f.composers, f.exclude_composers, followup.only_composers, followup.exclude_composers
+    )
     if followup.different_composer:
-        exclude_composers += [str(r.get("composer", "")) for r in results if r.get("composer")]
+        shown = [str(r.get("composer", "")) for r in results if r.get("composer")]
         if previous.query.get("composer"):
-            exclude_composers.append(str(previous.query["composer"]))
-    exclude_tracks = list(f.exclude_tracks) + [m.track_id for m in minus]
+            shown.append(str(previous.query["composer"]))
+        only_c, excl_c = _replace_names(only_c, excl_c, (), tuple(shown))
+    only_e, excl_e = _replace_names(f.eras, f.exclude_eras, followup.only_eras, followup.exclude_eras)
+    key, mode = f.key, f.mode
+    if followup.key is not None:  # "in D major" replaces the key filter; "in D" allows both modes
+        key, mode = followup.key, followup.mode
+    elif followup.mode is not None:  # "minor keys only" is any minor key
+        key, mode = (key if followup.mode == mode else None), followup.mode
+    min_bpm, max_bpm = f.min_bpm, f.max_bpm
+    if followup.min_bpm is not None or followup.max_bpm is not None:  # a new range replaces the old
+        min_bpm, max_bpm = followup.min_bpm, followup.max_bpm
     filters = replace(
         f,
-        composers=tuple(followup.only_composers) or f.composers,
-        exclude_composers=tuple(dict.fromkeys(exclude_composers)),
-        eras=tuple(followup.only_eras) or f.eras,
-        exclude_eras=tuple(dict.fromkeys([*f.exclude_eras, *followup.exclude_eras])),
-        exclude_tracks=tuple(dict.fromkeys(exclude_tracks)),
-        mode=followup.mode or f.mode,
+        composers=only_c,
+        exclude_composers=excl_c,
+        eras=only_e,
+        exclude_eras=excl_e,
+        exclude_tracks=tuple(dict.fromkeys([*f.exclude_tracks, *(m.track_id for m in minus)])),
+        key=key,
+        mode=mode,
+        min_bpm=min_bpm,
+        max_bpm=max_bpm,
     )
-    w = req.weights
-    weights = Weights(
-        embedding=w.embedding * (0.6 if followup.emphasis == "harmony" else 1.0),
-        harmony=w.harmony
-        * (2.0 if followup.emphasis == "harmony" else 0.5 if followup.emphasis == "timbre" else 1.0),
-        progression=w.progression * (2.0 if followup.emphasis == "harmony" else 1.0),
+    w = req.weights if "all" not in followup.clear else Weights()
+    if followup.emphasis != "balanced":  # set from the defaults, so "more harmony" twice is not 4x
+        base = Weights()
+        harmony = followup.emphasis == "harmony"
+        w = replace(
+            w,
+            embedding=base.embedding * (0.6 if harmony else 1.0),
+            harmony=base.harmony * (2.0 if harmony else 0.5),
+            progression=base.progression * (2.0 if harmony else 1.0),
+        )
+    weights = replace(
+        w,
         mood=max(w.mood, 0.5) if (followup.same_mood or followup.mood_shift) else w.mood,
         discovery=max(w.discovery, 0.5) if followup.unheard_composers else w.discovery,
     )
-    target_mood = req.target_mood
+    target_mood = None if {"mood", "all"} & set(followup.clear) else req.target_mood
+    if {"mood", "all"} & set(followup.clear):
+        weights = replace(weights, mood=Weights().mood)
     if followup.same_mood or followup.mood_shift:
         v, a = previous.query.get("valence"), previous.query.get("arousal")
         if v is not None and a is not None:
@@ -400,7 +197,7 @@ def apply_followup(followup: FollowUp, previous: PreviousSearch) -> SearchReques
                 float(min(1.0, max(-1.0, float(v) + dv))),
                 float(min(1.0, max(-1.0, float(a) + da))),
             )
-    tempo_factor = req.tempo_factor
+    tempo_factor = None if {"tempo", "all"} & set(followup.clear) else req.tempo_factor
     if followup.tempo == "slower":
         tempo_factor = SLOWER_FACTOR
     elif followup.tempo == "faster":
@@ -412,6 +209,7 @@ def apply_followup(followup: FollowUp, previous: PreviousSearch) -> SearchReques
         moments=tuple(dict.fromkeys(moments)),
         minus=tuple(dict.fromkeys(minus)),
         k=followup.k or req.k,
+        mmr_lambda=1.0 - followup.diversity if followup.diversity is not None else req.mmr_lambda,
         filters=filters,
         weights=weights,
         target_mood=target_mood,

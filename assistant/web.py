@@ -154,6 +154,9 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
     def render() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         conv = result.conversation_id
         user = conversations.turn(svc.db, conv, result.user_message_id)
+        if result.refused:  # answered without a search: the message and the reply saying why
+            assert result.note_id is not None
+            return _render_turns(svc, conv, [user, conversations.turn(svc.db, conv, result.note_id)]), []
         if result.refined:
             # The message and the reply go to the end of the thread; the refined answer replaces
             # itself where it stands (an out-of-band swap of its section).
