@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any
 
 import anyio
-from litestar import Request, Response, post
+from litestar import Request, Response, delete, post
 
 from assistant import chat, conversations, explain
 from assistant.chat import Services
@@ -283,4 +283,15 @@ async def api_put_back(request: Request, svc: Services) -> dict[str, Any]:
     return body
 
 
-HANDLERS = [api_search, api_chat, api_put_back]
+@delete(
+    "/api/conversations/{conversation_id:str}",
+    status_code=204,
+    summary="Delete a conversation with its messages, searches and kept query clips",
+    tags=["chat"],
+)
+async def api_delete_conversation(svc: Services, conversation_id: str) -> None:
+    cid = conversations.parse_id(conversation_id)
+    await anyio.to_thread.run_sync(chat.delete_conversation, svc, cid)
+
+
+HANDLERS = [api_search, api_chat, api_put_back, api_delete_conversation]

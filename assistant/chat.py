@@ -535,6 +535,17 @@ def run_turn(
             meta["excluded"] = excluded
     if query_chroma is not None:
         meta["query_chroma"] = np.round(query_chroma, 3).tolist()
+    if clip is not None and audio is not None:
+        from assistant import clips
+
+        # The upload itself, compressed, so the page can play it beside each match (A/B).
+        kept = clips.keep(
+            svc.db, conversation_id=conversation_id, audio=audio, sr=SR, start_s=q_start, end_s=q_end
+        )
+        if kept is not None:
+            meta["clip_id"] = str(kept.id)
+    elif audio is not None and plan.base is not None and plan.base.meta.get("clip_id"):
+        meta["clip_id"] = plan.base.meta["clip_id"]  # a follow-up searches the same passage
     turn = conversations.add_search_turn(
         svc.db, conversation_id, request=followups.request_to_json(stored_req), response=response,
         followup=fu_json, audio_ref=audio_ref, meta=meta,
@@ -548,3 +559,13 @@ def record_play(db: Database, *, listener_id: str, track_id: int) -> None:
             raise NotFound(f"no track {track_id} in the library")
         conn.execute("INSERT INTO plays (listener_id, track_id) VALUES (%s, %s)", (listener_id, track_id))
         conn.commit()
+
+
+def delete_conversation(svc: Services, conversation_id: uuid.UUID) -> None:
+    """Delete a conversation, its kept query clips (cascade) and the stored passages only it used."""
+    for name in conversations.delete(svc.db, conversation_id):
+        if re.fullmatch(r"[0-9a-f]{32}\.npy", name or ""):
+            try:
+                (svc.settings.paths.uploads / name).unlink(missing_ok=True)
+            except OSError:  # the rows are gone; a leftover file is only disk space
+                log.warning("could not remove the stored passage %s", name, exc_info=True)

@@ -261,3 +261,30 @@ def recent(db: Database, listener_id: str, *, limit: int = 10) -> list[dict[str,
             (listener_id, limit),
         ).fetchall()
     return [{"id": str(r[0]), "title": r[1] or "Untitled", "updated_at": r[2]} for r in rows]
+
+
+def delete(db: Database, conversation_id: uuid.UUID) -> list[str]:
+    """Delete a conversation with everything it owns (messages, searches, kept query clips: the
+    foreign keys cascade). Returns the stored passage names (``audio_ref``) no other search uses,
+    for the caller to remove from disk. NotFound when there is no such conversation."""
+    with db.connection() as conn, conn.transaction():
+        refs = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT q.audio_ref FROM queries q JOIN messages m ON m.id = q.message_id"
+                " WHERE m.conversation_id = %s AND q.audio_ref IS NOT NULL",
+                (conversation_id,),
+            ).fetchall()
+        ]
+        gone = conn.execute(
+            "DELETE FROM conversations WHERE id = %s RETURNING id", (conversation_id,)
+        ).fetchone()
+        if gone is None:
+            raise NotFound(f"no conversation {conversation_id}; it may have been deleted already")
+        still_used = {
+            r[0]
+            for r in conn.execute(
+                "SELECT audio_ref FROM queries WHERE audio_ref = ANY(%s)", (refs,)
+            ).fetchall()
+        }
+    return [r for r in refs if r not in still_used]

@@ -1,4 +1,5 @@
-"""Library audio by track id (never by path) with single-range ``Range`` support (206).
+"""Library audio by track id and kept query clips by clip id (never by path), with single-range
+``Range`` support (206).
 
 Browsers need byte ranges to seek, which is how a result card plays exactly its cited 10 s.
 """
@@ -12,6 +13,7 @@ import anyio
 from litestar import Request, Response, get
 from litestar.response import Stream
 
+from assistant import clips
 from assistant.chat import Services
 from cadenza.errors import NotFound
 
@@ -86,4 +88,23 @@ async def audio(request: Request, svc: Services, track_id: int) -> Response | St
     )
 
 
-HANDLERS = [audio]
+@get("/clips/{clip_id:str}", include_in_schema=False)
+async def clip_audio(request: Request, svc: Services, clip_id: str) -> Response[bytes]:
+    """A kept query clip by its id (never by path), with single-range ``Range`` support (206)."""
+    data, media = await anyio.to_thread.run_sync(clips.audio_bytes, svc.db, clips.parse_id(clip_id))
+    size = len(data)
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    rng = request.headers.get("range")
+    if rng:
+        span = parse_range(rng, size)
+        if span is None:
+            return Response(b"", status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        a, b = span
+        return Response(
+            data[a : b + 1], status_code=206, media_type=media,
+            headers={**headers, "Content-Range": f"bytes {a}-{b}/{size}"},
+        )  # fmt: skip
+    return Response(data, media_type=media, headers=headers)
+
+
+HANDLERS = [audio, clip_audio]

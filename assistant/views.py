@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
-from assistant import cards, describe
+from assistant import cards, clips, describe
 from assistant.chat import moment_chroma
 from assistant.conversations import Turn
 from assistant.explain import render_markdown
@@ -72,7 +72,15 @@ def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, An
     query_chroma = np.asarray(qc, dtype=np.float32) if qc else None
     chroma = moment_chroma(db, [(int(r["track_id"]), float(r["start"]), float(r["end"])) for r in results])
     present = existing_tracks(db, {int(r["track_id"]) for r in results})
+    clip = clips.info(db, turn.meta["clip_id"]) if turn.meta.get("clip_id") else None
     ctx.update(
+        clip=(
+            {"src": f"/clips/{clip.id}", "start": clip.passage_start, "end": clip.passage_end}
+            if clip is not None
+            else None
+        ),
+        # A/B needs one query to play: the kept clip, or the library moment searched from.
+        can_ab=clip is not None or (query.get("source") == "moment" and query.get("track_id") is not None),
         analysis=describe.analysis(query),
         insights=describe.style_insights(query, results),
         passage=_passage(query, turn.meta),

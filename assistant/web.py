@@ -271,6 +271,14 @@ async def record_play(request: Request, svc: Services) -> None:
     await anyio.to_thread.run_sync(partial(chat.record_play, svc.db, listener_id=lid, track_id=track_id))
 
 
+@post("/c/{conversation_id:str}/delete", include_in_schema=False, status_code=303)
+async def delete_conversation(svc: Services, conversation_id: str) -> Redirect:
+    """Delete the conversation with its kept clips; back to a new chat."""
+    cid = conversations.parse_id(conversation_id)
+    await anyio.to_thread.run_sync(chat.delete_conversation, svc, cid)
+    return Redirect("/", status_code=303)
+
+
 @get("/new", include_in_schema=False, sync_to_thread=False)
 def new_chat() -> Redirect:
     return Redirect("/")
@@ -293,6 +301,7 @@ HANDLERS = [
     put_back,
     explain_stream,
     record_play,
+    delete_conversation,
     new_chat,
     healthz,
 ]

@@ -72,7 +72,67 @@
     a.dataset.stopAt = String(end);
   }, true);
 
+  // --- A/B: one control switches between the query and the match at the same relative position ---
+  function abState(panel) {
+    var a = panel.querySelector(".ab-audio-a"), b = panel.querySelector(".ab-audio-b");
+    var span = function (side) {
+      return { start: parseFloat(panel.dataset[side + "Start"]), end: parseFloat(panel.dataset[side + "End"]) };
+    };
+    return { a: a, b: b, ra: span("a"), rb: span("b"), now: panel.dataset.now || "" };
+  }
+
+  function abLabel(panel, now) {
+    panel.dataset.now = now;
+    var toggle = panel.querySelector(".ab-toggle");
+    toggle.setAttribute("aria-pressed", now ? "true" : "false");
+    toggle.textContent = now === "a" ? "⇄ Switch to B (the match)" : now === "b" ? "⇄ Switch to A (your passage)" : "▶ Play A, then switch";
+    var say = panel.querySelector(".ab-now");
+    if (now) say.textContent = "Now playing " + (now === "a" ? "A: your passage" : "B: the match");
+    panel.classList.toggle("playing-a", now === "a");
+    panel.classList.toggle("playing-b", now === "b");
+  }
+
+  function abSwitch(panel) {
+    var s = abState(panel);
+    var from = s.now === "a" ? s.a : s.now === "b" ? s.b : null;
+    var rFrom = s.now === "a" ? s.ra : s.rb;
+    var next = s.now === "a" ? "b" : "a";
+    var to = next === "a" ? s.a : s.b, rTo = next === "a" ? s.ra : s.rb;
+    // The same relative position: as far into the other passage as we were into this one.
+    var offset = from ? Math.max(0, from.currentTime - rFrom.start) : 0;
+    offset = Math.min(offset, Math.max(0, rTo.end - rTo.start - 0.1));
+    if (from) { from.dataset.stopAt = ""; from.pause(); }
+    abLabel(panel, next);
+    to.dataset.stopAt = String(rTo.end);
+    whenReady(to, function () {
+      to.currentTime = rTo.start + offset;
+      var p = to.play();
+      if (p && p.catch) p.catch(function () {});
+    });
+  }
+
+  function abStop(panel) {
+    var s = abState(panel);
+    [s.a, s.b].forEach(function (x) { if (x) { x.dataset.stopAt = ""; x.pause(); } });
+    abLabel(panel, "");
+  }
+
+  // A side that reached the end of its passage ends the A/B.
+  document.addEventListener("pause", function (e) {
+    var x = e.target;
+    if (!(x instanceof HTMLAudioElement)) return;
+    var panel = x.closest(".ab-panel");
+    if (!panel) return;
+    var s = abState(panel);
+    var mine = (s.now === "a" && x === s.a) || (s.now === "b" && x === s.b);
+    if (mine && x.dataset.stopAt === "") abLabel(panel, "");
+  }, true);
+
   document.addEventListener("click", function (e) {
+    var abt = e.target.closest(".ab-toggle");
+    if (abt) { abSwitch(abt.closest(".ab-panel")); return; }
+    var abs = e.target.closest(".ab-stop");
+    if (abs) { abStop(abs.closest(".ab-panel")); return; }
     var btn = e.target.closest(".play-range");
     if (btn) {
       var audio = playerFor(btn);

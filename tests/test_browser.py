@@ -231,3 +231,39 @@ def test_an_answer_reads_well_at_desktop_and_phone_width(page, base_url, tmp_pat
     assert horizontal_overflow(page) <= 0
     page.screenshot(path=str(artifacts_dir() / f"library-{width}.png"))
     assert errors == [], errors
+
+
+def test_play_ab_switches_between_query_and_match_at_the_same_relative_position(page, base_url, tmp_path):
+    errors = console_errors(page)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    answer = ask_with_a_clip(page, base_url, tmp_path, track=1)
+    card = answer.locator(".card").first
+    card.locator("details.ab summary").click()
+    panel = card.locator(".ab-panel")
+    panel.wait_for()
+    assert panel.locator("svg").count() == 2
+    a_start, b_start = float(panel.get_attribute("data-a-start")), float(panel.get_attribute("data-b-start"))
+    panel.locator(".ab-toggle").click()  # A: the kept clip from its passage
+    wait_until(
+        page,
+        "(() => { const a = document.querySelector('.ab-panel .ab-audio-a');"
+        f" return !a.paused && a.currentTime > {a_start} + 1.0; }})()",
+    )
+    panel.locator(".ab-toggle").click()  # B: the match, as far in as A was
+    wait_until(
+        page, "(() => { const b = document.querySelector('.ab-panel .ab-audio-b'); return !b.paused; })()"
+    )
+    a_pos = panel.locator(".ab-audio-a").evaluate("a => a.currentTime")
+    b_pos = panel.locator(".ab-audio-b").evaluate("b => b.currentTime")
+    assert panel.locator(".ab-audio-a").evaluate("a => a.paused")
+    assert abs((b_pos - b_start) - (a_pos - a_start)) < 0.6, (a_pos, a_start, b_pos, b_start)
+    assert "B" in panel.locator(".ab-toggle").inner_text() or "A" in panel.locator(".ab-toggle").inner_text()
+    assert panel.locator(".ab-toggle").get_attribute("aria-pressed") == "true"
+    page.screenshot(path=str(artifacts_dir() / "ab-1280.png"))
+    panel.locator(".ab-toggle").click()  # and back to A
+    wait_until(
+        page, "(() => { const a = document.querySelector('.ab-panel .ab-audio-a'); return !a.paused; })()"
+    )
+    panel.locator(".ab-stop").click()
+    assert panel.locator(".ab-toggle").get_attribute("aria-pressed") == "false"
+    assert errors == [], errors

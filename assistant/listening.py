@@ -1,0 +1,104 @@
+"""Listening fragments (htmx): A/B of the query beside a match, and the moment map of an answer.
+
+Thin controllers: read the stored answer, compute in a worker thread, render a partial. Both are
+fetched only when a listener opens them, so an answer renders without decoding any library audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import anyio
+import numpy as np
+from litestar import get
+from litestar.response import Template
+from markupsafe import Markup
+
+from assistant import browse, clips, conversations, describe
+from assistant.chat import Services
+from assistant.media import track_path
+from assistant.pictures import timeline_svg
+from cadenza.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+def _track_peaks(svc: Services, track_id: int) -> tuple[np.ndarray, float]:
+    """Whole-track waveform peaks (cached on disk by :func:`assistant.browse.waveform`) and duration."""
+    path, duration = track_path(svc, track_id)
+    return np.asarray(browse.waveform(svc, track_id, path)), duration
+
+
+def query_side(svc: Services, turn: conversations.Turn) -> dict[str, Any] | None:
+    """What the "A" of an A/B plays: the kept upload, or the library moment the search started from.
+
+    None when there is nothing single to play (a blend of moments, or a clip that was not kept).
+    """
+    query = (turn.response or {}).get("query") or {}
+    clip_id = turn.meta.get("clip_id")
+    if clip_id:
+        kept = clips.info(svc.db, clip_id)
+        if kept is None:
+            return None
+        return {
+            "src": f"/clips/{kept.id}", "start": kept.passage_start, "end": kept.passage_end,
+            "label": "your clip", "peaks": np.asarray(kept.peaks), "duration": kept.duration_s,
+        }  # fmt: skip
+    if query.get("source") == "moment" and query.get("track_id") is not None:
+        tid = int(query["track_id"])
+        try:
+            peaks, duration = _track_peaks(svc, tid)
+        except NotFound:
+            return None
+        return {
+            "src": f"/audio/{tid}", "start": float(query.get("start") or 0.0),
+            "end": float(query.get("end") or 0.0), "label": query.get("title") or f"track {tid}",
+            "peaks": peaks, "duration": duration,
+        }  # fmt: skip
+    return None
+
+
+def ab_context(svc: Services, conversation_id: uuid.UUID, message_id: int, rank: int) -> dict[str, Any]:
+    turn = conversations.turn(svc.db, conversation_id, message_id)
+    results = (turn.response or {}).get("results") or []
+    match = next((r for r in results if int(r.get("rank", 0)) == rank), None)
+    if match is None:
+        raise NotFound(f"answer {message_id} has no result #{rank}")
+    a = query_side(svc, turn)
+    if a is None:
+        return {"available": False, "reason": "this answer has no single query clip to compare with"}
+    try:
+        m_peaks, m_duration = _track_peaks(svc, int(match["track_id"]))
+    except NotFound:
+        return {"available": False, "reason": "this track was removed from the library"}
+    m_start, m_end = float(match["start"]), float(match["end"])
+    return {
+        "available": True,
+        "rank": rank,
+        "a": {
+            **{k: a[k] for k in ("src", "start", "end", "label")},
+            "range": describe.time_range(a["start"], a["end"]),
+            "wave": Markup(
+                timeline_svg(peaks=a["peaks"], duration_s=a["duration"], marks=[(a["start"], a["end"])], height=48)
+            ),
+        },
+        "b": {
+            "src": f"/audio/{int(match['track_id'])}", "start": m_start, "end": m_end,
+            "label": match.get("title") or f"track {match['track_id']}",
+            "range": describe.time_range(m_start, m_end),
+            "wave": Markup(timeline_svg(peaks=m_peaks, duration_s=m_duration, marks=[(m_start, m_end)], height=48)),
+        },
+    }  # fmt: skip
+
+
+@get("/c/{conversation_id:str}/m/{message_id:int}/ab/{rank:int}", include_in_schema=False)
+async def ab_panel(svc: Services, conversation_id: str, message_id: int, rank: int) -> Template:
+    """The A/B panel of one result: both waveforms, the matched regions marked, one toggle."""
+    cid = conversations.parse_id(conversation_id)
+    ctx = await anyio.to_thread.run_sync(ab_context, svc, cid, message_id, rank)
+    return Template("_ab.html", context={"ab": ctx})
+
+
+HANDLERS = [ab_panel]
