@@ -169,13 +169,15 @@ def apply_migrations(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[
 
     Returns the names applied (empty when already up to date: idempotent).
     """
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-    )
     applied: list[str] = []
+    # The lock first: two servers starting together would otherwise race on creating the table
+    # itself (concurrent CREATE TABLE IF NOT EXISTS can fail on pg_type's unique index).
     conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
     try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
         for version, path in migration_files(sql_dir):
             if version in done:

@@ -202,6 +202,15 @@ class Embedder:
         # Verified once, so a changed model.py silently keeps the stock (slower) forward.
         self._fast = _fast_path_agrees(self.model)
 
+    def to(self, device: str | torch.device) -> Embedder:
+        """Move the model (e.g. to "cuda" in a GPU ingest actor); inputs follow it, outputs come back to numpy."""
+        self.model.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def _forward(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self._fast and not self.model.training:
             return _fast_forward(self.model, feats, mask)
@@ -288,8 +297,11 @@ class Embedder:
                 if not np.isfinite(chunk).all():
                     raise ParameterError("acoustic frames contain NaN or inf; recompute the features")
                 feats, mask = prepare_batch(windows=chunk, lengths=lengths[idx], mean=self.mean, std=self.std)
-                emb = self._forward(torch.from_numpy(feats), torch.from_numpy(mask))  # [b, d_out]
-                out[idx] = emb.numpy()
+                dev = self.device
+                emb = self._forward(
+                    torch.from_numpy(feats).to(dev), torch.from_numpy(mask).to(dev)
+                )  # [b, d_out]
+                out[idx] = emb.cpu().numpy()
         return out
 
     def embed_track(

@@ -17,13 +17,24 @@ log = logging.getLogger(__name__)
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "ingest":
         parser.add_argument(
-            "paths", nargs="+", type=Path, help="audio files or folders (searched recursively)"
+            "paths", nargs="*", type=Path, help="audio files or folders (searched recursively)"
         )
         parser.add_argument(
             "--metadata", type=Path, help="CSV/JSON with a 'path' column: title, composer, work, era, year"
         )
-        parser.add_argument("--workers", type=int, default=2, help="decode/embed processes (default 2)")
+        parser.add_argument(
+            "--workers", type=int, default=None, help="decode/embed processes (default 2; with --ray: actors)"
+        )
         parser.add_argument("--denoise", action="store_true", help="spectral-gating noise reduction first")
+        parser.add_argument(
+            "--ray",
+            nargs="?",
+            const="",
+            default=None,
+            metavar="ADDRESS",
+            help="run as a Ray Data pipeline (needs the ray extra); ADDRESS of a cluster, or none for a "
+            "local Ray started for the run. --workers then counts embedding actors (default: one per CPU/GPU)",
+        )
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
     elif name == "library":
         parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -76,13 +87,18 @@ def _embedder(settings: Any):
 def _ingest(settings: Any, db: Any, args: argparse.Namespace) -> int:
     from retrieval.ingest import ingest
 
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise InputError("--workers must be 0 or more")
+    if not args.paths and not args.ray:
+        raise InputError("give audio files or folders to ingest")
     embedder, spec = _embedder(settings)
-    report = ingest(
-        db=db, paths=args.paths, embedder=embedder, spec=spec, metadata_file=args.metadata, workers=args.workers,
-        use_denoise=args.denoise, progress=not args.json,
-    )  # fmt: skip
+    if args.ray is not None:
+        report = _ingest_on_ray(db, args, embedder, spec)
+    else:
+        report = ingest(
+            db=db, paths=args.paths, embedder=embedder, spec=spec, metadata_file=args.metadata,
+            workers=2 if args.workers is None else args.workers, use_denoise=args.denoise, progress=not args.json,
+        )  # fmt: skip
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -96,6 +112,22 @@ def _ingest(settings: Any, db: Any, args: argparse.Namespace) -> int:
             print(f"  failed: {f['path']}: {f['error']}")
         _stale_hint(db, embedder.model_version)
     return 1 if report.failed and not (report.added or report.replaced or report.unchanged) else 0
+
+
+def _ingest_on_ray(db: Any, args: argparse.Namespace, embedder: Any, spec: Any) -> Any:
+    from retrieval.ray_ingest import ray_ingest
+
+    paths, address = list(args.paths), args.ray or None
+    if address and Path(address).expanduser().exists():
+        # `cadenza ingest --ray ~/music`: argparse gave the folder to --ray; it is a path, not a cluster.
+        paths, address = [*paths, Path(address).expanduser()], None
+    if not paths:
+        raise InputError("give audio files or folders to ingest")
+    return ray_ingest(
+        db=db, paths=paths, spec=spec, model_version=embedder.model_version, address=address,
+        metadata_file=args.metadata, workers=args.workers or None,
+        use_denoise=args.denoise, progress=not args.json,
+    )  # fmt: skip
 
 
 def _library(settings: Any, db: Any, args: argparse.Namespace) -> int:

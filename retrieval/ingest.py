@@ -25,7 +25,7 @@ import psycopg
 
 from cadenza.audio import AUDIO_EXTENSIONS, content_hash
 from cadenza.errors import ConfigError, InputError
-from retrieval.analysis import TrackAnalysis, warm_up
+from retrieval.analysis import warm_up
 from retrieval.ingest_steps import (
     EmbedderSpec,
     FileResult,
@@ -218,23 +218,39 @@ class IngestReport:
     #: CPU seconds per analysis stage, summed over the lanes (see ``TrackAnalysis.cpu_s``).
     stage_cpu_s: dict[str, float] = field(default_factory=dict)
 
-    def _add(self, analysis: TrackAnalysis) -> None:
-        self.segments += len(analysis.segments)
-        self.audio_seconds += analysis.duration_s
-        for k, v in analysis.cpu_s.items():
-            self.stage_cpu_s[k] = self.stage_cpu_s.get(k, 0.0) + v
-
     def record(self, res: FileResult, outcome: str, track_id: int | None) -> None:
         """Count one file's outcome from :func:`store_result`."""
+        a = res.analysis
+        self.count(
+            outcome, track_id, path=str(res.path), error=res.error,
+            segments=len(a.segments) if a else 0, audio_seconds=a.duration_s if a else 0.0,
+            cpu_s=a.cpu_s if a else {},
+        )  # fmt: skip
+
+    def count(
+        self,
+        outcome: str,
+        track_id: int | None,
+        *,
+        path: str,
+        error: str | None,
+        segments: int,
+        audio_seconds: float,
+        cpu_s: dict[str, float],
+    ) -> None:
+        """Count one outcome from its figures (what a remote writer sends back instead of the analysis)."""
         if outcome == "failed":
-            log.warning("skipped %s: %s", res.path, res.error)
-            self.failed.append((str(res.path), res.error or "no analysis"))
+            log.warning("skipped %s: %s", path, error)
+            self.failed.append((path, error or "no analysis"))
         elif outcome == "unchanged":
             self.unchanged += 1
         else:
-            assert res.analysis is not None and track_id is not None
+            assert track_id is not None
             (self.replaced if outcome == "replaced" else self.added).append(track_id)
-            self._add(res.analysis)
+            self.segments += segments
+            self.audio_seconds += audio_seconds
+            for k, v in cpu_s.items():
+                self.stage_cpu_s[k] = self.stage_cpu_s.get(k, 0.0) + v
 
     def rate(self, elapsed: float) -> str:
         """The progress bar's postfix: tracks, tracks/s and realtime factor so far."""
@@ -262,7 +278,7 @@ class IngestReport:
         }
 
 
-def _same_model(got: str, want: str) -> None:
+def same_model(got: str, want: str) -> None:
     """Workers rebuild the embedder from a spec; refuse to store segments of another model."""
     if got != want:
         raise ConfigError(
@@ -271,7 +287,7 @@ def _same_model(got: str, want: str) -> None:
         )
 
 
-def _progress(total: int, enabled: bool, desc: str):
+def progress_bar(total: int, enabled: bool, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="track", desc=desc, disable=not enabled, dynamic_ncols=True)
@@ -316,7 +332,7 @@ def store_result(
     """
     if res.error or res.analysis is None:
         return "failed", None
-    _same_model(res.analysis.model_version, model_version)
+    same_model(res.analysis.model_version, model_version)
     meta = merge(tags=res.tags, sidecar=sidecar.get(res.path.resolve()), path=res.path)
     tid = write_track(
         conn, content_hash=res.content_hash, path=str(res.path), meta=meta, analysis=res.analysis,
@@ -372,7 +388,7 @@ def ingest(
         conn.commit()
     report.unchanged = plan.unchanged
     log.info("%d files: %d unchanged, %d to analyze", len(files), report.unchanged, len(plan.jobs))
-    bar = _progress(len(plan.jobs), progress, "ingest")
+    bar = progress_bar(len(plan.jobs), progress, "ingest")
     try:
         with autocommit(db) as conn:
             for res in _map(
@@ -421,7 +437,7 @@ def reindex(
         conn.commit()
     by_path = {Path(p): (tid, h) for tid, p, h in rows}
     jobs = [(Path(p), h) for _, p, h in rows]
-    bar = _progress(len(jobs), progress, "reindex")
+    bar = progress_bar(len(jobs), progress, "reindex")
     try:
         with autocommit(db) as conn:
             for res in _map(
@@ -431,11 +447,10 @@ def reindex(
                 if res.error or res.analysis is None:
                     report.failed.append((str(res.path), res.error or "no analysis"))
                     continue
-                _same_model(res.analysis.model_version, version)
+                same_model(res.analysis.model_version, version)
                 tid, _ = by_path[res.path]
                 replace_segments(conn, track_id=tid, analysis=res.analysis)
-                report.replaced.append(tid)
-                report._add(res.analysis)
+                report.record(res, "replaced", tid)
             if report.replaced:
                 with conn.transaction():
                     calibrate(conn, model_version=version)

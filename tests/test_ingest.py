@@ -19,15 +19,7 @@ from retrieval.ingest import ingest, reindex
 from retrieval.metadata import era_from_year, load_sidecar, merge
 from retrieval.store import list_tracks, remove_track
 from tests.helpers_audio import random_chord_track, write_audio
-
-
-def expected_segments(seconds: float) -> int:
-    n = 1 + int(seconds * 16_000) // 1600  # frames
-    starts = list(range(0, n - 100 + 1, 20)) if n >= 100 else []
-    nxt = starts[-1] + 20 if starts else 0
-    if nxt + 100 > n and n - nxt >= 50:
-        starts.append(nxt)
-    return len(starts)
+from tests.helpers_ingest import check_complete, counts, expected_segments
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +38,6 @@ def library(tmp_path) -> Path:
         "path,title,composer,work,year\na.ogg,Alpha,Bach,Suite,1720\nsub/b.flac,Beta,Mozart,Sonata,1785\n"
     )
     return lib
-
-
-def counts(db) -> tuple[int, int, int]:
-    with db.connection() as conn:
-        return tuple(
-            conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-            for t in ("tracks", "segments", "track_chroma")
-        )  # type: ignore[return-value]
 
 
 def test_ingest_is_idempotent_and_reads_metadata(db, library, embedder):
@@ -230,19 +214,6 @@ def test_kill_and_resume_leaves_no_partial_track(db, tmp_path, settings):
         [*base, "remove", str(tracks[0]["id"])], env=env, capture_output=True, text=True, timeout=120
     )
     assert again.returncode == 2 and "no track with id" in again.stderr and again.stderr.count("\n") == 1
-
-
-def check_complete(db) -> None:
-    """Every track has all its segments and its chroma; no content hash twice."""
-    with db.connection() as conn:
-        rows = conn.execute(
-            "SELECT t.duration_s, (SELECT count(*) FROM segments s WHERE s.track_id = t.id),"
-            " (SELECT count(*) FROM track_chroma c WHERE c.track_id = t.id) FROM tracks t"
-        ).fetchall()
-        dup = conn.execute("SELECT count(*) - count(DISTINCT content_hash) FROM tracks").fetchone()[0]
-    assert dup == 0
-    for dur, n_segs, n_chroma in rows:
-        assert n_segs == expected_segments(float(np.round(dur, 3))) and n_chroma == 1
 
 
 def test_leveling_and_denoise():

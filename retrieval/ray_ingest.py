@@ -1,0 +1,370 @@
+"""Ingestion as a Ray Data pipeline: ``cadenza ingest --ray [ADDRESS]``.
+
+The same guarantees and the same rows as :func:`retrieval.ingest.ingest`, because it runs
+the same steps — only laid out for a cluster:
+
+    plan (driver: content hashes against the database; unchanged files never leave it)
+      → featurize_file  Ray tasks, one CPU each: decode, silence check, level, features, tags
+      → embed_file      an actor pool, one model load per actor (one GPU each when the
+                        cluster has GPUs): the encoder and the window descriptors
+      → store_result    a few writer actors, one connection each: a batch of tracks per
+                        commit, every track's COPY inside its own savepoint
+      → report          (driver: counts, progress bar, ANALYZE and calibration)
+
+A killed run loses at most the writers' open batches (never part of a track); a rerun skips
+what was committed by content hash. Rows between stages carry the step's dataclass pickled
+in one bytes column: frames and descriptors are ragged and nested, and pickle keeps every
+float bit, so the stored rows are identical to the in-process pool's.
+
+With ``address`` None a local Ray is started for the run and stopped after it. Against a
+cluster (``ray://host:10001`` or ``host:6379``), every node must have this package installed,
+see the audio files at the same paths, and reach the database URL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cadenza.errors import ConfigError
+from retrieval.ingest import (
+    IngestReport,
+    autocommit,
+    find_audio_files,
+    finish_ingest,
+    plan_ingest,
+    progress_bar,
+    same_model,
+    store_result,
+)
+from retrieval.ingest_steps import EmbedderSpec, FileResult, embed_file, featurize_file, one_blas_thread
+from retrieval.metadata import load_sidecar
+
+log = logging.getLogger(__name__)
+
+#: Tracks per writer commit: fewer fsyncs than one commit per track; a kill loses at most this many.
+WRITE_BATCH = 8
+#: Writer actors: the database, not Python, is the limit; two keep one batch in flight while the
+#: other commits.
+WRITERS = 2
+#: A local Ray's shared-memory object store. Rows in flight are small (a 3-min track's frames
+#: are ~1 MB), and Ray's default (30 % of RAM) would claim GBs of /dev/shm on a shared machine.
+LOCAL_OBJECT_STORE_BYTES = 512 * 1024 * 1024
+#: The logical CPU an embedding actor reserves on a CPU-only cluster. Less than 1, so the
+#: featurize tasks still get scheduled while every actor is alive (actors hold their share even
+#: when idle; with a whole CPU each, the actors would starve the stage that feeds them).
+EMBED_ACTOR_CPUS = 0.5
+
+
+@dataclass
+class StageTimes:
+    """Where the time went, from the pipeline's own rows (seconds, summed over tracks)."""
+
+    #: stage -> wall seconds inside the step functions.
+    stage_s: dict[str, float] = field(default_factory=dict)
+    #: "stage:pid" -> (tracks, wall seconds): the per-worker / per-actor split.
+    worker: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, stage: str, pid: int, seconds: float) -> None:
+        self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
+        cell = self.worker.setdefault(f"{stage}:{pid}", [0, 0.0])
+        cell[0] += 1
+        cell[1] += seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_s.items()},
+            "workers": {
+                k: {"tracks": int(n), "seconds": round(s, 3)} for k, (n, s) in sorted(self.worker.items())
+            },
+        }
+
+
+@dataclass
+class RayIngestReport(IngestReport):
+    """An :class:`IngestReport` plus the pipeline's time split."""
+
+    times: StageTimes = field(default_factory=StageTimes)
+    ray_start_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **super().to_json(),
+            "ray": {"start_seconds": round(self.ray_start_seconds, 2), **self.times.to_json()},
+        }
+
+
+# -- the stages (run in Ray workers) -----------------------------------------------------------------
+
+
+def _featurize(row: dict[str, Any], use_denoise: bool = False) -> dict[str, Any]:
+    """Ray task: one file through the CPU stage."""
+    t0 = time.perf_counter()
+    with _blas_limited():
+        featured = featurize_file(path=Path(row["path"]), digest=row["digest"], use_denoise=use_denoise)
+    return {
+        "path": row["path"],
+        "payload": pickle.dumps(featured, protocol=pickle.HIGHEST_PROTOCOL),
+        "featurize_pid": os.getpid(),
+        "featurize_s": time.perf_counter() - t0,
+    }
+
+
+@contextmanager
+def _blas_limited() -> Iterator[None]:
+    limits = one_blas_thread()
+    try:
+        yield
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
+
+
+class _Embed:
+    """Actor: holds one embedder for its lifetime (one model load per actor)."""
+
+    def __init__(self, spec: EmbedderSpec, use_gpu: bool) -> None:
+        import torch
+
+        # One thread: on a CPU node the actors and the featurize tasks share the cores.
+        torch.set_num_threads(1)
+        self._limits = one_blas_thread()
+        self.embedder = spec.build()
+        if use_gpu and torch.cuda.is_available():
+            self.embedder.to("cuda")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        payloads, seconds = [], []
+        for blob in batch["payload"]:
+            t0 = time.perf_counter()
+            res = embed_file(pickle.loads(blob), embedder=self.embedder)
+            payloads.append(pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL))
+            seconds.append(time.perf_counter() - t0)
+        n = len(payloads)
+        return {
+            **batch,
+            "payload": _objects(payloads),
+            "embed_pid": np.full(n, os.getpid()),
+            "embed_s": np.asarray(seconds),
+        }
+
+
+class _Write:
+    """Actor: one database connection; commits a batch of tracks per transaction."""
+
+    def __init__(
+        self, url: str, model_version: str, sidecar: dict[Path, dict[str, Any]], replace: dict[str, list[int]]
+    ) -> None:
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        self.conn = psycopg.connect(url, autocommit=True)
+        register_vector(self.conn)
+        self.model_version = model_version
+        self.sidecar = sidecar
+        self.replace = replace
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        results: list[FileResult] = [pickle.loads(b) for b in batch["payload"]]
+        outcomes: list[tuple[str, int | None]] = []
+        with self.conn.transaction():  # each write_track below is a savepoint inside it
+            for res in results:
+                try:
+                    outcomes.append(
+                        store_result(
+                            self.conn, res, model_version=self.model_version, sidecar=self.sidecar,
+                            replace_ids=self.replace.get(str(res.path), []),
+                        )
+                    )  # fmt: skip
+                except ConfigError as exc:  # another model on this node: the driver stops the run
+                    res.error = str(exc)
+                    outcomes.append(("refused", None))
+        n = len(results)
+        out = {k: v for k, v in batch.items() if k != "payload"}
+        return {
+            **out,
+            "outcome": _objects([o for o, _ in outcomes]),
+            "track_id": np.asarray([-1 if t is None else t for _, t in outcomes], dtype=np.int64),
+            "error": _objects([r.error or "" for r in results]),
+            "segments": np.asarray([len(r.analysis.segments) if r.analysis else 0 for r in results]),
+            "audio_s": np.asarray([r.analysis.duration_s if r.analysis else 0.0 for r in results]),
+            "cpu_s": _objects([json.dumps(r.analysis.cpu_s if r.analysis else {}) for r in results]),
+            "write_pid": np.full(n, os.getpid()),
+            "write_s": np.full(n, (time.perf_counter() - t0) / max(n, 1)),
+        }
+
+
+def _objects(items: Sequence[Any]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = list(items)
+    return out
+
+
+# -- the driver ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def ray_session(address: str | None, *, num_cpus: int | None = None) -> Iterator[float]:
+    """Connect to the Ray at ``address``, or start a local one for the block; yields the start seconds."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("`--ray` needs the ray extra: pip install 'cadenza[ray]'") from None
+    if ray.is_initialized():  # a caller (a notebook, a test) already holds a session: use it
+        yield 0.0
+        return
+    t0 = time.perf_counter()
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=num_cpus or os.cpu_count() or 1,
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = address or "a local Ray"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"could not start or reach {where} ({first}); check the address or drop it"
+        ) from None
+    try:
+        yield time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+
+
+def ray_ingest(
+    *,
+    db: Any,
+    paths: Sequence[Path],
+    spec: EmbedderSpec,
+    model_version: str,
+    address: str | None = None,
+    metadata_file: Path | None = None,
+    workers: int | None = None,
+    writers: int = WRITERS,
+    write_batch: int = WRITE_BATCH,
+    num_cpus: int | None = None,
+    use_denoise: bool = False,
+    progress: bool = True,
+    calibrate_after: bool = True,
+) -> RayIngestReport:
+    """Add ``paths`` to the library through Ray; same contract as :func:`retrieval.ingest.ingest`.
+
+    ``workers``: embedding actors (default: one per GPU, else one per CPU of the cluster); the
+    featurize tasks fill whatever CPUs are left. ``spec`` is how each actor builds its embedder;
+    ``model_version`` is what it must produce (anything else is refused, as in the pool).
+    ``num_cpus``: the CPUs of a local Ray started for the run (default: all of this machine's).
+    """
+    t_start = time.perf_counter()
+    sidecar = load_sidecar(metadata_file) if metadata_file else {}
+    files = find_audio_files(paths)
+    # The actors rebuild the embedder from ``spec``; check here that it is the run's model before
+    # any cluster time is spent (the writers check every result again: nodes may differ).
+    same_model(spec.build().model_version, model_version)
+    report = RayIngestReport()
+    with db.connection() as conn:
+        plan = plan_ingest(conn, files)
+        conn.commit()
+    # Two files with the same content: analyse one (the pool would store only one too), and keep
+    # two writers from ever inserting the same hash in crossing order.
+    seen: set[str] = set()
+    jobs = []
+    for path, digest in plan.jobs:
+        if digest in seen:
+            report.unchanged += 1
+        else:
+            seen.add(digest)
+            jobs.append((path, digest))
+    report.unchanged += plan.unchanged
+    log.info("%d files: %d unchanged, %d to analyze on Ray", len(files), report.unchanged, len(jobs))
+    if jobs:
+        with ray_session(address, num_cpus=num_cpus) as start_s:
+            report.ray_start_seconds = start_s
+            _run_pipeline(
+                db=db, jobs=jobs, plan_replace=plan.replace, spec=spec, model_version=model_version,
+                sidecar=sidecar, workers=workers, writers=writers, write_batch=write_batch, use_denoise=use_denoise, progress=progress,
+                report=report, t_start=t_start,
+            )  # fmt: skip
+    with autocommit(db) as conn:
+        finish_ingest(conn, report, model_version=model_version, calibrate_after=calibrate_after)
+    report.wall_seconds = time.perf_counter() - t_start
+    return report
+
+
+def _run_pipeline(
+    *,
+    db: Any,
+    jobs: list[tuple[Path, str]],
+    plan_replace: dict[Path, list[int]],
+    spec: EmbedderSpec,
+    model_version: str,
+    sidecar: dict[Path, dict[str, Any]],
+    workers: int | None,
+    writers: int,
+    write_batch: int,
+    use_denoise: bool,
+    progress: bool,
+    report: RayIngestReport,
+    t_start: float,
+) -> None:
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours below counts tracks, not blocks
+    ctx.print_on_execution_start = False
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    cpus = max(1, int(resources.get("CPU", 1)))
+    actors = max(1, min(workers or gpus or cpus, len(jobs)))
+    writers = max(1, min(writers, -(-len(jobs) // write_batch)))
+    embed_res = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": EMBED_ACTOR_CPUS}
+    items = [{"path": str(p), "digest": d} for p, d in jobs]
+    ds = (
+        ray.data.from_items(items, override_num_blocks=len(items))
+        .map(_featurize, fn_kwargs={"use_denoise": use_denoise}, num_cpus=1)
+        .map_batches(
+            _Embed, fn_constructor_kwargs={"spec": spec, "use_gpu": bool(gpus)}, batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy", **embed_res,
+        )
+        .map_batches(
+            _Write,
+            fn_constructor_kwargs={
+                "url": db.url, "model_version": model_version, "sidecar": sidecar,
+                "replace": {str(p): ids for p, ids in plan_replace.items()},
+            },
+            batch_size=write_batch, compute=ray.data.ActorPoolStrategy(size=writers), num_cpus=0,
+            batch_format="numpy",
+        )
+    )  # fmt: skip
+    bar = progress_bar(len(jobs), progress, "ingest (ray)")
+    try:
+        for row in ds.iter_rows():
+            bar.update(1)
+            if row["outcome"] == "refused":
+                raise ConfigError(str(row["error"]))
+            tid = int(row["track_id"])
+            report.count(
+                str(row["outcome"]), None if tid < 0 else tid, path=str(row["path"]), error=str(row["error"]) or None,
+                segments=int(row["segments"]), audio_seconds=float(row["audio_s"]), cpu_s=json.loads(row["cpu_s"]),
+            )  # fmt: skip
+            for stage in ("featurize", "embed", "write"):
+                report.times.add(stage, int(row[f"{stage}_pid"]), float(row[f"{stage}_s"]))
+            bar.set_postfix_str(report.rate(time.perf_counter() - t_start))
+    finally:
+        bar.close()
