@@ -1,0 +1,79 @@
+"""bench/capacity.py: the fits recover known laws, the check uses a point the fit did not see,
+and the plan is arithmetic on the measured figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.capacity import GIB, Catalogue, nlogn_fit, power_fit, run_capacity
+
+
+def test_fits_recover_known_laws():
+    a, b = power_fit([(n, 3.0 * n**0.5) for n in (1e4, 1e5, 1e6)])
+    assert a == pytest.approx(3.0, rel=1e-9) and b == pytest.approx(0.5, rel=1e-9)
+    assert nlogn_fit([(n, 2e-6 * n * math.log(n)) for n in (1e5, 1e6)]) == pytest.approx(2e-6, rel=1e-12)
+
+
+def _size(n: int, *, build_c: float, p50_a: float) -> dict:
+    return {
+        "n_segments": n,
+        "index": {"table_bytes": 1000 * n, "hnsw_bytes_per_segment": 800.0, "bytes_per_segment": 2000.0,
+                  "build_s": build_c * n * math.log(n)},
+        "unfiltered": [{"ef_search": 40, "recall@10": 0.9, "p50": p50_a * n**0.25}],
+        "exact_scan_sql": {"p50": 1e-4 * n},
+    }  # fmt: skip
+
+
+def _results(folder: Path, *, big_build_s: float | None = None) -> Path:
+    sizes = [_size(n, build_c=1e-6, p50_a=0.01) for n in (10_000, 100_000, 1_000_000)]
+    if big_build_s is not None:
+        sizes[-1]["index"]["build_s"] = big_build_s
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "scale_1m.json").write_text(json.dumps({"machine": {"cores": 2}, "results": {"sizes": sizes}}))
+    ingest = {"audio_seconds": 3600.0, "cpu_seconds_total": 10.0, "realtime_factor": 400.0,
+              "stage_cpu_seconds": {"decode": 1.0, "features": 2.0, "embed": 4.0}}  # fmt: skip
+    (folder / "ingest_speed.json").write_text(json.dumps({"results": ingest}))
+    return folder
+
+
+def test_checks_the_extrapolation_against_the_held_out_size(tmp_path):
+    report = run_capacity(results=_results(tmp_path / "r"), out_dir=tmp_path / "out")
+    checks = {(c["quantity"], c["law"]): c for c in report.data["checks"]}
+    assert checks[("HNSW build seconds", "c·n·ln n")]["error_pct"] == pytest.approx(0.0, abs=1e-6)
+    assert checks[("HNSW build seconds", "c·n·ln n")]["fitted_on"] == "100,000"  # not the 1M it is checked on
+    # A measured 1M point off the law shows up as an error, not as a refit.
+    off = run_capacity(
+        results=_results(tmp_path / "r2", big_build_s=2 * 1e-6 * 1e6 * math.log(1e6)), out_dir=tmp_path / "o2"
+    )
+    off_checks = {(c["quantity"], c["law"]): c for c in off.data["checks"]}
+    assert off_checks[("HNSW build seconds", "c·n·ln n")]["error_pct"] == pytest.approx(-50.0, abs=1e-6)
+    assert (tmp_path / "out" / "capacity.json").exists() and (tmp_path / "out" / "capacity.md").exists()
+
+
+def test_plan_is_arithmetic_on_the_measurements(tmp_path):
+    cat = Catalogue(tracks=1_000_000, track_seconds=130.0, ingest_days=1.0, segments_per_shard=10_000_000)
+    plan = run_capacity(results=_results(tmp_path / "r"), out_dir=tmp_path / "out", cat=cat).data["plan"]
+    segs = 1_000_000 * 61  # (130 - 10) / 2 + 1 windows a track
+    assert plan["catalogue"]["segments"] == segs
+    assert plan["storage"]["vector"]["hnsw_gib"] == pytest.approx(segs * 800 / GIB)
+    assert plan["storage"]["halfvec"]["hnsw_gib"] == pytest.approx(segs * (800 - 256) / GIB)
+    assert plan["shards"]["shards"] == 7
+    # 10 CPU-s per audio hour; 36,111 audio hours in one day.
+    assert plan["ingest"]["cores_for_days"] == pytest.approx(10.0 * 1_000_000 * 130 / 3600 / 3600 / 24)
+    assert plan["ingest"]["cores_for_days_if_embedding_moves_to_gpu"] == pytest.approx(
+        plan["ingest"]["cores_for_days"] * 0.6
+    )
+
+
+def test_missing_measurements_say_what_to_run(tmp_path):
+    with pytest.raises(SystemExit, match="scale_1m.json"):
+        run_capacity(results=tmp_path, out_dir=tmp_path / "out")
+
+
+def test_runs_on_the_committed_results(tmp_path):
+    report = run_capacity(out_dir=tmp_path)
+    assert report.data["plan"]["storage"]["vector"]["total_gib"] > 0 and len(report.data["checks"]) >= 4
