@@ -20,7 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from assistant import api, browse, errors, listening, media, security, web
+from assistant import api, api_moments, browse, errors, listening, media, security, web
 from assistant.chat import Services
 from cadenza.settings import PROJECT_ROOT, Settings
 
@@ -77,6 +77,7 @@ def create_app(settings: Settings, *, db: Any = None, embedder: Any = None, llm:
             *browse.HANDLERS,
             *api.HANDLERS,
             *listening.HANDLERS,
+            *api_moments.HANDLERS,
             create_static_files_router(path="/static", directories=[STATIC]),
         ],
         dependencies={"svc": Provide(_provide_services, sync_to_thread=False)},

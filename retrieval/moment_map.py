@@ -1,0 +1,158 @@
+"""Moment maps: how alike every 10-s window of a few tracks is to one query passage.
+
+A pure middle (:func:`window_likeness`, :func:`strips`) between two thin database reads: the
+query's nearest tracks (:func:`nearest_tracks`, an HNSW scan) and every stored window of the
+tracks to draw (:func:`track_windows`). Likeness is the cosine similarity of the encoder's
+embeddings, clipped to [0, 1]: the same quantity the search ranks by before reranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from cadenza.errors import InputError
+from retrieval.ingest import autocommit
+from retrieval.query import build as build_query
+from retrieval.types import SearchRequest
+
+#: Tracks drawn besides the query's own: enough to see where else the passage lives.
+DEFAULT_MAP_TRACKS = 5
+MAX_MAP_TRACKS = 12
+
+
+@dataclass(frozen=True)
+class Strip:
+    """One track's timeline: the start of each stored window and its likeness to the query."""
+
+    track_id: int
+    title: str
+    duration_s: float
+    starts: tuple[float, ...]
+    likeness: tuple[float, ...]
+    own: bool = False  # the track the query passage comes from
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "track_id": self.track_id,
+            "title": self.title,
+            "duration_s": round(self.duration_s, 2),
+            "own": self.own,
+            "windows": [{"start": s, "likeness": v} for s, v in zip(self.starts, self.likeness, strict=True)],
+        }
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows (or one vector) scaled to unit length."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
+
+
+def window_likeness(*, query: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """``[d]`` × ``[n, d]`` → ``[n]`` cosine similarity clipped to [0, 1]."""
+    if len(windows) == 0:
+        return np.zeros(0, dtype=np.float32)
+    return np.clip(unit(windows) @ unit(query), 0.0, 1.0).astype(np.float32)
+
+
+def strips(
+    *,
+    query: np.ndarray,
+    windows: dict[int, tuple[str, float, np.ndarray, np.ndarray]],
+    order: list[int],
+    own: int | None,
+) -> list[Strip]:
+    """The strips of ``order`` (track ids, those missing from ``windows`` skipped), own track first."""
+    out = []
+    for tid in order:
+        if tid not in windows:
+            continue
+        title, duration, starts, emb = windows[tid]
+        sims = window_likeness(query=query, windows=emb)
+        out.append(
+            Strip(
+                track_id=tid, title=title, duration_s=duration,
+                starts=tuple(round(float(s), 2) for s in starts),
+                likeness=tuple(round(float(v), 3) for v in sims), own=tid == own,
+            )
+        )  # fmt: skip
+    return out
+
+
+def track_windows(
+    conn: psycopg.Connection, track_ids: list[int], *, model_version: str
+) -> dict[int, tuple[str, float, np.ndarray, np.ndarray]]:
+    """track id → (title, duration, window starts ``[n]``, embeddings ``[n, d]``) for the current model."""
+    if not track_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT s.track_id, t.title, t.duration_s, s.start_s, s.embedding FROM segments s"
+        " JOIN tracks t ON t.id = s.track_id WHERE s.track_id = ANY(%s) AND s.model_version = %s"
+        " ORDER BY s.track_id, s.start_s",
+        (track_ids, model_version),
+    ).fetchall()
+    grouped: dict[int, list[tuple[Any, ...]]] = {}
+    for r in rows:
+        grouped.setdefault(int(r[0]), []).append(r)
+    return {
+        tid: (
+            str(rs[0][1] or f"Track {tid}"),
+            float(rs[0][2]),
+            np.array([float(r[3]) for r in rs], dtype=np.float32),
+            np.stack([as_vector(r[4]) for r in rs]),
+        )
+        for tid, rs in grouped.items()
+    }
+
+
+def as_vector(v: Any) -> np.ndarray:
+    """A pgvector value (or a plain sequence) as a float32 array."""
+    return np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, dtype=np.float32)
+
+
+def nearest_tracks(
+    conn: psycopg.Connection, *, query: np.ndarray, n: int, model_version: str, exclude: tuple[int, ...] = ()
+) -> list[int]:
+    """The ``n`` tracks holding the windows nearest the query (best first), through the HNSW index."""
+    rows = conn.execute(
+        "SELECT track_id FROM segments WHERE model_version = %s ORDER BY embedding <=> %s LIMIT %s",
+        (model_version, unit(query), max(50, 20 * n)),
+    ).fetchall()
+    out: list[int] = []
+    for (tid,) in rows:
+        if int(tid) not in out and int(tid) not in exclude:
+            out.append(int(tid))
+        if len(out) == n:
+            break
+    return out
+
+
+def moment_map(
+    *,
+    db: Any,
+    embedder: Any,
+    request: SearchRequest,
+    tracks: list[int] | None = None,
+    n_tracks: int = DEFAULT_MAP_TRACKS,
+) -> list[Strip]:
+    """Strips for the query of ``request`` (a clip or a library moment): its own track first (a moment's
+    track, where the passage recurs), then ``tracks`` or else the ``n_tracks`` nearest other tracks."""
+    if not 1 <= n_tracks <= MAX_MAP_TRACKS:
+        raise InputError(f"a moment map draws between 1 and {MAX_MAP_TRACKS} tracks besides the query's own")
+    with autocommit(db) as conn:
+        built = build_query(conn, request=request, embedder=embedder)
+        q = built.profile.embedding
+        own = int(request.moments[0].track_id) if request.moments else None
+        others = (
+            [t for t in tracks if t != own]
+            if tracks is not None
+            else nearest_tracks(
+                conn, query=q, n=n_tracks, model_version=embedder.model_version, exclude=(own,) if own else ()
+            )
+        )
+        order = ([own] if own is not None else []) + others
+        windows = track_windows(conn, order, model_version=embedder.model_version)
+    return strips(query=q, windows=windows, order=order, own=own)
