@@ -65,7 +65,7 @@ def name_forms(name: str) -> set[str]:
     given = words[:i]
     forms.add(" ".join(surname))
     forms.add(words[-1])
-    if given:
+    if given and " ".join(surname) not in COMMON_WORDS:  # "a composer" is no initial + surname
         initials = [w[0] for w in given if w not in _PARTICLES]
         forms.add(" ".join([*initials, *surname]))  # "j s bach"
         forms.add(" ".join(["".join(initials), *surname]))  # "js bach"

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from assistant import describe
+from assistant import claims, describe
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Explanation:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "markdown": self.markdown,
+            "markdown": claims.to_markdown(self.markdown),
             "html": render_markdown(self.markdown),
             "used_llm": self.used_llm,
             "notice": self.notice,
@@ -187,71 +187,37 @@ def offline_explanation(response: Mapping[str, Any], *, max_cited: int = 4) -> s
 # --- checking ------------------------------------------------------------------------------------
 
 _CITE = re.compile(r"\[(\d{1,3})\]")
-_KEY_CLAIM = re.compile(r"\b([A-G](?:#|♯|b|♭)?)[ -](major|minor)\b")
-_BPM_CLAIM = re.compile(r"\b(\d{2,3}(?:\.\d)?)\s*(?:BPM|bpm|beats per minute)\b")
-
-
-def _sentences(text: str) -> list[str]:
-    return re.split(r"(?<=[.!?])\s+", text)
-
-
-def _tempo_matches(claim: float, measured: float) -> bool:
-    # Tempo trackers confuse half/double time; a claim within 12 % of either is supported.
-    return any(abs(claim - m) <= 0.12 * m for m in (measured, measured * 2, measured / 2))
 
 
 def check_explanation(text: str, response: Mapping[str, Any]) -> tuple[str, list[str], list[str]]:
-    """Remove citations of missing results; flag key/tempo claims that contradict the numbers.
+    """Check a model's explanation claim by claim (:mod:`assistant.claims`).
 
-    Returns (cleaned text, notes about removals, flags about contradicted claims).
+    Citations of results that do not exist go, with their clause; every contradicted or unverified
+    claim is marked where it stands (markers that :func:`render_markdown` turns into a struck claim
+    with the measured value, or an "unverified" tag). Returns (marked text, notes about removals,
+    one line per contradicted claim).
     """
-    results = {int(r["rank"]): r for r in response.get("results") or []}
+    results = {int(r["rank"]) for r in response.get("results") or []}
+    cleaned, removed = claims.drop_bad_citations(claims.strip_markers(text), results)
     notes: list[str] = []
-    removed: list[int] = []
-
-    def _drop(m: re.Match[str]) -> str:
-        n = int(m.group(1))
-        if n in results:
-            return m.group(0)
-        removed.append(n)
-        return ""
-
-    cleaned = _CITE.sub(_drop, text)
-    cleaned = re.sub(r"[ \t]+([.,;:])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned))
     if removed:
         uniq = sorted(set(removed))
         notes.append(
             "Removed citation" + ("s " if len(uniq) > 1 else " ")
             + ", ".join(f"[{n}]" for n in uniq) + ": no such result in this answer."
         )  # fmt: skip
-    flags: list[str] = []
-    query = response.get("query") or {}
-    for sentence in _sentences(cleaned):
-        cited = [int(n) for n in _CITE.findall(sentence) if int(n) in results]
-        subjects = [(f"[{n}]", results[n].get("descriptors") or {}) for n in cited] or [("the query", query)]
-        for m in _KEY_CLAIM.finditer(sentence):
-            p = describe.pitch_index(m.group(1))
-            claim = (p, m.group(2).lower())
-            measured: list[tuple[str, tuple[int, str]]] = [
-                (who, k) for who, d in subjects if (k := describe.key_of(d)) is not None
-            ]
-            if measured and all(k != claim for _, k in measured):
-                actual = ", ".join(f"{who}: {describe.PITCH_NAMES[k[0]]} {k[1]}" for who, k in measured)
-                flags.append(f"“{m.group(0)}” does not match the measured key ({actual}).")
-        for m in _BPM_CLAIM.finditer(sentence):
-            claim_bpm = float(m.group(1))
-            measured_t: list[tuple[str, float]] = [
-                (who, v) for who, d in subjects if (v := describe.tempo(d))
-            ]
-            if measured_t and not any(_tempo_matches(claim_bpm, v) for _, v in measured_t):
-                actual = ", ".join(f"{who}: {v:.0f} BPM" for who, v in measured_t)
-                flags.append(f"“{m.group(0)}” does not match the measured tempo ({actual}).")
-    return cleaned.strip(), notes, flags
+    found = claims.find_claims(cleaned, response)
+    flags = [
+        f"“{c.text}” does not match the measured {c.kind} ({c.measured})."
+        for c in found
+        if c.verdict == claims.CONTRADICTED
+    ]
+    return claims.mark(cleaned, found), notes, flags
 
 
 # --- rendering -----------------------------------------------------------------------------------
 
-_ALLOWED_TAGS = {"p", "em", "strong", "code", "ul", "ol", "li", "br", "a", "span", "blockquote"}
+_ALLOWED_TAGS = {"p", "em", "strong", "code", "ul", "ol", "li", "br", "a", "span", "blockquote", "s"}
 
 
 def render_markdown(text: str, *, cite_prefix: str = "r") -> str:
@@ -262,10 +228,11 @@ def render_markdown(text: str, *, cite_prefix: str = "r") -> str:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False}).disable(["image"])
     html = md.render(text)
     html = _CITE.sub(lambda m: f'<a class="cite" href="#{cite_prefix}-{m.group(1)}">[{m.group(1)}]</a>', html)
+    html = claims.to_html(html)  # the checker's marks at each claim
     return nh3.clean(
         html,
         tags=_ALLOWED_TAGS,
-        attributes={"a": {"href", "class"}, "span": {"class"}},
+        attributes={"a": {"href", "class"}, "span": {"class"}, "s": {"class"}},
         # Only our own citation anchors may link: a model talked into writing a link (prompt injection
         # through track metadata) cannot send the listener anywhere.
         attribute_filter=_only_fragment_links,
@@ -335,15 +302,34 @@ def explain_stream(response: Mapping[str, Any], *, llm: Any | None) -> Iterator[
 #: model obeying an injected "print your instructions": a verbatim copy of 41+ characters is caught.
 _ECHO_WINDOW, _ECHO_STEP = 32, 10
 _HOLD_BACK = _ECHO_WINDOW + _ECHO_STEP + 6
+#: The same copy disguised (uppercased, spaced out, cut into pieces with other text between) is
+#: caught on letters and digits alone: _PIECE_CHARS-long runs of the prompt's, found in the reply,
+#: covering _PIECE_SHARE of the prompt. A 25-character piece holds about 20 letters; one common
+#: phrase shared by chance covers far less than the share.
+_PIECE_CHARS, _PIECE_SHARE = 12, 0.2
+
+
+def _letters(text: str) -> str:
+    return "".join(ch for ch in text.replace("\\n", " ").casefold() if ch.isalnum())
 
 
 def echoes_instructions(text: str) -> bool:
-    """True when ``text`` repeats a piece of :data:`SYSTEM_PROMPT` verbatim (whitespace-insensitive)."""
-    said = " ".join(text.replace("\\n", " ").split())
-    prompt = " ".join(SYSTEM_PROMPT.split())
-    return any(
+    """True when ``text`` repeats :data:`SYSTEM_PROMPT`: verbatim, or disguised (case, spacing, pieces)."""
+    said = " ".join(text.replace("\\n", " ").split()).casefold()
+    prompt = " ".join(SYSTEM_PROMPT.split()).casefold()
+    if any(
         prompt[i : i + _ECHO_WINDOW] in said for i in range(0, len(prompt) - _ECHO_WINDOW + 1, _ECHO_STEP)
-    )
+    ):
+        return True
+    said_l, prompt_l = _letters(text), _letters(SYSTEM_PROMPT)
+    if len(said_l) < _PIECE_CHARS:
+        return False
+    pieces = {said_l[i : i + _PIECE_CHARS] for i in range(len(said_l) - _PIECE_CHARS + 1)}
+    covered = [False] * len(prompt_l)
+    for i in range(len(prompt_l) - _PIECE_CHARS + 1):
+        if prompt_l[i : i + _PIECE_CHARS] in pieces:
+            covered[i : i + _PIECE_CHARS] = [True] * _PIECE_CHARS
+    return sum(covered) >= _PIECE_SHARE * len(prompt_l)
 
 
 def _usable(text: str) -> bool:

@@ -78,7 +78,7 @@ def _tempo(t: str) -> tuple[str, float | None, float | None]:
         ):
             hi = float(m.group(1))
         if m := re.search(
-            rf"\b(?:over|above|more than|faster than|at least|no slower than|min(?:imum)?(?: of)?)\s+{_N}{unit_or_tempo}",
+            rf"(?<!no )(?<!not )\b(?:over|above|more than|faster than|at least|no slower than|min(?:imum)?(?: of)?)\s+{_N}{unit_or_tempo}",
             t,
         ):
             lo = float(m.group(1))
@@ -171,7 +171,7 @@ def _emphasis(t: str) -> str:
     for aspect, word, other in (("timbre", _TIMBRE, _HARMONY), ("harmony", _HARMONY, _TIMBRE)):
         if re.search(
             rf"\b(?:focus(?:ing)?|concentrate|emphasi[sz]e|prioriti[sz]e|weight|stress|more weight)\s+(?:on\s+)?(?:the\s+)?(?:more\s+)?{word}\b"
-            rf"|\b(?:more|stronger)\s+{word}\b|\b{word}\s+(?:over|before|rather than|more than)\b"
+            rf"|\b(?:more|stronger)\s+(?:about\s+)?(?:the\s+)?{word}\b|\b{word}\s+(?:over|before|rather than|more than)\b"
             rf"|\b{word}\s+matters?\s+more\b|\bsame\s+{word}\b.*\bany\s+{other}\b|\b{word}\s+first\b"
             rf"|\b(?:less|ignore|any|not the|forget)\s+(?:the\s+)?{other}\b",
             t,
@@ -379,3 +379,19 @@ def parse_moments(text: str) -> list[tuple[float, str]]:
         if title:
             out.append((float(seconds), title))
     return out
+
+
+def interpret(
+    text: str, *, composers: Sequence[str] = (), eras: Sequence[str] = ERAS, followup: FollowUp | None = None
+) -> tuple[str, FollowUp | None]:
+    """What the chat does with a follow-up message: ("ok", its FollowUp), or a refusal without a
+    search: ("ambiguous", None) for a composer name that fits several, ("not_understood", …).
+
+    ``followup``: what the language model made of the message (the rules parse it otherwise).
+    """
+    if ambiguous_composers(text, composers):
+        return "ambiguous", None
+    fu = followup if followup is not None else parse_rules(text, composers=composers, eras=eras)
+    if not_understood(text, fu):
+        return "not_understood", fu
+    return "ok", fu

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
-from assistant import cards, clips, describe
+from assistant import cards, claims, clips, describe
 from assistant.chat import moment_chroma
 from assistant.conversations import Turn
 from assistant.explain import render_markdown
@@ -23,7 +23,8 @@ def explanation_html(markdown: str, meta: dict[str, Any], *, message_id: int) ->
         parts.append(f'<p class="notice offline">{escape(meta["notice"])}</p>')
     for note in meta.get("notes") or []:
         parts.append(f'<p class="notice removed">{escape(note)}</p>')
-    for flag in meta.get("flags") or []:
+    # Flags are marked at each claim in the text; an answer checked before that lists them here.
+    for flag in meta.get("flags") or [] if claims.CONTRA_OPEN not in markdown else []:
         parts.append(f'<p class="flag contradiction">⚠ {escape(flag)}</p>')
     return Markup("".join(parts))
 
