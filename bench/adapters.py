@@ -16,19 +16,27 @@ import numpy as np
 class Candidates:
     segment_ids: list[int]
     track_ids: list[int]
-    path: str  # which route retrieval took: hnsw | hnsw-iterative | hnsw-wide | exact
+    path: str  # which route retrieval took: hnsw | hnsw-iterative | hnsw-stream | hnsw-wide | cells | exact
 
 
 def filtered_candidates(
-    db: Any, *, vector: np.ndarray, filters: Any, k: int, model_version: str
+    db: Any,
+    *,
+    vector: np.ndarray,
+    filters: Any,
+    k: int,
+    model_version: str,
+    iterative: bool | None = None,
+    scan: Any = None,
 ) -> Candidates:
     """The candidate stage of ``retrieval.search.search`` for one embedding, exactly as search calls it.
 
     ``filter_sql`` + ``nearest`` with search's over-fetch ``n`` and one-result-per-track
-    guarantee (``min_tracks = k``); rows come back best first.
+    guarantee (``min_tracks = k``); rows come back best first. ``iterative`` / ``scan`` override
+    what the server supports and search's :data:`~retrieval.search.ITERATIVE_SCAN` (bench/routes.py).
     """
     from retrieval.ingest import autocommit
-    from retrieval.search import EF_SEARCH_MAX, filter_sql, nearest
+    from retrieval.search import EF_SEARCH_MAX, ITERATIVE_SCAN, filter_sql, nearest
 
     where, params = filter_sql(filters, model_version=model_version)
     n = min(max(10 * k, 100), EF_SEARCH_MAX)
@@ -41,7 +49,8 @@ def filtered_candidates(
             n=n,
             min_tracks=k,
             restrictive=bool(filters.active),
-            iterative=bool(getattr(db, "supports_iterative_scan", False)),
+            iterative=bool(getattr(db, "supports_iterative_scan", False)) if iterative is None else iterative,
+            scan=ITERATIVE_SCAN if scan is None else scan,
         )
     return Candidates(
         segment_ids=[int(r[0]) for r in found.rows],

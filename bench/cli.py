@@ -18,7 +18,7 @@ from cadenza.errors import InputError
 
 log = logging.getLogger(__name__)
 
-WHICH = ("quality", "speed", "scale", "recorded", "all")
+WHICH = ("quality", "speed", "scale", "routes", "recorded", "all")
 DEFAULT_SIZES = "10000,100000"
 
 
@@ -171,6 +171,10 @@ def run(name: str, args: argparse.Namespace) -> int:
                     max_seconds=max_s,
                     n_queries=args.queries or (8 if args.quick else DEFAULT_QUERIES),
                 )
+            elif bench_name == "routes":
+                from bench.routes import run_routes
+
+                report = run_routes(sizes=sizes, out_dir=out, quick=args.quick, seed=args.seed, workdir=work)
             else:
                 from bench.scale import run_scale
 

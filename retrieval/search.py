@@ -94,6 +94,30 @@ def filter_sql(
     return " AND ".join(where), params
 
 
+@dataclass(frozen=True)
+class IterativeScan:
+    """How pgvector >= 0.8 keeps walking the HNSW graph until a filtered query has its rows.
+
+    ``order``: ``relaxed_order`` (results may come slightly out of order; sorted afterwards) or
+    ``strict_order``. ``max_scan_tuples`` bounds the walk (pgvector's default 20,000); past it the
+    exact scan answers. ``stream``: read the walk through a server-side cursor until ``min_tracks``
+    distinct tracks are in (one track's 60 windows can fill a fixed LIMIT on their own).
+    ``halfvec``: order by the half-precision expression index (bench/routes.py builds it).
+    """
+
+    order: str = "relaxed_order"
+    max_scan_tuples: int = 20_000
+    stream: bool = False
+    halfvec: bool = False
+    ef_search: int | None = None  # None: the over-fetch n (at least 40)
+
+
+#: The iterative scan search uses (bench/results/routes.md compares the alternatives).
+ITERATIVE_SCAN = IterativeScan()
+#: A streamed iterative scan reads at most this many rows before the exact scan takes over.
+STREAM_MAX_ROWS = 5_000
+
+
 @dataclass
 class NearestResult:
     rows: list[tuple[Any, ...]]
@@ -117,11 +141,12 @@ CELL_MAX_PROBE_SHARE = 0.3
 PER_TRACK = 3
 
 
-def _nearest_sql(where: str) -> str:
+def _nearest_sql(where: str, *, halfvec: bool = False) -> str:
     """Nearest segments passing ``where``; parameters: query vector, *where's, query vector, limit."""
+    order = "s.embedding::halfvec(128) <=> %s::halfvec(128)" if halfvec else "s.embedding <=> %s"
     return (
         f"SELECT {_COLUMNS}, s.embedding <=> %s AS dist FROM segments s JOIN tracks t ON t.id = s.track_id"
-        f" WHERE {where} ORDER BY s.embedding <=> %s LIMIT %s"
+        f" WHERE {where} ORDER BY {order} LIMIT %s"
     )
 
 
@@ -143,6 +168,7 @@ def nearest(
     iterative: bool,
     model_version: str | None = None,
     cell_min_rows: int = CELL_ROUTE_MIN_ROWS,
+    scan: IterativeScan = ITERATIVE_SCAN,
 ) -> NearestResult:
     """Up to ``n`` nearest segments matching ``where``, guaranteeing ≥ ``min_tracks`` distinct tracks when they exist.
 
@@ -154,7 +180,7 @@ def nearest(
     """
     if model_version is None and where.startswith("s.model_version = %s") and params:
         model_version = str(params[0])
-    sql = _nearest_sql(where)
+    sql = _nearest_sql(where, halfvec=iterative and scan.halfvec)
 
     def enough(rows: list[tuple[Any, ...]]) -> bool:
         return len(rows) >= n and len({r[1] for r in rows}) >= min_tracks
@@ -168,8 +194,15 @@ def nearest(
     # of rows is no sign of the right ones. Restrictive filters therefore take the cell route
     # where cells exist, else up to EXACT_FILTER_MAX_ROWS segments an exact scan (bench
     # scale: p50 153 ms at 100K), and only beyond that HNSW with the exact scan behind it.
-    if iterative:
-        attempts.append(("hnsw-iterative", n, max(40, min(n, EF_SEARCH_MAX))))
+    iter_ef = min(scan.ef_search or max(40, n), EF_SEARCH_MAX)
+    if iterative and scan.stream:
+        rows = _stream_rows(
+            conn, sql=sql, q=q, params=params, n=n, min_tracks=min_tracks, ef=iter_ef, scan=scan
+        )
+        if enough(rows):
+            return NearestResult(rows, "hnsw-stream")
+    elif iterative:
+        attempts.append(("hnsw-iterative", n, iter_ef))
     elif restrictive and state is not None:
         found = _cell_route(conn, q=q, where=where, params=params, n=n, min_tracks=min_tracks, state=state)
         if found is not None:
@@ -191,7 +224,9 @@ def nearest(
             if found is not None:
                 return NearestResult(found, "cells")
             continue
-        rows = _hnsw_rows(conn, sql=sql, q=q, params=params, limit=limit, ef=ef, iterative=iterative)
+        rows = _hnsw_rows(
+            conn, sql=sql, q=q, params=params, limit=limit, ef=ef, scan=scan if iterative else None
+        )
         if enough(rows):
             return NearestResult(rows, name)  # all of them: more candidates for the reranker
     return NearestResult(exact_per_track(conn, q=q, where=where, params=params, n=n), "exact")
@@ -205,16 +240,52 @@ def _hnsw_rows(
     params: list[Any],
     limit: int,
     ef: int,
-    iterative: bool,
+    scan: IterativeScan | None,
 ) -> list[tuple[Any, ...]]:
-    """One HNSW query of ``sql`` (``nearest``'s statement) at ``hnsw.ef_search = ef``."""
+    """One HNSW query of ``sql`` (``nearest``'s statement) at ``hnsw.ef_search = ef``; ``scan`` None: no iteration."""
     with conn.transaction():
-        conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
-        if iterative:
-            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        _set_scan(conn, ef=ef, scan=scan)
         rows = conn.execute(sql, [q, *params, q, limit]).fetchall()  # type: ignore[call-overload]
-    if iterative:
-        rows.sort(key=lambda r: r[-1])  # relaxed order: results may come slightly out of order
+    if scan is not None:
+        rows.sort(key=lambda r: r[-1])  # relaxed order (or halfvec): slightly out of order
+    return rows
+
+
+def _set_scan(conn: psycopg.Connection, *, ef: int, scan: IterativeScan | None) -> None:
+    conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
+    if scan is not None:
+        if scan.order not in ("relaxed_order", "strict_order"):
+            raise ValueError(f"unknown iterative scan order {scan.order!r}")
+        conn.execute(f"SET LOCAL hnsw.iterative_scan = {scan.order}")
+        conn.execute(f"SET LOCAL hnsw.max_scan_tuples = {int(scan.max_scan_tuples)}")
+
+
+def _stream_rows(
+    conn: psycopg.Connection,
+    *,
+    sql: str,
+    q: np.ndarray,
+    params: list[Any],
+    n: int,
+    min_tracks: int,
+    ef: int,
+    scan: IterativeScan,
+) -> list[tuple[Any, ...]]:
+    """Read an iterative HNSW scan in batches of ``n`` until ``n`` rows of ``min_tracks`` tracks are in.
+
+    A server-side cursor keeps the graph walk where it stopped, so a query whose nearest track
+    fills the first batch with its own windows reads on instead of paying for an exact scan.
+    """
+    rows: list[tuple[Any, ...]] = []
+    with conn.transaction():
+        _set_scan(conn, ef=ef, scan=scan)
+        with conn.cursor(name="nearest_stream") as cur:
+            cur.execute(sql, [q, *params, q, STREAM_MAX_ROWS])  # type: ignore[call-overload]
+            while batch := cur.fetchmany(n):
+                rows.extend(batch)
+                if len(rows) >= n and len({r[1] for r in rows}) >= min_tracks:
+                    break
+    rows.sort(key=lambda r: r[-1])
     return rows
 
 
@@ -230,8 +301,9 @@ def probe_nearest(
     """
     sql = _nearest_sql(where)
     rows = _hnsw_rows(
-        conn, sql=sql, q=q, params=params, limit=n, ef=max(40, min(n, EF_SEARCH_MAX)), iterative=iterative
-    )
+        conn, sql=sql, q=q, params=params, limit=n, ef=max(40, min(n, EF_SEARCH_MAX)),
+        scan=ITERATIVE_SCAN if iterative else None,
+    )  # fmt: skip
     return NearestResult(rows, "hnsw-probe")
 
 
