@@ -36,7 +36,13 @@ def filtered_candidates(
     what the server supports and search's :data:`~retrieval.search.ITERATIVE_SCAN` (bench/routes.py).
     """
     from retrieval.ingest import autocommit
-    from retrieval.search import EF_SEARCH_MAX, ITERATIVE_SCAN, filter_sql, nearest
+    from retrieval.search import (
+        EF_SEARCH_MAX,
+        ITERATIVE_SCAN,
+        SEARCH_USES_ITERATIVE_SCAN,
+        filter_sql,
+        nearest,
+    )
 
     where, params = filter_sql(filters, model_version=model_version)
     n = min(max(10 * k, 100), EF_SEARCH_MAX)
@@ -49,7 +55,9 @@ def filtered_candidates(
             n=n,
             min_tracks=k,
             restrictive=bool(filters.active),
-            iterative=bool(getattr(db, "supports_iterative_scan", False)) if iterative is None else iterative,
+            iterative=(SEARCH_USES_ITERATIVE_SCAN and bool(getattr(db, "supports_iterative_scan", False)))
+            if iterative is None
+            else iterative,
             scan=ITERATIVE_SCAN if scan is None else scan,
         )
     return Candidates(

@@ -2,10 +2,11 @@
 
 Filters must not cost results. pgvector's HNSW applies a WHERE clause *after* its beam
 search, so a restrictive filter (e.g. "not this composer" on clustered data) returns too
-few rows (FACTS.md). We therefore (1) let pgvector ≥ 0.8 iterate (``hnsw.iterative_scan``);
-(2) otherwise, on a library with coarse cells (:mod:`retrieval.cells`, ≥ 50K segments),
+few rows (FACTS.md). pgvector 0.8's iterative scan returns enough rows but not the right ones
+there (bench/results/routes.md), so search does not use it (:data:`SEARCH_USES_ITERATIVE_SCAN`).
+We therefore (1) on a library with coarse cells (:mod:`retrieval.cells`, ≥ 50K segments),
 scan the filtered rows of the cells nearest the query, widening until several times k
-distinct tracks are seen; (3) on a small library scan the filtered rows exactly; and (4)
+distinct tracks are seen; (2) on a small library scan the filtered rows exactly; and (3)
 whenever a route yields too few rows or distinct tracks, fall back to that exact scan
 (unprepared statements, since psycopg's prepared plans ignore planner settings).
 """
@@ -112,8 +113,14 @@ class IterativeScan:
     ef_search: int | None = None  # None: the over-fetch n (at least 40)
 
 
-#: The iterative scan search uses (bench/results/routes.md compares the alternatives).
+#: The iterative scan, where one is used (bench/results/routes.md compares the alternatives).
 ITERATIVE_SCAN = IterativeScan()
+#: Whether search lets pgvector >= 0.8 answer filtered queries by an iterative HNSW scan. No:
+#: on clustered embeddings the walk misses true neighbours that a filter leaves far from the
+#: query ("exclude own composer" at 100K: recall@10 0.47-0.68 for every strict/relaxed/ef/
+#: max_scan_tuples/halfvec variant), where the cells route and the exact scan reach >= 0.95
+#: (bench/results/routes.md). The server's support is still recorded (Database.supports_iterative_scan).
+SEARCH_USES_ITERATIVE_SCAN = False
 #: A streamed iterative scan reads at most this many rows before the exact scan takes over.
 STREAM_MAX_ROWS = 5_000
 
@@ -497,7 +504,7 @@ def search(
             request.filters, model_version=embedder.model_version, extra_exclude=built.exclude_tracks
         )
         n = min(max(10 * request.k, 100), EF_SEARCH_MAX)
-        iterative = bool(getattr(db, "supports_iterative_scan", False))
+        iterative = SEARCH_USES_ITERATIVE_SCAN and bool(getattr(db, "supports_iterative_scan", False))
         found = nearest(
             conn, q=built.profile.embedding, where=where, params=params, n=n,
             min_tracks=request.k if request.one_per_track else 1,
