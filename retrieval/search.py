@@ -203,11 +203,11 @@ def nearest(
     # scale: p50 153 ms at 100K), and only beyond that HNSW with the exact scan behind it.
     iter_ef = min(scan.ef_search or max(40, n), EF_SEARCH_MAX)
     if iterative and scan.stream:
-        rows = _stream_rows(
+        streamed = _stream_rows(
             conn, sql=sql, q=q, params=params, n=n, min_tracks=min_tracks, ef=iter_ef, scan=scan
         )
-        if enough(rows):
-            return NearestResult(rows, "hnsw-stream")
+        if enough(streamed):
+            return NearestResult(streamed, "hnsw-stream")
     elif iterative:
         attempts.append(("hnsw-iterative", n, iter_ef))
     elif restrictive and state is not None:
