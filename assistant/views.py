@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
-from assistant import cards, claims, clips, describe
+from assistant import cards, claims, clips, describe, statechips
 from assistant.chat import moment_chroma
 from assistant.conversations import Turn
 from assistant.explain import render_markdown
@@ -82,6 +82,9 @@ def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, An
         ),
         # A/B needs one query to play: the kept clip, or the library moment searched from.
         can_ab=clip is not None or (query.get("source") == "moment" and query.get("track_id") is not None),
+        chips=statechips.chips_of(db, turn),
+        state_notes=list(turn.meta.get("state_notes") or []),
+        filter_reason=turn.meta.get("filter_reason") or "",
         analysis=describe.analysis(query),
         insights=describe.style_insights(query, results),
         passage=_passage(query, turn.meta),

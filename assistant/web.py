@@ -202,6 +202,27 @@ async def put_back(
     return Template("_turns.html", context={"turns": [ctx], "conversation_id": str(cid)})
 
 
+@post("/c/{conversation_id:str}/m/{message_id:int}/chips", include_in_schema=False, status_code=200)
+async def remove_chip(
+    request: Request, svc: Services, conversation_id: str, message_id: int
+) -> Template | Redirect:
+    """Remove one chip (a part of the answer's query state): the answer, searched again in place."""
+    from assistant import statechips
+
+    cid = conversations.parse_id(conversation_id)
+    form = await request.form()
+    chip = str(form.get("chip") or "")
+    if not chip or len(chip) > 300:
+        raise InputError("chip is required: which part of the search to remove")
+    turn = await anyio.to_thread.run_sync(
+        partial(statechips.remove_chip, svc, conversation_id=cid, message_id=message_id, chip_id=chip)
+    )
+    if not request.headers.get("hx-request"):
+        return Redirect(f"/c/{cid}#m{message_id}", status_code=303)
+    ctx = await anyio.to_thread.run_sync(partial(views.turn_context, svc.db, cid, turn))
+    return Template("_turns.html", context={"turns": [ctx], "conversation_id": str(cid)})
+
+
 @get("/c/{conversation_id:str}/m/{message_id:int}/explain", include_in_schema=False)
 async def explain_stream(svc: Services, conversation_id: str, message_id: int) -> ServerSentEvent:
     """Server-sent events: ``explanation`` (HTML so far, then the checked version), then ``done``."""
@@ -299,6 +320,7 @@ HANDLERS = [
     conversation_page,
     post_message,
     put_back,
+    remove_chip,
     explain_stream,
     record_play,
     delete_conversation,

@@ -26,7 +26,7 @@ from cadenza.errors import InputError
 from cadenza.settings import LimitSettings
 from retrieval.types import Filters, MomentRef, SearchRequest
 from tests.conftest import truncate_all
-from tests.test_api import Library, browser_like_client, clip_of_track, ingest_library, running_app
+from tests.helpers_app import Library, browser_like_client, clip_of_track, ingest_library, running_app
 
 BASE = SearchRequest(moments=(MomentRef(3, 12.0),), k=5)
 

@@ -1,0 +1,81 @@
+"""Chips above each answer: its query state, each part removable in place (htmx), in a real browser
+(Playwright + Debian chromium) against the app on real PostgreSQL with a small ingested library."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+
+from cadenza.settings import LimitSettings
+from tests.helpers_app import CHROMIUM_ARGS, clip_of_track, ingest_library, running_app
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def base_url(session_db, settings, tmp_path_factory) -> Iterator[str]:
+    from tests.conftest import truncate_all
+
+    app_settings = dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
+    lib = ingest_library(session_db, tmp_path_factory.mktemp("chips-library"), app_settings)
+    try:
+        with running_app(app_settings, db=session_db, embedder=lib.embedder) as url:
+            yield url
+    finally:
+        truncate_all(session_db)
+
+
+@pytest.fixture
+def page(base_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        context = browser.new_context(base_url=base_url)
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        yield pg
+        browser.close()
+        assert errors == [], errors
+
+
+def test_a_chip_is_removed_in_place(page, base_url, tmp_path):
+    clip = tmp_path / "query.wav"
+    clip.write_bytes(clip_of_track(0, start=4.0, seconds=12.0))
+    page.goto(base_url + "/")
+    page.select_option("#k", "3")
+    page.set_input_files("#clip-file", str(clip))
+    page.click("#send")
+    first = page.locator("section.answer").nth(0)
+    first.locator(".card").first.wait_for()
+    assert first.locator(".state .chip.seed").count() == 1  # "+ your clip"
+    assert first.locator(".state a.start-over").count() == 1
+
+    page.fill("#message", "only Baroque")
+    page.click("#send")
+    second = page.locator("section.answer").nth(1)
+    second.locator(".card").first.wait_for()
+    answer_id = second.get_attribute("id")
+    chip = second.locator('.chip:has(.chip-label[data-chip="era:Baroque"])')
+    assert chip.inner_text().startswith("only Baroque")
+    # Two Baroque tracks for k=3: the answer says why it is short.
+    assert second.locator(".card").count() == 2
+    assert "only 2 tracks match" in second.locator(".filter-reason").inner_text()
+
+    chip.locator(".chip-remove").click()
+    page.wait_for_function(
+        f"() => !document.querySelector('#{answer_id} .chip-label[data-chip=\"era:Baroque\"]')"
+    )
+    again = page.locator(f"#{answer_id}")
+    again.locator(".card").first.wait_for()
+    assert page.locator("section.answer").count() == 2  # in place: no new answer
+    assert again.locator(".card").count() == 3 and again.locator(".filter-reason").count() == 0
+    composers = {c.get_attribute("data-composer") for c in again.locator(".card").all()}
+    assert composers - {"Johann Sebastian Bach"}, composers  # the only Baroque composer is no longer all
+    # The change is stored: a reload shows the answer without the chip.
+    page.reload()
+    assert page.locator(f'#{answer_id} .chip-label[data-chip="era:Baroque"]').count() == 0
