@@ -53,7 +53,7 @@ def create_app(settings: Settings, *, db: Any = None, embedder: Any = None, llm:
         from assistant.llm import LLM
         from cadenza.db import open_database
 
-        torch.set_num_threads(1)  # measured: 2 threads at batch 1 stall under load (FACTS.md)
+        torch.set_num_threads(1)  # 2 threads at batch 1 stall under load (165-650 ms seen)
         own_db = db is None
         database = db if db is not None else await anyio.to_thread.run_sync(open_database, settings)
         try:

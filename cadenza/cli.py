@@ -19,7 +19,7 @@ from cadenza.errors import CadenzaError
 
 #: name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("retrieval.demo", "build the offline demo library (once), ingest it and start the server"),
+    "demo": ("assistant.cli", "build the offline demo library (once), ingest it and start the server"),
     "serve": ("assistant.cli", "run the web app (chat, library, JSON API)"),
     "ingest": ("retrieval.cli", "add audio files or folders to the library (idempotent)"),
     "search": ("retrieval.cli", "find moments like an audio clip or a library moment"),

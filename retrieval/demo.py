@@ -10,10 +10,8 @@ content), so a second ``cadenza demo`` starts the server in seconds.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
-import importlib
 import json
 import logging
 import multiprocessing
@@ -307,38 +305,3 @@ def build_demo(
         "total_seconds": round(time.perf_counter() - t0, 1),
         "model_version": embedder.model_version,
     }
-
-
-def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--no-serve", action="store_true", help="build and ingest only; do not start the server"
-    )
-    parser.add_argument("--rebuild", action="store_true", help="render the audio again from the scores")
-    parser.add_argument("--workers", type=int, default=2, help="render/ingest processes (default 2)")
-
-
-def run(name: str, args: argparse.Namespace) -> int:
-    from cadenza.settings import Settings
-
-    settings = Settings.from_env()
-    settings.paths.ensure_writable()
-    summary = build_demo(settings=settings, workers=args.workers, rebuild=args.rebuild)
-    ing = summary["ingest"]
-    print(
-        f"demo library: {summary['files']} works, {summary['audio_minutes']} min of audio in {summary['demo_dir']}; "
-        f"ingest added {ing['added']}, unchanged {ing['unchanged']}, re-embedded for the current model "
-        f"{summary['reindexed']}, failed {len(ing['failed'])} "
-        f"({summary['total_seconds']:.0f} s in all)"
-    )
-    if args.no_serve:
-        return 0
-    try:
-        serve_mod = importlib.import_module("assistant.cli")
-    except ModuleNotFoundError:
-        print(
-            "the web app (assistant.cli) is not part of this build; the library is ready for `cadenza search`"
-        )
-        return 0
-    print(f"starting the server on http://{settings.server.host}:{settings.server.port}")
-    serve_mod.serve(settings)
-    return 0

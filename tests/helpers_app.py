@@ -132,7 +132,7 @@ def clip_of_track(i: int, start: float = 8.0, seconds: float = 12.0) -> bytes:
     return wav_bytes(y)
 
 
-#: Debian's chromium under Playwright (FACTS.md): headless, no sandbox, no network side traffic.
+#: Debian's chromium under Playwright (never `playwright install`: it downloads a browser): headless, no sandbox, no network side traffic.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

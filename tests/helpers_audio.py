@@ -106,7 +106,7 @@ def write_audio(path: Path, y: np.ndarray, *, sr: int = SR, chunk_s: float = 5.0
     fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}[ext]
     subtype = {"OGG": "VORBIS", "MP3": "MPEG_LAYER_III", "FLAC": "PCM_16", "WAV": "PCM_16"}[fmt]
     step = int(chunk_s * sr)
-    # One long sf.write of OGG/Vorbis segfaults in libsndfile 1.2.2 (FACTS.md): write in chunks.
+    # One long sf.write of OGG/Vorbis segfaults in libsndfile 1.2.2: write in chunks.
     with sf.SoundFile(str(path), "w", samplerate=sr, channels=1, format=fmt, subtype=subtype) as f:
         for i in range(0, len(y), step):
             f.write(np.clip(y[i : i + step], -1, 1).astype(np.float32))

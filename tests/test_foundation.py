@@ -13,7 +13,7 @@ import pytest
 
 from cadenza.db import apply_migrations, migration_files, open_database
 from cadenza.errors import ConfigError
-from cadenza.settings import Settings
+from cadenza.settings import PROJECT_ROOT, Settings
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -217,3 +217,12 @@ def test_open_database_raises_config_error_for_bad_url(tmp_path):
     )
     with pytest.raises(ConfigError, match="cannot connect"):
         open_database(s)
+
+
+def test_demo_command_builds_then_serves_from_the_app_layer():
+    # `cadenza demo` is wired through assistant.cli (build with retrieval.demo, then serve),
+    # so retrieval never reaches up into the web app.
+    out = run_cli("demo", "--help", env={})
+    assert out.returncode == 0, out.stderr
+    assert "--no-serve" in out.stdout and "--rebuild" in out.stdout
+    assert "assistant" not in (PROJECT_ROOT / "retrieval" / "demo.py").read_text()
