@@ -103,18 +103,88 @@ def _check_audio(*, y: np.ndarray, sr: int) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz, log above."""
+    f = np.asarray(f, dtype=np.float64)
+    mel = f / (200.0 / 3)
+    log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log_part, mel)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), (200.0 / 3) * m)
+
+
+def _mel_filterbank() -> np.ndarray:
+    """``librosa.filters.mel(sr=16000, n_fft=2048, n_mels=128)`` (Slaney scale and area norm) in numpy."""
+    fft_hz = np.fft.rfftfreq(N_FFT, d=1.0 / SAMPLE_RATE)
+    mel_hz = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2))
+    ramps = mel_hz[:, None] - fft_hz[None, :]
+    fdiff = np.diff(mel_hz)
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    return weights * (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
+
+
+def _chroma_filterbank() -> np.ndarray:
+    """``librosa.filters.chroma(sr=16000, n_fft=2048, tuning=0)`` in numpy.
+
+    Gaussian bumps per pitch class over each FFT bin's fractional octave, each bin L2-normalized
+    across the 12 classes, weighted by a Gaussian over octaves (centre 5, width 2), C first.
+    """
+    freqs = np.linspace(0, SAMPLE_RATE, N_FFT, endpoint=False)[1:]
+    bins = N_CHROMA * np.log2(freqs / (440.0 / 16))
+    bins = np.concatenate([[bins[0] - 1.5 * N_CHROMA], bins])
+    width = np.concatenate([np.maximum(bins[1:] - bins[:-1], 1.0), [1.0]])
+    half = np.round(N_CHROMA / 2)
+    d = np.remainder(bins[None, :] - np.arange(N_CHROMA)[:, None] + half + 10 * N_CHROMA, N_CHROMA) - half
+    wts = np.exp(-0.5 * (2 * d / width[None, :]) ** 2)
+    wts /= np.linalg.norm(wts, axis=0, keepdims=True)
+    wts *= np.exp(-0.5 * ((bins / N_CHROMA - 5.0) / 2.0) ** 2)[None, :]
+    wts = np.roll(wts, -3, axis=0)  # start at C, not A
+    return wts[:, : 1 + N_FFT // 2]
+
+
 @functools.cache
 def _filterbanks() -> tuple[np.ndarray, np.ndarray]:
     """Mel [128, 1025] and chroma [12, 1025] filterbanks, built once per process (read-only)."""
-    import librosa
-
-    mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)
-    chroma = librosa.filters.chroma(sr=SAMPLE_RATE, n_fft=N_FFT, tuning=0.0, n_chroma=N_CHROMA).astype(
-        np.float32
-    )
+    mel = _mel_filterbank().astype(np.float32)
+    chroma = _chroma_filterbank().astype(np.float32)
     mel.flags.writeable = False
     chroma.flags.writeable = False
     return mel, chroma
+
+
+@functools.cache
+def _window() -> np.ndarray:
+    """The periodic Hann window of ``librosa.stft`` (``scipy.signal.get_window('hann', N_FFT)``)."""
+    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)
+    w.flags.writeable = False
+    return w
+
+
+def stft_magnitude(y: np.ndarray) -> np.ndarray:
+    """``|librosa.stft(y, n_fft=2048, hop_length=1600, center=True)|`` in numpy: ``[n] → [1025, 1 + n // 1600]``.
+
+    Zero-padded by half a window each side (librosa's ``pad_mode='constant'``), computed in
+    float64 and returned as float32 as librosa's complex64 result gives it.
+    """
+    padded = np.pad(np.asarray(y, dtype=np.float32), N_FFT // 2)
+    n_frames = 1 + (padded.size - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(
+        padded, shape=(n_frames, N_FFT), strides=(padded.strides[0] * HOP, padded.strides[0]), writeable=False
+    )
+    spec = np.fft.rfft(frames * _window(), axis=1).astype(np.complex64)  # [T, 1025]
+    return np.ascontiguousarray(np.abs(spec).T)
+
+
+def _normalize_columns(x: np.ndarray, *, order: float) -> np.ndarray:
+    """``librosa.util.normalize(x, norm=order, axis=0)``: columns of (near) zero norm stay as they are."""
+    norm = np.max(np.abs(x), axis=0) if order == np.inf else np.sum(np.abs(x), axis=0)
+    norm = np.where(norm < np.finfo(x.dtype).tiny, 1.0, norm)
+    return x / norm
 
 
 def acoustic_features(*, y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -126,23 +196,27 @@ def acoustic_features(*, y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     no tuning estimation), RMS (dB), log spectral centroid (natural log of Hz), onset strength
     (from the log-mel). Raises :class:`ParameterError` for bad input.
     """
-    import librosa  # heavy import: only when features are actually computed
-
     y = _check_audio(y=y, sr=sr)
-    mag = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP, center=True))  # [1025, T]
+    mag = stft_magnitude(y)  # [1025, T]
     power = mag**2
     mel_fb, chroma_fb = _filterbanks()
     mel = mel_fb @ power  # [128, T]: what librosa.feature.melspectrogram(S=power) computes
     # Absolute reference and no top_db: a clip must get the same values as the same moment
     # inside a whole track, so nothing may depend on the signal's own maximum.
-    log_mel = librosa.power_to_db(mel, ref=1.0, amin=_POWER_AMIN, top_db=None)
+    log_mel = 10.0 * np.log10(np.maximum(mel, _POWER_AMIN))  # librosa.power_to_db(ref=1.0)
     # = librosa.feature.chroma_stft(S=power, tuning=0): filterbank, then per-frame max-normalization
-    chroma = librosa.util.normalize(chroma_fb @ power, norm=np.inf, axis=0)  # [12, T]
-    rms = librosa.feature.rms(S=mag, frame_length=N_FFT)  # [1, T]
-    rms_db = librosa.amplitude_to_db(rms, ref=1.0, amin=_RMS_AMIN, top_db=None)
-    centroid = librosa.feature.spectral_centroid(S=mag, sr=sr, n_fft=N_FFT)  # [1, T]
+    chroma = _normalize_columns(chroma_fb @ power, order=np.inf)  # [12, T]
+    # librosa.feature.rms(S=mag): DC and Nyquist bins count half, then Parseval over the window.
+    half = power.copy()
+    half[0] *= 0.5
+    half[-1] *= 0.5
+    rms = np.sqrt(2.0 * half.sum(axis=0, keepdims=True) / N_FFT**2)  # [1, T]
+    rms_db = 10.0 * np.log10(np.maximum(rms**2, _RMS_AMIN**2))  # librosa.amplitude_to_db(ref=1.0)
+    freqs = np.fft.rfftfreq(N_FFT, d=1.0 / sr).astype(np.float32)
+    centroid = (freqs[:, None] * _normalize_columns(mag, order=1)).sum(axis=0, keepdims=True)  # [1, T]
     log_centroid = np.log(np.maximum(centroid, 1.0))
-    onset = librosa.onset.onset_strength(S=log_mel, sr=sr, hop_length=HOP)[None, :]  # [1, T]
+    # librosa.onset.onset_strength(S=log_mel): mean positive first difference, frame 0 gets 0.
+    onset = np.concatenate([[0.0], np.maximum(np.diff(log_mel, axis=1), 0.0).mean(axis=0)])[None, :]
     frames = np.concatenate([log_mel, chroma, rms_db, log_centroid, onset], axis=0).T  # [T, 143]
     return np.ascontiguousarray(frames, dtype=np.float32)
 

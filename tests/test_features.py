@@ -123,3 +123,48 @@ def test_normalization_round_trip() -> None:
         normalize(frames=frames[:, :10], mean=mean, std=std)
     with pytest.raises(ParameterError):
         fit_normalization(frames=frames[:1])
+
+
+def _librosa_frames(y: np.ndarray) -> np.ndarray:
+    """The features as librosa's own calls compute them (what the numpy version replaces)."""
+    import librosa
+
+    mag = np.abs(librosa.stft(y, n_fft=2048, hop_length=HOP, center=True))
+    power = mag**2
+    mel = librosa.filters.mel(sr=SR, n_fft=2048, n_mels=128) @ power
+    log_mel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+    chroma = librosa.feature.chroma_stft(S=power, sr=SR, tuning=0.0, n_chroma=12)
+    rms = librosa.amplitude_to_db(
+        librosa.feature.rms(S=mag, frame_length=2048), ref=1.0, amin=1e-5, top_db=None
+    )
+    centroid = np.log(np.maximum(librosa.feature.spectral_centroid(S=mag, sr=SR, n_fft=2048), 1.0))
+    onset = librosa.onset.onset_strength(S=log_mel, sr=SR, hop_length=HOP)[None, :]
+    return np.concatenate([log_mel, chroma, rms, centroid, onset], axis=0).T
+
+
+@pytest.mark.parametrize("seconds", [0.5, 10.0, 10.0077, 61.3])
+def test_numpy_features_equal_librosa(seconds: float) -> None:
+    rng = np.random.default_rng(int(seconds * 10))
+    y = sine(220.0, seconds) + sine(330.0, seconds, amp=0.1) + 0.02 * rng.standard_normal(int(seconds * SR))
+    y[: int(0.2 * y.size)] = 0.0  # a silent stretch: zero columns must stay zero, not NaN
+    ours, theirs = acoustic_features(y=y.astype(np.float32)), _librosa_frames(y.astype(np.float32))
+    assert ours.shape == theirs.shape
+    # dB values within 1e-4 dB, chroma and onset within float32 rounding.
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
+
+
+def test_features_need_neither_librosa_nor_scipy_signal() -> None:
+    # A fresh `cadenza search` pays seconds to import (and JIT) these; the query path must not.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from retrieval.analysis import prepare; "
+        "from encoder.features import acoustic_features; "
+        "y = (0.1 * np.sin(np.arange(32000) / 5.0)).astype(np.float32); acoustic_features(y=prepare(y=y)); "
+        "print(sorted(m for m in ('librosa', 'scipy.signal', 'numba') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
