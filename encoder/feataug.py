@@ -36,8 +36,9 @@ from encoder.features import (
     N_MELS,
     ONSET,
     RMS,
-    SAMPLE_RATE,
     ParameterError,
+    mel_band_edges,
+    mel_filterbank,
 )
 
 _FLOOR_DB = -100.0  # = 10·log10(features._POWER_AMIN): nothing in a stored frame is below it
@@ -52,12 +53,10 @@ def _bands() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     power it stands for is ``value × bandwidth``; white noise of unit variance puts
     ``768 · sum_k fb[m, k]`` into band ``m`` (a Hann window of 2048 has ``Σw² = 768``).
     """
-    import librosa
-
-    edges = librosa.mel_frequencies(n_mels=N_MELS + 2, fmin=0.0, fmax=SAMPLE_RATE / 2)  # [130]
+    edges = mel_band_edges()  # [130]
     centres = edges[1:-1]
     width = (edges[2:] - edges[:-2]) / 2.0
-    fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)  # [128, 1025]
+    fb = mel_filterbank()  # [128, 1025]
     white = 0.375 * N_FFT * fb.sum(axis=1)  # Σw² = 0.375·N for a Hann window
     # Noise power in a band is a weighted sum of exponential FFT-bin powers: a Gamma with this
     # many degrees of freedom (few in the narrow low bands, where noisy frames flicker most).

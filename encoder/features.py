@@ -116,10 +116,15 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), (200.0 / 3) * m)
 
 
+def mel_band_edges() -> np.ndarray:
+    """``librosa.mel_frequencies(n_mels=130, fmax=8000)``: the 128 bands' edges and centres in Hz."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2))
+
+
 def _mel_filterbank() -> np.ndarray:
     """``librosa.filters.mel(sr=16000, n_fft=2048, n_mels=128)`` (Slaney scale and area norm) in numpy."""
     fft_hz = np.fft.rfftfreq(N_FFT, d=1.0 / SAMPLE_RATE)
-    mel_hz = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2))
+    mel_hz = mel_band_edges()
     ramps = mel_hz[:, None] - fft_hz[None, :]
     fdiff = np.diff(mel_hz)
     lower = -ramps[:-2] / fdiff[:-1, None]
@@ -155,6 +160,11 @@ def _filterbanks() -> tuple[np.ndarray, np.ndarray]:
     mel.flags.writeable = False
     chroma.flags.writeable = False
     return mel, chroma
+
+
+def mel_filterbank() -> np.ndarray:
+    """The mel filterbank [128, 1025] float32 the features use (read-only)."""
+    return _filterbanks()[0]
 
 
 @functools.cache
