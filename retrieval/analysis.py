@@ -192,7 +192,7 @@ def prepare(*, y: np.ndarray, sr: int = SAMPLE_RATE, use_denoise: bool = False) 
 
 
 def warm_up() -> None:
-    """Import and JIT-load what analysis needs (librosa, numba caches, scipy.signal, pyloudnorm) on 1 s
+    """Import and warm what analysis needs (numpy FFT plans, BLAS) on 1 s
     of tone, so a process pays it once, up front, and per-track stage times are steady-state."""
     from encoder.features import acoustic_features
 
