@@ -103,7 +103,7 @@ def _check_audio(*, y: np.ndarray, sr: int) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz, log above."""
     f = np.asarray(f, dtype=np.float64)
     mel = f / (200.0 / 3)
