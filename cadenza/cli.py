@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("assistant.cli", "run the web app (chat, library, JSON API)"),
     "ingest": ("retrieval.cli", "add audio files or folders to the library (idempotent)"),
     "search": ("retrieval.cli", "find moments like an audio clip or a library moment"),
+    "path": ("retrieval.cli", "a path of moments stepping from one library moment to another"),
     "library": ("retrieval.cli", "list the tracks in the library"),
     "remove": ("retrieval.cli", "delete a track and its segments"),
     "reindex": ("retrieval.cli", "re-embed segments made by another model version"),

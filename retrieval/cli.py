@@ -1,4 +1,4 @@
-"""``cadenza ingest | search | library | remove | reindex``."""
+"""``cadenza ingest | search | library | remove | reindex | path``."""
 
 from __future__ import annotations
 
@@ -42,6 +42,24 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("track_id", type=int, help="id from `cadenza library`")
     elif name == "reindex":
         parser.add_argument("--workers", type=int, default=2, help="decode/embed processes (default 2)")
+    elif name == "path":
+        parser.add_argument(
+            "--from",
+            dest="from_",
+            required=True,
+            type=_moment_type("from"),
+            metavar="ID:SECONDS",
+            help="the first moment",
+        )
+        parser.add_argument(
+            "--to", required=True, type=_moment_type("to"), metavar="ID:SECONDS", help="the last moment"
+        )
+        parser.add_argument(
+            "--steps", type=int, default=5, help="passages on the path, both ends included (2-20)"
+        )
+        parser.add_argument(
+            "--json", action="store_true", help='print {"steps": [...]} as POST /api/path returns it'
+        )
     elif name == "search":
         parser.add_argument("audio", nargs="?", type=Path, help="an audio clip (3 s – 10 min)")
         parser.add_argument(
@@ -238,7 +256,49 @@ def _search(settings: Any, db: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def moment_arg(raw: str, name: str) -> tuple[int, float]:
+    """ "12:30.5" → (12, 30.5): a track id and seconds into it."""
+    track, sep, seconds = raw.partition(":")
+    try:
+        tid, at = int(track), float(seconds) if sep else 0.0
+    except ValueError:
+        raise InputError(
+            f"--{name} {raw!r} is not ID:SECONDS; give e.g. --{name} 12:30 (track 12 at 30 s)"
+        ) from None
+    if tid <= 0 or not 0 <= at < float("inf"):
+        raise InputError(f"--{name} {raw!r}: the track id must be positive and the seconds ≥ 0")
+    return tid, at
+
+
+def _moment_type(name: str) -> Any:
+    """An argparse type: a bad ID:SECONDS is a one-line usage error before any database is opened."""
+
+    def parse(raw: str) -> tuple[int, float]:
+        try:
+            return moment_arg(raw, name)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _path(settings: Any, db: Any, args: argparse.Namespace) -> int:
+    from retrieval.moment_path import moment_path
+
+    start, end = args.from_, args.to
+    embedder, _ = _embedder(settings)
+    steps = moment_path(db=db, embedder=embedder, start=start, end=end, steps=args.steps)
+    if args.json:
+        print(json.dumps({"steps": [s.to_json() for s in steps]}, indent=2))
+        return 0
+    for i, s in enumerate(steps, start=1):
+        like = "start" if i == 1 else f"likeness {s.likeness * 100:.0f}% to the step before"
+        print(f"{i:2d}. track {s.track_id} {s.start:.1f}–{s.end:.1f} s  {s.title}  ({like})")
+    return 0
+
+
 _COMMANDS = {
+    "path": _path,
     "ingest": _ingest,
     "library": _library,
     "remove": _remove,

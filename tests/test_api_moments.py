@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
@@ -114,3 +118,33 @@ def test_the_openapi_schema_types_map_and_path(client):
     assert set(schema["components"]["schemas"][name]["properties"]) == {"from", "to", "steps"}
     ok = schema["paths"]["/api/map"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert "$ref" in ok
+
+
+def test_cadenza_path_prints_what_the_api_returns(client, library, app_settings):
+    a, b = library.ids["Study 1"], library.ids["Study 3"]
+    api = client.post(
+        "/api/path", json={"from": {"track_id": a, "start": 2}, "to": {"track_id": b, "start": 8}, "steps": 3}
+    )
+    env = {**os.environ, "CADENZA_HOME": str(app_settings.paths.home), "CADENZA_DATABASE_URL": library.db.url}
+    cmd = [
+        sys.executable,
+        "-m",
+        "cadenza",
+        "-q",
+        "path",
+        "--from",
+        f"{a}:2",
+        "--to",
+        f"{b}:8",
+        "--steps",
+        "3",
+    ]
+    out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == api.json()
+    text = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert text.returncode == 0 and len(text.stdout.strip().splitlines()) == 3 and "Study 1" in text.stdout
+    bad = subprocess.run(
+        [*cmd[:5], "nine", "--to", "1:2"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert bad.returncode == 2 and "ID:SECONDS" in bad.stderr and "Traceback" not in bad.stderr
