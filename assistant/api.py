@@ -222,6 +222,13 @@ async def api_chat(request: Request, svc: Services) -> Response[dict[str, Any]]:
             "state": state_of_json(result.turn.request).to_json() if result.turn.request else None,
         }
         return Response(body, cookies=cookies)
+    if result.turn.meta.get("path") is not None:  # "a path from #1 to #4": a reply with the path
+        body = {
+            "conversation_id": str(result.conversation_id), "message_id": result.note_id, "parser": result.parser,
+            "reply": result.turn.content, "path": {"steps": result.turn.meta["path"]}, "refused": False,
+            "refined": False,
+        }  # fmt: skip
+        return Response(body, cookies=cookies)
     body = await _explained(svc, result.conversation_id, result.turn, parser=result.parser)
     body["refined"] = result.refined
     body["refused"] = False

@@ -19,7 +19,7 @@ from markupsafe import Markup
 from assistant import browse, clips, conversations, describe
 from assistant.chat import Services
 from assistant.media import track_path
-from assistant.pictures import timeline_svg
+from assistant.pictures import moment_strip_svg, timeline_svg
 from cadenza.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -101,4 +101,50 @@ async def ab_panel(svc: Services, conversation_id: str, message_id: int, rank: i
     return Template("_ab.html", context={"ab": ctx})
 
 
-HANDLERS = [ab_panel]
+def map_context(svc: Services, conversation_id: uuid.UUID, message_id: int) -> dict[str, Any]:
+    """The moment map of an answer: the query's own track (a library moment) and each result's track."""
+    from assistant.chat import load_passage
+    from assistant.followups import request_from_json
+    from retrieval.moment_map import moment_map
+
+    turn = conversations.turn(svc.db, conversation_id, message_id)
+    if turn.request is None or turn.response is None:
+        raise NotFound(f"message {message_id} has no search to map")
+    audio = load_passage(svc.settings, turn.audio_ref) if turn.audio_ref else None
+    request = request_from_json(turn.request, audio=audio)
+    results = turn.response.get("results") or []
+    tracks = list(dict.fromkeys(int(r["track_id"]) for r in results))
+    strips = moment_map(db=svc.db, embedder=svc.embedder, request=request, tracks=tracks)
+    rank_of = {int(r["track_id"]): int(r["rank"]) for r in results}
+    every = [v for st in strips for v in st.likeness]
+    scale = (min(every), max(every)) if every else (0.0, 1.0)
+    rows = []
+    for st in strips:
+        top = sorted(range(len(st.likeness)), key=lambda i: -st.likeness[i])[:3]
+        rows.append(
+            {
+                "track_id": st.track_id, "title": st.title, "own": st.own, "rank": rank_of.get(st.track_id),
+                "svg": Markup(
+                    moment_strip_svg(
+                        starts=st.starts, likeness=st.likeness, duration_s=st.duration_s,
+                        label=f"likeness along {st.title}", scale=scale,
+                    )
+                ),
+                "peaks": [
+                    {"start": st.starts[i], "at": describe.timestamp(st.starts[i]), "likeness": st.likeness[i]}
+                    for i in sorted(top)
+                ],
+            }
+        )  # fmt: skip
+    return {"strips": rows, "message_id": message_id, "scale": scale}
+
+
+@get("/c/{conversation_id:str}/m/{message_id:int}/map", include_in_schema=False)
+async def map_panel(svc: Services, conversation_id: str, message_id: int) -> Template:
+    """The moment map of one answer: a strip per track, clickable to play from that point."""
+    cid = conversations.parse_id(conversation_id)
+    ctx = await anyio.to_thread.run_sync(map_context, svc, cid, message_id)
+    return Template("_map.html", context={"map": ctx})
+
+
+HANDLERS = [ab_panel, map_panel]

@@ -153,3 +153,40 @@ def timeline_svg(
         )
     out.append("</svg>")
     return "".join(out)
+
+
+def moment_strip_svg(
+    *,
+    starts: Sequence[float],
+    likeness: Sequence[float],
+    duration_s: float,
+    label: str,
+    width: int = 600,
+    height: int = 30,
+) -> str:
+    """One track's moment map: a cell per stored window (from its start to the next one), darker where
+    the window is more alike to the query; the best window outlined. Clicks are read by app.js."""
+    dur = max(duration_s, 1e-3)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="moment-strip" width="100%" height="{height}"'
+        f' viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" aria-label="{escape(label)}"'
+        f' data-duration="{dur:.2f}">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#f1f1f7"/>',
+    ]
+    best = int(np.argmax(likeness)) if len(likeness) else -1
+    for i, (s, v) in enumerate(zip(starts, likeness, strict=True)):
+        nxt = starts[i + 1] if i + 1 < len(starts) else min(dur, s + 10.0)
+        x0, x1 = width * s / dur, width * max(nxt, s + 0.5) / dur
+        out.append(
+            f'<rect x="{x0:.1f}" y="2" width="{max(x1 - x0, 1.0):.1f}" height="{height - 4}" fill="#3949ab"'
+            f' fill-opacity="{0.08 + 0.92 * min(max((float(v) - lo) / span, 0.0), 1.0):.2f}"><title>{s:.0f} s: likeness {float(v) * 100:.0f}%</title></rect>'
+        )
+    if best >= 0:
+        s = starts[best]
+        x0, x1 = width * s / dur, width * min(dur, s + 10.0) / dur
+        out.append(
+            f'<rect class="best" x="{x0:.1f}" y="1" width="{max(x1 - x0, 1.0):.1f}" height="{height - 2}"'
+            ' fill="none" stroke="#ff8f00" stroke-width="2"/>'
+        )
+    out.append("</svg>")
+    return "".join(out)

@@ -395,3 +395,28 @@ def interpret(
     if not_understood(text, fu):
         return "not_understood", fu
     return "ok", fu
+
+
+# --- moment paths (issue 17) -------------------------------------------------------------------------
+
+#: Passages on a path asked for without a count ("a path from #1 to #4"), both ends included.
+DEFAULT_PATH_STEPS = 5
+_PATH = re.compile(
+    r"\bpath\s+(?:of\s+(?P<n1>\d{1,2})\s+(?:steps?|moments?|passages?)\s+)?from\s+#?(?P<a>\d{1,3})\s+"
+    r"(?:to|towards?|into)\s+#?(?P<b>\d{1,3})(?:\s+(?:in|with)\s+(?P<n2>\d{1,2})\s+(?:steps?|moments?|passages?))?",
+    re.IGNORECASE,
+)
+_PATH_COUNT_FIRST = re.compile(r"\b(?P<n>\d{1,2})[- ](?:step|moment|passage)\s+path\b", re.IGNORECASE)
+
+
+def parse_path(text: str) -> tuple[int, int, int] | None:
+    """ "a path from #1 to #4" → (1, 4, 5); "a 7-step path from 2 to 3" → (2, 3, 7); else None.
+
+    The ranks are results of the answer the message is about; the count includes both ends.
+    """
+    m = _PATH.search(text)
+    if m is None:
+        return None
+    counted = _PATH_COUNT_FIRST.search(text)
+    n = m.group("n1") or m.group("n2") or (counted.group("n") if counted else None)
+    return int(m.group("a")), int(m.group("b")), int(n) if n else DEFAULT_PATH_STEPS

@@ -29,6 +29,18 @@ def explanation_html(markdown: str, meta: dict[str, Any], *, message_id: int) ->
     return Markup("".join(parts))
 
 
+def path_steps(db: Database, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The steps of a moment path as the queue shows them (a removed track says so)."""
+    present = existing_tracks(db, {int(s["track_id"]) for s in steps})
+    return [
+        {
+            **s, "n": i, "range": describe.time_range(float(s["start"]), float(s["end"])),
+            "removed": int(s["track_id"]) not in present,
+        }
+        for i, s in enumerate(steps, start=1)
+    ]  # fmt: skip
+
+
 def existing_tracks(db: Database, track_ids: set[int]) -> set[int]:
     """Which of ``track_ids`` are still in the library (an old answer may cite a removed track)."""
     if not track_ids:
@@ -63,6 +75,8 @@ def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, An
     if turn.role == "assistant" and turn.response is None:
         ctx["note"] = turn.content
         ctx["refined"] = turn.meta.get("refined")  # the answer a "not #3" refined in place
+        if turn.meta.get("path"):
+            ctx["path"] = path_steps(db, turn.meta["path"])
         return ctx
     if turn.response is None:
         return ctx

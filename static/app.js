@@ -57,8 +57,9 @@
     if (!(a instanceof HTMLAudioElement)) return;
     var stopAt = parseFloat(a.dataset.stopAt || "");
     if (!isNaN(stopAt) && a.currentTime >= stopAt) {
-      a.pause();
       a.dataset.stopAt = "";
+      a.dataset.reached = "1";  // stopped at the end of its range, not by hand
+      a.pause();
     }
   }, true);
 
@@ -128,7 +129,58 @@
     if (mine && x.dataset.stopAt === "") abLabel(panel, "");
   }, true);
 
+  // --- a moment path plays as a queue: each step's 10 s, then the next -----------------------
+  function pathPlayStep(note, i) {
+    var steps = note.querySelectorAll(".path-step:not(.removed)");
+    note.querySelectorAll(".path-step.playing").forEach(function (x) { x.classList.remove("playing"); });
+    var say = note.querySelector(".path-now");
+    if (i >= steps.length) { note.dataset.pathAt = ""; say.textContent = "The path has ended."; return; }
+    var step = steps[i], audio = step.querySelector("audio");
+    note.dataset.pathAt = String(i);
+    step.classList.add("playing");
+    say.textContent = "Step " + (i + 1) + " of " + steps.length + ": " + step.querySelector(".title").textContent;
+    playRange(audio, parseFloat(step.dataset.start), parseFloat(step.dataset.end));
+  }
+
+  // A step that reached its end (not one paused by hand) hands over to the next.
+  document.addEventListener("pause", function (e) {
+    var x = e.target;
+    if (!(x instanceof HTMLAudioElement) || !x.classList.contains("path-audio")) return;
+    var note = x.closest(".msg.path");
+    if (!note || note.dataset.pathAt === "" || note.dataset.pathAt == null) return;
+    var steps = note.querySelectorAll(".path-step:not(.removed)");
+    var i = parseInt(note.dataset.pathAt, 10);
+    if (steps[i] && steps[i].querySelector("audio") === x && x.dataset.stopAt === "" && x.dataset.reached === "1") {
+      x.dataset.reached = "";
+      pathPlayStep(note, i + 1);
+    }
+  }, true);
+
+  function playFree(audio, at) {
+    whenReady(audio, function () {
+      audio.dataset.free = "1";
+      audio.dataset.stopAt = "";
+      audio.currentTime = at;
+      var p = audio.play();
+      if (p && p.catch) p.catch(function () {});
+    });
+  }
+
   document.addEventListener("click", function (e) {
+    var strip = e.target.closest(".map-strip");
+    if (strip) {
+      // A click on a moment map plays that track from the clicked point.
+      var svg = strip.querySelector("svg"), audio = document.querySelector(strip.dataset.audio);
+      if (svg && audio) {
+        var r = svg.getBoundingClientRect();
+        var at = Math.max(0, (e.clientX - r.left) / r.width) * parseFloat(svg.dataset.duration);
+        document.querySelectorAll(".map-audio").forEach(function (x) { if (x !== audio) x.pause(); });
+        playFree(audio, at);
+      }
+      return;
+    }
+    var pp = e.target.closest(".path-play");
+    if (pp) { pathPlayStep(pp.closest(".msg.path"), 0); return; }
     var abt = e.target.closest(".ab-toggle");
     if (abt) { abSwitch(abt.closest(".ab-panel")); return; }
     var abs = e.target.closest(".ab-stop");

@@ -267,3 +267,40 @@ def test_play_ab_switches_between_query_and_match_at_the_same_relative_position(
     panel.locator(".ab-stop").click()
     assert panel.locator(".ab-toggle").get_attribute("aria-pressed") == "false"
     assert errors == [], errors
+
+
+@pytest.mark.parametrize("width,height", [(1280, 900), (390, 844)])
+def test_open_the_moment_map_and_play_a_path(page, base_url, tmp_path, width, height):
+    errors = console_errors(page)
+    page.set_viewport_size({"width": width, "height": height})
+    answer = ask_with_a_clip(page, base_url, tmp_path, track=2)
+    # The moment map: a strip per track, a click plays that track from the clicked point.
+    answer.locator("details.map summary").click()
+    answer.locator(".moment-map .map-row").first.wait_for()
+    rows = answer.locator(".map-row")
+    assert rows.count() == answer.locator(".card").count()
+    strip = rows.first.locator(".map-strip svg")
+    box = strip.bounding_box()
+    strip.click(position={"x": box["width"] * 0.5, "y": box["height"] / 2})
+    wait_until(page, "[...document.querySelectorAll('.map-audio')].some(a => !a.paused && a.currentTime > 0)")
+    duration = float(strip.get_attribute("data-duration"))
+    at = rows.first.locator("audio").evaluate("a => a.currentTime")
+    assert abs(at - duration * 0.5) < 2.0, (at, duration)
+    assert horizontal_overflow(page) <= 0
+    page.screenshot(path=str(artifacts_dir() / f"map-{width}.png"))
+    # A path from the chat: a queue that plays step after step.
+    page.fill("#message", "a path from #1 to #3 in 4 steps")
+    page.click("#send")
+    note = page.locator(".msg.path").last
+    note.locator(".path-step").first.wait_for()
+    assert note.locator(".path-step").count() == 4
+    assert page.evaluate("document.activeElement && document.activeElement.matches('.msg.path')")
+    note.locator(".path-play").click()
+    wait_until(
+        page,
+        "(() => { const a = document.querySelector('.msg.path .path-step.playing audio'); return a && !a.paused; })()",
+    )
+    assert "Step 1 of 4" in note.locator(".path-now").inner_text()
+    assert horizontal_overflow(page) <= 0
+    page.screenshot(path=str(artifacts_dir() / f"path-{width}.png"))
+    assert errors == [], errors

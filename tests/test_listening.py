@@ -115,3 +115,50 @@ def test_a_moment_query_compares_with_the_library_moment(client, library):
     body = client.get(f"/c/{cid}/m/{mid}/ab/1").text
     assert f'class="ab-audio-a" preload="none" src="/audio/{tid}"' in body
     assert 'data-a-start="6.0"' in body
+
+
+def test_the_moment_map_of_an_answer_has_the_own_track_and_each_result(client, library):
+    tid = library.ids["Study 3"]
+    r = client.post(
+        "/chat/messages",
+        data={"ref_track": str(tid), "ref_start": "8", "k": "3"},
+        headers={"HX-Request": "true"},
+    )
+    cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
+    mid = re.search(r'data-message="(\d+)"', r.text).group(1)
+    assert f'hx-get="/c/{cid}/m/{mid}/map"' in r.text
+    cards = [
+        int(t) for t in re.findall(r'class="card[^"]*" id="[^"]+" data-rank="\d+" data-track="(\d+)"', r.text)
+    ]
+    body = client.get(f"/c/{cid}/m/{mid}/map").text
+    rows = [int(t) for t in re.findall(r'class="map-row" data-track="(\d+)"', body)]
+    assert rows == [tid, *cards]  # the query's own track first, then each result's
+    assert "own track" in body and body.count('class="moment-strip"') == len(rows)
+    assert body.count('class="best"') == len(rows) and "style=" not in body
+    own_peaks = body.split('class="map-row"')[1]
+    assert re.search(
+        r'data-start="(?:6|8|10)\.0"', own_peaks
+    )  # the passage itself is among its closest windows
+
+
+def test_a_path_from_the_chat_is_a_playable_queue(client, library):
+    cid, _ = _ask(client, k="3")
+    r = client.post(
+        "/chat/messages",
+        data={"text": "a path from #1 to #3 in 4 steps", "conversation_id": cid},
+        headers={"HX-Request": "true"},
+    )
+    assert r.status_code == 200, r.text
+    assert 'class="msg assistant note path"' in r.text and "A path of 4 moments from #1" in r.text
+    assert r.text.count('class="path-step') == 4 and 'class="path-play"' in r.text
+    assert r.text.count("to the step before") == 3
+    bad = client.post(
+        "/chat/messages",
+        data={"text": "a path from #1 to #9", "conversation_id": cid},
+        headers={"HX-Request": "true"},
+    )
+    assert bad.status_code == 400 and "no #9" in bad.text
+    api = client.post("/api/chat", json={"conversation_id": cid, "message": "a path from #3 to #1"})
+    assert api.status_code == 200, api.text
+    steps = api.json()["path"]["steps"]
+    assert len(steps) == 5 and all(set(s) == {"track_id", "start", "end", "title", "likeness"} for s in steps)
