@@ -161,11 +161,16 @@ def moment_strip_svg(
     likeness: Sequence[float],
     duration_s: float,
     label: str,
+    scale: tuple[float, float] = (0.0, 1.0),
     width: int = 600,
     height: int = 30,
 ) -> str:
     """One track's moment map: a cell per stored window (from its start to the next one), darker where
-    the window is more alike to the query; the best window outlined. Clicks are read by app.js."""
+    the window is more alike to the query; the best window outlined. Clicks are read by app.js.
+
+    ``scale``: the likeness drawn palest and darkest (a map's own range, so its contrast shows)."""
+    lo, hi = scale
+    span = max(hi - lo, 1e-6)
     dur = max(duration_s, 1e-3)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="moment-strip" width="100%" height="{height}"'
