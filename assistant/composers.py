@@ -121,7 +121,8 @@ def find_mentions(text: str, vocabulary: Sequence[str]) -> list[Mention]:
 
 
 _NEGATED_BEFORE = re.compile(
-    r"\b(?:no|not|without|except|exclude|excluding|avoid|other than|anything but|nothing by|fewer|less)"
+    r"\b(?:no|not|without|except|exclude|excluding|avoid|other than|anything but|nothing by|fewer|less"
+    r"|leave out|skip|drop|remove|lose|ditch|get rid of|take out|minus)"
     r"(?: (?:by|from|any|more|of|composed by|written by|pieces by|music by))*\s*$"
 )
 _LIST_JOIN = re.compile(r"^\s*(?:,|or|and|nor|, or|, and|, nor)?\s*(?:by |from )?$")

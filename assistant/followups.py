@@ -63,7 +63,7 @@ def parse_with_llm(
     ]
     try:
         args = llm.tool_call(messages=messages, tool=REFINE_TOOL)
-        followup = validate_followup(args)
+        followup = _library_names(validate_followup(args), composers)
         bad = [r for r in (*followup.like, *followup.unlike) if r > n_results]
         if bad:
             raise ValueError(f"the call names results {bad} but only {n_results} were shown")
@@ -71,6 +71,35 @@ def parse_with_llm(
     except Exception as exc:  # any failure of the model: the rules still answer
         log.warning("LLM follow-up parse failed (%s); using the rule-based parser", exc)
         return parse_rules(text, composers=composers, eras=eras), "rules"
+
+
+def _library_names(followup: FollowUp, composers: Sequence[str]) -> FollowUp:
+    """The model's composer names as the library spells them ("Bach" → "Johann Sebastian Bach").
+
+    A name that fits no library composer, or several, makes the call invalid (the rules answer,
+    and ask about an ambiguous name), so a filter never silently matches nothing.
+    """
+    from assistant.composers import find_mentions
+
+    def stored(names: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for name in names:
+            if name in composers:
+                out.append(name)
+                continue
+            found = [m for m in find_mentions(name, composers) if not m.ambiguous]
+            if len(found) != 1:
+                raise ValueError(f"the call names a composer {name!r} that is not one library composer")
+            out.append(found[0].names[0])
+        return tuple(dict.fromkeys(out))
+
+    if not composers:
+        return followup
+    return replace(
+        followup,
+        only_composers=stored(followup.only_composers),
+        exclude_composers=stored(followup.exclude_composers),
+    )
 
 
 # --- applying a follow-up -------------------------------------------------------------------------

@@ -32,11 +32,14 @@ _RANK = (
 #: Words that take results away: ranks after them are subtracted ("not #3", "drop the second").
 _NEGATION = (
     r"\b(?:but not|not|except|without|unlike|less like|minus"
-    r"|drop|remove|hide|skip|exclude|ditch|get rid of|take out|leave out|throw out)\b"
+    r"|drop|remove|hide|skip|exclude|ditch|get rid of|take out|leave out|throw out|lose)\b"
 )
 #: The whole negated part is "this one" / "that result" / "it": the listener means the top result.
 _THIS_ONE = rf"^\s*(?:the\s+)?(?:this|that|it){_THING}\s*(?:please)?\s*[.!?,]*\s*$"
-_NOT = r"(?:no|not|without|except|but not|exclude|avoid|nothing|anything but)"
+_NOT = (
+    r"(?:no|not|without|except|but not|exclude|avoid|nothing|anything but"
+    r"|leave out|skip|drop|remove|lose|ditch|get rid of|take out|minus)"
+)
 
 
 def _ranks(fragment: str) -> list[int]:
@@ -172,7 +175,8 @@ def _emphasis(t: str) -> str:
         if re.search(
             rf"\b(?:focus(?:ing)?|concentrate|emphasi[sz]e|prioriti[sz]e|weight|stress|more weight)\s+(?:on\s+)?(?:the\s+)?(?:more\s+)?{word}\b"
             rf"|\b(?:more|stronger)\s+(?:about\s+)?(?:the\s+)?{word}\b|\b{word}\s+(?:over|before|rather than|more than)\b"
-            rf"|\b{word}\s+matters?\s+more\b|\bsame\s+{word}\b.*\bany\s+{other}\b|\b{word}\s+first\b"
+            rf"|\b{word}\s+matters?\s+more\b|\bcare\s+(?:more\s+)?about\s+(?:the\s+)?{word}\b"
+            rf"|\bmatch\s+(?:the\s+)?{word}\b|\bsame\s+{word}\b.*\bany\s+{other}\b|\b{word}\s+first\b"
             rf"|\b(?:less|ignore|any|not the|forget)\s+(?:the\s+)?{other}\b",
             t,
         ):
@@ -184,7 +188,8 @@ def _diversity(t: str) -> float | None:
     if re.search(
         r"\b(?:same composer|one composer|same piece|same work|repeats?)\s+(?:is|are)\s+(?:fine|ok|okay|allowed|good)"
         r"|\b(?:less|no)\s+(?:variety|diversity)\b|\bless (?:varied|diverse)\b"
-        r"|\b(?:don'?t|do not) mind (?:the )?same composer|\ballow (?:the )?same composer",
+        r"|\b(?:don'?t|do not) mind (?:the )?same composer|\ballow (?:the )?same composer"
+        r"|\b(?:fine|ok|okay) if (?:it'?s |they'?re )?(?:by )?the same composer",
         t,
     ):
         return DIVERSITY_LESS
@@ -235,7 +240,7 @@ def _eras(t: str, eras: Sequence[str]) -> tuple[list[str], list[str]]:
         e = re.escape(era.lower())
         if not re.search(rf"\b{e}\b", t):
             continue
-        if re.search(rf"\b(?:{_NOT}|less|fewer)\s+(?:any\s+)?(?:more\s+)?{e}\b", t) or re.search(
+        if re.search(rf"\b(?:{_NOT}|less|fewer)\s+(?:the\s+)?(?:any\s+)?(?:more\s+)?{e}\b", t) or re.search(
             rf"\b(?:{_NOT})\s+(?:any\s+)?(?:\w+\s+(?:or|nor|and)\s+){e}\b", t
         ):
             excluded.append(era)

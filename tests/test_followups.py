@@ -189,3 +189,13 @@ def test_exclusion_only_follow_ups(phrase, only_excludes):
     assert followup.only_excludes is only_excludes, followup
     if phrase in ("not that slow", "show me the first 5 results"):
         assert followup.like == () and followup.unlike == ()  # no rank in "that slow" / "the first 5"
+
+
+def test_the_models_composer_names_are_mapped_to_the_library(fake, llm):
+    fake.script(Step.tool({"only_composers": ["J.S. Bach"]}))
+    followup, parser = parse_with_llm("just the cantor of Leipzig", llm=llm, composers=COMPOSERS)
+    assert parser == "llm" and followup.only_composers == ("Johann Sebastian Bach",)
+    # A name the library does not have is no filter that silently matches nothing: the rules answer.
+    fake.script(Step.tool({"only_composers": ["Vivaldi"]}))
+    followup, parser = parse_with_llm("only Vivaldi", llm=llm, composers=COMPOSERS)
+    assert parser == "rules" and followup.only_composers == ()

@@ -41,3 +41,13 @@ def llm():
 def test_tool_calling_path_produces_the_same_states(llm):
     rows = tool_outcomes(DATA, llm)
     assert [(m["text"], got[0]) for m, got in rows if not outcome(m, got)] == []
+
+
+def test_the_second_set_and_opposite_readings():
+    from bench.phrasing import HELDOUT
+
+    rows = rule_outcomes(load(HELDOUT))
+    assert accuracy(rows)["all"]["accuracy"] >= 0.95
+    # Its first run read these as the opposite filter, silently: never again.
+    wrong = {m["text"] for m, got in rows if not outcome(m, got)}
+    assert not wrong & {"leave out Beethoven", "skip the Baroque stuff", "lose number 4"}
