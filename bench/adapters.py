@@ -35,7 +35,7 @@ def filtered_candidates(
     guarantee (``min_tracks = k``); rows come back best first. ``iterative`` / ``scan`` override
     what the server supports and search's :data:`~retrieval.search.ITERATIVE_SCAN` (bench/routes.py).
     """
-    from retrieval.ingest import autocommit
+    from cadenza.db import autocommit
     from retrieval.search import (
         EF_SEARCH_MAX,
         ITERATIVE_SCAN,

@@ -148,7 +148,7 @@ def copy_segments(
     """
     from pgvector import Vector
 
-    from retrieval.store import f16_bytes
+    from cadenza.db import f16_bytes
 
     flat = [1.0 / 12] * 12
     cols = ", ".join(c for c, _ in SEGMENT_COPY_COLUMNS)
@@ -174,7 +174,7 @@ def copy_segments(
 
 def copy_track_chroma(conn, rows: Iterable[tuple[int, float, np.ndarray]]) -> None:
     """Rows of (track id, fps, chroma ``[frames, 12]``), stored as ingest does (float16 little-endian)."""
-    from retrieval.store import f16_bytes
+    from cadenza.db import f16_bytes
 
     with (
         conn.cursor() as cur,

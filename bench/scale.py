@@ -312,7 +312,7 @@ def train_cells_for(vectors: np.ndarray, *, seed: int) -> tuple[np.ndarray | Non
 
 def exact_route_ms(db, *, queries: np.ndarray, filters: list, n: int = 100) -> list[float]:
     """Latency of retrieval's exact filtered route (best 3 windows of the nearest tracks) per query."""
-    from retrieval.ingest import autocommit
+    from cadenza.db import autocommit
     from retrieval.search import exact_per_track, filter_sql
 
     times = []
@@ -333,8 +333,8 @@ def search_stages(db, *, embedder: Any, clips: list[Path], warmup: int = 2) -> d
     measured first, as ingest does after adding tracks: search would otherwise measure it
     inside the first query.
     """
+    from cadenza.db import autocommit
     from retrieval.calibration import calibrate
-    from retrieval.ingest import autocommit
 
     t0 = time.perf_counter()
     with autocommit(db) as conn, conn.transaction():

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
@@ -252,3 +253,34 @@ def database(settings: Settings, *, migrate: bool = True) -> Iterator[Database]:
         yield db
     finally:
         db.close()
+
+
+@contextmanager
+def autocommit(db: Database) -> Iterator[psycopg.Connection]:
+    """A pool connection in autocommit mode, so each ``conn.transaction()`` is a real COMMIT."""
+    with db.connection() as conn:
+        conn.commit()
+        prev = conn.autocommit
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            conn.autocommit = prev
+
+
+def scalar(conn: psycopg.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """The first column of the first row (None when there is no row)."""
+    row = conn.execute(sql, params).fetchone()  # type: ignore[call-overload]
+    return row[0] if row else None
+
+
+def f16_bytes(a: np.ndarray) -> bytes:
+    """An array as little-endian float16 bytes, for a ``bytea`` column (half the size of float32)."""
+    return np.ascontiguousarray(a, dtype="<f2").tobytes()
+
+
+def f16_array(b: bytes | memoryview | None, cols: int = 12) -> np.ndarray:
+    """The inverse of :func:`f16_bytes`: ``[rows, cols]`` float32 (no rows for NULL)."""
+    if b is None:
+        return np.zeros((0, cols), np.float32)
+    return np.frombuffer(bytes(b), dtype="<f2").reshape(-1, cols).astype(np.float32)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from retrieval.store import f16_bytes, scalar
+from cadenza.db import f16_bytes, scalar
 
 log = logging.getLogger(__name__)
 

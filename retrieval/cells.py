@@ -31,6 +31,8 @@ import numpy as np
 import psycopg
 from pgvector import Vector
 
+from cadenza.db import autocommit
+
 log = logging.getLogger(__name__)
 
 #: Segments per cell the training aims at. Small cells (about one track's worth of windows)
@@ -367,8 +369,6 @@ def maintain_cells(
     otherwise only gives segments still without a cell their nearest centroid. Cells of model
     versions that no longer have segments are removed. Returns the state (None: no cells).
     """
-    from retrieval.ingest import autocommit
-
     with autocommit(db) as conn:
         conn.execute(
             "DELETE FROM cell_training c WHERE NOT EXISTS (SELECT 1 FROM segments s WHERE s.model_version = c.model_version)"

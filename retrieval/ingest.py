@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 
 from cadenza.audio import AUDIO_EXTENSIONS, content_hash
+from cadenza.db import autocommit, scalar
 from cadenza.errors import ConfigError, InputError
 from retrieval.analysis import warm_up
 from retrieval.ingest_steps import (
@@ -35,25 +36,12 @@ from retrieval.ingest_steps import (
     spec_for,
 )
 from retrieval.metadata import load_sidecar, merge
-from retrieval.store import replace_segments, scalar, write_track
+from retrieval.store import replace_segments, write_track
 
 log = logging.getLogger(__name__)
 
 INGEST_EXTENSIONS = frozenset({".mp3", ".wav", ".flac", ".ogg", ".opus", ".m4a", ".aac"})
 assert INGEST_EXTENSIONS <= AUDIO_EXTENSIONS
-
-
-@contextmanager
-def autocommit(db: Any) -> Iterator[psycopg.Connection]:
-    """A pool connection in autocommit mode, so each ``conn.transaction()`` is a real COMMIT."""
-    with db.connection() as conn:
-        conn.commit()
-        prev = conn.autocommit
-        conn.autocommit = True
-        try:
-            yield conn
-        finally:
-            conn.autocommit = prev
 
 
 def find_audio_files(paths: Iterable[Path]) -> list[Path]:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from cadenza.db import autocommit
 from cadenza.errors import InputError
-from retrieval.ingest import autocommit
 from retrieval.query import build as build_query
 from retrieval.types import SearchRequest
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from cadenza.db import autocommit
 from cadenza.errors import InputError
-from retrieval.ingest import autocommit
 from retrieval.moment_map import as_vector, unit
 from retrieval.query import moment as load_moment
 

@@ -21,12 +21,13 @@ import numpy as np
 import psycopg
 
 from cadenza.audio import content_hash, load_audio
+from cadenza.db import f16_array
 from cadenza.errors import InputError, NotFound
 from encoder.features import CHROMA, FPS, SAMPLE_RATE
 from retrieval.analysis import prepare
 from retrieval.descriptors import KEY_NAMES, chroma_sequence, describe, frame_weights
 from retrieval.rerank import QueryProfile
-from retrieval.store import f16_array, track_chroma
+from retrieval.store import track_chroma
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from cadenza.db import autocommit, f16_array
 from cadenza.errors import InputError
 from retrieval import cells as cells_mod
 from retrieval import query as query_mod
 from retrieval.calibration import NOTHING_SIMILAR_BELOW, load_calibration
 from retrieval.descriptors import KEY_NAMES, key_index
-from retrieval.ingest import autocommit
 from retrieval.localize import localize
 from retrieval.rerank import Candidate, mmr, nms, reason, score_candidates
-from retrieval.store import f16_array, heard_composers
+from retrieval.store import heard_composers
 from retrieval.types import Filters, Result, SearchRequest, SearchResponse
 
 log = logging.getLogger(__name__)

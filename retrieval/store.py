@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from cadenza.db import f16_array, f16_bytes, scalar
 from cadenza.errors import NotFound
 from retrieval.analysis import TrackAnalysis
 from retrieval.cells import assign_cells
@@ -32,22 +33,6 @@ DESCRIPTOR_COLUMNS = (
     "key_index", "mode", "key_confidence", "tempo_bpm", "loudness_db", "brightness_hz", "onset_density",
     "valence", "arousal",
 )  # fmt: skip
-
-
-def scalar(conn: psycopg.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
-    """The first column of the first row (None when there is no row)."""
-    row = conn.execute(sql, params).fetchone()  # type: ignore[call-overload]
-    return row[0] if row else None
-
-
-def f16_bytes(a: np.ndarray) -> bytes:
-    return np.ascontiguousarray(a, dtype="<f2").tobytes()
-
-
-def f16_array(b: bytes | memoryview | None, cols: int = 12) -> np.ndarray:
-    if b is None:
-        return np.zeros((0, cols), np.float32)
-    return np.frombuffer(bytes(b), dtype="<f2").reshape(-1, cols).astype(np.float32)
 
 
 def _segment_rows(track_id: int, analysis: TrackAnalysis, cells: list[int | None]) -> list[tuple[Any, ...]]:

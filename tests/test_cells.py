@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cadenza.db import SQL_DIR, apply_migrations
+from cadenza.db import SQL_DIR, apply_migrations, autocommit
 from retrieval import cells as cells_mod
 from retrieval.analysis import SegmentData, TrackAnalysis
-from retrieval.ingest import autocommit
 from retrieval.search import filter_sql, nearest
 from retrieval.store import write_track
 from retrieval.types import Filters

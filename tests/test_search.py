@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
+from cadenza.db import autocommit
 from cadenza.errors import InputError
 from encoder.embed import Embedder
-from retrieval.ingest import autocommit, ingest
+from retrieval.ingest import ingest
 from retrieval.search import filter_sql, nearest, search
 from retrieval.store import list_tracks
 from retrieval.types import Filters, MomentRef, SearchRequest, Weights
