@@ -10,12 +10,13 @@ from functools import partial
 
 import anyio
 import msgspec
+import numpy as np
 from litestar import Request, post
 
-from assistant.chat import Services
+from assistant.chat import SR, Services
 from assistant.web import _float_or_none, _int_or_none, clip_from_form
 from cadenza.errors import InputError
-from retrieval.moment_map import DEFAULT_MAP_TRACKS, MAX_MAP_TRACKS, moment_map
+from retrieval.moment_map import DEFAULT_MAP_TRACKS, MAX_MAP_TRACKS, clip_span, moment_map
 from retrieval.moment_path import MAX_STEPS, MIN_STEPS, moment_path
 from retrieval.types import MomentRef, SearchRequest
 
@@ -38,7 +39,7 @@ class MapWindow(msgspec.Struct):
 
 
 class MapTrack(msgspec.Struct):
-    track_id: int
+    track_id: int | None  # null: the uploaded clip itself
     title: str
     duration_s: float
     own: bool
@@ -73,6 +74,14 @@ def _checked(m: Moment, name: str) -> MomentRef:
     return MomentRef(track_id=m.track_id, start_s=float(m.start))
 
 
+def _strip_part(audio: np.ndarray, start_s: float | None) -> np.ndarray:
+    """The part of an upload its own strip covers (a long one: MAX_CLIP_STRIP_S around ``start``)."""
+    seconds = audio.size / SR
+    at = start_s if start_s is not None else seconds / 2
+    lo, hi = clip_span(seconds=seconds, start_s=at, end_s=at + 10.0)
+    return audio[int(lo * SR) : int(hi * SR)]
+
+
 def _map_response(strips: list) -> MapResponse:
     return MapResponse(
         tracks=[
@@ -92,7 +101,8 @@ def _map_response(strips: list) -> MapResponse:
     description=(
         'JSON: {"reference": {"track_id", "start"}, "tracks": 5}. Or multipart: a clip in field `file` with '
         "optional `start` and `tracks`. Returns {tracks: [{track_id, title, duration_s, own, windows: "
-        "[{start, likeness}]}]}, the reference's own track first; likeness is the embedding cosine in [0, 1]."
+        "[{start, likeness}]}]}, the reference's own track first (for a clip: the clip itself, track_id null, "
+        "at most 120 s of it); likeness is the embedding cosine in [0, 1]."
     ),
     tags=["listening"],
 )
@@ -105,6 +115,7 @@ async def api_map(request: Request, svc: Services) -> MapResponse:
         n = _int_or_none(form.get("tracks"), "tracks", hi=MAX_MAP_TRACKS) or DEFAULT_MAP_TRACKS
         audio = await anyio.to_thread.run_sync(svc.decode, clip)
         req = SearchRequest(audio=audio, start_s=_float_or_none(form.get("start"), "start"))
+        own_audio = _strip_part(audio, req.start_s)
     else:
         try:
             data = msgspec.json.decode(await request.body() or b"{}", type=MapRequest)
@@ -118,10 +129,11 @@ async def api_map(request: Request, svc: Services) -> MapResponse:
             ) from None
         n = data.tracks
         req = SearchRequest(moments=(_checked(data.reference, "reference"),))
+        own_audio = None
     if not 1 <= n <= MAX_MAP_TRACKS:
         raise InputError(f"tracks must be between 1 and {MAX_MAP_TRACKS}")
     strips = await anyio.to_thread.run_sync(
-        partial(moment_map, db=svc.db, embedder=svc.embedder, request=req, n_tracks=n)
+        partial(moment_map, db=svc.db, embedder=svc.embedder, request=req, n_tracks=n, own_audio=own_audio)
     )
     return _map_response(strips)
 

@@ -101,6 +101,20 @@ async def ab_panel(svc: Services, conversation_id: str, message_id: int, rank: i
     return Template("_ab.html", context={"ab": ctx})
 
 
+def kept_audio(svc: Services, clip_id: str) -> np.ndarray | None:
+    """The kept query clip decoded (our own MP3, at 16 kHz mono), or None when it is gone."""
+    import io
+
+    import soundfile as sf
+
+    try:
+        data, _ = clips.audio_bytes(svc.db, clips.parse_id(clip_id))
+    except NotFound:
+        return None
+    y, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return np.asarray(y.mean(axis=1), dtype=np.float32)
+
+
 def map_context(svc: Services, conversation_id: uuid.UUID, message_id: int) -> dict[str, Any]:
     """The moment map of an answer: the query's own track (a library moment) and each result's track."""
     from assistant.chat import load_passage
@@ -114,8 +128,10 @@ def map_context(svc: Services, conversation_id: uuid.UUID, message_id: int) -> d
     request = request_from_json(turn.request, audio=audio)
     results = turn.response.get("results") or []
     tracks = list(dict.fromkeys(int(r["track_id"]) for r in results))
-    strips = moment_map(db=svc.db, embedder=svc.embedder, request=request, tracks=tracks)
-    rank_of = {int(r["track_id"]): int(r["rank"]) for r in results}
+    clip_id = turn.meta.get("clip_id")
+    kept = kept_audio(svc, clip_id) if clip_id and not request.moments else None
+    strips = moment_map(db=svc.db, embedder=svc.embedder, request=request, tracks=tracks, own_audio=kept)
+    rank_of: dict[int | None, int] = {int(r["track_id"]): int(r["rank"]) for r in results}
     every = [v for st in strips for v in st.likeness]
     scale = (min(every), max(every)) if every else (0.0, 1.0)
     rows = []
@@ -124,6 +140,9 @@ def map_context(svc: Services, conversation_id: uuid.UUID, message_id: int) -> d
         rows.append(
             {
                 "track_id": st.track_id, "title": st.title, "own": st.own, "rank": rank_of.get(st.track_id),
+                "key": st.track_id if st.track_id is not None else "clip",
+                "src": f"/audio/{st.track_id}" if st.track_id is not None else f"/clips/{clip_id}",
+                "href": f"/tracks/{st.track_id}" if st.track_id is not None else None,
                 "svg": Markup(
                     moment_strip_svg(
                         starts=st.starts, likeness=st.likeness, duration_s=st.duration_s,

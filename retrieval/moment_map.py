@@ -16,9 +16,12 @@ import psycopg
 
 from cadenza.db import autocommit
 from cadenza.errors import InputError
+from retrieval.analysis import HOP_FRAMES, SEGMENT_FRAMES, prepare
 from retrieval.query import build as build_query
 from retrieval.types import SearchRequest
 
+#: An uploaded clip's own strip covers at most this much of it (centred on the searched passage).
+MAX_CLIP_STRIP_S = 120.0
 #: Tracks drawn besides the query's own: enough to see where else the passage lives.
 DEFAULT_MAP_TRACKS = 5
 MAX_MAP_TRACKS = 12
@@ -28,7 +31,7 @@ MAX_MAP_TRACKS = 12
 class Strip:
     """One track's timeline: the start of each stored window and its likeness to the query."""
 
-    track_id: int
+    track_id: int | None  # None: the query clip itself (an upload, not a library track)
     title: str
     duration_s: float
     starts: tuple[float, ...]
@@ -130,6 +133,32 @@ def nearest_tracks(
     return out
 
 
+def clip_strip(*, audio: np.ndarray, embedder: Any, query: np.ndarray, title: str = "your clip") -> Strip:
+    """The query clip's own strip: its 10-s windows every 2 s (as ingest cuts a library track) and
+    their likeness to the query passage. ``audio``: mono at 16 kHz."""
+    from encoder.features import SAMPLE_RATE, acoustic_features
+
+    y = np.asarray(audio, dtype=np.float32).reshape(-1)
+    frames = acoustic_features(y=prepare(y=y), sr=SAMPLE_RATE)
+    win = min(SEGMENT_FRAMES, len(frames))
+    starts, embs = embedder.embed_track(frames=frames, win_frames=win, hop_frames=HOP_FRAMES, min_frames=win)
+    sims = window_likeness(query=query, windows=np.asarray(embs))
+    return Strip(
+        track_id=None, title=title, duration_s=y.size / SAMPLE_RATE,
+        starts=tuple(round(float(x), 2) for x in starts), likeness=tuple(round(float(v), 3) for v in sims), own=True,
+    )  # fmt: skip
+
+
+def clip_span(
+    *, seconds: float, start_s: float, end_s: float, max_s: float = MAX_CLIP_STRIP_S
+) -> tuple[float, float]:
+    """The part of a clip its strip covers: all of it, or ``max_s`` centred on the passage."""
+    if seconds <= max_s:
+        return 0.0, seconds
+    lo = min(max(0.0, (start_s + end_s) / 2 - max_s / 2), seconds - max_s)
+    return lo, lo + max_s
+
+
 def moment_map(
     *,
     db: Any,
@@ -137,9 +166,11 @@ def moment_map(
     request: SearchRequest,
     tracks: list[int] | None = None,
     n_tracks: int = DEFAULT_MAP_TRACKS,
+    own_audio: np.ndarray | None = None,
 ) -> list[Strip]:
-    """Strips for the query of ``request`` (a clip or a library moment): its own track first (a moment's
-    track, where the passage recurs), then ``tracks`` or else the ``n_tracks`` nearest other tracks."""
+    """Strips for the query of ``request`` (a clip or a library moment): its own first (a moment's
+    track, or for a clip the clip itself: ``own_audio``, else the request's audio), where the passage
+    recurs; then ``tracks`` or else the ``n_tracks`` nearest other tracks."""
     if not 1 <= n_tracks <= MAX_MAP_TRACKS:
         raise InputError(f"a moment map draws between 1 and {MAX_MAP_TRACKS} tracks besides the query's own")
     with autocommit(db) as conn:
@@ -155,4 +186,8 @@ def moment_map(
         )
         order = ([own] if own is not None else []) + others
         windows = track_windows(conn, order, model_version=embedder.model_version)
-    return strips(query=q, windows=windows, order=order, own=own)
+    out = strips(query=q, windows=windows, order=order, own=own)
+    clip = own_audio if own_audio is not None else request.audio
+    if own is None and clip is not None:
+        out.insert(0, clip_strip(audio=clip, embedder=embedder, query=q))
+    return out

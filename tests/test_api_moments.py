@@ -53,16 +53,21 @@ def test_the_map_of_a_reference_puts_its_own_track_first_and_peaks_at_the_refere
     assert starts == sorted(starts)
 
 
-def test_the_map_of_a_clip_finds_the_track_it_came_from(client, library):
+def test_the_map_of_a_clip_starts_with_the_clip_itself_then_the_track_it_came_from(client, library):
     r = client.post(
         "/api/map",
-        files={"file": ("q.wav", clip_of_track(4, start=6.0, seconds=10.0), "audio/wav")},
-        data={"tracks": "2"},
+        files={"file": ("q.wav", clip_of_track(4, start=4.0, seconds=20.0), "audio/wav")},
+        data={"tracks": "2", "start": "4"},
     )
     assert r.status_code == 200, r.text
     tracks = r.json()["tracks"]
-    assert len(tracks) == 2 and not any(t["own"] for t in tracks)
-    assert tracks[0]["track_id"] == library.ids["Study 4"]
+    assert len(tracks) == 3 and [t["own"] for t in tracks] == [True, False, False]
+    own = tracks[0]
+    assert own["track_id"] is None and own["duration_s"] == 20.0
+    assert [w["start"] for w in own["windows"]] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    best = max(own["windows"], key=lambda w: w["likeness"])
+    assert best["start"] == 4.0 and best["likeness"] > 0.95  # the searched passage is where it recurs best
+    assert tracks[1]["track_id"] == library.ids["Study 4"]
 
 
 @pytest.mark.parametrize(

@@ -278,7 +278,8 @@ def test_open_the_moment_map_and_play_a_path(page, base_url, tmp_path, width, he
     answer.locator("details.map summary").click()
     answer.locator(".moment-map .map-row").first.wait_for()
     rows = answer.locator(".map-row")
-    assert rows.count() == answer.locator(".card").count()
+    assert rows.count() == answer.locator(".card").count() + 1  # the clip itself first, then each result
+    assert "recurs" in rows.first.inner_text()
     strip = rows.first.locator(".map-strip svg")
     box = strip.bounding_box()
     strip.click(position={"x": box["width"] * 0.5, "y": box["height"] / 2})

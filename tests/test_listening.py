@@ -133,7 +133,7 @@ def test_the_moment_map_of_an_answer_has_the_own_track_and_each_result(client, l
     body = client.get(f"/c/{cid}/m/{mid}/map").text
     rows = [int(t) for t in re.findall(r'class="map-row" data-track="(\d+)"', body)]
     assert rows == [tid, *cards]  # the query's own track first, then each result's
-    assert "own track" in body and body.count('class="moment-strip"') == len(rows)
+    assert "Where your passage recurs" in body and body.count('class="moment-strip"') == len(rows)
     assert body.count('class="best"') == len(rows) and "style=" not in body
     own_peaks = body.split('class="map-row"')[1]
     assert re.search(

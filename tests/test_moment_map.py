@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.moment_map import strips, window_likeness
+from retrieval.moment_map import clip_span, strips, window_likeness
 
 
 def test_likeness_is_cosine_clipped_to_zero_one():
@@ -24,3 +24,10 @@ def test_strips_follow_the_order_with_the_own_track_flagged_and_missing_tracks_s
     assert [s.track_id for s in out] == [7, 3] and out[0].own and not out[1].own
     assert out[0].to_json()["windows"] == [{"start": 0.0, "likeness": 1.0}, {"start": 2.0, "likeness": 0.0}]
     assert out[1].to_json()["title"] == "Other"
+
+
+def test_a_long_clip_strip_covers_two_minutes_around_the_passage():
+    assert clip_span(seconds=90.0, start_s=40.0, end_s=50.0) == (0.0, 90.0)
+    assert clip_span(seconds=600.0, start_s=300.0, end_s=310.0) == (245.0, 365.0)
+    assert clip_span(seconds=600.0, start_s=0.0, end_s=10.0) == (0.0, 120.0)
+    assert clip_span(seconds=600.0, start_s=595.0, end_s=600.0) == (480.0, 600.0)
