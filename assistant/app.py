@@ -67,6 +67,9 @@ def create_app(settings: Settings, *, db: Any = None, embedder: Any = None, llm:
             )
             yield
         finally:
+            services = getattr(app.state, "services", None)
+            if services is not None:
+                services.close()
             if own_db:
                 database.close()
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from assistant import conversations, followups, querystate, rules
+from cadenza.audio import DecodeWorkers
 from cadenza.db import Database
 from cadenza.errors import CadenzaError, InputError, NotFound
 from cadenza.settings import Settings
@@ -76,10 +77,17 @@ class Services:
     #: Upload decodes running at once (:func:`decode_slot_count`); a burst waits here.
     decode_slots: threading.BoundedSemaphore = field(init=False, repr=False)
     decode_wait_s: float = SEARCH_WAIT_S
+    #: Decode children started ahead, one per decode slot (the first upload starts them; :meth:`close`).
+    decode_workers: DecodeWorkers = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.search_slots = threading.BoundedSemaphore(search_slot_count(self.settings))
         self.decode_slots = threading.BoundedSemaphore(decode_slot_count())
+        self.decode_workers = DecodeWorkers(decode_slot_count())
+
+    def close(self) -> None:
+        """End the idle pre-started decode children (the app's lifespan calls this on shutdown)."""
+        self.decode_workers.close()
 
     def decode(self, clip: Clip) -> np.ndarray:
         """:func:`decode_clip` in one of the decode slots (blocking; run it off the event loop)."""
@@ -89,7 +97,7 @@ class Services:
                 "try again in a moment"
             )
         try:
-            return decode_clip(clip, settings=self.settings)
+            return decode_clip(clip, settings=self.settings, workers=self.decode_workers)
         finally:
             self.decode_slots.release()
 
@@ -140,7 +148,7 @@ class Clip:
     data: bytes
 
 
-def decode_clip(clip: Clip, *, settings: Settings) -> np.ndarray:
+def decode_clip(clip: Clip, *, settings: Settings, workers: DecodeWorkers | None = None) -> np.ndarray:
     """Decode an untrusted upload in a sandboxed child → ``[n]`` mono float32 at 16 kHz."""
     from cadenza.audio import decode_in_subprocess
 
@@ -162,8 +170,9 @@ def decode_clip(clip: Clip, *, settings: Settings) -> np.ndarray:
                 "try again later (an operator should check the free space of the temporary folder)"
             ) from None
         y = decode_in_subprocess(
-            path=path, sr=SR, timeout_s=limits.decode_timeout_s, max_seconds=limits.max_clip_seconds
-        )
+            path=path, sr=SR, timeout_s=limits.decode_timeout_s, max_seconds=limits.max_clip_seconds,
+            workers=workers,
+        )  # fmt: skip
     if y.size < limits.min_clip_seconds * SR:
         raise InputError(
             f"the clip is {y.size / SR:.1f} s long; attach at least {limits.min_clip_seconds:.0f} s of audio"

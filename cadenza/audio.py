@@ -10,10 +10,12 @@ a child process with a wall-clock and an address-space limit, for untrusted uplo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -268,11 +270,14 @@ def decode_in_subprocess(
     timeout_s: float = 60.0,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     memory_bytes: int = 3 << 30,
+    workers: DecodeWorkers | None = None,
 ) -> np.ndarray:
     """``load_audio`` in a child process limited to ``timeout_s`` and ``memory_bytes`` of address space.
 
     For untrusted uploads: a hostile or broken file can hang or blow up a decoder, but only
     the child dies. Returns the ``[n]`` float32 array (passed back through a temporary .npy).
+    With ``workers`` the child is one started beforehand (:class:`DecodeWorkers`): the same
+    one-use process, limits and kill, without the interpreter start-up on the request.
     """
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="cadenza-decode-") as tmp:
@@ -287,19 +292,11 @@ def decode_in_subprocess(
             repr(max_seconds),
             str(int(memory_bytes)),
         ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        with subprocess.Popen(
-            [sys.executable, "-c", _CHILD_CODE, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            # No preexec_fn: Python code between fork and exec can deadlock in a threaded parent
-            # (the web server); the child limits itself before it opens the file (_child_main).
-            # Its own session: at the limit the whole group dies, ffmpeg grandchild included.
-            start_new_session=True,
-        ) as proc:
+        ready = workers.take() if workers is not None else None
+        job = (json.dumps(args) + "\n").encode() if ready is not None else None
+        with ready or _start_child([_CHILD_CODE, *args], stdin=False) as proc:
             try:
-                _, stderr_bytes = proc.communicate(timeout=_outer_limit(timeout_s))
+                _, stderr_bytes = proc.communicate(input=job, timeout=_outer_limit(timeout_s))
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 raise InputError(
@@ -329,6 +326,75 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):  # already gone
         os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
+
+
+def _start_child(code_and_args: list[str], *, stdin: bool) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", *code_and_args],
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        # No preexec_fn: Python code between fork and exec can deadlock in a threaded parent
+        # (the web server); the child limits itself before it opens the file (_child_main).
+        # Its own session: at the limit the whole group dies, ffmpeg grandchild included.
+        start_new_session=True,
+    )
+
+
+#: What a pre-started decode child runs: imports done, it waits on stdin for one job (a JSON list
+#: of _child_main's arguments), runs it and exits. A closed stdin (the server stopped) ends it.
+_WORKER_CODE = "from cadenza.audio import _worker_main; _worker_main()"
+
+
+class DecodeWorkers:
+    """Decode children started ahead of the uploads they will serve, each for ONE upload.
+
+    Every protection of :func:`decode_in_subprocess` stays: a fresh process per upload, its
+    address-space limit set when the job arrives and before the file is opened, the wall-clock
+    limit, its own process group killed at the limit. What moves off the request is the
+    interpreter start-up and imports (≈ 0.2 s, seconds on a busy machine); each taken child is
+    replaced at once. Thread-safe; :meth:`close` ends the idle ones.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, int(size))
+        self._ready: list[subprocess.Popen[bytes]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self) -> subprocess.Popen[bytes] | None:
+        """A started child for one job (None once closed), and a replacement started for the next."""
+        with self._lock:
+            if self._closed:
+                return None
+            live = [p for p in self._ready if p.poll() is None]
+            for dead in (p for p in self._ready if p.poll() is not None):
+                dead.communicate()  # reap it (it should not die idle; a kill from outside might)
+            proc = live.pop(0) if live else _start_child([_WORKER_CODE], stdin=True)
+            while len(live) < self.size:
+                live.append(_start_child([_WORKER_CODE], stdin=True))
+            self._ready = live
+        return proc
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._ready = self._ready, []
+        for proc in idle:
+            _kill_group(proc)
+
+
+def _worker_main() -> None:
+    """Entry point of a pre-started decode child: import what decoding needs, then wait for one job."""
+    import soundfile  # noqa: F401  (imported before the job: that is the point of starting early)
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        sys.exit(0)  # the server stopped before giving this child a job
+    sys.argv[1:] = [str(a) for a in json.loads(line)]
+    _child_main()
 
 
 def _child_main() -> None:

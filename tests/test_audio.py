@@ -116,3 +116,95 @@ def test_content_hash_streams(tmp_path):
     import hashlib
 
     assert content_hash(p) == hashlib.sha256(b"abc" * 1_000_000).hexdigest()
+
+
+# --- pre-started decode children (DecodeWorkers) ---------------------------------------------------
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _gone(pids: list[int], wait_s: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(_running(p) for p in pids)
+
+
+def test_prestarted_children_decode_the_same_each_once_and_close(tmp_path):
+    from cadenza.audio import DecodeWorkers
+
+    path = write_audio(tmp_path / "t.wav", tone(hz=440.0, seconds=4.0))
+    workers = DecodeWorkers(2)
+    try:
+        first = decode_in_subprocess(path=path, workers=workers)
+        waiting = [p.pid for p in workers._ready]
+        assert len(waiting) == 2 and all(_running(p) for p in waiting), (
+            "replacements wait for the next uploads"
+        )
+        second = decode_in_subprocess(path=path, workers=workers)
+        assert waiting[0] not in [p.pid for p in workers._ready] and _gone([waiting[0]]), (
+            "one upload per child"
+        )
+        np.testing.assert_array_equal(first, decode_in_subprocess(path=path))
+        np.testing.assert_array_equal(first, second)
+        # A child that fails (here: a file it cannot read) is an InputError like a fresh child's.
+        (tmp_path / "bad.mp3").write_bytes(b"not audio at all" * 100)
+        with pytest.raises(InputError, match="bad.mp3"):
+            decode_in_subprocess(path=tmp_path / "bad.mp3", workers=workers)
+        idle = [p.pid for p in workers._ready]
+    finally:
+        workers.close()
+    assert _gone(idle), "close() ends the idle children"
+    assert workers.take() is None
+
+
+def test_prestarted_child_keeps_the_time_limit_and_the_group_kill(tmp_path, monkeypatch):
+    from cadenza import audio
+
+    pid_file = tmp_path / "pids"
+    # Reads its job like a real one, starts a grandchild (as the ffmpeg fallback does), hangs.
+    monkeypatch.setattr(
+        audio,
+        "_WORKER_CODE",
+        "import os, subprocess, sys, time\n"
+        "sys.stdin.readline()\n"
+        "g = subprocess.Popen(['sleep', '300'])\n"
+        f"open({str(pid_file)!r}, 'w').write(f'{{os.getpid()}} {{g.pid}}')\n"
+        "time.sleep(300)\n",
+    )
+    path = write_audio(tmp_path / "t.wav", tone(hz=440.0, seconds=2.0))
+    workers = audio.DecodeWorkers(1)
+    try:
+        with pytest.raises(InputError, match=r"took longer than 1 s"):
+            audio.decode_in_subprocess(path=path, timeout_s=1.0, workers=workers)
+        pids = [int(p) for p in pid_file.read_text().split()]
+        assert len(pids) == 2 and _gone(pids), "the child and its grandchild die at the limit"
+    finally:
+        workers.close()
+
+
+def test_prestarted_child_keeps_the_memory_limit(tmp_path):
+    from cadenza.audio import DecodeWorkers
+
+    path = write_audio(tmp_path / "t.wav", tone(hz=440.0, seconds=2.0))
+    workers = DecodeWorkers(1)
+    try:
+        # 32 MB of address space is less than the decoder needs: the child fails inside its limit ...
+        with pytest.raises(
+            InputError, match=r"could not decode t\.wav \((it needed too much memory|the decoder crashed)\)"
+        ):
+            decode_in_subprocess(path=path, workers=workers, memory_bytes=32 << 20)
+        # ... and the next pre-started child, with the default limit, decodes the same file.
+        assert decode_in_subprocess(path=path, workers=workers).size == 2 * SR
+    finally:
+        workers.close()

@@ -36,6 +36,20 @@ def _hanging_child(pid_file: Path) -> str:
     )
 
 
+def _hanging_worker(pid_file: Path) -> str:
+    """Pre-started child code (the server's): the first job hangs as :func:`_hanging_child`; jobs
+    after it (children started while the first one hung) run the real decode."""
+    return (
+        "import json, os, sys\n"
+        "line = sys.stdin.readline()\n"
+        f"if os.path.exists({str(pid_file)!r}):\n"
+        "    sys.argv[1:] = [str(a) for a in json.loads(line)]\n"
+        "    from cadenza.audio import _child_main\n"
+        "    _child_main()\n"
+        "    sys.exit(0)\n" + _hanging_child(pid_file)
+    )
+
+
 def _alive(pid: int) -> bool:
     """Running (a zombie waiting for a reaper that never comes counts as dead)."""
     try:
@@ -92,7 +106,8 @@ def test_a_hanging_upload_is_a_400_and_the_server_keeps_answering(
         running_app(app_settings, db=session_db, embedder=load_embedder(app_settings)) as url,
         httpx.Client(base_url=url, timeout=60) as c,
     ):
-        monkeypatch.setattr(audio, "_CHILD_CODE", _hanging_child(pid_file))
+        # The server decodes in children it started beforehand (audio.DecodeWorkers).
+        monkeypatch.setattr(audio, "_WORKER_CODE", _hanging_worker(pid_file))
         answer: dict[str, httpx.Response] = {}
 
         def upload() -> None:
