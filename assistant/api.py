@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from functools import partial
-from typing import Any
+from typing import Any, TypeGuard
 
 import anyio
 from litestar import Request, Response, delete, post
@@ -58,7 +58,7 @@ def _filters(f: dict[str, Any] | None) -> Filters:
             if not math.isfinite(kw[k]):
                 raise InputError(f"filters.{k} must be a finite number")
         elif k == "exclude_tracks":
-            if not isinstance(v, list) or not all(isinstance(x, int) and 0 < x < 2**63 for x in v):
+            if not isinstance(v, list) or not all(whole_number(x) and 0 < x < 2**63 for x in v):
                 raise InputError("filters.exclude_tracks must be a list of track ids")
             kw[k] = tuple(v)
         else:
@@ -98,16 +98,28 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raise InputError(
             "the request body is not valid JSON; send JSON or a multipart form with the clip in 'file'"
         ) from None
+    except RecursionError:  # '[' * 5000: the decoder recurses once per level
+        raise InputError("the JSON body is nested too deeply; send a flat object") from None
     if not isinstance(data, dict):
         raise InputError("the JSON body must be an object")
     return data
 
 
+def whole_number(value: Any) -> TypeGuard[int]:
+    """A JSON integer: ``true`` and ``1.9`` are not (Python counts bools as ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _moment(data: Any) -> MomentRef:
     if not isinstance(data, dict) or "track_id" not in data:
         raise InputError("reference must be an object {track_id, start}")
+    start = data.get("start", 0.0)
+    if not whole_number(data["track_id"]) or isinstance(start, bool) or not isinstance(start, int | float):
+        raise InputError(
+            "reference.track_id must be a whole number (a track id) and reference.start a number of seconds"
+        )
     try:
-        ref = MomentRef(track_id=int(data["track_id"]), start_s=float(data.get("start", 0.0)))
+        ref = MomentRef(track_id=int(data["track_id"]), start_s=float(start))
     except (TypeError, ValueError, OverflowError):
         raise InputError(
             "reference.track_id must be an integer and reference.start a number of seconds"
@@ -138,7 +150,8 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
         clip = await clip_from_form(form)
         if clip is None:
             raise InputError("attach the clip in the multipart field 'file'")
-        duration = _float_or_none(form.get("duration"), "duration") or 10.0
+        duration = _float_or_none(form.get("duration"), "duration")
+        duration = 10.0 if duration is None else duration  # 0 is refused below, not read as "unset"
         if not 3.0 <= duration <= 30.0:
             raise InputError("duration must be between 3 and 30 seconds")
         audio = await anyio.to_thread.run_sync(svc.decode, clip)
@@ -156,7 +169,7 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
                 "give a reference moment {track_id, start}, or send the clip as multipart field 'file'"
             )
         k = data.get("k", 10)
-        if not isinstance(k, int) or not 1 <= k <= 50:
+        if not whole_number(k) or not 1 <= k <= 50:
             raise InputError("k must be a whole number between 1 and 50")
         req = SearchRequest(moments=(_moment(data["reference"]),), k=k, filters=_filters(data.get("filters")))
     return await anyio.to_thread.run_sync(svc.search_json, req)
@@ -195,8 +208,13 @@ async def api_chat(request: Request, svc: Services) -> Response[dict[str, Any]]:
         data = await _json_body(request)
     cid = conversations.parse_id(str(data["conversation_id"])) if data.get("conversation_id") else None
     k = data.get("k")
-    if k is not None and (not isinstance(k, int) or not 1 <= k <= 50):
+    if k is not None and (not whole_number(k) or not 1 <= k <= 50):
         raise InputError("k must be a whole number between 1 and 50")
+    start = data.get("start")
+    if start is not None and (
+        isinstance(start, bool) or not isinstance(start, int | float) or not 0 <= start < math.inf
+    ):
+        raise InputError("start must be a number of seconds ≥ 0")
     reference = _moment(data["reference"]) if data.get("reference") else None
     state = state_from_json(data["state"]) if data.get("state") is not None else None
     if state is not None and cid is None:
@@ -255,7 +273,7 @@ async def _explained(
         "parser": parser,
         "followup": turn.followup,
         "request": turn.request,
-        "response": turn.response,
+        "response": chat.without_paths(turn.response),
         "excluded": turn.meta.get("excluded") or [],
         "state": state_of_json(turn.request or {}).to_json(),
         "state_notes": turn.meta.get("state_notes") or [],
@@ -280,7 +298,7 @@ async def api_put_back(request: Request, svc: Services) -> dict[str, Any]:
     data = await _json_body(request)
     cid = conversations.parse_id(str(data.get("conversation_id") or ""))
     mid, tid = data.get("message_id"), data.get("track_id")
-    if not (isinstance(mid, int) and isinstance(tid, int) and 0 < mid < 2**63 and 0 < tid < 2**63):
+    if not (whole_number(mid) and whole_number(tid) and 0 < mid < 2**63 and 0 < tid < 2**63):
         raise InputError("message_id and track_id must be ids (whole numbers)")
     turn = await anyio.to_thread.run_sync(
         partial(exclusions.put_back, svc, conversation_id=cid, message_id=mid, track_id=tid)

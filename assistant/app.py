@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -20,8 +20,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from assistant import api, api_moments, browse, errors, listening, media, security, web
+from assistant import api, api_moments, browse, errors, listening, media, schema_page, security, web
 from assistant.chat import Services
+from cadenza.errors import NotFound
 from cadenza.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,18 @@ def _provide_services(state: State) -> Services:
     return state.services
 
 
+#: The longest file name a file system takes (bytes); a longer one cannot name a file.
+MAX_FILE_NAME = 255
+
+
+def _only_possible_static_paths(request: Request) -> None:
+    """A path no file can have is simply not found: a NUL (``os.stat`` raises ValueError on it) or a
+    name longer than a file system allows (OSError ENAMETOOLONG, a 500 before)."""
+    path = request.url.path
+    if "\x00" in path or any(len(part.encode()) > MAX_FILE_NAME for part in path.split("/")):
+        raise NotFound("no such file")
+
+
 def create_app(settings: Settings, *, db: Any = None, embedder: Any = None, llm: Any = None) -> Litestar:
     """The web app. ``db``/``embedder``/``llm`` given here are used as is and not closed."""
 
@@ -56,6 +69,7 @@ def create_app(settings: Settings, *, db: Any = None, embedder: Any = None, llm:
         torch.set_num_threads(1)  # 2 threads at batch 1 stall under load (165-650 ms seen)
         own_db = db is None
         database = db if db is not None else await anyio.to_thread.run_sync(open_database, settings)
+        database.keep_alive()  # an embedded PostgreSQL that dies is started again (cadenza/db.py)
         try:
             model = (
                 embedder if embedder is not None else await anyio.to_thread.run_sync(load_embedder, settings)
@@ -81,12 +95,20 @@ def create_app(settings: Settings, *, db: Any = None, embedder: Any = None, llm:
             *api.HANDLERS,
             *listening.HANDLERS,
             *api_moments.HANDLERS,
-            create_static_files_router(path="/static", directories=[STATIC]),
+            create_static_files_router(
+                path="/static", directories=[STATIC], before_request=_only_possible_static_paths
+            ),
         ],
         dependencies={"svc": Provide(_provide_services, sync_to_thread=False)},
         exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
-        openapi_config=OpenAPIConfig(title="Cadenza", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Cadenza",
+            version="0.1.0",
+            path="/schema",
+            render_plugins=[schema_page.PlainSchemaPage()],
+            openapi_router=schema_page.schema_router(),
+        ),
         request_max_body_size=settings.limits.max_upload_bytes + (1 << 20),  # room for the form fields
         lifespan=[lifespan],
         **security.litestar_options(settings),  # CSRF, security headers, rate limit

@@ -24,7 +24,7 @@ import numpy as np
 from assistant import conversations, followups, querystate, rules
 from cadenza.audio import DecodeWorkers
 from cadenza.db import Database
-from cadenza.errors import CadenzaError, InputError, NotFound
+from cadenza.errors import CadenzaError, InputError, NotFound, StorageError
 from cadenza.settings import Settings
 from retrieval.types import Filters, MomentRef, SearchRequest, SearchResponse
 
@@ -37,12 +37,6 @@ DEFAULT_K = 8
 #: How long a search waits for a free search slot before the server says it is busy (503). The
 #: load bench's p95 at 50 concurrent conversations on 2 cores was 16.8 s; a browser waits this long.
 SEARCH_WAIT_S = 60.0
-
-
-class StorageError(CadenzaError):
-    """The server could not write what a request needs (disk full, uploads folder not a folder)."""
-
-    status_code = 507  # Insufficient Storage: the request was fine, retrying later may work
 
 
 class ServerBusy(CadenzaError):
@@ -120,8 +114,22 @@ class Services:
             self.search_slots.release()
 
     def search_json(self, request: SearchRequest) -> dict[str, Any]:
-        """``SearchResponse.to_json()`` as plain JSON types (what ``cadenza search --json`` prints)."""
-        return plain_json(self.search(request).to_json())
+        """``SearchResponse.to_json()`` as plain JSON types, for the web: what ``cadenza search --json``
+        prints, with each result's server path replaced by its file name (:func:`without_paths`)."""
+        return without_paths(plain_json(self.search(request).to_json()))
+
+
+def without_paths(response: dict[str, Any]) -> dict[str, Any]:
+    """A search response whose results carry ``file`` (the file name) instead of ``path``: a web
+    client addresses a track by its id and never learns where the server keeps it. Also applied to
+    answers stored before this rule."""
+    results = []
+    for r in response.get("results") or []:
+        r = dict(r)
+        if "path" in r:
+            r["file"] = Path(str(r.pop("path"))).name
+        results.append(r)
+    return {**response, "results": results}
 
 
 def plain_json(obj: Any) -> Any:
@@ -142,10 +150,24 @@ def plain_json(obj: Any) -> Any:
 
 @dataclass(frozen=True)
 class Clip:
-    """An uploaded file, still undecoded."""
+    """An uploaded file, still undecoded. ``filename`` is the client's, as sent."""
 
     filename: str
     data: bytes
+
+
+#: A file name in a message is cut to this many characters.
+MAX_NAME_CHARS = 80
+
+
+def display_name(filename: str) -> str:
+    """The user's file name as it may appear in a message: no folders, control characters or
+    lone surrogates, at most :data:`MAX_NAME_CHARS` characters."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF).strip()
+    if len(name) > MAX_NAME_CHARS:
+        name = name[: MAX_NAME_CHARS - 1] + "…"
+    return name or "clip"
 
 
 def decode_clip(clip: Clip, *, settings: Settings, workers: DecodeWorkers | None = None) -> np.ndarray:
@@ -153,8 +175,9 @@ def decode_clip(clip: Clip, *, settings: Settings, workers: DecodeWorkers | None
     from cadenza.audio import decode_in_subprocess
 
     limits = settings.limits
+    shown = display_name(clip.filename)
     if not clip.data:
-        raise InputError("the attached clip is empty (0 bytes); attach an audio file")
+        raise InputError(f"the clip is empty: {shown} has 0 bytes; attach an audio file that contains sound")
     if len(clip.data) > limits.max_upload_bytes:
         raise InputError(
             f"the clip is larger than {limits.max_upload_bytes // (1 << 20)} MB; attach a shorter clip"
@@ -169,10 +192,14 @@ def decode_clip(clip: Clip, *, settings: Settings, workers: DecodeWorkers | None
                 f"the server could not store the upload for decoding ({exc.strerror or exc}); "
                 "try again later (an operator should check the free space of the temporary folder)"
             ) from None
-        y = decode_in_subprocess(
-            path=path, sr=SR, timeout_s=limits.decode_timeout_s, max_seconds=limits.max_clip_seconds,
-            workers=workers,
-        )  # fmt: skip
+        try:
+            y = decode_in_subprocess(
+                path=path, sr=SR, timeout_s=limits.decode_timeout_s, max_seconds=limits.max_clip_seconds,
+                workers=workers,
+            )  # fmt: skip
+        except CadenzaError as exc:
+            # The decoder only knows the temporary file; the person knows their own file's name.
+            raise type(exc)(str(exc).replace(path.name, shown)) from None
     if y.size < limits.min_clip_seconds * SR:
         raise InputError(
             f"the clip is {y.size / SR:.1f} s long; attach at least {limits.min_clip_seconds:.0f} s of audio"

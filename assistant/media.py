@@ -13,7 +13,7 @@ import anyio
 from litestar import Request, Response, get
 from litestar.response import Stream
 
-from assistant import clips
+from assistant import clips, errors
 from assistant.chat import Services
 from cadenza.errors import NotFound
 
@@ -77,7 +77,10 @@ async def audio(request: Request, svc: Services, track_id: int) -> Response | St
     if rng:
         span = parse_range(rng, size)
         if span is None:
-            return Response(b"", status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+            return errors.respond(
+                request, 416, f"the range {rng[:40]!r} is outside the file ({size} bytes)",
+                headers={**headers, "Content-Range": f"bytes */{size}"},
+            )  # fmt: skip
         a, b = span
         return Stream(
             _file_chunks(path, a, b - a + 1), status_code=206, media_type=media,
@@ -98,7 +101,10 @@ async def clip_audio(request: Request, svc: Services, clip_id: str) -> Response[
     if rng:
         span = parse_range(rng, size)
         if span is None:
-            return Response(b"", status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+            return errors.respond(
+                request, 416, f"the range {rng[:40]!r} is outside the clip ({size} bytes)",
+                headers={**headers, "Content-Range": f"bytes */{size}"},
+            )  # fmt: skip
         a, b = span
         return Response(
             data[a : b + 1], status_code=206, media_type=media,

@@ -74,11 +74,16 @@ def _int_or_none(raw: Any, name: str, *, lo: int = 1, hi: int = 50) -> int | Non
 
 
 async def clip_from_form(form: Any, field: str = "file") -> Clip | None:
+    """The uploaded clip, or None when none was attached.
+
+    A browser sends an empty part with no file name when nothing was chosen; an empty part *with*
+    a name is an empty file, and says so.
+    """
     upload = form.get(field)
     if not isinstance(upload, UploadFile):
         return None
     data = await upload.read()
-    if not data:
+    if not data and not upload.filename:
         return None
     return Clip(filename=upload.filename or "clip", data=data)
 

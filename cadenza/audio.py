@@ -16,11 +16,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from cadenza.errors import InputError
+from cadenza.errors import InputError, StorageError
 
 #: Library tracks longer than this are refused (a 4-h file is almost surely a mistake).
 DEFAULT_MAX_SECONDS = 4 * 3600.0
@@ -251,6 +253,9 @@ def _child_limits(memory_bytes: int) -> None:  # the child's first act, before i
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+#: Exit status of a decode child that could not write its output (disk full): the file was fine.
+_EXIT_NO_SPACE = 4
+
 #: What the decode child runs (``python -c``). A module constant so a test can make a child that hangs.
 _CHILD_CODE = "from cadenza.audio import _child_main; _child_main()"
 
@@ -280,7 +285,7 @@ def decode_in_subprocess(
     one-use process, limits and kill, without the interpreter start-up on the request.
     """
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="cadenza-decode-") as tmp:
+    with _scratch_dir() as tmp:
         out = Path(tmp) / "audio.npy"
         args = [
             str(path),
@@ -308,6 +313,8 @@ def decode_in_subprocess(
         stderr = stderr_bytes.decode("utf-8", "replace").strip().splitlines()
         if proc.returncode == 3 and stderr:
             raise InputError(stderr[-1])
+        if proc.returncode == _EXIT_NO_SPACE:
+            raise StorageError(_no_space(stderr[-1] if stderr else "no space left"))
         if proc.returncode != 0 or not out.exists():
             why = (
                 "it needed too much memory"
@@ -316,6 +323,24 @@ def decode_in_subprocess(
             )
             raise InputError(f"could not decode {path.name} ({why}); try converting it to WAV or MP3")
         return np.load(out)
+
+
+def _no_space(reason: str) -> str:
+    return (
+        f"the server has no room to decode the upload ({reason}); try again later "
+        "(an operator should check the free space of the temporary folder)"
+    )
+
+
+@contextmanager
+def _scratch_dir() -> Iterator[str]:
+    """A private temporary folder; a full or unwritable temporary folder is a StorageError (507)."""
+    try:
+        tmp = tempfile.TemporaryDirectory(prefix="cadenza-decode-")
+    except OSError as exc:
+        raise StorageError(_no_space(exc.strerror or str(exc))) from None
+    with tmp as name:
+        yield name
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -417,4 +442,8 @@ def _child_main() -> None:
     except InputError as exc:
         print(str(exc), file=sys.stderr)
         sys.exit(3)
-    np.save(out, y)
+    try:
+        np.save(out, y)
+    except OSError as exc:  # a full disk is the server's problem, not the file's
+        print(exc.strerror or str(exc), file=sys.stderr)
+        sys.exit(_EXIT_NO_SPACE)

@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 
 from cadenza import __version__
 from cadenza.errors import CadenzaError
@@ -27,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "library": ("retrieval.cli", "list the tracks in the library"),
     "remove": ("retrieval.cli", "delete a track and its segments"),
     "reindex": ("retrieval.cli", "re-embed segments made by another model version"),
+    "relink": ("retrieval.cli", "point the library at a moved folder: OLD_DIR NEW_DIR"),
     "corpus": ("encoder.corpus", "build the offline training corpus from the music21 scores"),
     "train": ("encoder.train", "train the encoder on the corpus (resumable)"),
     "acquire": ("encoder.acquire.cli", "download and standardize audio with yt-dlp, or validate a folder"),
@@ -89,6 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cadenza: interrupted", file=sys.stderr)
         return 130
+    except BrokenProcessPool:
+        # A worker killed from outside (kill -9, the kernel's OOM killer): what is stored is whole
+        # (each track is one transaction), so the rerun picks up where this one stopped.
+        print(
+            "cadenza: error: a worker process died (killed, or out of memory); rerun the command: "
+            "tracks already stored are kept",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

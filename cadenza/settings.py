@@ -91,6 +91,8 @@ class DatabaseSettings:
     pool_min: int = 1
     pool_max: int = 8
     connect_timeout_s: float = 5.0
+    #: Tries to restart a dead embedded server per outage (0: never restart it; see cadenza/db.py).
+    restart_tries: int = 5
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class Settings:
                 url=env.get("CADENZA_DATABASE_URL") or None,
                 pool_max=_int(env, "CADENZA_DB_POOL_MAX", 8),
                 connect_timeout_s=_float(env, "CADENZA_DB_CONNECT_TIMEOUT", 5.0),
+                restart_tries=_int(env, "CADENZA_DB_RESTART_TRIES", 5),
             ),
             llm=LLMSettings(
                 base_url=env.get("CADENZA_LLM_BASE_URL") or env.get("OPENAI_BASE_URL") or None,

@@ -1,4 +1,4 @@
-"""``cadenza ingest | search | library | remove | reindex | path``."""
+"""``cadenza ingest | search | library | remove | reindex | relink | path``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     elif name == "remove":
         parser.add_argument("track_id", type=int, help="id from `cadenza library`")
+    elif name == "relink":
+        parser.add_argument("old_dir", type=Path, help="the folder the library's files were ingested from")
+        parser.add_argument("new_dir", type=Path, help="the folder they are in now (same layout below it)")
+        parser.add_argument("--dry-run", action="store_true", help="only say what would change")
     elif name == "reindex":
         parser.add_argument("--workers", type=int, default=2, help="decode/embed processes (default 2)")
     elif name == "path":
@@ -122,14 +126,19 @@ def _ingest(settings: Any, db: Any, args: argparse.Namespace) -> int:
     else:
         r = report.to_json()
         print(
-            f"added {r['added']}, replaced {r['replaced']}, unchanged {r['unchanged']}, failed {len(r['failed'])}; "
+            f"added {r['added']}, replaced {r['replaced']}, updated {r['updated']}, unchanged {r['unchanged']}, "
+            f"failed {len(r['failed'])}; "
             f"{r['segments']} segments, {r['audio_seconds'] / 60:.1f} min of audio in {r['wall_seconds']:.1f} s "
             f"({r['realtime_factor']}x realtime)"
         )
         for f in r["failed"]:
             print(f"  failed: {f['path']}: {f['error']}")
         _stale_hint(db, embedder.model_version)
-    return 1 if report.failed and not (report.added or report.replaced or report.unchanged) else 0
+    return (
+        1
+        if report.failed and not (report.added or report.replaced or report.updated or report.unchanged)
+        else 0
+    )
 
 
 def _ingest_on_ray(db: Any, args: argparse.Namespace, embedder: Any, spec: Any) -> Any:
@@ -187,6 +196,34 @@ def _remove(settings: Any, db: Any, args: argparse.Namespace) -> int:
         info = remove_track(conn, args.track_id)
     print(f"removed track {info.id} ({info.title}) and its {info.n_segments} segments")
     return 0
+
+
+def _relink(settings: Any, db: Any, args: argparse.Namespace) -> int:
+    """A moved library: every track under OLD_DIR whose file is now at the same place under NEW_DIR
+    gets that path (a track whose new file is missing keeps its old path and is listed)."""
+    from retrieval.store import relink_plan, update_track
+
+    old_dir, new_dir = args.old_dir.expanduser().resolve(), args.new_dir.expanduser().resolve()
+    if not new_dir.is_dir():
+        raise InputError(f"{new_dir} is not a folder; give the folder the library was moved to")
+    with db.connection() as conn:
+        rows = conn.execute("SELECT id, path FROM tracks").fetchall()
+        plan = relink_plan(rows, old_dir=old_dir, new_dir=new_dir)
+        if not plan:
+            raise InputError(
+                f"no track of the library is under {old_dir}; check the old folder (`cadenza library --json`)"
+            )
+        found = [(tid, new) for tid, _, new in plan if Path(new).is_file()]
+        missing = [old for _, old, new in plan if not Path(new).is_file()]
+        if not args.dry_run:
+            with conn.transaction():
+                for tid, new in found:
+                    update_track(conn, tid, {"path": new})
+    verb = "would relink" if args.dry_run else "relinked"
+    print(f"{verb} {len(found)} of {len(plan)} tracks under {old_dir} to {new_dir}")
+    for old in missing:
+        print(f"  not found under {new_dir}: {old}")
+    return 1 if missing and not found else 0
 
 
 def _reindex(settings: Any, db: Any, args: argparse.Namespace) -> int:
@@ -303,5 +340,6 @@ _COMMANDS = {
     "library": _library,
     "remove": _remove,
     "reindex": _reindex,
+    "relink": _relink,
     "search": _search,
 }

@@ -35,8 +35,8 @@ from retrieval.ingest_steps import (
     resolve_embedder,
     spec_for,
 )
-from retrieval.metadata import load_sidecar, merge
-from retrieval.store import replace_segments, write_track
+from retrieval.metadata import load_sidecar, merge, metadata_changes, read_tags
+from retrieval.store import replace_segments, update_track, write_track
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,14 @@ def _fast_exit() -> None:
     os._exit(0)
 
 
-def _init_worker(spec: EmbedderSpec) -> None:
+def _init_worker(spec: EmbedderSpec, parent_pid: int | None = None) -> None:
     import atexit
 
+    from cadenza.procs import die_with_parent
+
+    # First: a worker must not outlive `cadenza ingest` (a kill -9 of it left one blocked on its
+    # result pipe forever, holding its memory).
+    die_with_parent(parent_pid)
     import torch
 
     # One thread per process: N processes × N threads on N cores only adds switching.
@@ -158,7 +163,7 @@ def _map(
     with (
         _single_threaded(),
         ProcessPoolExecutor(
-            max_workers=helpers, mp_context=ctx, initializer=_init_worker, initargs=(spec,)
+            max_workers=helpers, mp_context=ctx, initializer=_init_worker, initargs=(spec, os.getpid())
         ) as ex,
     ):
         pending: set[Future[FileResult]] = set()
@@ -198,6 +203,8 @@ def _map(
 class IngestReport:
     added: list[int] = field(default_factory=list)
     replaced: list[int] = field(default_factory=list)
+    #: Known content whose path (a moved file) or metadata (edited tags, sidecar) changed.
+    updated: list[int] = field(default_factory=list)
     unchanged: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     segments: int = 0
@@ -256,6 +263,7 @@ class IngestReport:
         return {
             "added": len(self.added),
             "replaced": len(self.replaced),
+            "updated": len(self.updated),
             "unchanged": self.unchanged,
             "failed": [{"path": p, "error": e} for p, e in self.failed],
             "segments": self.segments,
@@ -288,15 +296,44 @@ class IngestPlan:
     jobs: list[tuple[Path, str]] = field(default_factory=list)
     replace: dict[Path, list[int]] = field(default_factory=dict)
     unchanged: int = 0
+    #: Known content whose path (a moved file) or metadata was updated while planning.
+    updated: list[int] = field(default_factory=list)
 
 
-def plan_ingest(conn: psycopg.Connection, files: Sequence[Path]) -> IngestPlan:
-    """Hash every file; an already stored hash is unchanged (skipped before decoding)."""
+def known_changes(known: tuple[Any, ...], *, path: Path, sidecar: dict[str, Any] | None) -> dict[str, Any]:
+    """What to change on a stored track (``id, path, title, composer, work, era, year``) that has the
+    content of ``path``: its path when the stored file is gone (moved; a second copy leaves it), and
+    the metadata fields this file's tags and sidecar row state differently."""
+    _, old_path, title, composer, work, era, year = known
+    stored = {"title": title, "composer": composer, "work": work, "era": era, "year": year}
+    changes = metadata_changes(stored, tags=read_tags(path), sidecar=sidecar, path=path)
+    if str(path) != old_path and not Path(old_path).exists():
+        changes["path"] = str(path)
+    return changes
+
+
+def plan_ingest(
+    conn: psycopg.Connection, files: Sequence[Path], sidecar: dict[Path, dict[str, Any]] | None = None
+) -> IngestPlan:
+    """Hash every file; an already stored hash is not decoded again.
+
+    Known content is "unchanged", or "updated" when the file moved (its new path is stored) or its
+    tags or ``sidecar`` row say something else than the stored metadata (a re-ingest used to keep the
+    old path, and the player failed).
+    """
     plan = IngestPlan()
     for f in files:
         digest = content_hash(f)
-        if conn.execute("SELECT 1 FROM tracks WHERE content_hash = %s", (digest,)).fetchone():
-            plan.unchanged += 1
+        known = conn.execute(
+            "SELECT id, path, title, composer, work, era, year FROM tracks WHERE content_hash = %s", (digest,)
+        ).fetchone()
+        if known:
+            changes = known_changes(known, path=f, sidecar=(sidecar or {}).get(f.resolve()))
+            if changes:
+                update_track(conn, int(known[0]), changes)
+                plan.updated.append(int(known[0]))
+            else:
+                plan.unchanged += 1
             continue
         old = [r[0] for r in conn.execute("SELECT id FROM tracks WHERE path = %s", (str(f),)).fetchall()]
         if old:
@@ -372,9 +409,9 @@ def ingest(
     files = find_audio_files(paths)
     report = IngestReport()
     with db.connection() as conn:
-        plan = plan_ingest(conn, files)
+        plan = plan_ingest(conn, files, sidecar)
         conn.commit()
-    report.unchanged = plan.unchanged
+    report.unchanged, report.updated = plan.unchanged, plan.updated
     log.info("%d files: %d unchanged, %d to analyze", len(files), report.unchanged, len(plan.jobs))
     bar = progress_bar(len(plan.jobs), progress, "ingest")
     try:

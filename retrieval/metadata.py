@@ -132,3 +132,32 @@ def merge(*, tags: dict[str, Any], sidecar: dict[str, Any] | None, path: Path) -
     era = str(meta.get("era") or "")
     meta["era"] = normalize_era(era) if era else era_from_year(meta["year"])
     return meta
+
+
+#: The stored fields a re-ingest may change, each with the explicit sources (tags or sidecar keys)
+#: that may change it: a field nobody states again keeps its stored value (re-ingesting without the
+#: sidecar must not put the file name back as the title).
+_UPDATABLE = {
+    "title": ("title",),
+    "composer": ("composer", "artist"),
+    "work": ("work", "album"),
+    "year": ("year",),
+    "era": ("era", "year"),
+}
+
+
+def metadata_changes(
+    stored: dict[str, Any], *, tags: dict[str, Any], sidecar: dict[str, Any] | None, path: Path
+) -> dict[str, Any]:
+    """The fields of a known track (same content) that this ingest's tags and sidecar change.
+
+    ``stored`` holds the track's current title, composer, work, era and year. Returns {field: new
+    value} for what differs, {} when nothing does.
+    """
+    explicit = {k: v for k, v in {**tags, **(sidecar or {})}.items() if v not in ("", None)}
+    new = merge(tags=tags, sidecar=sidecar, path=path)
+    return {
+        field: new[field]
+        for field, sources in _UPDATABLE.items()
+        if any(s in explicit for s in sources) and new[field] != stored.get(field)
+    }

@@ -27,7 +27,7 @@ from encoder.features import CHROMA, FPS, SAMPLE_RATE
 from retrieval.analysis import prepare
 from retrieval.descriptors import KEY_NAMES, chroma_sequence, describe, frame_weights
 from retrieval.rerank import QueryProfile
-from retrieval.store import track_chroma
+from retrieval.store import model_mismatch, other_models, track_chroma
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,17 @@ def moment(
     if row is None:
         exists = conn.execute("SELECT 1 FROM tracks WHERE id = %s", (track_id,)).fetchone()
         if not exists:
-            raise NotFound(f"no track with id {track_id}; run `cadenza library` to see the ids")
-        raise NotFound(f"track {track_id} has no segments for model {model_version}; run `cadenza reindex`")
+            # Said where a person is, web chat or command line: no command to type.
+            raise NotFound(
+                f"no track {track_id} in the library (it may have been removed); "
+                "choose a moment of a track the library lists"
+            )
+        others = other_models(conn, model_version)
+        if others:
+            raise model_mismatch(model_version, others)
+        raise NotFound(
+            f"track {track_id} has no segments for model {model_version}; it is being re-embedded, try again later"
+        )
     duration = float(row[15])
     if not 0.0 <= start_s < max(duration - 3.0, 0.1):
         raise InputError(

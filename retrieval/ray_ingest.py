@@ -279,7 +279,7 @@ def ray_ingest(
     same_model(spec.build().model_version, model_version)
     report = RayIngestReport()
     with db.connection() as conn:
-        plan = plan_ingest(conn, files)
+        plan = plan_ingest(conn, files, sidecar)
         conn.commit()
     # Two files with the same content: analyse one (the pool would store only one too), and keep
     # two writers from ever inserting the same hash in crossing order.
@@ -292,6 +292,7 @@ def ray_ingest(
             seen.add(digest)
             jobs.append((path, digest))
     report.unchanged += plan.unchanged
+    report.updated += plan.updated
     log.info("%d files: %d unchanged, %d to analyze on Ray", len(files), report.unchanged, len(jobs))
     if jobs:
         with ray_session(address, num_cpus=num_cpus) as start_s:

@@ -29,7 +29,7 @@ from retrieval.calibration import NOTHING_SIMILAR_BELOW, load_calibration
 from retrieval.descriptors import KEY_NAMES, key_index
 from retrieval.localize import localize
 from retrieval.rerank import Candidate, mmr, nms, reason, score_candidates
-from retrieval.store import heard_composers
+from retrieval.store import heard_composers, model_mismatch, other_models
 from retrieval.types import Filters, Result, SearchRequest, SearchResponse
 
 log = logging.getLogger(__name__)
@@ -518,6 +518,9 @@ def search(
                 conn, q=q, where=where, params=params, n=min(n, max(3 * request.k, 30)), iterative=iterative
             )
             found = _merge_probe(found, probe, semis, probe_of)
+        if not found.rows and (others := other_models(conn, embedder.model_version)):
+            # Not "nothing similar": a reindex under this running server left it on an old model.
+            raise model_mismatch(embedder.model_version, others)
         heard = heard_composers(conn, request.listener_id) if request.listener_id else None
         cal = load_calibration(conn, model_version=embedder.model_version)
         timings["search"] = (time.perf_counter() - t0) * 1000

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
 
 from cadenza.db import f16_array, f16_bytes, scalar
-from cadenza.errors import NotFound
+from cadenza.errors import ModelMismatch, NotFound
 from retrieval.analysis import TrackAnalysis
 from retrieval.cells import assign_cells
 
@@ -119,6 +120,28 @@ def write_track(
     return track_id
 
 
+def update_track(conn: psycopg.Connection, track_id: int, changes: dict[str, Any]) -> None:
+    """Set a known track's ``path`` and/or metadata fields (title, composer, work, era, year)."""
+    allowed = ("path", "title", "composer", "work", "era", "year")
+    cols = [c for c in allowed if c in changes]
+    if not cols:
+        return
+    conn.execute(
+        "UPDATE tracks SET " + ", ".join(f"{c} = %s" for c in cols) + ", updated_at = now() WHERE id = %s",
+        (*(changes[c] for c in cols), track_id),
+    )
+
+
+def relink_plan(rows: list[tuple[int, str]], *, old_dir: Path, new_dir: Path) -> list[tuple[int, str, str]]:
+    """(id, old path, new path) for each stored track under ``old_dir``, moved under ``new_dir``."""
+    plan = []
+    for tid, path in rows:
+        p = Path(path)
+        if p.is_relative_to(old_dir):
+            plan.append((int(tid), path, str(new_dir / p.relative_to(old_dir))))
+    return plan
+
+
 def replace_segments(conn: psycopg.Connection, *, track_id: int, analysis: TrackAnalysis) -> int:
     """Re-embedding: swap a track's segments and chroma in one transaction (metadata untouched)."""
     with conn.transaction():
@@ -166,6 +189,22 @@ def stale_track_count(conn: psycopg.Connection, model_version: str) -> int:
             "SELECT count(DISTINCT track_id) FROM segments WHERE model_version <> %s",
             (model_version,),
         )
+    )
+
+
+def other_models(conn: psycopg.Connection, model_version: str) -> list[str]:
+    """The models the library is embedded by, when none of it is by ``model_version``; else []."""
+    if scalar(conn, "SELECT EXISTS (SELECT 1 FROM segments WHERE model_version = %s)", (model_version,)):
+        return []
+    rows = conn.execute("SELECT DISTINCT model_version FROM tracks ORDER BY 1").fetchall()
+    return [str(r[0]) for r in rows if r[0] and r[0] != model_version]
+
+
+def model_mismatch(model_version: str, others: list[str]) -> ModelMismatch:
+    return ModelMismatch(
+        f"the library was embedded by another model ({', '.join(others)}) than the one this server runs "
+        f"({model_version}), so nothing can be matched; an operator should restart the server so it "
+        "loads the library's model"
     )
 
 

@@ -1,24 +1,44 @@
-"""cadenza.db: the embedded PostgreSQL opens data folders made by the older pgserver wheel.
+"""cadenza.db: the embedded PostgreSQL opens data folders made by the older pgserver wheel, and the
+server brings it back by itself when it dies.
 
 The old folder is built in the test by pgserver 0.1.4 itself (PostgreSQL 16.2, pgvector 0.6.2;
 a test extra), in its own interpreter so its module state never meets the new server's.
+
+The restart test kills the postmaster with SIGKILL under a running web app and waits, without
+touching anything, until the app answers 200 again: 503 + Retry-After (JSON) meanwhile, a new
+postmaster afterwards, the rows still there, the restart logged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
-from cadenza.db import EMBEDDED_PG_MAJOR, embedded_major, open_database
+from cadenza.db import (
+    EMBEDDED_PG_MAJOR,
+    Database,
+    embedded_major,
+    open_database,
+    postmaster_alive,
+    postmaster_pid,
+    restart_embedded,
+)
 from cadenza.errors import ConfigError
-from cadenza.settings import Settings
+from cadenza.settings import LimitSettings, Settings
+from tests.helpers_app import running_app
 
 # Made by pgserver 0.1.4 with cadenza's own migrations, one track and 3 segments, then stopped.
 _OLD_FOLDER = textwrap.dedent(
@@ -110,3 +130,129 @@ def test_new_folder_uses_the_default_major_and_an_unknown_one_is_one_clear_line(
     (odd / "PG_VERSION").write_text("12\n")
     with pytest.raises(ConfigError, match="PostgreSQL 12.*CADENZA_DATABASE_URL"):
         embedded_major(odd)
+
+
+# --- the embedded server brought back by itself --------------------------------------------------
+
+
+class _FlakyServer:
+    """Stands in for pgserver's handle in the backoff arithmetic only: fails ``failures`` times."""
+
+    def __init__(self, failures: int) -> None:
+        import threading
+
+        self.pgdata = Path("/nonexistent/pgdata")
+        self._lock = threading.Lock()
+        self.failures = failures
+        self.calls = 0
+
+    def ensure_postgres_running(self) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError("pre-existing shared memory block is still in use")
+
+
+def _up(server: Any) -> bool:
+    return True
+
+
+def test_restart_retries_with_doubling_waits_and_gives_up_after_the_bound(caplog):
+    waits: list[float] = []
+    server = _FlakyServer(failures=2)
+    with caplog.at_level(logging.WARNING, logger="cadenza.db"):
+        assert restart_embedded(
+            server, tries=5, first_wait_s=0.5, max_wait_s=8, sleep=waits.append, running=_up
+        )
+    assert server.calls == 3 and waits == [0.5, 1.0]
+    assert "try 1 of 5" in caplog.text and "restarted the embedded PostgreSQL" in caplog.text
+
+    waits.clear()
+    caplog.clear()
+    server = _FlakyServer(failures=99)
+    with caplog.at_level(logging.WARNING, logger="cadenza.db"):
+        assert not restart_embedded(
+            server, tries=6, first_wait_s=1, max_wait_s=4, sleep=waits.append, running=_up
+        )
+    assert server.calls == 6 and waits == [1, 2, 4, 4, 4]
+    assert "did not restart after 6 tries" in caplog.text
+
+
+@pytest.fixture
+def healing_pg(tmp_path) -> Iterator[tuple[Settings, Database]]:
+    """A dedicated embedded PostgreSQL (not the session one) with restarts on."""
+    settings = Settings.from_env(
+        {
+            "CADENZA_HOME": str(tmp_path / "home"),
+            "CADENZA_DB_CONNECT_TIMEOUT": "2",
+            "CADENZA_DB_RESTART_TRIES": "8",
+        }
+    )
+    settings = dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
+    db = open_database(settings)
+    try:
+        yield settings, db
+    finally:
+        db.close()
+
+
+def _kill_postmaster(db: Database) -> int:
+    pid = postmaster_pid(Path(db.server.pgdata))
+    assert pid is not None and postmaster_alive(db.server)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+class _Lines(logging.Handler):
+    """Collects one logger's messages (uvicorn's logging set-up leaves pytest's caplog blind here)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_a_killed_postmaster_is_restarted_by_the_server_itself(healing_pg):
+    from assistant.app import load_embedder
+
+    settings, db = healing_pg
+    with db.connection() as conn:
+        conn.execute("INSERT INTO conversations (id) VALUES (gen_random_uuid())")
+        conn.commit()
+    embedder: Any = load_embedder(settings)
+    logged = _Lines()
+    logging.getLogger("cadenza.db").addHandler(logged)
+    with running_app(settings, db=db, embedder=embedder) as url:
+        client = httpx.Client(base_url=url, timeout=20)
+        assert client.get("/healthz").status_code == 200
+        old = _kill_postmaster(db)
+        seen: list[int] = []
+        deadline = time.monotonic() + 90
+        while True:
+            r = client.get("/healthz")
+            seen.append(r.status_code)
+            if r.status_code == 503:
+                assert (
+                    r.headers["content-type"].startswith("application/json")
+                    and int(r.headers["retry-after"]) > 0
+                )
+                assert "database" in r.json()["error"]
+            elif r.status_code == 200 and 503 in seen:
+                break
+            assert r.status_code in (200, 503), r.text
+            assert time.monotonic() < deadline, f"no recovery within 90 s: {seen[-10:]}"
+            time.sleep(0.1)
+        assert client.get("/library").status_code == 200
+        client.close()
+    new = postmaster_pid(Path(db.server.pgdata))
+    assert new is not None and new != old and postmaster_alive(db.server)
+    with db.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM conversations").fetchone()[0] == 1
+    # pg_ctl may still be waiting for its own "ready" when the first request gets through.
+    _wait = time.monotonic() + 30
+    while not any("restarted the embedded" in line for line in logged.lines) and time.monotonic() < _wait:
+        time.sleep(0.2)
+    logging.getLogger("cadenza.db").removeHandler(logged)
+    text = "\n".join(logged.lines)
+    assert "is gone; restarting it" in text and "restarted the embedded PostgreSQL" in text, text

@@ -36,7 +36,11 @@ def own_pg(tmp_path_factory) -> Iterator[tuple[Settings, Any]]:
     from cadenza.db import open_database
 
     home = tmp_path_factory.mktemp("faults-home")
-    settings = Settings.from_env({"CADENZA_HOME": str(home), "CADENZA_DB_CONNECT_TIMEOUT": "2"})
+    # No restarts by the server itself here: these tests check the pool's own recovery
+    # (tests/test_db.py checks the restarts).
+    settings = Settings.from_env(
+        {"CADENZA_HOME": str(home), "CADENZA_DB_CONNECT_TIMEOUT": "2", "CADENZA_DB_RESTART_TRIES": "0"}
+    )
     settings = dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
     db = open_database(settings)
     try:

@@ -138,7 +138,7 @@ def test_every_bad_file_is_a_clear_4xx_on_api_search_and_nothing_changes(
             outcomes[name] = assert_clear_4xx(r, name)
     assert outcomes["three_hours.mp3"].count("min long") == 1  # rejected by its duration
     assert (
-        "attach the clip" in outcomes["zero_bytes.wav"]
+        "the clip is empty" in outcomes["zero_bytes.wav"]
         and "no audio stream" in outcomes["video_no_audio.mp4"]
     )
     assert fingerprint(library.db, hard_settings.paths.uploads) == before
