@@ -11,6 +11,11 @@ the same steps — only laid out for a cluster:
                         commit, every track's COPY inside its own savepoint
       → report          (driver: counts, progress bar, ANALYZE and calibration)
 
+On a CPU-only cluster the featurize tasks and the embedding actors ask for the same resources,
+so Ray Data fuses them: a track is decoded, featurized and embedded in one actor process, as in
+the pool, with no frames crossing the object store. With GPUs the actors ask for one each, the
+stages stay apart, and featurize runs as tasks on the CPUs while the GPUs embed.
+
 A killed run loses at most the writers' open batches (never part of a track); a rerun skips
 what was committed by content hash. Rows between stages carry the step's dataclass pickled
 in one bytes column: frames and descriptors are ragged and nested, and pickle keeps every
@@ -60,10 +65,11 @@ WRITERS = 2
 #: A local Ray's shared-memory object store. Rows in flight are small (a 3-min track's frames
 #: are ~1 MB), and Ray's default (30 % of RAM) would claim GBs of /dev/shm on a shared machine.
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024 * 1024
-#: The logical CPU an embedding actor reserves on a CPU-only cluster. Less than 1, so the
-#: featurize tasks still get scheduled while every actor is alive (actors hold their share even
-#: when idle; with a whole CPU each, the actors would starve the stage that feeds them).
-EMBED_ACTOR_CPUS = 0.5
+#: The logical CPUs of one "lane": an embedding actor and a featurize task share it, half each.
+#: Actors hold their reservation even when idle, so with a whole CPU each they would starve the
+#: stage that feeds them (measured: a 1-CPU Ray with 1 actor of 0.5 CPU and tasks of 1 CPU never
+#: scheduled a task). Half each keeps both stages running on every CPU.
+LANE_SHARE = 0.5
 
 
 @dataclass
@@ -334,14 +340,16 @@ def _run_pipeline(
     cpus = max(1, int(resources.get("CPU", 1)))
     actors = max(1, min(workers or gpus or cpus, len(jobs)))
     writers = max(1, min(writers, -(-len(jobs) // write_batch)))
-    embed_res = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": EMBED_ACTOR_CPUS}
+    # The actors together never take more than half the CPUs, so featurize tasks always fit.
+    actor_cpus = min(LANE_SHARE, cpus * LANE_SHARE / actors)
     items = [{"path": str(p), "digest": d} for p, d in jobs]
     ds = (
         ray.data.from_items(items, override_num_blocks=len(items))
-        .map(_featurize, fn_kwargs={"use_denoise": use_denoise}, num_cpus=1)
+        .map(_featurize, fn_kwargs={"use_denoise": use_denoise}, num_cpus=LANE_SHARE)
         .map_batches(
             _Embed, fn_constructor_kwargs={"spec": spec, "use_gpu": bool(gpus)}, batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy", **embed_res,
+            compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy", num_cpus=actor_cpus,
+            num_gpus=1 if gpus else None,
         )
         .map_batches(
             _Write,

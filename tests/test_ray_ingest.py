@@ -60,7 +60,8 @@ def test_ray_stores_what_the_pool_stores(db, tmp_path):
     # Idempotent by content hash; a changed file replaces its track; a copy under another name is one track.
     write_audio(lib / "t1.flac", random_chord_track(seconds=11, seed=99, key=3))
     (lib / "copy.flac").write_bytes((lib / "t2.flac").read_bytes())
-    again = ray_ingest(spec=spec, model_version="untrained-seed0", **kw)
+    # On a 1-CPU Ray: the actor and the featurize tasks must share the CPU, not wait for each other.
+    again = ray_ingest(spec=spec, model_version="untrained-seed0", num_cpus=1, **kw)
     assert len(again.replaced) == 1 and not again.added and again.unchanged == 3
     assert counts(db)[0] == 3
     check_complete(db)

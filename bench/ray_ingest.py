@@ -1,0 +1,259 @@
+"""Ingest on Ray against the built-in process pool, on the same library, in one run.
+
+``python -m bench.ray_ingest`` renders held-out works (as ``bench.speed`` does), adds copies
+of them made distinct by one bit of dither (so each has its own content hash and the library
+is long enough for start-up costs to matter as little as they would in real use), then ingests
+the library four times into one throw-away embedded database, emptied between runs:
+
+* the built-in pool with 2 lanes (the baseline) and with 1 lane;
+* Ray Data with 2 embedding actors on a local Ray of 2 CPUs, and with 1 actor on 1 CPU.
+
+Each run's wall time is what a user waits for (Ray's start included; the database was started
+before the clock). The Ray runs also say where the time went: seconds inside each stage, and
+tracks and seconds per worker process / actor. Writes ``bench/results/ray_ingest.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import pgbench_db
+from bench.report import Report, machine_info, md_table
+from bench.speed import render_ingest_library
+
+log = logging.getLogger(__name__)
+
+#: Issue #21: the Ray path within 15 % of the built-in pool's throughput on one machine.
+RAY_TARGET_RATIO = 0.85
+
+
+def dithered_copies(folder: Path, copies: int, *, seed: int = 0) -> int:
+    """Write ``copies`` copies of every WAV in ``folder`` with ±1 LSB of dither; returns files written.
+
+    The sidecar (``metadata.json``) gets the same metadata for each copy.
+    """
+    import json
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    sidecar_path = folder / "metadata.json"
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
+    written = 0
+    for src in sorted(folder.glob("*.wav")):
+        if ".copy" in src.stem:
+            continue
+        y, sr = sf.read(str(src), dtype="int16")
+        for c in range(1, copies + 1):
+            dst = src.with_name(f"{src.stem}.copy{c}.wav")
+            if not dst.exists():
+                noisy = np.clip(y.astype(np.int32) + rng.integers(-1, 2, size=y.shape), -32768, 32767)
+                sf.write(str(dst), noisy.astype(np.int16), sr, subtype="PCM_16")
+            if src.name in sidecar:
+                sidecar[dst.name] = sidecar[src.name]
+            written += 1
+    if sidecar:
+        sidecar_path.write_text(json.dumps(sidecar, indent=1))
+    return written
+
+
+def _one_run(
+    *,
+    label: str,
+    db: Any,
+    paths: list[Path],
+    sidecar: Path | None,
+    embedder: Any,
+    spec: Any,
+    ray: bool,
+    workers: int,
+) -> dict[str, Any]:
+    from retrieval.ingest import ingest
+    from retrieval.ray_ingest import ray_ingest
+
+    truncate_library(db)
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    if ray:
+        rep: Any = ray_ingest(
+            db=db, paths=paths, spec=spec, model_version=embedder.model_version, metadata_file=sidecar,
+            workers=workers, num_cpus=workers, progress=False,
+        )  # fmt: skip
+    else:
+        rep = ingest(
+            db=db,
+            paths=paths,
+            embedder=embedder,
+            spec=spec,
+            metadata_file=sidecar,
+            workers=workers,
+            progress=False,
+        )
+    out = rep.to_json()
+    out.update(
+        label=label,
+        path="ray" if ray else "pool",
+        workers=workers,
+        tracks=len(rep.added) + len(rep.replaced),
+        tracks_per_s=(len(rep.added) + len(rep.replaced)) / max(rep.wall_seconds, 1e-9),
+        load_avg_before=load_before,
+        load_avg_after=[round(x, 2) for x in os.getloadavg()],
+    )
+    log.info("%s: %.1f s wall, %.0fx realtime", label, rep.wall_seconds, rep.realtime_factor)
+    return out
+
+
+def truncate_library(db: Any) -> None:
+    """Empty the library tables (the runs must not see each other's tracks)."""
+    with db.connection() as conn:
+        conn.execute("TRUNCATE tracks, segments, track_chroma RESTART IDENTITY CASCADE")
+        conn.commit()
+
+
+def run_ray_ingest(
+    *,
+    out_dir: Path,
+    workdir: Path,
+    minutes: float,
+    copies: int,
+    seed: int,
+    checkpoint: Path | None,
+    midi_cache: Path,
+) -> Report:
+    from retrieval.ingest import find_audio_files, resolve_embedder
+
+    t0 = time.perf_counter()
+    embedder, spec = resolve_embedder(checkpoint)
+    lib = workdir / "ray-ingest-library"
+    sidecar, _ = render_ingest_library(
+        out_dir=lib, midi_cache=midi_cache, seed=seed, min_seconds=minutes * 60
+    )
+    dithered_copies(lib, copies, seed=seed)
+    n_files = len(find_audio_files([lib]))
+    db = pgbench_db.open_temp_database(workdir / "home")
+    runs = []
+    try:
+        for label, ray, workers in (
+            ("pool, 2 lanes", False, 2),
+            ("ray, 2 actors / 2 CPUs", True, 2),
+            ("ray, 1 actor / 1 CPU", True, 1),
+            ("pool, 1 lane", False, 1),
+        ):
+            runs.append(
+                _one_run(
+                    label=label, db=db, paths=[lib], sidecar=sidecar, embedder=embedder, spec=spec, ray=ray,
+                    workers=workers,
+                )
+            )  # fmt: skip
+    finally:
+        db.close()
+    by = {r["label"]: r for r in runs}
+    pool2, ray2, ray1, pool1 = (by[k] for k in by)
+    ratio = ray2["tracks_per_s"] / pool2["tracks_per_s"]
+    data = {
+        "files": n_files,
+        "model_version": embedder.model_version,
+        "runs": runs,
+        "ray_over_pool_throughput": ratio,
+        "target_ratio": RAY_TARGET_RATIO,
+        "meets_target": ratio >= RAY_TARGET_RATIO,
+        "ray_scaling_1_to_2": ray2["tracks_per_s"] / ray1["tracks_per_s"],
+        "pool_scaling_1_to_2": pool2["tracks_per_s"] / pool1["tracks_per_s"],
+    }
+    report = Report(
+        name="ray_ingest",
+        title="Ingest on Ray Data against the built-in pool (issue #21)",
+        machine=machine_info(),
+    )
+    report.data = data
+    verdict = "meets" if data["meets_target"] else "does NOT meet"
+    report.notes += [
+        f"Library: {n_files} files, {pool2['audio_seconds'] / 60:.0f} min: held-out works rendered to 16-kHz WAV "
+        f"(bench.library) plus {copies} copies of each with ±1 LSB dither (own content hashes, same work per file).",
+        f"Ray with 2 actors reaches {ratio:.2f}× the pool's throughput (target ≥ {RAY_TARGET_RATIO}): it {verdict} the target.",
+        "Wall time includes everything a user waits for: worker start-up, Ray's start (`ray.init`) for the Ray rows, "
+        "writes, ANALYZE and calibration; the embedded PostgreSQL was started before the clock.",
+        "The machine is shared: see the load averages per run; above ~2 on these 2 cores the times are pessimistic "
+        "and the ratios noisier than the absolute numbers suggest.",
+        f"Run took {(time.perf_counter() - t0) / 60:.1f} min.",
+    ]
+    rows = [
+        (
+            r["label"], r["tracks"], r["wall_seconds"], round(r["tracks_per_s"], 2), r["realtime_factor"],
+            (r.get("ray") or {}).get("start_seconds", "—"), ", ".join(str(x) for x in r["load_avg_before"]),
+        )
+        for r in runs
+    ]  # fmt: skip
+    report.section(
+        "Throughput, same library, one run",
+        md_table(
+            ["run", "tracks", "wall s", "tracks/s", "× realtime", "Ray start s", "load before (1/5/15)"], rows
+        )
+        + "\n\n"
+        + md_table(
+            ["measure", "value"],
+            [
+                ("Ray (2 actors) / pool (2 lanes), throughput", round(ratio, 3)),
+                ("Ray scaling 1 → 2 actors/CPUs", round(data["ray_scaling_1_to_2"], 3)),
+                ("pool scaling 1 → 2 lanes", round(data["pool_scaling_1_to_2"], 3)),
+            ],
+        ),
+    )
+    for r in (ray2, ray1):
+        times = r["ray"]
+        stage_rows = [(k, v, round(v / max(r["tracks"], 1), 3)) for k, v in times["stage_seconds"].items()]
+        worker_rows = [
+            (k, w["tracks"], w["seconds"], round(w["seconds"] / max(w["tracks"], 1), 3))
+            for k, w in times["workers"].items()
+        ]
+        report.section(
+            f"Where the time goes: {r['label']}",
+            "Seconds inside each stage's step function, summed over tracks (stages overlap in time):\n\n"
+            + md_table(["stage", "seconds", "s/track"], stage_rows)
+            + "\n\nPer worker process (featurize tasks) and per actor (embed, write):\n\n"
+            + md_table(["stage:pid", "tracks", "seconds", "s/track"], worker_rows)
+            + "\n\nCPU seconds per analysis stage (the analysing threads', summed): "
+            + ", ".join(f"{k} {v}" for k, v in r["stage_cpu_seconds"].items()),
+        )
+    report.write(out_dir)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.ray_ingest``: Ray Data ingest against the built-in pool (a few minutes)."""
+    import argparse
+    import tempfile
+
+    from bench.report import RESULTS_DIR
+    from cadenza.settings import Settings
+
+    p = argparse.ArgumentParser(prog="python -m bench.ray_ingest", description=main.__doc__)
+    p.add_argument("--minutes", type=float, default=30.0, help="rendered audio before copies (default 30)")
+    p.add_argument("--copies", type=int, default=3, help="dithered copies of each rendered file (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--midi-cache", type=Path, default=None)
+    p.add_argument(
+        "--workdir", type=Path, default=None, help="keep the rendered library here (default: temporary)"
+    )
+    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    midi_cache = args.midi_cache or (Settings.from_env().paths.corpus / "midi_cache")
+    with tempfile.TemporaryDirectory(prefix="cadenza-ray-bench-") as tmp:
+        report = run_ray_ingest(
+            out_dir=args.out, workdir=args.workdir or Path(tmp), minutes=args.minutes, copies=args.copies,
+            seed=args.seed, checkpoint=args.checkpoint, midi_cache=midi_cache,
+        )  # fmt: skip
+    print(report.to_markdown())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
