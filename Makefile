@@ -12,14 +12,16 @@ check: lint test
 
 # A fresh machine: a virtual environment, the CPU build of torch *first* (so pip never
 # pulls a multi-GB CUDA build), the project with its test and ray extras (the Ray ingest
-# tests run in CI), and tinysoundfont
-# without its pyaudio dependency (pyaudio does not build here and is not needed).
+# tests run in CI), tinysoundfont without its pyaudio dependency (pyaudio does not build here
+# and is not needed), and the pitch tracker pesto-pitch without torchaudio (whose wheels pin
+# another torch; pesto needs it only to read files: see encoder/pitch.py).
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test,ray]'
 	$(BIN)/python -m pip install -q --no-deps tinysoundfont==0.3.7
+	$(BIN)/python -m pip install -q --no-deps pesto-pitch==2.0.1
 	touch $(STAMP)
 
 install: $(STAMP)

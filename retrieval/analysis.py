@@ -17,6 +17,7 @@ import numpy as np
 
 from encoder.features import CHROMA, FPS, SAMPLE_RATE
 from retrieval.descriptors import chroma_sequence, describe
+from retrieval.melody import melody_contour, window_melodies
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class SegmentData:
     embedding: np.ndarray  # [d] float32
     descriptors: dict[str, Any]  # Descriptors.to_dict() minus nothing
     chroma_seq: np.ndarray  # [n, 12] float16 at 2 fps
+    #: The window's melodic line, [SEGMENT_FRAMES] float16 MIDI at 10 fps, NaN unvoiced (retrieval/melody.py).
+    melody: np.ndarray | None = None
 
 
 @dataclass
@@ -244,7 +247,9 @@ class TrackFeatures:
 
     frames: np.ndarray  # [T, 143] float32 at 10 fps
     duration_s: float
-    #: CPU seconds of the featurizing thread per stage ("level", "features").
+    #: The track's melodic line, [T] float32 MIDI at 10 fps (NaN unvoiced): see retrieval/melody.py.
+    melody: np.ndarray | None = None
+    #: CPU seconds of the featurizing thread per stage ("level", "features", "melody").
     cpu_s: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -258,10 +263,13 @@ def featurize_audio(*, y: np.ndarray, use_denoise: bool = False) -> TrackFeature
     c1 = time.thread_time()
     frames = acoustic_features(y=y, sr=SAMPLE_RATE)
     c2 = time.thread_time()
+    melody = melody_contour(y=y)
+    c3 = time.thread_time()
     return TrackFeatures(
         frames=frames,
         duration_s=y.size / SAMPLE_RATE,
-        cpu_s={"level": c1 - c0, "features": c2 - c1},
+        melody=melody,
+        cpu_s={"level": c1 - c0, "features": c2 - c1, "melody": c3 - c2},
         seconds=time.perf_counter() - t0,
     )
 
@@ -271,6 +279,12 @@ def embed_features(*, features: TrackFeatures, embedder: Any) -> TrackAnalysis:
     t0 = time.perf_counter()
     cpu = dict(features.cpu_s)
     segs, chroma = analyze_frames(frames=features.frames, embedder=embedder, cpu_s=cpu)
+    if features.melody is not None:
+        pieces = window_melodies(
+            contour=features.melody, starts_s=[s.start_s for s in segs], win_frames=SEGMENT_FRAMES
+        )
+        for seg, piece in zip(segs, pieces, strict=True):
+            seg.melody = piece
     return TrackAnalysis(
         duration_s=features.duration_s,
         model_version=embedder.model_version,

@@ -441,7 +441,8 @@ def ingest(
 def reindex(
     *, db: Any, embedder: Any, spec: EmbedderSpec | None = None, workers: int = 2, progress: bool = True
 ) -> IngestReport:
-    """Re-embed every track with a segment whose model_version differs from ``embedder``'s.
+    """Re-embed every track with a segment whose model_version differs from ``embedder``'s, or without
+    a stored melodic line (libraries ingested before migration 007).
 
     Audio is decoded again (no metadata re-read); each track's segments are swapped in one
     transaction. A track whose file is gone is reported as failed and left as it was.
@@ -455,7 +456,8 @@ def reindex(
     with db.connection() as conn:
         rows = conn.execute(
             "SELECT DISTINCT t.id, t.path, t.content_hash FROM tracks t JOIN segments s ON s.track_id = t.id"
-            " WHERE s.model_version <> %s ORDER BY t.id",
+            # melody IS NULL: ingested before migration 007 stored the melodic line (query by humming)
+            " WHERE s.model_version <> %s OR s.melody IS NULL ORDER BY t.id",
             (version,),
         ).fetchall()
         report.unchanged = int(scalar(conn, "SELECT count(*) FROM tracks")) - len(rows)

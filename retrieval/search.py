@@ -24,6 +24,7 @@ import psycopg
 from cadenza.db import autocommit, f16_array
 from cadenza.errors import InputError
 from retrieval import cells as cells_mod
+from retrieval import melody_search
 from retrieval import query as query_mod
 from retrieval.calibration import NOTHING_SIMILAR_BELOW, load_calibration
 from retrieval.descriptors import KEY_NAMES, key_index
@@ -479,6 +480,35 @@ def _candidate(r: tuple[Any, ...]) -> Candidate:
     )  # fmt: skip
 
 
+ROUTES = ("auto", "melody", "audio")
+
+
+def _sung(request: SearchRequest, info: dict[str, Any], timings: dict[str, float]) -> Any:
+    """The query's tune when ``request`` goes the melody route (see :mod:`retrieval.melody_search`), else None.
+
+    A cheap test first (the salience pitch's harmonic share, ~10 ms), so a clip of several
+    instruments never pays for the pitch tracker; then PESTO decides. InputError when
+    ``route="melody"`` is forced on a clip with too little tune in it.
+    """
+    if request.route not in ROUTES:
+        raise InputError(f"route must be one of {', '.join(ROUTES)}, got {request.route!r}")
+    if request.audio is None or request.moments or request.minus or request.route == "audio":
+        return None
+    t0 = time.perf_counter()
+    y = melody_search.melody_clip(audio=request.audio, start_s=request.start_s, duration_s=request.duration_s)
+    if request.route == "auto" and melody_search.quick_share(y=y) < melody_search.SINGLE_VOICE_MIN_SHARE:
+        timings["pitch"] = (time.perf_counter() - t0) * 1000
+        return None
+    sung = melody_search.sung_query(y=y)
+    timings["pitch"] = (time.perf_counter() - t0) * 1000
+    info["melody"] = sung.to_json()
+    if request.route == "melody" and not sung.enough_tune:
+        raise InputError(
+            "there is too little tune in the clip to search by melody; hum or whistle at least a few notes"
+        )
+    return sung if request.route == "melody" or sung.single_voice else None
+
+
 def search(
     *, db: Any, embedder: Any, request: SearchRequest, min_clip_s: float = 3.0, max_clip_s: float = 600.0
 ) -> SearchResponse:
@@ -503,6 +533,22 @@ def search(
         where, params = filter_sql(
             request.filters, model_version=embedder.model_version, extra_exclude=built.exclude_tracks
         )
+        sung = _sung(request, info, timings)
+        if sung is not None:
+            t0 = time.perf_counter()
+            hits = melody_search.search_melody(
+                conn, sung=sung, where=where, params=params, k=request.k, one_per_track=request.one_per_track
+            )
+            info.update(hits.info)
+            timings["search"] = (time.perf_counter() - t0) * 1000
+            timings["total"] = (time.perf_counter() - t_all) * 1000
+            return SearchResponse(
+                query=info,
+                results=hits.results,
+                nothing_similar=hits.nothing_similar,
+                timings_ms=_round(timings),
+            )
+        info["route"] = "audio"
         n = min(max(10 * request.k, 100), EF_SEARCH_MAX)
         iterative = SEARCH_USES_ITERATIVE_SCAN and bool(getattr(db, "supports_iterative_scan", False))
         found = nearest(

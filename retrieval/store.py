@@ -22,12 +22,12 @@ from retrieval.cells import assign_cells
 SEGMENT_COLUMNS = (
     "track_id", "start_s", "end_s", "embedding", "model_version", "chroma_mean", "chroma_seq", "key_index",
     "mode", "key_confidence", "tempo_bpm", "loudness_db", "brightness_hz", "onset_density", "valence", "arousal",
-    "cell",
+    "cell", "melody",
 )  # fmt: skip
 SEGMENT_TYPES = (
     "int8", "float4", "float4", "vector", "text", "float4[]", "bytea", "int2",
     "text", "float4", "float4", "float4", "float4", "float4", "float4", "float4",
-    "int4",
+    "int4", "bytea",
 )  # fmt: skip
 #: Descriptor columns read back for reranking (stored per segment).
 DESCRIPTOR_COLUMNS = (
@@ -45,6 +45,7 @@ def _segment_rows(track_id: int, analysis: TrackAnalysis, cells: list[int | None
                 track_id, s.start_s, s.end_s, s.embedding, analysis.model_version, [float(v) for v in d["chroma_mean"]],
                 f16_bytes(s.chroma_seq), d["key_index"], d["mode"], d["key_confidence"], d["tempo_bpm"],
                 d["loudness_db"], d["brightness_hz"], d["onset_density"], d["valence"], d["arousal"], cell,
+                None if s.melody is None else f16_bytes(s.melody),
             )
         )  # fmt: skip
     return rows

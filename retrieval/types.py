@@ -72,6 +72,10 @@ class SearchRequest:
     # An audio query is also searched moved by these semitones (a hummed tune or another
     # recording is rarely in the library's key); () = the query's own key only.
     transpose_probes: tuple[int, ...] = (-1, 1)
+    # How an audio query is searched (retrieval/melody_search.py): "auto" searches a single voice
+    # (hum, whistle, sung line, one instrument) by its melody in any key and everything else
+    # by its sound; "melody" and "audio" force one route.
+    route: str = "auto"
 
 
 @dataclass

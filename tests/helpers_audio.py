@@ -111,3 +111,60 @@ def write_audio(path: Path, y: np.ndarray, *, sr: int = SR, chunk_s: float = 5.0
         for i in range(0, len(y), step):
             f.write(np.clip(y[i : i + step], -1, 1).astype(np.float32))
     return path
+
+
+#: A major scale (semitones above the tonic) for random tunes.
+_SCALE = (0, 2, 4, 5, 7, 9, 11, 12, 14)
+
+
+def random_tune(*, seconds: float, seed: int, tonic: int = 67) -> list[tuple[float, float, int]]:
+    """A random stepwise tune as ``(start_s, end_s, midi)`` notes of 0.25–0.75 s filling ``seconds``."""
+    rng = np.random.default_rng(seed)
+    notes, t, deg = [], 0.0, 4
+    while t < seconds:
+        d = float(rng.choice([0.25, 0.5, 0.5, 0.75]))
+        deg = int(np.clip(deg + rng.choice([-2, -1, 1, 2, 3, -3]), 0, len(_SCALE) - 1))
+        notes.append((t, min(t + d, seconds), tonic + _SCALE[deg]))
+        t += d
+    return notes
+
+
+def sing(
+    *,
+    notes: Sequence[tuple[float, float, int]],
+    transpose: float = 0.0,
+    tempo: float = 1.0,
+    sr: int = SR,
+    harmonics: int = 6,
+    vibrato_cents: float = 25.0,
+) -> np.ndarray:
+    """A voice-like line (harmonics falling off, 5.5-Hz vibrato, soft note edges) of ``notes``.
+
+    ``tempo`` 1.1 sings 10 % faster; ``transpose`` in semitones (fractions = out of tune).
+    """
+    end = max(n[1] for n in notes) / tempo
+    y = np.zeros(int(round((end + 0.2) * sr)), np.float32)
+    for start, stop, pitch in notes:
+        a, b = int(round(start / tempo * sr)), int(round(stop / tempo * sr))
+        t = np.arange(b - a) / sr
+        f = midi_hz(pitch + transpose) * 2.0 ** (vibrato_cents / 1200.0 * np.sin(2 * np.pi * 5.5 * t))
+        phase = 2 * np.pi * np.cumsum(f) / sr
+        note = sum(np.sin(h * phase) * 0.7 ** (h - 1) for h in range(1, harmonics + 1))
+        env = np.minimum(1.0, np.minimum(t / 0.03, (t[-1] - t) / 0.03 + 1e-3)) if t.size else t
+        y[a:b] += (0.2 * note * env).astype(np.float32)
+    return y
+
+
+def accompanied_tune(*, notes: Sequence[tuple[float, float, int]], seed: int, sr: int = SR) -> np.ndarray:
+    """``notes`` played as the top voice (a bright harmonic tone) over random diatonic chords below it."""
+    end = max(n[1] for n in notes)
+    y = np.zeros(int(round((end + 0.2) * sr)), np.float32)
+    for start, stop, pitch in notes:
+        a = int(round(start * sr))
+        note = tone(hz=midi_hz(pitch), seconds=stop - start, sr=sr, amp=0.3, harmonics=6)
+        y[a : a + note.size] += note
+    acc = random_chord_track(seconds=end, seed=seed, key=7, sr=sr) * 0.6
+    # The chords sit an octave below the tune (chord() builds them from octave 4).
+    n = min(acc.size, y.size)
+    y[:n] += acc[:n]
+    return y
