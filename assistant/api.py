@@ -139,7 +139,8 @@ def _is_multipart(request: Request) -> bool:
     summary="Find moments like a clip or a library moment",
     description=(
         "Multipart: the clip in field `file`, with optional `start`, `duration`, `k`, repeatable `composer`, "
-        "`exclude_composer`, `era`, `exclude_era`, and `key`, `mode`, `min_bpm`, `max_bpm`. Or JSON: {reference: {track_id, start}, k, filters}. Returns the same JSON as "
+        "`exclude_composer`, `era`, `exclude_era`, `key`, `mode`, `min_bpm`, `max_bpm`, and `route` (auto | "
+        "melody | audio: a hum or single line is searched by melody in any key). Or JSON: {reference: {track_id, start}, k, filters}. Returns the same JSON as "
         "`cadenza search --json`."
     ),
     tags=["search"],
@@ -161,6 +162,7 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
             duration_s=duration,
             k=_int_or_none(form.get("k"), "k") or 10,
             filters=form_filters(form),
+            route=str(form.get("route") or "auto"),
         )
     else:
         data = await _json_body(request)

@@ -350,6 +350,7 @@ def build_request(
     listener_id: str = "",
     base_message_id: int | None = None,
     state: querystate.QueryState | None = None,
+    route: str = "auto",
 ) -> Plan:
     """The request this message asks for, with the follow-up and the answer it refines, if any."""
     text = (text or "").strip()
@@ -358,8 +359,9 @@ def build_request(
     if clip is not None:
         audio = svc.decode(clip)
         req = SearchRequest(
-            audio=audio, start_s=start_s, k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id
-        )
+            audio=audio, start_s=start_s, k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id,
+            route=route,
+        )  # fmt: skip
         if text:  # "only Baroque" typed with the clip
             fu = followups.parse_rules(text, composers=composers, eras=eras)
             fu = replace(fu, like=(), unlike=(), different_composer=False)
@@ -484,6 +486,7 @@ def run_turn(
     listener_id: str = "",
     base_message_id: int | None = None,
     state: querystate.QueryState | None = None,
+    route: str = "auto",
 ) -> TurnResult:
     """Build the request, search, and store the user message and the answer (not yet explained).
 
@@ -499,7 +502,7 @@ def run_turn(
     plan = build_request(
         svc, conversation_id=conversation_id, text=text, clip=clip, start_s=start_s, k=k,
         reference=reference, exclude_composers=exclude_composers, listener_id=listener_id,
-        base_message_id=base_message_id, state=state,
+        base_message_id=base_message_id, state=state, route=route,
     )  # fmt: skip
     if plan.reply is not None:
         # Not searched: the message and a reply saying why; the last answer stays as it is.

@@ -162,7 +162,10 @@ def offline_explanation(response: Mapping[str, Any], *, max_cited: int = 4) -> s
         era = r.get("era")
         if era and (n == results[0]["rank"] or common_era is None):
             composer += f" ({era})"
-        if harm is not None and harm >= 0.8 and (emb is None or harm >= emb - 0.1):
+        mel = _component(r, "melody")  # the melody route (a hum): the tune, not the sound, matched
+        if mel is not None:
+            what = f"carries the tune you hummed ({r.get('reason') or 'by melody'}; melody match {mel:.2f})"
+        elif harm is not None and harm >= 0.8 and (emb is None or harm >= emb - 0.1):
             what = f"shares its harmonic language (chroma match {harm:.2f})"
         elif emb is not None:
             what = f"is closest in sound and texture (embedding similarity {emb:.2f})"

@@ -100,6 +100,7 @@ def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, An
         state_notes=list(turn.meta.get("state_notes") or []),
         filter_reason=turn.meta.get("filter_reason") or "",
         analysis=describe.analysis(query),
+        melody_note=melody_note(query),
         insights=describe.style_insights(query, results),
         passage=_passage(query, turn.meta),
         cards=[
@@ -120,3 +121,20 @@ def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, An
         explanation=explanation_html(turn.content, turn.meta, message_id=turn.id) if turn.explained else None,
     )
     return ctx
+
+
+def melody_note(query: dict[str, Any]) -> str:
+    """One line when the query went the melody route: that it did, and in which key it matched."""
+    if query.get("route") != "melody":
+        return ""
+    shift = query.get("melody_key_shift")
+    if shift is None:
+        return "Searched by melody (a hum, whistle or single line): no library melody matched it."
+    sung, there = query.get("sung_key"), query.get("matched_key")
+    if shift == 0:
+        how = "in the recording's key" + (f" ({there})" if there else "")
+    else:
+        how = f"{abs(shift)} semitone{'s' if abs(shift) != 1 else ''} {'lower' if shift > 0 else 'higher'} than the recording"
+        if sung and there:
+            how += f": you sang in {sung}, the passage is in {there}"
+    return f"Searched by melody (a hum, whistle or single line), in any key; the best match was sung {how}."

@@ -125,7 +125,7 @@ async def conversation_page(request: Request, svc: Services, conversation_id: st
 
 @post("/chat/messages", include_in_schema=False, status_code=200)
 async def post_message(request: Request, svc: Services) -> Template | Redirect:
-    """One chat message (multipart: text, file, start, k, conversation_id) → the new turns.
+    """One chat message (multipart: text, file, start, k, route, conversation_id) → the new turns.
 
     htmx gets the new turns as a partial; a plain form post (no JavaScript, or the track page's
     "find similar" buttons) is redirected to the conversation.
@@ -150,6 +150,7 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
             start_s=_float_or_none(form.get("start"), "start"), k=_int_or_none(form.get("k"), "k"),
             reference=reference, listener_id=lid,
             base_message_id=_int_or_none(form.get("base_message"), "base_message", hi=2**62),
+            route=str(form.get("route") or "auto"),
         )
     )  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""``cadenza bench [quality|speed|scale|recorded|all]``: run the benchmarks, write bench/results/.
+"""``cadenza bench [quality|speed|scale|routes|recorded|humming|all]``: run the benchmarks, write bench/results/.
 
 Each benchmark writes ``<out>/<name>.json``, ``<out>/<name>.md`` and its PNG plots. See
 ``bench/README.md`` for what each one measures. ``recorded`` needs a folder of real recordings
@@ -18,7 +18,7 @@ from cadenza.errors import InputError
 
 log = logging.getLogger(__name__)
 
-WHICH = ("quality", "speed", "scale", "routes", "recorded", "all")
+WHICH = ("quality", "speed", "scale", "routes", "recorded", "humming", "all")
 DEFAULT_SIZES = "10000,100000"
 
 
@@ -170,6 +170,17 @@ def run(name: str, args: argparse.Namespace) -> int:
                     max_tracks=args.max_tracks,
                     max_seconds=max_s,
                     n_queries=args.queries or (8 if args.quick else DEFAULT_QUERIES),
+                )
+            elif bench_name == "humming":
+                from bench.humming import run_humming
+
+                report = run_humming(
+                    out_dir=out,
+                    quick=args.quick,
+                    seed=args.seed,
+                    checkpoint=args.checkpoint,
+                    midi_cache=midi_cache,
+                    workdir=work,
                 )
             elif bench_name == "routes":
                 from bench.routes import run_routes

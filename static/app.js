@@ -282,7 +282,8 @@
         });
         recorder.start();
         recordBtn.textContent = "■ Stop";
-        say("recording…");
+        var hum = document.getElementById("hum-mode");
+        say(hum && hum.checked ? "hum or whistle now… (searched by melody, any key)" : "recording…");
       }).catch(function () { say("microphone not available"); });
     });
 

@@ -49,3 +49,13 @@ def test_a_removed_track_says_removed_from_the_library_and_offers_no_player(db):
     )
     assert "removed from the library" not in kept_html and f'src="/audio/{kept}"' in kept_html
     assert "cadenza " not in html  # no command-line advice inside the web chat
+
+
+def test_the_melody_route_says_it_searched_by_melody_and_in_which_key():
+    q = {"route": "melody", "melody_key_shift": 3, "sung_key": "B", "matched_key": "D"}
+    note = views.melody_note(q)
+    assert note.startswith("Searched by melody")
+    assert "3 semitones lower than the recording: you sang in B, the passage is in D" in note
+    assert "recording's key (D)" in views.melody_note({**q, "melody_key_shift": 0})
+    assert "1 semitone higher" in views.melody_note({**q, "melody_key_shift": -1})
+    assert views.melody_note({"route": "audio"}) == ""

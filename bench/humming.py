@@ -1,0 +1,422 @@
+"""Humming benchmark: sung, whistled and played melody lines of held-out works, in other keys and tempi.
+
+The library is the quality benchmark's kind (held-out music21 works rendered on their primary
+program), ingested for real into a throw-away database, so the melodic lines searched are the
+ones ingestion stores. Each query is the top line (skyline) of a random 10-s passage of a
+library work, changed as a person humming would change it — transposed 0 / ±3 / ±6 semitones,
+sung ×0.85 or ×1.15 as fast, with pitch drifting up to ±30 cents over the clip and each note
+onset off by ~40 ms — and voiced by one of:
+
+* ``voice``: General MIDI "voice oohs" (program 53, the soundfont in ``pretty_midi``);
+* ``whistle``: a sine an octave up with 5.5-Hz vibrato and breath noise;
+* ``recorder``: General MIDI recorder (program 74);
+* ``espeak``: espeak-ng singing "la" — one syllable synthesized once, pitch-shifted to each
+  note by resampling (espeak-ng cannot sing a given pitch itself), where espeak-ng is installed.
+
+Three systems answer every query, side by side: the product's search as it runs a clip
+(``route="auto"``: a single voice goes the melody route), the audio route forced
+(``route="audio"``: the encoder with its ±1-semitone key probes) and a chroma baseline (the
+query's 2-fps chroma sequence against every stored window's, best of 12 rotations, cosine).
+A hit is the right work within ±2.5 s of the passage's start (:func:`bench.metrics.passage_hits`).
+Ordinary clips of the library renders (clean and noisy, 10 s) are run through both routes as
+well, to measure what the automatic detection costs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bench.library import SAMPLE_RATE, EvalWork, Renderer, render_library, select_works
+from bench.metrics import hit_rate_at, mrr, passage_hits
+from bench.report import Report, machine_info, md_table, percentiles
+
+log = logging.getLogger(__name__)
+
+K = 10
+QUERY_S = 10.0
+#: (name, timbre, semitones, tempo) per condition.
+CONDITIONS: tuple[tuple[str, str, int, float], ...] = (
+    ("voice, same key", "voice", 0, 1.0),
+    ("voice +3", "voice", 3, 1.0),
+    ("voice −3", "voice", -3, 1.0),
+    ("voice +6", "voice", 6, 1.0),
+    ("voice −6", "voice", -6, 1.0),
+    ("voice ×0.85", "voice", 0, 0.85),
+    ("voice ×1.15", "voice", 0, 1.15),
+    ("whistle −3", "whistle", -3, 1.0),
+    ("recorder +3", "recorder", 3, 1.0),
+    ("espeak-ng 'la' −3", "espeak", -3, 1.0),
+)
+DRIFT_CENTS = 30.0
+JITTER_S = 0.04
+SYSTEMS = ("search (auto route)", "audio route (encoder ±1)", "chroma baseline")
+
+
+def skyline(renderer: Renderer, ew: EvalWork) -> list[tuple[float, float, int]]:
+    """The work's top line as ``(start, end, midi)`` on its clean timeline (encoder.render's skyline)."""
+    from encoder.render import _melody_notes
+
+    pm = renderer.midi(ew)
+    notes = [
+        (n.start, n.end, n.pitch, n.velocity)
+        for inst in pm.instruments
+        if not inst.is_drum
+        for n in inst.notes
+    ]  # type: ignore[attr-defined]
+    return [(float(s), float(e), int(p)) for s, e, p, _ in _melody_notes(notes)]
+
+
+def _passage(
+    notes: list[tuple[float, float, int]], t: float, *, tempo: float, transpose: int, rng: np.random.Generator
+):
+    """The notes sounding in ``[t, t + QUERY_S × tempo)`` of the clean timeline, moved to the query's time,
+    key and tempo, each onset jittered."""
+    out = []
+    span = QUERY_S * tempo
+    for s, e, p in notes:
+        if e <= t or s >= t + span:
+            continue
+        s2, e2 = (max(s, t) - t) / tempo, (min(e, t + span) - t) / tempo
+        j = float(rng.normal(0.0, JITTER_S))
+        s2 = max(0.0, s2 + j)
+        if e2 - s2 > 0.06:
+            out.append((s2, e2, p + transpose))
+    return out
+
+
+def _drift(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pitch drifting linearly from −d to +d cents (d ≤ DRIFT_CENTS, random sign) by variable-rate resampling."""
+    d = float(rng.uniform(0.5, 1.0)) * DRIFT_CENTS * float(rng.choice([-1.0, 1.0]))
+    cents = np.linspace(-d, d, y.size)
+    pos = np.cumsum(2.0 ** (cents / 1200.0))
+    pos = pos[pos < y.size - 1]
+    return np.interp(pos, np.arange(y.size), y).astype(np.float32)
+
+
+def _gm(notes: list[tuple[float, float, int]], program: int) -> np.ndarray:
+    import pretty_midi
+
+    from encoder.render import render
+
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=program)
+    inst.notes = [pretty_midi.Note(velocity=90, pitch=int(p), start=s, end=e) for s, e, p in notes]
+    pm.instruments.append(inst)
+    return render(midi=pm, program=program)
+
+
+def _whistle(notes: list[tuple[float, float, int]], rng: np.random.Generator) -> np.ndarray:
+    end = max(e for _, e, _ in notes) + 0.3
+    y = np.zeros(int(end * SAMPLE_RATE), np.float32)
+    for s, e, p in notes:
+        a, b = int(s * SAMPLE_RATE), int(e * SAMPLE_RATE)
+        t = np.arange(b - a) / SAMPLE_RATE
+        f = 440.0 * 2.0 ** ((p + 12 - 69) / 12.0) * 2.0 ** (20.0 / 1200 * np.sin(2 * np.pi * 5.5 * t))
+        env = np.minimum(1.0, np.minimum(t / 0.04, (t[-1] - t) / 0.04 + 1e-3))
+        y[a:b] += 0.3 * np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * env
+    return y + (0.004 * rng.standard_normal(y.size)).astype(np.float32)
+
+
+def _espeak_la() -> tuple[np.ndarray, float] | None:
+    """One "la" from espeak-ng at 16 kHz and its median pitch (Hz); None without espeak-ng."""
+    import io
+    import subprocess
+
+    import soundfile as sf
+
+    from cadenza.audio import resample
+    from encoder.pitch import track_pitch
+
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return None
+    try:
+        wav = subprocess.run(
+            [exe, "--stdout", "-s", "80", "laaa"], capture_output=True, timeout=30, check=True
+        ).stdout
+        y, sr = sf.read(io.BytesIO(wav), dtype="float32")
+    except (subprocess.SubprocessError, OSError, RuntimeError):
+        return None
+    y = resample(y=y if y.ndim == 1 else y.mean(1), orig_sr=sr, sr=SAMPLE_RATE)
+    nz = np.nonzero(np.abs(y) > 0.01 * np.abs(y).max())[0]
+    y = y[nz[0] : nz[-1]] if nz.size else y
+    midi = track_pitch(y=y).midi
+    if not np.isfinite(midi).any():
+        return None
+    return y, float(440.0 * 2.0 ** ((np.nanmedian(midi) - 69.0) / 12.0))
+
+
+def _espeak(notes: list[tuple[float, float, int]], la: tuple[np.ndarray, float]) -> np.ndarray:
+    syl, f0 = la
+    end = max(e for _, e, _ in notes) + 0.3
+    y = np.zeros(int(end * SAMPLE_RATE), np.float32)
+    for s, e, p in notes:
+        ratio = 440.0 * 2.0 ** ((p - 69) / 12.0) / f0  # read the syllable faster to raise its pitch
+        n = int((e - s) * SAMPLE_RATE)
+        pos = (np.arange(n) * ratio) % max(syl.size - 1, 1)  # loop it to fill the note
+        a = int(s * SAMPLE_RATE)
+        seg = np.interp(pos, np.arange(syl.size), syl).astype(np.float32)
+        seg *= np.minimum(1.0, np.minimum(np.arange(n) / 400.0, (n - np.arange(n)) / 400.0 + 1e-3))
+        y[a : a + n] += seg[: y.size - a]
+    return y
+
+
+def _chroma_rows(db: Any, model_version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every window's stored 2-fps chroma sequence, flattened and unit-normed, with its track and start."""
+    from retrieval.store import f16_array
+
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT track_id, start_s, chroma_seq FROM segments WHERE model_version = %s", (model_version,)
+        ).fetchall()
+    seqs = [f16_array(r[2]) for r in rows]
+    n = max(len(s) for s in seqs)
+    mat = np.zeros((len(seqs), n, 12), np.float32)
+    for i, s in enumerate(seqs):
+        mat[i, : len(s)] = s
+    return mat, np.array([int(r[0]) for r in rows]), np.array([float(r[1]) for r in rows])
+
+
+def _chroma_search(
+    query: np.ndarray, mat: np.ndarray, tracks: np.ndarray, starts: np.ndarray
+) -> list[tuple[int, float]]:
+    """(track, start) of the best window per track, best first: cosine of the sequences, best of 12 rotations."""
+    from encoder.features import acoustic_features
+    from retrieval.analysis import prepare
+    from retrieval.descriptors import chroma_sequence
+
+    q = chroma_sequence(frames=acoustic_features(y=prepare(y=query), sr=SAMPLE_RATE))[: mat.shape[1]]
+    lib = mat[:, : len(q)].reshape(len(mat), -1)
+    lib = lib / np.maximum(np.linalg.norm(lib, axis=1, keepdims=True), 1e-9)
+    best = np.full(len(mat), -np.inf)
+    for r in range(12):
+        v = np.roll(q, r, axis=1).reshape(-1)
+        best = np.maximum(best, lib @ (v / max(float(np.linalg.norm(v)), 1e-9)))
+    out, seen = [], set()
+    for i in np.argsort(-best):
+        if int(tracks[i]) not in seen:
+            seen.add(int(tracks[i]))
+            out.append((int(tracks[i]), float(starts[i])))
+        if len(out) == K:
+            break
+    return out
+
+
+def _score(
+    ranked: list[list[tuple[int, float]]], truth: list[tuple[int, float]], work_of_track: dict[int, int]
+) -> dict[str, float]:
+    w = np.full((len(ranked), K), -1)
+    s = np.zeros((len(ranked), K))
+    for i, res in enumerate(ranked):
+        for j, (tid, start) in enumerate(res[:K]):
+            w[i, j], s[i, j] = work_of_track.get(tid, -1), start
+    hits = passage_hits(
+        ranked_work=w,
+        ranked_start=s,
+        true_work=np.array([t[0] for t in truth]),
+        true_start=np.array([t[1] for t in truth]),
+    )
+    work_hits = w == np.array([t[0] for t in truth])[:, None]
+    return {
+        "top1": hit_rate_at(hits, 1),
+        "top10": hit_rate_at(hits, K),
+        "mrr": mrr(hits),
+        "work_top10": hit_rate_at(work_hits, K),
+        "n": len(ranked),
+    }
+
+
+def run_humming(
+    *, out_dir: Path, quick: bool, seed: int, checkpoint: Path | None, midi_cache: Path, workdir: Path
+) -> Report:
+    from bench.pgbench_db import open_temp_database
+    from bench.report import db_versions
+    from retrieval.ingest import ingest, resolve_embedder
+    from retrieval.search import search
+    from retrieval.types import SearchRequest
+
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    per_composer = 1 if quick else 3
+    n_per = 4 if quick else 12
+    renderer = Renderer(midi_cache=midi_cache, max_seconds=45.0)
+    works = select_works(per_composer=per_composer, seed=seed)
+    wav_dir = workdir / "library"
+    works, clean, sidecar = render_library(works, renderer=renderer, out_dir=wav_dir)
+    embedder, spec = resolve_embedder(checkpoint)
+    db = open_temp_database(workdir / "home")
+    notes_md: list[str] = []
+    data: dict[str, Any] = {}
+    try:
+        with db.connection() as conn:
+            pg, vec = db_versions(conn)
+        rep = ingest(
+            db=db,
+            paths=[wav_dir],
+            embedder=embedder,
+            spec=spec,
+            metadata_file=sidecar,
+            workers=2,
+            progress=False,
+        )
+        minutes = rep.audio_seconds / 60.0
+        stage = rep.stage_cpu_s
+        data["library"] = {
+            "works": len(works), "segments": rep.segments, "audio_minutes": round(minutes, 1),
+            "composers": sorted({ew.composer for ew in works}),
+        }  # fmt: skip
+        data["ingest_cpu_ms_per_audio_minute"] = {
+            k: round(1000 * v / max(minutes, 1e-9), 1) for k, v in stage.items()
+        }
+        with db.connection() as conn:
+            rows = conn.execute("SELECT id, work FROM tracks").fetchall()
+        index_of = {ew.work_id: i for i, ew in enumerate(works)}
+        work_of_track = {int(t): index_of.get(str(w), -1) for t, w in rows}
+        mat, c_tracks, c_starts = _chroma_rows(db, embedder.model_version)
+        lines = {ew.work_id: skyline(renderer, ew) for ew in works}
+        la = _espeak_la()
+        if la is None:
+            notes_md.append("espeak-ng is not installed here: its condition was skipped.")
+
+        per_condition: list[dict[str, Any]] = []
+        routed: dict[str, float] = {}
+        latency: list[float] = []
+        for name, timbre, semis, tempo in tqdm(CONDITIONS, desc="humming conditions", leave=False):
+            if timbre == "espeak" and la is None:
+                continue
+            ranked: dict[str, list[list[tuple[int, float]]]] = {s: [] for s in SYSTEMS}
+            truth: list[tuple[int, float]] = []
+            melody_routed = 0
+            tries = 0
+            while len(truth) < n_per and tries < 10 * n_per:
+                tries += 1
+                wi = int(rng.integers(len(works)))
+                ew = works[wi]
+                dur = clean[ew.work_id].size / SAMPLE_RATE
+                if dur < QUERY_S * tempo + 1.0:
+                    continue
+                t = float(np.round(rng.uniform(0.1, dur - QUERY_S * tempo - 0.5), 2))
+                notes = _passage(lines[ew.work_id], t, tempo=tempo, transpose=semis, rng=rng)
+                if sum(e - s for s, e, _ in notes) < 0.5 * QUERY_S:  # mostly rests: nobody hums that
+                    continue
+                if timbre == "voice":
+                    y = _gm(notes, 53)
+                elif timbre == "recorder":
+                    y = _gm(notes, 74)
+                elif timbre == "whistle":
+                    y = _whistle(notes, rng)
+                else:
+                    assert la is not None
+                    y = _espeak(notes, la)
+                y = _drift(y, rng)
+                truth.append((wi, t))
+                t0 = time.perf_counter()
+                auto = search(db=db, embedder=embedder, request=SearchRequest(audio=y, k=K))
+                latency.append((time.perf_counter() - t0) * 1000)
+                melody_routed += auto.query.get("route") == "melody"
+                audio = search(db=db, embedder=embedder, request=SearchRequest(audio=y, k=K, route="audio"))
+                ranked[SYSTEMS[0]].append([(r.track_id, r.start) for r in auto.results])
+                ranked[SYSTEMS[1]].append([(r.track_id, r.start) for r in audio.results])
+                ranked[SYSTEMS[2]].append(_chroma_search(y, mat, c_tracks, c_starts))
+            routed[name] = melody_routed / max(len(truth), 1)
+            for sysname in SYSTEMS:
+                per_condition.append(
+                    {"condition": name, "system": sysname, **_score(ranked[sysname], truth, work_of_track)}
+                )
+        data["conditions"] = per_condition
+        data["routed_to_melody"] = routed
+        data["melody_search_ms"] = percentiles(latency)
+
+        # -- ordinary clips: the detection must leave them on the audio route ---------------------
+        from bench.queries import augment_clip
+
+        ordinary: list[dict[str, Any]] = []
+        for kind in ("clean", "noise"):
+            truth, r_auto, r_audio, to_melody = [], [], [], 0
+            for _ in range(2 * n_per):
+                wi = int(rng.integers(len(works)))
+                y_full = clean[works[wi].work_id]
+                t = float(np.round(rng.uniform(0.1, y_full.size / SAMPLE_RATE - QUERY_S - 0.5), 2))
+                clip = y_full[int(t * SAMPLE_RATE) : int((t + QUERY_S) * SAMPLE_RATE)]
+                clip = augment_clip(clip=clip, kind=kind, rng=rng)
+                truth.append((wi, t))
+                a = search(db=db, embedder=embedder, request=SearchRequest(audio=clip, k=K))
+                b = search(db=db, embedder=embedder, request=SearchRequest(audio=clip, k=K, route="audio"))
+                to_melody += a.query.get("route") == "melody"
+                r_auto.append([(r.track_id, r.start) for r in a.results])
+                r_audio.append([(r.track_id, r.start) for r in b.results])
+            ordinary.append(
+                {
+                    "clip": kind,
+                    "system": SYSTEMS[0],
+                    "routed_to_melody": to_melody / len(truth),
+                    **_score(r_auto, truth, work_of_track),
+                }
+            )
+            ordinary.append({"clip": kind, "system": SYSTEMS[1], **_score(r_audio, truth, work_of_track)})
+        data["ordinary_clips"] = ordinary
+    finally:
+        db.close()
+
+    report = Report(
+        name="humming",
+        title="Humming: melody lines in other keys and tempi",
+        machine=machine_info(postgres=pg, pgvector=vec),
+    )
+    report.data = data
+    report.notes += [
+        f"Library: {data['library']['works']} held-out works ({data['library']['audio_minutes']} min, "
+        f"{data['library']['segments']} windows), rendered on their primary program and ingested for real.",
+        f"{n_per} queries per condition, {QUERY_S:.0f} s each; drift up to ±{DRIFT_CENTS:.0f} cents, onset jitter "
+        f"σ {JITTER_S * 1000:.0f} ms. A hit: right work, start within ±2.5 s. Wall time "
+        f"{(time.perf_counter() - t_start) / 60:.1f} min on a shared machine (load average is in Machine).",
+        *notes_md,
+    ]
+    table: list[list[Any]] = []
+    for name, *_ in CONDITIONS:
+        cells = [r for r in data["conditions"] if r["condition"] == name]
+        if not cells:
+            continue
+        by = {r["system"]: r for r in cells}
+        table.append(
+            [name, cells[0]["n"], f"{routed[name]:.2f}"]
+            + [f"{by[s]['top1']:.2f} / {by[s]['top10']:.2f} / {by[s]['mrr']:.2f}" for s in SYSTEMS]
+        )
+    report.section(
+        "Per condition: top-1 / top-10 / MRR (passage: right work, ±2.5 s)",
+        md_table(["condition", "n", "routed to melody", *SYSTEMS], table),
+    )
+    table = []
+    for r in data["ordinary_clips"]:
+        table.append(
+            [
+                r["clip"],
+                r["system"],
+                r.get("routed_to_melody", "–"),
+                f"{r['top1']:.2f}",
+                f"{r['top10']:.2f}",
+                r["n"],
+            ]
+        )
+    report.section(
+        "Ordinary clips (the library's own renders, 10 s): no regression",
+        md_table(["clip", "system", "routed to melody", "top-1", "top-10", "n"], table),
+    )
+    cost = data["ingest_cpu_ms_per_audio_minute"]
+    report.section(
+        "Cost",
+        md_table(["what", "measured"], [
+            ["melodic line at ingest (CPU ms per minute of audio)", cost.get("melody", "–")],
+            ["for scale: features (CPU ms per minute)", cost.get("features", "–")],
+            ["search as it runs a hum (ms, p50 / p95)", f"{data['melody_search_ms'].get('p50', 0):.0f} / {data['melody_search_ms'].get('p95', 0):.0f}"],
+        ]),
+    )  # fmt: skip
+    report.write(out_dir)
+    return report

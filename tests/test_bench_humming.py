@@ -1,0 +1,30 @@
+"""The humming benchmark's query maker: passages moved in key and tempo, drift, and the synthetic voices."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.humming import _drift, _passage, _whistle
+from encoder.pitch import track_pitch
+
+NOTES = [(0.0, 1.0, 60), (1.0, 2.0, 62), (2.0, 3.0, 64), (3.0, 4.0, 65), (12.0, 13.0, 67)]
+
+
+def test_a_passage_is_cut_moved_in_key_and_stretched_by_tempo():
+    rng = np.random.default_rng(0)
+    out = _passage(NOTES, 1.0, tempo=0.5, transpose=-3, rng=rng)  # half as fast: 5 s of score in 10 s
+    assert [p for _, _, p in out] == [59, 61, 62]
+    starts = [s for s, _, _ in out]
+    assert abs(starts[1] - 2.0) < 0.2 and abs(starts[2] - 4.0) < 0.2  # jittered onsets (σ 40 ms)
+    assert all(e > s for s, e, _ in out)
+
+
+def test_drift_moves_pitch_by_at_most_thirty_cents():
+    rng = np.random.default_rng(1)
+    y = _whistle([(0.0, 3.0, 69)], rng)
+    drifted = _drift(y, rng)
+    a, b = track_pitch(y=y).midi, track_pitch(y=drifted).midi
+    assert np.nanmedian(a[5:25]) == np.float32(np.nanmedian(a[5:25]))  # voiced
+    assert abs(np.nanmedian(a[3:25]) - 81.0) < 0.3  # a whistle: an octave above the note
+    change = np.abs(np.nanmedian(b[2:6]) - np.nanmedian(b[-10:-6]))
+    assert 0.05 < change < 0.65  # a drift from −d to +d cents, d ≤ 30
