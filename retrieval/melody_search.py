@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from cadenza.db import scalar
 from encoder.features import SAMPLE_RATE
 from retrieval.descriptors import KEY_NAMES
 from retrieval.melody import MELODY_FPS
 from retrieval.melody_match import CHUNK_FRAMES, MIN_VOICED_FRAMES, match_windows
-from retrieval.store import scalar
 from retrieval.types import Result
 
 #: A query whose tracked pitch holds at least this share of its harmonic energy is one voice.
