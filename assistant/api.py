@@ -14,9 +14,17 @@ from assistant import chat, conversations, explain
 from assistant.chat import Services
 from assistant.followup_schema import KEYS
 from assistant.querystate import state_from_json, state_of_json
-from assistant.web import _float_or_none, _int_or_none, clip_from_form, listener_cookies
+from assistant.web import (
+    _float_or_none,
+    _int_or_none,
+    aspects_of,
+    aspects_of_form,
+    clip_from_form,
+    diversity_of,
+    listener_cookies,
+)
 from cadenza.errors import InputError
-from retrieval.types import Filters, MomentRef, SearchRequest
+from retrieval.types import DEFAULT_DIVERSITY, Aspects, Filters, MomentRef, SearchRequest
 
 
 def _filters(f: dict[str, Any] | None) -> Filters:
@@ -129,6 +137,10 @@ def _moment(data: Any) -> MomentRef:
     return ref
 
 
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 def _is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
@@ -139,8 +151,11 @@ def _is_multipart(request: Request) -> bool:
     summary="Find moments like a clip or a library moment",
     description=(
         "Multipart: the clip in field `file`, with optional `start`, `duration`, `k`, repeatable `composer`, "
-        "`exclude_composer`, `era`, `exclude_era`, `key`, `mode`, `min_bpm`, `max_bpm`, and `route` (auto | "
-        "melody | audio: a hum or single line is searched by melody in any key). Or JSON: {reference: {track_id, start}, k, filters}. Returns the same JSON as "
+        "`exclude_composer`, `era`, `exclude_era`, `key`, `mode`, `min_bpm`, `max_bpm`, `route` (auto | "
+        "melody | audio: a hum or single line is searched by melody in any key), `diversity` (0-1) and "
+        "`aspect_sound`/`aspect_harmony`/`aspect_rhythm`/`aspect_melody` (0-10). Or JSON: {reference: {track_id, "
+        "start}, k, filters, diversity, aspects: {sound, harmony, rhythm, melody}}. Each result has `match` "
+        "(probability it is the same passage) and `likeness` (0-100 against the library). Returns the same JSON as "
         "`cadenza search --json`."
     ),
     tags=["search"],
@@ -163,6 +178,8 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
             k=_int_or_none(form.get("k"), "k") or 10,
             filters=form_filters(form),
             route=str(form.get("route") or "auto"),
+            diversity=_or(diversity_of(form.get("diversity")), DEFAULT_DIVERSITY),
+            aspects=aspects_of_form(form) or Aspects(),
         )
     else:
         data = await _json_body(request)
@@ -173,7 +190,11 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
         k = data.get("k", 10)
         if not whole_number(k) or not 1 <= k <= 50:
             raise InputError("k must be a whole number between 1 and 50")
-        req = SearchRequest(moments=(_moment(data["reference"]),), k=k, filters=_filters(data.get("filters")))
+        req = SearchRequest(
+            moments=(_moment(data["reference"]),), k=k, filters=_filters(data.get("filters")),
+            diversity=_or(diversity_of(data.get("diversity")), DEFAULT_DIVERSITY),
+            aspects=aspects_of(data.get("aspects")) or Aspects(),
+        )  # fmt: skip
     return await anyio.to_thread.run_sync(svc.search_json, req)
 
 
@@ -182,8 +203,10 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
     status_code=200,
     summary="One chat message: a clip, a named moment, or a follow-up; returns results and the explanation",
     description=(
-        "JSON: {message, conversation_id?, reference?: {track_id, start}, k?}. Multipart: the clip in `file` with "
-        "optional `message`, `conversation_id`, `start`, `k`. A message without a clip refines the conversation's "
+        "JSON: {message, conversation_id?, reference?: {track_id, start}, k?, diversity?, aspects?}. Multipart: the "
+        "clip in `file` with optional `message`, `conversation_id`, `start`, `k`, `diversity`, `aspect_*`. "
+        "`diversity` (0-1) and `aspects` ({sound, harmony, rhythm, melody}, 0-10) apply to this answer and stay "
+        "with the conversation's later refinements. A message without a clip refines the conversation's "
         "last search ('only Baroque', 'like #2 but not #3') or names a moment ('find moments like 1:23 of <title>'). "
         "A message that only takes results out ('not #3', 'drop the second') refines that answer in place "
         "(`refined` true, `message_id` is the refined answer, `excluded` lists what is left out). "
@@ -205,9 +228,12 @@ async def api_chat(request: Request, svc: Services) -> Response[dict[str, Any]]:
             "conversation_id": form.get("conversation_id") or None,
             "k": _int_or_none(form.get("k"), "k"),
             "start": _float_or_none(form.get("start"), "start"),
+            "diversity": form.get("diversity"),
         }
+        aspects = aspects_of_form(form)
     else:
         data = await _json_body(request)
+        aspects = aspects_of(data.get("aspects"))
     cid = conversations.parse_id(str(data["conversation_id"])) if data.get("conversation_id") else None
     k = data.get("k")
     if k is not None and (not whole_number(k) or not 1 <= k <= 50):
@@ -226,6 +252,7 @@ async def api_chat(request: Request, svc: Services) -> Response[dict[str, Any]]:
         partial(
             chat.run_turn, svc, conversation_id=cid, text=str(data.get("message") or ""), clip=clip,
             start_s=data.get("start"), k=k, reference=reference, listener_id=lid, state=state,
+            diversity=diversity_of(data.get("diversity")), aspects=aspects,
         )
     )  # fmt: skip
     if result.refused:

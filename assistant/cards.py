@@ -37,10 +37,13 @@ def _shift_words(semitones: int) -> str:
 
 
 def likeness_of(r: Mapping[str, Any]) -> float:
-    """How alike it sounds, [0, 1]: the result's ``likeness`` when search gives one, else the
-    embedding similarity the ranking started from (the closest measured stand-in)."""
+    """How alike it sounds, [0, 1]: the result's ``likeness`` (0–100 against the library,
+    retrieval.likeness) / 100; for an answer stored before search gave one, the embedding
+    similarity the ranking started from (the closest measured stand-in)."""
     comps = r.get("components") or {}
-    v = r.get("likeness", comps.get("embedding", comps.get("timbre", r.get("score", 0.0))))
+    if r.get("likeness") is not None:
+        return float(np.clip(float(r["likeness"]) / 100.0, 0.0, 1.0))
+    v = comps.get("embedding", comps.get("timbre", r.get("score", 0.0)))
     return float(np.clip(float(v or 0.0), 0.0, 1.0))
 
 
@@ -95,7 +98,9 @@ def aspect_rows(r: Mapping[str, Any]) -> list[tuple[str, str]]:
         seen.add(label)
         rows.append((label, f"{float(value):.2f}"))
     rows.append(("ranking score", f"{float(r.get('score') or 0.0):.2f}"))
-    rows.append(("same-passage confidence", f"{float(r.get('confidence') or 0.0) * 100:.0f}%"))
+    for name, value in (r.get("aspects") or {}).items():  # the four aspects of likeness, 0-1
+        rows.append((f"{name} (aspect)", f"{float(value):.2f}"))
+    rows.append(("same-passage match", f"{match_of(r) * 100:.0f}%"))
     if r.get("key_shift"):
         rows.append(("key offset", f"{int(r['key_shift']):+d} semitones"))
     d = r.get("descriptors") or {}
@@ -141,6 +146,7 @@ def card(
         "why": why_sentence(r),
         "details": aspect_rows(r),
         "measured_reason": r.get("reason") or "",
+        "moved_reason": r.get("moved_reason") or "",
         "key_shift": int(r.get("key_shift") or 0),
         "picture": picture,
         "removed": removed,

@@ -26,7 +26,7 @@ from cadenza.audio import DecodeWorkers
 from cadenza.db import Database
 from cadenza.errors import CadenzaError, InputError, NotFound, StorageError
 from cadenza.settings import Settings
-from retrieval.types import Filters, MomentRef, SearchRequest, SearchResponse
+from retrieval.types import Aspects, Filters, MomentRef, SearchRequest, SearchResponse
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,21 @@ class TurnResult:
     refused: bool = False
 
 
+@dataclass(frozen=True)
+class Setting:
+    """Search settings sent with a message rather than typed: None = keep what the conversation has."""
+
+    diversity: float | None = None
+    aspects: Aspects | None = None
+
+    def apply(self, req: SearchRequest) -> SearchRequest:
+        if self.diversity is not None:
+            req = replace(req, diversity=self.diversity)
+        if self.aspects is not None:
+            req = replace(req, aspects=self.aspects)
+        return req
+
+
 @dataclass
 class Plan:
     """What a message asks for: the request, and for a follow-up what it said and which answer it refines."""
@@ -351,17 +366,26 @@ def build_request(
     base_message_id: int | None = None,
     state: querystate.QueryState | None = None,
     route: str = "auto",
+    settings: Setting | None = None,
 ) -> Plan:
-    """The request this message asks for, with the follow-up and the answer it refines, if any."""
+    """The request this message asks for, with the follow-up and the answer it refines, if any.
+
+    ``settings`` sent with the message (the page's variety control, the API's ``diversity`` and
+    ``aspects``) apply to a new search, and to a follow-up's previous request *before* the
+    follow-up, so "more variety" typed in the same message still moves them.
+    """
+    setting = settings or Setting()
     text = (text or "").strip()
     composers, eras = library_vocabulary(svc.db)
     extra_filters = Filters(exclude_composers=tuple(exclude_composers))
     if clip is not None:
         audio = svc.decode(clip)
-        req = SearchRequest(
-            audio=audio, start_s=start_s, k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id,
-            route=route,
-        )  # fmt: skip
+        req = setting.apply(
+            SearchRequest(
+                audio=audio, start_s=start_s, k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id,
+                route=route,
+            )  # fmt: skip
+        )
         if text:  # "only Baroque" typed with the clip
             fu = followups.parse_rules(text, composers=composers, eras=eras)
             fu = replace(fu, like=(), unlike=(), different_composer=False)
@@ -369,8 +393,10 @@ def build_request(
             return Plan(req, fu, "rules", audio)
         return Plan(req, audio=audio)
     if reference is not None:
-        req = SearchRequest(
-            moments=(reference,), k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id
+        req = setting.apply(
+            SearchRequest(
+                moments=(reference,), k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id
+            )
         )
         return Plan(req)
     named = rules.parse_moments(text) if text else []
@@ -390,7 +416,7 @@ def build_request(
             ),
             listener_id=listener_id,
         )
-        return Plan(req)
+        return Plan(setting.apply(req))
     if conversation_id is not None and base_message_id is not None:
         last: conversations.Turn | None = conversations.turn(svc.db, conversation_id, base_message_id)
         if last is not None and last.response is None:
@@ -406,6 +432,7 @@ def build_request(
             "type what to change about the last answer, e.g. 'only Baroque' or 'like #2 but not #3'"
         )
     previous = _previous(svc, last)
+    previous = replace(previous, request=setting.apply(previous.request))
     if state is not None:  # the client edited the state: search exactly that
         req = querystate.apply_state(state, previous.request)
         return Plan(
@@ -487,6 +514,8 @@ def run_turn(
     base_message_id: int | None = None,
     state: querystate.QueryState | None = None,
     route: str = "auto",
+    diversity: float | None = None,
+    aspects: Aspects | None = None,
 ) -> TurnResult:
     """Build the request, search, and store the user message and the answer (not yet explained).
 
@@ -503,6 +532,7 @@ def run_turn(
         svc, conversation_id=conversation_id, text=text, clip=clip, start_s=start_s, k=k,
         reference=reference, exclude_composers=exclude_composers, listener_id=listener_id,
         base_message_id=base_message_id, state=state, route=route,
+        settings=Setting(diversity=diversity, aspects=aspects),
     )  # fmt: skip
     if plan.reply is not None:
         # Not searched: the message and a reply saying why; the last answer stays as it is.

@@ -29,7 +29,7 @@ from assistant.followup_schema import (
     validate_followup,
 )
 from assistant.rules import parse_rules
-from retrieval.types import Filters, MomentRef, SearchRequest, Weights
+from retrieval.types import Aspects, Filters, MomentRef, SearchRequest, Weights
 
 __all__ = [
     "ERAS", "FASTER_FACTOR", "FOLLOWUP_SCHEMA", "MAX_K", "MOOD_SHIFTS", "REFINE_TOOL", "SLOWER_FACTOR",
@@ -238,7 +238,7 @@ def apply_followup(followup: FollowUp, previous: PreviousSearch) -> SearchReques
         moments=tuple(dict.fromkeys(moments)),
         minus=tuple(dict.fromkeys(minus)),
         k=followup.k or req.k,
-        mmr_lambda=1.0 - followup.diversity if followup.diversity is not None else req.mmr_lambda,
+        diversity=followup.diversity if followup.diversity is not None else req.diversity,
         filters=filters,
         weights=weights,
         target_mood=target_mood,
@@ -263,6 +263,8 @@ def request_from_json(data: dict[str, Any], *, audio: Any = None) -> SearchReque
     fkw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("filters", {}).items()}
     filters = Filters(**fkw)
     weights = Weights(**d.pop("weights", {}))
+    aspects = Aspects(**d.pop("aspects", {}))
+    d.pop("mmr_lambda", None)  # stored before `diversity` replaced it: the default applies
     moments = tuple(MomentRef(int(m["track_id"]), float(m["start_s"])) for m in d.pop("moments", []))
     minus = tuple(MomentRef(int(m["track_id"]), float(m["start_s"])) for m in d.pop("minus", []))
     tm = d.pop("target_mood", None)
@@ -274,6 +276,7 @@ def request_from_json(data: dict[str, Any], *, audio: Any = None) -> SearchReque
         minus=minus,
         filters=filters,
         weights=weights,
+        aspects=aspects,
         target_mood=tuple(tm) if tm is not None else None,  # type: ignore[arg-type]
         **d,
     )

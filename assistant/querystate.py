@@ -15,7 +15,7 @@ from typing import Any
 
 from assistant.followup_schema import KEYS, MAX_K
 from cadenza.errors import InputError
-from retrieval.types import Filters, MomentRef, SearchRequest, Weights
+from retrieval.types import DEFAULT_DIVERSITY, Aspects, Filters, MomentRef, SearchRequest, Weights
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,9 @@ class QueryState:
     tracks: tuple[int, ...] = ()
     exclude_tracks: tuple[int, ...] = ()
     weights: dict[str, float] = field(default_factory=dict)
-    diversity: float = 0.3
+    # Aspects of likeness (retrieval.types.Aspects): sound, harmony, rhythm, melody; missing = 1.
+    aspects: dict[str, float] = field(default_factory=dict)
+    diversity: float = DEFAULT_DIVERSITY
     k: int = 10
     mood_target: tuple[float, float] | None = None
     tempo_factor: float | None = None
@@ -60,7 +62,8 @@ def state_of(req: SearchRequest) -> QueryState:
         composers=f.composers, exclude_composers=f.exclude_composers, eras=f.eras, exclude_eras=f.exclude_eras,
         key=f.key, mode=f.mode, min_bpm=f.min_bpm, max_bpm=f.max_bpm, tracks=f.tracks, exclude_tracks=f.exclude_tracks,
         weights=asdict(req.weights),
-        diversity=round(1.0 - req.mmr_lambda, 4),
+        aspects=asdict(req.aspects),
+        diversity=round(req.diversity, 4),
         k=req.k,
         mood_target=req.target_mood,
         tempo_factor=req.tempo_factor,
@@ -97,7 +100,8 @@ def apply_state(state: QueryState, base: SearchRequest) -> SearchRequest:
         minus=tuple(MomentRef(m.track_id, m.start) for m in state.away),
         filters=filters,
         weights=Weights(**{**asdict(Weights()), **state.weights}),
-        mmr_lambda=1.0 - state.diversity,
+        aspects=Aspects(**{**asdict(Aspects()), **state.aspects}).validated(),
+        diversity=state.diversity,
         k=state.k,
         target_mood=state.mood_target,
         tempo_factor=state.tempo_factor,
@@ -116,6 +120,15 @@ def _names(data: dict[str, Any], name: str) -> tuple[str, ...]:
     ):
         raise InputError(f"state.{name} must be a list of names")
     return tuple(v)
+
+
+def _aspects(data: dict[str, Any]) -> dict[str, float]:
+    raw = data.get("aspects") or {}
+    names = set(asdict(Aspects()))
+    if not isinstance(raw, dict) or set(raw) - names:
+        raise InputError(f"state.aspects must be an object with some of {sorted(names)}")
+    out = {n: _number(raw, n, 0.0, 10.0) for n in raw}
+    return {n: float(v) for n, v in out.items() if v is not None}
 
 
 def _ids(data: dict[str, Any], name: str) -> tuple[int, ...]:
@@ -198,7 +211,8 @@ def state_from_json(data: Any) -> QueryState:
         min_bpm=_number(data, "min_bpm", 20, 300), max_bpm=_number(data, "max_bpm", 20, 300),
         tracks=_ids(data, "tracks"), exclude_tracks=_ids(data, "exclude_tracks"),
         weights={n: v for n, v in w.items() if v is not None},
-        diversity=_number(data, "diversity", 0.0, 1.0) or 0.0 if data.get("diversity") is not None else 0.3,
+        aspects=_aspects(data),
+        diversity=_number(data, "diversity", 0.0, 1.0) or 0.0 if data.get("diversity") is not None else DEFAULT_DIVERSITY,
         k=k, mood_target=mood, tempo_factor=_number(data, "tempo_factor", 0.25, 4.0),
     )  # fmt: skip
     return state

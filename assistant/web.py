@@ -73,6 +73,44 @@ def _int_or_none(raw: Any, name: str, *, lo: int = 1, hi: int = 50) -> int | Non
     return value
 
 
+def diversity_of(raw: Any) -> float | None:
+    """A form's or JSON body's ``diversity`` (0–1), None when absent."""
+    from retrieval.types import check_diversity
+
+    return None if raw in (None, "") else check_diversity(raw)
+
+
+ASPECT_NAMES = ("sound", "harmony", "rhythm", "melody")
+
+
+def aspects_of(raw: Any) -> Any:
+    """A JSON body's ``aspects`` object ({"sound": 1, "harmony": 0, ...}) as Aspects, None when absent."""
+    from retrieval.types import Aspects
+
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InputError('aspects must be an object, e.g. {"sound": 1, "harmony": 0}')
+    unknown = set(raw) - set(ASPECT_NAMES)
+    if unknown:
+        raise InputError(f"unknown aspect(s) {sorted(unknown)}; use {list(ASPECT_NAMES)}")
+    return Aspects(**raw).validated()
+
+
+def aspects_of_form(form: Any) -> Any:
+    """A form's ``aspect_sound`` … ``aspect_melody`` fields as Aspects (missing ones 1), None when none given."""
+    given = {n: form.get(f"aspect_{n}") for n in ASPECT_NAMES if form.get(f"aspect_{n}") not in (None, "")}
+    if not given:
+        return None
+    out: dict[str, float] = {}
+    for n, v in given.items():
+        try:
+            out[n] = float(v)
+        except (TypeError, ValueError):
+            raise InputError(f"aspect_{n}={v!r} is not a number; give one between 0 and 10") from None
+    return aspects_of(out)
+
+
 async def clip_from_form(form: Any, field: str = "file") -> Clip | None:
     """The uploaded clip, or None when none was attached.
 
@@ -103,7 +141,13 @@ async def chat_page(request: Request, svc: Services) -> Template:
     recent = await anyio.to_thread.run_sync(partial(conversations.recent, svc.db, lid))
     return Template(
         "chat.html",
-        context={"conversation_id": "", "turns": [], "title": "", "recent": recent},
+        context={
+            "conversation_id": "",
+            "turns": [],
+            "title": "",
+            "recent": recent,
+            "diversity_default": _default_diversity(),
+        },  # fmt: skip
         cookies=cookies,
     )
 
@@ -113,14 +157,30 @@ async def conversation_page(request: Request, svc: Services, conversation_id: st
     cid = conversations.parse_id(conversation_id)
     lid, cookies = listener_cookies(request, svc)
 
-    def load() -> tuple[list[dict[str, Any]], str]:
+    def load() -> tuple[list[dict[str, Any]], str, float | None]:
         ts = conversations.turns(svc.db, cid)
-        return _render_turns(svc, cid, ts), conversations.title(svc.db, cid)
+        last = conversations.last_search(svc.db, cid)
+        # The variety control shows what the conversation's last search used.
+        diversity = (last.request or {}).get("diversity") if last is not None else None
+        return _render_turns(svc, cid, ts), conversations.title(svc.db, cid), diversity
 
-    turns, title = await anyio.to_thread.run_sync(load)
+    turns, title, diversity = await anyio.to_thread.run_sync(load)
     return Template(
-        "chat.html", context={"conversation_id": str(cid), "turns": turns, "title": title}, cookies=cookies
+        "chat.html",
+        context={
+            "conversation_id": str(cid),
+            "turns": turns,
+            "title": title,
+            "diversity_default": _default_diversity() if diversity is None else float(diversity),
+        },  # fmt: skip
+        cookies=cookies,
     )
+
+
+def _default_diversity() -> float:
+    from retrieval.types import DEFAULT_DIVERSITY
+
+    return DEFAULT_DIVERSITY
 
 
 @post("/chat/messages", include_in_schema=False, status_code=200)
@@ -148,7 +208,8 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
         partial(
             chat.run_turn, svc, conversation_id=cid, text=str(form.get("text") or ""), clip=clip,
             start_s=_float_or_none(form.get("start"), "start"), k=_int_or_none(form.get("k"), "k"),
-            reference=reference, listener_id=lid,
+            reference=reference, listener_id=lid, diversity=diversity_of(form.get("diversity")),
+            aspects=aspects_of_form(form),
             base_message_id=_int_or_none(form.get("base_message"), "base_message", hi=2**62),
             route=str(form.get("route") or "auto"),
         )

@@ -133,7 +133,7 @@ def run_real(
             "with reranker (default weights, MMR 0.7)": {},
             "without reranker (embedding only, no MMR)": {
                 "weights": Weights(embedding=1.0, harmony=0.0, progression=0.0),
-                "mmr_lambda": 1.0,
+                "diversity": 0.0,
             },
         }
         for cname, kw in configs.items():

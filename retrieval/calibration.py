@@ -27,6 +27,9 @@ N_QUERIES = 256
 FULL_SCAN_LIMIT = 30_000
 #: Below this confidence the top result is reported as "nothing similar".
 NOTHING_SIMILAR_BELOW = 0.10
+#: From this ``match`` on a result counts as the query's own passage found again: its composer
+#: is not "already shown" for the diversity step, and it is left out of the likeness scale.
+SAME_PASSAGE_MATCH = 0.5
 QUANTILES = np.linspace(0.0, 1.0, 101)
 #: Stored under "<model_version>|<METHOD>" so a calibration measured another way is never misread.
 METHOD = "margin1"

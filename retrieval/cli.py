@@ -88,6 +88,17 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             action="store_true",
             help="search the clip only as it is (by default it is also searched a semitone up and down)",
         )
+        from retrieval.types import DEFAULT_DIVERSITY
+
+        parser.add_argument(
+            "--diversity", type=float, default=DEFAULT_DIVERSITY,
+            help=f"0 = plain ranking, 1 = spread composers as much as possible (default {DEFAULT_DIVERSITY})",
+        )  # fmt: skip
+        for aspect in ("sound", "harmony", "rhythm", "melody"):
+            parser.add_argument(
+                f"--{aspect}", type=float, default=1.0, metavar="W",
+                help=f"weight of the {aspect} aspect of likeness, 0-10 (default 1; 0 ignores it)",
+            )  # fmt: skip
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -242,7 +253,7 @@ def _reindex(settings: Any, db: Any, args: argparse.Namespace) -> int:
 def _search(settings: Any, db: Any, args: argparse.Namespace) -> int:
     from cadenza.audio import load_audio
     from retrieval.search import search
-    from retrieval.types import Filters, MomentRef, SearchRequest
+    from retrieval.types import Aspects, Filters, MomentRef, SearchRequest, check_diversity
 
     if (args.audio is None) == (args.track is None):
         raise InputError("give an audio clip or --track ID --at SECONDS (one of them)")
@@ -270,6 +281,10 @@ def _search(settings: Any, db: Any, args: argparse.Namespace) -> int:
         filters=filters,
         one_per_track=not args.all_windows,
         transpose_probes=() if args.same_key else SearchRequest().transpose_probes,
+        diversity=check_diversity(args.diversity),
+        aspects=Aspects(
+            **{n: getattr(args, n) for n in ("sound", "harmony", "rhythm", "melody")}
+        ).validated(),
     )
     embedder, _ = _embedder(settings)
     response = search(db=db, embedder=embedder, request=request)
@@ -287,8 +302,10 @@ def _search(settings: Any, db: Any, args: argparse.Namespace) -> int:
         )
     for r in response.results:
         print(f"{r.rank:2d}. {r.composer or '?'} — {r.title}  @ {r.start:.1f}–{r.end:.1f} s  "
-              f"score {r.score:.3f}  confidence {r.confidence:.2f}")  # fmt: skip
+              f"likeness {r.likeness:.0f}  match {r.match:.0%}")  # fmt: skip
         print(f"    {r.reason}")
+        if r.moved_reason:
+            print(f"    {r.moved_reason}")
     print("timings " + ", ".join(f"{k} {v:.0f} ms" for k, v in response.timings_ms.items()))
     return 0
 

@@ -162,6 +162,8 @@ def from_audio(
         valence=d.valence,
         arousal=d.arousal,
         tonalness=d.tonalness,
+        brightness_hz=d.brightness_hz,
+        onset_density=d.onset_density,
         transposed=transposed,
     )
     return BuiltQuery(
@@ -193,7 +195,7 @@ def transposed_embeddings(
 _MOMENT_SQL = (
     "SELECT s.id, s.track_id, s.start_s, s.end_s, s.embedding, s.chroma_mean, s.chroma_seq, s.key_index, s.mode,"
     " s.key_confidence, s.tempo_bpm, s.valence, s.arousal, t.title, t.composer, t.duration_s, t.path,"
-    " t.content_hash"
+    " t.content_hash, s.brightness_hz, s.onset_density"
     " FROM segments s JOIN tracks t ON t.id = s.track_id"
     " WHERE s.track_id = %s AND s.model_version = %s ORDER BY abs(s.start_s - %s), s.start_s LIMIT 1"
 )
@@ -264,6 +266,7 @@ def moment(
                 chroma_seq=prof.chroma_seq, key_index=d["key_index"], mode=d["mode"],
                 key_confidence=d["key_confidence"], tempo_bpm=d["tempo_bpm"], valence=d["valence"],
                 arousal=d["arousal"], tonalness=d["tonalness"], chroma10=built.chroma10,
+                brightness_hz=d["brightness_hz"], onset_density=d["onset_density"],
                 end_s=float(start_s) + d["end"], nothing_reason=built.nothing_reason,
                 timings_ms={"decode": decode_ms, **built.timings_ms},
             )  # fmt: skip
@@ -279,7 +282,7 @@ def moment(
         moment_source="stored-segment", embedding=_unit(row[4].to_numpy()),
         chroma_mean=np.asarray(row[5], dtype=np.float64), chroma_seq=f16_array(row[6]), key_index=row[7],
         mode=row[8], key_confidence=row[9], tempo_bpm=row[10], valence=row[11], arousal=row[12],
-        tonalness=1.0, chroma10=chroma[i0 : i0 + WINDOW_FRAMES],
+        tonalness=1.0, chroma10=chroma[i0 : i0 + WINDOW_FRAMES], brightness_hz=row[18], onset_density=row[19],
     )  # fmt: skip
     return out
 
@@ -356,6 +359,8 @@ def build(
             valence=float(first["valence"] or 0.0),
             arousal=float(first["arousal"] or 0.0),
             tonalness=float(first["tonalness"]),
+            brightness_hz=first.get("brightness_hz"),
+            onset_density=first.get("onset_density"),
         )
         # Only a single moment can be "nothing": a blend still has the other moments' direction.
         nothing = first["nothing_reason"] if len(moments) == 1 and not minus else None

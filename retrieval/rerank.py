@@ -6,8 +6,11 @@ recorded), a chord-progression likeness (the compact chroma sequences compared u
 shift, best lag), and optional mood / tempo / discovery terms. The final score is their
 weighted mean; ``components`` keeps every term so the explanation can say why.
 
+The listener's aspect weights (:class:`retrieval.types.Aspects`: sound, harmony, rhythm,
+melody) scale those terms, so "same sound, any harmony" ranks by the sound terms alone.
+
 Diversity: :func:`nms` keeps one window per track (or at least non-overlapping windows),
-:func:`mmr` trades relevance against composer/era redundancy.
+:func:`mmr` trades relevance against composer/era redundancy, by the request's ``diversity``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ _INTERVALS = {
     -5: "a fourth down",
 }
 
+#: Base weights of the measured aspect terms next to ``Weights`` (embedding 1, harmony 0.35,
+#: progression 0.15): small, so the learned embedding leads unless the listener weighs an
+#: aspect up ("only the rhythm").
+TIMBRE_WEIGHT = 0.1
+RHYTHM_WEIGHT = 0.15
+MELODY_WEIGHT = 0.1
+
 
 @dataclass
 class QueryProfile:
@@ -46,6 +56,8 @@ class QueryProfile:
     valence: float = 0.0
     arousal: float = 0.0
     tonalness: float = 1.0
+    brightness_hz: float | None = None  # spectral centroid
+    onset_density: float | None = None  # onsets per second
     # (semitones, unit embedding [d]) of the query moment transposed in the feature domain:
     # extra nearest-neighbour probes, so a passage is found in another key too.
     transposed: tuple[tuple[int, np.ndarray], ...] = ()
@@ -137,11 +149,70 @@ def tempo_preference(*, query_bpm: float | None, factor: float, candidate_bpm: f
     return float(np.clip(1.0 - abs(np.log2(candidate_bpm / (query_bpm * factor))), 0.0, 1.0))
 
 
+def brightness_similarity(*, query_hz: float | None, candidate_hz: float | None) -> float | None:
+    """1 at the same spectral centroid, 0 a factor of 2 (an octave of brightness) apart; None if unknown."""
+    if not query_hz or not candidate_hz or query_hz <= 0 or candidate_hz <= 0:
+        return None
+    return float(np.clip(1.0 - abs(np.log2(candidate_hz / query_hz)), 0.0, 1.0))
+
+
+def rhythm_similarity(
+    *,
+    query_bpm: float | None,
+    candidate_bpm: float | None,
+    query_onsets: float | None,
+    candidate_onsets: float | None,
+) -> float | None:
+    """Tempo (octave-tolerant: half or double time counts as the same pulse) and onset density → [0, 1].
+
+    The mean of the two parts that are known; None when neither is.
+    """  # fmt: skip
+    parts = []
+    if query_bpm and candidate_bpm and query_bpm > 0 and candidate_bpm > 0:
+        frac = abs(np.log2(candidate_bpm / query_bpm)) % 1.0
+        parts.append(1.0 - 2.0 * min(frac, 1.0 - frac))  # 1 at ×1 or ×2, 0 at ×1.41
+    if query_onsets is not None and candidate_onsets is not None:
+        r = np.log2((float(candidate_onsets) + 0.25) / (float(query_onsets) + 0.25))
+        parts.append(float(np.clip(1.0 - abs(r) / 2.0, 0.0, 1.0)))
+    return float(np.mean(parts)) if parts else None
+
+
+def melody_similarity(*, query: np.ndarray, candidate: np.ndarray, shift: int = 0, max_lag: int = 2) -> float:
+    """The line of the strongest pitch class per row of two chroma sequences ``[n, 12]``, ``[m, 12]`` → [0, 1].
+
+    Share of rows (best lag of ±``max_lag``) whose strongest pitch class agrees once the query
+    is moved by ``shift``, rescaled so chance (1/12) reads 0. A coarse proxy for the tune: the
+    strongest pitch class is often the melody, sometimes the bass.
+    """
+    q = np.argmax(np.roll(np.asarray(query), shift, axis=1), axis=1)
+    c = np.argmax(np.asarray(candidate), axis=1)
+    best = 0.0
+    for lag in range(-max_lag, max_lag + 1):
+        qa, ca = q[max(0, -lag) :], c[max(0, lag) :]
+        n = min(len(qa), len(ca))
+        if n < max(2, min(len(q), len(c)) // 2):
+            continue
+        best = max(best, float(np.mean(qa[:n] == ca[:n])))
+    return float(np.clip((best - 1.0 / 12.0) / (11.0 / 12.0), 0.0, 1.0))
+
+
+def aspect_scores(components: dict[str, float]) -> dict[str, float]:
+    """The four aspects of likeness of one result from its rerank ``components``, each in [0, 1]."""
+    sound = [components.get("embedding", 0.0)] + ([components["timbre"]] if "timbre" in components else [])
+    return {
+        "sound": round(float(np.mean(sound)), 3),
+        "harmony": round(0.7 * components.get("harmony", 0.0) + 0.3 * components.get("progression", 0.0), 3),
+        "rhythm": round(float(components.get("rhythm", 0.0)), 3),
+        "melody": round(float(components.get("melody", 0.0)), 3),
+    }
+
+
 def score_candidates(
     *,
     candidates: list[Candidate],
     query: QueryProfile,
     weights: Any,
+    aspects: Any = None,
     target_mood: tuple[float, float] | None = None,
     tempo_factor: float | None = None,
     unheard_composers: set[str] | None = None,
@@ -149,20 +220,30 @@ def score_candidates(
 ) -> list[Candidate]:
     """Fill ``score``, ``key_shift`` and ``components`` of each candidate; return them best first.
 
-    ``weights`` is a :class:`retrieval.types.Weights`. Harmony terms are scaled by the query's
+    ``weights`` is a :class:`retrieval.types.Weights`, ``aspects`` a :class:`retrieval.types.Aspects`
+    (None = all 1): sound scales the embedding and timbre terms, harmony the harmony and
+    progression terms, rhythm and melody their own. Harmony terms are scaled by the query's
     tonalness (a drum loop has no key to match). ``heard_composers`` (lower-case) enables the
     discovery term: 1 for a composer the listener has not played yet.
     """
     tonal = float(np.clip(query.tonalness * 1.5, 0.0, 1.0))
-    w_emb = float(weights.embedding)
-    w_h = float(weights.harmony) * tonal
-    w_p = float(weights.progression) * tonal
+    a_sound, a_harm, a_rhythm, a_mel = (
+        (1.0, 1.0, 1.0, 1.0)
+        if aspects is None
+        else (float(aspects.sound), float(aspects.harmony), float(aspects.rhythm), float(aspects.melody))
+    )
+    w_emb = float(weights.embedding) * a_sound
+    w_tim = TIMBRE_WEIGHT * a_sound
+    w_h = float(weights.harmony) * tonal * a_harm
+    w_p = float(weights.progression) * tonal * a_harm
+    w_r = RHYTHM_WEIGHT * a_rhythm
+    w_mel = MELODY_WEIGHT * tonal * a_mel
     w_m = float(weights.mood) if target_mood is not None else 0.0
     if target_mood is not None and w_m == 0.0:
         w_m = 0.3
     w_d = float(weights.discovery) if heard_composers is not None else 0.0
     w_t = 0.3 if tempo_factor is not None else 0.0
-    total = max(w_emb + w_h + w_p + w_m + w_d + w_t, 1e-9)
+    total = max(w_emb + w_tim + w_h + w_p + w_r + w_mel + w_m + w_d + w_t, 1e-9)
     # Query-side work once: the 12 rotations of its mean chroma, its normalized sequence
     # (centring and normalizing rows commute with rotating them).
     q_rolls = _rolls(_centered_unit(query.chroma_mean))  # [12, 12]
@@ -182,6 +263,29 @@ def score_candidates(
         comp["harmony"] = round(h, 4)
         comp["progression"] = round(p, 4)
         s = w_emb * c.emb_sim + w_h * h + w_p * p
+        # An aspect that cannot be measured for this pair counts as neutral (0.5), not as a miss.
+        tim = brightness_similarity(
+            query_hz=query.brightness_hz, candidate_hz=c.descriptors.get("brightness_hz")
+        )
+        if tim is not None:
+            comp["timbre"] = round(tim, 4)
+        rhy = rhythm_similarity(
+            query_bpm=query.tempo_bpm, candidate_bpm=c.descriptors.get("tempo_bpm"),
+            query_onsets=query.onset_density, candidate_onsets=c.descriptors.get("onset_density"),
+        )  # fmt: skip
+        if rhy is not None:
+            comp["rhythm"] = round(rhy, 4)
+        mel = None
+        if (
+            c.chroma_seq is not None
+            and query.chroma_seq is not None
+            and len(c.chroma_seq)
+            and len(query.chroma_seq)
+        ):
+            mel = melody_similarity(query=query.chroma_seq, candidate=c.chroma_seq, shift=shift)
+            comp["melody"] = round(mel, 4)
+        s += w_tim * (0.5 if tim is None else tim) + w_r * (0.5 if rhy is None else rhy)
+        s += w_mel * (0.5 if mel is None else mel)
         if w_m:
             m = mood_similarity(
                 target=target_mood,  # type: ignore[arg-type]
@@ -227,11 +331,17 @@ def nms(
     return kept
 
 
+#: Redundancy of a repeat composer (:func:`redundancy`), and what it costs at diversity 1 in
+#: units of the top 3k's score range (:func:`mmr`).
+COMPOSER_REDUNDANCY = 0.7
+MAX_REPEAT_PENALTY = 1.05
+
+
 def redundancy(a: Candidate, b: Candidate) -> float:
     """How much ``b`` repeats ``a`` for a listener, in [0, 1]: same composer, same era, same track."""
     r = 0.0
     if a.composer and a.composer.lower() == b.composer.lower():
-        r += 0.7
+        r += COMPOSER_REDUNDANCY
     if a.era and a.era == b.era:
         r += 0.2
     if a.track_id == b.track_id:
@@ -239,28 +349,64 @@ def redundancy(a: Candidate, b: Candidate) -> float:
     return min(r, 1.0)
 
 
-def mmr(*, candidates: list[Candidate], k: int, lam: float = 0.7) -> list[Candidate]:
-    """Maximal marginal relevance: pick ``k`` maximizing ``lam·score − (1−lam)·max redundancy``.
+def mmr(
+    *, candidates: list[Candidate], k: int, diversity: float = 0.3, same_passage: frozenset[int] = frozenset()
+) -> list[Candidate]:
+    """Maximal marginal relevance: pick ``k`` maximizing ``score − diversity · spread · max redundancy``.
 
-    Scores are the reranked scores (≈ [0, 1]); redundancy is :func:`redundancy` to the
-    already chosen. ``lam = 1`` returns the top ``k`` unchanged; the default 0.7 prefers
-    another composer unless the same composer's moment scores ≥ 0.27 higher.
+    ``spread`` is the score range of the plain top ``3k`` (first minus 3k-th: the candidates
+    diversity may reach), so ``diversity`` means the same on any score scale: at 1 a repeat
+    composer pays :data:`MAX_REPEAT_PENALTY` times that range (composers never repeat while a
+    new one is within reach), at 0 the plain top ``k`` comes back unchanged. Candidates whose
+    segment id is in ``same_passage`` (the query itself found again) do not count as "already
+    shown": the query composer's *other* works are not held back because its own recording
+    came first.
     """
     if not candidates:
         return []
     rel = np.array([c.score for c in candidates], dtype=np.float64)
+    # The query found again scores far above the rest: it would inflate the spread.
+    top = np.sort([c.score for c in candidates if c.segment_id not in same_passage] or list(rel))[::-1]
+    spread = max(float(top[0] - top[min(3 * k, len(top)) - 1]), 1e-3)
+    penalty = float(diversity) * spread * MAX_REPEAT_PENALTY / COMPOSER_REDUNDANCY
     chosen: list[int] = []
     left = list(range(len(candidates)))
     while left and len(chosen) < k:
+        counted = [j for j in chosen if candidates[j].segment_id not in same_passage]
         best_i, best_v = left[0], -np.inf
         for i in left:
-            red = max((redundancy(candidates[j], candidates[i]) for j in chosen), default=0.0)
-            v = lam * rel[i] - (1.0 - lam) * red
+            red = max((redundancy(candidates[j], candidates[i]) for j in counted), default=0.0)
+            v = rel[i] - penalty * red
             if v > best_v + 1e-12:
                 best_i, best_v = i, v
         chosen.append(best_i)
         left.remove(best_i)
     return [candidates[i] for i in chosen]
+
+
+def moves(*, ranked: list[Candidate], chosen: list[Candidate]) -> list[tuple[int, str]]:
+    """Per chosen result: (places moved by the diversity step, + = up; why) against the plain score order.
+
+    ``ranked`` is the list :func:`mmr` chose from (best score first).
+    """
+    plain = {c.segment_id: i for i, c in enumerate(ranked)}
+    out: list[tuple[int, str]] = []
+    for pos, c in enumerate(chosen):
+        moved = plain.get(c.segment_id, pos) - pos
+        if moved > 0:
+            above = {x.composer.lower() for x in chosen[:pos] if x.composer}
+            who = c.composer or "this composer"
+            why = (
+                f"moved up {moved}: {who} is not yet among the results above"
+                if c.composer.lower() not in above
+                else f"moved up {moved}: results scored higher were by composers already shown"
+            )
+        elif moved < 0:
+            why = f"moved down {-moved}: lower-scored results by composers not yet shown went first"
+        else:
+            why = ""
+        out.append((moved, why))
+    return out
 
 
 def reason(c: Candidate) -> str:

@@ -1,4 +1,4 @@
-"""Search: query → filtered nearest segments (keeping k) → rerank → diversity → localize → confidence.
+"""Search: query → filtered nearest segments (keeping k) → rerank → diversity → localize → match, likeness.
 
 Filters must not cost results. pgvector's HNSW applies a WHERE clause *after* its beam
 search, so a restrictive filter (e.g. "not this composer" on clustered data) returns too
@@ -26,12 +26,13 @@ from cadenza.errors import InputError
 from retrieval import cells as cells_mod
 from retrieval import melody_search
 from retrieval import query as query_mod
-from retrieval.calibration import NOTHING_SIMILAR_BELOW, load_calibration
+from retrieval.calibration import NOTHING_SIMILAR_BELOW, SAME_PASSAGE_MATCH, Calibration, load_calibration
 from retrieval.descriptors import KEY_NAMES, key_index
+from retrieval.likeness import likeness
 from retrieval.localize import localize
-from retrieval.rerank import Candidate, mmr, nms, reason, score_candidates
+from retrieval.rerank import Candidate, aspect_scores, mmr, moves, nms, reason, score_candidates
 from retrieval.store import heard_composers, model_mismatch, other_models
-from retrieval.types import Filters, Result, SearchRequest, SearchResponse
+from retrieval.types import Aspects, Filters, Result, SearchRequest, SearchResponse, check_diversity
 
 log = logging.getLogger(__name__)
 
@@ -516,6 +517,8 @@ def search(
     t_all = time.perf_counter()
     if not 1 <= request.k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {request.k}")
+    check_diversity(request.diversity)
+    aspects = (request.aspects or Aspects()).validated()
     timings: dict[str, float] = {}
     with autocommit(db) as conn:
         built = query_mod.build(
@@ -576,13 +579,19 @@ def search(
         pool = sorted(found.rows, key=lambda r: r[-1])[: max(RERANK_POOL, 5 * request.k)]
         cands = score_candidates(
             candidates=[_candidate(r) for r in pool], query=built.profile, weights=request.weights,
-            target_mood=request.target_mood, tempo_factor=request.tempo_factor, heard_composers=heard,
+            aspects=aspects, target_mood=request.target_mood, tempo_factor=request.tempo_factor,
+            heard_composers=heard,
         )  # fmt: skip
         for c in cands:
             if probe_of.get(c.segment_id):
                 c.components["query_transposed"] = float(probe_of[c.segment_id])
+        matches = _matches(cands, built, cal)
+        same = frozenset(sid for sid, m in matches.items() if m >= SAME_PASSAGE_MATCH)
+        scored = cands
         cands = nms(candidates=cands, one_per_track=request.one_per_track)
-        chosen = mmr(candidates=cands, k=request.k, lam=request.mmr_lambda)
+        chosen = mmr(candidates=cands, k=request.k, diversity=request.diversity, same_passage=same)
+        moved = moves(ranked=cands, chosen=chosen)
+        liked = _likeness(scored, chosen, same, n_tracks=_track_count(conn))
         timings["rerank"] = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
@@ -596,12 +605,15 @@ def search(
         )
         chromas = {int(t): f16_array(b) for t, b in chroma_rows}
         timings["localize"] = 0.0
-        results = _results(chosen, built, chromas, cal)
+        results = _results(chosen, built, chromas, matches, liked, moved)
         timings["localize"] = (time.perf_counter() - t0) * 1000
 
-    top_conf = results[0].confidence if results else 0.0
+    top_conf = results[0].match if results else 0.0
     nothing = not results or top_conf < NOTHING_SIMILAR_BELOW
     info.update({"ann": found.path, "candidates": len(found.rows), "calibrated": cal is not None})
+    info["diversity"] = request.diversity
+    info["aspects"] = {"sound": aspects.sound, "harmony": aspects.harmony, "rhythm": aspects.rhythm,
+                       "melody": aspects.melody}  # fmt: skip
     info["key_probes"] = [0, *(s for s, _ in built.profile.transposed)]  # semitones the query was searched at
     if heard is not None:
         info["discovery_rate"] = (
@@ -613,11 +625,49 @@ def search(
     return SearchResponse(query=info, results=results, nothing_similar=nothing, timings_ms=_round(timings))
 
 
-def _results(chosen: list[Candidate], built: Any, chromas: dict[int, np.ndarray], cal: Any) -> list[Result]:
-    mu = cal.query_mean(built.profile.embedding) if cal is not None else 0.0
+def _matches(cands: list[Candidate], built: Any, cal: Calibration | None) -> dict[int, float]:
+    """Per candidate segment: the calibrated probability that it is the query's passage."""
+    if cal is None:  # fewer than two tracks: no distribution to compare with; be modest
+        return {c.segment_id: float(np.clip(c.emb_sim, 0.0, 1.0)) * 0.5 for c in cands}
+    mu = cal.query_mean(built.profile.embedding)
+    return {c.segment_id: cal.confidence(score=c.emb_sim, query_mean=mu) for c in cands}
+
+
+def _track_count(conn: psycopg.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM tracks").fetchone()[0])  # type: ignore[index]
+
+
+def _likeness(
+    scored: list[Candidate], chosen: list[Candidate], same: frozenset[int], *, n_tracks: int
+) -> dict[int, float]:
+    """Per chosen segment: its likeness (retrieval.likeness) among the other tracks scored for this query."""
+    best: dict[int, float] = {}
+    same_tracks = {c.track_id for c in scored if c.segment_id in same}
+    for c in scored:  # best first: the first row of a track is its best
+        if c.track_id not in same_tracks:
+            best.setdefault(c.track_id, c.score)
+    n = max(n_tracks - len(same_tracks) - 1, 1)
+    out: dict[int, float] = {}
+    for c in chosen:
+        if c.segment_id in same or c.track_id in same_tracks:
+            out[c.segment_id] = 100.0
+            continue
+        others = np.array([v for t, v in best.items() if t != c.track_id])
+        out[c.segment_id] = likeness(score=c.score, other_best=others, n_tracks=n)
+    return out
+
+
+def _results(
+    chosen: list[Candidate],
+    built: Any,
+    chromas: dict[int, np.ndarray],
+    matches: dict[int, float],
+    liked: dict[int, float],
+    moved: list[tuple[int, str]],
+) -> list[Result]:
     q_len = len(built.chroma10) / 10.0 if len(built.chroma10) else 10.0
     out = []
-    for rank, c in enumerate(chosen, start=1):
+    for rank, (c, (n_moved, why)) in enumerate(zip(chosen, moved, strict=True), start=1):
         start, loc_score = c.start_s, 0.0
         chroma = chromas.get(c.track_id)
         if chroma is not None and len(chroma) and len(built.chroma10):
@@ -625,10 +675,6 @@ def _results(chosen: list[Candidate], built: Any, chromas: dict[int, np.ndarray]
                 query_chroma=built.chroma10, track_chroma=chroma, approx_start_s=c.start_s, shift=c.key_shift
             )
         duration = float(c.descriptors.get("duration_s") or c.end_s)
-        if cal is not None:
-            conf = cal.confidence(score=c.emb_sim, query_mean=mu)
-        else:  # fewer than two tracks: no distribution to compare with; be modest
-            conf = float(np.clip(c.emb_sim, 0.0, 1.0)) * 0.5
         comps = dict(c.components)
         comps["localization"] = round(loc_score, 4)
         out.append(
@@ -636,9 +682,10 @@ def _results(chosen: list[Candidate], built: Any, chromas: dict[int, np.ndarray]
                 rank=rank, segment_id=c.segment_id, track_id=c.track_id, title=c.title, composer=c.composer,
                 work=c.work, era=c.era, path=c.path, start=round(float(start), 2),
                 end=round(float(min(start + q_len, duration)), 2), score=round(c.score, 4),
-                confidence=round(conf, 3), components=comps,
+                match=round(matches[c.segment_id], 3), likeness=round(liked[c.segment_id], 1),
+                components=comps, aspects=aspect_scores(c.components),
                 descriptors={k: v for k, v in c.descriptors.items() if k != "duration_s"},
-                key_shift=c.key_shift, reason=reason(c),
+                key_shift=c.key_shift, reason=reason(c), moved=n_moved, moved_reason=why,
             )
         )  # fmt: skip
     return out

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from cadenza.errors import InputError
+
 
 @dataclass(frozen=True)
 class MomentRef:
@@ -52,6 +54,48 @@ class Weights:
     discovery: float = 0.0  # > 0 favours composers the listener has not heard
 
 
+#: Default diversity of the top k (0 = plain ranking, 1 = a composer already shown must beat
+#: a new one by the whole spread of the top k's scores; see retrieval.rerank.mmr).
+DEFAULT_DIVERSITY = 0.3
+
+
+@dataclass(frozen=True)
+class Aspects:
+    """How much each aspect of likeness counts, each ≥ 0 (1 = as usual, 0 = ignore it).
+
+    "Same sound, any harmony" is ``Aspects(harmony=0)``; "only the rhythm" is
+    ``Aspects(sound=0, harmony=0, melody=0)``. They scale the rerank's terms (see
+    :func:`retrieval.rerank.score_candidates`): sound = the learned embedding and the timbre
+    descriptors, harmony = key-invariant chroma and chord motion, rhythm = tempo and onset
+    density, melody = the contour of the strongest pitch class.
+    """
+
+    sound: float = 1.0
+    harmony: float = 1.0
+    rhythm: float = 1.0
+    melody: float = 1.0
+
+    def validated(self) -> Aspects:
+        """Self, or InputError naming the aspect that is not a finite number in [0, 10]."""
+        for name, v in asdict(self).items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= float(v) <= 10.0:
+                raise InputError(f"aspect weight {name!r} must be a number between 0 and 10, got {v!r}")
+        if not any(float(v) > 0 for v in asdict(self).values()):
+            raise InputError("at least one aspect weight (sound, harmony, rhythm, melody) must be above 0")
+        return self
+
+
+def check_diversity(value: object) -> float:
+    """``value`` as a diversity in [0, 1], or InputError saying what to send."""
+    try:
+        d = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"diversity must be a number between 0 and 1, got {value!r}") from None
+    if isinstance(value, bool) or not 0.0 <= d <= 1.0:  # NaN fails this too
+        raise InputError(f"diversity must be a number between 0 and 1, got {value!r}")
+    return d
+
+
 @dataclass(frozen=True)
 class SearchRequest:
     """One search. Exactly one query source: ``audio`` or ``moments`` (or both to blend)."""
@@ -65,7 +109,9 @@ class SearchRequest:
     filters: Filters = field(default_factory=Filters)
     weights: Weights = field(default_factory=Weights)
     one_per_track: bool = True
-    mmr_lambda: float = 0.7  # 1 = pure relevance, 0 = pure diversity
+    # 0 = the plain ranking; higher spreads composers/eras across the top k (retrieval.rerank.mmr).
+    diversity: float = DEFAULT_DIVERSITY
+    aspects: Aspects = field(default_factory=Aspects)
     listener_id: str | None = None
     target_mood: tuple[float, float] | None = None  # (valence, arousal) in [-1, 1]
     tempo_factor: float | None = None  # "slower" = 0.8: prefer tempo near query * factor
@@ -91,11 +137,20 @@ class Result:
     start: float  # localized start, seconds
     end: float
     score: float  # final reranked score
-    confidence: float  # calibrated on the library's score distribution, [0, 1]
+    # Calibrated probability that this is the same passage as the query, [0, 1].
+    match: float
+    # How alike, 0–100, against the library's own distribution (retrieval.likeness): a strong
+    # "different piece, same feel" reads high although its ``match`` is low.
+    likeness: float
     components: dict[str, float] = field(default_factory=dict)  # why it ranked
+    # The four aspects of likeness (sound, harmony, rhythm, melody), each in [0, 1].
+    aspects: dict[str, float] = field(default_factory=dict)
     descriptors: dict[str, Any] = field(default_factory=dict)
     key_shift: int = 0  # semitones the chroma was rotated to match
     reason: str = ""
+    # Places the diversity step moved this result from its score's place (+ = up), and why.
+    moved: int = 0
+    moved_reason: str = ""
 
 
 @dataclass

@@ -394,3 +394,132 @@ def test_a_silent_clip_says_why_nothing_is_shown(client, library):
     assert "silent" in body["explanation"]["markdown"]
     page = client.get(f"/c/{body['conversation_id']}").text
     assert "Nothing to show: the clip is silent" in page
+
+
+# --- diversity and aspects in every entry point ---------------------------------------------------
+
+
+def _plain_order(results: list[dict[str, Any]]) -> bool:
+    return all(a["score"] >= b["score"] for a, b in zip(results, results[1:], strict=False))
+
+
+def _distinct_after_same_passage(results: list[dict[str, Any]], n: int) -> bool:
+    rest = [r["composer"] for r in results if r["match"] < 0.5][:n]
+    return len(set(rest)) == len(rest) == n
+
+
+def test_api_search_diversity_in_both_forms(client, library):
+    clip = clip_of_track(0)
+    got = {}
+    for d in ("0", "1"):
+        r = client.post(
+            "/api/search", files={"file": ("c.wav", clip, "audio/wav")}, data={"k": "5", "diversity": d}
+        )
+        assert r.status_code == 200, r.text
+        got[d] = r.json()
+        assert got[d]["query"]["diversity"] == float(d)
+    plain, spread = got["0"]["results"], got["1"]["results"]
+    assert _plain_order(plain) and all(res["moved"] == 0 for res in plain)
+    # Three composers in the library: at diversity 1 the first three results that are not the clip's
+    # own passage are by three different composers.
+    assert _distinct_after_same_passage(spread, 3)
+    for res in plain + spread:
+        assert 0.0 <= res["match"] <= 1.0 and 0.0 <= res["likeness"] <= 100.0
+        assert set(res["aspects"]) == {"sound", "harmony", "rhythm", "melody"}
+        assert "confidence" not in res
+    for a, b in zip(
+        spread, spread[1:], strict=False
+    ):  # likeness agrees with the order unless moved (and said)
+        assert a["likeness"] >= b["likeness"] or a["moved"] > 0 or b["moved"] < 0
+        assert (a["moved"] == 0) == (a["moved_reason"] == "")
+
+    tid = library.ids["Study 2"]
+    for d in (0.0, 1.0):
+        body = client.post(
+            "/api/search", json={"reference": {"track_id": tid, "start": 10.0}, "k": 5, "diversity": d}
+        ).json()
+        assert body["query"]["diversity"] == d
+        if d == 0.0:
+            assert _plain_order(body["results"])
+        else:
+            assert _distinct_after_same_passage(body["results"], 3)
+    sound_only = client.post(
+        "/api/search",
+        json={"reference": {"track_id": tid, "start": 10.0}, "k": 5, "aspects": {"harmony": 0, "melody": 0}},
+    ).json()
+    assert sound_only["query"]["aspects"] == {"sound": 1.0, "harmony": 0.0, "rhythm": 1.0, "melody": 0.0}
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"diversity": 2}, "diversity must be"),
+        ({"diversity": "lots"}, "diversity must be"),
+        ({"diversity": True}, "diversity must be"),
+        ({"aspects": {"tempo": 1}}, "unknown aspect"),
+        ({"aspects": {"sound": -1}}, "aspect weight 'sound'"),
+        ({"aspects": [1, 2]}, "aspects must be an object"),
+    ],
+)
+def test_api_search_rejects_bad_settings(client, library, body, fragment):
+    r = client.post(
+        "/api/search", json={"reference": {"track_id": library.ids["Study 2"], "start": 10.0}, **body}
+    )
+    assert r.status_code == 400 and fragment in r.json()["error"], r.text
+
+
+def test_api_chat_diversity_is_used_and_kept_by_follow_ups(client, library):
+    r = client.post(
+        "/api/chat",
+        files={"file": ("clip.wav", clip_of_track(0), "audio/wav")},
+        data={"k": "5", "diversity": "1"},
+    )
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert first["request"]["diversity"] == 1.0 and first["response"]["query"]["diversity"] == 1.0
+    assert _distinct_after_same_passage(first["response"]["results"], 3)
+    cid = first["conversation_id"]
+    second = client.post("/api/chat", json={"conversation_id": cid, "message": "only Baroque"}).json()
+    assert second["request"]["diversity"] == 1.0  # the follow-up refines the same settings
+    third = client.post(
+        "/api/chat",
+        json={"conversation_id": cid, "message": "only Baroque", "diversity": 0, "aspects": {"sound": 2}},
+    ).json()
+    assert third["request"]["diversity"] == 0.0 and third["request"]["aspects"]["sound"] == 2.0
+    assert _plain_order(third["response"]["results"])
+
+
+def test_page_variety_control_reaches_the_search(client, library):
+    page = client.get("/").text
+    assert 'name="diversity"' in page and 'type="range"' in page
+    r = client.post(
+        "/chat/messages",
+        data={"ref_track": str(library.ids["Study 1"]), "ref_start": "6.0", "k": "5", "diversity": "0"},
+        headers={"HX-Request": "true"},
+    )
+    assert r.status_code == 200, r.text
+    assert "likeness" in r.text and "same passage" in r.text
+    cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
+    turn = client.post("/api/chat", json={"conversation_id": cid, "message": "only Baroque"}).json()
+    assert turn["request"]["diversity"] == 0.0
+    assert re.search(r'name="diversity"[^>]*value="0.0"', client.get(f"/c/{cid}").text)
+
+
+def test_cli_search_diversity_and_aspects(library, app_settings):
+    env = {**os.environ, "CADENZA_HOME": str(app_settings.paths.home), "CADENZA_DATABASE_URL": library.db.url}
+    tid = library.ids["Study 2"]
+    base = [sys.executable, "-m", "cadenza", "-q", "search", "--track", str(tid), "--at", "10", "--k", "5"]
+    outs = {}
+    for d in ("0", "1"):
+        out = subprocess.run(
+            [*base, "--json", "--diversity", d, "--harmony", "0"], capture_output=True, text=True, env=env,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        outs[d] = json.loads(out.stdout)
+        assert outs[d]["query"]["diversity"] == float(d) and outs[d]["query"]["aspects"]["harmony"] == 0.0
+    assert _plain_order(outs["0"]["results"]) and _distinct_after_same_passage(outs["1"]["results"], 3)
+    bad = subprocess.run([*base, "--diversity", "3"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "diversity must be" in bad.stderr and "Traceback" not in bad.stderr
+    text = subprocess.run(base, capture_output=True, text=True, env=env, timeout=120, check=True).stdout
+    assert "likeness" in text and "match" in text

@@ -37,7 +37,7 @@ def _response(track_ids: list[int]) -> dict:
         "results": [
             {"rank": r, "segment_id": r, "track_id": t, "title": f"Piece {r}", "composer": "Bach", "work": "",
              "era": "Baroque", "path": "/x", "start": 10.0 * r, "end": 10.0 * r + 10, "score": 0.5,
-             "confidence": 0.5, "components": {"embedding": 0.6}, "descriptors": {}, "key_shift": 0, "reason": ""}
+             "match": 0.5, "likeness": 80.0, "components": {"embedding": 0.6}, "descriptors": {}, "key_shift": 0, "reason": ""}
             for r, t in enumerate(track_ids, start=1)
         ],
         "timings_ms": {},

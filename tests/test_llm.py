@@ -26,7 +26,7 @@ def _result(
     return {
         "rank": rank, "segment_id": 100 + rank, "track_id": rank, "title": f"Piece {rank}", "composer": composer,
         "work": "", "era": era, "path": f"/srv/secret/{rank}.wav", "start": 60.0 + rank, "end": 70.0 + rank,
-        "score": 0.9 - rank / 20, "confidence": 0.8, "key_shift": 0, "reason": "",
+        "score": 0.9 - rank / 20, "match": 0.8, "likeness": 90.0, "key_shift": 0, "reason": "",
         "components": {"embedding": 0.8, "harmony": harmony},
         "descriptors": {"key_index": key_index, "mode": mode, "tempo_bpm": bpm, "loudness_db": -22.0,
                         "brightness_hz": 1500.0, "onset_density": 2.0, "valence": 0.4, "arousal": -0.4},

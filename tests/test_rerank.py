@@ -5,22 +5,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cadenza.errors import InputError
 from encoder.features import CHROMA, acoustic_features
 from retrieval.descriptors import chroma_sequence, mean_chroma
+from retrieval.likeness import likeness
 from retrieval.localize import localize
 from retrieval.rerank import (
     Candidate,
     QueryProfile,
+    aspect_scores,
     harmonic_similarity,
+    melody_similarity,
     mmr,
     mood_similarity,
+    moves,
     nms,
     progression_similarity,
     reason,
+    rhythm_similarity,
     score_candidates,
     tempo_preference,
 )
-from retrieval.types import Weights
+from retrieval.types import Aspects, Weights, check_diversity
 from tests.helpers_audio import SR, progression, random_chord_track
 
 
@@ -68,9 +74,9 @@ def test_mmr_spreads_composers_and_eras():
     cands += [_cand(10, 10, "Ravel", 0.84, era="Modern"), _cand(11, 11, "Byrd", 0.83, era="Renaissance")]
     for c in cands:
         c.score = c.emb_sim
-    top = mmr(candidates=cands, k=3, lam=0.7)
+    top = mmr(candidates=cands, k=3, diversity=1.0)
     assert [c.composer for c in top] == ["Bach", "Ravel", "Byrd"]
-    assert [c.segment_id for c in mmr(candidates=cands, k=3, lam=1.0)] == [0, 1, 2]
+    assert [c.segment_id for c in mmr(candidates=cands, k=3, diversity=0.0)] == [0, 1, 2]
 
 
 def test_score_components_weights_mood_tempo_discovery(frames_c_and_e):
@@ -83,18 +89,20 @@ def test_score_components_weights_mood_tempo_discovery(frames_c_and_e):
     diff = _cand(2, 2, "Ravel", 0.55)
     diff.chroma_mean, diff.chroma_seq = mean_chroma(frames=other), chroma_sequence(frames=other)
     diff.descriptors = {"valence": -0.8, "arousal": -0.5, "tempo_bpm": 140.0}
-    # Embedding only: the closer embedding wins.
-    ranked = score_candidates(candidates=[same, diff], query=q, weights=Weights(harmony=0, progression=0))
+    # Embedding only (no rhythm or melody aspect either): the closer embedding wins.
+    emb_only = Aspects(rhythm=0, melody=0)
+    ranked = score_candidates(candidates=[same, diff], query=q, weights=Weights(harmony=0, progression=0),
+                              aspects=emb_only)  # fmt: skip
     assert ranked[0].segment_id == 2
     # More harmony: the same progression a major third up wins, with its shift recorded.
     ranked = score_candidates(candidates=[same, diff], query=q, weights=Weights(harmony=1.0, progression=0.5))
     assert ranked[0].segment_id == 1 and ranked[0].key_shift == 4
     assert "major third up" in reason(ranked[0]) and ranked[0].components["harmony"] > 0.9
     ranked = score_candidates(candidates=[same, diff], query=q, weights=Weights(harmony=0, progression=0),
-                              tempo_factor=0.8)  # fmt: skip
+                              aspects=emb_only, tempo_factor=0.8)  # fmt: skip
     assert ranked[0].segment_id == 1 and ranked[0].components["tempo"] == pytest.approx(1.0)
     ranked = score_candidates(candidates=[same, diff], query=q, weights=Weights(harmony=0, progression=0, discovery=1),
-                              heard_composers={"ravel"})  # fmt: skip
+                              aspects=emb_only, heard_composers={"ravel"})  # fmt: skip
     assert ranked[0].segment_id == 1 and ranked[0].components["discovery"] == 1.0
     assert mood_similarity(target=(0.8, 0.5), valence=0.8, arousal=0.5) == 1.0
     assert tempo_preference(query_bpm=100, factor=1.0, candidate_bpm=200) == 0.0
@@ -114,3 +122,99 @@ def test_localize_finds_the_offset_off_the_grid():
         query_chroma=np.roll(up[100:200], -2, axis=1), track_chroma=full, approx_start_s=12, shift=2
     )
     assert abs(start - 10.0) <= 0.25
+
+
+def _scored(specs):
+    """[(segment, track, composer, era, score)] → candidates best first, scores set."""
+    out = []
+    for sid, tid, composer, era, score in specs:
+        c = _cand(sid, tid, composer, score, era=era)
+        c.score = score
+        out.append(c)
+    return out
+
+
+def test_mmr_diversity_zero_is_the_plain_ranking_and_one_spreads():
+    cands = _scored([(i, i, "Bach" if i < 4 else f"C{i}", "Baroque", 0.9 - 0.01 * i) for i in range(8)])
+    assert [c.segment_id for c in mmr(candidates=cands, k=4, diversity=0.0)] == [0, 1, 2, 3]
+    spread = [c.composer for c in mmr(candidates=cands, k=4, diversity=1.0)]
+    assert spread.count("Bach") < 4
+    moved = moves(ranked=cands, chosen=mmr(candidates=cands, k=4, diversity=1.0))
+    assert any(m > 0 and "moved up" in why for m, why in moved)
+    assert all(m == 0 and why == "" for m, why in moves(ranked=cands, chosen=cands[:4]))
+
+
+def test_the_query_itself_does_not_use_up_its_composer():
+    # The clip's own passage (segment 0) comes first; the same composer's other work (1) is the
+    # best of the rest by a clear margin and must not be held back for being "Bach again".
+    cands = _scored([(0, 0, "Bach", "Baroque", 0.99), (1, 1, "Bach", "Baroque", 0.80)]
+                    + [(i, i, f"C{i}", "Baroque", 0.78 - 0.005 * i) for i in range(2, 12)])  # fmt: skip
+    with_own = mmr(candidates=cands, k=5, diversity=0.3, same_passage=frozenset({0}))
+    assert [c.segment_id for c in with_own[:2]] == [0, 1]
+    counted = mmr(candidates=cands, k=5, diversity=0.3)  # the old behaviour: Bach counted as used
+    assert 1 not in [c.segment_id for c in counted[:2]]
+
+
+def test_aspect_weights_act_on_the_ranking(frames_c_and_e):
+    c, e, other = frames_c_and_e
+    q = QueryProfile(embedding=np.ones(4) / 2, chroma_mean=mean_chroma(frames=c), chroma_seq=chroma_sequence(frames=c),
+                     tempo_bpm=100.0, tonalness=0.9, brightness_hz=1000.0, onset_density=2.0)  # fmt: skip
+    # "harmonic": the same progression, another sound (darker, other pulse); "sounding": closer embedding and
+    # brightness, unrelated chords.
+    harmonic = _cand(1, 1, "Bach", 0.5)
+    harmonic.chroma_mean, harmonic.chroma_seq = mean_chroma(frames=e), chroma_sequence(frames=e)
+    harmonic.descriptors = {"tempo_bpm": 71.0, "brightness_hz": 400.0, "onset_density": 6.0}
+    sounding = _cand(2, 2, "Ravel", 0.6)
+    sounding.chroma_mean, sounding.chroma_seq = mean_chroma(frames=other), chroma_sequence(frames=other)
+    sounding.descriptors = {"tempo_bpm": 100.0, "brightness_hz": 1000.0, "onset_density": 2.0}
+    first = lambda a: score_candidates(
+        candidates=[harmonic, sounding], query=q, weights=Weights(), aspects=a
+    )[0]  # noqa: E731
+    assert first(Aspects(harmony=0, rhythm=0, melody=0)).segment_id == 2  # same sound, any harmony
+    assert first(Aspects(sound=0, rhythm=0, melody=0)).segment_id == 1  # same harmony, any sound
+    assert first(Aspects(sound=0, harmony=0, melody=0)).segment_id == 2  # the rhythm alone
+    ranked = score_candidates(candidates=[harmonic, sounding], query=q, weights=Weights())
+    asp = aspect_scores(next(x for x in ranked if x.segment_id == 2).components)
+    assert set(asp) == {"sound", "harmony", "rhythm", "melody"} and asp["rhythm"] == pytest.approx(1.0)
+
+
+def test_aspect_and_diversity_validation():
+    with pytest.raises(InputError, match="diversity"):
+        check_diversity(1.5)
+    with pytest.raises(InputError, match="diversity"):
+        check_diversity(float("nan"))
+    with pytest.raises(InputError, match="diversity"):
+        check_diversity(True)
+    assert check_diversity("0.4") == 0.4
+    with pytest.raises(InputError, match="rhythm"):
+        Aspects(rhythm=-1).validated()
+    with pytest.raises(InputError, match="at least one"):
+        Aspects(sound=0, harmony=0, rhythm=0, melody=0).validated()
+
+
+def test_rhythm_is_octave_tolerant_and_melody_key_invariant(frames_c_and_e):
+    assert (
+        rhythm_similarity(query_bpm=100, candidate_bpm=200, query_onsets=None, candidate_onsets=None) == 1.0
+    )
+    assert (
+        rhythm_similarity(query_bpm=100, candidate_bpm=141.4, query_onsets=None, candidate_onsets=None) < 0.01
+    )
+    assert (
+        rhythm_similarity(query_bpm=None, candidate_bpm=None, query_onsets=None, candidate_onsets=None)
+        is None
+    )
+    c, e, other = frames_c_and_e
+    qs = chroma_sequence(frames=c)
+    assert melody_similarity(query=qs, candidate=chroma_sequence(frames=e), shift=4) > 0.8
+    assert melody_similarity(query=qs, candidate=chroma_sequence(frames=e), shift=0) < 0.3
+
+
+def test_likeness_reads_rank_among_the_library_on_a_log_scale():
+    others = np.linspace(0.0, 0.5, 999)  # 999 other tracks
+    assert likeness(score=0.9, other_best=others, n_tracks=1000) == 100.0  # the nearest other track
+    tenth = likeness(score=float(np.sort(others)[-9]) - 1e-6, other_best=others, n_tracks=1000)
+    assert tenth == pytest.approx(66.7, abs=0.5)
+    assert likeness(score=0.25, other_best=others, n_tracks=1000) == pytest.approx(10.0, abs=1.0)
+    # Monotone in the score: the shown likeness never disagrees with the score order.
+    ls = [likeness(score=s, other_best=others, n_tracks=1000) for s in np.linspace(0, 0.6, 50)]
+    assert all(a <= b for a, b in zip(ls, ls[1:], strict=False))

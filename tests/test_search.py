@@ -72,7 +72,7 @@ def test_clip_search_localizes_within_half_a_second(lib_db, embedder, audio_lib)
     top = resp.results[0]
     assert top.track_id == ids["Mozart"]
     assert abs(top.start - truth) <= 0.5, (top.start, top.components)
-    assert top.confidence > 0.5 and top.components["harmony"] > 0.9
+    assert top.match > 0.5 and top.components["harmony"] > 0.9
     assert len({r.track_id for r in resp.results}) == len(resp.results) == 3
     for stage in ("features", "embed", "search", "rerank", "localize", "total"):
         assert stage in resp.timings_ms
@@ -172,7 +172,7 @@ def test_noise_and_silence_are_nothing_similar(lib_db, embedder, audio_lib, kind
     clip = noise(seconds=10, seed=3) if kind == "noise" else np.zeros(10 * SR, np.float32)
     resp = search(db=lib_db, embedder=embedder, request=SearchRequest(audio=clip, k=5))
     assert resp.nothing_similar
-    assert all(r.confidence < 0.5 for r in resp.results)
+    assert all(r.match < 0.5 for r in resp.results)
 
 
 def test_cli_search_json(lib_db, settings, audio_lib, tmp_path):

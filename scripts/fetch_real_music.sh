@@ -1,0 +1,50 @@
+#!/bin/sh
+# Fetch real recorded music from free Debian packages into DIR/<package>/ (OGG/MP3/... files
+# from the packages' music folders only; sound effects are left out). No audio is committed:
+# DIR should lie outside the repository. Needs apt (package lists present) and dpkg.
+#
+# NEVER add wesnoth-*, hyperrogue-music, warzone2100-music, fb-music-high, drascula-music,
+# asc-music, nexuiz-music or singularity-music: they are reserved for an independent
+# acceptance evaluation (encoder/MODEL_CARD.md).
+#
+# Usage: scripts/fetch_real_music.sh DIR [PACKAGE ...]   (default: all the allowed packages)
+set -eu
+if [ $# -lt 1 ]; then
+    echo "usage: scripts/fetch_real_music.sh DIR [PACKAGE ...]" >&2
+    exit 2
+fi
+dest=$(realpath -m "$1")
+shift
+pkgs=${*:-"widelands-data supertux-data supertuxkart-data hedgewars-data freedroidrpg-data megaglest-data
+openclonk-data boswars-data lincity-ng-data neverball-data xmoto-data pingus-data openarena-data
+fretsonfire-songs-muldjord fretsonfire-songs-sectoid"}
+for p in $pkgs; do
+    case "$p" in
+        wesnoth*|hyperrogue-music|warzone2100-music|fb-music-high|drascula-music|asc-music|nexuiz-music|singularity-music)
+            echo "refusing $p: reserved for the independent acceptance evaluation" >&2
+            exit 2 ;;
+    esac
+done
+mkdir -p "$dest"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for p in $pkgs; do
+    if [ -d "$dest/$p" ] && [ -n "$(ls -A "$dest/$p")" ]; then
+        echo "$p: already there"
+        continue
+    fi
+    echo "$p: downloading"
+    (cd "$tmp" && apt-get download -q "$p" >/dev/null) || { echo "$p: apt-get download failed" >&2; continue; }
+    dpkg -x "$tmp"/"$p"_*.deb "$tmp/x"
+    mkdir -p "$dest/$p"
+    # Music folders only: a path with a "music", "songs" or "mus" folder (fretsonfire's songs/<song>/).
+    find "$tmp/x" -type f \( -iname '*.ogg' -o -iname '*.mp3' -o -iname '*.flac' -o -iname '*.opus' -o -iname '*.wav' -o -iname '*.it' -o -iname '*.xm' -o -iname '*.mod' -o -iname '*.s3m' \) |
+        grep -Ei '/(music|musics|songs|mus|soundtrack|sound/music|data/music)/' |
+        while IFS= read -r f; do
+            rel=${f#"$tmp/x/"}
+            out="$dest/$p/$(printf '%s' "$rel" | tr '/' '_')"
+            cp "$f" "$out"
+        done
+    echo "$p: $(ls "$dest/$p" | wc -l) files"
+    rm -rf "$tmp/x" "$tmp"/*.deb
+done
