@@ -167,9 +167,10 @@ def test_aspect_weights_act_on_the_ranking(frames_c_and_e):
     sounding = _cand(2, 2, "Ravel", 0.6)
     sounding.chroma_mean, sounding.chroma_seq = mean_chroma(frames=other), chroma_sequence(frames=other)
     sounding.descriptors = {"tempo_bpm": 100.0, "brightness_hz": 1000.0, "onset_density": 2.0}
-    first = lambda a: score_candidates(
-        candidates=[harmonic, sounding], query=q, weights=Weights(), aspects=a
-    )[0]  # noqa: E731
+
+    def first(a):
+        return score_candidates(candidates=[harmonic, sounding], query=q, weights=Weights(), aspects=a)[0]
+
     assert first(Aspects(harmony=0, rhythm=0, melody=0)).segment_id == 2  # same sound, any harmony
     assert first(Aspects(sound=0, rhythm=0, melody=0)).segment_id == 1  # same harmony, any sound
     assert first(Aspects(sound=0, harmony=0, melody=0)).segment_id == 2  # the rhythm alone
