@@ -1,8 +1,9 @@
-"""``cadenza bench [quality|speed|scale|routes|recorded|humming|all]``: run the benchmarks, write bench/results/.
+"""``cadenza bench [quality|speed|scale|routes|recorded|humming|likeness|all]``: run the benchmarks, write bench/results/.
 
 Each benchmark writes ``<out>/<name>.json``, ``<out>/<name>.md`` and its PNG plots. See
-``bench/README.md`` for what each one measures. ``recorded`` needs a folder of real recordings
-(``--audio DIR``); ``all`` runs it only when ``--audio`` is given.
+``bench/README.md`` for what each one measures. ``recorded`` and ``likeness`` need a folder of real
+recordings (``--audio DIR``; for ``likeness`` one sub-folder per source, as
+``scripts/fetch_real_music.sh DIR`` makes it); ``all`` runs ``recorded`` only when ``--audio`` is given.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from cadenza.errors import InputError
 
 log = logging.getLogger(__name__)
 
-WHICH = ("quality", "speed", "scale", "routes", "recorded", "humming", "all")
+WHICH = ("quality", "speed", "scale", "routes", "recorded", "humming", "likeness", "all")
 DEFAULT_SIZES = "10000,100000"
 
 
@@ -114,6 +115,11 @@ def run(name: str, args: argparse.Namespace) -> int:
         raise InputError(
             "bench recorded needs --audio DIR, a folder of real recordings (MP3/WAV/FLAC/OGG/M4A)"
         )
+    if "likeness" in which and not args.audio:
+        raise InputError(
+            "bench likeness needs --audio DIR with one folder per source; fill it with "
+            "scripts/fetch_real_music.sh DIR"
+        )
     sizes = _sizes(args.sizes or ("10000" if args.quick else DEFAULT_SIZES))
     midi_cache = args.midi_cache or (settings.paths.corpus / "midi_cache")
     os.environ.setdefault("CADENZA_RATE_LIMIT", "100000")  # the speed benchmark's server must not throttle us
@@ -186,6 +192,23 @@ def run(name: str, args: argparse.Namespace) -> int:
                 from bench.routes import run_routes
 
                 report = run_routes(sizes=sizes, out_dir=out, quick=args.quick, seed=args.seed, workdir=work)
+            elif bench_name == "likeness":
+                from bench.likeness import DEFAULT_MAX_SECONDS as LIKE_MAX_S
+                from bench.likeness import DEFAULT_QUERIES as LIKE_QUERIES
+                from bench.likeness import run_likeness
+
+                report = run_likeness(
+                    audio_dir=args.audio,
+                    out_dir=out,
+                    workdir=work,
+                    seed=args.seed,
+                    checkpoint=args.checkpoint,
+                    max_seconds=args.max_seconds
+                    if args.max_seconds is not None
+                    else (45.0 if args.quick else LIKE_MAX_S),
+                    n_queries=args.queries or (8 if args.quick else LIKE_QUERIES),
+                    product=not args.no_real_path,
+                )
             else:
                 from bench.scale import run_scale
 

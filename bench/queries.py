@@ -30,6 +30,7 @@ AUGMENTATION_HELP = {
     "eq": "random low-pass 2–6 kHz / high-pass 100–500 Hz / ±4–9 dB bell (augment.random_eq)",
     "mp3": "MP3 round trip at 32–64 kbit/s (augment.mp3_roundtrip)",
     "reverb": "synthetic room, RT60 0.3–2 s, 20–60 % wet (augment.reverb)",
+    "phone": "a phone line: band-pass 300–3400 Hz, through 8 kHz sampling, soft clipping (phone_band)",
     "pitch+1": "score re-rendered 1 semitone up",
     "pitch-1": "score re-rendered 1 semitone down",
     "tempo+5": "score re-rendered 5 % faster",
@@ -96,7 +97,19 @@ def make_queries(
 
 
 #: The augmentations done on the query clip itself (the others change how it is made).
-AUDIO_AUGMENTATIONS: tuple[str, ...] = ("noise", "eq", "mp3", "reverb")
+AUDIO_AUGMENTATIONS: tuple[str, ...] = ("noise", "eq", "mp3", "reverb", "phone")
+
+
+def phone_band(*, clip: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """``clip [n]`` as a phone line would carry it: 4th-order Butterworth band-pass 300–3400 Hz,
+    resampled through 8 kHz, and soft-clipped (tanh at 2× drive) as a cheap loudspeaker would."""
+    from scipy.signal import butter, resample_poly, sosfiltfilt
+
+    sos = butter(4, [300.0, 3400.0], btype="bandpass", fs=sr, output="sos")
+    y = sosfiltfilt(sos, np.asarray(clip, dtype=np.float64))
+    y = resample_poly(resample_poly(y, 1, sr // 8000), sr // 8000, 1)[: len(clip)]
+    peak = max(float(np.max(np.abs(y))), 1e-9)
+    return (np.tanh(2.0 * y / peak) / np.tanh(2.0) * peak).astype(np.float32)
 
 
 def augment_clip(*, clip: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -112,6 +125,8 @@ def augment_clip(*, clip: np.ndarray, kind: str, rng: np.random.Generator) -> np
         return augment.mp3_roundtrip(y=clip, rng=rng)
     if kind == "reverb":
         return augment.reverb(y=clip, rng=rng)
+    if kind == "phone":
+        return phone_band(clip=clip)
     return clip
 
 

@@ -37,9 +37,9 @@ for p in $pkgs; do
     (cd "$tmp" && apt-get download -q "$p" >/dev/null) || { echo "$p: apt-get download failed" >&2; continue; }
     dpkg -x "$tmp"/"$p"_*.deb "$tmp/x"
     mkdir -p "$dest/$p"
-    # Music folders only: a path with a "music", "songs" or "mus" folder (fretsonfire's songs/<song>/).
+    # Music folders only: a "music", "songs" or "mus" folder (fretsonfire: songs/<song>/; openclonk: Music.ocg/).
     find "$tmp/x" -type f \( -iname '*.ogg' -o -iname '*.mp3' -o -iname '*.flac' -o -iname '*.opus' -o -iname '*.wav' -o -iname '*.it' -o -iname '*.xm' -o -iname '*.mod' -o -iname '*.s3m' \) |
-        grep -Ei '/(music|musics|songs|mus|soundtrack|sound/music|data/music)/' |
+        grep -Ei '/(music|musics|songs|mus|soundtrack|music\.ocg)/' |
         while IFS= read -r f; do
             rel=${f#"$tmp/x/"}
             out="$dest/$p/$(printf '%s' "$rel" | tr '/' '_')"

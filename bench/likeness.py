@@ -1,0 +1,299 @@
+"""``cadenza bench likeness --audio DIR``: does search find *other* music that sounds alike?
+
+Real recordings only, one folder per source (``scripts/fetch_real_music.sh DIR``; see
+:mod:`bench.real_sources`). Every source is held out from training: the shipped encoder was
+trained on soundfont renders of music21 scores alone (encoder/MODEL_CARD.md). Three questions,
+with the compared systems side by side in one run:
+
+(a) **Same-source P@10**: two 10-s queries per track (a third and two thirds in); of the top
+    10 *other* tracks (one result per track, the query's own track left out), the share from
+    the query's source. Chance = (tracks of the source − 1) / (tracks − 1); ceiling = min(10,
+    tracks of the source − 1) / 10. Measured in memory (exact cosine over 10-s windows every
+    2 s, no reranker) for every system, and through the product (``retrieval.ingest`` into a
+    temporary PostgreSQL, ``retrieval.search`` with the clip as the query and k = 11, the own
+    track dropped afterwards so its identical hit is present as for a listener) at the default
+    diversity, at diversity 0 and with one aspect of likeness at a time. Also the share of the
+    query composer's *other* tracks (composer = the file's artist/composer tag, else the source)
+    against its chance share.
+(b) **Cross-stem**: a 10-s clip of one Fret-on-Fire stem alone (guitar, or backing) must find
+    the same passage (|Δt| ≤ 2.5 s) in the song's full mix (guitar + backing) in the library.
+(c) **Passage re-finding per distortion**, including a phone line, reverb and 5-s clips.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bench.memsearch import Library, embed_systems, features, query_embeddings
+from bench.metrics import HIT_TOLERANCE_S
+from bench.quality import build_systems, score_passages
+from bench.queries import Query
+from bench.real_sources import SAMPLE_RATE, Sources, load_sources
+from bench.recorded import make_recorded_queries
+from bench.report import Report, machine_info, md_table
+
+log = logging.getLogger(__name__)
+
+K = 10
+QUERY_S = 10.0
+DEFAULT_MAX_SECONDS = 120.0
+DEFAULT_QUERIES = 40
+STEM_QUERIES_PER_STEM = 4
+#: (label, augmentation, clip seconds) of the re-finding cells.
+DISTORTIONS = (
+    ("clean", "clean", 10.0),
+    ("noise", "noise", 10.0),
+    ("mp3", "mp3", 10.0),
+    ("reverb", "reverb", 10.0),
+    ("phone", "phone", 10.0),
+    ("5-s clip", "clean", 5.0),
+)
+ASPECT_ONLY = {
+    "sound": {"harmony": 0.0, "rhythm": 0.0, "melody": 0.0},
+    "harmony": {"sound": 0.0, "rhythm": 0.0, "melody": 0.0},
+    "rhythm": {"sound": 0.0, "harmony": 0.0, "melody": 0.0},
+    "melody": {"sound": 0.0, "harmony": 0.0, "rhythm": 0.0},
+}
+
+
+@dataclass
+class SourceQuery:
+    track: int  # index into Sources.tracks (= the in-memory library's track order)
+    start_s: float
+    audio: np.ndarray
+
+
+def source_queries(src: Sources, *, per_track: int = 2) -> list[SourceQuery]:
+    out = []
+    n = int(QUERY_S * SAMPLE_RATE)
+    for i, t in enumerate(src.tracks):
+        for j in range(per_track):
+            start = (t.audio.size - n) * (j + 1) / (per_track + 1) / SAMPLE_RATE
+            i0 = int(round(start * SAMPLE_RATE))
+            out.append(SourceQuery(i, round(i0 / SAMPLE_RATE, 2), t.audio[i0 : i0 + n]))
+    return out
+
+
+def chance_and_ceiling(src: Sources, queries: list[SourceQuery]) -> dict[str, float]:
+    counts = src.counts()
+    n = len(src.tracks)
+    same = np.array([counts[src.tracks[q.track].source] - 1 for q in queries], dtype=np.float64)
+    artists = [t.artist.lower() for t in src.tracks]
+    same_artist = np.array([artists.count(artists[q.track]) - 1 for q in queries], dtype=np.float64)
+    return {
+        "chance": float(np.mean(same / (n - 1))),
+        "ceiling": float(np.mean(np.minimum(K, same) / K)),
+        "composer_chance": float(np.mean(same_artist / (n - 1))),
+    }
+
+
+def same_source_memory(
+    lib: Library,
+    name: str,
+    embedder: Any,
+    src: Sources,
+    queries: list[SourceQuery],
+    qframes: list[np.ndarray],
+) -> float:
+    emb, pen = query_embeddings(embedder, qframes)
+    precs = []
+    for i, q in enumerate(queries):
+        tracks, _, _ = lib.search(name, query=emb[i], k=K, exclude_track=q.track, penalties=pen)
+        own = src.tracks[q.track].source
+        precs.append(sum(src.tracks[t].source == own for t in tracks if t >= 0) / K)
+    return float(np.mean(precs))
+
+
+def stem_queries(src: Sources, rng: np.random.Generator) -> list[Query]:
+    """Clips of each stem alone; ``work_index`` is the library index of the song's full mix."""
+    out = []
+    n = int(QUERY_S * SAMPLE_RATE)
+    for guitar, backing, mix in src.stems.values():
+        for kind, y in (("guitar", guitar), ("backing", backing)):
+            for _ in range(STEM_QUERIES_PER_STEM):
+                t = float(np.round(rng.uniform(5.0, max(5.5, y.size / SAMPLE_RATE - QUERY_S - 1)), 2))
+                i0 = int(round(t * SAMPLE_RATE))
+                out.append(Query(work_index=mix, start_s=i0 / SAMPLE_RATE, length_s=QUERY_S, kind=kind,
+                                 audio=y[i0 : i0 + n].astype(np.float32)))  # fmt: skip
+    return out
+
+
+def run_likeness(
+    *,
+    audio_dir: Path,
+    out_dir: Path,
+    workdir: Path,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    n_queries: int = DEFAULT_QUERIES,
+    product: bool = True,
+) -> Report:
+    """Run (a), (b), (c) on the sources under ``audio_dir``; writes ``likeness.json`` / ``.md``."""
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    notes: list[str] = []
+    timings: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    src = load_sources(audio_dir, max_seconds=max_seconds)
+    timings["decode_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    frames = {t.name: features(y=t.audio) for t in tqdm(src.tracks, desc="library features", leave=False)}
+    timings["features_s"] = time.perf_counter() - t0
+    lib = Library.build(frames)
+    systems = build_systems(checkpoint, lib, notes)
+    systems.pop("untrained", None)  # a sanity floor for the quality benchmark; not asked here
+    timings["embed_library_s"] = embed_systems(lib, systems)
+    minutes = sum(t.audio.size for t in src.tracks) / SAMPLE_RATE / 60
+    lib_info = {
+        "sources": src.counts(),
+        "tracks": len(src.tracks),
+        "minutes_used": round(minutes, 1),
+        "minutes_full": round(sum(t.seconds_full for t in src.tracks) / 60, 1),
+        "segments": lib.n_segments,
+        "skipped_files": src.skipped,
+        "stem_songs": sorted(src.stems),
+        "max_seconds_per_track": max_seconds,
+    }
+
+    # (a) same source, in memory
+    t0 = time.perf_counter()
+    queries = source_queries(src)
+    qframes = [features(y=q.audio) for q in queries]
+    base = chance_and_ceiling(src, queries)
+    same_rows = [
+        {
+            "system": name,
+            "path": "in memory (embedding only)",
+            "queries": len(queries),
+            "p_at_10": same_source_memory(lib, name, emb, src, queries, qframes),
+        }
+        for name, emb in systems.items()
+    ]
+    timings["same_source_memory_s"] = time.perf_counter() - t0
+
+    # (b) cross-stem and (c) distortions, in memory
+    t0 = time.perf_counter()
+    stem_rows: list[dict[str, Any]] = []
+    sq = stem_queries(src, rng)
+    for kind in ("guitar", "backing"):
+        qs = [q for q in sq if q.kind == kind]
+        if qs:
+            qf = [features(y=q.audio) for q in qs]
+            for name, emb in systems.items():
+                stem_rows.append({"stem": kind, "system": name, "queries": len(qs),
+                                  **_pick(score_passages(lib, name, emb, qs, qf))})  # fmt: skip
+    refind_rows: list[dict[str, Any]] = []
+    audio = [t.audio for t in src.tracks]
+    for label, kind, length in DISTORTIONS:
+        qs = make_recorded_queries(tracks=audio, kind=kind, n=n_queries, rng=rng, length_s=length)
+        qf = [features(y=q.audio) for q in qs]
+        for name, emb in systems.items():
+            refind_rows.append({"distortion": label, "system": name, "queries": len(qs),
+                                **_pick(score_passages(lib, name, emb, qs, qf))})  # fmt: skip
+    timings["passages_memory_s"] = time.perf_counter() - t0
+
+    product_rows: list[dict[str, Any]] = []
+    product_stems: list[dict[str, Any]] = []
+    if product:
+        from bench.likeness_product import run_product
+
+        t0 = time.perf_counter()
+        product_rows, product_stems, model_version = run_product(
+            src=src, queries=queries, stem_qs=sq, workdir=workdir, checkpoint=checkpoint, k=K,
+            aspect_only=ASPECT_ONLY,
+        )  # fmt: skip
+        notes.append(f"Product path: retrieval.ingest + retrieval.search with checkpoint {model_version}.")
+        timings["product_s"] = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t_start
+    timings["total_s"] = elapsed
+
+    report = Report(name="likeness", title="Likeness: other music that sounds alike, on real recordings",
+                    machine=machine_info())  # fmt: skip
+    report.data = {
+        "library": lib_info,
+        "same_source": {**base, "queries": len(queries), "rows": same_rows + product_rows},
+        "cross_stem": stem_rows + product_stems,
+        "refind": refind_rows,
+        "timings": timings,
+        "seed": seed,
+    }
+    load = os.getloadavg()
+    report.notes += [
+        f"Library: {len(src.tracks)} real tracks from {len(src.counts())} sources (Debian packages, one folder each, "
+        f"fetched by scripts/fetch_real_music.sh), the first {max_seconds:.0f} s of each: {minutes:.0f} min used of "
+        f"{lib_info['minutes_full']:.0f} min; {lib.n_segments} windows of 10 s every 2 s. Fret-on-Fire songs are "
+        f"their full mix (guitar + backing stems). {len(src.skipped)} files skipped (undecodable tracker modules or "
+        "under 25 s).",
+        "Every source is held out from training: the shipped encoder has heard only soundfont renders of music21 "
+        "scores. No reserved package (wesnoth-*, hyperrogue-music, warzone2100-music, fb-music-high, "
+        "drascula-music, asc-music, nexuiz-music, singularity-music) is used.",
+        f"(a) {len(queries)} queries (2 per track). Chance {base['chance']:.3f}, ceiling {base['ceiling']:.3f}; "
+        f"query composer's other tracks: chance share {base['composer_chance']:.3f}.",
+        f"(b), (c): in memory, exact cosine, hit = right track and |Δt| ≤ {HIT_TOLERANCE_S} s; {n_queries} queries "
+        "per distortion from random tracks at random offsets.",
+        f"Run took {elapsed / 60:.1f} min on a machine shared with other work (load average {load[0]:.1f} / "
+        f"{load[1]:.1f} / {load[2]:.1f}); only quality numbers are reported, no timings.",
+        *notes,
+    ]
+    _sections(report, base, same_rows + product_rows, stem_rows + product_stems, refind_rows)
+    report.write(out_dir)
+    return report
+
+
+def _pick(m: dict[str, float]) -> dict[str, float]:
+    return {k: m[k] for k in ("top1", "top10", "work_top1") if k in m}
+
+
+def _sections(
+    report: Report,
+    base: dict[str, float],
+    same: list[dict[str, Any]],
+    stems: list[dict[str, Any]],
+    refind: list[dict[str, Any]],
+) -> None:
+    rows = [[r["system"], r["path"], r.get("queries", ""), r["p_at_10"], r.get("composer_share", ""),
+             r.get("likeness_same_source", ""), r.get("likeness_other_source", "")] for r in same]  # fmt: skip
+    rows.append(["chance", "", "", base["chance"], base["composer_chance"], "", ""])
+    rows.append(["ceiling", "", "", base["ceiling"], "", "", ""])
+    report.section(
+        "(a) Same-source P@10 (own track excluded, one result per track)",
+        md_table(
+            [
+                "system",
+                "path",
+                "queries",
+                "same-source P@10",
+                "query composer's share",
+                "shown likeness, same source",
+                "shown likeness, other sources",
+            ],
+            rows,
+        ),  # fmt: skip
+    )
+    if stems:
+        report.section(
+            "(b) Cross-stem: a stem alone finds the passage in the full mix",
+            md_table(
+                ["stem", "system", "queries", "top-1", "top-10", "right song top-1"],
+                [
+                    [r["stem"], r["system"], r["queries"], r["top1"], r["top10"], r.get("work_top1", "")]
+                    for r in stems
+                ],
+            ),  # fmt: skip
+        )
+    systems = list(dict.fromkeys(r["system"] for r in refind))
+    labels = list(dict.fromkeys(r["distortion"] for r in refind))
+    cell = {(r["distortion"], r["system"]): r["top1"] for r in refind}
+    report.section(
+        "(c) Passage re-finding top-1 per distortion",
+        md_table(["distortion", *systems], [[d, *(cell.get((d, s), "") for s in systems)] for d in labels]),
+    )
