@@ -21,7 +21,7 @@ def result(**over):
 def test_likeness_and_match_fall_back_to_the_measured_scores_until_search_gives_them():
     r = result()
     assert cards.likeness_of(r) == 0.89 and cards.match_of(r) == 0.04
-    given = result(likeness=0.5, match=0.9)
+    given = result(likeness=50.0, match=0.9)  # search gives likeness 0-100 (retrieval.likeness)
     assert cards.likeness_of(given) == 0.5 and cards.match_of(given) == 0.9
 
 
@@ -42,7 +42,7 @@ def test_the_numbers_live_in_the_details_rows():
     c = cards.card(result(), message_id=5, query_chroma=None, chroma=None)
     labels = dict(c["details"])
     assert labels["sound and texture"] == "0.89" and labels["chord motion"] == "0.26"
-    assert labels["same-passage confidence"] == "4%" and labels["key"] == "D minor"
+    assert labels["same-passage match"] == "4%" and labels["key"] == "D minor"
     assert c["range"] == "0:12–0:22" and c["anchor"] == "r5-1" and c["picture"] is None
 
 

@@ -38,7 +38,7 @@ def test_state_round_trips_through_json():
             composers=("Johann Sebastian Bach",), key="D", mode="major", min_bpm=60.0, max_bpm=90.0
         ),
         minus=(MomentRef(4, 1.0),),
-        mmr_lambda=0.4,
+        diversity=0.6,
     )
     state = state_of(req)
     again = state_from_json(
@@ -98,7 +98,7 @@ def test_every_chip_can_be_removed():
         ),
         minus=(MomentRef(4, 1.0),),
         k=3,
-        mmr_lambda=1.0,
+        diversity=0.0,
     )
     state = state_of(req)
     ids = [c.id for c in chips(state)]
