@@ -146,7 +146,10 @@ def run_likeness(
     src = load_sources(audio_dir, max_seconds=max_seconds)
     timings["decode_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    frames = {t.name: features(y=t.audio) for t in tqdm(src.tracks, desc="library features", leave=False)}
+    frames = {
+        t.name: features(y=t.audio)
+        for t in tqdm(src.tracks, desc="library features", leave=False, mininterval=30)
+    }
     timings["features_s"] = time.perf_counter() - t0
     lib = Library.build(frames)
     systems = build_systems(checkpoint, lib, notes)
@@ -204,6 +207,10 @@ def run_likeness(
     product_rows: list[dict[str, Any]] = []
     product_stems: list[dict[str, Any]] = []
     if product:
+        # The in-memory results first: a long product run that fails still leaves them.
+        _report(src, lib, lib_info, base, queries, same_rows, stem_rows, refind_rows, timings, notes,
+                seed=seed, max_seconds=max_seconds, n_queries=n_queries, elapsed=time.perf_counter() - t_start,
+                ).write(out_dir)  # fmt: skip
         from bench.likeness_product import run_product
 
         t0 = time.perf_counter()
@@ -215,37 +222,62 @@ def run_likeness(
         timings["product_s"] = time.perf_counter() - t0
     elapsed = time.perf_counter() - t_start
     timings["total_s"] = elapsed
+    report = _report(
+        src, lib, lib_info, base, queries, same_rows + product_rows, stem_rows + product_stems, refind_rows,
+        timings, notes, seed=seed, max_seconds=max_seconds, n_queries=n_queries, elapsed=elapsed,
+    )  # fmt: skip
+    report.write(out_dir)
+    return report
 
+
+def _report(
+    src: Sources,
+    lib: Library,
+    lib_info: dict[str, Any],
+    base: dict[str, float],
+    queries: list[SourceQuery],
+    same_rows: list[dict[str, Any]],
+    stem_rows: list[dict[str, Any]],
+    refind_rows: list[dict[str, Any]],
+    timings: dict[str, Any],
+    notes: list[str],
+    *,
+    seed: int,
+    max_seconds: float | None,
+    n_queries: int,
+    elapsed: float,
+) -> Report:
     report = Report(name="likeness", title="Likeness: other music that sounds alike, on real recordings",
                     machine=machine_info())  # fmt: skip
     report.data = {
         "library": lib_info,
-        "same_source": {**base, "queries": len(queries), "rows": same_rows + product_rows},
-        "cross_stem": stem_rows + product_stems,
+        "same_source": {**base, "queries": len(queries), "rows": same_rows},
+        "cross_stem": stem_rows,
         "refind": refind_rows,
         "timings": timings,
         "seed": seed,
     }
     load = os.getloadavg()
+    minutes = lib_info["minutes_used"]
+    cap = f"the first {max_seconds:.0f} s of each" if max_seconds else "whole tracks"
     report.notes += [
         f"Library: {len(src.tracks)} real tracks from {len(src.counts())} sources (Debian packages, one folder each, "
-        f"fetched by scripts/fetch_real_music.sh), the first {max_seconds:.0f} s of each: {minutes:.0f} min used of "
+        f"fetched by scripts/fetch_real_music.sh), {cap}: {minutes:.0f} min used of "
         f"{lib_info['minutes_full']:.0f} min; {lib.n_segments} windows of 10 s every 2 s. Fret-on-Fire songs are "
-        f"their full mix (guitar + backing stems). {len(src.skipped)} files skipped (undecodable tracker modules or "
-        "under 25 s).",
+        f"their full mix (guitar + backing stems). {len(src.skipped)} files skipped (undecodable or under 25 s).",
         "Every source is held out from training: the shipped encoder has heard only soundfont renders of music21 "
         "scores. No reserved package (wesnoth-*, hyperrogue-music, warzone2100-music, fb-music-high, "
         "drascula-music, asc-music, nexuiz-music, singularity-music) is used.",
-        f"(a) {len(queries)} queries (2 per track). Chance {base['chance']:.3f}, ceiling {base['ceiling']:.3f}; "
-        f"query composer's other tracks: chance share {base['composer_chance']:.3f}.",
+        f"(a) {len(queries)} queries (2 per track; the one-aspect product rows: the first query of every other "
+        f"track). Chance {base['chance']:.3f}, ceiling {base['ceiling']:.3f}; query composer's other tracks: chance "
+        f"share {base['composer_chance']:.3f}.",
         f"(b), (c): in memory, exact cosine, hit = right track and |Δt| ≤ {HIT_TOLERANCE_S} s; {n_queries} queries "
         "per distortion from random tracks at random offsets.",
         f"Run took {elapsed / 60:.1f} min on a machine shared with other work (load average {load[0]:.1f} / "
         f"{load[1]:.1f} / {load[2]:.1f}); only quality numbers are reported, no timings.",
         *notes,
     ]
-    _sections(report, base, same_rows + product_rows, stem_rows + product_stems, refind_rows)
-    report.write(out_dir)
+    _sections(report, base, same_rows, stem_rows, refind_rows)
     return report
 
 

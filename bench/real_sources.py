@@ -101,7 +101,7 @@ def load_sources(root: Path, *, max_seconds: float | None, min_seconds: float = 
             f"{bad} are reserved for the independent acceptance evaluation; remove them from {root}"
         )
     out = Sources()
-    for folder in tqdm(folders, desc="sources", leave=False):
+    for folder in tqdm(folders, desc="sources", leave=False, mininterval=30):
         files = sorted(p for p in folder.iterdir() if p.is_file())
         stems: dict[str, dict[str, Path]] = {}
         for p in files:
