@@ -382,7 +382,11 @@ def build_request(
         audio = svc.decode(clip)
         req = setting.apply(
             SearchRequest(
-                audio=audio, start_s=start_s, k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id,
+                audio=audio,
+                start_s=start_s,
+                k=k or DEFAULT_K,
+                filters=extra_filters,
+                listener_id=listener_id,
                 route=route,
             )  # fmt: skip
         )

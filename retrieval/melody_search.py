@@ -28,6 +28,7 @@ import psycopg
 from cadenza.db import scalar
 from encoder.features import SAMPLE_RATE
 from retrieval.descriptors import KEY_NAMES
+from retrieval.likeness import likeness
 from retrieval.melody import MELODY_FPS
 from retrieval.melody_match import CHUNK_FRAMES, MIN_VOICED_FRAMES, match_windows
 from retrieval.types import Result
@@ -207,6 +208,10 @@ def search_melody(
     order = np.argsort(-m.score, kind="stable")
     chosen = _pick(order, tracks, starts, k, one_per_track)
     meta = {int(r[0]): r for r in conn.execute(_INFO_SQL, ([int(ids[i]) for i in chosen],)).fetchall()}
+    # Likeness among the library's tracks by their best melodic match (retrieval.likeness).
+    track_best: dict[int, float] = {}
+    for t, v in zip(tracks.tolist(), m.score.tolist(), strict=True):
+        track_best[t] = max(v, track_best.get(t, -np.inf))
     results = []
     for rank, i in enumerate(chosen, start=1):
         r = meta[int(ids[i])]
@@ -241,7 +246,11 @@ def search_melody(
                 rank=rank, segment_id=int(ids[i]), track_id=int(tracks[i]), title=title, composer=composer,
                 work=work, era=era, path=path, start=round(start, 2),
                 end=round(min(start + sung_s, float(duration)), 2),
-                score=round(float(m.score[i]), 4), confidence=round(conf, 3),
+                score=round(float(m.score[i]), 4), match=round(conf, 3),
+                likeness=round(likeness(
+                    score=float(m.score[i]), n_tracks=max(len(track_best) - 1, 1),
+                    other_best=np.array([v for t, v in track_best.items() if t != int(tracks[i])]),
+                ), 1),
                 components={
                     "melody": round(float(m.score[i]), 4), "melody_shift": round(shift, 2),
                     "melody_tempo": round(float(m.tempo[i]), 3),
@@ -261,7 +270,7 @@ def search_melody(
         info["melody_tempo"] = top.components["melody_tempo"]
         info["sung_key"] = top.descriptors.get("sung_key")
         info["matched_key"] = top.descriptors.get("key")
-    nothing = top is None or top.confidence < MELODY_NOTHING_BELOW
+    nothing = top is None or top.match < MELODY_NOTHING_BELOW
     if nothing:
         info["nothing_reason"] = "no library melody stands out from the rest for this tune"
     return MelodyHits(results, info, nothing)
