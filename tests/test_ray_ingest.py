@@ -111,14 +111,15 @@ def test_kill_mid_run_then_rerun_leaves_no_partial_track(db, tmp_path, settings)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    mid = counts(db)[0]
-    assert 1 <= mid <= n_files, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-    check_complete(db)
-    # Ray's own processes (GCS, raylet, workers) go with the killed driver.
+    # Ray's own processes (GCS, raylet, workers) go with the killed driver; a writer may
+    # still commit its batch while it goes, so count what is stored once they are all gone.
     deadline = time.monotonic() + 30
     while _session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _session_processes(proc.pid) == []
+    mid = counts(db)[0]
+    assert 1 <= mid <= n_files, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    check_complete(db)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
