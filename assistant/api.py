@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeGuard
 
@@ -11,6 +12,7 @@ import anyio
 from litestar import Request, Response, delete, post
 
 from assistant import chat, conversations, explain
+from assistant import context as acontext
 from assistant.chat import Services
 from assistant.followup_schema import KEYS
 from assistant.querystate import state_from_json, state_of_json
@@ -22,6 +24,7 @@ from assistant.web import (
     clip_from_form,
     diversity_of,
     listener_cookies,
+    listener_of,
 )
 from cadenza.errors import InputError
 from retrieval.types import DEFAULT_DIVERSITY, Aspects, Filters, MomentRef, SearchRequest
@@ -145,6 +148,30 @@ def _is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
 
+def _form_context(raw: Any) -> Any:
+    """A multipart ``context`` field: the same object as JSON text (absent = None)."""
+    if raw in (None, ""):
+        return None
+    try:
+        return json.loads(str(raw))
+    except ValueError:
+        raise InputError('the context field must be JSON, e.g. {"time_of_day": false}') from None
+
+
+def _local_hour(request: Request, local_time: Any) -> float | None:
+    """The listener's local hour: ``local_time`` in the body, else the X-Local-Time / X-Timezone headers."""
+    return acontext.local_hour(
+        local_time=local_time if local_time not in (None, "") else request.headers.get("x-local-time"),
+        timezone=request.headers.get("x-timezone"),
+    )
+
+
+def _listener(request: Request) -> str | None:
+    """The listener of the cookie, if the client has one (the search API never sets it)."""
+    lid, new = listener_of(request)
+    return None if new else lid
+
+
 @post(
     "/api/search",
     status_code=200,
@@ -152,11 +179,14 @@ def _is_multipart(request: Request) -> bool:
     description=(
         "Multipart: the clip in field `file`, with optional `start`, `duration`, `k`, repeatable `composer`, "
         "`exclude_composer`, `era`, `exclude_era`, `key`, `mode`, `min_bpm`, `max_bpm`, `route` (auto | "
-        "melody | audio: a hum or single line is searched by melody in any key), `diversity` (0-1) and "
-        "`aspect_sound`/`aspect_harmony`/`aspect_rhythm`/`aspect_melody` (0-10). Or JSON: {reference: {track_id, "
-        "start}, k, filters, diversity, aspects: {sound, harmony, rhythm, melody}}. Each result has `match` "
-        "(probability it is the same passage) and `likeness` (0-100 against the library). Returns the same JSON as "
-        "`cadenza search --json`."
+        "melody | audio: a hum or single line is searched by melody in any key), `diversity` (0-1), "
+        "`aspect_sound`/`aspect_harmony`/`aspect_rhythm`/`aspect_melody` (0-10), `context` (JSON text) and "
+        "`local_time`. Or JSON: {reference: {track_id, start}, k, filters, diversity, aspects: {sound, harmony, "
+        "rhythm, melody}, context?: {time_of_day, history, mood} (booleans, default true), local_time?: 'HH:MM' or "
+        "ISO 8601}. The local time may instead come as header X-Local-Time, or X-Timezone (an IANA name). Each "
+        "result has `match` (probability it is the same passage) and `likeness` (0-100 against the library). "
+        "Returns the same JSON as `cadenza search --json`; query.context reports each context signal: on, applied, "
+        "text, changed_ranks, brought_in."
     ),
     tags=["search"],
 )
@@ -170,6 +200,8 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
         duration = 10.0 if duration is None else duration  # 0 is refused below, not read as "unset"
         if not 3.0 <= duration <= 30.0:
             raise InputError("duration must be between 3 and 30 seconds")
+        ctx = acontext.switches(_form_context(form.get("context")))
+        hour = _local_hour(request, form.get("local_time"))
         audio = await anyio.to_thread.run_sync(svc.decode, clip)
         req = SearchRequest(
             audio=audio,
@@ -180,6 +212,9 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
             route=str(form.get("route") or "auto"),
             diversity=_or(diversity_of(form.get("diversity")), DEFAULT_DIVERSITY),
             aspects=aspects_of_form(form) or Aspects(),
+            context=ctx,
+            local_hour=hour,
+            listener_id=_listener(request),
         )
     else:
         data = await _json_body(request)
@@ -194,6 +229,8 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
             moments=(_moment(data["reference"]),), k=k, filters=_filters(data.get("filters")),
             diversity=_or(diversity_of(data.get("diversity")), DEFAULT_DIVERSITY),
             aspects=aspects_of(data.get("aspects")) or Aspects(),
+            context=acontext.switches(data.get("context")), local_hour=_local_hour(request, data.get("local_time")),
+            listener_id=_listener(request),
         )  # fmt: skip
     return await anyio.to_thread.run_sync(svc.search_json, req)
 
@@ -203,10 +240,12 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
     status_code=200,
     summary="One chat message: a clip, a named moment, or a follow-up; returns results and the explanation",
     description=(
-        "JSON: {message, conversation_id?, reference?: {track_id, start}, k?, diversity?, aspects?}. Multipart: the "
-        "clip in `file` with optional `message`, `conversation_id`, `start`, `k`, `diversity`, `aspect_*`. "
+        "JSON: {message, conversation_id?, reference?: {track_id, start}, k?, diversity?, aspects?, context?: "
+        "{time_of_day, history, mood}, local_time?}. Multipart: the clip in `file` with optional `message`, "
+        "`conversation_id`, `start`, `k`, `diversity`, `aspect_*`, `context` (JSON text), `local_time`. "
         "`diversity` (0-1) and `aspects` ({sound, harmony, rhythm, melody}, 0-10) apply to this answer and stay "
-        "with the conversation's later refinements. A message without a clip refines the conversation's "
+        "with the conversation's later refinements; a `context` given is kept for the rest of the conversation; "
+        "the local time may come as header X-Local-Time or X-Timezone. A message without a clip refines the conversation's "
         "last search ('only Baroque', 'like #2 but not #3') or names a moment ('find moments like 1:23 of <title>'). "
         "A message that only takes results out ('not #3', 'drop the second') refines that answer in place "
         "(`refined` true, `message_id` is the refined answer, `excluded` lists what is left out). "
@@ -229,11 +268,16 @@ async def api_chat(request: Request, svc: Services) -> Response[dict[str, Any]]:
             "k": _int_or_none(form.get("k"), "k"),
             "start": _float_or_none(form.get("start"), "start"),
             "diversity": form.get("diversity"),
+            "context": _form_context(form.get("context")),
+            "local_time": form.get("local_time"),
         }
         aspects = aspects_of_form(form)
     else:
         data = await _json_body(request)
         aspects = aspects_of(data.get("aspects"))
+    hour = _local_hour(request, data.get("local_time"))
+    overrides = data.get("context")
+    acontext.switches(overrides)  # a bad context object fails before any work
     cid = conversations.parse_id(str(data["conversation_id"])) if data.get("conversation_id") else None
     k = data.get("k")
     if k is not None and (not whole_number(k) or not 1 <= k <= 50):
@@ -250,9 +294,9 @@ async def api_chat(request: Request, svc: Services) -> Response[dict[str, Any]]:
     lid, cookies = listener_cookies(request, svc)
     result = await anyio.to_thread.run_sync(
         partial(
-            chat.run_turn, svc, conversation_id=cid, text=str(data.get("message") or ""), clip=clip,
-            start_s=data.get("start"), k=k, reference=reference, listener_id=lid, state=state,
-            diversity=diversity_of(data.get("diversity")), aspects=aspects,
+            acontext.run_turn, svc, overrides=overrides, conversation_id=cid, text=str(data.get("message") or ""),
+            clip=clip, start_s=data.get("start"), k=k, reference=reference, listener_id=lid, state=state,
+            diversity=diversity_of(data.get("diversity")), aspects=aspects, local_hour=hour,
         )
     )  # fmt: skip
     if result.refused:
@@ -348,4 +392,48 @@ async def api_delete_conversation(svc: Services, conversation_id: str) -> None:
     await anyio.to_thread.run_sync(chat.delete_conversation, svc, cid)
 
 
-HANDLERS = [api_search, api_chat, api_put_back, api_delete_conversation]
+@dataclass
+class ContextSwitches:
+    """Listening-context switches to change; a signal left out (null) keeps its setting."""
+
+    time_of_day: bool | None = None
+    history: bool | None = None
+    mood: bool | None = None
+
+
+@dataclass
+class ContextChange:
+    """Switch context signals for a conversation and rank one of its answers again with them."""
+
+    conversation_id: str
+    message_id: int
+    context: ContextSwitches
+
+
+@post(
+    "/api/chat/context",
+    status_code=200,
+    summary="Turn listening-context signals (time of day, history, mood) on or off for a conversation",
+    description=(
+        "JSON: {conversation_id, message_id, context: {time_of_day?, history?, mood?}}. The switches are kept for the "
+        "conversation and the answer `message_id` is ranked again with them (its local time unchanged, so a signal "
+        "switched off gives exactly the ranking without it) and explained afresh. Returns the same body as /api/chat."
+    ),
+    tags=["chat"],
+)
+async def api_chat_context(data: ContextChange, svc: Services) -> dict[str, Any]:
+    cid = conversations.parse_id(data.conversation_id)
+    if not 0 < data.message_id < 2**63:
+        raise InputError("message_id must be a message id (a whole number)")
+    changes = {k: v for k, v in vars(data.context).items() if v is not None}
+    if not changes:
+        raise InputError('context names no signal to switch; e.g. {"time_of_day": false}')
+    turn = await anyio.to_thread.run_sync(
+        partial(acontext.rerank_with, svc, conversation_id=cid, message_id=data.message_id, changes=changes)
+    )
+    body = await _explained(svc, cid, turn, parser=None)
+    body["refined"] = True
+    return body
+
+
+HANDLERS = [api_search, api_chat, api_put_back, api_delete_conversation, api_chat_context]

@@ -26,7 +26,7 @@ from cadenza.audio import DecodeWorkers
 from cadenza.db import Database
 from cadenza.errors import CadenzaError, InputError, NotFound, StorageError
 from cadenza.settings import Settings
-from retrieval.types import Aspects, Filters, MomentRef, SearchRequest, SearchResponse
+from retrieval.types import Aspects, Context, Filters, MomentRef, SearchRequest, SearchResponse
 
 log = logging.getLogger(__name__)
 
@@ -520,9 +520,13 @@ def run_turn(
     route: str = "auto",
     diversity: float | None = None,
     aspects: Aspects | None = None,
+    context: Context | None = None,
+    local_hour: float | None = None,
 ) -> TurnResult:
     """Build the request, search, and store the user message and the answer (not yet explained).
 
+    ``context`` (the conversation's switches) and ``local_hour`` (the listener's time of day) go
+    into the request; a follow-up sent without a local time keeps its base answer's.
     Nothing is stored when the request is bad or the search fails, so errors leave no junk.
     """
     if conversation_id is not None and not conversations.exists(svc.db, conversation_id):
@@ -565,6 +569,10 @@ def run_turn(
             text=text, parser=plan.parser,
         )  # fmt: skip
     req, parser, audio = plan.request, plan.parser, plan.audio
+    if context is not None:
+        req = replace(req, context=context)
+    if local_hour is not None:
+        req = replace(req, local_hour=local_hour)
     fu_json = plan.followup.to_json() if plan.followup is not None else None
     response = svc.search_json(req)
     query = response.get("query") or {}

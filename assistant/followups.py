@@ -29,7 +29,7 @@ from assistant.followup_schema import (
     validate_followup,
 )
 from assistant.rules import parse_rules
-from retrieval.types import Aspects, Filters, MomentRef, SearchRequest, Weights
+from retrieval.types import Aspects, Context, Filters, MomentRef, SearchRequest, Weights
 
 __all__ = [
     "ERAS", "FASTER_FACTOR", "FOLLOWUP_SCHEMA", "MAX_K", "MOOD_SHIFTS", "REFINE_TOOL", "SLOWER_FACTOR",
@@ -268,6 +268,7 @@ def request_from_json(data: dict[str, Any], *, audio: Any = None) -> SearchReque
     moments = tuple(MomentRef(int(m["track_id"]), float(m["start_s"])) for m in d.pop("moments", []))
     minus = tuple(MomentRef(int(m["track_id"]), float(m["start_s"])) for m in d.pop("minus", []))
     tm = d.pop("target_mood", None)
+    context = Context(**d.pop("context", None) or {})
     if "transpose_probes" in d:  # JSON has lists; the request holds tuples
         d["transpose_probes"] = tuple(int(v) for v in d["transpose_probes"])
     return SearchRequest(
@@ -278,5 +279,6 @@ def request_from_json(data: dict[str, Any], *, audio: Any = None) -> SearchReque
         weights=weights,
         aspects=aspects,
         target_mood=tuple(tm) if tm is not None else None,  # type: ignore[arg-type]
+        context=context,
         **d,
     )

@@ -61,6 +61,21 @@ def _passage(query: dict[str, Any], meta: dict[str, Any]) -> str | None:
     return span
 
 
+def context_rows(query: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's listening-context line: per signal its text, switch and what it changed."""
+    rows = []
+    for s in (query.get("context") or {}).get("signals") or []:
+        effect = ""
+        if s.get("applied"):
+            n = int(s.get("changed_ranks") or 0)
+            effect = f"moved {n} result{'s' if n != 1 else ''}" if n else "no change to this answer"
+        rows.append(
+            {"signal": str(s.get("signal")), "on": bool(s.get("on")), "applied": bool(s.get("applied")),
+             "text": str(s.get("text") or ""), "effect": effect}
+        )  # fmt: skip
+    return rows
+
+
 def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, Any]:
     """Everything the ``_turn.html`` template needs for one message."""
     ctx: dict[str, Any] = {
@@ -118,6 +133,7 @@ def turn_context(db: Database, conversation_id: Any, turn: Turn) -> dict[str, An
         parser=turn.meta.get("parser"),
         followup=turn.followup,
         excluded=list(turn.meta.get("excluded") or []),
+        context=context_rows(query),
         explanation=explanation_html(turn.content, turn.meta, message_id=turn.id) if turn.explained else None,
     )
     return ctx

@@ -20,6 +20,7 @@ from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
 from assistant import chat, conversations, explain, views
+from assistant import context as acontext
 from assistant.chat import Clip, Services
 from cadenza.errors import InputError, NotFound
 
@@ -204,12 +205,18 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
             track_id=track_id, start_s=_float_or_none(form.get("ref_start"), "ref_start") or 0.0
         )
     lid, cookies = listener_cookies(request, svc)
+    # The page sends the listener's local time with every request (static/app.js); a plain form post
+    # has none, and its answer says so instead of guessing from the server's clock.
+    hour = acontext.local_hour(
+        local_time=form.get("local_time") or request.headers.get("x-local-time"),
+        timezone=request.headers.get("x-timezone"),
+    )
     result = await anyio.to_thread.run_sync(
         partial(
-            chat.run_turn, svc, conversation_id=cid, text=str(form.get("text") or ""), clip=clip,
+            acontext.run_turn, svc, conversation_id=cid, text=str(form.get("text") or ""), clip=clip,
             start_s=_float_or_none(form.get("start"), "start"), k=_int_or_none(form.get("k"), "k"),
             reference=reference, listener_id=lid, diversity=diversity_of(form.get("diversity")),
-            aspects=aspects_of_form(form),
+            aspects=aspects_of_form(form), local_hour=hour,
             base_message_id=_int_or_none(form.get("base_message"), "base_message", hi=2**62),
             route=str(form.get("route") or "auto"),
         )
@@ -283,6 +290,26 @@ async def remove_chip(
         raise InputError("chip is required: which part of the search to remove")
     turn = await anyio.to_thread.run_sync(
         partial(statechips.remove_chip, svc, conversation_id=cid, message_id=message_id, chip_id=chip)
+    )
+    if not request.headers.get("hx-request"):
+        return Redirect(f"/c/{cid}#m{message_id}", status_code=303)
+    ctx = await anyio.to_thread.run_sync(partial(views.turn_context, svc.db, cid, turn))
+    return Template("_turns.html", context={"turns": [ctx], "conversation_id": str(cid)})
+
+
+@post("/c/{conversation_id:str}/m/{message_id:int}/context", include_in_schema=False, status_code=200)
+async def switch_context(
+    request: Request, svc: Services, conversation_id: str, message_id: int
+) -> Template | Redirect:
+    """A context toggle (form: ``signal``, ``on`` = 1/0): kept for the conversation; the answer, ranked again."""
+    cid = conversations.parse_id(conversation_id)
+    form = await request.form()
+    signal = str(form.get("signal") or "")
+    if signal not in acontext.SIGNALS:
+        raise InputError(f"signal must be one of {list(acontext.SIGNALS)}")
+    on = str(form.get("on") or "") == "1"
+    turn = await anyio.to_thread.run_sync(
+        partial(acontext.rerank_with, svc, conversation_id=cid, message_id=message_id, changes={signal: on})
     )
     if not request.headers.get("hx-request"):
         return Redirect(f"/c/{cid}#m{message_id}", status_code=303)
@@ -388,6 +415,7 @@ HANDLERS = [
     post_message,
     put_back,
     remove_chip,
+    switch_context,
     explain_stream,
     record_play,
     delete_conversation,

@@ -226,6 +226,11 @@ class Descriptors:
         return d
 
 
+def loudness_unit(loudness_db: float) -> float:
+    """Loudness on the mood scale, [−1, 1]: −1 at −36 dB, 0 at −26 dB, +1 at −16 dB and above."""
+    return float(np.clip((loudness_db + 26.0) / 10.0, -1, 1))
+
+
 def mood(
     *,
     mode: str,
@@ -240,7 +245,7 @@ def mood(
     bright = float(np.clip(np.log(max(brightness, 1.0) / 1500.0) / np.log(4.0), -1, 1))
     valence = float(np.clip(0.7 * sign * key_confidence + 0.3 * bright, -1, 1))
     tempo_n = 0.0 if tempo_bpm is None else float(np.clip((tempo_bpm - 100.0) / 60.0, -1, 1))
-    loud_n = float(np.clip((loudness + 26.0) / 10.0, -1, 1))
+    loud_n = loudness_unit(loudness)
     dens_n = float(np.clip((density - 2.0) / 2.0, -1, 1))
     arousal = float(np.clip(0.4 * tempo_n + 0.35 * loud_n + 0.25 * dens_n, -1, 1))
     return valence, arousal

@@ -15,12 +15,13 @@ Diversity: :func:`nms` keeps one window per track (or at least non-overlapping w
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from retrieval.descriptors import KEY_NAMES
+from retrieval.descriptors import KEY_NAMES, loudness_unit
 
 _INTERVALS = {
     0: "in the same key",
@@ -82,6 +83,9 @@ class Candidate:
     score: float = 0.0
     key_shift: int = 0
     components: dict[str, float] = field(default_factory=dict)
+    #: term → (weight, value) as scored: ``score`` is their weighted mean (:func:`combined_score`),
+    #: so a ranking without one term (a context switch turned off) is recomputed exactly.
+    terms: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _centered_unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -140,6 +144,33 @@ def mood_similarity(*, target: tuple[float, float], valence: float, arousal: flo
     """1 at the target (valence, arousal), 0 at the opposite corner of the [−1, 1]² square."""
     d = np.hypot(valence - target[0], arousal - target[1])
     return float(np.clip(1.0 - d / (2.0 * np.sqrt(2.0)), 0.0, 1.0))
+
+
+def time_of_day_fit(
+    *, target: tuple[float, float, float], valence: float, arousal: float, loudness_db: float | None
+) -> float:
+    """1 at the (valence, arousal, loudness unit) target, 0 at the opposite corner of the [−1, 1]³ cube.
+
+    Loudness is on the mood scale (:func:`retrieval.descriptors.loudness_unit`); unknown loudness
+    counts as the scale's middle.
+    """
+    loud = loudness_unit(loudness_db) if loudness_db is not None else 0.0
+    d = np.sqrt((valence - target[0]) ** 2 + (arousal - target[1]) ** 2 + (loud - target[2]) ** 2)
+    return float(np.clip(1.0 - d / (2.0 * np.sqrt(3.0)), 0.0, 1.0))
+
+
+def combined_score(terms: Mapping[str, tuple[float, float]], *, without: Collection[str] = ()) -> float:
+    """The weighted mean of ``terms`` (name → (weight, value)), leaving out the names in ``without``.
+
+    One summation order for every caller: the score with a term left out is bit for bit the score
+    of a run that never had that term.
+    """
+    s, total = 0.0, 0.0
+    for name, (w, v) in terms.items():
+        if name not in without:
+            s += w * v
+            total += w
+    return s / max(total, 1e-9)
 
 
 def tempo_preference(*, query_bpm: float | None, factor: float, candidate_bpm: float | None) -> float:
@@ -217,14 +248,18 @@ def score_candidates(
     tempo_factor: float | None = None,
     unheard_composers: set[str] | None = None,
     heard_composers: set[str] | None = None,
+    time_target: tuple[float, float, float] | None = None,
+    time_weight: float = 0.0,
 ) -> list[Candidate]:
-    """Fill ``score``, ``key_shift`` and ``components`` of each candidate; return them best first.
+    """Fill ``score``, ``key_shift``, ``components`` and ``terms`` of each candidate; return them best first.
 
     ``weights`` is a :class:`retrieval.types.Weights`, ``aspects`` a :class:`retrieval.types.Aspects`
     (None = all 1): sound scales the embedding and timbre terms, harmony the harmony and
     progression terms, rhythm and melody their own. Harmony terms are scaled by the query's
     tonalness (a drum loop has no key to match). ``heard_composers`` (lower-case) enables the
-    discovery term: 1 for a composer the listener has not played yet.
+    discovery term: 1 for a composer the listener has not played yet. ``time_target`` (valence,
+    arousal, loudness unit) with ``time_weight`` > 0 adds the time-of-day term
+    (:func:`time_of_day_fit`; see :mod:`retrieval.context`).
     """
     tonal = float(np.clip(query.tonalness * 1.5, 0.0, 1.0))
     a_sound, a_harm, a_rhythm, a_mel = (
@@ -243,7 +278,7 @@ def score_candidates(
         w_m = 0.3
     w_d = float(weights.discovery) if heard_composers is not None else 0.0
     w_t = 0.3 if tempo_factor is not None else 0.0
-    total = max(w_emb + w_tim + w_h + w_p + w_r + w_mel + w_m + w_d + w_t, 1e-9)
+    w_tod = float(time_weight) if time_target is not None else 0.0
     # Query-side work once: the 12 rotations of its mean chroma, its normalized sequence
     # (centring and normalizing rows commute with rotating them).
     q_rolls = _rolls(_centered_unit(query.chroma_mean))  # [12, 12]
@@ -262,7 +297,6 @@ def score_candidates(
             p = _best_lag(np.roll(q_seq, shift, axis=1), _centered_unit(c.chroma_seq))
         comp["harmony"] = round(h, 4)
         comp["progression"] = round(p, 4)
-        s = w_emb * c.emb_sim + w_h * h + w_p * p
         # An aspect that cannot be measured for this pair counts as neutral (0.5), not as a miss.
         tim = brightness_similarity(
             query_hz=query.brightness_hz, candidate_hz=c.descriptors.get("brightness_hz")
@@ -284,16 +318,20 @@ def score_candidates(
         ):
             mel = melody_similarity(query=query.chroma_seq, candidate=c.chroma_seq, shift=shift)
             comp["melody"] = round(mel, 4)
-        s += w_tim * (0.5 if tim is None else tim) + w_r * (0.5 if rhy is None else rhy)
-        s += w_mel * (0.5 if mel is None else mel)
+        terms: dict[str, tuple[float, float]] = {
+            "embedding": (w_emb, float(c.emb_sim)),
+            "harmony": (w_h, h),
+            "progression": (w_p, p),
+            "timbre": (w_tim, 0.5 if tim is None else tim),
+            "rhythm": (w_r, 0.5 if rhy is None else rhy),
+            "melody": (w_mel, 0.5 if mel is None else mel),
+        }
+        valence = float(c.descriptors.get("valence") or 0.0)
+        arousal = float(c.descriptors.get("arousal") or 0.0)
         if w_m:
-            m = mood_similarity(
-                target=target_mood,  # type: ignore[arg-type]
-                valence=float(c.descriptors.get("valence") or 0.0),
-                arousal=float(c.descriptors.get("arousal") or 0.0),
-            )
+            m = mood_similarity(target=target_mood, valence=valence, arousal=arousal)  # type: ignore[arg-type]
             comp["mood"] = round(m, 4)
-            s += w_m * m
+            terms["mood"] = (w_m, m)
         if w_t:
             t = tempo_preference(
                 query_bpm=query.tempo_bpm,
@@ -301,14 +339,24 @@ def score_candidates(
                 candidate_bpm=c.descriptors.get("tempo_bpm"),
             )
             comp["tempo"] = round(t, 4)
-            s += w_t * t
+            terms["tempo"] = (w_t, t)
         if heard_composers is not None:
             d = 0.0 if c.composer.lower() in heard_composers else 1.0
             comp["discovery"] = d
-            s += w_d * d
-        c.score = float(s / total)
+            terms["discovery"] = (w_d, d)
+        if w_tod:
+            tod = time_of_day_fit(
+                target=time_target,  # type: ignore[arg-type]
+                valence=valence,
+                arousal=arousal,
+                loudness_db=c.descriptors.get("loudness_db"),
+            )
+            comp["time_of_day"] = round(tod, 4)
+            terms["time_of_day"] = (w_tod, tod)
+        c.score = combined_score(terms)
         c.key_shift = shift
         c.components = comp
+        c.terms = terms
     return sorted(candidates, key=lambda c: -c.score)
 
 
@@ -423,6 +471,8 @@ def reason(c: Candidate) -> str:
         parts.append(f"mood match {comp['mood']:.2f}")
     if "tempo" in comp:
         parts.append(f"tempo fit {comp['tempo']:.2f}")
+    if "time_of_day" in comp:
+        parts.append(f"fits the time of day {comp['time_of_day']:.2f}")
     moved = int(comp.get("query_transposed", 0))
     if moved:
         parts.append(f"found with your clip moved {_INTERVALS.get(moved, f'{moved:+d} semitones')}")

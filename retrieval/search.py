@@ -24,13 +24,14 @@ import psycopg
 from cadenza.db import autocommit, f16_array
 from cadenza.errors import InputError
 from retrieval import cells as cells_mod
+from retrieval import context as context_mod
 from retrieval import melody_search
 from retrieval import query as query_mod
 from retrieval.calibration import NOTHING_SIMILAR_BELOW, SAME_PASSAGE_MATCH, Calibration, load_calibration
 from retrieval.descriptors import KEY_NAMES, key_index
 from retrieval.likeness import likeness
 from retrieval.localize import localize
-from retrieval.rerank import Candidate, aspect_scores, mmr, moves, nms, reason, score_candidates
+from retrieval.rerank import Candidate, aspect_scores, moves, reason, score_candidates
 from retrieval.store import heard_composers, model_mismatch, other_models
 from retrieval.types import Aspects, Filters, Result, SearchRequest, SearchResponse, check_diversity
 
@@ -570,29 +571,40 @@ def search(
         if not found.rows and (others := other_models(conn, embedder.model_version)):
             # Not "nothing similar": a reindex under this running server left it on an old model.
             raise model_mismatch(embedder.model_version, others)
-        heard = heard_composers(conn, request.listener_id) if request.listener_id else None
+        # Play history is read only when its switch is on: off, nothing of it reaches the ranking.
+        heard = (
+            frozenset(heard_composers(conn, request.listener_id))
+            if request.listener_id and request.context.history
+            else None
+        )
         cal = load_calibration(conn, model_version=embedder.model_version)
         timings["search"] = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
         # The reranker sees the best RERANK_POOL rows by embedding (plenty for k ≤ 100 after NMS).
-        pool = sorted(found.rows, key=lambda r: r[-1])[: max(RERANK_POOL, 5 * request.k)]
+        pool = [
+            _candidate(r) for r in sorted(found.rows, key=lambda r: r[-1])[: max(RERANK_POOL, 5 * request.k)]
+        ]
+        applied = context_mod.apply(request, heard=heard)
         cands = score_candidates(
-            candidates=[_candidate(r) for r in pool], query=built.profile, weights=request.weights,
-            aspects=aspects, target_mood=request.target_mood, tempo_factor=request.tempo_factor,
-            heard_composers=heard,
+            candidates=pool, query=built.profile, aspects=aspects, tempo_factor=request.tempo_factor,
+            **applied.rerank_kwargs(),
         )  # fmt: skip
-        for c in cands:
+        for c in pool:
             if probe_of.get(c.segment_id):
                 c.components["query_transposed"] = float(probe_of[c.segment_id])
         matches = _matches(cands, built, cal)
         same = frozenset(sid for sid, m in matches.items() if m >= SAME_PASSAGE_MATCH)
         scored = cands
-        cands = nms(candidates=cands, one_per_track=request.one_per_track)
-        chosen = mmr(candidates=cands, k=request.k, diversity=request.diversity, same_passage=same)
+        cands, chosen = context_mod.rank(
+            pool, k=request.k, one_per_track=request.one_per_track, diversity=request.diversity, same_passage=same
+        )
         moved = moves(ranked=cands, chosen=chosen)
         liked = _likeness(scored, chosen, same, n_tracks=_track_count(conn))
         timings["rerank"] = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        info["context"] = context_mod.report(request=request, applied=applied, pool=pool, shown=chosen, same_passage=same)
+        timings["context"] = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
         tids = sorted({c.track_id for c in chosen})
@@ -615,7 +627,7 @@ def search(
     info["aspects"] = {"sound": aspects.sound, "harmony": aspects.harmony, "rhythm": aspects.rhythm,
                        "melody": aspects.melody}  # fmt: skip
     info["key_probes"] = [0, *(s for s, _ in built.profile.transposed)]  # semitones the query was searched at
-    if heard is not None:
+    if heard:  # a listener who has played something (the rate is 1 by definition otherwise)
         info["discovery_rate"] = (
             round(float(np.mean([r.composer.lower() not in heard for r in results])), 3) if results else 0.0
         )

@@ -97,6 +97,16 @@ def check_diversity(value: object) -> float:
 
 
 @dataclass(frozen=True)
+class Context:
+    """Which listening-context signals may move the ranking. Each is a small rerank term, never a
+    filter; switching one off gives exactly the ranking without it (see :mod:`retrieval.context`)."""
+
+    time_of_day: bool = True  # the listener's local hour → a calmer/brighter target
+    history: bool = True  # composers this listener has played move down a little
+    mood: bool = True  # the mood a follow-up asked for ("calmer", "same mood")
+
+
+@dataclass(frozen=True)
 class SearchRequest:
     """One search. Exactly one query source: ``audio`` or ``moments`` (or both to blend)."""
 
@@ -122,6 +132,8 @@ class SearchRequest:
     # (hum, whistle, sung line, one instrument) by its melody in any key and everything else
     # by its sound; "melody" and "audio" force one route.
     route: str = "auto"
+    context: Context = field(default_factory=Context)
+    local_hour: float | None = None  # the listener's local time of day in hours [0, 24); None = unknown
 
 
 @dataclass

@@ -2,6 +2,18 @@
 (function () {
   "use strict";
 
+  // The listener's local time rides on every htmx request: the time-of-day context signal ranks
+  // with it (calmer late at night, brighter in the morning). The server never guesses from its clock.
+  document.addEventListener("htmx:configRequest", function (e) {
+    var now = new Date();
+    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    e.detail.headers["X-Local-Time"] = pad(now.getHours()) + ":" + pad(now.getMinutes());
+    try {
+      var tz = Intl.DateTimeFormat().resolvedOptions().timeZone;
+      if (tz) { e.detail.headers["X-Timezone"] = tz; }
+    } catch (err) { /* no Intl: the local time above is enough */ }
+  });
+
   // Swap error responses too (htmx 2 does not by default): the server sends a readable partial.
   document.addEventListener("DOMContentLoaded", function () {
     if (window.htmx) {
