@@ -165,7 +165,9 @@ def _not_applied(signal: str, request: SearchRequest) -> str:
     if signal == "time_of_day":
         return f"{name}: your local time was not sent"
     if signal == "history":
-        return f"{name}: nothing played yet" if request.listener_id else f"{name}: no listener (no cookie)"
+        # No listener (the CLI, an API client without the cookie) has played nothing either: one text,
+        # so the same search reads the same from every route.
+        return f"{name}: nothing played yet"
     return f"{name}: none asked for (say 'calmer' or 'same mood')"
 
 

@@ -128,7 +128,7 @@ def test_signals_that_have_nothing_to_work_with_say_why():
     texts = {r["signal"]: r["text"] for r in rep["signals"]}
     assert texts == {
         "time_of_day": "time of day: your local time was not sent",
-        "history": "listening history: no listener (no cookie)",
+        "history": "listening history: nothing played yet",
         "mood": "mood: none asked for (say 'calmer' or 'same mood')",
     }
     assert rep["switches"] == {"time_of_day": True, "history": True, "mood": True}
