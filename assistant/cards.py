@@ -27,6 +27,7 @@ _NAMED_ASPECTS = {
     "mood": "mood fit",
     "tempo": "tempo fit",
     "discovery": "new composer",
+    "time_of_day": "time-of-day fit",
 }
 _HIDDEN_ASPECTS = {"query_transposed"}
 

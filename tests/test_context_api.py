@@ -191,6 +191,7 @@ def test_the_page_toggle_reranks_the_answer_in_place(client, library):
     assert r.status_code == 200, r.text
     assert "morning (08:10): brighter, lighter moments favoured" in r.text
     assert 'data-signal="time_of_day" data-on="1" data-applied="1"' in r.text
+    assert "time-of-day fit" in r.text.split('class="cards"')[1]
     cid = r.headers["HX-Push-Url"].rsplit("/", 1)[1]
     mid = int(r.text.split('data-message="')[1].split('"')[0])
     r = client.post(
@@ -198,7 +199,7 @@ def test_the_page_toggle_reranks_the_answer_in_place(client, library):
     )
     assert r.status_code == 200, r.text
     assert "time of day: off" in r.text and 'data-signal="time_of_day" data-on="0"' in r.text
-    assert "Turn on" in r.text and "time_of_day " not in r.text.split('class="cards"')[1]
+    assert "Turn on" in r.text and "time-of-day fit" not in r.text.split('class="cards"')[1]
     r = client.post(f"/c/{cid}/m/{mid}/context", data={"signal": "time_of_day", "on": "1"},
                     headers={"HX-Request": "true"})  # fmt: skip
     assert "morning (08:10)" in r.text  # the answer's own local time, not the server's clock
@@ -232,7 +233,7 @@ def test_the_context_line_and_its_toggles_in_a_browser(base_url, tmp_path):
             assert "late evening (23:30): calmer, softer moments favoured" in line.inner_text()
             tod = answer.locator('.context-switch[data-signal="time_of_day"]')
             assert tod.get_attribute("data-on") == "1" and tod.get_attribute("data-applied") == "1"
-            assert answer.locator(".aspects", has_text="time_of_day").count() == 3
+            assert answer.locator(".details dt", has_text="time-of-day fit").count() == 3
 
             tod.locator("button").click()
             wait_until(
@@ -242,7 +243,7 @@ def test_the_context_line_and_its_toggles_in_a_browser(base_url, tmp_path):
             )
             answer = page.locator("section.answer").first
             assert "time of day: off" in answer.locator(".context").inner_text()
-            assert answer.locator(".aspects", has_text="time_of_day").count() == 0
+            assert answer.locator(".details dt", has_text="time-of-day fit").count() == 0
             assert (
                 answer.locator('.context-switch[data-signal="time_of_day"] button').inner_text() == "Turn on"
             )
