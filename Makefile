@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := check
-.PHONY: check install install-bench system-deps lint format test demo serve bench bench-quality bench-speed bench-scale bench-recorded train corpus clean
+.PHONY: check install install-bench system-deps lint format test demo serve bench bench-quality bench-speed bench-scale bench-recorded bench-context train corpus clean
 
 check: lint test
 
@@ -81,6 +81,10 @@ bench-speed: install-bench
 
 bench-scale: install-bench
 	$(BIN)/cadenza bench scale
+
+# On the demo library of CADENZA_HOME (built first when missing).
+bench-context: install-bench
+	$(BIN)/cadenza bench context
 
 # Real recordings are not shipped: point AUDIO at a folder of them (see bench/README.md).
 bench-recorded: install-bench

@@ -1,9 +1,11 @@
-"""``cadenza bench [quality|speed|scale|routes|recorded|humming|likeness|all]``: run the benchmarks, write bench/results/.
+"""``cadenza bench [quality|speed|scale|routes|recorded|humming|likeness|context|all]``: run the benchmarks, write bench/results/.
 
 Each benchmark writes ``<out>/<name>.json``, ``<out>/<name>.md`` and its PNG plots. See
 ``bench/README.md`` for what each one measures. ``recorded`` and ``likeness`` need a folder of real
 recordings (``--audio DIR``; for ``likeness`` one sub-folder per source, as
 ``scripts/fetch_real_music.sh DIR`` makes it); ``all`` runs ``recorded`` only when ``--audio`` is given.
+``context`` runs on the demo library of ``CADENZA_HOME`` (built first when missing), so ``all``
+leaves it out too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from cadenza.errors import InputError
 
 log = logging.getLogger(__name__)
 
-WHICH = ("quality", "speed", "scale", "routes", "recorded", "humming", "likeness", "all")
+WHICH = ("quality", "speed", "scale", "routes", "recorded", "humming", "likeness", "context", "all")
 DEFAULT_SIZES = "10000,100000"
 
 
@@ -93,7 +95,8 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         "--queries",
         type=int,
         default=None,
-        help="recorded: 10-s queries per augmentation (default 32; --quick 8)",
+        help="recorded: 10-s queries per augmentation (default 32; --quick 8); "
+        "context: library moments (default 40; --quick 12)",
     )
 
 
@@ -209,6 +212,13 @@ def run(name: str, args: argparse.Namespace) -> int:
                     n_queries=args.queries or (8 if args.quick else LIKE_QUERIES),
                     product=not args.no_real_path,
                 )
+            elif bench_name == "context":
+                from bench.context import run_context
+
+                report = run_context(
+                    settings=settings, out_dir=out, n_queries=args.queries or (12 if args.quick else 40),
+                    seed=args.seed,
+                )  # fmt: skip
             else:
                 from bench.scale import run_scale
 
