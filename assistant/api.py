@@ -186,7 +186,7 @@ def _listener(request: Request) -> str | None:
         "ISO 8601}. The local time may instead come as header X-Local-Time, or X-Timezone (an IANA name). Each "
         "result has `match` (probability it is the same passage) and `likeness` (0-100 against the library). "
         "Returns the same JSON as `cadenza search --json`; query.context reports each context signal: on, applied, "
-        "text, changed_ranks, brought_in."
+        "text, changed_ranks, brought_in. History applies when the client sends the page's listener cookie."
     ),
     tags=["search"],
 )

@@ -257,3 +257,24 @@ def test_the_context_line_and_its_toggles_in_a_browser(base_url, tmp_path):
             assert errors == [], errors
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 5000 + b"]" * 5000,
+        b'{"conversation_id": "x\\u0000", "message_id": 1, "context": {"mood": false}}',
+        b'{"conversation_id": "00000000-0000-0000-0000-000000000000", "message_id": 1, "context": {"mood": "off"}}',
+        b"{nope",
+    ],
+    ids=["nested", "nul", "not-a-bool", "not-json"],
+)
+def test_the_context_route_answers_hostile_bodies_with_a_4xx(client, library, body):
+    r = client.post("/api/chat/context", content=body, headers={"content-type": "application/json"})
+    assert r.status_code in (400, 404) and r.json()["error"], r.text
+
+
+def test_a_nul_in_the_local_time_is_a_400(client, library):
+    ref = {"track_id": library.ids["Study 0"], "start": 4.0}
+    r = client.post("/api/search", json={"reference": ref, "local_time": "12:00\x00"})
+    assert r.status_code == 400 and "not a time of day" in r.json()["error"]
