@@ -130,10 +130,9 @@ def run_context(
     embedder: Any = None,
 ) -> Report:
     """Measure every row of the module docstring; ``db``/``embedder`` default to the demo library's."""
-    from cadenza.db import open_database
+    from cadenza.db import open_database, scalar
     from retrieval.ingest import resolve_embedder
     from retrieval.search import search
-    from retrieval.store import scalar
 
     if build:
         from retrieval.demo import build_demo
