@@ -11,7 +11,7 @@ from typing import Any, TypeGuard
 import anyio
 from litestar import Request, Response, delete, post
 
-from assistant import chat, conversations, errors, explain
+from assistant import chat, conversations, explain
 from assistant import context as acontext
 from assistant.chat import Services
 from assistant.followup_schema import KEYS
@@ -410,14 +410,8 @@ class ContextChange:
     context: ContextSwitches
 
 
-def _too_deep(request: Request, exc: Exception) -> Response[Any]:
-    # Litestar decodes a typed body before the handler runs; a '[' * 5000 body recurses there.
-    return errors.cadenza_error(request, InputError("the JSON body is nested too deeply; send an object"))
-
-
 @post(
     "/api/chat/context",
-    exception_handlers={RecursionError: _too_deep},
     status_code=200,
     summary="Turn listening-context signals (time of day, history, mood) on or off for a conversation",
     description=(
