@@ -119,7 +119,12 @@ def apply(request: SearchRequest, *, heard: frozenset[str] | None) -> Applied:
 
 
 def rank(
-    candidates: list[Candidate], *, k: int, one_per_track: bool, diversity: float, same_passage: frozenset[int]
+    candidates: list[Candidate],
+    *,
+    k: int,
+    one_per_track: bool,
+    diversity: float,
+    same_passage: frozenset[int],
 ) -> tuple[list[Candidate], list[Candidate]]:
     """Scored candidates → (best first after NMS, the shown results after diversity)."""
     ordered = nms(candidates=sorted(candidates, key=lambda c: -c.score), one_per_track=one_per_track)
@@ -127,7 +132,13 @@ def rank(
 
 
 def rank_without(
-    pool: list[Candidate], term: str, *, k: int, one_per_track: bool, diversity: float, same_passage: frozenset[int]
+    pool: list[Candidate],
+    term: str,
+    *,
+    k: int,
+    one_per_track: bool,
+    diversity: float,
+    same_passage: frozenset[int],
 ) -> list[Candidate]:
     """The results ``pool`` (scored, in its original order) would give without the rerank ``term``."""
     rescored = [replace(c, score=combined_score(c.terms, without=(term,))) for c in pool]

@@ -597,13 +597,19 @@ def search(
         same = frozenset(sid for sid, m in matches.items() if m >= SAME_PASSAGE_MATCH)
         scored = cands
         cands, chosen = context_mod.rank(
-            pool, k=request.k, one_per_track=request.one_per_track, diversity=request.diversity, same_passage=same
+            pool,
+            k=request.k,
+            one_per_track=request.one_per_track,
+            diversity=request.diversity,
+            same_passage=same,
         )
         moved = moves(ranked=cands, chosen=chosen)
         liked = _likeness(scored, chosen, same, n_tracks=_track_count(conn))
         timings["rerank"] = (time.perf_counter() - t0) * 1000
         t0 = time.perf_counter()
-        info["context"] = context_mod.report(request=request, applied=applied, pool=pool, shown=chosen, same_passage=same)
+        info["context"] = context_mod.report(
+            request=request, applied=applied, pool=pool, shown=chosen, same_passage=same
+        )
         timings["context"] = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()

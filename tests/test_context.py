@@ -59,7 +59,9 @@ def _ranked(request: SearchRequest, heard: frozenset[str] | None) -> tuple[list[
     pool = _pool()
     applied = context.apply(request, heard=heard)
     score_candidates(candidates=pool, query=_query(), **applied.rerank_kwargs())
-    shown = context.rank(pool, k=request.k, one_per_track=True, diversity=request.diversity, same_passage=frozenset())[1]
+    shown = context.rank(
+        pool, k=request.k, one_per_track=True, diversity=request.diversity, same_passage=frozenset()
+    )[1]
     return shown, context.report(request=request, applied=applied, pool=pool, shown=shown)
 
 
