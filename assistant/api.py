@@ -11,11 +11,11 @@ from typing import Any, TypeGuard
 import anyio
 from litestar import Request, Response, delete, post
 
-from assistant import chat, conversations, explain
+from assistant import chat, conversations, explain, services
 from assistant import context as acontext
-from assistant.chat import Services
 from assistant.followup_schema import KEYS
 from assistant.querystate import state_from_json, state_of_json
+from assistant.services import Services
 from assistant.web import (
     _float_or_none,
     _int_or_none,
@@ -346,7 +346,7 @@ async def _explained(
         "parser": parser,
         "followup": turn.followup,
         "request": turn.request,
-        "response": chat.without_paths(turn.response),
+        "response": services.without_paths(turn.response),
         "excluded": turn.meta.get("excluded") or [],
         "state": state_of_json(turn.request or {}).to_json(),
         "state_notes": turn.meta.get("state_notes") or [],

@@ -13,7 +13,7 @@ import msgspec
 import numpy as np
 from litestar import Request, post
 
-from assistant.chat import SR, Services
+from assistant.services import SR, Services
 from assistant.web import _float_or_none, _int_or_none, clip_from_form
 from cadenza.errors import InputError
 from retrieval.moment_map import DEFAULT_MAP_TRACKS, MAX_MAP_TRACKS, clip_span, moment_map

@@ -21,7 +21,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from assistant import api, api_moments, browse, errors, listening, media, schema_page, security, web
-from assistant.chat import Services
+from assistant.services import Services
 from cadenza.errors import NotFound
 from cadenza.settings import PROJECT_ROOT, Settings
 

@@ -11,8 +11,8 @@ from litestar import get
 from litestar.response import Template
 
 from assistant import describe
-from assistant.chat import Services
 from assistant.media import track_path
+from assistant.services import Services
 from cadenza.errors import NotFound
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from psycopg.types.json import Jsonb
 
-from assistant import chat, conversations, followups
+from assistant import chat, conversations, followups, services
 from cadenza.db import Database
 from cadenza.errors import InputError, NotFound
 from retrieval.context import SIGNAL_TERMS
@@ -105,7 +105,7 @@ def save_switches(db: Database, conversation_id: uuid.UUID, ctx: Context) -> Non
 
 
 def rerank_with(
-    svc: chat.Services, *, conversation_id: uuid.UUID, message_id: int, changes: dict[str, bool]
+    svc: services.Services, *, conversation_id: uuid.UUID, message_id: int, changes: dict[str, bool]
 ) -> conversations.Turn:
     """Switch signals (``{"time_of_day": False}``) for the conversation and rank the answer ``message_id`` again.
 
@@ -116,7 +116,7 @@ def rerank_with(
     if turn.response is None or turn.request is None:
         raise NotFound(f"message {message_id} has no search")
     ctx = switches(changes, base=conversation_switches(svc.db, conversation_id))
-    request = replace(chat._previous(svc, turn).request, context=ctx)
+    request = replace(services.previous_search(svc, turn).request, context=ctx)
     response = svc.search_json(request)
     refined = conversations.refine_search_turn(
         svc.db, conversation_id, turn.id, based_on=turn.request,
@@ -126,7 +126,7 @@ def rerank_with(
     return refined
 
 
-def run_turn(svc: chat.Services, *, overrides: Any = None, **kwargs: Any) -> chat.TurnResult:
+def run_turn(svc: services.Services, *, overrides: Any = None, **kwargs: Any) -> services.TurnResult:
     """:func:`assistant.chat.run_turn` with the conversation's switches, ``overrides`` (the API's
     ``context`` object) applied on top and, when given, kept for the rest of the conversation."""
     cid = kwargs.get("conversation_id")

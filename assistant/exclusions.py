@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from assistant import conversations, followups
-from assistant.chat import Services, TurnResult, _previous
+from assistant.services import Services, TurnResult, previous_search
 from cadenza.errors import InputError, NotFound
 from retrieval.types import SearchRequest
 
@@ -91,7 +91,7 @@ def exclude_in_place(
         raise InputError(f"message {turn.id} has no search to refine")
     taken = [_entry(_result(turn, rank)) for rank in dict.fromkeys(ranks)]
     before = len(turn.response.get("results") or [])
-    previous = _previous(svc, turn)
+    previous = previous_search(svc, turn)
     request = _with_tracks_excluded(previous.request, [e["track_id"] for e in taken])
     old = {e["track_id"]: e for e in turn.meta.get("excluded") or []}
     excluded = [*old.values(), *(e for e in taken if e["track_id"] not in old)]
@@ -120,7 +120,7 @@ def put_back(
     excluded = [e for e in turn.meta.get("excluded") or [] if int(e["track_id"]) != track_id]
     if len(excluded) == len(turn.meta.get("excluded") or []):
         raise InputError(f"track {track_id} is not left out of this answer; there is nothing to put back")
-    request = _previous(svc, turn).request
+    request = previous_search(svc, turn).request
     f = request.filters
     request = replace(
         request,

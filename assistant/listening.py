@@ -17,9 +17,9 @@ from litestar.response import Template
 from markupsafe import Markup
 
 from assistant import browse, clips, conversations, describe
-from assistant.chat import Services
 from assistant.media import track_path
 from assistant.pictures import moment_strip_svg, timeline_svg
+from assistant.services import Services
 from cadenza.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,8 @@ def kept_audio(svc: Services, clip_id: str) -> np.ndarray | None:
 
 def map_context(svc: Services, conversation_id: uuid.UUID, message_id: int) -> dict[str, Any]:
     """The moment map of an answer: the query's own track (a library moment) and each result's track."""
-    from assistant.chat import load_passage
     from assistant.followups import request_from_json
+    from assistant.services import load_passage
     from retrieval.moment_map import moment_map
 
     turn = conversations.turn(svc.db, conversation_id, message_id)

@@ -14,7 +14,7 @@ from litestar import Request, Response, get
 from litestar.response import Stream
 
 from assistant import clips, errors
-from assistant.chat import Services
+from assistant.services import Services
 from cadenza.errors import NotFound
 
 AUDIO_TYPES = {

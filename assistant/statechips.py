@@ -8,7 +8,8 @@ import uuid
 from typing import Any
 
 from assistant import conversations, followups, querystate
-from assistant.chat import Services, _previous, empty_reason
+from assistant.chat import empty_reason
+from assistant.services import Services, previous_search
 from cadenza.db import Database
 from cadenza.errors import NotFound
 
@@ -41,7 +42,7 @@ def remove_chip(
     if turn.response is None or turn.request is None:
         raise NotFound(f"message {message_id} has no search")
     state = querystate.without_chip(querystate.state_of_json(turn.request), chip_id)
-    request = querystate.apply_state(state, _previous(svc, turn).request)
+    request = querystate.apply_state(state, previous_search(svc, turn).request)
     response = svc.search_json(request)
     meta: dict[str, Any] = {k: v for k, v in turn.meta.items() if k not in ("state_notes", "filter_reason")}
     excluded = [e for e in meta.get("excluded") or [] if int(e["track_id"]) in request.filters.exclude_tracks]

@@ -8,9 +8,9 @@ import numpy as np
 from markupsafe import Markup
 
 from assistant import cards, claims, clips, describe, statechips
-from assistant.chat import moment_chroma
 from assistant.conversations import Turn
 from assistant.explain import render_markdown
+from assistant.services import moment_chroma
 from cadenza.db import Database
 
 

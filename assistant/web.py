@@ -21,7 +21,7 @@ from litestar.response.sse import ServerSentEventMessage
 
 from assistant import chat, conversations, explain, views
 from assistant import context as acontext
-from assistant.chat import Clip, Services
+from assistant.services import Clip, Services
 from cadenza.errors import InputError, NotFound
 
 log = logging.getLogger(__name__)

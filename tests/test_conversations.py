@@ -126,7 +126,7 @@ def test_unknown_conversation_is_not_found(db):
 
 
 def test_stored_passages_round_trip(settings):
-    from assistant.chat import load_passage, store_passage
+    from assistant.services import load_passage, store_passage
 
     y = np.linspace(-1, 1, 16_000, dtype=np.float32)
     name = store_passage(settings, y)

@@ -3,7 +3,7 @@ and a burst of concurrent chat turns and page loads against the real server and 
 
 A search holds its pooled connection for its whole run (query features and embedding included).
 Uncapped, a burst of searches took every connection and the short queries (pages, saving turns, the
-searches queued behind them) timed out in the pool: 503s. The cap (``assistant.chat.Services``:
+searches queued behind them) timed out in the pool: 503s. The cap (``assistant.services.Services``:
 pool size less two, at least one) makes searches wait in line instead, so every request is served.
 What the product promises, asserted here: under a burst every request gets its answer (no 5xx);
 only a wait for a search slot longer than ``SEARCH_WAIT_S`` gets a clear 503 with ``Retry-After``.
@@ -24,7 +24,7 @@ import httpx
 import pytest
 from psycopg_pool import ConnectionPool
 
-from assistant import chat
+from assistant import services
 from cadenza.db import Database, _configure
 from cadenza.settings import LimitSettings, Settings
 from tests.conftest import truncate_all
@@ -112,7 +112,7 @@ def _answers(db: Database, cid: str) -> int:
 
 def test_the_cap_leaves_the_pool_to_short_queries(tiny, settings):
     url, db, slow = tiny
-    assert chat.search_slot_count(tiny_settings(settings)) == 1  # a pool of 2 leaves one search slot
+    assert services.search_slot_count(tiny_settings(settings)) == 1  # a pool of 2 leaves one search slot
     cid = _conversation(url, 1)
     slow.delay = SEARCH_DELAY_S
     n_chats = 12
@@ -141,7 +141,7 @@ def test_the_cap_leaves_the_pool_to_short_queries(tiny, settings):
 def test_a_search_that_waits_too_long_for_a_slot_is_a_clear_503_with_retry_after(tiny, monkeypatch):
     url, db, slow = tiny
     cid = _conversation(url, 4)
-    monkeypatch.setattr(chat, "SEARCH_WAIT_S", 0.2)
+    monkeypatch.setattr(services, "SEARCH_WAIT_S", 0.2)
     slow.delay = 1.5  # one search holds the only slot far longer than the others may wait
     try:
         with httpx.Client(base_url=url, timeout=120) as c, ThreadPoolExecutor(4) as ex:
