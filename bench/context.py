@@ -241,7 +241,7 @@ def run_context(
         f"seed {seed}.",
         "Baseline: the same search with every context switch off (context-free), measured in the same run.",
         f"Weights: time of day {TIME_OF_DAY_WEIGHT}, history at least {HISTORY_WEIGHT}, a mood follow-up "
-        f"{FOLLOWUP_MOOD_WEIGHT} (embedding 1, harmony 0.35, progression 0.15).",
+        f"{FOLLOWUP_MOOD_WEIGHT} (embedding 1, harmony 0.35, progression 0.15, plus the timbre, rhythm and melody terms).",
         f"Machine shared with other work while this ran (load average in the machine block); {elapsed:.0f} s.",
     ]
 
