@@ -28,7 +28,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.load import FOLLOW_UPS, _free_port, synthetic_library
+from bench.load import FOLLOW_UPS, _free_port, ingest_library, synthetic_library, wait_until_healthy
 
 #: A listener gives up on one message after this long (503s included).
 MESSAGE_DEADLINE_S = 600.0
@@ -212,7 +211,6 @@ def _missing_answers(home: Path, answers: Sequence[int]) -> tuple[list[int], int
 
 
 def benchmark(*, conversations: int, kills: int, hangs: int, out: Path) -> dict[str, Any]:
-    import httpx
 
     from bench.report import Report, fmt, machine_info, md_table, percentiles
     from tests.fake_llm import FakeLLM, Step
@@ -229,27 +227,14 @@ def benchmark(*, conversations: int, kills: int, hangs: int, out: Path) -> dict[
             "CADENZA_LLM_MAX_RETRIES": "0", "CADENZA_DB_RESTART_TRIES": "8",
         }  # fmt: skip
         env.pop("CADENZA_DATABASE_URL", None)
-        cli = [sys.executable, "-m", "cadenza", "-q"]
-        subprocess.run(
-            [*cli, "ingest", str(lib), "--metadata", str(lib / "metadata.json"), "--workers", "1", "--json"],
-            env=env, check=True, capture_output=True, timeout=600,
-        )  # fmt: skip
+        cli = ingest_library(lib, env)
         log_path = Path(tmp) / "server.log"
         stop = threading.Event()
         with open(log_path, "w") as log_file:
             server = subprocess.Popen([*cli, "serve"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
             try:
                 url = f"http://127.0.0.1:{port}"
-                deadline = time.monotonic() + 180
-                while True:
-                    if server.poll() is not None:
-                        raise RuntimeError(f"cadenza serve exited: {log_path.read_text()[-800:]}")
-                    with contextlib.suppress(httpx.HTTPError):
-                        if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                            break
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("cadenza serve did not answer within 180 s")
-                    time.sleep(0.5)
+                wait_until_healthy(server, url=url, log_path=log_path, timeout_s=180)
                 # Outages early and in the thick of it: the first while uploads decode, the next ones
                 # while follow-ups and explanations run.
                 at = [8.0 + 25.0 * i for i in range(kills)]

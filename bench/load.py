@@ -210,8 +210,33 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def benchmark(*, conversations: int, rounds: int, out: Path) -> dict[str, Any]:
+def ingest_library(lib: Path, env: dict[str, str]) -> list[str]:
+    """Ingest the synthetic library through the CLI; returns the ``cadenza`` command prefix."""
+    cli = [sys.executable, "-m", "cadenza", "-q"]
+    subprocess.run(
+        [*cli, "ingest", str(lib), "--metadata", str(lib / "metadata.json"), "--workers", "1", "--json"],
+        env=env, check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    return cli
+
+
+def wait_until_healthy(server: subprocess.Popen[Any], *, url: str, log_path: Path, timeout_s: float) -> None:
+    """Poll ``/healthz`` until it answers 200; a server that exits or stays silent is an error."""
     import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"cadenza serve exited: {log_path.read_text()[-800:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"cadenza serve did not answer within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def benchmark(*, conversations: int, rounds: int, out: Path) -> dict[str, Any]:
 
     from bench.report import Report, fmt, machine_info, md_table
 
@@ -226,26 +251,13 @@ def benchmark(*, conversations: int, rounds: int, out: Path) -> dict[str, Any]:
             "CADENZA_RATE_LIMIT": "0", "CADENZA_LLM_BASE_URL": "", "OPENAI_BASE_URL": "",
         }  # fmt: skip
         env.pop("CADENZA_DATABASE_URL", None)
-        cli = [sys.executable, "-m", "cadenza", "-q"]
-        subprocess.run(
-            [*cli, "ingest", str(lib), "--metadata", str(lib / "metadata.json"), "--workers", "1", "--json"],
-            env=env, check=True, capture_output=True, timeout=600,
-        )  # fmt: skip
+        cli = ingest_library(lib, env)
         log_path = Path(tmp) / "server.log"
         with open(log_path, "w") as log_file:
             server = subprocess.Popen([*cli, "serve"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
             try:
                 url = f"http://127.0.0.1:{port}"
-                deadline = time.monotonic() + 120
-                while True:
-                    if server.poll() is not None:
-                        raise RuntimeError(f"cadenza serve exited: {log_path.read_text()[-800:]}")
-                    with contextlib.suppress(httpx.HTTPError):
-                        if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                            break
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("cadenza serve did not answer within 120 s")
-                    time.sleep(0.5)
+                wait_until_healthy(server, url=url, log_path=log_path, timeout_s=120)
                 result = run_load(
                     base_url=url, clips=clips, conversations=conversations, rounds=rounds,
                     rss=process_rss(server.pid),
