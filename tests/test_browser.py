@@ -211,7 +211,7 @@ def test_an_answer_reads_well_at_desktop_and_phone_width(page, base_url, tmp_pat
     page.screenshot(path=str(artifacts_dir() / f"empty-{width}.png"))
     answer = ask_with_a_clip(page, base_url, tmp_path)
     # The new answer scrolled into view and took focus.
-    assert page.evaluate("document.activeElement && document.activeElement.matches('section.answer')")
+    wait_until(page, "document.activeElement && document.activeElement.matches('section.answer')")
     assert answer.evaluate("a => a.getBoundingClientRect().top < window.innerHeight")
     card = answer.locator(".card").first
     # Plain language first: title, composer, time range, likeness and match, one sentence of why.
@@ -295,7 +295,7 @@ def test_open_the_moment_map_and_play_a_path(page, base_url, tmp_path, width, he
     note = page.locator(".msg.path").last
     note.locator(".path-step").first.wait_for()
     assert note.locator(".path-step").count() == 4
-    assert page.evaluate("document.activeElement && document.activeElement.matches('.msg.path')")
+    wait_until(page, "document.activeElement && document.activeElement.matches('.msg.path')")
     note.locator(".path-play").click()
     wait_until(
         page,
