@@ -66,21 +66,34 @@ def _file_chunks(path: Path, start: int, length: int, chunk: int = 1 << 16) -> I
             yield data
 
 
+_AUDIO_HEADERS = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+
+
+def _requested_span(request: Request, *, size: int, what: str) -> tuple[int, int] | Response | None:
+    """The one byte range asked for (inclusive), None for the whole body, or the 416 answer."""
+    rng = request.headers.get("range")
+    if not rng:
+        return None
+    span = parse_range(rng, size)
+    if span is None:
+        return errors.respond(
+            request, 416, f"the range {rng[:40]!r} is outside the {what} ({size} bytes)",
+            headers={**_AUDIO_HEADERS, "Content-Range": f"bytes */{size}"},
+        )  # fmt: skip
+    return span
+
+
 @get("/audio/{track_id:int}", include_in_schema=False)
 async def audio(request: Request, svc: Services, track_id: int) -> Response | Stream:
     """The track's audio by id (never by path), with single-range ``Range`` support (206)."""
     path, _ = await anyio.to_thread.run_sync(track_path, svc, track_id)
     size = path.stat().st_size
     media = AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream")
-    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
-    rng = request.headers.get("range")
-    if rng:
-        span = parse_range(rng, size)
-        if span is None:
-            return errors.respond(
-                request, 416, f"the range {rng[:40]!r} is outside the file ({size} bytes)",
-                headers={**headers, "Content-Range": f"bytes */{size}"},
-            )  # fmt: skip
+    headers = dict(_AUDIO_HEADERS)
+    span = _requested_span(request, size=size, what="file")
+    if isinstance(span, Response):
+        return span
+    if span is not None:
         a, b = span
         return Stream(
             _file_chunks(path, a, b - a + 1), status_code=206, media_type=media,
@@ -96,15 +109,11 @@ async def clip_audio(request: Request, svc: Services, clip_id: str) -> Response[
     """A kept query clip by its id (never by path), with single-range ``Range`` support (206)."""
     data, media = await anyio.to_thread.run_sync(clips.audio_bytes, svc.db, clips.parse_id(clip_id))
     size = len(data)
-    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
-    rng = request.headers.get("range")
-    if rng:
-        span = parse_range(rng, size)
-        if span is None:
-            return errors.respond(
-                request, 416, f"the range {rng[:40]!r} is outside the clip ({size} bytes)",
-                headers={**headers, "Content-Range": f"bytes */{size}"},
-            )  # fmt: skip
+    headers = dict(_AUDIO_HEADERS)
+    span = _requested_span(request, size=size, what="clip")
+    if isinstance(span, Response):
+        return span
+    if span is not None:
         a, b = span
         return Response(
             data[a : b + 1], status_code=206, media_type=media,
