@@ -1,6 +1,6 @@
 """Ingest on Ray against the built-in process pool, on the same library, in one run.
 
-``python -m bench.ray_ingest`` renders held-out works (as ``bench.speed`` does), adds copies
+``python -m bench.ray_ingest`` renders held-out works (as ``bench.ingest_speed`` does), adds copies
 of them made distinct by one bit of dither (so each has its own content hash and the library
 is long enough for start-up costs to matter as little as they would in real use), then ingests
 the library four times into one throw-away embedded database, emptied between runs:
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from bench import pgbench_db
+from bench.ingest_speed import render_ingest_library
 from bench.report import Report, machine_info, md_table
-from bench.speed import render_ingest_library
 
 log = logging.getLogger(__name__)
 
