@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cadenza.audio import content_hash, decode_in_subprocess, load_audio
+from cadenza.audio import content_hash, decode_in_subprocess, downmix, load_audio
 from cadenza.errors import InputError
 from tests.helpers_audio import SR, tone, write_audio
 
@@ -48,6 +48,16 @@ def test_stereo_is_mixed_down(tmp_path):
     sf.write(tmp_path / "st.wav", st, SR)
     y = load_audio(path=tmp_path / "st.wav")
     assert y.ndim == 1 and abs(np.abs(y).max() - 0.2) < 0.01
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_downmix_is_the_channel_mean(channels):
+    data = np.random.default_rng(channels).standard_normal((4_001, channels)).astype(np.float32)
+    y = downmix(data)
+    assert y.dtype == np.float32 and y.shape == (4_001,)
+    assert np.abs(y - data.mean(axis=1)).max() < 1e-6
+    if channels <= 2:  # halving is exact: the same samples as before
+        assert np.array_equal(y, data.mean(axis=1))
 
 
 def test_rejections_are_one_line(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch.nn.functional as F
 
 from encoder.embed import Embedder, _fast_path_agrees, _fast_path_applies
-from retrieval.analysis import integrated_loudness, level_loudness
+from retrieval.analysis import integrated_loudness, k_weighted, level_loudness
 from retrieval.descriptors import KK_MAJOR, KK_MINOR, key_scores
 from tests.helpers_audio import SR, random_chord_track
 
@@ -34,10 +34,16 @@ def signals() -> list[tuple[np.ndarray, int]]:
     ]
 
 
+@pytest.mark.parametrize("in_time", [False, True], ids=["fft", "sosfilt"])
 @pytest.mark.parametrize("i", range(5))
-def test_integrated_loudness_matches_pyloudnorm(i):
+def test_integrated_loudness_matches_pyloudnorm(i, in_time):
     y, sr = signals()[i]
-    assert abs(integrated_loudness(y=y, sr=sr) - reference_lufs(y, sr)) < 1e-6
+    assert abs(integrated_loudness(y=y, sr=sr, in_time=in_time) - reference_lufs(y, sr)) < 1e-6
+
+
+def test_both_k_weightings_agree_sample_by_sample():
+    for y, sr in signals():
+        assert np.abs(k_weighted(y, sr=sr, in_time=True) - k_weighted(y, sr=sr)).max() < 1e-9
 
 
 def test_silence_is_minus_infinity_and_is_left_alone():
@@ -48,6 +54,7 @@ def test_silence_is_minus_infinity_and_is_left_alone():
 def test_leveled_track_reaches_the_target_by_pyloudnorm():
     y = 0.05 * random_chord_track(seconds=12, seed=4)
     out = level_loudness(y=y)
+    assert np.abs(level_loudness(y=y, in_time=True) - out).max() < 1e-6
     assert out.dtype == np.float32 and abs(reference_lufs(out, SR) - (-23.0)) < 0.05
 
 
