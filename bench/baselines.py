@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from encoder.features import CHROMA, MEL, N_ACOUSTIC, ParameterError
+from encoder.windowing import DEFAULT_WINDOWING
 
 N_MFCC = 20
 STATS_DIM = 2 * (N_MFCC + 12)  # 64
@@ -51,6 +52,7 @@ class StatsEmbedder:
     """MFCC+chroma mean/std statistics, z-scored with library statistics, L2-normalized."""
 
     model_version = "baseline-mfcc-chroma-stats"
+    windowing = DEFAULT_WINDOWING  # cut like the encoder's library, so the comparison is like for like
 
     def __init__(self, *, mean: np.ndarray | None = None, std: np.ndarray | None = None):
         self.mean = np.zeros(STATS_DIM, np.float32) if mean is None else np.asarray(mean, np.float32)

@@ -86,6 +86,7 @@ class AsModelVersion:
     def __init__(self, embedder: Any, model_version: str):
         self.embedder = embedder
         self.model_version = model_version
+        self.windowing = embedder.windowing
 
     def embed_track(self, **kwargs: Any) -> Any:
         return self.embedder.embed_track(**kwargs)

@@ -31,6 +31,7 @@ from cadenza.errors import ConfigError
 from encoder import feataug
 from encoder.feataug import FeatureAugment
 from encoder.features import MEL, N_ACOUSTIC, RMS
+from encoder.windowing import DEFAULT_WINDOWING
 
 SPLITS = ("train", "val", "test", "heldout")
 
@@ -126,8 +127,17 @@ class Corpus:
         return np.asarray(self._h5["views"][view.name][:], dtype=np.float32)
 
     def summary(self) -> dict[str, Any]:
-        """Works, composers and hours per split and view counts: goes into checkpoint metadata."""
-        out: dict[str, Any] = {"path": str(self.path), "fps": self.fps, "splits": {}}
+        """Works, composers and hours per split and view counts: goes into checkpoint metadata.
+
+        The corpus is named by file name and size, not its path: a checkpoint must not carry one
+        machine's folders.
+        """
+        out: dict[str, Any] = {
+            "file": self.path.name,
+            "bytes": self.path.stat().st_size,
+            "fps": self.fps,
+            "splits": {},
+        }
         for s in SPLITS:
             works = self.split(s)
             if not works:
@@ -162,13 +172,13 @@ class BatchSpec:
     works: int = 8
     passages: int = 4
     views: int = 4
-    win_frames: int = 100
+    win_frames: int = DEFAULT_WINDOWING.window_frames  # the encoder config's windowing records the same
     min_gap_s: float = 8.0  # passages of one work start this far apart (overlap <= 2 s of 10)
     jitter_frames: int = 2  # per-view misalignment, frames
     gain_db: float = 6.0  # uniform ± level shift on the mel and RMS dB columns
     noise_std: float = 0.5  # dB of per-cell Gaussian noise on the mel columns
     crop_prob: float = 0.15  # chance a clip is shortened (a 3–10 s query)
-    min_crop_frames: int = 30
+    min_crop_frames: int = DEFAULT_WINDOWING.min_frames
     # Fresh feature-domain distortions per clip (encoder.feataug); None = only the stored views.
     augment: FeatureAugment | None = None
     # This many composers contribute two works each to a batch (the rest are drawn freely), so

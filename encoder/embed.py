@@ -3,12 +3,13 @@
 :class:`Embedder` is what the rest of Cadenza uses: ``Embedder.load()`` reads the shipped
 checkpoint (``encoder/checkpoints/cadenza-v1/``: ``model.safetensors`` + ``config.json``),
 ``embed_windows`` turns ``[B, T, 143]`` raw acoustic frames into ``[B, 128]`` unit vectors,
-and ``embed_track`` slides a 10 s window every 2 s over a whole track.
+and ``embed_track`` slides the checkpoint's window (``Embedder.windowing``: 10 s every 2 s) over
+a whole track.
 
 A checkpoint folder holds exactly two files:
 
 - ``model.safetensors``: the encoder weights (no optimizer state);
-- ``config.json``: ``{"format": "cadenza-encoder", "model": EncoderConfig,
+- ``config.json``: ``{"format": "cadenza-encoder", "model": EncoderConfig (with its windowing),
   "normalization": {"mean": [143], "std": [143]}, "training": {...}}``.
 
 The model version is ``cadenza-v1-<first 8 hex of the weights' sha256>``, so re-trained
@@ -32,6 +33,7 @@ from cadenza.errors import ConfigError
 from cadenza.settings import PROJECT_ROOT
 from encoder.features import FPS, N_ACOUSTIC, ParameterError, positional_features
 from encoder.model import Encoder, EncoderConfig
+from encoder.windowing import Windowing
 
 SHIPPED_CHECKPOINT = PROJECT_ROOT / "encoder" / "checkpoints" / "cadenza-v1"
 WEIGHTS_FILE = "model.safetensors"
@@ -173,7 +175,6 @@ def write_checkpoint(
 class Embedder:
     """A frozen encoder plus its input normalization; thread count is left to the caller."""
 
-    window_frames: int = 100  # 10 s at 10 fps
     #: 16–64 measured the same (±3 %) on one thread; 32 keeps a batch's activations in cache.
     batch_size: int = 32
 
@@ -193,6 +194,11 @@ class Embedder:
                 f"checkpoint normalization has shapes {mean.shape}/{std.shape}, expected ({N_ACOUSTIC},); "
                 "re-run `cadenza train` to write a complete checkpoint"
             )
+        if model.config.windowing.fps != FPS:
+            raise ConfigError(
+                f"checkpoint was trained on {model.config.windowing.fps}-fps frames, but features here are "
+                f"{FPS} fps; use a checkpoint trained with these features"
+            )
         self.model = model.eval()
         self.config = model.config
         self.mean = mean
@@ -206,6 +212,11 @@ class Embedder:
         """Move the model (e.g. to "cuda" in a GPU ingest actor); inputs follow it, outputs come back to numpy."""
         self.model.to(device)
         return self
+
+    @property
+    def windowing(self) -> Windowing:
+        """How this checkpoint cuts audio into moments (window, hop, fps, shortest/longest window)."""
+        return self.config.windowing
 
     @property
     def device(self) -> torch.device:
@@ -234,7 +245,7 @@ class Embedder:
             )
         try:
             meta = json.loads(config_path.read_text())
-            config = EncoderConfig.from_json(meta["model"])
+            config = EncoderConfig.from_json(meta["model"], training=meta.get("training"))
             norm = meta["normalization"]
             model = Encoder(config)
             model.load_state_dict(load_file(str(weights)))
@@ -270,7 +281,7 @@ class Embedder:
         """``windows [B, T, 143]`` raw acoustic frames → ``[B, d_out]`` float32, L2-normalized.
 
         ``lengths [B]`` (frames, 1..T) marks how much of each row is real; None = all ``T``.
-        Windows up to ``config.max_frames`` (30 s) are accepted.
+        Windows up to ``windowing.max_frames`` (30 s) are accepted.
         """
         windows = np.asarray(windows)
         if windows.ndim != 3 or windows.shape[2] != N_ACOUSTIC:
@@ -305,30 +316,30 @@ class Embedder:
         return out
 
     def embed_track(
-        self, *, frames: np.ndarray, win_frames: int = 100, hop_frames: int = 20, min_frames: int = 50
+        self,
+        *,
+        frames: np.ndarray,
+        win_frames: int | None = None,
+        hop_frames: int | None = None,
+        min_frames: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Slide a window over a whole track.
 
         ``frames [T, 143]`` → ``(starts_s [N] float64, embeddings [N, d_out] float32)``: windows of
         ``win_frames`` every ``hop_frames``; the first window that would run past the end is kept,
-        shortened, if at least ``min_frames`` remain (so a 7 s track gives one 7 s window and a
-        track shorter than ``min_frames`` gives none).
+        shortened, if at least ``min_frames`` remain (:meth:`Windowing.track_starts`). None = the
+        checkpoint's windowing (10 s every 2 s, a tail of at least 5 s).
         """
         frames = np.asarray(frames)
         if frames.ndim != 2 or frames.shape[1] != N_ACOUSTIC:
             raise ParameterError(f"expected frames of shape [T, {N_ACOUSTIC}], got {frames.shape}")
-        if win_frames < 1 or hop_frames < 1 or min_frames < 1:
-            raise ParameterError("win_frames, hop_frames and min_frames must be positive")
-        n = frames.shape[0]
-        starts = list(range(0, max(n - win_frames, -1) + 1, hop_frames)) if n >= win_frames else []
-        nxt = starts[-1] + hop_frames if starts else 0
-        if nxt + win_frames > n and n - nxt >= min_frames:
-            starts.append(nxt)
-        if not starts:
+        w = self.windowing
+        win = w.window_frames if win_frames is None else win_frames
+        s, lengths = w.track_starts(frames.shape[0], window=win, hop=hop_frames, tail=min_frames)
+        if not len(s):
             return np.zeros(0, dtype=np.float64), np.zeros((0, self.config.d_out), dtype=np.float32)
-        s = np.asarray(starts)
-        lengths = np.minimum(n - s, win_frames)  # [N]
-        idx = s[:, None] + np.arange(win_frames)[None, :]  # [N, win]
+        n = frames.shape[0]
+        idx = s[:, None] + np.arange(win)[None, :]  # [N, win]
         windows = frames[np.minimum(idx, n - 1)]  # [N, win, 143]; rows past the end are masked
         emb = self.embed_windows(windows=windows, lengths=lengths)
-        return s.astype(np.float64) / FPS, emb
+        return s.astype(np.float64) / w.fps, emb

@@ -1,7 +1,7 @@
 """Retrieval metrics on a corpus split: can a distorted view find its passage and its work?
 
-The database is every clean view of the split cut like a library track (10 s windows every
-2 s); the queries are 10 s windows of the *other* views (another instrument, melody only,
+The database is every clean view of the split cut like a library track (the embedder's
+windowing: 10 s windows every 2 s); the queries are single windows of the *other* views (another instrument, melody only,
 noise, EQ, MP3, reverb, ±1 semitone, ±5 % tempo) at random canonical starts.
 
 - ``passage_top1`` / ``passage_top5``: the right work within ``tolerance_s`` of the query's
@@ -19,14 +19,20 @@ from typing import Any, Protocol
 import numpy as np
 
 from encoder.data import Corpus, WorkInfo
+from encoder.windowing import DEFAULT_WINDOWING, Windowing
 
 
 class WindowEmbedder(Protocol):
+    @property
+    def windowing(self) -> Windowing: ...
+
     def embed_windows(self, *, windows: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray: ...
 
 
 class MeanPoolBaseline:
     """A no-learning baseline: the normalized acoustic frames averaged over the window."""
+
+    windowing = DEFAULT_WINDOWING
 
     def __init__(self, *, mean: np.ndarray, std: np.ndarray):
         self.mean, self.std = mean.astype(np.float32), np.maximum(std.astype(np.float32), 1e-3)
@@ -61,13 +67,12 @@ def retrieval_metrics(
     split: str,
     max_works: int = 40,
     queries_per_work: int = 6,
-    win_frames: int = 100,
-    hop_frames: int = 20,
     tolerance_s: float = 2.5,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Metrics (see the module doc) for ``split``; ``{"n_queries": 0}`` if the split is empty."""
     fps = corpus.fps
+    win_frames, hop_frames = embedder.windowing.window_frames, embedder.windowing.hop_frames
     works = _pick_works(corpus, split, max_works=max_works, win_frames=win_frames, seed=seed)
     db_vecs, db_work, db_start = [], [], []
     for wi, w in enumerate(works):

@@ -1,6 +1,6 @@
 """The Cadenza encoder: 160-dim frames → one 128-d L2-normalized moment embedding.
 
-One file, nanoGPT style. A window of ``T`` frames (10 fps; 30–300 frames, 100 by default)
+One file, nanoGPT style. A window of ``T`` frames (``config.windowing``: 10 fps; 30–300 frames, 100 by default)
 is projected to ``d_model``, a learnable CLS token is prepended, a pre-LN Transformer
 encoder mixes them (padding frames masked out), and the output is a learned blend of the
 CLS vector and the masked mean of the frame vectors, projected to ``d_out`` and
@@ -14,12 +14,14 @@ window, which keeps the model indifferent to the window length it was trained on
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from encoder.windowing import Windowing
 
 
 @dataclass(frozen=True)
@@ -30,17 +32,31 @@ class EncoderConfig:
     n_heads: int = 4
     ff_mult: int = 4  # feed-forward width = ff_mult * d_model
     dropout: float = 0.1
-    max_frames: int = 300  # 30 s at 10 fps
     d_out: int = 128
+    #: How audio is cut into windows for this model; saved with it in every checkpoint.
+    windowing: Windowing = field(default_factory=Windowing)
+
+    @property
+    def max_frames(self) -> int:
+        return self.windowing.max_frames
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> EncoderConfig:
-        known = {f.name for f in fields(cls)}
+    def from_json(cls, data: dict[str, Any], *, training: dict[str, Any] | None = None) -> EncoderConfig:
+        """``data``: the checkpoint's ``model`` record; ``training``: its ``training`` record, only
+        read to derive the windowing of a checkpoint that predates it (see :meth:`Windowing.derive`)."""
+        known = {f.name for f in fields(cls)} - {"windowing"}
         # Unknown keys come from newer checkpoints; ignoring them keeps old code loading new files.
-        return cls(**{k: v for k, v in data.items() if k in known})
+        kwargs = {k: v for k, v in data.items() if k in known}
+        raw = data.get("windowing")
+        windowing = (
+            Windowing.from_json(raw)
+            if isinstance(raw, dict)
+            else Windowing.derive(model=data, training=training)
+        )
+        return cls(**kwargs, windowing=windowing)
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)

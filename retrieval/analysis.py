@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from encoder.features import CHROMA, FPS, SAMPLE_RATE
+from encoder.features import CHROMA, SAMPLE_RATE
 from retrieval.descriptors import chroma_sequence, describe
 from retrieval.melody import melody_contour, window_melodies
 
@@ -24,9 +24,6 @@ log = logging.getLogger(__name__)
 TARGET_LUFS = -23.0
 #: Never amplify by more than this: a near-silent file must stay near-silent.
 MAX_GAIN_DB = 30.0
-SEGMENT_FRAMES = 100  # 10 s
-HOP_FRAMES = 20  # 2 s
-MIN_FRAMES = 50  # keep a last partial segment of at least 5 s
 
 
 @dataclass
@@ -36,7 +33,7 @@ class SegmentData:
     embedding: np.ndarray  # [d] float32
     descriptors: dict[str, Any]  # Descriptors.to_dict() minus nothing
     chroma_seq: np.ndarray  # [n, 12] float16 at 2 fps
-    #: The window's melodic line, [SEGMENT_FRAMES] float16 MIDI at 10 fps, NaN unvoiced (retrieval/melody.py).
+    #: The window's melodic line, [window_frames] float16 MIDI at 10 fps, NaN unvoiced (retrieval/melody.py).
     melody: np.ndarray | None = None
 
 
@@ -238,20 +235,19 @@ def analyze_frames(
     ``cpu_s``, when given, gets this thread's CPU seconds added under "embed" and "describe".
     """
     t0 = time.thread_time()
-    starts, emb = embedder.embed_track(
-        frames=frames, win_frames=SEGMENT_FRAMES, hop_frames=HOP_FRAMES, min_frames=MIN_FRAMES
-    )
+    w = embedder.windowing  # segments: windows every hop, the last shortened one kept if long enough
+    starts, emb = embedder.embed_track(frames=frames)
     t1 = time.thread_time()
     n = len(frames)
     segs = []
     for s, e in zip(starts, emb, strict=True):
-        i = int(round(s * FPS))
-        win = frames[i : i + SEGMENT_FRAMES]
+        i = w.frames(s)
+        win = frames[i : i + w.window_frames]
         d = describe(frames=win).to_dict()
         segs.append(
             SegmentData(
                 start_s=float(s),
-                end_s=float(min(i + SEGMENT_FRAMES, n) / FPS),
+                end_s=float(min(i + w.window_frames, n) / w.fps),
                 embedding=np.asarray(e, dtype=np.float32),
                 descriptors=d,
                 chroma_seq=chroma_sequence(frames=win).astype(np.float16),
@@ -308,7 +304,9 @@ def embed_features(*, features: TrackFeatures, embedder: Any) -> TrackAnalysis:
     segs, chroma = analyze_frames(frames=features.frames, embedder=embedder, cpu_s=cpu)
     if features.melody is not None:
         pieces = window_melodies(
-            contour=features.melody, starts_s=[s.start_s for s in segs], win_frames=SEGMENT_FRAMES
+            contour=features.melody,
+            starts_s=[s.start_s for s in segs],
+            win_frames=embedder.windowing.window_frames,
         )
         for seg, piece in zip(segs, pieces, strict=True):
             seg.melody = piece

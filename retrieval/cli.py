@@ -69,7 +69,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--start", type=float, help="start of the moment in the clip (default: most representative)"
         )
-        parser.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
+        parser.add_argument(
+            "--duration", type=float, help="seconds from --start (default: one moment of the encoder, 10 s)"
+        )
         parser.add_argument("--track", type=int, help="query by a library moment: track id (with --at)")
         parser.add_argument("--at", type=float, default=0.0, help="start of the library moment, seconds")
         parser.add_argument("--k", type=int, default=10)
@@ -272,10 +274,11 @@ def _search(settings: Any, db: Any, args: argparse.Namespace) -> int:
         exclude_tracks=tuple(args.exclude_track), key=args.key, mode=args.mode, min_bpm=args.min_bpm,
         max_bpm=args.max_bpm,
     )  # fmt: skip
+    embedder, _ = _embedder(settings)
     request = SearchRequest(
         audio=audio,
         start_s=args.start,
-        duration_s=args.duration,
+        duration_s=embedder.windowing.window_s if args.duration is None else args.duration,
         moments=(MomentRef(args.track, args.at),) if args.track is not None else (),
         k=args.k,
         filters=filters,
@@ -286,7 +289,6 @@ def _search(settings: Any, db: Any, args: argparse.Namespace) -> int:
             **{n: getattr(args, n) for n in ("sound", "harmony", "rhythm", "melody")}
         ).validated(),
     )
-    embedder, _ = _embedder(settings)
     response = search(db=db, embedder=embedder, request=request)
     response.timings_ms = {**timings, **response.timings_ms}
     if args.json:

@@ -16,7 +16,7 @@ import psycopg
 
 from cadenza.db import autocommit
 from cadenza.errors import InputError
-from retrieval.analysis import HOP_FRAMES, SEGMENT_FRAMES, prepare
+from retrieval.analysis import prepare
 from retrieval.query import build as build_query
 from retrieval.types import SearchRequest
 
@@ -140,8 +140,8 @@ def clip_strip(*, audio: np.ndarray, embedder: Any, query: np.ndarray, title: st
 
     y = np.asarray(audio, dtype=np.float32).reshape(-1)
     frames = acoustic_features(y=prepare(y=y), sr=SAMPLE_RATE)
-    win = min(SEGMENT_FRAMES, len(frames))
-    starts, embs = embedder.embed_track(frames=frames, win_frames=win, hop_frames=HOP_FRAMES, min_frames=win)
+    win = min(embedder.windowing.window_frames, len(frames))
+    starts, embs = embedder.embed_track(frames=frames, win_frames=win, min_frames=win)
     sims = window_likeness(query=query, windows=np.asarray(embs))
     return Strip(
         track_id=None, title=title, duration_s=y.size / SAMPLE_RATE,

@@ -16,6 +16,7 @@ import psycopg
 
 from cadenza.db import autocommit
 from cadenza.errors import InputError
+from encoder.windowing import DEFAULT_WINDOWING
 from retrieval.moment_map import as_vector, unit
 from retrieval.query import moment as load_moment
 
@@ -79,7 +80,7 @@ def plan_path(
         score = score - REPEAT_TRACK_PENALTY * np.isin(pool_tracks, list(used_tracks))
         blocked = np.zeros(len(pool), dtype=bool)
         for t, s in taken:
-            blocked |= (pool_tracks == t) & (np.abs(pool_starts - s) < 10.0)
+            blocked |= (pool_tracks == t) & (np.abs(pool_starts - s) < DEFAULT_WINDOWING.window_s)
         blocked[chosen] = True
         forward = to_b >= float(prev @ unit(b)) - 1e-6
         allowed = ~blocked & forward

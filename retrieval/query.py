@@ -23,7 +23,9 @@ import psycopg
 from cadenza.audio import content_hash, load_audio
 from cadenza.db import f16_array
 from cadenza.errors import InputError, NotFound
-from encoder.features import CHROMA, FPS, SAMPLE_RATE
+from cadenza.settings import LimitSettings
+from encoder.features import CHROMA, SAMPLE_RATE
+from encoder.windowing import DEFAULT_WINDOWING, Windowing
 from retrieval.analysis import prepare
 from retrieval.descriptors import KEY_NAMES, chroma_sequence, describe, frame_weights
 from retrieval.rerank import QueryProfile
@@ -31,9 +33,6 @@ from retrieval.store import model_mismatch, other_models, track_chroma
 
 log = logging.getLogger(__name__)
 
-WINDOW_FRAMES = 100
-#: A library moment is this long (the segment length), as in :class:`retrieval.types.MomentRef`.
-MOMENT_S = 10.0
 #: Quieter than this (RMS dBFS of the raw clip) is silence: nothing can be similar to it.
 SILENCE_DBFS = -60.0
 #: Below this tonalness a clip is noise-like: rendered and recorded music measured 0.63–0.95
@@ -75,19 +74,22 @@ def from_audio(
     audio: np.ndarray,
     embedder: Any,
     start_s: float | None,
-    duration_s: float = 10.0,
-    min_clip_s: float = 3.0,
-    max_clip_s: float = 600.0,
+    duration_s: float | None = None,
+    min_clip_s: float = LimitSettings.min_clip_seconds,
+    max_clip_s: float = LimitSettings.max_clip_seconds,
     transpose_probes: tuple[int, ...] = (),
 ) -> BuiltQuery:
     """A decoded clip ``[n]`` (mono 16 kHz) → :class:`BuiltQuery`.
 
+    ``duration_s`` (with ``start_s``) None = one moment (``embedder.windowing``, 10 s).
     ``transpose_probes`` (semitones, e.g. ``(-1, 1)``): the chosen window is also embedded moved
     by each, in the feature domain (:func:`encoder.feataug.pitch_shift`), into
     ``profile.transposed``.
     """
     from encoder.features import acoustic_features
 
+    w: Windowing = embedder.windowing
+    duration_s = w.window_s if duration_s is None else duration_s
     y = np.asarray(audio, dtype=np.float32).reshape(-1)
     seconds = y.size / SAMPLE_RATE
     if not np.all(np.isfinite(y)):
@@ -102,7 +104,7 @@ def from_audio(
             raise InputError(
                 f"start {start_s:.1f} s is outside the {seconds:.1f}-s clip; pick a start inside it"
             )
-        dur = min(max(duration_s, min_clip_s), 30.0)
+        dur = min(max(duration_s, min_clip_s), w.max_s)
         i0 = int(round(start_s * SAMPLE_RATE))
         y = y[i0 : i0 + int(round(dur * SAMPLE_RATE))]
         offset = start_s
@@ -118,21 +120,20 @@ def from_audio(
     timings["features"] = (time.perf_counter() - t0) * 1000
     t0 = time.perf_counter()
     win = (
-        min(WINDOW_FRAMES, len(frames))
+        min(w.window_frames, len(frames))
         if start_s is None
-        else min(len(frames), int(round(duration_s * FPS)), 300)
+        else min(len(frames), w.frames(duration_s), w.max_frames)
     )
-    if start_s is None and len(frames) > WINDOW_FRAMES:
+    if start_s is None and len(frames) > w.window_frames:
+        # 1-s steps for clips up to 1 min; coarser for long ones (10 min at 1 s = 600 windows).
+        per_s = len(frames) / w.fps
+        hop_s = 1.0 if per_s <= 60 else (2.0 if per_s <= 300 else 5.0)
         starts, embs = embedder.embed_track(
-            frames=frames,
-            win_frames=WINDOW_FRAMES,
-            # 1-s steps for short clips; coarser for long ones (10 min at 1 s = 600 windows).
-            hop_frames=10 if len(frames) <= 600 else (20 if len(frames) <= 3000 else 50),
-            min_frames=WINDOW_FRAMES,
+            frames=frames, win_frames=w.window_frames, hop_frames=w.frames(hop_s), min_frames=w.window_frames
         )
         mean = _unit(embs.mean(axis=0))
         best = int(np.argmax(embs @ mean))
-        i0, emb = int(round(starts[best] * FPS)), embs[best]
+        i0, emb = w.frames(starts[best]), embs[best]
     else:
         i0 = 0
         emb = embedder.embed_windows(windows=frames[None, :win])[0]
@@ -142,8 +143,8 @@ def from_audio(
     d = describe(frames=window)
     info = {
         "source": "audio",
-        "start": round(offset + i0 / FPS, 2),
-        "end": round(offset + (i0 + len(window)) / FPS, 2),
+        "start": round(offset + i0 / w.fps, 2),
+        "end": round(offset + (i0 + len(window)) / w.fps, 2),
         "clip_seconds": round(seconds, 2),
         **d.to_dict(),
         "input_dbfs": round(raw_dbfs, 1),
@@ -223,7 +224,7 @@ def moment_audio(
 def moment(
     conn: psycopg.Connection, *, track_id: int, start_s: float, model_version: str, embedder: Any = None
 ) -> dict[str, Any]:
-    """The 10 s of ``track_id`` from ``start_s``: re-embedded from the file when ``embedder`` is given and
+    """One moment (a stored segment's length, ``embedder.windowing``: 10 s) of ``track_id`` from ``start_s``: re-embedded from the file when ``embedder`` is given and
     the file is readable (``moment_source`` "audio"), else the stored segment nearest ``start_s``
     (current model) with the track's stored exact-start chroma (``moment_source`` "stored-segment").
     """
@@ -242,24 +243,26 @@ def moment(
         raise NotFound(
             f"track {track_id} has no segments for model {model_version}; it is being re-embedded, try again later"
         )
+    # Without an encoder the stored segments say how long a moment is; they were cut with this windowing.
+    w: Windowing = embedder.windowing if embedder is not None else DEFAULT_WINDOWING
     duration = float(row[15])
-    if not 0.0 <= start_s < max(duration - 3.0, 0.1):
+    if not 0.0 <= start_s < max(duration - w.min_s, 0.1):
         raise InputError(
-            f"track {track_id} is {duration:.1f} s long; pick a moment start between 0 and {max(duration - 3.0, 0.0):.1f} s"
+            f"track {track_id} is {duration:.1f} s long; pick a moment start between 0 and {max(duration - w.min_s, 0.0):.1f} s"
         )
     out: dict[str, Any] = {
         "segment_id": row[0], "track_id": row[1], "start_s": float(start_s), "segment_start": float(row[2]),
-        "title": row[13], "composer": row[14], "end_s": min(float(start_s) + MOMENT_S, duration),
+        "title": row[13], "composer": row[14], "end_s": min(float(start_s) + w.window_s, duration),
         "timings_ms": {}, "nothing_reason": None,
     }  # fmt: skip
     if embedder is not None:
         t0 = time.perf_counter()
         y, why = moment_audio(
-            path=str(row[16]), digest=str(row[17]), start_s=float(start_s), duration_s=MOMENT_S
+            path=str(row[16]), digest=str(row[17]), start_s=float(start_s), duration_s=w.window_s
         )
         decode_ms = (time.perf_counter() - t0) * 1000
-        if y is not None and y.size >= 3.0 * SAMPLE_RATE:
-            built = from_audio(audio=y, embedder=embedder, start_s=0.0, duration_s=MOMENT_S)
+        if y is not None and y.size >= w.min_s * SAMPLE_RATE:
+            built = from_audio(audio=y, embedder=embedder, start_s=0.0, duration_s=w.window_s)
             d, prof = built.info, built.profile
             out.update(
                 moment_source="audio", embedding=prof.embedding, chroma_mean=np.asarray(d["chroma_mean"]),
@@ -277,12 +280,12 @@ def moment(
     else:
         out["fallback_reason"] = "no encoder to re-embed with"
     chroma = track_chroma(conn, track_id)
-    i0 = int(round(max(0.0, start_s) * FPS))
+    i0 = w.frames(max(0.0, start_s))
     out.update(
         moment_source="stored-segment", embedding=_unit(row[4].to_numpy()),
         chroma_mean=np.asarray(row[5], dtype=np.float64), chroma_seq=f16_array(row[6]), key_index=row[7],
         mode=row[8], key_confidence=row[9], tempo_bpm=row[10], valence=row[11], arousal=row[12],
-        tonalness=1.0, chroma10=chroma[i0 : i0 + WINDOW_FRAMES], brightness_hz=row[18], onset_density=row[19],
+        tonalness=1.0, chroma10=chroma[i0 : i0 + w.window_frames], brightness_hz=row[18], onset_density=row[19],
     )  # fmt: skip
     return out
 
@@ -292,8 +295,8 @@ def build(
     *,
     request: Any,
     embedder: Any,
-    min_clip_s: float = 3.0,
-    max_clip_s: float = 600.0,
+    min_clip_s: float = LimitSettings.min_clip_seconds,
+    max_clip_s: float = LimitSettings.max_clip_seconds,
 ) -> BuiltQuery:
     """The query of a :class:`retrieval.types.SearchRequest` (audio, moments, or a blend)."""
     if request.audio is None and not request.moments:

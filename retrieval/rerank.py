@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from encoder.windowing import DEFAULT_WINDOWING
 from retrieval.descriptors import KEY_NAMES, loudness_unit
 
 _INTERVALS = {
@@ -361,12 +362,12 @@ def score_candidates(
 
 
 def nms(
-    *, candidates: list[Candidate], one_per_track: bool = True, min_gap_s: float = 10.0
+    *, candidates: list[Candidate], one_per_track: bool = True, min_gap_s: float = DEFAULT_WINDOWING.window_s
 ) -> list[Candidate]:
     """Non-maximum suppression over a best-first list.
 
     One window per track when ``one_per_track``; otherwise windows of one track whose starts
-    are closer than ``min_gap_s`` (i.e. overlapping 10-s moments) are dropped.
+    are closer than ``min_gap_s`` (i.e. overlapping moments) are dropped.
     """
     kept: list[Candidate] = []
     starts: dict[int, list[float]] = {}

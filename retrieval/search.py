@@ -23,6 +23,9 @@ import psycopg
 
 from cadenza.db import autocommit, f16_array
 from cadenza.errors import InputError
+from cadenza.settings import LimitSettings
+from encoder.features import FPS
+from encoder.windowing import DEFAULT_WINDOWING
 from retrieval import cells as cells_mod
 from retrieval import context as context_mod
 from retrieval import melody_search
@@ -512,7 +515,12 @@ def _sung(request: SearchRequest, info: dict[str, Any], timings: dict[str, float
 
 
 def search(
-    *, db: Any, embedder: Any, request: SearchRequest, min_clip_s: float = 3.0, max_clip_s: float = 600.0
+    *,
+    db: Any,
+    embedder: Any,
+    request: SearchRequest,
+    min_clip_s: float = LimitSettings.min_clip_seconds,
+    max_clip_s: float = LimitSettings.max_clip_seconds,
 ) -> SearchResponse:
     """Run one search (see the module docstring). Raises InputError / NotFound for bad requests."""
     t_all = time.perf_counter()
@@ -683,7 +691,7 @@ def _results(
     liked: dict[int, float],
     moved: list[tuple[int, str]],
 ) -> list[Result]:
-    q_len = len(built.chroma10) / 10.0 if len(built.chroma10) else 10.0
+    q_len = len(built.chroma10) / FPS if len(built.chroma10) else DEFAULT_WINDOWING.window_s
     out = []
     for rank, (c, (n_moved, why)) in enumerate(zip(chosen, moved, strict=True), start=1):
         start, loc_score = c.start_s, 0.0

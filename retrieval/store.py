@@ -16,6 +16,7 @@ import psycopg
 
 from cadenza.db import f16_array, f16_bytes, scalar
 from cadenza.errors import ModelMismatch, NotFound
+from encoder.features import FPS
 from retrieval.analysis import TrackAnalysis
 from retrieval.cells import assign_cells
 
@@ -72,7 +73,7 @@ def copy_segments(conn: psycopg.Connection, track_id: int, analysis: TrackAnalys
     return len(rows)
 
 
-def write_chroma(conn: psycopg.Connection, track_id: int, analysis: TrackAnalysis, fps: float = 10.0) -> None:
+def write_chroma(conn: psycopg.Connection, track_id: int, analysis: TrackAnalysis, fps: float = FPS) -> None:
     conn.execute(
         "INSERT INTO track_chroma (track_id, fps, n_frames, chroma) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT (track_id) DO UPDATE SET fps = EXCLUDED.fps, n_frames = EXCLUDED.n_frames,"

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from cadenza.errors import InputError
+from encoder.windowing import DEFAULT_WINDOWING
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class SearchRequest:
 
     audio: np.ndarray | None = None  # mono float32 at 16 kHz
     start_s: float | None = None  # which part of the audio; None = most representative
-    duration_s: float = 10.0
+    duration_s: float = DEFAULT_WINDOWING.window_s  # from start_s; clamped to the encoder's longest window
     moments: tuple[MomentRef, ...] = ()  # reference moments to move towards
     minus: tuple[MomentRef, ...] = ()  # moments to move away from ("not #3")
     k: int = 10
