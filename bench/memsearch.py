@@ -17,25 +17,19 @@ from typing import Any, Protocol
 import numpy as np
 
 from encoder.features import CHROMA, FPS
+from encoder.windowing import DEFAULT_WINDOWING
 
-WIN = 100  # 10 s
-HOP = 20  # 2 s
-MIN_FRAMES = 50
+#: The library is cut as ingest cuts it: the shipped encoder's windowing (10 s every 2 s).
+WIN = DEFAULT_WINDOWING.window_frames
 
 
 class WindowEmbedder(Protocol):
     def embed_windows(self, *, windows: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray: ...
 
 
-def window_starts(
-    *, n_frames: int, win: int = WIN, hop: int = HOP, min_frames: int = MIN_FRAMES
-) -> np.ndarray:
+def window_starts(*, n_frames: int) -> np.ndarray:
     """Frame starts of the library windows of a track of ``n_frames`` (as ``Embedder.embed_track``)."""
-    starts = list(range(0, n_frames - win + 1, hop)) if n_frames >= win else []
-    nxt = starts[-1] + hop if starts else 0
-    if nxt + win > n_frames and n_frames - nxt >= min_frames:
-        starts.append(nxt)
-    return np.asarray(starts, dtype=np.int64)
+    return DEFAULT_WINDOWING.track_starts(n_frames)[0]
 
 
 def cut_windows(*, frames: np.ndarray, starts: np.ndarray, win: int = WIN) -> tuple[np.ndarray, np.ndarray]:
