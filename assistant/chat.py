@@ -200,7 +200,7 @@ def empty_reason(svc: Services, req: SearchRequest, n_results: int) -> str | Non
     why = querystate.contradiction(f)
     if why:
         return why
-    from retrieval.search import filter_sql
+    from retrieval.filters import filter_sql
 
     where, params = filter_sql(f, model_version=svc.embedder.model_version)
     with svc.db.connection() as conn:

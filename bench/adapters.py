@@ -33,16 +33,11 @@ def filtered_candidates(
 
     ``filter_sql`` + ``nearest`` with search's over-fetch ``n`` and one-result-per-track
     guarantee (``min_tracks = k``); rows come back best first. ``iterative`` / ``scan`` override
-    what the server supports and search's :data:`~retrieval.search.ITERATIVE_SCAN` (bench/routes.py).
+    what the server supports and search's :data:`~retrieval.nearest.ITERATIVE_SCAN` (bench/routes.py).
     """
     from cadenza.db import autocommit
-    from retrieval.search import (
-        EF_SEARCH_MAX,
-        ITERATIVE_SCAN,
-        SEARCH_USES_ITERATIVE_SCAN,
-        filter_sql,
-        nearest,
-    )
+    from retrieval.filters import filter_sql
+    from retrieval.nearest import EF_SEARCH_MAX, ITERATIVE_SCAN, SEARCH_USES_ITERATIVE_SCAN, nearest
 
     where, params = filter_sql(filters, model_version=model_version)
     n = min(max(10 * k, 100), EF_SEARCH_MAX)

@@ -5,7 +5,7 @@ product (:func:`retrieval.analysis.prepare`), library tracks are cut into the sa
 windows every 2 s (:func:`window_starts` = ``Embedder.embed_track``'s rule), search is EXACT
 cosine over all segments with one result per track, and each hit's start is localized on the
 10-fps chroma with :func:`retrieval.localize.localize` under the key shift of
-:func:`retrieval.rerank.harmonic_similarity`, as search does. No reranking.
+:func:`retrieval.similarity.harmonic_similarity`, as search does. No reranking.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class Library:
 
     def localize(self, *, track: int, query_frames: np.ndarray, approx_start_s: float) -> float:
         from retrieval.localize import localize
-        from retrieval.rerank import harmonic_similarity
+        from retrieval.similarity import harmonic_similarity
 
         fr = self.frames[self.track_ids[track]]
         i = int(round(approx_start_s * FPS))

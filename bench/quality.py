@@ -33,7 +33,7 @@ from bench.metrics import REPEAT_MIN_CORR, hit_rate_at, literal_repeat, mrr, pas
 from bench.queries import AUGMENTATION_HELP, AUGMENTATIONS, Query, make_queries
 from bench.report import Report, machine_info, md_table, pyplot, save_plot
 from encoder.features import MEL
-from retrieval.search import TRANSPOSED_PENALTY
+from retrieval.nearest import TRANSPOSED_PENALTY
 from retrieval.types import SearchRequest
 
 SEARCH_PROBES = SearchRequest().transpose_probes

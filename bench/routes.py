@@ -3,7 +3,7 @@
 For each size one synthetic clustered library (:mod:`bench.synthetic`, as the scale benchmark)
 is loaded with its coarse cells (:mod:`retrieval.cells`), indexed with HNSW on ``vector`` and
 with a second HNSW on the ``halfvec`` expression, and the four filters of the scale benchmark
-are answered by each route of :func:`retrieval.search.nearest`:
+are answered by each route of :func:`retrieval.nearest.nearest`:
 
 * ``cells``: the k-means inverted file in SQL built for pgvector 0.6 (exact scan behind it);
 * ``iterative strict`` / ``iterative relaxed``: ``hnsw.iterative_scan`` with ``max_scan_tuples``
@@ -53,7 +53,7 @@ WITHIN_FASTEST = 1.2
 
 def routes() -> list[tuple[str, bool, Any]]:
     """(name, iterative, IterativeScan) of each route measured, simplest first."""
-    from retrieval.search import IterativeScan
+    from retrieval.nearest import IterativeScan
 
     return [
         ("iterative relaxed", True, IterativeScan(order="relaxed_order")),
@@ -246,7 +246,7 @@ def _report(results: list[dict[str, Any]], *, n_queries: int, seed: int) -> Repo
         f"One run: the same synthetic clustered library per size (as `bench scale`: tracks of {SEGMENTS_PER_TRACK} "
         f"segments), {n_queries} filtered queries per filter from new tracks of random composers, every route on "
         "the same queries. Recall@10 is over tracks against exact numpy top-10 of the allowed rows; latency is "
-        "the candidate stage (`retrieval.search.nearest` via `bench.adapters.filtered_candidates`, over-fetch 100, "
+        "the candidate stage (`retrieval.nearest.nearest` via `bench.adapters.filtered_candidates`, over-fetch 100, "
         "k = 10 distinct tracks) after 3 warm-up queries.",
         "Routes: 'iterative …' is one `ORDER BY embedding <=> q LIMIT 100` with `hnsw.iterative_scan` at "
         "ef_search 100 and the given `hnsw.max_scan_tuples` (default 20,000), then the exact scan when the rows "

@@ -313,7 +313,8 @@ def train_cells_for(vectors: np.ndarray, *, seed: int) -> tuple[np.ndarray | Non
 def exact_route_ms(db, *, queries: np.ndarray, filters: list, n: int = 100) -> list[float]:
     """Latency of retrieval's exact filtered route (best 3 windows of the nearest tracks) per query."""
     from cadenza.db import autocommit
-    from retrieval.search import exact_per_track, filter_sql
+    from retrieval.filters import filter_sql
+    from retrieval.track_scan import exact_per_track
 
     times = []
     with autocommit(db) as conn:
@@ -563,7 +564,7 @@ def run_scale(
         f"Synthetic 128-d unit vectors clustered composer → track ({SEGMENTS_PER_TRACK} segments) → segment; "
         f"{n_queries} unfiltered and {filtered_queries} filtered queries per size from new tracks of random composers.",
         "Recall is against exact cosine top-10 computed with numpy over the same rows (filtered: over the rows the filter allows).",
-        "Filtered queries go through the real retrieval filtered-candidate function (`retrieval.search.nearest`: "
+        "Filtered queries go through the real retrieval filtered-candidate function (`retrieval.nearest.nearest`: "
         "restrictive filters scan the nearest coarse cells from 50K segments up — cells trained by `retrieval.cells` "
         "and written with each row —, an exact scan of the filtered rows below that and as the fallback; "
         "unfiltered queries use HNSW). "

@@ -6,7 +6,7 @@ neighbourhood ("not this composer") finds too few rows; an exact scan is right b
 k-means centroids (spherical, trained on a sample per model version). A filtered search
 orders the centroids by distance to the query and scans only the nearest cells' rows
 (btree on ``segments.cell``), widening until enough distinct tracks pass the filter
-(:func:`retrieval.search.nearest`).
+(:func:`retrieval.nearest.nearest`).
 
 Maintenance, per model version:
 

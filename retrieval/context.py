@@ -5,7 +5,7 @@ Three signals may move a ranking; none is a filter (every moment stays reachable
 - **time of day**: the listener's local hour falls in a :class:`DayPart` whose target (valence,
   arousal, loudness on the mood scale of :mod:`retrieval.descriptors`) is set by hand — calmer and
   softer late at night, brighter in the morning — and each candidate gets its closeness to it
-  (:func:`retrieval.rerank.time_of_day_fit`) at weight :data:`TIME_OF_DAY_WEIGHT`;
+  (:func:`retrieval.similarity.time_of_day_fit`) at weight :data:`TIME_OF_DAY_WEIGHT`;
 - **history**: composers the listener has played score a little lower (the discovery term, at
   least :data:`HISTORY_WEIGHT`; "composers I haven't heard" asks for more);
 - **mood**: the mood a follow-up asked for ("calmer", "same mood") as the mood term.
@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from retrieval.rerank import Candidate, combined_score, mmr, nms
+from retrieval.diversity import mmr, nms
+from retrieval.rerank import Candidate, combined_score
 from retrieval.types import SearchRequest, Weights
 
 #: Weight of the time-of-day term (embedding similarity has weight 1): a nudge between moments that

@@ -56,7 +56,7 @@ class Weights:
 
 
 #: Default diversity of the top k (0 = plain ranking, 1 = a composer already shown must beat
-#: a new one by the whole spread of the top k's scores; see retrieval.rerank.mmr).
+#: a new one by the whole spread of the top k's scores; see retrieval.diversity.mmr).
 DEFAULT_DIVERSITY = 0.3
 
 
@@ -120,7 +120,7 @@ class SearchRequest:
     filters: Filters = field(default_factory=Filters)
     weights: Weights = field(default_factory=Weights)
     one_per_track: bool = True
-    # 0 = the plain ranking; higher spreads composers/eras across the top k (retrieval.rerank.mmr).
+    # 0 = the plain ranking; higher spreads composers/eras across the top k (retrieval.diversity.mmr).
     diversity: float = DEFAULT_DIVERSITY
     aspects: Aspects = field(default_factory=Aspects)
     listener_id: str | None = None

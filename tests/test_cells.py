@@ -8,7 +8,8 @@ import pytest
 from cadenza.db import SQL_DIR, apply_migrations, autocommit
 from retrieval import cells as cells_mod
 from retrieval.analysis import SegmentData, TrackAnalysis
-from retrieval.search import filter_sql, nearest
+from retrieval.filters import filter_sql
+from retrieval.nearest import nearest
 from retrieval.store import write_track
 from retrieval.types import Filters
 from tests.conftest import truncate_all

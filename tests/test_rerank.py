@@ -8,22 +8,16 @@ import pytest
 from cadenza.errors import InputError
 from encoder.features import CHROMA, acoustic_features
 from retrieval.descriptors import chroma_sequence, mean_chroma
+from retrieval.diversity import mmr, moves, nms
 from retrieval.likeness import likeness
 from retrieval.localize import localize
-from retrieval.rerank import (
-    Candidate,
-    QueryProfile,
-    aspect_scores,
+from retrieval.rerank import Candidate, QueryProfile, aspect_scores, reason, score_candidates
+from retrieval.similarity import (
     harmonic_similarity,
     melody_similarity,
-    mmr,
     mood_similarity,
-    moves,
-    nms,
     progression_similarity,
-    reason,
     rhythm_similarity,
-    score_candidates,
     tempo_preference,
 )
 from retrieval.types import Aspects, Weights, check_diversity

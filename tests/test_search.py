@@ -13,8 +13,10 @@ import pytest
 from cadenza.db import autocommit
 from cadenza.errors import InputError
 from encoder.embed import Embedder
+from retrieval.filters import filter_sql
 from retrieval.ingest import ingest
-from retrieval.search import filter_sql, nearest, search
+from retrieval.nearest import nearest
+from retrieval.search import search
 from retrieval.store import list_tracks
 from retrieval.types import Filters, MomentRef, SearchRequest, Weights
 from tests.conftest import truncate_all
@@ -132,15 +134,16 @@ def test_a_transposed_clip_is_found_through_a_key_probe(lib_db, embedder, audio_
 
 
 def test_key_probes_merge_keeps_the_best_distance_per_segment():
-    from retrieval.search import TRANSPOSED_PENALTY, NearestResult, _merge_probe
+    from retrieval.nearest import TRANSPOSED_PENALTY, NearestResult, merge_probe
+    from retrieval.segment_rows import SegmentRow
 
     def row(sid, dist):
-        return (sid, 1, 0.0, 10.0, dist)
+        return SegmentRow(sid, 1, 0.0, 10.0, *[None] * 18, dist)
 
     found = NearestResult([row(1, 0.10), row(2, 0.30)], "hnsw")
     probe = NearestResult([row(2, 0.05), row(3, 0.20), row(1, 0.095)], "exact")
     probe_of: dict[int, int] = {}
-    merged = _merge_probe(found, probe, 1, probe_of)
+    merged = merge_probe(found, probe, 1, probe_of)
     assert merged.path == "hnsw"
     dists = {r[0]: r[-1] for r in merged.rows}
     assert dists[1] == 0.10  # 0.095 + penalty loses to the query's own key

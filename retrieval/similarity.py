@@ -1,0 +1,136 @@
+"""How alike two moments are in one respect: pure functions over chroma, tempo, onsets and mood.
+
+Each returns a value in [0, 1] (or None when a descriptor is unknown); :mod:`retrieval.rerank`
+weighs them into one score. Harmony is key-invariant: the best of 12 circular shifts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from retrieval.descriptors import loudness_unit
+
+
+def centered_unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=axis, keepdims=True)
+    n = np.linalg.norm(x, axis=axis, keepdims=True)
+    return np.divide(x, n, out=np.zeros_like(x), where=n > 1e-9)
+
+
+def rolls(q: np.ndarray) -> np.ndarray:
+    """``[12]`` → ``[12, 12]`` whose row ``s`` is ``np.roll(q, s)``."""
+    idx = (np.arange(12)[None, :] - np.arange(12)[:, None]) % 12
+    return q[idx]
+
+
+def harmonic_similarity(*, query: np.ndarray, candidate: np.ndarray) -> tuple[float, int]:
+    """Key-invariant similarity of two ``[12]`` mean chromas → (similarity in [0, 1], shift).
+
+    ``shift`` (−5..6) is how many semitones the query must be transposed up to match the
+    candidate: ``candidate ≈ roll(query, shift)``. Similarity is the Pearson correlation at
+    the best shift, clipped at 0.
+    """
+    q = centered_unit(query)
+    c = centered_unit(candidate)
+    corr = rolls(q) @ c  # [12]: corr[s] = <roll(q, s), c>
+    s = int(np.argmax(corr))
+    return float(np.clip(corr[s], 0.0, 1.0)), (s if s <= 6 else s - 12)
+
+
+def progression_similarity(
+    *, query: np.ndarray, candidate: np.ndarray, shift: int = 0, max_lag: int = 2
+) -> float:
+    """Chord-progression likeness of two chroma sequences ``[n, 12]``, ``[m, 12]`` → [0, 1].
+
+    The query is transposed by ``shift``; rows are centred and normalized; the score is the
+    best, over lags of ±``max_lag`` rows, mean row cosine of the overlap (clipped at 0).
+    """
+    q = centered_unit(np.roll(np.asarray(query, dtype=np.float64), shift, axis=1))
+    return best_lag(q, centered_unit(np.asarray(candidate, dtype=np.float64)), max_lag)
+
+
+def best_lag(q: np.ndarray, c: np.ndarray, max_lag: int = 2) -> float:
+    """Best mean row cosine over lags of already centred, unit rows ``q [n, 12]``, ``c [m, 12]``."""
+    best = 0.0
+    for lag in range(-max_lag, max_lag + 1):
+        qa = q[max(0, -lag) :]
+        ca = c[max(0, lag) :]
+        n = min(len(qa), len(ca))
+        if n < max(2, min(len(q), len(c)) // 2):
+            continue
+        best = max(best, float(np.einsum("ij,ij->", qa[:n], ca[:n]) / n))
+    return float(np.clip(best, 0.0, 1.0))
+
+
+def mood_similarity(*, target: tuple[float, float], valence: float, arousal: float) -> float:
+    """1 at the target (valence, arousal), 0 at the opposite corner of the [−1, 1]² square."""
+    d = np.hypot(valence - target[0], arousal - target[1])
+    return float(np.clip(1.0 - d / (2.0 * np.sqrt(2.0)), 0.0, 1.0))
+
+
+def time_of_day_fit(
+    *, target: tuple[float, float, float], valence: float, arousal: float, loudness_db: float | None
+) -> float:
+    """1 at the (valence, arousal, loudness unit) target, 0 at the opposite corner of the [−1, 1]³ cube.
+
+    Loudness is on the mood scale (:func:`retrieval.descriptors.loudness_unit`); unknown loudness
+    counts as the scale's middle.
+    """
+    loud = loudness_unit(loudness_db) if loudness_db is not None else 0.0
+    d = np.sqrt((valence - target[0]) ** 2 + (arousal - target[1]) ** 2 + (loud - target[2]) ** 2)
+    return float(np.clip(1.0 - d / (2.0 * np.sqrt(3.0)), 0.0, 1.0))
+
+
+def tempo_preference(*, query_bpm: float | None, factor: float, candidate_bpm: float | None) -> float:
+    """1 when the candidate's tempo is the query's × ``factor``, falling to 0 an octave away."""
+    if not query_bpm or not candidate_bpm:
+        return 0.5
+    return float(np.clip(1.0 - abs(np.log2(candidate_bpm / (query_bpm * factor))), 0.0, 1.0))
+
+
+def brightness_similarity(*, query_hz: float | None, candidate_hz: float | None) -> float | None:
+    """1 at the same spectral centroid, 0 a factor of 2 (an octave of brightness) apart; None if unknown."""
+    if not query_hz or not candidate_hz or query_hz <= 0 or candidate_hz <= 0:
+        return None
+    return float(np.clip(1.0 - abs(np.log2(candidate_hz / query_hz)), 0.0, 1.0))
+
+
+def rhythm_similarity(
+    *,
+    query_bpm: float | None,
+    candidate_bpm: float | None,
+    query_onsets: float | None,
+    candidate_onsets: float | None,
+) -> float | None:
+    """Tempo (octave-tolerant: half or double time counts as the same pulse) and onset density → [0, 1].
+
+    The mean of the two parts that are known; None when neither is.
+    """  # fmt: skip
+    parts = []
+    if query_bpm and candidate_bpm and query_bpm > 0 and candidate_bpm > 0:
+        frac = abs(np.log2(candidate_bpm / query_bpm)) % 1.0
+        parts.append(1.0 - 2.0 * min(frac, 1.0 - frac))  # 1 at ×1 or ×2, 0 at ×1.41
+    if query_onsets is not None and candidate_onsets is not None:
+        r = np.log2((float(candidate_onsets) + 0.25) / (float(query_onsets) + 0.25))
+        parts.append(float(np.clip(1.0 - abs(r) / 2.0, 0.0, 1.0)))
+    return float(np.mean(parts)) if parts else None
+
+
+def melody_similarity(*, query: np.ndarray, candidate: np.ndarray, shift: int = 0, max_lag: int = 2) -> float:
+    """The line of the strongest pitch class per row of two chroma sequences ``[n, 12]``, ``[m, 12]`` → [0, 1].
+
+    Share of rows (best lag of ±``max_lag``) whose strongest pitch class agrees once the query
+    is moved by ``shift``, rescaled so chance (1/12) reads 0. A coarse proxy for the tune: the
+    strongest pitch class is often the melody, sometimes the bass.
+    """
+    q = np.argmax(np.roll(np.asarray(query), shift, axis=1), axis=1)
+    c = np.argmax(np.asarray(candidate), axis=1)
+    best = 0.0
+    for lag in range(-max_lag, max_lag + 1):
+        qa, ca = q[max(0, -lag) :], c[max(0, lag) :]
+        n = min(len(qa), len(ca))
+        if n < max(2, min(len(q), len(c)) // 2):
+            continue
+        best = max(best, float(np.mean(qa[:n] == ca[:n])))
+    return float(np.clip((best - 1.0 / 12.0) / (11.0 / 12.0), 0.0, 1.0))
