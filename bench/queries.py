@@ -101,15 +101,10 @@ AUDIO_AUGMENTATIONS: tuple[str, ...] = ("noise", "eq", "mp3", "reverb", "phone")
 
 
 def phone_band(*, clip: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """``clip [n]`` as a phone line would carry it: 4th-order Butterworth band-pass 300–3400 Hz,
-    resampled through 8 kHz, and soft-clipped (tanh at 2× drive) as a cheap loudspeaker would."""
-    from scipy.signal import butter, resample_poly, sosfiltfilt
+    """``clip [n]`` through a phone line (:func:`encoder.augment.phone_band`, also a training view)."""
+    from encoder import augment
 
-    sos = butter(4, [300.0, 3400.0], btype="bandpass", fs=sr, output="sos")
-    y = sosfiltfilt(sos, np.asarray(clip, dtype=np.float64))
-    y = resample_poly(resample_poly(y, 1, sr // 8000), sr // 8000, 1)[: len(clip)]
-    peak = max(float(np.max(np.abs(y))), 1e-9)
-    return (np.tanh(2.0 * y / peak) / np.tanh(2.0) * peak).astype(np.float32)
+    return augment.phone_band(y=clip, sr=sr)
 
 
 def augment_clip(*, clip: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:

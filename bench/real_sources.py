@@ -20,22 +20,11 @@ import numpy as np
 from tqdm import tqdm
 
 from cadenza.errors import InputError
+from encoder.corpus_real import RESERVED, STEM_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
-#: Never used for anything here: kept for an independent acceptance evaluation (MODEL_CARD.md).
-RESERVED = (
-    "wesnoth",
-    "hyperrogue-music",
-    "warzone2100-music",
-    "fb-music-high",
-    "drascula-music",
-    "asc-music",
-    "nexuiz-music",
-    "singularity-music",
-)
-STEM_SUFFIXES = ("_guitar", "_song")
 
 
 @dataclass

@@ -118,6 +118,19 @@ def reverb(
     return out.astype(np.float32)
 
 
+def phone_band(*, y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """``y`` as a phone line would carry it: 4th-order Butterworth band-pass 300–3400 Hz,
+    resampled through 8 kHz, and soft-clipped (tanh at 2× drive) as a cheap loudspeaker would."""
+    from scipy.signal import butter, resample_poly, sosfiltfilt
+
+    y = _mono(y)
+    sos = butter(4, [300.0, 3400.0], btype="bandpass", fs=sr, output="sos")
+    out = sosfiltfilt(sos, y.astype(np.float64))
+    out = resample_poly(resample_poly(out, 1, sr // 8000), sr // 8000, 1)[: y.size]
+    peak = max(float(np.max(np.abs(out))), 1e-9)
+    return (np.tanh(2.0 * out / peak) / np.tanh(2.0) * peak).astype(np.float32)
+
+
 def mp3_roundtrip(
     *, y: np.ndarray, sr: int = SAMPLE_RATE, kbps: int | None = None, rng: np.random.Generator | None = None
 ) -> np.ndarray:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import functools
 import logging
 import multiprocessing
 import signal
@@ -103,6 +104,7 @@ class ViewSpec:
     tempo_scale: float = 1.0  # render speed; time_scale = 1 / tempo_scale
     melody_only: bool = False
     source: str = "render"  # 'render' or an augmentation of the clean audio
+    soundfont: str = "timgm6mb"  # encoder.render.DEFAULT_SOUNDFONT / FLUID_SOUNDFONT
 
 
 @dataclass
@@ -123,9 +125,10 @@ def split_of(*, work_id: str, composer: str) -> str:
     return "train" if bucket < 8 else ("val" if bucket == 8 else "test")
 
 
-def plan_views(*, work_id: str, composer: str) -> list[ViewSpec]:
-    """The views rendered for one work (deterministic in the work id)."""
-    from encoder.render import stable_hash
+def plan_views(*, work_id: str, composer: str, fluid: bool = False) -> list[ViewSpec]:
+    """The views rendered for one work (deterministic in the work id); ``fluid`` adds the clean
+    program played by the second soundfont (FluidR3_GM), when it is installed."""
+    from encoder.render import FLUID_SOUNDFONT, stable_hash
 
     h = stable_hash("plan:" + work_id)
     choices = PRIMARY_PROGRAMS.get(composer, _DEFAULT_PRIMARY)
@@ -149,6 +152,10 @@ def plan_views(*, work_id: str, composer: str) -> list[ViewSpec]:
     specs.append(ViewSpec(f"pitch{semis:+d}", f"pitch{semis:+d}", primary, transpose=semis))
     pct = 5 if faster else -5
     specs.append(ViewSpec(f"tempo{pct:+d}", f"tempo{pct:+d}", primary, tempo_scale=1.0 + pct / 100.0))
+    if fluid:
+        # Same notes, same program, another synthesizer: a production change, not an arrangement
+        # change, so timbre is not one soundfont's (the real recordings vary production too).
+        specs.append(ViewSpec("fluid", "soundfont", primary, soundfont=FLUID_SOUNDFONT))
     return specs
 
 
@@ -164,7 +171,9 @@ def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([y, np.zeros(n - y.size, dtype=np.float32)])
 
 
-def process_work(*, work, cache_dir: Path, max_seconds: float | None, skip: frozenset[str]) -> WorkResult:
+def process_work(
+    *, work, cache_dir: Path, max_seconds: float | None, skip: frozenset[str], fluid: bool = False
+) -> WorkResult:
     """Render and featurize the views of ``work`` not in ``skip`` (worker side; never raises)."""
     from encoder import augment
     from encoder.features import acoustic_features
@@ -174,7 +183,7 @@ def process_work(*, work, cache_dir: Path, max_seconds: float | None, skip: froz
     try:
         split = split_of(work_id=work.work_id, composer=work.composer)
         midi = work_to_midi(work=work, cache_dir=cache_dir)
-        specs = plan_views(work_id=work.work_id, composer=work.composer)
+        specs = plan_views(work_id=work.work_id, composer=work.composer, fluid=fluid)
         clean = render(midi=midi, program=specs[0].program, max_seconds=max_seconds)
         if clean.size < SAMPLE_RATE:
             raise InputError(f"{work.work_id} renders to {clean.size / SAMPLE_RATE:.2f} s; too short")
@@ -204,6 +213,7 @@ def process_work(*, work, cache_dir: Path, max_seconds: float | None, skip: froz
                     tempo_scale=spec.tempo_scale,
                     melody_only=spec.melody_only,
                     max_seconds=n / SAMPLE_RATE + 0.1,
+                    soundfont=spec.soundfont,
                 )
             audio = _fit_length(audio, n)
             frames = acoustic_features(y=audio, sr=SAMPLE_RATE).astype(np.float16)
@@ -243,6 +253,25 @@ def _order(works: list, hours_cap: float | None) -> list:
     for i in range(max((len(q) for q in queues), default=0)):
         out.extend(q[i] for q in queues if i < len(q))
     return out
+
+
+def store_views(grp, present: set[str], views: list[tuple[str, np.ndarray, dict]]) -> None:
+    """Write finished views into the ``views`` group (parent side), ``duration_s`` last."""
+    for name, frames, attrs in views:
+        if name in grp:
+            del grp[name]
+        ds = grp.create_dataset(
+            name,
+            data=frames,
+            dtype="float16",
+            chunks=(min(CHUNK_FRAMES, frames.shape[0]), N_ACOUSTIC),
+            compression="lzf",
+        )
+        attrs = dict(attrs)
+        duration = attrs.pop("duration_s")
+        ds.attrs.update(attrs)
+        ds.attrs["duration_s"] = duration
+        present.add(name)
 
 
 def write_stats(h5) -> int:
@@ -322,12 +351,26 @@ def build(
     workers: int = 2,
     max_seconds: float | None = 180.0,
     cache_dir: Path | None = None,
+    fluid: bool | None = None,
+    real: Path | None = None,
+    real_max_seconds: float | None = None,
 ) -> dict[str, int]:
-    """Build or resume the corpus at ``out``; returns counts (works done / skipped / failed)."""
+    """Build or resume the corpus at ``out``; returns counts (works done / skipped / failed).
+
+    ``fluid``: add the FluidR3_GM views (None = when the soundfont is installed). ``real``: a
+    folder of real recordings, one sub-folder per source (:mod:`encoder.corpus_real`), added
+    next to the rendered works (first ``real_max_seconds`` of each track; None = default cap).
+    """
     import h5py
     from tqdm import tqdm
 
-    from encoder.render import list_works
+    from encoder import corpus_real
+    from encoder.render import FLUID_SOUNDFONT, list_works, soundfont_path
+
+    if fluid is None:
+        fluid = soundfont_path(FLUID_SOUNDFONT) is not None
+        log.info("FluidR3_GM views: %s", "yes" if fluid else "no (fluid-soundfont-gm not installed)")
+    tracks = corpus_real.list_tracks(Path(real)) if real is not None else []
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -362,7 +405,7 @@ def build(
         def wanted(w) -> frozenset[str] | None:
             names = {
                 dataset_name(work_id=w.work_id, view_name=s.name)
-                for s in plan_views(work_id=w.work_id, composer=w.composer)
+                for s in plan_views(work_id=w.work_id, composer=w.composer, fluid=fluid)
             }
             missing = names - present
             return frozenset(names - missing) if missing else None
@@ -372,29 +415,17 @@ def build(
                 counts["failed"] += 1
                 log.warning("skipped %s: %s", res.work_id, res.error)
                 return
-            for name, frames, attrs in res.views:
-                if name in grp:
-                    del grp[name]
-                ds = grp.create_dataset(
-                    name,
-                    data=frames,
-                    dtype="float16",
-                    chunks=(min(CHUNK_FRAMES, frames.shape[0]), N_ACOUSTIC),
-                    compression="lzf",
-                )
-                duration = attrs.pop("duration_s")
-                ds.attrs.update(attrs)
-                ds.attrs["duration_s"] = duration
-                present.add(name)
+            store_views(grp, present, res.views)
             h5.flush()
             if any(n.endswith("__clean") for n, _, _ in res.views):
                 seconds[res.composer] += res.clean_seconds
             counts["done"] += 1
 
-        bar = tqdm(total=len(works), desc="corpus", unit="work")
+        bar = tqdm(total=len(tracks) + len(works), desc="corpus", unit="work")
         in_flight: dict[cf.Future, Any] = {}
         busy: dict[str, int] = defaultdict(int)
-        pending = list(works)
+        # the real recordings first: few, cheap to featurize, and the reason for a rebuild
+        pending: list[Any] = [*tracks, *works]
         executor = (
             cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
             if workers > 1
@@ -404,24 +435,37 @@ def build(
             while pending or in_flight:
                 while pending and len(in_flight) < max(1, 2 * workers):
                     w = pending.pop(0)
-                    skip = wanted(w)
+                    real_track = isinstance(w, corpus_real.RealTrack)
+                    skip = corpus_real.wanted(w, present) if real_track else wanted(w)
                     if skip is None:
                         counts["skipped"] += 1
                         bar.update(1)
                         continue
                     # the cap decides which works enter; a work already in still gains new views
                     entered = dataset_name(work_id=w.work_id, view_name="clean") in present
-                    if cap_s is not None and not entered and seconds[w.composer] >= cap_s:
+                    if not (real_track or entered or cap_s is None) and seconds[w.composer] >= cap_s:
                         counts["capped"] += 1
                         bar.update(1)
                         continue
+                    job: Any = (
+                        functools.partial(
+                            corpus_real.process_track, track=w, max_seconds=real_max_seconds, skip=skip
+                        )
+                        if real_track
+                        else functools.partial(
+                            process_work,
+                            work=w,
+                            cache_dir=cache_dir,
+                            max_seconds=max_seconds,
+                            skip=skip,
+                            fluid=fluid,
+                        )
+                    )
                     if executor is None:
-                        store(process_work(work=w, cache_dir=cache_dir, max_seconds=max_seconds, skip=skip))
+                        store(job())
                         bar.update(1)
                         continue
-                    fut = executor.submit(
-                        process_work, work=w, cache_dir=cache_dir, max_seconds=max_seconds, skip=skip
-                    )
+                    fut = executor.submit(job)
                     in_flight[fut] = w
                     busy[w.composer] += 1
                 if not in_flight:
@@ -463,6 +507,24 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     b.add_argument("--max-seconds", type=float, default=180.0, help="cut each work after this many seconds")
     b.add_argument("--cache-dir", type=Path, default=None, help="MIDI cache (default: next to --out)")
     b.add_argument(
+        "--real",
+        type=Path,
+        default=None,
+        help="also real recordings: a folder with one sub-folder per source (scripts/fetch_real_music.sh); "
+        "the held-out sources (encoder.corpus_real.HELDOUT_SOURCES) are left out",
+    )
+    b.add_argument(
+        "--real-max-seconds",
+        type=float,
+        default=None,
+        help="use the first N s of each real track (default 240)",
+    )
+    b.add_argument(
+        "--no-fluid",
+        action="store_true",
+        help="no FluidR3_GM views even when fluid-soundfont-gm is installed (default: use it when present)",
+    )
+    b.add_argument(
         "--ready-file", type=Path, default=None, help="write the summary here when the build completes"
     )
 
@@ -491,6 +553,9 @@ def run(name: str, args: argparse.Namespace) -> int:
         workers=args.workers,
         max_seconds=args.max_seconds,
         cache_dir=args.cache_dir,
+        fluid=False if args.no_fluid else None,
+        real=args.real,
+        real_max_seconds=args.real_max_seconds,
     )
     wall = time.monotonic() - started
     text = summarize(path=Path(out))

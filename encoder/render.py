@@ -10,7 +10,9 @@
   "tunes" share a title (Josquin: one per voice) is merged into one score.
 * :func:`render` plays a MIDI with one General MIDI program on every (non-drum) part, with
   optional transposition, tempo change and "melody only" (top voice on a voice-like patch),
-  using the GM soundfont that ships inside ``pretty_midi`` (``TimGM6mb.sf2``).
+  using the GM soundfont that ships inside ``pretty_midi`` (``TimGM6mb.sf2``) or, for some
+  corpus views, Debian's ``fluid-soundfont-gm`` (``FluidR3_GM.sf2``) when it is installed, so the
+  training timbres are not one synthesizer's.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ MAX_TUNES_PER_BOOK = 40
 MAX_BOOK_SECONDS = 600.0
 #: Seconds of release after the last note-off.
 TAIL_SECONDS = 1.0
+#: The soundfont inside the ``pretty_midi`` wheel: always there.
+DEFAULT_SOUNDFONT = "timgm6mb"
+#: A second General MIDI soundfont (141 MB; ``apt-get install fluid-soundfont-gm``); optional.
+FLUID_SOUNDFONT = "fluidr3"
+FLUID_SF2 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 
 
 class RenderError(InputError):
@@ -276,11 +283,24 @@ def work_to_midi(*, work: Work, cache_dir: Path):
     return pm
 
 
-@functools.cache
-def _soundfont_bytes() -> bytes:
-    import pretty_midi
+def soundfont_path(name: str) -> Path | None:
+    """The file of soundfont ``name`` (:data:`DEFAULT_SOUNDFONT` or :data:`FLUID_SOUNDFONT`); None when
+    it is not installed."""
+    if name == DEFAULT_SOUNDFONT:
+        import pretty_midi
 
-    return (Path(pretty_midi.__file__).parent / "TimGM6mb.sf2").read_bytes()
+        return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+    if name == FLUID_SOUNDFONT:
+        return FLUID_SF2 if FLUID_SF2.is_file() else None
+    raise RenderError(f"unknown soundfont {name!r}; expected {DEFAULT_SOUNDFONT} or {FLUID_SOUNDFONT}")
+
+
+@functools.cache
+def _soundfont_bytes(name: str) -> bytes:
+    path = soundfont_path(name)
+    if path is None:
+        raise RenderError(f"soundfont {name} is not installed (apt-get install fluid-soundfont-gm)")
+    return path.read_bytes()
 
 
 def _melody_notes(notes: list[tuple[float, float, int, int]]) -> list[tuple[float, float, int, int]]:
@@ -313,12 +333,13 @@ def render(
     tempo_scale: float = 1.0,
     melody_only: bool = False,
     max_seconds: float | None = None,
+    soundfont: str = DEFAULT_SOUNDFONT,
 ) -> np.ndarray:
     """Play ``midi`` (a ``pretty_midi.PrettyMIDI``) with GM ``program`` on every non-drum part.
 
     ``transpose`` semitones; ``tempo_scale`` 1.05 plays 5 % faster (all times divided by it);
     ``melody_only`` plays only the top voice on :data:`MELODY_PROGRAM`-like timbre ``program``;
-    ``max_seconds`` cuts the output. Returns mono float32 ``[n]``, DC-free, peak 0.9.
+    ``max_seconds`` cuts the output; ``soundfont`` names the GM soundfont (:func:`soundfont_path`). Returns mono float32 ``[n]``, DC-free, peak 0.9.
     """
     import scipy.signal
     import tinysoundfont
@@ -342,7 +363,7 @@ def render(
     total = int(round(end * sr))
 
     synth = tinysoundfont.Synth(samplerate=sr, gain=-6.0)
-    sfid = synth.sfload(_soundfont_bytes())
+    sfid = synth.sfload(_soundfont_bytes(soundfont))
     channels = [c for c in range(16) if c != 9]
     events: list[tuple[int, int, int, int, int]] = []  # (sample, order, chan, key, vel): offs first
     for i, part in enumerate(notes_by_part):

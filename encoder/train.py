@@ -88,6 +88,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         "(unlisted kinds 1; pitch/tempo match both signs; default uniform)",
     )
     parser.add_argument(
+        "--crop-prob",
+        type=float,
+        default=0.15,
+        help="chance a clip is cut to 3-10 s (short queries; default 0.15)",
+    )
+    parser.add_argument(
         "--no-feature-augment",
         action="store_true",
         help="only the stored views: no per-clip pitch/tempo/EQ/noise on the frames (encoder.feataug)",
@@ -182,6 +188,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         augment=None if args.no_feature_augment else FeatureAugment(),
         composer_pairs=args.composer_pairs if args.composer_weight > 0 else 0,
         view_weights=args.view_weights,
+        crop_prob=args.crop_prob,
     )
     sampler = PassageSampler(corpus, split="train", spec=spec, seed=args.seed)
     result = train_loop(args=args, corpus=corpus, sampler=sampler, out=out)
@@ -298,6 +305,10 @@ class _Run:
                 "step": self.step,
                 "wall_s": self.wall(),
                 "history": self.history,
+                # the input scaling and the start point are part of the run (--init may differ from the corpus)
+                "mean": [float(v) for v in self.mean],
+                "std": [float(v) for v in self.std],
+                "init_from": self.init_version,
             },
             self.out / STATE_FILE,
         )
@@ -324,6 +335,7 @@ class _Run:
 
 def _new_run(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path) -> _Run:
     """A model and AdamW, from scratch, from ``--init`` weights, or resumed from ``out``."""
+    import numpy as np
     import torch
 
     from encoder.embed import Embedder
@@ -358,6 +370,9 @@ def _new_run(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path) 
         if start.config != config:
             raise ConfigError(f"--init {args.init} has config {start.config}; pass the same --d-model")
         model.load_state_dict(start.model.state_dict())
+        # The weights were fitted to that checkpoint's input scaling; a rebuilt corpus (other works,
+        # real recordings) fits other statistics, and swapping them would shift every input.
+        run.mean, run.std = start.mean, start.std
         run.init_version = start.model_version
         log.info("starting from the weights of %s (%s)", args.init, run.init_version)
     if args.resume:
@@ -373,6 +388,10 @@ def _new_run(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path) 
         opt.load_state_dict(state["optimizer"])
         run.step, run.wall_before, run.history = state["step"], state["wall_s"], state.get("history", [])
         run.last_val = run.history[-1]["val"] if run.history else {}
+        if "mean" in state:  # runs saved before the scaling was kept used the corpus's
+            run.mean = np.asarray(state["mean"], dtype=np.float32)
+            run.std = np.asarray(state["std"], dtype=np.float32)
+            run.init_version = state.get("init_from")
         log.info("resuming %s at step %d", out, run.step)
     return run
 

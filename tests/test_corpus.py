@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from cadenza.cli import main
+from cadenza.errors import InputError
 from encoder.corpus import HELDOUT_COMPOSERS, build, plan_views, split_of, summarize
-from encoder.features import N_ACOUSTIC, fit_normalization
+from encoder.corpus_real import AUDIO_VIEWS, HELDOUT_SOURCES, list_tracks
+from encoder.features import CHROMA, MEL, N_ACOUSTIC, SAMPLE_RATE, acoustic_features, fit_normalization
+from encoder.render import FLUID_SOUNDFONT, soundfont_path
 
 COMPOSERS = ["bach", "josquin"]  # quick to parse; josquin is a held-out composer
 MAX_SECONDS = 6.0
@@ -32,7 +35,13 @@ ATTRS = {
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
     out = tmp_path_factory.mktemp("corpus") / "corpus.h5"
     counts = build(
-        out=out, composers=COMPOSERS, limit=3, workers=1, max_seconds=MAX_SECONDS, hours_per_composer=None
+        out=out,
+        composers=COMPOSERS,
+        limit=3,
+        workers=1,
+        max_seconds=MAX_SECONDS,
+        hours_per_composer=None,
+        fluid=False,
     )
     return out, counts
 
@@ -128,7 +137,13 @@ def test_resume_skips_done_works_and_repairs_a_cut_view(built: tuple[Path, dict[
     with h5py.File(out, "r") as h5:
         before = {name: h5["views"][name].shape for name in h5["views"]}
     again = build(
-        out=out, composers=COMPOSERS, limit=3, workers=1, max_seconds=MAX_SECONDS, hours_per_composer=None
+        out=out,
+        composers=COMPOSERS,
+        limit=3,
+        workers=1,
+        max_seconds=MAX_SECONDS,
+        hours_per_composer=None,
+        fluid=False,
     )
     assert again["done"] == 0 and again["skipped"] == 3
     # a view cut short by a killed build (its last attribute missing) is redone
@@ -138,7 +153,7 @@ def test_resume_skips_done_works_and_repairs_a_cut_view(built: tuple[Path, dict[
     # through the CLI, with 2 worker processes, one more work
     rc = main(
         ["-q", "corpus", "build", "--out", str(out), "--composers", ",".join(COMPOSERS), "--limit", "4",
-         "--workers", "2", "--max-seconds", str(MAX_SECONDS), "--hours-per-composer", "100"]
+         "--workers", "2", "--max-seconds", str(MAX_SECONDS), "--hours-per-composer", "100", "--no-fluid"]
     )  # fmt: skip
     assert rc == 0
     assert "hours of clean" in capsys.readouterr().out
@@ -157,7 +172,13 @@ def test_resume_skips_done_works_and_repairs_a_cut_view(built: tuple[Path, dict[
 def test_hours_cap_limits_a_composer(tmp_path: Path) -> None:
     out = tmp_path / "capped.h5"
     counts = build(
-        out=out, composers=["bach"], limit=3, workers=1, max_seconds=4.0, hours_per_composer=0.0005
+        out=out,
+        composers=["bach"],
+        limit=3,
+        workers=1,
+        max_seconds=4.0,
+        hours_per_composer=0.0005,
+        fluid=False,
     )
     assert counts["done"] == 1 and counts["capped"] == 2  # 4 s > 1.8 s: one work fills the cap
     # a work already in gains views it lacks (a newer plan) although its composer is at the cap
@@ -165,7 +186,162 @@ def test_hours_cap_limits_a_composer(tmp_path: Path) -> None:
         melody = [n for n in h5["views"] if n.endswith("__melody")]
         assert len(melody) == 1
         del h5["views"][melody[0]]
-    again = build(out=out, composers=["bach"], limit=3, workers=1, max_seconds=4.0, hours_per_composer=0.0005)
+    again = build(
+        out=out,
+        composers=["bach"],
+        limit=3,
+        workers=1,
+        max_seconds=4.0,
+        hours_per_composer=0.0005,
+        fluid=False,
+    )
     assert again["done"] == 1 and again["capped"] == 2
     with h5py.File(out, "r") as h5:
         assert melody[0] in h5["views"] and len(views_by_work(h5)) == 1
+
+
+@pytest.mark.skipif(soundfont_path(FLUID_SOUNDFONT) is None, reason="fluid-soundfont-gm is not installed")
+def test_fluid_soundfont_adds_a_view_of_the_same_notes_on_another_synthesizer(tmp_path: Path) -> None:
+    out = tmp_path / "fluid.h5"
+    counts = build(out=out, composers=["bach"], limit=1, workers=1, max_seconds=4.0, hours_per_composer=None)
+    assert counts["done"] == 1
+    with h5py.File(out, "r") as h5:
+        views = {str(ds.attrs["view"]): ds for ds in h5["views"].values()}
+        fluid, clean = views["soundfont"][()].astype(np.float32), views["clean"][()].astype(np.float32)
+        assert views["soundfont"].attrs["program"] == views["clean"].attrs["program"]
+        assert fluid.shape == clean.shape
+        # another synthesizer: the spectra differ although the notes (and the chroma) line up
+        assert np.abs(fluid[:, MEL] - clean[:, MEL]).mean() > 1.0
+        assert np.corrcoef(fluid[:, CHROMA].ravel(), clean[:, CHROMA].ravel())[0, 1] > 0.5
+
+
+def test_without_fluid_the_plan_has_no_soundfont_view() -> None:
+    assert "soundfont" not in {s.view for s in plan_views(work_id="bach/bwv1", composer="bach")}
+    assert "soundfont" in {s.view for s in plan_views(work_id="bach/bwv1", composer="bach", fluid=True)}
+
+
+# --- real recordings (encoder.corpus_real) on tiny generated audio ---------------------------------
+
+
+def _tone(seconds: float, freq: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    beat = (np.sin(2 * np.pi * 2.0 * t) > 0).astype(np.float32)  # on/off twice a second: onsets
+    y = 0.3 * np.sin(2 * np.pi * freq * t) * beat + 0.02 * rng.standard_normal(t.size)
+    return y.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def real_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import mutagen
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("real")
+    (root / "alpha-data").mkdir()
+    sf.write(root / "alpha-data" / "one.ogg", _tone(22.0, 220.0, 0), SAMPLE_RATE)
+    sf.write(root / "alpha-data" / "two.flac", _tone(21.0, 330.0, 1), SAMPLE_RATE)
+    sf.write(root / "alpha-data" / "short.flac", _tone(5.0, 330.0, 2), SAMPLE_RATE)  # under MIN_SECONDS
+    tagged = mutagen.File(str(root / "alpha-data" / "two.flac"), easy=True)
+    tagged["artist"] = "Some Composer"
+    tagged.save()
+    (root / "beta-data").mkdir()  # a song as two stems: guitar + backing
+    sf.write(root / "beta-data" / "rock_guitar.ogg", _tone(21.0, 440.0, 3), SAMPLE_RATE)
+    sf.write(root / "beta-data" / "rock_song.ogg", _tone(21.0, 110.0, 4), SAMPLE_RATE)
+    (root / HELDOUT_SOURCES[0]).mkdir()  # a held-out source: never in the corpus
+    sf.write(root / HELDOUT_SOURCES[0] / "kept_out.flac", _tone(21.0, 500.0, 5), SAMPLE_RATE)
+    return root
+
+
+@pytest.fixture(scope="module")
+def real_built(real_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    out = tmp_path_factory.mktemp("realcorpus") / "corpus.h5"
+    counts = build(out=out, composers=["bach"], limit=0, workers=1, fluid=False, real=real_dir)
+    return out, counts
+
+
+def test_real_tracks_are_works_labelled_by_source(real_built: tuple[Path, dict[str, int]]) -> None:
+    out, counts = real_built
+    assert counts["done"] == 3 and counts["failed"] == 1  # short.flac is under MIN_SECONDS
+    with h5py.File(out, "r") as h5:
+        works = views_by_work(h5)
+        assert set(works) == {"real/alpha-data/one", "real/alpha-data/two", "real/beta-data/rock"}
+        for work_id, views in works.items():
+            source = work_id.split("/")[1]
+            assert {str(v.attrs["composer"]) for v in views} == {source}  # the style label
+            assert {str(v.attrs["split"]) for v in views} == {"train"}
+            kinds = Counter(str(v.attrs["view"]) for v in views)
+            want = {"clean": 1, **{v: 1 for v in AUDIO_VIEWS}}
+            assert kinds == (want | {"stem": 2} if source == "beta-data" else want)
+            for ds in views:
+                assert ATTRS | {"artist"} == set(ds.attrs.keys())
+                assert float(ds.attrs["time_scale"]) == 1.0 and ds.dtype == np.float16
+                assert ds.shape == views[0].shape  # every view lines up frame for frame
+        artists = {w: str(v[0].attrs["artist"]) for w, v in works.items()}
+        assert artists == {
+            "real/alpha-data/one": "alpha-data",
+            "real/alpha-data/two": "Some Composer",
+            "real/beta-data/rock": "beta-data",
+        }
+        # stats now include the real clean views (train split)
+        assert int(h5["stats"].attrs["frames"]) == sum(
+            v.shape[0] for vs in works.values() for v in vs if v.attrs["view"] == "clean"
+        )
+
+
+def test_the_mix_is_the_sum_of_the_stems_and_the_views_are_degraded(
+    real_dir: Path, real_built: tuple[Path, dict[str, int]]
+) -> None:
+    import soundfile as sf
+
+    out, _ = real_built
+    guitar, _ = sf.read(real_dir / "beta-data" / "rock_guitar.ogg", dtype="float32")
+    backing, _ = sf.read(real_dir / "beta-data" / "rock_song.ogg", dtype="float32")
+    mix = acoustic_features(y=guitar + backing, sr=SAMPLE_RATE)
+    with h5py.File(out, "r") as h5:
+        views = {
+            ds.name.split("__")[-1]: ds[()].astype(np.float32)
+            for ds in views_by_work(h5)["real/beta-data/rock"]
+        }
+    assert set(views) == {"clean", "noise", "eq", "mp3", "reverb", "phone", "stem_guitar", "stem_song"}
+    assert np.abs(views["clean"][:, MEL] - mix[: len(views["clean"]), MEL]).mean() < 0.5
+    assert np.abs(views["stem_guitar"][:, MEL] - views["clean"][:, MEL]).mean() > 1.0
+    # the phone line removes the lows and highs: less energy in the first and last mel bands
+    low, high = slice(MEL.start, MEL.start + 8), slice(MEL.stop - 16, MEL.stop)
+    assert views["phone"][:, low].mean() < views["clean"][:, low].mean() - 3.0
+    assert views["phone"][:, high].mean() < views["clean"][:, high].mean() - 3.0
+
+
+def test_real_build_resumes_and_the_sampler_reads_real_tracks(
+    real_dir: Path, real_built: tuple[Path, dict[str, int]]
+) -> None:
+    from encoder.data import BatchSpec, Corpus, PassageSampler
+
+    out, _ = real_built
+    again = build(out=out, composers=["bach"], limit=0, workers=1, fluid=False, real=real_dir)
+    assert again["done"] == 0 and again["skipped"] == 3
+    with Corpus(out) as corpus:
+        sampler = PassageSampler(
+            corpus, spec=BatchSpec(works=3, passages=2, views=2, composer_pairs=1), seed=0
+        )
+        batch = sampler.batch(0)
+        # the two alpha-data tracks share a composer (= source) label, the stem song has its own
+        by_work = {int(w): int(c) for w, c in zip(batch.work_labels, batch.composer_labels, strict=True)}
+        assert len(set(by_work.values())) == 2 and len(by_work) == 3
+        assert set(batch.views) <= {"clean", "stem", *AUDIO_VIEWS}
+
+
+def test_held_out_and_reserved_sources(real_dir: Path, tmp_path: Path) -> None:
+    tracks = list_tracks(real_dir)
+    assert not any(t.composer in HELDOUT_SOURCES for t in tracks)
+    assert any(t.composer == HELDOUT_SOURCES[0] for t in list_tracks(real_dir, heldout=()))
+    assert {"widelands-data", "fretsonfire-songs-muldjord", "fretsonfire-songs-sectoid"} <= set(
+        HELDOUT_SOURCES
+    )
+    bad = tmp_path / "bad"
+    (bad / "wesnoth-music").mkdir(parents=True)
+    with pytest.raises(InputError, match="reserved"):
+        list_tracks(bad)
+    with pytest.raises(InputError, match="not a folder"):
+        list_tracks(tmp_path / "missing")
+    rc = main(["-q", "corpus", "build", "--out", str(tmp_path / "c.h5"), "--real", str(bad), "--limit", "0"])
+    assert rc == 2
