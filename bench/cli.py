@@ -53,6 +53,18 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         "--checkpoint", type=Path, default=None, help="encoder checkpoint folder (default: shipped)"
     )
     parser.add_argument(
+        "--candidate",
+        type=Path,
+        default=None,
+        help="quality, likeness: a second checkpoint folder measured side by side (the ship decision)",
+    )
+    parser.add_argument(
+        "--product-checkpoint",
+        type=Path,
+        default=None,
+        help="likeness: the checkpoint the product-path rows search with (default: shipped)",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -150,6 +162,7 @@ def run(name: str, args: argparse.Namespace) -> int:
                     workdir=work,
                     real_path=not args.no_real_path,
                     corpus=args.corpus or (settings.paths.corpus / "corpus.h5"),
+                    candidate=args.candidate,
                 )
             elif bench_name == "speed":
                 from bench.speed import run_speed
@@ -211,6 +224,8 @@ def run(name: str, args: argparse.Namespace) -> int:
                     else (45.0 if args.quick else LIKE_MAX_S),
                     n_queries=args.queries or (8 if args.quick else LIKE_QUERIES),
                     product=not args.no_real_path,
+                    candidate=args.candidate,
+                    product_checkpoint=args.product_checkpoint,
                 )
             elif bench_name == "context":
                 from bench.context import run_context

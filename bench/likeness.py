@@ -1,9 +1,10 @@
 """``cadenza bench likeness --audio DIR``: does search find *other* music that sounds alike?
 
 Real recordings only, one folder per source (``scripts/fetch_real_music.sh DIR``; see
-:mod:`bench.real_sources`). Every source is held out from training: the shipped encoder was
-trained on soundfont renders of music21 scores alone (encoder/MODEL_CARD.md). Three questions,
-with the compared systems side by side in one run:
+:mod:`bench.real_sources`). Only the sources held out of training whole
+(:data:`encoder.corpus_real.HELDOUT_SOURCES`) are measured: the other sources are in the
+training corpus of encoders built with ``cadenza corpus build --real``. Three questions, with
+the compared systems side by side in one run (``--candidate DIR`` adds a second checkpoint):
 
 (a) **Same-source P@10**: two 10-s queries per track (a third and two thirds in); of the top
     10 *other* tracks (one result per track, the query's own track left out), the share from
@@ -39,6 +40,7 @@ from bench.queries import Query
 from bench.real_sources import SAMPLE_RATE, Sources, load_sources
 from bench.recorded import make_recorded_queries
 from bench.report import Report, machine_info, md_table
+from encoder.corpus_real import HELDOUT_SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +138,20 @@ def run_likeness(
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     n_queries: int = DEFAULT_QUERIES,
     product: bool = True,
+    candidate: Path | None = None,
+    product_checkpoint: Path | None = None,
+    sources: tuple[str, ...] = HELDOUT_SOURCES,
 ) -> Report:
-    """Run (a), (b), (c) on the sources under ``audio_dir``; writes ``likeness.json`` / ``.md``."""
+    """Run (a), (b), (c) on the ``sources`` folders under ``audio_dir``; writes ``likeness.json`` / ``.md``.
+
+    In memory: the baseline, ``checkpoint`` (default: shipped) and ``candidate``; the product
+    path searches with ``product_checkpoint`` (default: the shipped encoder)."""
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
     notes: list[str] = []
     timings: dict[str, Any] = {}
     t0 = time.perf_counter()
-    src = load_sources(audio_dir, max_seconds=max_seconds)
+    src = load_sources(audio_dir, max_seconds=max_seconds, only=sources)
     timings["decode_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     frames = {
@@ -152,7 +160,7 @@ def run_likeness(
     }
     timings["features_s"] = time.perf_counter() - t0
     lib = Library.build(frames)
-    systems = build_systems(checkpoint, lib, notes)
+    systems = build_systems(checkpoint, lib, notes, candidate)
     systems.pop("untrained", None)  # a sanity floor for the quality benchmark; not asked here
     timings["embed_library_s"] = embed_systems(lib, systems)
     minutes = sum(t.audio.size for t in src.tracks) / SAMPLE_RATE / 60
@@ -215,7 +223,7 @@ def run_likeness(
 
         t0 = time.perf_counter()
         product_rows, product_stems, model_version = run_product(
-            src=src, queries=queries, stem_qs=sq, workdir=workdir, checkpoint=checkpoint, k=K,
+            src=src, queries=queries, stem_qs=sq, workdir=workdir, checkpoint=product_checkpoint, k=K,
             aspect_only=ASPECT_ONLY,
         )  # fmt: skip
         notes.append(f"Product path: retrieval.ingest + retrieval.search with checkpoint {model_version}.")
@@ -265,8 +273,8 @@ def _report(
         f"fetched by scripts/fetch_real_music.sh), {cap}: {minutes:.0f} min used of "
         f"{lib_info['minutes_full']:.0f} min; {lib.n_segments} windows of 10 s every 2 s. Fret-on-Fire songs are "
         f"their full mix (guitar + backing stems). {len(src.skipped)} files skipped (undecodable or under 25 s).",
-        "Every source is held out from training: the shipped encoder has heard only soundfont renders of music21 "
-        "scores. No reserved package (wesnoth-*, hyperrogue-music, warzone2100-music, fb-music-high, "
+        f"Every source here is held out of training whole ({', '.join(sorted(src.counts()))}); encoders trained "
+        "with `cadenza corpus build --real` heard only the other sources (encoder/MODEL_CARD.md). No reserved package (wesnoth-*, hyperrogue-music, warzone2100-music, fb-music-high, "
         "drascula-music, asc-music, nexuiz-music, singularity-music) is used.",
         f"(a) {len(queries)} queries (2 per track; the one-aspect product rows: the first query of every other "
         f"track). Chance {base['chance']:.3f}, ceiling {base['ceiling']:.3f}; query composer's other tracks: chance "

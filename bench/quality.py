@@ -43,12 +43,18 @@ log = logging.getLogger(__name__)
 LENGTHS = (3.0, 5.0, 10.0)
 #: The shipped checkpoint searched as the product searches an audio clip (retrieval.search).
 PROBED = "cadenza+key probes"
+#: A checkpoint measured next to the shipped one (``--candidate``): the ship decision's other side.
+CANDIDATE = "cadenza v2"
+CANDIDATE_PROBED = "cadenza v2+key probes"
 K = 10
 
 
-def build_systems(checkpoint: Path | None, lib: Library, notes: list[str]) -> dict[str, Any]:
+def build_systems(
+    checkpoint: Path | None, lib: Library, notes: list[str], candidate: Path | None = None
+) -> dict[str, Any]:
     """The compared systems, name → window embedder; the stats baseline is fitted on ``lib``'s
-    windows. Shared with :mod:`bench.recorded`. Appends what was loaded to ``notes``."""
+    windows. Shared with :mod:`bench.recorded`. Appends what was loaded to ``notes``. With
+    ``candidate``, that checkpoint is measured too (:data:`CANDIDATE`, with and without probes)."""
     from encoder.embed import Embedder
 
     assert lib.windows is not None
@@ -65,6 +71,11 @@ def build_systems(checkpoint: Path | None, lib: Library, notes: list[str]) -> di
         )
     except Exception as exc:  # ConfigError when no checkpoint is committed yet
         notes.append(f"NO trained checkpoint could be loaded ({exc}); only the baselines were measured.")
+    if candidate is not None:
+        other = Embedder.load(candidate)  # asked for by name: a bad folder is the caller's error
+        systems[CANDIDATE] = other
+        systems[CANDIDATE_PROBED] = KeyProbes(base=other, semitones=SEARCH_PROBES, penalty=TRANSPOSED_PENALTY)
+        notes.append(f"{CANDIDATE} = checkpoint {other.model_version} ({candidate}).")
     return systems
 
 
@@ -161,6 +172,7 @@ def run_quality(
     workdir: Path,
     real_path: bool = True,
     corpus: Path | None = None,
+    candidate: Path | None = None,
 ) -> Report:
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -196,7 +208,7 @@ def run_quality(
         "max_seconds_per_work": max_seconds,
     }
     log.info("quality library: %s", lib_info)
-    systems = build_systems(checkpoint, lib, notes)
+    systems = build_systems(checkpoint, lib, notes, candidate)
     embed_systems(lib, systems)
 
     # -- passage re-finding per augmentation × length ---------------------------------------------
@@ -406,24 +418,20 @@ def _target_headers(system: str) -> list[str]:
 
 def _sections(report: Report, passage, cross, style, ceiling, chance, real) -> None:
     systems = list(dict.fromkeys(r["system"] for r in passage))
-    if "cadenza" in systems:
-        report.section(
-            "Must-reach targets (issue #3; 10-s queries; test = unseen works of trained composers, "
-            "heldout = composers never trained on)",
-            md_table(
-                _target_headers("cadenza"),
-                _targets(passage, cross, style),
-            ),
-        )
-    if PROBED in systems:
-        report.section(
-            f"Must-reach targets as search runs a clip ({PROBED}: the query also moved "
-            f"{', '.join(f'{s:+d}' for s in SEARCH_PROBES)} semitones, penalty {TRANSPOSED_PENALTY})",
-            md_table(
-                _target_headers(PROBED),
-                _targets(passage, cross, style, system=PROBED),
-            ),
-        )
+    for name in ("cadenza", CANDIDATE):
+        if name in systems:
+            report.section(
+                f"Must-reach targets, {name} (issue #3; 10-s queries; test = unseen works of trained "
+                "composers, heldout = composers never trained on)",
+                md_table(_target_headers(name), _targets(passage, cross, style, system=name)),
+            )
+    for name in (PROBED, CANDIDATE_PROBED):
+        if name in systems:
+            report.section(
+                f"Must-reach targets as search runs a clip ({name}: the query also moved "
+                f"{', '.join(f'{s:+d}' for s in SEARCH_PROBES)} semitones, penalty {TRANSPOSED_PENALTY})",
+                md_table(_target_headers(name), _targets(passage, cross, style, system=name)),
+            )
     rows = []
     for kind in AUGMENTATIONS:
         for length in LENGTHS:

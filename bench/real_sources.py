@@ -77,9 +77,12 @@ def _decode(path: Path, max_seconds: float | None) -> tuple[np.ndarray, float] |
     return y.astype(np.float32), full
 
 
-def load_sources(root: Path, *, max_seconds: float | None, min_seconds: float = 25.0) -> Sources:
-    """Every source folder under ``root`` → tracks (first ``max_seconds`` each; shorter than
-    ``min_seconds`` skipped: two 10-s queries need room) and Fret-on-Fire stems."""
+def load_sources(
+    root: Path, *, max_seconds: float | None, min_seconds: float = 25.0, only: tuple[str, ...] | None = None
+) -> Sources:
+    """Every source folder under ``root`` (or only those named in ``only``) → tracks (first
+    ``max_seconds`` each; shorter than ``min_seconds`` skipped: two 10-s queries need room) and
+    Fret-on-Fire stems."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"--audio {root} is not a folder; fill one with scripts/fetch_real_music.sh DIR")
@@ -89,6 +92,8 @@ def load_sources(root: Path, *, max_seconds: float | None, min_seconds: float = 
         raise InputError(
             f"{bad} are reserved for the independent acceptance evaluation; remove them from {root}"
         )
+    if only is not None:
+        folders = [p for p in folders if p.name in only]
     out = Sources()
     for folder in tqdm(folders, desc="sources", leave=False, mininterval=30):
         files = sorted(p for p in folder.iterdir() if p.is_file())

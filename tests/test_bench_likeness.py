@@ -10,7 +10,7 @@ from bench.likeness import chance_and_ceiling, same_source_memory, source_querie
 from bench.memsearch import Library, features
 from bench.queries import augment_clip, phone_band
 from bench.real_sources import SAMPLE_RATE, load_sources
-from cadenza.errors import InputError
+from cadenza.errors import ConfigError, InputError
 from encoder.features import MEL
 from tests.helpers_audio import random_chord_track, write_audio
 
@@ -83,3 +83,33 @@ def test_phone_band_keeps_the_voice_band_only():
     assert np.array_equal(
         augment_clip(clip=y, kind="phone", rng=np.random.default_rng(0)), phone_band(clip=y)
     )
+
+
+def test_only_the_named_sources_are_loaded(sources_dir):
+    src = load_sources(sources_dir, max_seconds=None, only=("beta-data", "fretsonfire-songs-x"))
+    assert src.counts() == {"beta-data": 3, "fretsonfire-songs-x": 1}
+    assert not any(t.source == "alpha-data" for t in src.tracks)
+
+
+def test_the_benchmark_measures_only_sources_held_out_of_training():
+    import inspect
+
+    from bench.likeness import run_likeness
+    from encoder.corpus_real import HELDOUT_SOURCES, list_tracks
+
+    assert inspect.signature(run_likeness).parameters["sources"].default == HELDOUT_SOURCES
+    assert inspect.signature(list_tracks).parameters["heldout"].default == HELDOUT_SOURCES
+
+
+def test_a_candidate_checkpoint_is_measured_beside_the_shipped_one(sources_dir):
+    from bench.quality import CANDIDATE, CANDIDATE_PROBED, PROBED, build_systems
+    from encoder.embed import SHIPPED_CHECKPOINT
+
+    src = load_sources(sources_dir, max_seconds=None, only=("alpha-data", "beta-data"))
+    lib = Library.build({t.name: features(y=t.audio) for t in src.tracks})
+    notes: list[str] = []
+    systems = build_systems(None, lib, notes, candidate=SHIPPED_CHECKPOINT)
+    assert {"cadenza", PROBED, CANDIDATE, CANDIDATE_PROBED} <= set(systems)
+    assert any(n.startswith(CANDIDATE) for n in notes)
+    with pytest.raises(ConfigError, match="no encoder checkpoint"):
+        build_systems(None, lib, [], candidate=sources_dir / "no-such-checkpoint")
