@@ -64,8 +64,12 @@ demo: install
 serve: install
 	$(BIN)/cadenza serve
 
+# The training corpus: music21 renders, plus real recordings when REAL=DIR is given (one folder per
+# source, filled by scripts/fetch_real_music.sh DIR; the held-out sources are left out by the build).
+# FluidR3_GM.sf2 (Debian fluid-soundfont-gm, 141 MB) adds a second-soundfont view of every work when it is
+# installed (apt-get install fluid-soundfont-gm); without it the build uses TimGM6mb alone and says so.
 corpus: install
-	$(BIN)/cadenza corpus build
+	$(BIN)/cadenza corpus build $(if $(REAL),--real $(REAL))
 
 train: install
 	$(BIN)/cadenza train
