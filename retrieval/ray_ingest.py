@@ -41,18 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from cadenza.db import autocommit
 from cadenza.errors import ConfigError
-from retrieval.ingest import (
-    IngestReport,
-    autocommit,
-    find_audio_files,
-    finish_ingest,
-    plan_ingest,
-    progress_bar,
-    same_model,
-    store_result,
-)
+from retrieval.ingest_plan import find_audio_files, plan_ingest
+from retrieval.ingest_report import IngestReport, progress_bar
 from retrieval.ingest_steps import EmbedderSpec, FileResult, embed_file, featurize_file, one_blas_thread
+from retrieval.ingest_store import finish_ingest, same_model, store_result
 from retrieval.metadata import load_sidecar
 
 log = logging.getLogger(__name__)

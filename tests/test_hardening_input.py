@@ -245,7 +245,7 @@ def test_cli_mixed_folder_ingests_the_good_and_reports_the_bad(db, corpus, setti
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
     failed = {Path(f["path"]).name: f["error"] for f in report["failed"]}
-    from retrieval.ingest import INGEST_EXTENSIONS  # a folder scan skips other names (.mp4 is video)
+    from retrieval.ingest_plan import INGEST_EXTENSIONS  # a folder scan skips other names (.mp4 is video)
 
     rejects = {
         n for n, w in expected.items() if w == "reject" and Path(n).suffix in INGEST_EXTENSIONS

@@ -1,0 +1,153 @@
+"""Ingestion's lanes: the pure per-file map (retrieval/ingest_steps.py) over a process pool.
+
+This process is one lane (it already holds the embedder and torch) and ``workers - 1`` spawned
+processes are the others; only this process writes. Each lane runs torch and BLAS on one thread.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from retrieval.analysis import warm_up
+from retrieval.ingest_steps import EmbedderSpec, FileResult, one_blas_thread, process_file
+
+_WORKER: dict[str, Any] = {}  # per worker *process* (set by the pool initializer), never in the parent
+
+
+def _fast_exit() -> None:
+    """A worker's last atexit hook: leave without tearing down torch/numba (≈ 1–2 s per process)."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _init_worker(spec: EmbedderSpec, parent_pid: int | None = None) -> None:
+    import atexit
+
+    from cadenza.procs import die_with_parent
+
+    # First: a worker must not outlive `cadenza ingest` (a kill -9 of it left one blocked on its
+    # result pipe forever, holding its memory).
+    die_with_parent(parent_pid)
+    import torch
+
+    # One thread per process: N processes × N threads on N cores only adds switching.
+    torch.set_num_threads(1)
+    _WORKER["limits"] = one_blas_thread()
+    _WORKER["embedder"] = spec.build()
+    warm_up()
+    # Registered last, so it runs first at exit: the pool has collected every result by then.
+    atexit.register(_fast_exit)
+
+
+def _work(path: Path, digest: str, use_denoise: bool, read_metadata: bool) -> FileResult:
+    return process_file(
+        path=path,
+        digest=digest,
+        embedder=_WORKER["embedder"],
+        use_denoise=use_denoise,
+        read_metadata=read_metadata,
+    )
+
+
+def _largest_first(jobs: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """Jobs by decreasing file size (a proxy for duration): the long ones start early, so the
+    lanes finish together instead of one lane decoding a long file while the others idle."""
+
+    def size(job: tuple[Path, str]) -> int:
+        try:
+            return job[0].stat().st_size
+        except OSError:
+            return 0
+
+    return sorted(jobs, key=size, reverse=True)
+
+
+@contextmanager
+def _single_threaded() -> Iterator[None]:
+    """torch and BLAS on one thread in this process for the block (the worker processes use the others)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    limits = one_blas_thread()
+    try:
+        yield
+    finally:
+        if limits is not None:  # first: threadpoolctl's restore also resets OpenMP, torch's pool
+            limits.restore_original_limits()
+        torch.set_num_threads(before)
+
+
+def map_files(
+    jobs: Sequence[tuple[Path, str]],
+    *,
+    spec: EmbedderSpec,
+    embedder: Any,
+    workers: int,
+    use_denoise: bool,
+    read_metadata: bool,
+) -> Iterator[FileResult]:
+    """Run :func:`process_file` over ``jobs`` on ``workers`` lanes; yields results as they finish.
+
+    ``workers <= 1``: in this process, in order. Otherwise this process is one lane (it already
+    holds the embedder and torch) and ``workers - 1`` spawned processes are the others: each
+    process costs ~3 CPU-s to start (torch, librosa, numba caches), so on 2 cores one helper
+    process beats two. The helper takes the largest files first, this process the smallest,
+    so it comes back often to hand results to the writer.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        emb = embedder if embedder is not None else spec.build()
+        if jobs:
+            warm_up()
+        for path, digest in jobs:
+            yield process_file(
+                path=path, digest=digest, embedder=emb, use_denoise=use_denoise, read_metadata=read_metadata
+            )
+        return
+    emb = embedder if embedder is not None else spec.build()
+    queue = _largest_first(jobs)
+    helpers = workers - 1
+    ctx = multiprocessing.get_context("spawn")  # the parent holds a DB pool with threads: never fork
+    with (
+        _single_threaded(),
+        ProcessPoolExecutor(
+            max_workers=helpers, mp_context=ctx, initializer=_init_worker, initargs=(spec, os.getpid())
+        ) as ex,
+    ):
+        pending: set[Future[FileResult]] = set()
+        warm = False
+        # A few jobs queued per helper so it never waits for this process to finish a file
+        # (results are small: embeddings, descriptors, 10-fps chroma), but never more than are
+        # left for this process, so two long files still go to two lanes.
+        while queue or pending:
+            while queue and len(pending) < min(3 * helpers, len(queue)):
+                path, digest = queue.pop(0)
+                pending.add(ex.submit(_work, path, digest, use_denoise, read_metadata))
+            if not warm:  # after the first submit: the helpers start while this process warms up
+                warm_up()
+                warm = True
+            done, pending = wait(pending, timeout=0, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+            if queue:
+                path, digest = queue.pop()
+                yield process_file(
+                    path=path,
+                    digest=digest,
+                    embedder=emb,
+                    use_denoise=use_denoise,
+                    read_metadata=read_metadata,
+                )
+            elif pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()

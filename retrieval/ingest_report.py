@@ -1,0 +1,92 @@
+"""What an ingest run reports: outcomes per file, audio seconds, CPU seconds per stage, the progress bar."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from retrieval.ingest_steps import FileResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestReport:
+    added: list[int] = field(default_factory=list)
+    replaced: list[int] = field(default_factory=list)
+    #: Known content whose path (a moved file) or metadata (edited tags, sidecar) changed.
+    updated: list[int] = field(default_factory=list)
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    segments: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    #: CPU seconds per analysis stage, summed over the lanes (see ``TrackAnalysis.cpu_s``).
+    stage_cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def record(self, res: FileResult, outcome: str, track_id: int | None) -> None:
+        """Count one file's outcome from :func:`store_result`."""
+        a = res.analysis
+        self.count(
+            outcome, track_id, path=str(res.path), error=res.error,
+            segments=len(a.segments) if a else 0, audio_seconds=a.duration_s if a else 0.0,
+            cpu_s=a.cpu_s if a else {},
+        )  # fmt: skip
+
+    def count(
+        self,
+        outcome: str,
+        track_id: int | None,
+        *,
+        path: str,
+        error: str | None,
+        segments: int,
+        audio_seconds: float,
+        cpu_s: dict[str, float],
+    ) -> None:
+        """Count one outcome from its figures (what a remote writer sends back instead of the analysis)."""
+        if outcome == "failed":
+            log.warning("skipped %s: %s", path, error)
+            self.failed.append((path, error or "no analysis"))
+        elif outcome == "unchanged":
+            self.unchanged += 1
+        else:
+            assert track_id is not None
+            (self.replaced if outcome == "replaced" else self.added).append(track_id)
+            self.segments += segments
+            self.audio_seconds += audio_seconds
+            for k, v in cpu_s.items():
+                self.stage_cpu_s[k] = self.stage_cpu_s.get(k, 0.0) + v
+
+    def rate(self, elapsed: float) -> str:
+        """The progress bar's postfix: tracks, tracks/s and realtime factor so far."""
+        n = len(self.added) + len(self.replaced)
+        return (
+            f"{n} tracks, {n / max(elapsed, 1e-9):.2f} tracks/s, "
+            f"{self.audio_seconds / max(elapsed, 1e-9):.0f}x realtime"
+        )
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "added": len(self.added),
+            "replaced": len(self.replaced),
+            "updated": len(self.updated),
+            "unchanged": self.unchanged,
+            "failed": [{"path": p, "error": e} for p, e in self.failed],
+            "segments": self.segments,
+            "audio_seconds": round(self.audio_seconds, 1),
+            "wall_seconds": round(self.wall_seconds, 2),
+            "realtime_factor": round(self.realtime_factor, 1),
+            "stage_cpu_seconds": {k: round(v, 2) for k, v in self.stage_cpu_s.items()},
+        }
+
+
+def progress_bar(total: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="track", desc=desc, disable=not enabled, dynamic_ncols=True)
