@@ -6,6 +6,11 @@ in ``pretty_midi`` (:mod:`encoder.render`), written as OGG/Vorbis (in chunks: on
 and ingested. About 1.8 h of audio from 17 composers across six eras, several instruments;
 every step is idempotent (rendered files and a manifest are reused, ingest skips known
 content), so a second ``cadenza demo`` starts the server in seconds.
+
+The plan's works ship as MIDI (``demo_midi.zip``, 65 files, 0.2 MB), converted once by
+:func:`encoder.render.work_to_midi`: parsing scores with music21 was ~90 % of the render's CPU
+(68 of 76 CPU-s on a 27-min sample; one string quartet alone 58 s). A work missing from it
+(a changed plan) is converted as before; :func:`pack_midi` refreshes it from a build's cache.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import multiprocessing
 import shutil
 import time
+import zipfile
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,6 +71,10 @@ PLAN: tuple[ComposerPlan, ...] = (
 )
 
 MAX_SECONDS_PER_WORK = 240.0
+#: The demo works' MIDI as ``work_to_midi`` caches it (file names ``safe_name(work_id).mid``).
+SHIPPED_MIDI = Path(__file__).with_name("demo_midi.zip")
+#: A fixed member date, so packing the same MIDI gives the same zip bytes.
+_ZIP_DATE = (2026, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,33 @@ def write_ogg(path: Path, y: np.ndarray, *, sr: int = SR, chunk_s: float = 10.0)
         for i in range(0, len(y), step):
             f.write(np.clip(y[i : i + step], -1.0, 1.0).astype(np.float32))
     tmp.replace(path)
+
+
+def seed_midi_cache(cache_dir: Path, shipped: Path = SHIPPED_MIDI) -> int:
+    """Put the shipped MIDI files into ``cache_dir`` where missing (never over a file there); returns how many."""
+    if not shipped.is_file():
+        return 0
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    added = 0
+    with zipfile.ZipFile(shipped) as z:
+        for name in z.namelist():
+            out = cache_dir / Path(name).name  # the bare name: a member never writes outside the cache
+            if out.suffix != ".mid" or out.exists():
+                continue
+            tmp = out.with_suffix(".mid.tmp")
+            tmp.write_bytes(z.read(name))
+            tmp.replace(out)
+            added += 1
+    return added
+
+
+def pack_midi(cache_dir: Path, out: Path = SHIPPED_MIDI) -> int:
+    """Write the ``*.mid`` files of a demo build's ``midi-cache`` into ``out`` (sorted, fixed dates); returns how many."""
+    files = sorted(Path(cache_dir).glob("*.mid"))
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for f in files:
+            z.writestr(zipfile.ZipInfo(f.name, date_time=_ZIP_DATE), f.read_bytes(), zipfile.ZIP_DEFLATED)
+    return len(files)
 
 
 def _render_job(job: Job, cache_dir: str) -> tuple[str, float, str | None]:
@@ -147,6 +184,7 @@ def build_audio(
         except ValueError:
             pass
     cache_dir = demo_dir / "midi-cache"
+    log.info("demo MIDI: %d shipped files added to %s", seed_midi_cache(cache_dir), cache_dir)
     by_folder = {p.folder: p for p in plan}
     works = list_works(composers=list(by_folder))
     rows: list[dict[str, Any]] = []

@@ -75,11 +75,13 @@ def ingest(
                 read_metadata=True,
             ):
                 bar.update(1)
+                c0 = time.thread_time()
                 outcome, tid = store_result(
                     conn, res, model_version=model_version, sidecar=sidecar,
                     replace_ids=plan.replace.get(res.path, []),
                 )  # fmt: skip
                 report.record(res, outcome, tid)
+                report.add_cpu("write", time.thread_time() - c0)
                 bar.set_postfix_str(report.rate(time.perf_counter() - t_start))
             finish_ingest(conn, report, model_version=model_version, calibrate_after=calibrate_after)
     finally:

@@ -22,8 +22,11 @@ class IngestReport:
     segments: int = 0
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
-    #: CPU seconds per analysis stage, summed over the lanes (see ``TrackAnalysis.cpu_s``).
+    #: CPU seconds per analysis stage, summed over the lanes (see ``TrackAnalysis.cpu_s``), and
+    #: "write": the writing thread's CPU in :func:`retrieval.ingest_store.store_result`.
     stage_cpu_s: dict[str, float] = field(default_factory=dict)
+    #: Per lane (the analysing process id): tracks, audio seconds and analysis CPU seconds stored.
+    lanes: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def record(self, res: FileResult, outcome: str, track_id: int | None) -> None:
         """Count one file's outcome from :func:`store_result`."""
@@ -31,8 +34,11 @@ class IngestReport:
         self.count(
             outcome, track_id, path=str(res.path), error=res.error,
             segments=len(a.segments) if a else 0, audio_seconds=a.duration_s if a else 0.0,
-            cpu_s=a.cpu_s if a else {},
+            cpu_s=a.cpu_s if a else {}, lane=res.pid,
         )  # fmt: skip
+
+    def add_cpu(self, stage: str, seconds: float) -> None:
+        self.stage_cpu_s[stage] = self.stage_cpu_s.get(stage, 0.0) + seconds
 
     def count(
         self,
@@ -44,6 +50,7 @@ class IngestReport:
         segments: int,
         audio_seconds: float,
         cpu_s: dict[str, float],
+        lane: int | None = None,
     ) -> None:
         """Count one outcome from its figures (what a remote writer sends back instead of the analysis)."""
         if outcome == "failed":
@@ -57,7 +64,12 @@ class IngestReport:
             self.segments += segments
             self.audio_seconds += audio_seconds
             for k, v in cpu_s.items():
-                self.stage_cpu_s[k] = self.stage_cpu_s.get(k, 0.0) + v
+                self.add_cpu(k, v)
+            if lane is not None:
+                cell = self.lanes.setdefault(lane, {"tracks": 0, "audio_seconds": 0.0, "cpu_seconds": 0.0})
+                cell["tracks"] += 1
+                cell["audio_seconds"] += audio_seconds
+                cell["cpu_seconds"] += sum(cpu_s.values())
 
     def rate(self, elapsed: float) -> str:
         """The progress bar's postfix: tracks, tracks/s and realtime factor so far."""
@@ -83,6 +95,7 @@ class IngestReport:
             "wall_seconds": round(self.wall_seconds, 2),
             "realtime_factor": round(self.realtime_factor, 1),
             "stage_cpu_seconds": {k: round(v, 2) for k, v in self.stage_cpu_s.items()},
+            "lanes": {str(pid): {k: round(v, 2) for k, v in c.items()} for pid, c in self.lanes.items()},
         }
 
 

@@ -8,6 +8,7 @@ and the window descriptors). ``process_file`` runs both in one lane.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,8 @@ class FileResult:
     tags: dict[str, Any] = field(default_factory=dict)
     analysis: TrackAnalysis | None = None
     error: str | None = None
+    #: The process that analysed the file (its lane), for the per-lane split of the report.
+    pid: int = field(default_factory=os.getpid)
 
 
 def featurize_file(

@@ -54,3 +54,24 @@ def test_tiny_demo_builds_ingests_and_is_idempotent(db, settings):
     with db.connection() as conn:
         versions = {r[0] for r in conn.execute("SELECT DISTINCT model_version FROM segments").fetchall()}
     assert versions == {third["model_version"]} and third["model_version"] != first["model_version"]
+
+
+def test_shipped_midi_covers_each_composers_first_work_and_is_read_without_music21(tmp_path, monkeypatch):
+    import encoder.render as render
+    from retrieval.demo import SHIPPED_MIDI, seed_midi_cache
+
+    cache = tmp_path / "midi-cache"
+    n = seed_midi_cache(cache)
+    assert n >= len(PLAN) and len(list(cache.glob("*.mid"))) == n
+    (cache / "keep.mid").write_bytes(b"mine")
+    assert seed_midi_cache(cache) == 0 and (cache / "keep.mid").read_bytes() == b"mine"  # never overwrites
+
+    def no_music21(work):
+        raise AssertionError(f"converted {work.work_id} with music21 although its MIDI ships")
+
+    monkeypatch.setattr(render, "_convert", no_music21)
+    for p in PLAN:  # the build starts every composer with its first work in corpus order
+        first = render.list_works(composers=[p.folder])[0]
+        pm = render.work_to_midi(work=first, cache_dir=cache)
+        assert any(inst.notes for inst in pm.instruments), first.work_id
+    assert SHIPPED_MIDI.stat().st_size < 1_000_000  # small enough to live in the repository

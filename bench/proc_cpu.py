@@ -1,0 +1,118 @@
+"""CPU seconds per process of a benchmark's process tree, sampled while it runs.
+
+``getrusage`` sees this process and the children it has waited for; it misses workers that a
+pool or Ray's raylet starts and that die with their parent unwaited, and the embedded
+PostgreSQL, which runs detached. :class:`TreeCPU` samples ``psutil`` every ``interval`` seconds:
+this process, all its descendants and any extra roots (the postmaster) with their descendants,
+keeping each process's last reading, so a process that lived a while is counted with at most
+``interval`` of its CPU lost at its end. Readings are grouped by what the process is
+(:func:`role`), which answers "where did the CPU go" per actor and per server process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def role(name: str, cmdline: list[str], *, self_pid: int, pid: int) -> str:
+    """A process's role: "this process", "postgres", a Ray actor/worker title, "raylet", … or its name."""
+    if pid == self_pid:
+        return "this process (driver)"
+    line = " ".join(cmdline)
+    if name.startswith("postgres") or "/postgres " in line or line.startswith("postgres"):
+        return "postgres"
+    if line.startswith("ray::"):
+        # Ray titles its workers "ray::ClassName.method" / "ray::IDLE"; keep the class part.
+        return line.split()[0].split(".")[0]
+    for known in ("raylet", "gcs_server", "dashboard", "runtime_env", "log_monitor", "monitor.py"):
+        if known in line:
+            return f"ray {known}"
+    if "multiprocessing" in line and "spawn_main" in line:
+        return "pool worker"
+    if "resource_tracker" in line:
+        return "pool resource tracker"
+    return name
+
+
+@dataclass
+class TreeCPU:
+    """Sample CPU seconds of this process tree (+ ``extra_roots()``' trees) until :meth:`stop`."""
+
+    extra_roots: Callable[[], Iterable[int]] = lambda: ()
+    interval: float = 0.25
+    #: pid -> (role, cpu seconds at the first reading, at the last reading)
+    seen: dict[int, list[Any]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = os.getpid()
+        roots = [me, *self.extra_roots()]
+        procs: dict[int, Any] = {}
+        for r in roots:
+            try:
+                root = psutil.Process(r)
+                for p in (root, *root.children(recursive=True)):
+                    procs[p.pid] = p
+            except psutil.Error:
+                continue
+        for pid, p in procs.items():
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    cpu = t.user + t.system  # not children_*: the children are read themselves
+                    if pid not in self.seen:
+                        self.seen[pid] = [role(p.name(), p.cmdline(), self_pid=me, pid=pid), cpu, cpu]
+                    self.seen[pid][2] = cpu
+            except psutil.Error:
+                continue
+
+    def start(self) -> TreeCPU:
+        self._sample()  # the baseline of every process already running
+
+        def loop() -> None:
+            while not self._stop.wait(self.interval):
+                self._sample()
+
+        self._thread = threading.Thread(target=loop, name="tree-cpu", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        """Stop sampling; CPU seconds by role (with process counts) and the total."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        by: dict[str, dict[str, float]] = {}
+        for r, first, last in self.seen.values():
+            cell = by.setdefault(r, {"processes": 0, "cpu_seconds": 0.0})
+            cell["processes"] += 1
+            cell["cpu_seconds"] += max(0.0, last - first)
+        total = sum(c["cpu_seconds"] for c in by.values())
+        ordered = dict(sorted(by.items(), key=lambda kv: -kv[1]["cpu_seconds"]))
+        return {"by_role": {k: {"processes": int(v["processes"]), "cpu_seconds": round(v["cpu_seconds"], 2)}
+                            for k, v in ordered.items()}, "total_cpu_seconds": round(total, 2)}  # fmt: skip
+
+
+def timed(
+    fn: Callable[[], Any], *, extra_roots: Callable[[], Iterable[int]] = lambda: ()
+) -> tuple[Any, dict[str, Any]]:
+    """Run ``fn()`` under a :class:`TreeCPU`; returns (its result, the CPU split with wall seconds)."""
+    tree = TreeCPU(extra_roots=extra_roots).start()
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+    finally:
+        wall = time.perf_counter() - t0
+        cpu = tree.stop()
+    cpu["wall_seconds"] = round(wall, 2)
+    cpu["cores_used"] = round(cpu["total_cpu_seconds"] / max(wall, 1e-9), 2)
+    return out, cpu
