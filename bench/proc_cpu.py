@@ -47,6 +47,7 @@ class TreeCPU:
     interval: float = 0.25
     #: pid -> (role, cpu seconds at the first reading, at the last reading)
     seen: dict[int, list[Any]] = field(default_factory=dict)
+    _first: bool = True
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -69,13 +70,16 @@ class TreeCPU:
                     t = p.cpu_times()
                     cpu = t.user + t.system  # not children_*: the children are read themselves
                     if pid not in self.seen:
-                        self.seen[pid] = [role(p.name(), p.cmdline(), self_pid=me, pid=pid), cpu, cpu]
+                        # Running at the start: count from here. Started since: count all of it.
+                        base = cpu if self._first else 0.0
+                        self.seen[pid] = [role(p.name(), p.cmdline(), self_pid=me, pid=pid), base, cpu]
                     self.seen[pid][2] = cpu
             except psutil.Error:
                 continue
 
     def start(self) -> TreeCPU:
         self._sample()  # the baseline of every process already running
+        self._first = False
 
         def loop() -> None:
             while not self._stop.wait(self.interval):

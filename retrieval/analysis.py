@@ -219,12 +219,14 @@ def prepare(
 
 
 def warm_up() -> None:
-    """Import and warm what an ingest lane needs (numpy FFT plans, BLAS, scipy.signal) on 1 s
+    """Import and warm what an ingest lane needs (numpy FFT plans, BLAS, scipy.signal, the melody's matrix) on 1 s
     of tone, so a process pays it once, up front, and per-track stage times are steady-state."""
     from encoder.features import acoustic_features
 
     t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
-    acoustic_features(y=prepare(y=0.1 * np.sin(2 * np.pi * 440.0 * t), whole_track=True), sr=SAMPLE_RATE)
+    y = prepare(y=0.1 * np.sin(2 * np.pi * 440.0 * t), whole_track=True)
+    acoustic_features(y=y, sr=SAMPLE_RATE)
+    melody_contour(y=y)  # its salience matrix: ~1 s once per process, else charged to the first track
 
 
 def analyze_frames(
