@@ -27,7 +27,7 @@ from assistant.web import (
     listener_of,
 )
 from cadenza.errors import InputError
-from retrieval.types import DEFAULT_DIVERSITY, Aspects, Filters, MomentRef, SearchRequest
+from retrieval.types import DEFAULT_DIVERSITY, DEFAULT_K, MAX_K, Aspects, Filters, MomentRef, SearchRequest
 
 
 def _filters(f: dict[str, Any] | None) -> Filters:
@@ -197,9 +197,12 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
         if clip is None:
             raise InputError("attach the clip in the multipart field 'file'")
         duration = _float_or_none(form.get("duration"), "duration")
-        duration = 10.0 if duration is None else duration  # 0 is refused below, not read as "unset"
-        if not 3.0 <= duration <= 30.0:
-            raise InputError("duration must be between 3 and 30 seconds")
+        # 0 is refused below, not read as "unset"; the default is one moment of the encoder (10 s).
+        windowing = svc.embedder.windowing
+        duration = windowing.window_s if duration is None else duration
+        lo, hi = svc.settings.limits.min_clip_seconds, windowing.max_s
+        if not lo <= duration <= hi:
+            raise InputError(f"duration must be between {lo:g} and {hi:g} seconds")
         ctx = acontext.switches(_form_context(form.get("context")))
         hour = _local_hour(request, form.get("local_time"))
         audio = await anyio.to_thread.run_sync(svc.decode, clip)
@@ -207,7 +210,7 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
             audio=audio,
             start_s=_float_or_none(form.get("start"), "start"),
             duration_s=duration,
-            k=_int_or_none(form.get("k"), "k") or 10,
+            k=_int_or_none(form.get("k"), "k") or DEFAULT_K,
             filters=form_filters(form),
             route=str(form.get("route") or "auto"),
             diversity=_or(diversity_of(form.get("diversity")), DEFAULT_DIVERSITY),
@@ -222,9 +225,9 @@ async def api_search(request: Request, svc: Services) -> dict[str, Any]:
             raise InputError(
                 "give a reference moment {track_id, start}, or send the clip as multipart field 'file'"
             )
-        k = data.get("k", 10)
-        if not whole_number(k) or not 1 <= k <= 50:
-            raise InputError("k must be a whole number between 1 and 50")
+        k = data.get("k", DEFAULT_K)
+        if not whole_number(k) or not 1 <= k <= MAX_K:
+            raise InputError(f"k must be a whole number between 1 and {MAX_K}")
         req = SearchRequest(
             moments=(_moment(data["reference"]),), k=k, filters=_filters(data.get("filters")),
             diversity=_or(diversity_of(data.get("diversity")), DEFAULT_DIVERSITY),
@@ -280,8 +283,8 @@ async def api_chat(request: Request, svc: Services) -> Response[dict[str, Any]]:
     acontext.switches(overrides)  # a bad context object fails before any work
     cid = conversations.parse_id(str(data["conversation_id"])) if data.get("conversation_id") else None
     k = data.get("k")
-    if k is not None and (not whole_number(k) or not 1 <= k <= 50):
-        raise InputError("k must be a whole number between 1 and 50")
+    if k is not None and (not whole_number(k) or not 1 <= k <= MAX_K):
+        raise InputError(f"k must be a whole number between 1 and {MAX_K}")
     start = data.get("start")
     if start is not None and (
         isinstance(start, bool) or not isinstance(start, int | float) or not 0 <= start < math.inf

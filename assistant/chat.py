@@ -31,11 +31,9 @@ from assistant.services import (
 )
 from cadenza.db import Database
 from cadenza.errors import InputError, NotFound
-from retrieval.types import Aspects, Context, Filters, MomentRef, SearchRequest
+from retrieval.types import DEFAULT_K, Aspects, Context, Filters, MomentRef, SearchRequest
 
 log = logging.getLogger(__name__)
-
-DEFAULT_K = 8
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from retrieval.types import MAX_K
+
 ERAS = ("Medieval", "Renaissance", "Baroque", "Classical", "Romantic", "Modern", "Contemporary", "Folk")
 SLOWER_FACTOR = 0.8
 FASTER_FACTOR = 1.25
-MAX_K = 50
 #: mood direction → (Δvalence, Δarousal) added to the query's mood, in [-1, 1] units.
 MOOD_SHIFTS = {
     "happier": (0.5, 0.1),

@@ -15,7 +15,7 @@ from typing import Any
 
 from assistant.followup_schema import KEYS, MAX_K
 from cadenza.errors import InputError
-from retrieval.types import DEFAULT_DIVERSITY, Aspects, Filters, MomentRef, SearchRequest, Weights
+from retrieval.types import DEFAULT_DIVERSITY, DEFAULT_K, Aspects, Filters, MomentRef, SearchRequest, Weights
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class QueryState:
     # Aspects of likeness (retrieval.types.Aspects): sound, harmony, rhythm, melody; missing = 1.
     aspects: dict[str, float] = field(default_factory=dict)
     diversity: float = DEFAULT_DIVERSITY
-    k: int = 10
+    k: int = DEFAULT_K
     mood_target: tuple[float, float] | None = None
     tempo_factor: float | None = None
 
@@ -185,7 +185,7 @@ def state_from_json(data: Any) -> QueryState:
     mode = data.get("mode")
     if mode not in (None, "major", "minor"):
         raise InputError("state.mode must be 'major' or 'minor'")
-    k = data.get("k", 10)
+    k = data.get("k", DEFAULT_K)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InputError(f"state.k must be a whole number between 1 and {MAX_K}")
     weights = data.get("weights") or {}

@@ -23,6 +23,7 @@ from assistant import chat, conversations, explain, views
 from assistant import context as acontext
 from assistant.services import Clip, Services
 from cadenza.errors import InputError, NotFound
+from retrieval.types import DEFAULT_K
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ async def chat_page(request: Request, svc: Services) -> Template:
             "title": "",
             "recent": recent,
             "diversity_default": _default_diversity(),
+            "k_default": DEFAULT_K,
         },  # fmt: skip
         cookies=cookies,
     )
@@ -173,6 +175,7 @@ async def conversation_page(request: Request, svc: Services, conversation_id: st
             "turns": turns,
             "title": title,
             "diversity_default": _default_diversity() if diversity is None else float(diversity),
+            "k_default": DEFAULT_K,
         },  # fmt: skip
         cookies=cookies,
     )

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from encoder.features import CHROMA, FPS
+from encoder.protocols import WindowEmbedder
 from encoder.windowing import DEFAULT_WINDOWING
 
 #: The library is cut as ingest cuts it: the shipped encoder's windowing (10 s every 2 s).
 WIN = DEFAULT_WINDOWING.window_frames
-
-
-class WindowEmbedder(Protocol):
-    def embed_windows(self, *, windows: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray: ...
 
 
 def window_starts(*, n_frames: int) -> np.ndarray:

@@ -146,28 +146,30 @@ class Settings:
             paths=PathSettings(home=home),
             database=DatabaseSettings(
                 url=env.get("CADENZA_DATABASE_URL") or None,
-                pool_max=_int(env, "CADENZA_DB_POOL_MAX", 8),
-                connect_timeout_s=_float(env, "CADENZA_DB_CONNECT_TIMEOUT", 5.0),
-                restart_tries=_int(env, "CADENZA_DB_RESTART_TRIES", 5),
+                pool_max=_int(env, "CADENZA_DB_POOL_MAX", DatabaseSettings.pool_max),
+                connect_timeout_s=_float(
+                    env, "CADENZA_DB_CONNECT_TIMEOUT", DatabaseSettings.connect_timeout_s
+                ),
+                restart_tries=_int(env, "CADENZA_DB_RESTART_TRIES", DatabaseSettings.restart_tries),
             ),
             llm=LLMSettings(
                 base_url=env.get("CADENZA_LLM_BASE_URL") or env.get("OPENAI_BASE_URL") or None,
                 api_key=env.get("CADENZA_LLM_API_KEY") or env.get("OPENAI_API_KEY") or "not-needed",
                 model=env.get("CADENZA_LLM_MODEL", "gpt-4o-mini"),
-                timeout_s=_float(env, "CADENZA_LLM_TIMEOUT", 20.0),
-                max_retries=_int(env, "CADENZA_LLM_MAX_RETRIES", 1),
+                timeout_s=_float(env, "CADENZA_LLM_TIMEOUT", LLMSettings.timeout_s),
+                max_retries=_int(env, "CADENZA_LLM_MAX_RETRIES", LLMSettings.max_retries),
             ),
             server=ServerSettings(
-                host=env.get("CADENZA_HOST", "127.0.0.1"),
-                port=_int(env, "CADENZA_PORT", 8000),
+                host=env.get("CADENZA_HOST", ServerSettings.host),
+                port=_int(env, "CADENZA_PORT", ServerSettings.port),
                 secret=env.get("CADENZA_SECRET", ""),
                 secure_cookies=env.get("CADENZA_SECURE_COOKIES", "") in ("1", "true", "yes"),
             ),
             limits=LimitSettings(
-                max_upload_bytes=_int(env, "CADENZA_MAX_UPLOAD_BYTES", 50 * 1024 * 1024),
-                max_clip_seconds=_float(env, "CADENZA_MAX_CLIP_SECONDS", 600.0),
-                decode_timeout_s=_float(env, "CADENZA_DECODE_TIMEOUT", 60.0),
-                requests_per_minute=_int(env, "CADENZA_RATE_LIMIT", 120),
+                max_upload_bytes=_int(env, "CADENZA_MAX_UPLOAD_BYTES", LimitSettings.max_upload_bytes),
+                max_clip_seconds=_float(env, "CADENZA_MAX_CLIP_SECONDS", LimitSettings.max_clip_seconds),
+                decode_timeout_s=_float(env, "CADENZA_DECODE_TIMEOUT", LimitSettings.decode_timeout_s),
+                requests_per_minute=_int(env, "CADENZA_RATE_LIMIT", LimitSettings.requests_per_minute),
             ),
             checkpoint=Path(checkpoint) if checkpoint else None,
         )

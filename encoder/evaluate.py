@@ -14,19 +14,13 @@ noise, EQ, MP3, reverb, ±1 semitone, ±5 % tempo) at random canonical starts.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from encoder.data import Corpus, WorkInfo
-from encoder.windowing import DEFAULT_WINDOWING, Windowing
-
-
-class WindowEmbedder(Protocol):
-    @property
-    def windowing(self) -> Windowing: ...
-
-    def embed_windows(self, *, windows: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray: ...
+from encoder.protocols import WindowedEmbedder
+from encoder.windowing import DEFAULT_WINDOWING
 
 
 class MeanPoolBaseline:
@@ -62,7 +56,7 @@ def _pick_works(corpus: Corpus, split: str, *, max_works: int, win_frames: int, 
 
 def retrieval_metrics(
     *,
-    embedder: WindowEmbedder,
+    embedder: WindowedEmbedder,
     corpus: Corpus,
     split: str,
     max_works: int = 40,

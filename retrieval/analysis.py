@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from encoder.features import CHROMA, SAMPLE_RATE
+from encoder.protocols import MomentEmbedder
 from retrieval.descriptors import chroma_sequence, describe
 from retrieval.melody import melody_contour, window_melodies
 
@@ -230,7 +231,7 @@ def warm_up() -> None:
 
 
 def analyze_frames(
-    *, frames: np.ndarray, embedder: Any, cpu_s: dict[str, float] | None = None
+    *, frames: np.ndarray, embedder: MomentEmbedder, cpu_s: dict[str, float] | None = None
 ) -> tuple[list[SegmentData], np.ndarray]:
     """``frames [T, 143]`` → (segments, chroma ``[T, 12]`` float16). Pure given the embedder.
 
@@ -299,7 +300,7 @@ def featurize_audio(*, y: np.ndarray, use_denoise: bool = False) -> TrackFeature
     )
 
 
-def embed_features(*, features: TrackFeatures, embedder: Any) -> TrackAnalysis:
+def embed_features(*, features: TrackFeatures, embedder: MomentEmbedder) -> TrackAnalysis:
     """:class:`TrackFeatures` → :class:`TrackAnalysis` (embedded and described). Pure given the embedder."""
     t0 = time.perf_counter()
     cpu = dict(features.cpu_s)
@@ -322,7 +323,7 @@ def embed_features(*, features: TrackFeatures, embedder: Any) -> TrackAnalysis:
     )
 
 
-def analyze_audio(*, y: np.ndarray, embedder: Any, use_denoise: bool = False) -> TrackAnalysis:
+def analyze_audio(*, y: np.ndarray, embedder: MomentEmbedder, use_denoise: bool = False) -> TrackAnalysis:
     """Decoded mono 16-kHz ``y [n]`` → :class:`TrackAnalysis` (leveled, featurized, embedded).
 
     ``TrackAnalysis.cpu_s`` says where this thread's CPU time went (level, features, embed,

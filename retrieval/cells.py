@@ -25,13 +25,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import psycopg
 from pgvector import Vector
 
-from cadenza.db import autocommit
+from cadenza.db import Database, autocommit
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +359,7 @@ def drop_cells(conn: psycopg.Connection, *, model_version: str) -> None:
 
 
 def maintain_cells(
-    db: Any, *, model_version: str, min_segments: int = MIN_CELL_SEGMENTS, force: bool = False
+    db: Database, *, model_version: str, min_segments: int = MIN_CELL_SEGMENTS, force: bool = False
 ) -> CellState | None:
     """Keep ``model_version``'s cells fit for its library; call once after a bulk import or reindex.
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cadenza.errors import InputError
+from retrieval.types import DEFAULT_K, MAX_K
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         )
         parser.add_argument("--track", type=int, help="query by a library moment: track id (with --at)")
         parser.add_argument("--at", type=float, default=0.0, help="start of the library moment, seconds")
-        parser.add_argument("--k", type=int, default=10)
+        parser.add_argument(
+            "--k", type=int, default=DEFAULT_K, help=f"results (default {DEFAULT_K}, at most {MAX_K})"
+        )
         parser.add_argument("--json", action="store_true", help="print the SearchResponse JSON")
         parser.add_argument("--composer", action="append", default=[], help="only these composers")
         parser.add_argument("--exclude-composer", action="append", default=[], help="never these composers")

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from cadenza.db import autocommit
+from cadenza.db import Database, autocommit
 from cadenza.errors import InputError
+from encoder.protocols import MomentEmbedder
 from retrieval.analysis import prepare
 from retrieval.query import build as build_query
 from retrieval.types import SearchRequest
@@ -133,7 +134,9 @@ def nearest_tracks(
     return out
 
 
-def clip_strip(*, audio: np.ndarray, embedder: Any, query: np.ndarray, title: str = "your clip") -> Strip:
+def clip_strip(
+    *, audio: np.ndarray, embedder: MomentEmbedder, query: np.ndarray, title: str = "your clip"
+) -> Strip:
     """The query clip's own strip: its 10-s windows every 2 s (as ingest cuts a library track) and
     their likeness to the query passage. ``audio``: mono at 16 kHz."""
     from encoder.features import SAMPLE_RATE, acoustic_features
@@ -161,8 +164,8 @@ def clip_span(
 
 def moment_map(
     *,
-    db: Any,
-    embedder: Any,
+    db: Database,
+    embedder: MomentEmbedder,
     request: SearchRequest,
     tracks: list[int] | None = None,
     n_tracks: int = DEFAULT_MAP_TRACKS,

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from cadenza.db import autocommit
+from cadenza.db import Database, autocommit
 from cadenza.errors import InputError
+from encoder.protocols import MomentEmbedder
 from encoder.windowing import DEFAULT_WINDOWING
 from retrieval.moment_map import as_vector, unit
-from retrieval.query import moment as load_moment
+from retrieval.moment_query import moment as load_moment
 
 MIN_STEPS, MAX_STEPS = 2, 20
 #: Windows fetched near each waypoint: the pool the path picks from.
@@ -112,7 +113,7 @@ def candidate_pool(
 
 
 def moment_path(
-    *, db: Any, embedder: Any, start: tuple[int, float], end: tuple[int, float], steps: int
+    *, db: Database, embedder: MomentEmbedder, start: tuple[int, float], end: tuple[int, float], steps: int
 ) -> list[Step]:
     """The path from the library moment ``start`` (track id, seconds) to ``end``, ``steps`` passages long
     (fewer only when the library has too few other windows)."""
@@ -122,7 +123,7 @@ def moment_path(
     with autocommit(db) as conn:
         ma = load_moment(conn, track_id=start[0], start_s=start[1], model_version=mv, embedder=embedder)
         mb = load_moment(conn, track_id=end[0], start_s=end[1], model_version=mv, embedder=embedder)
-        a, b = unit(ma["embedding"]), unit(mb["embedding"])
+        a, b = unit(ma.embedding), unit(mb.embedding)
         rows = (
             candidate_pool(conn, targets=waypoints(a=a, b=b, steps=steps)[1:-1], model_version=mv)
             if steps > 2
@@ -136,10 +137,10 @@ def moment_path(
     )  # fmt: skip
     out = [
         Step(
-            int(ma["track_id"]),
-            round(float(ma["start_s"]), 2),
-            round(float(ma["end_s"]), 2),
-            str(ma["title"]),
+            int(ma.track_id),
+            round(float(ma.start_s), 2),
+            round(float(ma.end_s), 2),
+            str(ma.title),
             1.0,
         )
     ]
@@ -151,10 +152,10 @@ def moment_path(
         prev = v
     out.append(
         Step(
-            int(mb["track_id"]),
-            round(float(mb["start_s"]), 2),
-            round(float(mb["end_s"]), 2),
-            str(mb["title"]),
+            int(mb.track_id),
+            round(float(mb.start_s), 2),
+            round(float(mb.end_s), 2),
+            str(mb.title),
             _like(prev, b),
         )
     )

@@ -33,6 +33,7 @@ from retrieval.similarity import (
     tempo_preference,
     time_of_day_fit,
 )
+from retrieval.types import Aspects, Weights
 
 _INTERVALS = {
     0: "in the same key",
@@ -128,8 +129,8 @@ def score_candidates(
     *,
     candidates: list[Candidate],
     query: QueryProfile,
-    weights: Any,
-    aspects: Any = None,
+    weights: Weights,
+    aspects: Aspects | None = None,
     target_mood: tuple[float, float] | None = None,
     tempo_factor: float | None = None,
     unheard_composers: set[str] | None = None,

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import psycopg
 
 from encoder.features import FPS
 from encoder.windowing import DEFAULT_WINDOWING
 from retrieval.calibration import Calibration
+from retrieval.clip_query import BuiltQuery
 from retrieval.likeness import likeness
 from retrieval.localize import localize
 from retrieval.rerank import Candidate, aspect_scores, reason
 from retrieval.types import Result
 
 
-def matches_of(cands: list[Candidate], built: Any, cal: Calibration | None) -> dict[int, float]:
+def matches_of(cands: list[Candidate], built: BuiltQuery, cal: Calibration | None) -> dict[int, float]:
     """Per candidate segment: the calibrated probability that it is the query's passage."""
     if cal is None:  # fewer than two tracks: no distribution to compare with; be modest
         return {c.segment_id: float(np.clip(c.emb_sim, 0.0, 1.0)) * 0.5 for c in cands}
@@ -50,7 +49,7 @@ def likeness_of(
 
 def results_of(
     chosen: list[Candidate],
-    built: Any,
+    built: BuiltQuery,
     chromas: dict[int, np.ndarray],
     matches: dict[int, float],
     liked: dict[int, float],

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from cadenza.db import autocommit, f16_array
+from cadenza.db import Database, autocommit, f16_array
 from cadenza.errors import InputError
 from cadenza.settings import LimitSettings
+from encoder.protocols import MomentEmbedder
 from retrieval import context as context_mod
 from retrieval import melody_search
 from retrieval import query as query_mod
@@ -28,11 +29,10 @@ from retrieval.rerank import score_candidates
 from retrieval.results import likeness_of, matches_of, results_of, rounded_timings, track_count
 from retrieval.segment_rows import candidate
 from retrieval.store import heard_composers, model_mismatch, other_models
-from retrieval.types import Aspects, SearchRequest, SearchResponse, check_diversity
+from retrieval.types import MAX_K, Aspects, SearchRequest, SearchResponse, check_diversity
 
 log = logging.getLogger(__name__)
 
-MAX_K = 100
 #: The reranker sees this many rows nearest by embedding (plenty for k ≤ 100 after NMS).
 RERANK_POOL = 200
 
@@ -68,8 +68,8 @@ def _sung(request: SearchRequest, info: dict[str, Any], timings: dict[str, float
 
 def search(
     *,
-    db: Any,
-    embedder: Any,
+    db: Database,
+    embedder: MomentEmbedder,
     request: SearchRequest,
     min_clip_s: float = LimitSettings.min_clip_seconds,
     max_clip_s: float = LimitSettings.max_clip_seconds,

@@ -107,6 +107,12 @@ class Context:
     mood: bool = True  # the mood a follow-up asked for ("calmer", "same mood")
 
 
+#: Results a search returns unless asked otherwise, and the most it returns: the one home for the
+#: API, the chat, the page's selector and the CLI. 50 cards is already more than a page shows well.
+DEFAULT_K = 10
+MAX_K = 50
+
+
 @dataclass(frozen=True)
 class SearchRequest:
     """One search. Exactly one query source: ``audio`` or ``moments`` (or both to blend)."""
@@ -116,7 +122,7 @@ class SearchRequest:
     duration_s: float = DEFAULT_WINDOWING.window_s  # from start_s; clamped to the encoder's longest window
     moments: tuple[MomentRef, ...] = ()  # reference moments to move towards
     minus: tuple[MomentRef, ...] = ()  # moments to move away from ("not #3")
-    k: int = 10
+    k: int = DEFAULT_K
     filters: Filters = field(default_factory=Filters)
     weights: Weights = field(default_factory=Weights)
     one_per_track: bool = True

@@ -7,6 +7,7 @@ import pytest
 
 from cadenza.audio import load_audio
 from encoder.embed import Embedder
+from retrieval import clip_query
 from retrieval import query as query_mod
 from retrieval.ingest import ingest
 from retrieval.search import search
@@ -56,7 +57,7 @@ def test_moment_is_the_exact_clip_re_embedded(db, embedder, library):
     assert "fallback_reason" not in built.info
     # The same 10 s through the uploaded-clip path.
     y = load_audio(path=lib / "two.flac")
-    clip = query_mod.from_audio(
+    clip = clip_query.from_audio(
         audio=y[int(round(start * SR)) : int(round((start + 10) * SR))], embedder=embedder, start_s=0.0
     )
     assert np.allclose(built.profile.embedding, clip.profile.embedding, atol=1e-5)

@@ -157,7 +157,7 @@ def test_key_probes_merge_keeps_the_best_distance_per_segment():
 def test_transposed_embeddings_are_the_pitch_shifted_window_embedded(embedder):
     from encoder.feataug import pitch_shift
     from encoder.features import acoustic_features
-    from retrieval.query import transposed_embeddings
+    from retrieval.clip_query import transposed_embeddings
 
     frames = acoustic_features(y=random_chord_track(seconds=10, seed=4), sr=SR)
     probes = transposed_embeddings(embedder=embedder, window=frames, semitones=(0, -1, 1, 1))

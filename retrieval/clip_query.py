@@ -1,0 +1,179 @@
+"""An audio clip as a query: leveled like library tracks, featurized, embedded, described.
+
+With no start given a clip is reduced to its most representative moment (``embedder.windowing``:
+10 s): the window whose embedding is closest to the clip's mean embedding. Silence and noise are
+said to be "nothing" here, before any search.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cadenza.errors import InputError
+from cadenza.settings import LimitSettings
+from encoder.feataug import pitch_shift
+from encoder.features import CHROMA, SAMPLE_RATE, acoustic_features
+from encoder.protocols import MomentEmbedder
+from encoder.windowing import Windowing
+from retrieval.analysis import prepare
+from retrieval.descriptors import chroma_sequence, describe, frame_weights
+from retrieval.rerank import QueryProfile
+
+#: Quieter than this (RMS dBFS of the raw clip) is silence: nothing can be similar to it.
+SILENCE_DBFS = -60.0
+#: Below this tonalness a clip is noise-like: rendered and recorded music measured 0.63–0.95
+#: (1st percentile 0.70 on the demo library); white/pink/brown noise 0.17–0.33.
+MIN_TONALNESS = 0.4
+#: Transposition probes are at most this many semitones away (the feature-domain shift
+#: resamples the mel axis; past a few semitones the timbre moves with it).
+MAX_PROBE_SEMITONES = 3
+
+
+@dataclass
+class BuiltQuery:
+    profile: QueryProfile
+    chroma10: np.ndarray  # [T, 12] 10-fps chroma of the query moment, for localization
+    info: dict[str, Any]
+    exclude_tracks: tuple[int, ...] = ()
+    nothing_reason: str | None = None  # set when the query itself cannot match anything
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def mel_flatness(*, frames: np.ndarray) -> float:
+    """Mean spectral flatness of the voiced frames' mel spectrum in [0, 1] (1 = white noise)."""
+    w = frame_weights(frames=frames)
+    voiced = w > 0
+    if not voiced.any():
+        return 0.0
+    p = 10.0 ** (frames[voiced, :128].astype(np.float64) / 10.0)
+    geo = np.exp(np.log(np.maximum(p, 1e-20)).mean(axis=1))
+    return float(np.mean(geo / np.maximum(p.mean(axis=1), 1e-20)))
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32).reshape(-1)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def from_audio(
+    *,
+    audio: np.ndarray,
+    embedder: MomentEmbedder,
+    start_s: float | None,
+    duration_s: float | None = None,
+    min_clip_s: float = LimitSettings.min_clip_seconds,
+    max_clip_s: float = LimitSettings.max_clip_seconds,
+    transpose_probes: tuple[int, ...] = (),
+) -> BuiltQuery:
+    """A decoded clip ``[n]`` (mono 16 kHz) → :class:`BuiltQuery`.
+
+    ``duration_s`` (with ``start_s``) None = one moment (``embedder.windowing``, 10 s).
+    ``transpose_probes`` (semitones, e.g. ``(-1, 1)``): the chosen window is also embedded moved
+    by each, in the feature domain (:func:`encoder.feataug.pitch_shift`), into
+    ``profile.transposed``.
+    """
+    w: Windowing = embedder.windowing
+    duration_s = w.window_s if duration_s is None else duration_s
+    y = np.asarray(audio, dtype=np.float32).reshape(-1)
+    seconds = y.size / SAMPLE_RATE
+    if not np.all(np.isfinite(y)):
+        raise InputError("the clip contains NaN or infinite samples; decode it again")
+    if seconds < min_clip_s:
+        raise InputError(f"the clip is {seconds:.1f} s long; give at least {min_clip_s:.0f} s")
+    if seconds > max_clip_s + 0.5:
+        raise InputError(f"the clip is {seconds / 60:.1f} min long; the limit is {max_clip_s / 60:.0f} min")
+    offset = 0.0
+    if start_s is not None:
+        if start_s < 0 or start_s >= seconds - 0.5:
+            raise InputError(
+                f"start {start_s:.1f} s is outside the {seconds:.1f}-s clip; pick a start inside it"
+            )
+        dur = min(max(duration_s, min_clip_s), w.max_s)
+        i0 = int(round(start_s * SAMPLE_RATE))
+        y = y[i0 : i0 + int(round(dur * SAMPLE_RATE))]
+        offset = start_s
+        if y.size < min_clip_s * SAMPLE_RATE:
+            raise InputError(
+                f"only {y.size / SAMPLE_RATE:.1f} s of audio after {start_s:.1f} s; start earlier"
+            )
+    timings: dict[str, float] = {}
+    raw_dbfs = 20.0 * np.log10(max(float(np.sqrt(np.mean(y.astype(np.float64) ** 2))), 1e-10))
+    t0 = time.perf_counter()
+    y = prepare(y=y)
+    frames = acoustic_features(y=y, sr=SAMPLE_RATE)
+    timings["features"] = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    win = (
+        min(w.window_frames, len(frames))
+        if start_s is None
+        else min(len(frames), w.frames(duration_s), w.max_frames)
+    )
+    if start_s is None and len(frames) > w.window_frames:
+        # 1-s steps for clips up to 1 min; coarser for long ones (10 min at 1 s = 600 windows).
+        per_s = len(frames) / w.fps
+        hop_s = 1.0 if per_s <= 60 else (2.0 if per_s <= 300 else 5.0)
+        starts, embs = embedder.embed_track(
+            frames=frames, win_frames=w.window_frames, hop_frames=w.frames(hop_s), min_frames=w.window_frames
+        )
+        mean = unit(embs.mean(axis=0))
+        best = int(np.argmax(embs @ mean))
+        i0, emb = w.frames(starts[best]), embs[best]
+    else:
+        i0 = 0
+        emb = embedder.embed_windows(windows=frames[None, :win])[0]
+    window = frames[i0 : i0 + win]
+    transposed = transposed_embeddings(embedder=embedder, window=window, semitones=transpose_probes)
+    timings["embed"] = (time.perf_counter() - t0) * 1000
+    d = describe(frames=window)
+    info = {
+        "source": "audio",
+        "start": round(offset + i0 / w.fps, 2),
+        "end": round(offset + (i0 + len(window)) / w.fps, 2),
+        "clip_seconds": round(seconds, 2),
+        **d.to_dict(),
+        "input_dbfs": round(raw_dbfs, 1),
+        "flatness": round(mel_flatness(frames=window), 3),
+    }
+    nothing = None
+    if raw_dbfs < SILENCE_DBFS:
+        nothing = "the clip is silent"
+    elif d.tonalness < MIN_TONALNESS:
+        nothing = "the clip has no clear pitch content (noise or unpitched sound)"
+    profile = QueryProfile(
+        embedding=unit(emb),
+        chroma_mean=np.asarray(d.chroma_mean),
+        chroma_seq=chroma_sequence(frames=window),
+        tempo_bpm=d.tempo_bpm,
+        valence=d.valence,
+        arousal=d.arousal,
+        tonalness=d.tonalness,
+        brightness_hz=d.brightness_hz,
+        onset_density=d.onset_density,
+        transposed=transposed,
+    )
+    return BuiltQuery(
+        profile, window[:, CHROMA].astype(np.float32), info, nothing_reason=nothing, timings_ms=timings
+    )
+
+
+def transposed_embeddings(
+    *, embedder: MomentEmbedder, window: np.ndarray, semitones: tuple[int, ...]
+) -> tuple[tuple[int, np.ndarray], ...]:
+    """``window [T, 143]`` raw frames moved by each of ``semitones`` → ``((s, unit emb [d]), …)``.
+
+    One batched encoder call. 0 and repeats are dropped; beyond ±MAX_PROBE_SEMITONES is an error.
+    """
+    shifts = tuple(dict.fromkeys(int(s) for s in semitones if int(s) != 0))
+    if any(abs(s) > MAX_PROBE_SEMITONES for s in shifts):
+        raise InputError(
+            f"transposition probes must be within ±{MAX_PROBE_SEMITONES} semitones, got {semitones}"
+        )
+    if not shifts:
+        return ()
+    moved = np.stack([pitch_shift(frames=window, semitones=float(s)) for s in shifts])  # [S, T, 143]
+    embs = embedder.embed_windows(windows=moved)  # [S, d]
+    return tuple((s, unit(e)) for s, e in zip(shifts, embs, strict=True))
