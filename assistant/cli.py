@@ -53,10 +53,10 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Build the demo library once (re-embedding it for a new model), then serve it."""
-    from retrieval.demo import build_demo
+    from retrieval.demo import DemoBuild, build_demo
 
     settings.paths.ensure_writable()
-    summary = build_demo(settings=settings, workers=args.workers, rebuild=args.rebuild)
+    summary = build_demo(settings=settings, build=DemoBuild(workers=args.workers, rebuild=args.rebuild))
     ing = summary["ingest"]
     print(
         f"demo library: {summary['files']} works, {summary['audio_minutes']} min of audio in {summary['demo_dir']}; "

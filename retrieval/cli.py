@@ -1,4 +1,8 @@
-"""``cadenza ingest | search | library | remove | reindex | relink | path``."""
+"""``cadenza ingest | search | library | remove | reindex | relink | path``.
+
+Each subcommand imports what it runs inside its function: ``cadenza --help`` and a one-line usage
+error must not pay for torch, psycopg, ray or librosa at start-up.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,19 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cadenza.errors import InputError
 from retrieval.types import DEFAULT_K, MAX_K
+
+if TYPE_CHECKING:  # types only: importing these at start-up is what the lazy imports avoid
+    from cadenza.db import Database
+    from cadenza.settings import Settings
+    from encoder.protocols import MomentEmbedder
+    from retrieval.ingest import IngestReport
+    from retrieval.ingest_steps import EmbedderSpec
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +127,14 @@ def run(name: str, args: argparse.Namespace) -> int:
         return int(_COMMANDS[name](settings, db, args) or 0)
 
 
-def _embedder(settings: Any):
+def _embedder(settings: Settings) -> tuple[MomentEmbedder, EmbedderSpec]:
     from retrieval.ingest import EmbedderSpec, resolve_embedder
 
     emb, spec = resolve_embedder(settings.checkpoint)
     return emb, (spec if spec.untrained_seed is not None else EmbedderSpec(checkpoint=settings.checkpoint))
 
 
-def _ingest(settings: Any, db: Any, args: argparse.Namespace) -> int:
+def _ingest(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     from retrieval.ingest import ingest
 
     if args.workers is not None and args.workers < 0:
@@ -157,7 +169,9 @@ def _ingest(settings: Any, db: Any, args: argparse.Namespace) -> int:
     )
 
 
-def _ingest_on_ray(db: Any, args: argparse.Namespace, embedder: Any, spec: Any) -> Any:
+def _ingest_on_ray(
+    db: Database, args: argparse.Namespace, embedder: MomentEmbedder, spec: EmbedderSpec
+) -> IngestReport:
     from retrieval.ray_ingest import ray_ingest
 
     paths, address = list(args.paths), args.ray or None
@@ -173,7 +187,7 @@ def _ingest_on_ray(db: Any, args: argparse.Namespace, embedder: Any, spec: Any) 
     )  # fmt: skip
 
 
-def _library(settings: Any, db: Any, args: argparse.Namespace) -> int:
+def _library(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     from retrieval.store import list_tracks
 
     with db.connection() as conn:
@@ -192,7 +206,7 @@ def _library(settings: Any, db: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _stale_hint(db: Any, model_version: str) -> None:
+def _stale_hint(db: Database, model_version: str) -> None:
     """Say so when some tracks were embedded by another checkpoint: search does not see them."""
     from retrieval.store import stale_track_count
 
@@ -205,7 +219,7 @@ def _stale_hint(db: Any, model_version: str) -> None:
         )
 
 
-def _remove(settings: Any, db: Any, args: argparse.Namespace) -> int:
+def _remove(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     from retrieval.store import remove_track
 
     with db.connection() as conn:
@@ -214,7 +228,7 @@ def _remove(settings: Any, db: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _relink(settings: Any, db: Any, args: argparse.Namespace) -> int:
+def _relink(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     """A moved library: every track under OLD_DIR whose file is now at the same place under NEW_DIR
     gets that path (a track whose new file is missing keeps its old path and is listed)."""
     from retrieval.store import relink_plan, update_track
@@ -242,7 +256,7 @@ def _relink(settings: Any, db: Any, args: argparse.Namespace) -> int:
     return 1 if missing and not found else 0
 
 
-def _reindex(settings: Any, db: Any, args: argparse.Namespace) -> int:
+def _reindex(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     from retrieval.ingest import reindex
 
     embedder, spec = _embedder(settings)
@@ -255,7 +269,7 @@ def _reindex(settings: Any, db: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _search(settings: Any, db: Any, args: argparse.Namespace) -> int:
+def _search(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     from cadenza.audio import load_audio
     from retrieval.search import search
     from retrieval.types import Aspects, Filters, MomentRef, SearchRequest, check_diversity
@@ -329,7 +343,7 @@ def moment_arg(raw: str, name: str) -> tuple[int, float]:
     return tid, at
 
 
-def _moment_type(name: str) -> Any:
+def _moment_type(name: str) -> Callable[[str], tuple[int, float]]:
     """An argparse type: a bad ID:SECONDS is a one-line usage error before any database is opened."""
 
     def parse(raw: str) -> tuple[int, float]:
@@ -341,7 +355,7 @@ def _moment_type(name: str) -> Any:
     return parse
 
 
-def _path(settings: Any, db: Any, args: argparse.Namespace) -> int:
+def _path(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     from retrieval.moment_path import moment_path
 
     start, end = args.from_, args.to

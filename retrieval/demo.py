@@ -26,11 +26,16 @@ import zipfile
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cadenza.errors import CadenzaError
+from cadenza.settings import Settings
+
+if TYPE_CHECKING:  # the render workers import this module: they need neither the database nor the encoder
+    from cadenza.db import Database
+    from encoder.protocols import MomentEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -152,16 +157,19 @@ def _render_job(job: Job, cache_dir: str) -> tuple[str, float, str | None]:
         return job.out, 0.0, f"{type(exc).__name__}: {exc}"
 
 
-def build_audio(
-    *,
-    demo_dir: Path,
-    plan: tuple[ComposerPlan, ...] = PLAN,
-    max_seconds_per_work: float = MAX_SECONDS_PER_WORK,
-    works_per_composer: int | None = None,
-    workers: int = 2,
-    rebuild: bool = False,
-    progress: bool = True,
-) -> Path:
+@dataclass(frozen=True)
+class DemoBuild:
+    """What to render and how: the plan, its limits, the worker count (render and ingest alike)."""
+
+    plan: tuple[ComposerPlan, ...] = PLAN
+    max_seconds_per_work: float = MAX_SECONDS_PER_WORK
+    works_per_composer: int | None = None  # None: each composer's own max_works
+    workers: int = 2
+    rebuild: bool = False  # render again even when the manifest matches
+    progress: bool = True
+
+
+def build_audio(*, demo_dir: Path, build: DemoBuild = DemoBuild()) -> Path:
     """Render the plan into ``demo_dir/audio`` and write ``demo_dir/metadata.csv``; returns the CSV path.
 
     Reuses everything when ``demo_dir/manifest.json`` matches the plan (``rebuild`` forces a fresh render).
@@ -172,8 +180,14 @@ def build_audio(
     from encoder.render import list_works, program_name, safe_name
 
     audio_dir, meta_csv, manifest = demo_dir / "audio", demo_dir / "metadata.csv", demo_dir / "manifest.json"
+    plan, max_seconds_per_work, works_per_composer = (
+        build.plan,
+        build.max_seconds_per_work,
+        build.works_per_composer,
+    )
+    workers, progress = build.workers, build.progress
     key = _plan_key(plan, max_seconds_per_work, works_per_composer)
-    if rebuild and demo_dir.exists():
+    if build.rebuild and demo_dir.exists():
         shutil.rmtree(audio_dir, ignore_errors=True)
         manifest.unlink(missing_ok=True)
     if manifest.exists() and meta_csv.exists():
@@ -293,26 +307,19 @@ def _record(
 
 def build_demo(
     *,
-    settings: Any,
-    db: Any = None,
-    plan: tuple[ComposerPlan, ...] = PLAN,
-    max_seconds_per_work: float = MAX_SECONDS_PER_WORK,
-    works_per_composer: int | None = None,
-    workers: int = 2,
-    rebuild: bool = False,
-    progress: bool = True,
-    embedder: Any = None,
+    settings: Settings,
+    db: Database | None = None,
+    build: DemoBuild = DemoBuild(),
+    embedder: MomentEmbedder | None = None,
 ) -> dict[str, Any]:
     """Render (once) and ingest the demo library. Returns a summary (files, minutes, ingest report)."""
+    # Here, not at the top: the render workers import this module and need neither.
     from cadenza.db import open_database
     from retrieval.ingest import EmbedderSpec, ingest, reindex, resolve_embedder
 
     t0 = time.perf_counter()
     demo_dir = settings.paths.demo
-    meta_csv = build_audio(
-        demo_dir=demo_dir, plan=plan, max_seconds_per_work=max_seconds_per_work,
-        works_per_composer=works_per_composer, workers=workers, rebuild=rebuild, progress=progress,
-    )  # fmt: skip
+    meta_csv = build_audio(demo_dir=demo_dir, build=build)
     t_render = time.perf_counter() - t0
     spec = None
     if embedder is None:
@@ -320,18 +327,18 @@ def build_demo(
         if spec.untrained_seed is None:
             spec = EmbedderSpec(checkpoint=settings.checkpoint)
     own = db is None
-    db = open_database(settings) if own else db
+    lib = open_database(settings) if db is None else db
     try:
         report = ingest(
-            db=db, paths=[demo_dir / "audio"], embedder=embedder, spec=spec, metadata_file=meta_csv,
-            workers=workers, progress=progress,
+            db=lib, paths=[demo_dir / "audio"], embedder=embedder, spec=spec, metadata_file=meta_csv,
+            workers=build.workers, progress=build.progress,
         )  # fmt: skip
         # A library built by an earlier checkpoint is unchanged audio with stale embeddings
         # (search only compares segments of the current model): re-embed those tracks.
-        stale = reindex(db=db, embedder=embedder, spec=spec, workers=workers, progress=progress)
+        stale = reindex(db=lib, embedder=embedder, spec=spec, workers=build.workers, progress=build.progress)
     finally:
         if own:
-            db.close()
+            lib.close()
     manifest = json.loads((demo_dir / "manifest.json").read_text())
     return {
         "demo_dir": str(demo_dir),

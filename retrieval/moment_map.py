@@ -8,11 +8,13 @@ embeddings, clipped to [0, 1]: the same quantity the search ranks by before rera
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import psycopg
+from pgvector import Vector
 
 from cadenza.db import Database, autocommit
 from cadenza.errors import InputError
@@ -98,21 +100,29 @@ def track_windows(
         " ORDER BY s.track_id, s.start_s",
         (track_ids, model_version),
     ).fetchall()
-    grouped: dict[int, list[tuple[Any, ...]]] = {}
-    for r in rows:
-        grouped.setdefault(int(r[0]), []).append(r)
+    grouped: dict[int, list[_WindowRow]] = {}
+    for r in map(_WindowRow._make, rows):
+        grouped.setdefault(int(r.track_id), []).append(r)
     return {
         tid: (
-            str(rs[0][1] or f"Track {tid}"),
-            float(rs[0][2]),
-            np.array([float(r[3]) for r in rs], dtype=np.float32),
-            np.stack([as_vector(r[4]) for r in rs]),
+            str(rs[0].title or f"Track {tid}"),
+            float(rs[0].duration_s),
+            np.array([float(r.start_s) for r in rs], dtype=np.float32),
+            np.stack([as_vector(r.embedding) for r in rs]),
         )
         for tid, rs in grouped.items()
     }
 
 
-def as_vector(v: Any) -> np.ndarray:
+class _WindowRow(NamedTuple):
+    track_id: int
+    title: str | None
+    duration_s: float
+    start_s: float
+    embedding: Vector
+
+
+def as_vector(v: Vector | np.ndarray | Sequence[float]) -> np.ndarray:
     """A pgvector value (or a plain sequence) as a float32 array."""
     return np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, dtype=np.float32)
 

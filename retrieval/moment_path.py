@@ -9,10 +9,11 @@ similarity of embeddings to the previous step, clipped to [0, 1] (the first step
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import psycopg
+from pgvector import Vector
 
 from cadenza.db import Database, autocommit
 from cadenza.errors import InputError
@@ -97,18 +98,29 @@ def plan_path(
     return chosen
 
 
+class PoolRow(NamedTuple):
+    """A window the path may step on."""
+
+    id: int
+    track_id: int
+    start_s: float
+    end_s: float
+    title: str
+    embedding: Vector
+
+
 def candidate_pool(
     conn: psycopg.Connection, *, targets: np.ndarray, model_version: str, per_target: int = PER_WAYPOINT
-) -> list[tuple[Any, ...]]:
-    """(segment id, track id, start, end, title, embedding) of the windows nearest each waypoint."""
-    seen: dict[int, tuple[Any, ...]] = {}
+) -> list[PoolRow]:
+    """The windows nearest each waypoint, each once."""
+    seen: dict[int, PoolRow] = {}
     for t in targets:
         for r in conn.execute(
             "SELECT s.id, s.track_id, s.start_s, s.end_s, t.title, s.embedding FROM segments s"
             " JOIN tracks t ON t.id = s.track_id WHERE s.model_version = %s ORDER BY s.embedding <=> %s LIMIT %s",
             (model_version, t, per_target),
         ).fetchall():
-            seen.setdefault(int(r[0]), r)
+            seen.setdefault(int(r[0]), PoolRow(*r))
     return list(seen.values())
 
 
@@ -123,16 +135,16 @@ def moment_path(
     with autocommit(db) as conn:
         ma = load_moment(conn, track_id=start[0], start_s=start[1], model_version=mv, embedder=embedder)
         mb = load_moment(conn, track_id=end[0], start_s=end[1], model_version=mv, embedder=embedder)
-        a, b = unit(ma.embedding), unit(mb.embedding)
+        a, b = unit(ma.profile.embedding), unit(mb.profile.embedding)
         rows = (
             candidate_pool(conn, targets=waypoints(a=a, b=b, steps=steps)[1:-1], model_version=mv)
             if steps > 2
             else []
         )
-    pool = np.stack([as_vector(r[5]) for r in rows]) if rows else np.zeros((0, a.size), np.float32)
+    pool = np.stack([as_vector(r.embedding) for r in rows]) if rows else np.zeros((0, a.size), np.float32)
     picked = plan_path(
-        a=a, b=b, pool=pool, pool_tracks=np.array([int(r[1]) for r in rows], dtype=np.int64),
-        pool_starts=np.array([float(r[2]) for r in rows], dtype=np.float32), steps=steps,
+        a=a, b=b, pool=pool, pool_tracks=np.array([int(r.track_id) for r in rows], dtype=np.int64),
+        pool_starts=np.array([float(r.start_s) for r in rows], dtype=np.float32), steps=steps,
         ends=((start[0], float(start[1])), (end[0], float(end[1]))),
     )  # fmt: skip
     out = [
@@ -148,7 +160,15 @@ def moment_path(
     for i in picked:
         r = rows[i]
         v = unit(pool[i])
-        out.append(Step(int(r[1]), round(float(r[2]), 2), round(float(r[3]), 2), str(r[4]), _like(prev, v)))
+        out.append(
+            Step(
+                int(r.track_id),
+                round(float(r.start_s), 2),
+                round(float(r.end_s), 2),
+                str(r.title),
+                _like(prev, v),
+            )
+        )
         prev = v
     out.append(
         Step(

@@ -12,10 +12,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import psycopg
+from pgvector import Vector
 
 from cadenza.audio import content_hash, load_audio
 from cadenza.db import f16_array
@@ -23,7 +24,8 @@ from cadenza.errors import InputError, NotFound
 from encoder.features import SAMPLE_RATE
 from encoder.protocols import MomentEmbedder
 from encoder.windowing import DEFAULT_WINDOWING, Windowing
-from retrieval.clip_query import from_audio, unit
+from retrieval.clip_query import BuiltQuery, from_audio, unit
+from retrieval.rerank import QueryProfile
 from retrieval.store import model_mismatch, other_models, track_chroma
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class _MomentRow(NamedTuple):
     track_id: int
     start_s: float
     end_s: float
-    embedding: Any  # pgvector Vector
+    embedding: Vector
     chroma_mean: list[float]
     chroma_seq: bytes | None
     key_index: int | None
@@ -65,7 +67,7 @@ class _MomentRow(NamedTuple):
 
 @dataclass
 class Moment:
-    """A library moment as a query: its embedding and measured descriptors, and where they came from."""
+    """A library moment as a query: what the reranker compares, and where it came from."""
 
     segment_id: int
     track_id: int
@@ -74,19 +76,11 @@ class Moment:
     title: str
     composer: str
     end_s: float
-    embedding: np.ndarray  # [d] unit
-    chroma_mean: np.ndarray  # [12]
-    chroma_seq: np.ndarray | None  # [n, 12]
+    profile: QueryProfile  # embedding [d] unit, chroma, tempo, mood, brightness, onsets
     chroma10: np.ndarray  # [T, 12] 10-fps chroma from start_s, for localization
     key_index: int | None
     mode: str | None
     key_confidence: float | None
-    tempo_bpm: float | None
-    valence: float | None
-    arousal: float | None
-    tonalness: float
-    brightness_hz: float | None
-    onset_density: float | None
     moment_source: str  # "audio" (re-embedded from the file) | "stored-segment"
     timings_ms: dict[str, float] = field(default_factory=dict)
     nothing_reason: str | None = None
@@ -149,66 +143,47 @@ def moment(
         raise InputError(
             f"track {track_id} is {duration:.1f} s long; pick a moment start between 0 and {max(duration - w.min_s, 0.0):.1f} s"
         )
-    fallback = "no encoder to re-embed with"
+    fallback: str | None = "no encoder to re-embed with"
+    built: BuiltQuery | None = None
+    timings: dict[str, float] = {}
     if embedder is not None:
         t0 = time.perf_counter()
         y, why = moment_audio(
             path=str(row.path), digest=str(row.content_hash), start_s=float(start_s), duration_s=w.window_s
         )
-        decode_ms = (time.perf_counter() - t0) * 1000
+        timings["decode"] = (time.perf_counter() - t0) * 1000
         if y is not None and y.size >= w.min_s * SAMPLE_RATE:
             built = from_audio(audio=y, embedder=embedder, start_s=0.0, duration_s=w.window_s)
-            d, prof = built.info, built.profile
-            return Moment(
-                segment_id=row.id,
-                track_id=row.track_id,
-                start_s=float(start_s),
-                segment_start=float(row.start_s),
-                title=row.title,
-                composer=row.composer,
-                end_s=float(start_s) + d["end"],
-                moment_source="audio",
-                embedding=prof.embedding,
-                chroma_mean=np.asarray(d["chroma_mean"]),
-                chroma_seq=prof.chroma_seq,
-                chroma10=built.chroma10,
-                key_index=d["key_index"],
-                mode=d["mode"],
-                key_confidence=d["key_confidence"],
-                tempo_bpm=d["tempo_bpm"],
-                valence=d["valence"],
-                arousal=d["arousal"],
-                tonalness=d["tonalness"],
-                brightness_hz=d["brightness_hz"],
-                onset_density=d["onset_density"],
-                nothing_reason=built.nothing_reason,
-                timings_ms={"decode": decode_ms, **built.timings_ms},
+        else:
+            fallback = why or "too little audio left after the start in the track's file"
+            log.warning(
+                "moment of track %s at %.1f s from its stored segment: %s", track_id, start_s, fallback
             )
-        fallback = why or "too little audio left after the start in the track's file"
-        log.warning("moment of track %s at %.1f s from its stored segment: %s", track_id, start_s, fallback)
-    chroma = track_chroma(conn, track_id)
-    i0 = w.frames(max(0.0, start_s))
+    if built is not None:
+        d = built.info
+        profile, chroma10, end_s = built.profile, built.chroma10, float(start_s) + d["end"]
+        key = (d["key_index"], d["mode"], d["key_confidence"])
+        source, nothing, fallback = "audio", built.nothing_reason, None
+        timings.update(built.timings_ms)
+    else:
+        chroma = track_chroma(conn, track_id)
+        i0 = w.frames(max(0.0, start_s))
+        profile = QueryProfile(
+            embedding=unit(row.embedding.to_numpy()),
+            chroma_mean=np.asarray(row.chroma_mean, dtype=np.float64),
+            chroma_seq=f16_array(row.chroma_seq),
+            tempo_bpm=row.tempo_bpm,
+            valence=float(row.valence or 0.0),
+            arousal=float(row.arousal or 0.0),
+            brightness_hz=row.brightness_hz,
+            onset_density=row.onset_density,
+        )
+        chroma10, end_s = chroma[i0 : i0 + w.window_frames], min(float(start_s) + w.window_s, duration)
+        key = (row.key_index, row.mode, row.key_confidence)
+        source, nothing, timings = "stored-segment", None, {}
     return Moment(
-        segment_id=row.id,
-        track_id=row.track_id,
-        start_s=float(start_s),
-        segment_start=float(row.start_s),
-        title=row.title,
-        composer=row.composer,
-        end_s=min(float(start_s) + w.window_s, duration),
-        moment_source="stored-segment",
-        embedding=unit(row.embedding.to_numpy()),
-        chroma_mean=np.asarray(row.chroma_mean, dtype=np.float64),
-        chroma_seq=f16_array(row.chroma_seq),
-        chroma10=chroma[i0 : i0 + w.window_frames],
-        key_index=row.key_index,
-        mode=row.mode,
-        key_confidence=row.key_confidence,
-        tempo_bpm=row.tempo_bpm,
-        valence=row.valence,
-        arousal=row.arousal,
-        tonalness=1.0,
-        brightness_hz=row.brightness_hz,
-        onset_density=row.onset_density,
-        fallback_reason=fallback,
-    )
+        segment_id=row.id, track_id=row.track_id, start_s=float(start_s), segment_start=float(row.start_s),
+        title=row.title, composer=row.composer, end_s=end_s, profile=profile, chroma10=chroma10,
+        key_index=key[0], mode=key[1], key_confidence=key[2], moment_source=source, timings_ms=timings,
+        nothing_reason=nothing, fallback_reason=fallback,
+    )  # fmt: skip

@@ -7,6 +7,8 @@ gives the descriptors the reranker compares with.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import psycopg
 
@@ -16,7 +18,6 @@ from encoder.protocols import MomentEmbedder
 from retrieval.clip_query import BuiltQuery, from_audio, unit
 from retrieval.descriptors import KEY_NAMES
 from retrieval.moment_query import Moment, moment
-from retrieval.rerank import QueryProfile
 from retrieval.types import MomentRef, SearchRequest
 
 
@@ -55,35 +56,26 @@ def build(
     for m in (*moments, *minus):
         for k, v in m.timings_ms.items():
             timings[k] = timings.get(k, 0.0) + v
-    parts.extend(m.embedding for m in moments)
-    q = np.sum(parts, axis=0) - 0.5 * (np.sum([m.embedding for m in minus], axis=0) if minus else 0.0)
+    parts.extend(m.profile.embedding for m in moments)
+    q = np.sum(parts, axis=0) - 0.5 * (np.sum([m.profile.embedding for m in minus], axis=0) if minus else 0.0)
     exclude = tuple(sorted({int(m.track_id) for m in moments}))
     if built is None:
         first = moments[0]
-        chroma = np.mean([m.chroma_mean for m in moments], axis=0)
+        chroma = np.mean([m.profile.chroma_mean for m in moments], axis=0)
         info = {
             "source": "moment" if len(moments) == 1 and not minus else "blend",
             "track_id": first.track_id, "title": first.title, "composer": first.composer,
             "start": round(first.start_s, 2), "end": round(first.end_s, 2),
             "key_index": first.key_index, "mode": first.mode, "key_confidence": first.key_confidence,
             "key": KEY_NAMES[first.key_index] if first.key_index is not None else None,
-            "tempo_bpm": first.tempo_bpm, "valence": first.valence, "arousal": first.arousal,
+            "tempo_bpm": first.profile.tempo_bpm, "valence": first.profile.valence, "arousal": first.profile.arousal,
             "chroma_mean": [round(float(v), 4) for v in chroma],
             "moment_source": first.moment_source, "moment_sources": sources,
         }  # fmt: skip
         if fallbacks:
             info["fallback_reason"] = "; ".join(fallbacks)
-        profile = QueryProfile(
-            embedding=unit(q),
-            chroma_mean=chroma,
-            chroma_seq=first.chroma_seq,
-            tempo_bpm=first.tempo_bpm,
-            valence=float(first.valence or 0.0),
-            arousal=float(first.arousal or 0.0),
-            tonalness=float(first.tonalness),
-            brightness_hz=first.brightness_hz,
-            onset_density=first.onset_density,
-        )
+        # The blend's direction, and the first moment's measurements for the reranker to compare.
+        profile = replace(first.profile, embedding=unit(q), chroma_mean=chroma, transposed=())
         # Only a single moment can be "nothing": a blend still has the other moments' direction.
         nothing = first.nothing_reason if len(moments) == 1 and not minus else None
         return BuiltQuery(

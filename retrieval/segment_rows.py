@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
+from pgvector import Vector
 
 from cadenza.db import f16_array
 from retrieval.descriptors import KEY_NAMES
@@ -32,7 +33,7 @@ class SegmentRow(NamedTuple):
     era: str
     path: str
     duration_s: float
-    chroma_mean: Any  # float[] [12]
+    chroma_mean: list[float]  # [12]
     chroma_seq: bytes | None  # float16 [n, 12]
     key_index: int | None
     mode: str | None
@@ -43,7 +44,7 @@ class SegmentRow(NamedTuple):
     onset_density: float | None
     valence: float | None
     arousal: float | None
-    embedding: Any  # pgvector Vector
+    embedding: Vector
     dist: float
 
 

@@ -6,7 +6,7 @@ import csv
 
 from cadenza.audio import load_audio
 from encoder.embed import Embedder
-from retrieval.demo import PLAN, ComposerPlan, build_demo
+from retrieval.demo import PLAN, ComposerPlan, DemoBuild, build_demo
 from retrieval.store import list_tracks
 
 TINY = (
@@ -24,8 +24,8 @@ def test_full_plan_is_broad():
 
 def test_tiny_demo_builds_ingests_and_is_idempotent(db, settings):
     emb = Embedder.untrained(seed=0)
-    kw = dict(settings=settings, db=db, plan=TINY, max_seconds_per_work=12.0, works_per_composer=1, workers=1,
-              progress=False, embedder=emb)  # fmt: skip
+    build = DemoBuild(plan=TINY, max_seconds_per_work=12.0, works_per_composer=1, workers=1, progress=False)
+    kw = dict(settings=settings, db=db, build=build, embedder=emb)
     first = build_demo(**kw)
     assert first["files"] == 3 and first["ingest"]["added"] == 3
     demo = settings.paths.demo
