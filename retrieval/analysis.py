@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from encoder.features import CHROMA, SAMPLE_RATE
+from encoder.features import CHROMA, SAMPLE_RATE, acoustic_features
 from encoder.protocols import MomentEmbedder
 from retrieval.descriptors import chroma_sequence, describe
 from retrieval.melody import melody_contour, window_melodies
@@ -222,8 +222,6 @@ def prepare(
 def warm_up() -> None:
     """Import and warm what an ingest lane needs (numpy FFT plans, BLAS, scipy.signal, the melody's matrix) on 1 s
     of tone, so a process pays it once, up front, and per-track stage times are steady-state."""
-    from encoder.features import acoustic_features
-
     t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
     y = prepare(y=0.1 * np.sin(2 * np.pi * 440.0 * t), whole_track=True)
     acoustic_features(y=y, sr=SAMPLE_RATE)
@@ -282,8 +280,6 @@ class TrackFeatures:
 
 def featurize_audio(*, y: np.ndarray, use_denoise: bool = False) -> TrackFeatures:
     """Decoded mono 16-kHz ``y [n]`` → leveled acoustic frames (no model involved)."""
-    from encoder.features import acoustic_features
-
     t0, c0 = time.perf_counter(), time.thread_time()
     y = prepare(y=y, use_denoise=use_denoise, whole_track=True)
     c1 = time.thread_time()

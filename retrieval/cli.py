@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cadenza.errors import InputError
-from retrieval.types import DEFAULT_K, MAX_K
+from retrieval.types import (
+    DEFAULT_DIVERSITY,
+    DEFAULT_K,
+    MAX_K,
+    Aspects,
+    Filters,
+    MomentRef,
+    SearchRequest,
+    check_diversity,
+)
 
 if TYPE_CHECKING:  # types only: importing these at start-up is what the lazy imports avoid
     from cadenza.db import Database
@@ -105,8 +114,6 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             action="store_true",
             help="search the clip only as it is (by default it is also searched a semitone up and down)",
         )
-        from retrieval.types import DEFAULT_DIVERSITY
-
         parser.add_argument(
             "--diversity", type=float, default=DEFAULT_DIVERSITY,
             help=f"0 = plain ranking, 1 = spread composers as much as possible (default {DEFAULT_DIVERSITY})",
@@ -272,7 +279,6 @@ def _reindex(settings: Settings, db: Database, args: argparse.Namespace) -> int:
 def _search(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     from cadenza.audio import load_audio
     from retrieval.search import search
-    from retrieval.types import Aspects, Filters, MomentRef, SearchRequest, check_diversity
 
     if (args.audio is None) == (args.track is None):
         raise InputError("give an audio clip or --track ID --at SECONDS (one of them)")

@@ -11,6 +11,9 @@ The plan's works ship as MIDI (``demo_midi.zip``, 65 files, 0.2 MB), converted o
 :func:`encoder.render.work_to_midi`: parsing scores with music21 was ~90 % of the render's CPU
 (68 of 76 CPU-s on a 27-min sample; one string quartet alone 58 s). A work missing from it
 (a changed plan) is converted as before; :func:`pack_midi` refreshes it from a build's cache.
+
+:mod:`encoder.render` (music21, pretty_midi, tinysoundfont) is imported inside the functions
+that render, so importing this module (the CLI, each render worker) stays light.
 """
 
 from __future__ import annotations

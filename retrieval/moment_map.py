@@ -18,6 +18,7 @@ from pgvector import Vector
 
 from cadenza.db import Database, autocommit
 from cadenza.errors import InputError
+from encoder.features import SAMPLE_RATE, acoustic_features
 from encoder.protocols import MomentEmbedder
 from retrieval.analysis import prepare
 from retrieval.query import build as build_query
@@ -149,8 +150,6 @@ def clip_strip(
 ) -> Strip:
     """The query clip's own strip: its 10-s windows every 2 s (as ingest cuts a library track) and
     their likeness to the query passage. ``audio``: mono at 16 kHz."""
-    from encoder.features import SAMPLE_RATE, acoustic_features
-
     y = np.asarray(audio, dtype=np.float32).reshape(-1)
     frames = acoustic_features(y=prepare(y=y), sr=SAMPLE_RATE)
     win = min(embedder.windowing.window_frames, len(frames))
