@@ -19,7 +19,11 @@ import pytest
 
 from assistant.llm import LLM
 from cadenza.db import Database
+from cadenza.errors import InputError
 from cadenza.settings import LimitSettings, LLMSettings, Settings
+from encoder.embed import Embedder
+from retrieval.search import search
+from retrieval.types import DEFAULT_K, MAX_K, MomentRef, SearchRequest
 from tests.conftest import truncate_all
 from tests.fake_llm import FakeLLM, Step
 from tests.helpers_app import (  # noqa: F401  (re-exported: other test modules import them from here)
@@ -119,6 +123,23 @@ def test_api_search_errors_are_clear(client, library, kwargs, status, fragment):
     r = client.post("/api/search", **kwargs)
     assert r.status_code == status, r.text
     assert fragment in r.json()["error"]
+
+
+def test_k_has_one_default_and_one_cap(client, library):
+    """The page's selector starts at the default k; the API, the chat and search refuse past one cap."""
+    assert f'<option value="{DEFAULT_K}" selected>' in client.get("/").text
+    ref = {"track_id": library.ids["Study 2"], "start": 0}
+    r = client.post("/api/search", json={"reference": ref, "k": MAX_K + 1})
+    assert r.status_code == 400 and f"between 1 and {MAX_K}" in r.json()["error"]
+    r = client.post("/api/chat", json={"reference": ref, "k": MAX_K + 1})
+    assert r.status_code == 400 and f"between 1 and {MAX_K}" in r.json()["error"]
+    with pytest.raises(InputError, match=f"between 1 and {MAX_K}"):
+        search(
+            db=library.db,
+            embedder=Embedder.untrained(),
+            request=SearchRequest(moments=(MomentRef(1, 0.0),), k=MAX_K + 1),
+        )
+    assert client.post("/api/search", json={"reference": ref, "k": MAX_K}).status_code == 200
 
 
 def test_openapi_schema_lists_the_api(client):
