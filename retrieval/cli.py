@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # types only: importing these at start-up is what the lazy im
     from cadenza.db import Database
     from cadenza.settings import Settings
     from encoder.protocols import MomentEmbedder
-    from retrieval.ingest import IngestReport
+    from retrieval.ingest_report import IngestReport
     from retrieval.ingest_steps import EmbedderSpec
 
 log = logging.getLogger(__name__)
