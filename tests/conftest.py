@@ -1,22 +1,30 @@
-"""Shared fixtures: a real PostgreSQL + pgvector for the whole session.
+"""Shared fixtures: a real PostgreSQL + pgvector for the whole session, and the app served over HTTP.
 
 The session starts one embedded PostgreSQL in a temporary ``CADENZA_HOME`` (or uses
 ``CADENZA_TEST_DATABASE_URL``), applies the migrations once, and every test that asks for
 ``db`` gets it with empty tables afterwards (TRUNCATE … RESTART IDENTITY), so tests see
 only their own rows.
+
+A module that serves the app asks for ``client`` (or ``base_url``, ``library``): the six
+synthetic tracks ingested once per module, uvicorn on a free port, a browser-like client. It
+overrides ``app_settings`` to change the limits the app runs with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from cadenza.db import Database, open_database
-from cadenza.settings import Settings
+from cadenza.settings import LimitSettings, Settings
+from tests.helpers_app import Library, browser_like_client, ingest_library, running_app
+from tests.helpers_db import truncate_all
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,21 +69,44 @@ def session_db(settings: Settings) -> Iterator[Database]:
         db.close()
 
 
-def truncate_all(db: Database) -> None:
-    with db.connection() as conn:
-        tables = [
-            r[0]
-            for r in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-            ).fetchall()
-        ]
-        if tables:
-            conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
-        conn.commit()
-
-
 @pytest.fixture
 def db(session_db: Database) -> Iterator[Database]:
     truncate_all(session_db)
     yield session_db
     truncate_all(session_db)
+
+
+@pytest.fixture(scope="module")
+def app_settings(settings: Settings) -> Settings:
+    """The settings the served app runs with: the default limits (a module overrides this fixture)."""
+    return dataclasses.replace(settings, limits=LimitSettings())
+
+
+@pytest.fixture(scope="module")
+def library(
+    session_db: Database, tmp_path_factory: pytest.TempPathFactory, app_settings: Settings
+) -> Iterator[Library]:
+    """The six synthetic tracks ingested into the session database for this module."""
+    lib = ingest_library(session_db, tmp_path_factory.mktemp("library"), app_settings)
+    yield lib
+    truncate_all(session_db)
+
+
+@pytest.fixture(scope="module")
+def base_url(library: Library, app_settings: Settings) -> Iterator[str]:
+    with running_app(app_settings, db=library.db, embedder=library.embedder) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url: str) -> Iterator[httpx.Client]:
+    """One browser-like client (one listener) for the module."""
+    with browser_like_client(base_url) as c:
+        yield c
+
+
+@pytest.fixture
+def listener(base_url: str) -> Iterator[httpx.Client]:
+    """A browser-like client of its own per test: a fresh listener (cookie, session state)."""
+    with browser_like_client(base_url) as c:
+        yield c

@@ -22,8 +22,8 @@ import numpy as np
 from assistant.app import create_app, load_embedder
 from cadenza.db import Database
 from cadenza.settings import Settings
-from tests.conftest import truncate_all
 from tests.helpers_audio import SR, clicks, random_chord_track, write_audio
+from tests.helpers_db import truncate_all
 
 #: (composer, era, key, bpm) of the six library tracks; two tracks per composer.
 TRACKS = [
@@ -117,11 +117,13 @@ def running_app(settings: Settings, *, db: Any, embedder: Any, llm: Any = None) 
 
 
 @contextmanager
-def browser_like_client(base_url: str) -> Iterator[httpx.Client]:
+def browser_like_client(base_url: str, *, timeout: float = 120) -> Iterator[httpx.Client]:
     """An HTTP client that first loads the chat page, as a browser does: it gets the cookies and,
     when the app protects forms against CSRF, the token the page hands to htmx (sent as a header)."""
-    with httpx.Client(base_url=base_url, timeout=60) as c:
-        m = re.search(r'"X-CSRFToken":\s*"([^"]+)"', c.get("/").text)
+    with httpx.Client(base_url=base_url, timeout=timeout) as c:
+        page = c.get("/")
+        assert page.status_code == 200, page.text[:300]
+        m = re.search(r'"X-CSRFToken":\s*"([^"]+)"', page.text)
         if m:
             c.headers["X-CSRFToken"] = m.group(1)
         yield c
@@ -150,8 +152,6 @@ CHROMIUM_ARGS = [
 def wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
     """Poll a JS expression through the DevTools protocol: unlike ``wait_for_function`` it needs no
     eval inside the page, which the app's Content-Security-Policy forbids."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while not page.evaluate(expression):
         if time.monotonic() > deadline:

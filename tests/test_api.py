@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,11 @@ from cadenza.settings import LimitSettings, LLMSettings, Settings
 from encoder.embed import Embedder
 from retrieval.search import search
 from retrieval.types import DEFAULT_K, MAX_K, MomentRef, SearchRequest
-from tests.conftest import truncate_all
 from tests.fake_llm import FakeLLM, Step
-from tests.helpers_app import (  # noqa: F401  (re-exported: other test modules import them from here)
-    TRACKS,
-    Library,
+from tests.helpers_app import (
     browser_like_client,
     clip_of_track,
-    free_port,
-    ingest_library,
     running_app,
-    track_audio,
     wav_bytes,
 )
 from tests.helpers_audio import SR
@@ -44,25 +37,6 @@ from tests.helpers_audio import SR
 def app_settings(settings) -> Settings:
     # A small upload limit so the 413 path is cheap to reach.
     return dataclasses.replace(settings, limits=LimitSettings(max_upload_bytes=1_500_000))
-
-
-@pytest.fixture(scope="module")
-def library(session_db, tmp_path_factory, app_settings) -> Iterator[Library]:
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("library"), app_settings)
-    yield lib
-    truncate_all(session_db)
-
-
-@pytest.fixture(scope="module")
-def base_url(library, app_settings) -> Iterator[str]:
-    with running_app(app_settings, db=library.db, embedder=library.embedder) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(base_url) -> Iterator[httpx.Client]:
-    with browser_like_client(base_url) as c:
-        yield c
 
 
 # --- /api/search -------------------------------------------------------------------------------

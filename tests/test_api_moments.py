@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from cadenza.settings import LimitSettings, Settings
-from tests.conftest import truncate_all
-from tests.helpers_app import Library, browser_like_client, clip_of_track, ingest_library, running_app
-
-
-@pytest.fixture(scope="module")
-def app_settings(settings) -> Settings:
-    return dataclasses.replace(settings, limits=LimitSettings())
-
-
-@pytest.fixture(scope="module")
-def library(session_db, tmp_path_factory, app_settings) -> Iterator[Library]:
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("moments-library"), app_settings)
-    yield lib
-    truncate_all(session_db)
-
-
-@pytest.fixture(scope="module")
-def client(library, app_settings) -> Iterator[httpx.Client]:
-    with (
-        running_app(app_settings, db=library.db, embedder=library.embedder) as url,
-        browser_like_client(url) as c,
-    ):
-        yield c
+from tests.helpers_app import clip_of_track
 
 
 def test_the_map_of_a_reference_puts_its_own_track_first_and_peaks_at_the_reference(client, library):

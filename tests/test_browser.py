@@ -3,29 +3,13 @@ over HTTP, on real PostgreSQL with a small ingested library (one browser for the
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Iterator
 
 import pytest
 
-from cadenza.settings import LimitSettings
-from tests.helpers_app import CHROMIUM_ARGS, clip_of_track, ingest_library, running_app, wait_until  # noqa: F401
+from tests.helpers_app import CHROMIUM_ARGS, clip_of_track, wait_until
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def base_url(session_db, settings, tmp_path_factory) -> Iterator[str]:
-    from tests.conftest import truncate_all
-
-    app_settings = dataclasses.replace(settings, limits=LimitSettings())
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("browser-library"), app_settings)
-    try:
-        with running_app(app_settings, db=session_db, embedder=lib.embedder) as url:
-            yield url
-    finally:
-        truncate_all(session_db)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def tunes():
 def tune_app(session_db, settings, tunes, tmp_path_factory) -> Iterator[tuple[str, dict[str, int]]]:
     from assistant.app import load_embedder
     from retrieval.ingest import ingest
-    from tests.conftest import truncate_all
+    from tests.helpers_db import truncate_all
 
     truncate_all(session_db)
     app_settings = dataclasses.replace(settings, limits=LimitSettings())

@@ -12,7 +12,7 @@ from retrieval.filters import filter_sql
 from retrieval.nearest import nearest
 from retrieval.store import write_track
 from retrieval.types import Filters
-from tests.conftest import truncate_all
+from tests.helpers_db import truncate_all
 
 MV = "cells-test"
 N_COMPOSERS, TRACKS_PER, SEGS_PER, DIM = 16, 10, 25, 128

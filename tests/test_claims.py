@@ -15,7 +15,7 @@ from assistant.explain import (
     offline_explanation,
     render_markdown,
 )
-from tests.test_llm import RESPONSE
+from tests.helpers_explain import RESPONSE
 
 FACTS = copy.deepcopy(RESPONSE)
 FACTS["results"][0].update(composer="Wolfgang Amadeus Mozart", era="Classical", title="Serenade in G")

@@ -4,56 +4,25 @@ without it. A small library of six synthesized tracks, real PostgreSQL, the real
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
-from cadenza.settings import LimitSettings, Settings
-from tests.conftest import truncate_all
 from tests.helpers_app import (
     CHROMIUM_ARGS,
     Library,
-    browser_like_client,
     clip_of_track,
-    ingest_library,
-    running_app,
     wait_until,
 )
 
 OFF = {"time_of_day": False, "history": False, "mood": False}
 
 
-@pytest.fixture(scope="module")
-def app_settings(settings) -> Settings:
-    return dataclasses.replace(settings, limits=LimitSettings())
-
-
-@pytest.fixture(scope="module")
-def library(session_db, tmp_path_factory, app_settings) -> Iterator[Library]:
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("context-library"), app_settings)
-    yield lib
-    truncate_all(session_db)
-
-
-@pytest.fixture(scope="module")
-def base_url(library, app_settings) -> Iterator[str]:
-    with running_app(app_settings, db=library.db, embedder=library.embedder) as url:
-        yield url
-
-
-@pytest.fixture
-def client(base_url) -> Iterator[httpx.Client]:
-    with browser_like_client(base_url) as c:  # a fresh listener (cookie) per test
-        yield c
-
-
-def _search(client: httpx.Client, library: Library, **body) -> dict:
+def _search(listener: httpx.Client, library: Library, **body) -> dict:
     ref = {"track_id": library.ids["Study 0"], "start": 4.0}
-    r = client.post("/api/search", json={"reference": ref, "k": 5, **body})
+    r = listener.post("/api/search", json={"reference": ref, "k": 5, **body})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -66,36 +35,36 @@ def _ranking(resp: dict) -> list[tuple[int, float]]:
     return [(r["segment_id"], r["score"]) for r in resp["results"]]
 
 
-def test_time_of_day_switch(client, library):
-    night = _search(client, library, local_time="02:30")
+def test_time_of_day_switch(listener, library):
+    night = _search(listener, library, local_time="02:30")
     row = _signal(night, "time_of_day")
     assert row["on"] and row["applied"] and row["day_part"] == "night"
     assert row["text"] == "night (02:30): quiet, calm moments favoured"
     assert all("time_of_day" in r["components"] for r in night["results"])
     assert night["query"]["context"]["local_time"] == "02:30"
 
-    off = _search(client, library, local_time="02:30", context={"time_of_day": False})
+    off = _search(listener, library, local_time="02:30", context={"time_of_day": False})
     row = _signal(off, "time_of_day")
     assert not row["on"] and not row["applied"] and row["text"] == "time of day: off"
     assert not any("time_of_day" in r["components"] for r in off["results"])
     # Off is exactly the ranking of a search that never had a local time.
-    assert _ranking(off) == _ranking(_search(client, library))
+    assert _ranking(off) == _ranking(_search(listener, library))
     assert _ranking(off) != _ranking(night)  # the term changed the scores
 
-    afternoon = _search(client, library, local_time="2026-12-03T14:05:00+09:00")
+    afternoon = _search(listener, library, local_time="2026-12-03T14:05:00+09:00")
     assert _signal(afternoon, "time_of_day")["day_part"] == "afternoon"
 
 
-def test_the_local_time_comes_from_the_headers_too(client, library):
+def test_the_local_time_comes_from_the_headers_too(listener, library):
     zone = "Pacific/Kiritimati"  # UTC+14: rarely the server's own zone
     ref = {"track_id": library.ids["Study 0"], "start": 4.0}
-    r = client.post("/api/search", json={"reference": ref, "k": 3}, headers={"X-Timezone": zone})
+    r = listener.post("/api/search", json={"reference": ref, "k": 3}, headers={"X-Timezone": zone})
     assert r.status_code == 200, r.text
     shown = r.json()["query"]["context"]["local_time"]
     now = datetime.now(UTC).astimezone(ZoneInfo(zone))
     gap = abs(int(shown[:2]) * 60 + int(shown[3:]) - (now.hour * 60 + now.minute))
     assert min(gap, 1440 - gap) <= 2, (shown, now)
-    r = client.post("/api/search", json={"reference": ref, "k": 3}, headers={"X-Local-Time": "07:15"})
+    r = listener.post("/api/search", json={"reference": ref, "k": 3}, headers={"X-Local-Time": "07:15"})
     assert _signal(r.json(), "time_of_day")["text"].startswith("morning (07:15)")
 
 
@@ -110,27 +79,27 @@ def test_the_local_time_comes_from_the_headers_too(client, library):
         ({}, {"X-Timezone": "../../etc/passwd"}, "not a time zone name"),
     ],
 )
-def test_bad_context_input_is_a_clear_400(client, library, body, headers, fragment):
+def test_bad_context_input_is_a_clear_400(listener, library, body, headers, fragment):
     ref = {"track_id": library.ids["Study 0"], "start": 4.0}
-    r = client.post("/api/search", json={"reference": ref, **body}, headers=headers)
+    r = listener.post("/api/search", json={"reference": ref, **body}, headers=headers)
     assert r.status_code == 400 and fragment in r.json()["error"], r.text
 
 
-def test_history_switch(client, library):
-    client.get("/")  # the listener cookie
-    free = _search(client, library)
+def test_history_switch(listener, library):
+    listener.get("/")  # the listener cookie
+    free = _search(listener, library)
     assert _signal(free, "history")["text"] == "listening history: nothing played yet"
     # Play the composers of the two best results: they move down.
     played = {r["composer"] for r in free["results"][:2]}
     for r in free["results"][:2]:
-        assert client.post("/plays", data={"track_id": str(r["track_id"])}).status_code == 204
-    on = _search(client, library)
+        assert listener.post("/plays", data={"track_id": str(r["track_id"])}).status_code == 204
+    on = _search(listener, library)
     row = _signal(on, "history")
     assert row["applied"] and all(r["components"]["discovery"] == float(r["composer"] not in played)
                                   for r in on["results"])  # fmt: skip
     assert "you have played" in row["text"] and row["weight"] > 0
     assert _ranking(on) != _ranking(free)
-    off = _search(client, library, context={"history": False})
+    off = _search(listener, library, context={"history": False})
     assert (
         not _signal(off, "history")["applied"] and _signal(off, "history")["text"] == "listening history: off"
     )
@@ -138,15 +107,15 @@ def test_history_switch(client, library):
     assert not any("discovery" in r["components"] for r in off["results"])
 
 
-def test_mood_switch_kept_for_the_conversation(client, library):
-    r = client.post(
+def test_mood_switch_kept_for_the_conversation(listener, library):
+    r = listener.post(
         "/api/chat", files={"file": ("clip.wav", clip_of_track(2), "audio/wav")},
         data={"k": "4", "local_time": "23:00"},
     )  # fmt: skip
     assert r.status_code == 200, r.text
     cid = r.json()["conversation_id"]
     assert _signal(r.json()["response"], "mood")["text"].startswith("mood: none asked for")
-    r = client.post("/api/chat", json={"conversation_id": cid, "message": "calmer"})
+    r = listener.post("/api/chat", json={"conversation_id": cid, "message": "calmer"})
     assert r.status_code == 200, r.text
     calmer = r.json()
     row = _signal(calmer["response"], "mood")
@@ -156,7 +125,7 @@ def test_mood_switch_kept_for_the_conversation(client, library):
     assert _signal(calmer["response"], "time_of_day")["day_part"] == "late evening"
 
     # Switch mood off for the conversation: the answer is ranked again in place, without it.
-    r = client.post(
+    r = listener.post(
         "/api/chat/context",
         json={"conversation_id": cid, "message_id": calmer["message_id"], "context": {"mood": False}},
     )
@@ -170,21 +139,21 @@ def test_mood_switch_kept_for_the_conversation(client, library):
     assert _ranking(body["response"]) != _ranking(calmer["response"])
 
     # Later messages of the conversation keep it off; the API can set the others per message.
-    r = client.post("/api/chat", json={"conversation_id": cid, "message": "only Classical", "context": OFF})
+    r = listener.post("/api/chat", json={"conversation_id": cid, "message": "only Classical", "context": OFF})
     assert r.status_code == 200, r.text
     later = r.json()
     assert [s["on"] for s in later["response"]["query"]["context"]["signals"]] == [False, False, False]
     assert not any(s["applied"] for s in later["response"]["query"]["context"]["signals"])
 
-    r = client.post("/api/chat/context", json={"conversation_id": cid, "message_id": calmer["message_id"],
+    r = listener.post("/api/chat/context", json={"conversation_id": cid, "message_id": calmer["message_id"],
                                                "context": {}})  # fmt: skip
     assert r.status_code == 400 and "no signal" in r.json()["error"]
-    r = client.post("/api/chat/context", json={"conversation_id": cid, "message_id": "x", "context": {}})
+    r = listener.post("/api/chat/context", json={"conversation_id": cid, "message_id": "x", "context": {}})
     assert r.status_code == 400
 
 
-def test_the_page_toggle_reranks_the_answer_in_place(client, library):
-    r = client.post(
+def test_the_page_toggle_reranks_the_answer_in_place(listener, library):
+    r = listener.post(
         "/chat/messages", files={"file": ("clip.wav", clip_of_track(4), "audio/wav")},
         data={"k": "3"}, headers={"HX-Request": "true", "X-Local-Time": "08:10"},
     )  # fmt: skip
@@ -194,16 +163,16 @@ def test_the_page_toggle_reranks_the_answer_in_place(client, library):
     assert "time-of-day fit" in r.text.split('class="cards"')[1]
     cid = r.headers["HX-Push-Url"].rsplit("/", 1)[1]
     mid = int(r.text.split('data-message="')[1].split('"')[0])
-    r = client.post(
+    r = listener.post(
         f"/c/{cid}/m/{mid}/context", data={"signal": "time_of_day", "on": "0"}, headers={"HX-Request": "true"}
     )
     assert r.status_code == 200, r.text
     assert "time of day: off" in r.text and 'data-signal="time_of_day" data-on="0"' in r.text
     assert "Turn on" in r.text and "time-of-day fit" not in r.text.split('class="cards"')[1]
-    r = client.post(f"/c/{cid}/m/{mid}/context", data={"signal": "time_of_day", "on": "1"},
+    r = listener.post(f"/c/{cid}/m/{mid}/context", data={"signal": "time_of_day", "on": "1"},
                     headers={"HX-Request": "true"})  # fmt: skip
     assert "morning (08:10)" in r.text  # the answer's own local time, not the server's clock
-    r = client.post(f"/c/{cid}/m/{mid}/context", data={"signal": "weather", "on": "0"},
+    r = listener.post(f"/c/{cid}/m/{mid}/context", data={"signal": "weather", "on": "0"},
                     headers={"HX-Request": "true"})  # fmt: skip
     assert r.status_code == 400
 
@@ -269,12 +238,12 @@ def test_the_context_line_and_its_toggles_in_a_browser(base_url, tmp_path):
     ],
     ids=["nested", "nul", "not-a-bool", "not-json"],
 )
-def test_the_context_route_answers_hostile_bodies_with_a_4xx(client, library, body):
-    r = client.post("/api/chat/context", content=body, headers={"content-type": "application/json"})
+def test_the_context_route_answers_hostile_bodies_with_a_4xx(listener, library, body):
+    r = listener.post("/api/chat/context", content=body, headers={"content-type": "application/json"})
     assert r.status_code in (400, 404) and r.json()["error"], r.text
 
 
-def test_a_nul_in_the_local_time_is_a_400(client, library):
+def test_a_nul_in_the_local_time_is_a_400(listener, library):
     ref = {"track_id": library.ids["Study 0"], "start": 4.0}
-    r = client.post("/api/search", json={"reference": ref, "local_time": "12:00\x00"})
+    r = listener.post("/api/search", json={"reference": ref, "local_time": "12:00\x00"})
     assert r.status_code == 400 and "not a time of day" in r.json()["error"]

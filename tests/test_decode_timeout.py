@@ -21,8 +21,8 @@ from assistant.app import load_embedder
 from cadenza import audio
 from cadenza.errors import InputError
 from cadenza.settings import LimitSettings
+from tests.helpers_app import running_app, wav_bytes
 from tests.helpers_audio import SR, write_audio
-from tests.test_api import running_app, wav_bytes
 
 
 def _hanging_child(pid_file: Path) -> str:

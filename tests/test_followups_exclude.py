@@ -11,35 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from cadenza.settings import LimitSettings
-from tests.conftest import truncate_all
-from tests.test_api import TRACKS, Library, browser_like_client, ingest_library, running_app
+from cadenza.settings import LimitSettings, Settings
+from tests.helpers_app import TRACKS, Library
 
 
 @pytest.fixture(scope="module")
-def library(session_db, tmp_path_factory, settings) -> Iterator[Library]:
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("exclude-library"), settings)
-    yield lib
-    truncate_all(session_db)
-
-
-@pytest.fixture(scope="module")
-def base_url(library, settings) -> Iterator[str]:
-    app_settings = dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
-    with running_app(app_settings, db=library.db, embedder=library.embedder) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(base_url) -> Iterator[httpx.Client]:
-    with browser_like_client(base_url) as c:
-        yield c
+def app_settings(settings) -> Settings:
+    return dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
 
 
 def tracks(body: dict[str, Any]) -> list[int]:
@@ -187,7 +170,7 @@ def test_not_this_and_put_back_in_the_browser(base_url):
     """One real browser check: htmx swaps the refined answer in place and "Put back" restores it."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import CHROMIUM_ARGS, wait_until
+    from tests.helpers_app import CHROMIUM_ARGS, wait_until
 
     cards_js = "Array.from(document.querySelectorAll('section.answer .card')).map(c => +c.dataset.track)"
     with sync_playwright() as p:

@@ -29,8 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from cadenza.settings import LimitSettings, Settings
-from tests.conftest import truncate_all
-from tests.helpers_app import clip_of_track, ingest_library, running_app
+from tests.helpers_app import clip_of_track, running_app
 from tests.helpers_hostile import (
     HOSTILE_BYTES,
     HOSTILE_JSON,
@@ -61,17 +60,10 @@ PATH_VALUES: dict[str, tuple[str, ...]] = {
 
 
 @pytest.fixture(scope="module")
-def fuzz_settings(settings) -> Settings:
+def app_settings(settings) -> Settings:
     return dataclasses.replace(
         settings, limits=LimitSettings(requests_per_minute=0, max_upload_bytes=2_000_000)
     )
-
-
-@pytest.fixture(scope="module")
-def library(session_db, tmp_path_factory, fuzz_settings):
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("library"), fuzz_settings)
-    yield lib
-    truncate_all(session_db)
 
 
 class _Errors(logging.Handler):
@@ -95,11 +87,11 @@ def server_errors() -> Iterator[_Errors]:
 
 
 @pytest.fixture(scope="module")
-def app(library, fuzz_settings, server_errors) -> Iterator[tuple[str, Any]]:
+def app(library, app_settings, server_errors) -> Iterator[tuple[str, Any]]:
     from assistant.app import create_app
 
-    with running_app(fuzz_settings, db=library.db, embedder=library.embedder) as url:
-        yield url, create_app(fuzz_settings, db=library.db, embedder=library.embedder)
+    with running_app(app_settings, db=library.db, embedder=library.embedder) as url:
+        yield url, create_app(app_settings, db=library.db, embedder=library.embedder)
 
 
 def _client(url: str) -> httpx.Client:

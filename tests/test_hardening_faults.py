@@ -22,10 +22,8 @@ import pytest
 from assistant.app import load_embedder
 from assistant.llm import LLM
 from cadenza.settings import LimitSettings, LLMSettings, Settings
-from tests.conftest import truncate_all
 from tests.fake_llm import FakeLLM, Step
-from tests.test_api import clip_of_track, ingest_library, running_app
-from tests.test_hardening_input import csrf_client
+from tests.helpers_app import browser_like_client, clip_of_track, running_app
 
 # --- PostgreSQL restarted while serving ----------------------------------------------------------------
 
@@ -59,40 +57,39 @@ def _pg_ctl(server: Any, *args: str) -> None:
 
 def test_postgres_restart_gives_503_then_recovers_without_restarting_the_server(own_pg):
     settings, db = own_pg
-    with running_app(settings, db=db, embedder=load_embedder(settings)) as url:
-        client = csrf_client(url)  # the page (and its CSRF token) while the database is up
+    with (
+        running_app(settings, db=db, embedder=load_embedder(settings)) as url,
+        browser_like_client(url) as client,  # the page (and its CSRF token) while the database is up
+    ):
+
+        def probes() -> list[httpx.Response]:
+            return [
+                client.get("/library", timeout=20),
+                client.get("/healthz", timeout=20),
+                client.post("/api/search", json={"reference": {"track_id": 7, "start": 0}}, timeout=20),
+                client.post("/api/chat", json={"message": "find moments like 0:10 of Anything"}, timeout=20),
+                client.post(
+                    "/chat/messages", data={"text": "find moments like 0:10 of Anything"},
+                    headers={"HX-Request": "true"}, timeout=20,
+                ),
+            ]  # fmt: skip
+
+        assert [r.status_code for r in probes()] == [200, 200, 404, 400, 400]
+        _pg_ctl(db.server, "stop", "-m", "fast")
         try:
-
-            def probes() -> list[httpx.Response]:
-                return [
-                    client.get("/library", timeout=20),
-                    client.get("/healthz", timeout=20),
-                    client.post("/api/search", json={"reference": {"track_id": 7, "start": 0}}, timeout=20),
-                    client.post("/api/chat", json={"message": "find moments like 0:10 of Anything"}, timeout=20),
-                    client.post(
-                        "/chat/messages", data={"text": "find moments like 0:10 of Anything"},
-                        headers={"HX-Request": "true"}, timeout=20,
-                    ),
-                ]  # fmt: skip
-
-            assert [r.status_code for r in probes()] == [200, 200, 404, 400, 400]
-            _pg_ctl(db.server, "stop", "-m", "fast")
-            try:
-                # httpx raises ReadTimeout after 20 s: a hang fails the test.
-                down = probes()
-                assert [r.status_code for r in down] == [503] * len(down), [r.text[:200] for r in down]
-                assert "database is not reachable" in down[0].text
-                assert "database" in down[2].json()["error"] and down[4].text.startswith('<div class="error"')
-            finally:
-                db.server.ensure_postgres_running()
-            # The same server process and pool: it reconnects by itself (with backoff), no restart.
-            deadline = time.monotonic() + 60
-            while client.get("/healthz", timeout=20).status_code != 200:
-                assert time.monotonic() < deadline, "the pool did not recover after PostgreSQL came back"
-                time.sleep(0.5)
-            assert [r.status_code for r in probes()] == [200, 200, 404, 400, 400]
+            # httpx raises ReadTimeout after 20 s: a hang fails the test.
+            down = probes()
+            assert [r.status_code for r in down] == [503] * len(down), [r.text[:200] for r in down]
+            assert "database is not reachable" in down[0].text
+            assert "database" in down[2].json()["error"] and down[4].text.startswith('<div class="error"')
         finally:
-            client.close()
+            db.server.ensure_postgres_running()
+        # The same server process and pool: it reconnects by itself (with backoff), no restart.
+        deadline = time.monotonic() + 60
+        while client.get("/healthz", timeout=20).status_code != 200:
+            assert time.monotonic() < deadline, "the pool did not recover after PostgreSQL came back"
+            time.sleep(0.5)
+        assert [r.status_code for r in probes()] == [200, 200, 404, 400, 400]
 
 
 # --- CADENZA_HOME that cannot take the upload ----------------------------------------------------------
@@ -110,20 +107,19 @@ def test_unwritable_uploads_folder_is_a_clear_error_and_nothing_is_half_written(
     home.mkdir()
     (home / "uploads").write_text("a regular file where the uploads folder should be")
     blocked = dataclasses.replace(settings, paths=dataclasses.replace(settings.paths, home=home))
-    with running_app(blocked, db=db, embedder=load_embedder(settings)) as url:
-        client = csrf_client(url)
-        try:
-            r = client.post("/api/chat", files={"file": ("q.wav", clip_of_track(0), "audio/wav")})
-            assert r.status_code == 507 and "could not store" in r.json()["error"], r.text
-            r = client.post(
-                "/chat/messages", files={"file": ("q.wav", clip_of_track(0), "audio/wav")},
-                headers={"HX-Request": "true"},
-            )  # fmt: skip
-            assert r.status_code == 507 and r.text.startswith('<div class="error"'), r.text
-            _no_junk(blocked, db)
-            assert (home / "uploads").is_file()
-        finally:
-            client.close()
+    with (
+        running_app(blocked, db=db, embedder=load_embedder(settings)) as url,
+        browser_like_client(url) as client,
+    ):
+        r = client.post("/api/chat", files={"file": ("q.wav", clip_of_track(0), "audio/wav")})
+        assert r.status_code == 507 and "could not store" in r.json()["error"], r.text
+        r = client.post(
+            "/chat/messages", files={"file": ("q.wav", clip_of_track(0), "audio/wav")},
+            headers={"HX-Request": "true"},
+        )  # fmt: skip
+        assert r.status_code == 507 and r.text.startswith('<div class="error"'), r.text
+        _no_junk(blocked, db)
+        assert (home / "uploads").is_file()
 
 
 def test_disk_full_during_the_upload_leaves_no_partial_file(own_pg, tmp_path):
@@ -132,8 +128,10 @@ def test_disk_full_during_the_upload_leaves_no_partial_file(own_pg, tmp_path):
     home = tmp_path / "full"
     home.mkdir()
     full = dataclasses.replace(settings, paths=dataclasses.replace(settings.paths, home=home))
-    with running_app(full, db=db, embedder=load_embedder(settings)) as url:
-        client = csrf_client(url)
+    with (
+        running_app(full, db=db, embedder=load_embedder(settings)) as url,
+        browser_like_client(url) as client,
+    ):
         old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
         old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         try:
@@ -151,7 +149,6 @@ def test_disk_full_during_the_upload_leaves_no_partial_file(own_pg, tmp_path):
             assert r.status_code == 200, r.text  # space is back: it works again
             assert [p.suffix for p in (home / "uploads").glob("*")] == [".npy"]
         finally:
-            client.close()
             with db.connection() as conn:
                 conn.execute("DELETE FROM conversations")
                 conn.commit()
@@ -161,11 +158,8 @@ def test_disk_full_during_the_upload_leaves_no_partial_file(own_pg, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def library(session_db, tmp_path_factory, settings):
-    s = dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("faults-library"), s)
-    yield s, lib
-    truncate_all(session_db)
+def app_settings(settings) -> Settings:
+    return dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
 
 
 def _sse_final(client: httpx.Client, partial: str) -> str:
@@ -196,37 +190,36 @@ def _sse_final(client: httpx.Client, partial: str) -> str:
     ],
     ids=["timeout", "500", "429", "malformed-stream"],
 )
-def test_llm_faults_still_show_results_with_the_offline_explanation(library, steps, notice):
-    settings, lib = library
+def test_llm_faults_still_show_results_with_the_offline_explanation(library, app_settings, steps, notice):
+    settings, lib = app_settings, library
     with FakeLLM() as fake:
         llm = LLM(
             LLMSettings(base_url=fake.base_url, api_key="k", model="fake", timeout_s=1.0, max_retries=1)
         )
-        with running_app(settings, db=lib.db, embedder=lib.embedder, llm=llm) as url:
-            client = csrf_client(url)
-            try:
-                # The JSON API.
-                fake.script(*steps)
-                r = client.post("/api/chat", json={"message": "find moments like 0:05 of Study 0", "k": 3})
-                assert r.status_code == 200, r.text
-                body = r.json()
-                assert body["response"]["results"] and not body["explanation"]["used_llm"]
-                assert notice in body["explanation"]["notice"] and "[1]" in body["explanation"]["markdown"]
-                # The page: cards at once, then the streamed explanation falls back with a notice.
-                fake.script(*steps)
-                r = client.post(
-                    "/chat/messages", data={"text": "find moments like 0:08 of Study 3", "k": "3"},
-                    headers={"HX-Request": "true"},
-                )  # fmt: skip
-                assert r.status_code == 200 and 'class="card"' in r.text, r.text[:300]
-                final = _sse_final(client, r.text)
-                assert "notice" in final and notice in final and 'class="cite"' in final, final[:500]
-            finally:
-                client.close()
+        with (
+            running_app(settings, db=lib.db, embedder=lib.embedder, llm=llm) as url,
+            browser_like_client(url) as client,
+        ):
+            # The JSON API.
+            fake.script(*steps)
+            r = client.post("/api/chat", json={"message": "find moments like 0:05 of Study 0", "k": 3})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["response"]["results"] and not body["explanation"]["used_llm"]
+            assert notice in body["explanation"]["notice"] and "[1]" in body["explanation"]["markdown"]
+            # The page: cards at once, then the streamed explanation falls back with a notice.
+            fake.script(*steps)
+            r = client.post(
+                "/chat/messages", data={"text": "find moments like 0:08 of Study 3", "k": "3"},
+                headers={"HX-Request": "true"},
+            )  # fmt: skip
+            assert r.status_code == 200 and 'class="card"' in r.text, r.text[:300]
+            final = _sse_final(client, r.text)
+            assert "notice" in final and notice in final and 'class="cite"' in final, final[:500]
 
 
-def test_429_storm_every_turn_answers(library):
-    settings, lib = library
+def test_429_storm_every_turn_answers(library, app_settings):
+    settings, lib = app_settings, library
     with FakeLLM(default=Step.error(429, retry_after=0)) as fake:
         llm = LLM(
             LLMSettings(base_url=fake.base_url, api_key="k", model="fake", timeout_s=2.0, max_retries=1)
@@ -254,8 +247,8 @@ def test_429_storm_every_turn_answers(library):
             assert len(fake.requests) >= 8  # every turn tried the model (and its one retry)
 
 
-def test_bad_tool_calls_fall_back_to_the_rules_and_invented_citations_are_removed(library):
-    settings, lib = library
+def test_bad_tool_calls_fall_back_to_the_rules_and_invented_citations_are_removed(library, app_settings):
+    settings, lib = app_settings, library
     with FakeLLM() as fake:
         llm = LLM(
             LLMSettings(base_url=fake.base_url, api_key="k", model="fake", timeout_s=5.0, max_retries=0)

@@ -14,16 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from cadenza.settings import LimitSettings, Settings
-from tests.conftest import truncate_all
 from tests.data.make_bad import build
-from tests.test_api import clip_of_track, ingest_library, running_app
+from tests.helpers_app import clip_of_track
 
 #: Over the upload limit used here (16 MB) but the 3-hour MP3 (~11 MB) still reaches the decoder.
 UPLOAD_LIMIT = 16_000_000
@@ -39,46 +37,10 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def hard_settings(settings) -> Settings:
+def app_settings(settings) -> Settings:
     return dataclasses.replace(
         settings, limits=LimitSettings(max_upload_bytes=UPLOAD_LIMIT, requests_per_minute=0)
     )
-
-
-@pytest.fixture(scope="module")
-def library(session_db, tmp_path_factory, hard_settings):
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("library"), hard_settings)
-    yield lib
-    truncate_all(session_db)
-
-
-@pytest.fixture(scope="module")
-def base_url(library, hard_settings) -> Iterator[str]:
-    with running_app(hard_settings, db=library.db, embedder=library.embedder) as url:
-        yield url
-
-
-def csrf_client(base_url: str) -> httpx.Client:
-    """A client that fetches the CSRF cookie once and sends it back as ``X-CSRFToken`` (as htmx does)."""
-    client = httpx.Client(base_url=base_url, timeout=120)
-
-    def add_token(request: httpx.Request) -> None:
-        token = client.cookies.get("csrftoken")
-        if token and request.method == "POST":
-            request.headers["x-csrftoken"] = token
-
-    client.event_hooks["request"] = [add_token]
-    assert client.get("/").status_code == 200
-    return client
-
-
-@pytest.fixture(scope="module")
-def client(base_url) -> Iterator[httpx.Client]:
-    c = csrf_client(base_url)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def fingerprint(db, uploads: Path) -> dict[str, str]:
@@ -117,10 +79,10 @@ def search_ok(client: httpx.Client) -> None:
 
 
 def test_every_bad_file_is_a_clear_4xx_on_api_search_and_nothing_changes(
-    client, library, corpus, hard_settings
+    client, library, corpus, app_settings
 ):
     folder, expected = corpus
-    before = fingerprint(library.db, hard_settings.paths.uploads)
+    before = fingerprint(library.db, app_settings.paths.uploads)
     outcomes = {}
     for name, want in sorted(expected.items()):
         r = client.post("/api/search", files={"file": (name, (folder / name).read_bytes(), "audio/mpeg")})
@@ -141,7 +103,7 @@ def test_every_bad_file_is_a_clear_4xx_on_api_search_and_nothing_changes(
         "the clip is empty" in outcomes["zero_bytes.wav"]
         and "no audio stream" in outcomes["video_no_audio.mp4"]
     )
-    assert fingerprint(library.db, hard_settings.paths.uploads) == before
+    assert fingerprint(library.db, app_settings.paths.uploads) == before
     search_ok(client)
 
 
@@ -151,9 +113,9 @@ REJECT_SAMPLE = [
 ]  # fmt: skip
 
 
-def test_chat_upload_rejects_with_a_partial_and_stores_nothing(client, library, corpus, hard_settings):
+def test_chat_upload_rejects_with_a_partial_and_stores_nothing(client, library, corpus, app_settings):
     folder, expected = corpus
-    before = fingerprint(library.db, hard_settings.paths.uploads)
+    before = fingerprint(library.db, app_settings.paths.uploads)
     for name in REJECT_SAMPLE:
         assert expected[name] == "reject"
         data = (folder / name).read_bytes()
@@ -165,7 +127,7 @@ def test_chat_upload_rejects_with_a_partial_and_stores_nothing(client, library, 
         assert message.startswith('<div class="error"') and "<script" not in message
         r = client.post("/api/chat", files={"file": (name, data, "audio/wav")}, data={"message": ""})
         assert_clear_4xx(r, name)
-    assert fingerprint(library.db, hard_settings.paths.uploads) == before
+    assert fingerprint(library.db, app_settings.paths.uploads) == before
     for name in ("good_reference.flac", "hires_96k_8ch.wav", "<img src=x onerror=alert(1)>.wav"):
         r = client.post("/api/chat", files={"file": (name, (folder / name).read_bytes(), "audio/wav")})
         assert r.status_code == 200 and r.json()["response"]["results"], (name, r.text[:300])

@@ -17,43 +17,18 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from cadenza.settings import LimitSettings, Settings
-from tests.conftest import truncate_all
-from tests.helpers_app import clip_of_track, free_port, ingest_library, running_app
-from tests.test_hardening_input import csrf_client
+from tests.helpers_app import clip_of_track, free_port, running_app
 
 
 @pytest.fixture(scope="module")
-def route_settings(settings) -> Settings:
+def app_settings(settings) -> Settings:
     return dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
-
-
-@pytest.fixture(scope="module")
-def library(session_db, tmp_path_factory, route_settings):
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("library"), route_settings)
-    yield lib
-    truncate_all(session_db)
-
-
-@pytest.fixture(scope="module")
-def base_url(library, route_settings) -> Iterator[str]:
-    with running_app(route_settings, db=library.db, embedder=library.embedder) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(base_url) -> Iterator[httpx.Client]:
-    c = csrf_client(base_url)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def error_of(r: httpx.Response, status: int, *, kind: str) -> str:
@@ -190,7 +165,7 @@ def test_a_5000_character_file_name_is_a_clear_400(client):
 # --- 2. what the server says about itself ---------------------------------------------------------------
 
 
-def test_healthz_answers_json_when_the_database_is_down(route_settings, library):
+def test_healthz_answers_json_when_the_database_is_down(app_settings, library):
     from psycopg_pool import ConnectionPool
 
     from cadenza.db import Database
@@ -201,13 +176,13 @@ def test_healthz_answers_json_when_the_database_is_down(route_settings, library)
     pool.open(wait=False)
     down = Database(url=url, pool=pool, vector_version=(0, 8))
     try:
-        with running_app(route_settings, db=down, embedder=library.embedder) as url:
+        with running_app(app_settings, db=down, embedder=library.embedder) as url:
             r = httpx.get(url + "/healthz", timeout=30)
             assert "database" in error_of(r, 503, kind="json")
             assert int(r.headers["retry-after"]) > 0
     finally:
         pool.close()
-    with running_app(route_settings, db=library.db, embedder=library.embedder) as url:
+    with running_app(app_settings, db=library.db, embedder=library.embedder) as url:
         assert httpx.get(url + "/healthz", timeout=30).json() == {"status": "ok"}
 
 
@@ -254,8 +229,8 @@ class _OtherModel:
         return getattr(self._inner, name)
 
 
-def test_a_server_on_another_model_than_the_library_says_so(route_settings, library):
-    with running_app(route_settings, db=library.db, embedder=_OtherModel(library.embedder)) as url:
+def test_a_server_on_another_model_than_the_library_says_so(app_settings, library):
+    with running_app(app_settings, db=library.db, embedder=_OtherModel(library.embedder)) as url:
         r = httpx.post(
             url + "/api/search", files={"file": ("clip.wav", clip_of_track(2), "audio/wav")}, timeout=120
         )

@@ -7,8 +7,8 @@ import torch
 
 from encoder.embed import Embedder
 from retrieval.ingest import EmbedderSpec, ingest
-from tests.conftest import truncate_all
 from tests.helpers_audio import random_chord_track, write_audio
+from tests.helpers_db import truncate_all
 
 
 def stored(db) -> dict[tuple[str, float], tuple]:

@@ -12,8 +12,8 @@ import os
 
 from bench.load import process_rss, run_load
 from cadenza.settings import LimitSettings
-from tests.conftest import truncate_all
-from tests.test_api import clip_of_track, ingest_library, running_app
+from tests.helpers_app import clip_of_track, ingest_library, running_app
+from tests.helpers_db import truncate_all
 
 CONVERSATIONS = 6
 ROUNDS = 2

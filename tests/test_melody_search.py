@@ -16,8 +16,8 @@ from retrieval.ingest import ingest, reindex
 from retrieval.search import search
 from retrieval.store import list_tracks
 from retrieval.types import SearchRequest
-from tests.conftest import truncate_all
 from tests.helpers_audio import accompanied_tune, random_tune, sing, write_audio
+from tests.helpers_db import truncate_all
 
 N_TRACKS = 6
 SECONDS = 24.0

@@ -27,8 +27,7 @@ from psycopg_pool import ConnectionPool
 from assistant import services
 from cadenza.db import Database, _configure
 from cadenza.settings import LimitSettings, Settings
-from tests.conftest import truncate_all
-from tests.test_api import Library, clip_of_track, ingest_library, running_app
+from tests.helpers_app import clip_of_track, running_app
 
 POOL_SIZE = 2
 POOL_WAIT_S = 2.0  # how long a request waits for a pooled connection before the 503
@@ -55,13 +54,6 @@ class SlowEmbedder:
     def embed_windows(self, **kw: Any) -> Any:
         time.sleep(self.delay)
         return self._inner.embed_windows(**kw)
-
-
-@pytest.fixture(scope="module")
-def library(session_db, tmp_path_factory, settings) -> Iterator[Library]:
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("pool-library"), settings)
-    yield lib
-    truncate_all(session_db)
 
 
 def tiny_settings(settings: Settings) -> Settings:

@@ -5,7 +5,6 @@ search — /api/chat returns the state and accepts it back edited, follow-ups re
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,10 +22,9 @@ from assistant.querystate import (
     without_chip,
 )
 from cadenza.errors import InputError
-from cadenza.settings import LimitSettings
+from cadenza.settings import LimitSettings, Settings
 from retrieval.types import Filters, MomentRef, SearchRequest
-from tests.conftest import truncate_all
-from tests.helpers_app import Library, browser_like_client, clip_of_track, ingest_library, running_app
+from tests.helpers_app import Library, clip_of_track
 
 BASE = SearchRequest(moments=(MomentRef(3, 12.0),), k=5)
 
@@ -125,20 +123,8 @@ def test_every_chip_can_be_removed():
 
 
 @pytest.fixture(scope="module")
-def library(session_db, tmp_path_factory, settings) -> Iterator[Library]:
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("state-library"), settings)
-    yield lib
-    truncate_all(session_db)
-
-
-@pytest.fixture(scope="module")
-def client(library, settings) -> Iterator[httpx.Client]:
-    app_settings = dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
-    with (
-        running_app(app_settings, db=library.db, embedder=library.embedder) as url,
-        browser_like_client(url) as c,
-    ):
-        yield c
+def app_settings(settings) -> Settings:
+    return dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
 
 
 def chat(client: httpx.Client, **data: Any) -> dict[str, Any]:

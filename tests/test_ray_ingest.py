@@ -18,8 +18,8 @@ import pytest
 
 from encoder.embed import Embedder
 from retrieval.ingest import EmbedderSpec, ingest
-from tests.conftest import truncate_all
 from tests.helpers_audio import random_chord_track, write_audio
+from tests.helpers_db import truncate_all
 from tests.helpers_ingest import assert_same_rows, check_complete, counts, stored_rows
 
 pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'cadenza[ray]')")

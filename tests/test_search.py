@@ -19,8 +19,8 @@ from retrieval.nearest import nearest
 from retrieval.search import search
 from retrieval.store import list_tracks
 from retrieval.types import Filters, MomentRef, SearchRequest, Weights
-from tests.conftest import truncate_all
 from tests.helpers_audio import SR, noise, random_chord_track, write_audio
+from tests.helpers_db import truncate_all
 
 COMPOSERS = ["Bach", "Mozart", "Brahms", "Ravel", "Byrd", "Glass"]
 

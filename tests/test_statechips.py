@@ -4,27 +4,18 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 
-from cadenza.settings import LimitSettings
-from tests.helpers_app import CHROMIUM_ARGS, clip_of_track, ingest_library, running_app
+from cadenza.settings import LimitSettings, Settings
+from tests.helpers_app import CHROMIUM_ARGS, clip_of_track
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def base_url(session_db, settings, tmp_path_factory) -> Iterator[str]:
-    from tests.conftest import truncate_all
-
-    app_settings = dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
-    lib = ingest_library(session_db, tmp_path_factory.mktemp("chips-library"), app_settings)
-    try:
-        with running_app(app_settings, db=session_db, embedder=lib.embedder) as url:
-            yield url
-    finally:
-        truncate_all(session_db)
+def app_settings(settings) -> Settings:
+    return dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
 
 
 @pytest.fixture
