@@ -11,13 +11,19 @@ leaves it out too.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from bench.pgbench_db import keep_lock_files_for_the_run
+from bench.report import RESULTS_DIR, Report
 from cadenza.errors import InputError
+from cadenza.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +118,104 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(name: str, args: argparse.Namespace) -> int:
-    import torch
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What every benchmark of one ``cadenza bench`` call is given."""
 
-    from bench.report import RESULTS_DIR
-    from cadenza.settings import Settings
+    args: argparse.Namespace
+    settings: Settings
+    out: Path
+    work: Path
+    sizes: list[int]
+    midi_cache: Path
 
-    settings = Settings.from_env()
-    torch.set_num_threads(max(1, int(args.threads)))
-    out = Path(args.out) if args.out else RESULTS_DIR
+    def rendered(self) -> dict[str, Any]:
+        """The arguments of the benchmarks on rendered held-out works."""
+        a = self.args
+        return {
+            "out_dir": self.out, "quick": a.quick, "seed": a.seed, "checkpoint": a.checkpoint,
+            "midi_cache": self.midi_cache, "workdir": self.work,
+        }  # fmt: skip
+
+
+def _quality(r: _Run) -> Report:
+    from bench.quality import run_quality
+
+    return run_quality(
+        **r.rendered(),
+        real_path=not r.args.no_real_path,
+        corpus=r.args.corpus or (r.settings.paths.corpus / "corpus.h5"),
+        candidate=r.args.candidate,
+    )
+
+
+def _speed(r: _Run) -> Report:
+    from bench.speed import run_speed
+
+    return run_speed(**r.rendered(), threads=int(r.args.threads))
+
+
+def _humming(r: _Run) -> Report:
+    from bench.humming import run_humming
+
+    return run_humming(**r.rendered())
+
+
+def _recorded(r: _Run) -> Report:
+    from bench.recorded import DEFAULT_MAX_SECONDS, DEFAULT_QUERIES, run_recorded
+
+    a = r.args
+    max_s = a.max_seconds if a.max_seconds is not None else (60.0 if a.quick else DEFAULT_MAX_SECONDS)
+    return run_recorded(
+        audio_dir=a.audio, out_dir=r.out, seed=a.seed, checkpoint=a.checkpoint, max_tracks=a.max_tracks,
+        max_seconds=max_s, n_queries=a.queries or (8 if a.quick else DEFAULT_QUERIES),
+    )  # fmt: skip
+
+
+def _routes(r: _Run) -> Report:
+    from bench.routes import run_routes
+
+    return run_routes(sizes=r.sizes, out_dir=r.out, quick=r.args.quick, seed=r.args.seed, workdir=r.work)
+
+
+def _likeness(r: _Run) -> Report:
+    from bench.likeness import DEFAULT_MAX_SECONDS, DEFAULT_QUERIES, run_likeness
+
+    a = r.args
+    return run_likeness(
+        audio_dir=a.audio, out_dir=r.out, workdir=r.work, seed=a.seed, checkpoint=a.checkpoint,
+        max_seconds=a.max_seconds if a.max_seconds is not None else (45.0 if a.quick else DEFAULT_MAX_SECONDS),
+        n_queries=a.queries or (8 if a.quick else DEFAULT_QUERIES), product=not a.no_real_path,
+        candidate=a.candidate, product_checkpoint=a.product_checkpoint,
+    )  # fmt: skip
+
+
+def _context(r: _Run) -> Report:
+    from bench.context import run_context
+
+    return run_context(
+        settings=r.settings, out_dir=r.out, n_queries=r.args.queries or (12 if r.args.quick else 40),
+        seed=r.args.seed,
+    )  # fmt: skip
+
+
+def _scale(r: _Run) -> Report:
+    from bench.scale import run_scale
+
+    a = r.args
+    return run_scale(
+        sizes=r.sizes, out_dir=r.out, quick=a.quick, seed=a.seed, workdir=r.work, checkpoint=a.checkpoint
+    )
+
+
+#: Each benchmark's runner (the heavy imports happen only for the one asked for).
+RUNNERS: dict[str, Callable[[_Run], Report]] = {
+    "quality": _quality, "speed": _speed, "scale": _scale, "routes": _routes, "recorded": _recorded,
+    "humming": _humming, "likeness": _likeness, "context": _context,
+}  # fmt: skip
+
+
+def _which(args: argparse.Namespace) -> list[str]:
     if args.which == "all":
         # recorded needs external audio, so `all` includes it only when a folder is given.
         which = ["quality", "speed", "scale"] + (["recorded"] if args.audio else [])
@@ -135,116 +230,31 @@ def run(name: str, args: argparse.Namespace) -> int:
             "bench likeness needs --audio DIR with one folder per source; fill it with "
             "scripts/fetch_real_music.sh DIR"
         )
+    return which
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    import torch
+
+    settings = Settings.from_env()
+    torch.set_num_threads(max(1, int(args.threads)))
+    out = Path(args.out) if args.out else RESULTS_DIR
+    which = _which(args)
     sizes = _sizes(args.sizes or ("10000" if args.quick else DEFAULT_SIZES))
     midi_cache = args.midi_cache or (settings.paths.corpus / "midi_cache")
     os.environ.setdefault("CADENZA_RATE_LIMIT", "100000")  # the speed benchmark's server must not throttle us
-    # The embedded server keeps lock files under XDG_RUNTIME_DIR for the whole process; cadenza.db would point it
-    # into the first temporary database's folder, which is deleted while the process still runs.
-    run_dir = Path(tempfile.gettempdir()) / f"cadenza-bench-run-{os.getuid()}"
-    run_dir.mkdir(mode=0o700, exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(run_dir))
+    keep_lock_files_for_the_run()
     base = Path(args.workdir) if args.workdir else None
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
     for bench_name in which:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"cadenza-bench-{bench_name}-", dir=base) as tmp:
-            work = Path(tmp)
-            if bench_name == "quality":
-                from bench.quality import run_quality
-
-                report = run_quality(
-                    out_dir=out,
-                    quick=args.quick,
-                    seed=args.seed,
-                    checkpoint=args.checkpoint,
-                    midi_cache=midi_cache,
-                    workdir=work,
-                    real_path=not args.no_real_path,
-                    corpus=args.corpus or (settings.paths.corpus / "corpus.h5"),
-                    candidate=args.candidate,
+            report = RUNNERS[bench_name](
+                _Run(
+                    args=args, settings=settings, out=out, work=Path(tmp), sizes=sizes, midi_cache=midi_cache
                 )
-            elif bench_name == "speed":
-                from bench.speed import run_speed
-
-                report = run_speed(
-                    out_dir=out,
-                    quick=args.quick,
-                    seed=args.seed,
-                    checkpoint=args.checkpoint,
-                    midi_cache=midi_cache,
-                    workdir=work,
-                    threads=int(args.threads),
-                )
-            elif bench_name == "recorded":
-                from bench.recorded import DEFAULT_MAX_SECONDS, DEFAULT_QUERIES, run_recorded
-
-                max_s = (
-                    args.max_seconds
-                    if args.max_seconds is not None
-                    else (60.0 if args.quick else DEFAULT_MAX_SECONDS)
-                )
-                report = run_recorded(
-                    audio_dir=args.audio,
-                    out_dir=out,
-                    seed=args.seed,
-                    checkpoint=args.checkpoint,
-                    max_tracks=args.max_tracks,
-                    max_seconds=max_s,
-                    n_queries=args.queries or (8 if args.quick else DEFAULT_QUERIES),
-                )
-            elif bench_name == "humming":
-                from bench.humming import run_humming
-
-                report = run_humming(
-                    out_dir=out,
-                    quick=args.quick,
-                    seed=args.seed,
-                    checkpoint=args.checkpoint,
-                    midi_cache=midi_cache,
-                    workdir=work,
-                )
-            elif bench_name == "routes":
-                from bench.routes import run_routes
-
-                report = run_routes(sizes=sizes, out_dir=out, quick=args.quick, seed=args.seed, workdir=work)
-            elif bench_name == "likeness":
-                from bench.likeness import DEFAULT_MAX_SECONDS as LIKE_MAX_S
-                from bench.likeness import DEFAULT_QUERIES as LIKE_QUERIES
-                from bench.likeness import run_likeness
-
-                report = run_likeness(
-                    audio_dir=args.audio,
-                    out_dir=out,
-                    workdir=work,
-                    seed=args.seed,
-                    checkpoint=args.checkpoint,
-                    max_seconds=args.max_seconds
-                    if args.max_seconds is not None
-                    else (45.0 if args.quick else LIKE_MAX_S),
-                    n_queries=args.queries or (8 if args.quick else LIKE_QUERIES),
-                    product=not args.no_real_path,
-                    candidate=args.candidate,
-                    product_checkpoint=args.product_checkpoint,
-                )
-            elif bench_name == "context":
-                from bench.context import run_context
-
-                report = run_context(
-                    settings=settings, out_dir=out, n_queries=args.queries or (12 if args.quick else 40),
-                    seed=args.seed,
-                )  # fmt: skip
-            else:
-                from bench.scale import run_scale
-
-                report = run_scale(
-                    sizes=sizes,
-                    out_dir=out,
-                    quick=args.quick,
-                    seed=args.seed,
-                    workdir=work,
-                    checkpoint=args.checkpoint,
-                )
+            )
         print(
             f"bench {bench_name}: wrote {out / (report.name + '.md')} in {(time.perf_counter() - t0) / 60:.1f} min"
         )

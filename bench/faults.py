@@ -27,7 +27,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -37,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.load import FOLLOW_UPS, _free_port, ingest_library, synthetic_library, wait_until_healthy
+from bench.load import FOLLOW_UPS, ingest_library, synthetic_library
+from bench.served import free_port, serve_env, serving
 
 #: A listener gives up on one message after this long (503s included).
 MESSAGE_DEADLINE_S = 600.0
@@ -210,54 +210,98 @@ def _missing_answers(home: Path, answers: Sequence[int]) -> tuple[list[int], int
     return sorted(set(answers) - have), int(orphans)
 
 
-def benchmark(*, conversations: int, kills: int, hangs: int, out: Path) -> dict[str, Any]:
+def _kill_times(kills: int) -> list[float]:
+    """Outages early and in the thick of it: the first while uploads decode, the next ones while
+    follow-ups and explanations run."""
+    return [8.0 + 25.0 * i for i in range(kills)]
 
-    from bench.report import Report, fmt, machine_info, md_table, percentiles
+
+def _run_with_faults(
+    tmp: Path, llm: Any, *, conversations: int, kills: int, hangs: int, res: FaultResult
+) -> tuple[list[str], int, int, str]:
+    """Serve a synthetic library, hold the conversations while the database is killed and the model hangs.
+
+    Fills ``res``; returns (answers missing in the database, unanswered user turns, LLM requests
+    that hung, the server's log).
+    """
+    home, lib = tmp / "home", tmp / "library"
+    clips = synthetic_library(lib)
+    env = serve_env(
+        home=home, port=free_port(), CADENZA_RATE_LIMIT="0", CADENZA_LLM_BASE_URL=llm.base_url,
+        CADENZA_LLM_TIMEOUT="4", CADENZA_LLM_MAX_RETRIES="0", CADENZA_DB_RESTART_TRIES="8",
+    )  # fmt: skip
+    ingest_library(lib, env)
+    log_path = tmp / "server.log"
+    stop = threading.Event()
+    try:
+        with serving(env, log_path=log_path, start_timeout_s=180, stop_timeout_s=30) as (_server, url):
+            killer = threading.Thread(
+                target=_killer, args=(url, home / "pgdata", _kill_times(kills), res, stop), daemon=True
+            )
+            t0 = time.perf_counter()
+            killer.start()
+            asyncio.run(_all(url, clips, conversations, res))
+            res.wall_s = time.perf_counter() - t0
+            killer.join(timeout=120)
+            stop.set()
+            missing, orphans = _missing_answers(home, res.answers)
+            hung = min(len(llm.requests), hangs)
+    finally:
+        stop.set()
+    return missing, orphans, hung, log_path.read_text()
+
+
+def _write_report(data: dict[str, Any], res: FaultResult, *, kills: int, hangs: int, out: Path) -> None:
+    from bench.report import Report, fmt, machine_info, md_table
+
+    conversations = data["conversations"]
+    report = Report(name="faults", title="Conversation load with faults", machine=machine_info(), data=data)
+    report.notes += [
+        f"{conversations} concurrent conversations on loopback against `cadenza serve` (a clip, then two "
+        "follow-ups; each explanation read from its stream); a 503 is retried after its Retry-After.",
+        f"Faults: the embedded PostgreSQL's postmaster killed with SIGKILL {kills}× (at "
+        f"{', '.join(f'{a:.0f}' for a in _kill_times(kills))} s), brought back by the server's "
+        f"watchdog; the model endpoint (a real HTTP server) hung on its first {hangs} requests "
+        "(CADENZA_LLM_TIMEOUT=4 s, no retries), then answered.",
+        "The machine is shared with other work (load average in the machine block and in the JSON).",
+    ]
+    lat = data["message_latency_ms"]
+    headers = [
+        "conversations", "completed", "unexpected 5xx", "503s (retried)", "answers lost", "unanswered user turns",
+        "message p50 / p95 s", "wall s",
+    ]  # fmt: skip
+    row = [
+        conversations, res.completed, len(res.bad_5xx), res.statuses.get(503, 0), data["answers_missing_in_db"],
+        data["user_messages_without_answer"], f"{fmt(lat['p50'] / 1000)} / {fmt(lat['p95'] / 1000)}", fmt(res.wall_s),
+    ]  # fmt: skip
+    report.section("Results", md_table(headers, [row]))
+    report.section(
+        "Database outages (SIGKILL of the postmaster → first 200 of /healthz)",
+        md_table(
+            ["killed at s", "first 503 after s", "back after s"],
+            [[o["at_s"], o["first_503_s"], o["back_s"]] for o in res.outages],
+        ),
+    )
+    report.section(
+        "Model endpoint",
+        md_table(
+            ["requests", "hung", "explanations with the offline notice"],
+            [[data["llm_requests"], data["llm_requests_hung"], res.streams_with_offline_notice]],
+        ),
+    )
+    report.write(out)
+
+
+def benchmark(*, conversations: int, kills: int, hangs: int, out: Path) -> dict[str, Any]:
+    from bench.report import percentiles
     from tests.fake_llm import FakeLLM, Step
 
     res = FaultResult(conversations=conversations)
     with tempfile.TemporaryDirectory(prefix="cadenza-faults-") as tmp, FakeLLM() as llm:
         llm.script(*[Step.timeout(HANG_S)] * hangs)
-        home, lib = Path(tmp) / "home", Path(tmp) / "library"
-        clips = synthetic_library(lib)
-        port = _free_port()
-        env = {
-            **os.environ, "CADENZA_HOME": str(home), "CADENZA_HOST": "127.0.0.1", "CADENZA_PORT": str(port),
-            "CADENZA_RATE_LIMIT": "0", "CADENZA_LLM_BASE_URL": llm.base_url, "CADENZA_LLM_TIMEOUT": "4",
-            "CADENZA_LLM_MAX_RETRIES": "0", "CADENZA_DB_RESTART_TRIES": "8",
-        }  # fmt: skip
-        env.pop("CADENZA_DATABASE_URL", None)
-        cli = ingest_library(lib, env)
-        log_path = Path(tmp) / "server.log"
-        stop = threading.Event()
-        with open(log_path, "w") as log_file:
-            server = subprocess.Popen([*cli, "serve"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
-            try:
-                url = f"http://127.0.0.1:{port}"
-                wait_until_healthy(server, url=url, log_path=log_path, timeout_s=180)
-                # Outages early and in the thick of it: the first while uploads decode, the next ones
-                # while follow-ups and explanations run.
-                at = [8.0 + 25.0 * i for i in range(kills)]
-                killer = threading.Thread(
-                    target=_killer, args=(url, home / "pgdata", at, res, stop), daemon=True
-                )
-                t0 = time.perf_counter()
-                killer.start()
-                asyncio.run(_all(url, clips, conversations, res))
-                res.wall_s = time.perf_counter() - t0
-                killer.join(timeout=120)
-                stop.set()
-                missing, orphans = _missing_answers(home, res.answers)
-                hung = min(len(llm.requests), hangs)
-            finally:
-                stop.set()
-                server.terminate()
-                try:
-                    server.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
-            server_log = log_path.read_text()
+        missing, orphans, hung, server_log = _run_with_faults(
+            Path(tmp), llm, conversations=conversations, kills=kills, hangs=hangs, res=res
+        )
     # What the server itself logged about the database (its watchdog) and any traceback at all.
     db_log = [line.strip() for line in server_log.splitlines() if "embedded PostgreSQL" in line][:20]
     tracebacks = server_log.count("Traceback (most recent call last)")
@@ -284,59 +328,7 @@ def benchmark(*, conversations: int, kills: int, hangs: int, out: Path) -> dict[
         "wall_s": round(res.wall_s, 1),
         "load_average": list(os.getloadavg()),
     }
-    report = Report(name="faults", title="Conversation load with faults", machine=machine_info(), data=data)
-    report.notes += [
-        f"{conversations} concurrent conversations on loopback against `cadenza serve` (a clip, then two "
-        "follow-ups; each explanation read from its stream); a 503 is retried after its Retry-After.",
-        f"Faults: the embedded PostgreSQL's postmaster killed with SIGKILL {kills}× (at "
-        f"{', '.join(f'{a:.0f}' for a in [8.0 + 25.0 * i for i in range(kills)])} s), brought back by the server's "
-        f"watchdog; the model endpoint (a real HTTP server) hung on its first {hangs} requests "
-        "(CADENZA_LLM_TIMEOUT=4 s, no retries), then answered.",
-        "The machine is shared with other work (load average in the machine block and in the JSON).",
-    ]
-    lat = data["message_latency_ms"]
-    report.section(
-        "Results",
-        md_table(
-            [
-                "conversations",
-                "completed",
-                "unexpected 5xx",
-                "503s (retried)",
-                "answers lost",
-                "unanswered user turns",
-                "message p50 / p95 s",
-                "wall s",
-            ],
-            [
-                [
-                    conversations,
-                    res.completed,
-                    len(res.bad_5xx),
-                    res.statuses.get(503, 0),
-                    len(missing),
-                    orphans,
-                    f"{fmt(lat['p50'] / 1000)} / {fmt(lat['p95'] / 1000)}",
-                    fmt(res.wall_s),
-                ]
-            ],
-        ),  # fmt: skip
-    )
-    report.section(
-        "Database outages (SIGKILL of the postmaster → first 200 of /healthz)",
-        md_table(
-            ["killed at s", "first 503 after s", "back after s"],
-            [[o["at_s"], o["first_503_s"], o["back_s"]] for o in res.outages],
-        ),
-    )
-    report.section(
-        "Model endpoint",
-        md_table(
-            ["requests", "hung", "explanations with the offline notice"],
-            [[len(llm.requests), hung, res.streams_with_offline_notice]],
-        ),
-    )
-    report.write(out)
+    _write_report(data, res, kills=kills, hangs=hangs, out=out)
     return data
 
 

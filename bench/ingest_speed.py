@@ -323,9 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
-    run_dir = Path(tempfile.gettempdir()) / f"cadenza-bench-run-{os.getuid()}"
-    run_dir.mkdir(mode=0o700, exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(run_dir))  # as bench/cli.py: the server's lock files
+    pgbench_db.keep_lock_files_for_the_run()
     with tempfile.TemporaryDirectory(prefix="cadenza-bench-ingest-") as tmp:
         report = run_ingest_speed(
             out_dir=args.out,

@@ -18,11 +18,8 @@ import asyncio
 import contextlib
 import io
 import json
-import os
 import re
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.served import CADENZA, free_port, process_rss, serve_env, serving
 
 FOLLOW_UPS = ("like #1 but not #2", "more like this but a different composer")
 
@@ -165,22 +164,6 @@ def run_load(
     return result
 
 
-def process_rss(pid: int) -> Callable[[], float]:
-    """RSS (MiB) of a process and its children (decode children included)."""
-    import psutil
-
-    proc = psutil.Process(pid)
-
-    def rss() -> float:
-        total = 0
-        for p in [proc, *proc.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-        return total / 2**20
-
-    return rss
-
-
 # --- the stand-alone benchmark ------------------------------------------------------------------------------
 
 
@@ -204,36 +187,12 @@ def synthetic_library(folder: Path, n_tracks: int = 8, seconds: float = 40.0) ->
     return clips
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ingest_library(lib: Path, env: dict[str, str]) -> list[str]:
-    """Ingest the synthetic library through the CLI; returns the ``cadenza`` command prefix."""
-    cli = [sys.executable, "-m", "cadenza", "-q"]
+def ingest_library(lib: Path, env: dict[str, str]) -> None:
+    """Ingest the synthetic library through the CLI, into the ``CADENZA_HOME`` of ``env``."""
     subprocess.run(
-        [*cli, "ingest", str(lib), "--metadata", str(lib / "metadata.json"), "--workers", "1", "--json"],
+        [*CADENZA, "ingest", str(lib), "--metadata", str(lib / "metadata.json"), "--workers", "1", "--json"],
         env=env, check=True, capture_output=True, timeout=600,
     )  # fmt: skip
-    return cli
-
-
-def wait_until_healthy(server: subprocess.Popen[Any], *, url: str, log_path: Path, timeout_s: float) -> None:
-    """Poll ``/healthz`` until it answers 200; a server that exits or stays silent is an error."""
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError(f"cadenza serve exited: {log_path.read_text()[-800:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"cadenza serve did not answer within {timeout_s:.0f} s")
-        time.sleep(0.5)
 
 
 def benchmark(*, conversations: int, rounds: int, out: Path) -> dict[str, Any]:
@@ -244,31 +203,22 @@ def benchmark(*, conversations: int, rounds: int, out: Path) -> dict[str, Any]:
         home = Path(tmp) / "home"
         lib = Path(tmp) / "library"
         clips = synthetic_library(lib)
-        port = _free_port()
-        env = {
-            **os.environ, "CADENZA_HOME": str(home), "CADENZA_HOST": "127.0.0.1", "CADENZA_PORT": str(port),
-            # One loopback address plays every listener here: the per-client limit would refuse them.
-            "CADENZA_RATE_LIMIT": "0", "CADENZA_LLM_BASE_URL": "", "OPENAI_BASE_URL": "",
-        }  # fmt: skip
-        env.pop("CADENZA_DATABASE_URL", None)
-        cli = ingest_library(lib, env)
-        log_path = Path(tmp) / "server.log"
-        with open(log_path, "w") as log_file:
-            server = subprocess.Popen([*cli, "serve"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
-            try:
-                url = f"http://127.0.0.1:{port}"
-                wait_until_healthy(server, url=url, log_path=log_path, timeout_s=120)
-                result = run_load(
-                    base_url=url, clips=clips, conversations=conversations, rounds=rounds,
-                    rss=process_rss(server.pid),
-                )  # fmt: skip
-            finally:
-                server.terminate()
-                try:
-                    server.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
+        # One loopback address plays every listener here: the per-client limit would refuse them.
+        env = serve_env(
+            home=home, port=free_port(), CADENZA_RATE_LIMIT="0", CADENZA_LLM_BASE_URL="", OPENAI_BASE_URL=""
+        )
+        ingest_library(lib, env)
+        with serving(env, log_path=Path(tmp) / "server.log", start_timeout_s=120, stop_timeout_s=15) as (
+            server,
+            url,
+        ):
+            result = run_load(
+                base_url=url,
+                clips=clips,
+                conversations=conversations,
+                rounds=rounds,
+                rss=process_rss(server.pid),
+            )
     data = result.to_json()
     report = Report(name="load", title="Conversation load on loopback", machine=machine_info(), data=data)
     report.notes += [

@@ -9,6 +9,8 @@ rows with ``COPY ... FORMAT BINARY``.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +43,17 @@ SEGMENT_COPY_COLUMNS = (
 )
 
 
+def keep_lock_files_for_the_run() -> None:
+    """Point ``XDG_RUNTIME_DIR`` at a folder that lives as long as the benchmark process.
+
+    The embedded server keeps lock files there for the whole process; cadenza.db would point it
+    into the first temporary database's folder, which is deleted while the process still runs.
+    """
+    run_dir = Path(tempfile.gettempdir()) / f"cadenza-bench-run-{os.getuid()}"
+    run_dir.mkdir(mode=0o700, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(run_dir))
+
+
 def fetch_one(conn: Any, sql: str, params: tuple = ()) -> tuple:
     """The one row a query must return."""
     row = conn.execute(sql, params).fetchone()
@@ -53,6 +66,18 @@ def open_temp_database(home: Path, *, pool_max: int = 4) -> Database:
     """A fresh (or reused) embedded server under ``home``, migrated."""
     settings = Settings.from_env({"CADENZA_HOME": str(home), "CADENZA_DB_POOL_MAX": str(pool_max)})
     return open_database(settings)
+
+
+def ingest_folder(
+    db: Database, folder: Path, *, embedder: Any, spec: Any, metadata_file: Path | None, workers: int = 2
+) -> Any:
+    """The product's own ingest of ``folder`` into ``db``, without a progress bar; returns its report."""
+    from retrieval.ingest import ingest  # torch and the analysis stack: only when a benchmark ingests
+
+    return ingest(
+        db=db, paths=[folder], embedder=embedder, spec=spec, metadata_file=metadata_file, workers=workers,
+        progress=False,
+    )  # fmt: skip
 
 
 def tune_and_restart(db: Database, home: Path, *, maintenance_work_mem: str, shared_buffers: str) -> Database:

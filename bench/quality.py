@@ -162,6 +162,141 @@ def _style_precision(
     return out
 
 
+def _library(
+    *,
+    per_composer: int,
+    seed: int,
+    max_seconds: float,
+    midi_cache: Path,
+    wav_dir: Path | None,
+    corpus: Path | None,
+) -> tuple[list[Any], dict[str, np.ndarray], Path | None, Renderer, Library, dict[str, Any]]:
+    """Render the held-out works (into ``wav_dir`` when the product path needs files) and cut them in windows.
+
+    Returns (works, clean audio per work, metadata sidecar, renderer, in-memory library, its description).
+    """
+    in_corpus = corpus_heldout_ids(corpus)
+    works = select_works(per_composer=per_composer, seed=seed, prefer=in_corpus)
+    renderer = Renderer(midi_cache=midi_cache, max_seconds=max_seconds)
+    works, clean, sidecar = render_library(works, renderer=renderer, out_dir=wav_dir)
+    frames = {
+        ew.work_id: features(y=clean[ew.work_id]) for ew in tqdm(works, desc="library features", leave=False)
+    }
+    lib = Library.build(frames)
+    lib_info: dict[str, Any] = {
+        "works": len(works),
+        "composers": sorted({ew.composer for ew in works}),
+        "works_per_split": {s: sum(ew.split == s for ew in works) for s in ("test", "heldout")},
+        "works_in_rendered_corpus": sum(ew.work_id in in_corpus for ew in works),
+        "corpus": str(corpus) if in_corpus else None,
+        "segments": lib.n_segments,
+        "audio_minutes": round(sum(v.size for v in clean.values()) / SAMPLE_RATE / 60, 1),
+        "max_seconds_per_work": max_seconds,
+    }
+    log.info("quality library: %s", lib_info)
+    return works, clean, sidecar, renderer, lib, lib_info
+
+
+def _passage_rows(
+    lib: Library, systems: dict[str, Any], *, works: list[Any], renderer: Renderer, clean: dict[str, np.ndarray],
+    n: int, n_10s: int, splits: np.ndarray, rng: np.random.Generator,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Passage re-finding per augmentation × length, for every system."""
+    passage: list[dict[str, Any]] = []
+    for kind in tqdm(AUGMENTATIONS, desc="passage queries", leave=False):
+        for length in LENGTHS:
+            qs = make_queries(
+                works=works, renderer=renderer, clean=clean, kind=kind, length_s=length,
+                n=n_10s if length == 10.0 else n, rng=rng,
+            )  # fmt: skip
+            qf = [features(y=q.audio) for q in qs]
+            for name, emb in systems.items():
+                passage.append(
+                    {
+                        "augmentation": kind,
+                        "length_s": length,
+                        "system": name,
+                        **score_passages(lib, name, emb, qs, qf, splits),
+                    }
+                )
+    return passage
+
+
+def _cross_rows(
+    lib: Library, systems: dict[str, Any], *, works: list[Any], renderer: Renderer, clean: dict[str, np.ndarray],
+    n: int, splits: np.ndarray, rng: np.random.Generator,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Cross-instrument and melody-only queries, for every system."""
+    cross: list[dict[str, Any]] = []
+    for program in ("other", "melody"):
+        qs = make_queries(
+            works=works,
+            renderer=renderer,
+            clean=clean,
+            kind="clean",
+            length_s=10.0,
+            n=n,
+            rng=rng,
+            program=program,
+        )
+        qf = [features(y=q.audio) for q in qs]
+        for name, emb in systems.items():
+            r = score_passages(lib, name, emb, qs, qf, splits)
+            cross.append(
+                {"query": "other instrument" if program == "other" else "melody only", "system": name, **r}
+            )
+    return cross
+
+
+def _style_queries(
+    works: list[Any], clean: dict[str, np.ndarray], *, per_track: int, rng: np.random.Generator
+) -> list[Query]:
+    """10-s clean queries from every work, for composer / era precision over the OTHER works."""
+    style_q: list[Query] = []
+    for wi, ew in enumerate(works):
+        dur = clean[ew.work_id].size / SAMPLE_RATE
+        for _ in range(per_track):
+            t = float(np.round(rng.uniform(0.1, max(dur - 10.5, 0.2)), 2))
+            i0 = int(t * SAMPLE_RATE)
+            style_q.append(Query(wi, t, 10.0, "clean", clean[ew.work_id][i0 : i0 + 10 * SAMPLE_RATE]))
+    return style_q
+
+
+def _style_bounds(
+    labels: dict[str, np.ndarray], style_q: list[Query], n_works: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(ceiling, chance) of P@10 per label: what a perfect and a random ranking would score."""
+    ceiling, chance = {}, {}
+    for label, arr in labels.items():
+        same = np.array([(arr == arr[q.work_index]).sum() - 1 for q in style_q])
+        ceiling[label] = float(np.mean(np.minimum(same, K) / K))
+        chance[label] = float(np.mean(same / max(n_works - 1, 1)))
+    return ceiling, chance
+
+
+def _notes(lib_info: dict[str, Any], *, sizes: dict[str, Any], seed: int, elapsed: float) -> list[str]:
+    return [
+        f"Library: {lib_info['works']} works ({lib_info['works_per_split']}), {lib_info['audio_minutes']} min, "
+        f"{lib_info['segments']} segments of 10 s every 2 s; composers {', '.join(lib_info['composers'])}. "
+        "Each work is its first "
+        f"{lib_info['max_seconds_per_work']:.0f} s, rendered clean on its primary program (encoder.corpus.plan_views). "
+        f"{lib_info['works_in_rendered_corpus']} of the works are the rendered corpus' own test/heldout works "
+        f"({lib_info['corpus'] or 'no corpus found'}); the others are works the same split rule "
+        "(encoder.corpus.split_of) keeps out of training but the corpus' hour cap left out.",
+        "In-memory path (all systems): the product's leveling + features + 10-s/2-s windows, EXACT cosine over all "
+        "segments, one result per track, start localized on the chroma (retrieval.localize) like search does; no reranker.",
+        "Hit = right work and |Δt| ≤ 2.5 s of the query's true start; queries start at random (non-grid) offsets.",
+        "'Counting literal repeats' (never in the strict columns): a result on the right work that starts "
+        "within 2.5 s of a place where the score plays the query's passage again (median per-frame log-mel "
+        f"correlation of the clean library track ≥ {REPEAT_MIN_CORR}; bench.metrics.literal_repeat) also counts: "
+        "the two moments sound the same, so the clip alone cannot tell them apart.",
+        f"Sizes: {sizes['passage_queries_per_cell']} queries per augmentation × length cell "
+        f"({sizes['passage_queries_per_10s_cell']} for 10-s queries), "
+        f"{sizes['cross_queries']} cross-instrument and {sizes['cross_queries']} melody "
+        f"queries, {sizes['style_queries']} style queries; seed {seed}; run took {elapsed / 60:.1f} min.",
+    ]
+
+
 def run_quality(
     *,
     out_dir: Path,
@@ -176,123 +311,42 @@ def run_quality(
 ) -> Report:
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    per_composer = 3 if quick else 8
     max_seconds = 40.0 if quick else 45.0
     n_passage = 8 if quick else 24
     # The must-reach targets are on 10-s queries: those cells get more queries (±0.06 at n=64).
     n_passage_10 = 8 if quick else 64
     n_cross = 10 if quick else 64
-    style_per_track = 1 if quick else 2
     notes: list[str] = []
 
-    in_corpus = corpus_heldout_ids(corpus)
-    works = select_works(per_composer=per_composer, seed=seed, prefer=in_corpus)
-    renderer = Renderer(midi_cache=midi_cache, max_seconds=max_seconds)
     wav_dir = workdir / "library"
-    works, clean, sidecar = render_library(works, renderer=renderer, out_dir=wav_dir if real_path else None)
-    frames = {
-        ew.work_id: features(y=clean[ew.work_id]) for ew in tqdm(works, desc="library features", leave=False)
-    }
-    lib = Library.build(frames)
-    composer = np.array([ew.composer for ew in works])
-    era = np.array([ew.era for ew in works])
+    works, clean, sidecar, renderer, lib, lib_info = _library(
+        per_composer=3 if quick else 8, seed=seed, max_seconds=max_seconds, midi_cache=midi_cache,
+        wav_dir=wav_dir if real_path else None, corpus=corpus,
+    )  # fmt: skip
     splits = np.array([ew.split for ew in works])
-    lib_info: dict[str, Any] = {
-        "works": len(works),
-        "composers": sorted(set(composer.tolist())),
-        "works_per_split": {s: sum(ew.split == s for ew in works) for s in ("test", "heldout")},
-        "works_in_rendered_corpus": sum(ew.work_id in in_corpus for ew in works),
-        "corpus": str(corpus) if in_corpus else None,
-        "segments": lib.n_segments,
-        "audio_minutes": round(sum(v.size for v in clean.values()) / SAMPLE_RATE / 60, 1),
-        "max_seconds_per_work": max_seconds,
-    }
-    log.info("quality library: %s", lib_info)
     systems = build_systems(checkpoint, lib, notes, candidate)
     embed_systems(lib, systems)
+    common = {"works": works, "renderer": renderer, "clean": clean, "splits": splits, "rng": rng}
+    passage = _passage_rows(lib, systems, n=n_passage, n_10s=n_passage_10, **common)
+    cross = _cross_rows(lib, systems, n=n_cross, **common)
 
-    # -- passage re-finding per augmentation × length ---------------------------------------------
-    passage: list[dict[str, Any]] = []
-    for kind in tqdm(AUGMENTATIONS, desc="passage queries", leave=False):
-        for length in LENGTHS:
-            qs = make_queries(
-                works=works,
-                renderer=renderer,
-                clean=clean,
-                kind=kind,
-                length_s=length,
-                n=n_passage_10 if length == 10.0 else n_passage,
-                rng=rng,
-            )
-            qf = [features(y=q.audio) for q in qs]
-            for name, emb in systems.items():
-                passage.append(
-                    {
-                        "augmentation": kind,
-                        "length_s": length,
-                        "system": name,
-                        **score_passages(lib, name, emb, qs, qf, splits),
-                    }
-                )
-
-    # -- cross-instrument and melody-only ----------------------------------------------------------
-    cross: list[dict[str, Any]] = []
-    for program in ("other", "melody"):
-        qs = make_queries(
-            works=works,
-            renderer=renderer,
-            clean=clean,
-            kind="clean",
-            length_s=10.0,
-            n=n_cross,
-            rng=rng,
-            program=program,
-        )
-        qf = [features(y=q.audio) for q in qs]
-        for name, emb in systems.items():
-            r = score_passages(lib, name, emb, qs, qf, splits)
-            cross.append(
-                {"query": "other instrument" if program == "other" else "melody only", "system": name, **r}
-            )
-
-    # -- composer / era precision (other works only) ---------------------------------------------
-    style_q: list[Query] = []
-    for wi, ew in enumerate(works):
-        dur = clean[ew.work_id].size / SAMPLE_RATE
-        for _ in range(style_per_track):
-            t = float(np.round(rng.uniform(0.1, max(dur - 10.5, 0.2)), 2))
-            i0 = int(t * SAMPLE_RATE)
-            style_q.append(Query(wi, t, 10.0, "clean", clean[ew.work_id][i0 : i0 + 10 * SAMPLE_RATE]))
+    style_q = _style_queries(works, clean, per_track=1 if quick else 2, rng=rng)
     style_f = [features(y=q.audio) for q in style_q]
-    labels = {"composer": composer, "era": era}
-    style = []
-    for name, emb in systems.items():
-        style.append({"system": name, **_style_precision(lib, name, emb, style_q, style_f, labels, splits)})
-    ceiling = {}
-    chance = {}
-    for label, arr in labels.items():
-        same = np.array([(arr == arr[q.work_index]).sum() - 1 for q in style_q])
-        ceiling[label] = float(np.mean(np.minimum(same, K) / K))
-        chance[label] = float(np.mean(same / max(len(works) - 1, 1)))
+    labels = {"composer": np.array([ew.composer for ew in works]), "era": np.array([ew.era for ew in works])}
+    style = [
+        {"system": name, **_style_precision(lib, name, emb, style_q, style_f, labels, splits)}
+        for name, emb in systems.items()
+    ]
+    ceiling, chance = _style_bounds(labels, style_q, len(works))
 
-    # -- the real product path ---------------------------------------------------------------------
     real: dict[str, Any] = {}
     if real_path:
         from bench import quality_real
 
         real = quality_real.run_real(
-            works=works,
-            wav_dir=wav_dir,
-            sidecar=sidecar,
-            renderer=renderer,
-            clean=clean,
-            checkpoint=checkpoint,
-            workdir=workdir,
-            quick=quick,
-            rng=rng,
-            style_queries=style_q,
-            labels=labels,
-        )
+            works=works, wav_dir=wav_dir, sidecar=sidecar, renderer=renderer, clean=clean, checkpoint=checkpoint,
+            workdir=workdir, quick=quick, rng=rng, style_queries=style_q, labels=labels,
+        )  # fmt: skip
         notes += real.pop("notes", [])
 
     elapsed = time.perf_counter() - t_start
@@ -301,43 +355,18 @@ def run_quality(
         title="Quality: re-finding passages, across instruments, by style",
         machine=machine_info(),
     )
-    report.data = {
-        "library": lib_info,
-        "sizes": {
-            "passage_queries_per_cell": n_passage,
-            "passage_queries_per_10s_cell": n_passage_10,
-            "cross_queries": n_cross,
-            "style_queries": len(style_q),
-            "lengths_s": LENGTHS,
-        },
-        "passage": passage,
-        "cross": cross,
-        "style": style,
-        "style_ceiling": ceiling,
-        "style_chance": chance,
-        "real": real,
-        "seconds": elapsed,
+    sizes = {
+        "passage_queries_per_cell": n_passage,
+        "passage_queries_per_10s_cell": n_passage_10,
+        "cross_queries": n_cross,
+        "style_queries": len(style_q),
+        "lengths_s": LENGTHS,
     }
-    report.notes += [
-        f"Library: {lib_info['works']} works ({lib_info['works_per_split']}), {lib_info['audio_minutes']} min, "
-        f"{lib_info['segments']} segments of 10 s every 2 s; composers {', '.join(lib_info['composers'])}. "
-        "Each work is its first "
-        f"{max_seconds:.0f} s, rendered clean on its primary program (encoder.corpus.plan_views). "
-        f"{lib_info['works_in_rendered_corpus']} of the works are the rendered corpus' own test/heldout works "
-        f"({lib_info['corpus'] or 'no corpus found'}); the others are works the same split rule "
-        "(encoder.corpus.split_of) keeps out of training but the corpus' hour cap left out.",
-        "In-memory path (all systems): the product's leveling + features + 10-s/2-s windows, EXACT cosine over all "
-        "segments, one result per track, start localized on the chroma (retrieval.localize) like search does; no reranker.",
-        "Hit = right work and |Δt| ≤ 2.5 s of the query's true start; queries start at random (non-grid) offsets.",
-        "'Counting literal repeats' (never in the strict columns): a result on the right work that starts "
-        "within 2.5 s of a place where the score plays the query's passage again (median per-frame log-mel "
-        f"correlation of the clean library track ≥ {REPEAT_MIN_CORR}; bench.metrics.literal_repeat) also counts: "
-        "the two moments sound the same, so the clip alone cannot tell them apart.",
-        f"Sizes: {n_passage} queries per augmentation × length cell ({n_passage_10} for 10-s queries), "
-        f"{n_cross} cross-instrument and {n_cross} melody "
-        f"queries, {len(style_q)} style queries; seed {seed}; run took {elapsed / 60:.1f} min.",
-        *notes,
-    ]
+    report.data = {
+        "library": lib_info, "sizes": sizes, "passage": passage, "cross": cross, "style": style,
+        "style_ceiling": ceiling, "style_chance": chance, "real": real, "seconds": elapsed,
+    }  # fmt: skip
+    report.notes += [*_notes(lib_info, sizes=sizes, seed=seed, elapsed=elapsed), *notes]
     _sections(report, passage, cross, style, ceiling, chance, real)
     report.plots += _plots(passage, out_dir)
     report.write(out_dir)
@@ -416,22 +445,7 @@ def _target_headers(system: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _sections(report: Report, passage, cross, style, ceiling, chance, real) -> None:
-    systems = list(dict.fromkeys(r["system"] for r in passage))
-    for name in ("cadenza", CANDIDATE):
-        if name in systems:
-            report.section(
-                f"Must-reach targets, {name} (issue #3; 10-s queries; test = unseen works of trained "
-                "composers, heldout = composers never trained on)",
-                md_table(_target_headers(name), _targets(passage, cross, style, system=name)),
-            )
-    for name in (PROBED, CANDIDATE_PROBED):
-        if name in systems:
-            report.section(
-                f"Must-reach targets as search runs a clip ({name}: the query also moved "
-                f"{', '.join(f'{s:+d}' for s in SEARCH_PROBES)} semitones, penalty {TRANSPOSED_PENALTY})",
-                md_table(_target_headers(name), _targets(passage, cross, style, system=name)),
-            )
+def _passage_table(passage: list[dict[str, Any]], systems: list[str]) -> str:
     rows = []
     for kind in AUGMENTATIONS:
         for length in LENGTHS:
@@ -442,11 +456,10 @@ def _sections(report: Report, passage, cross, style, ceiling, chance, real) -> N
                 row += [c.get("top1"), c.get("top10"), c.get("mrr")]
             rows.append(row)
     headers = ["augmentation", "query"] + [f"{s} {m}" for s in systems for m in ("top-1", "top-10", "MRR")]
-    report.section("Passage re-finding (in-memory exact search)", md_table(headers, rows))
-    report.section(
-        "Augmentations",
-        md_table(["name", "what"], [(k, AUGMENTATION_HELP[k]) for k in AUGMENTATIONS]),
-    )
+    return md_table(headers, rows)
+
+
+def _passage_summary(passage: list[dict[str, Any]], systems: list[str]) -> str:
     summary = []
     for s in systems:
         for sel in (*LENGTHS, None):
@@ -465,20 +478,35 @@ def _sections(report: Report, passage, cross, style, ceiling, chance, real) -> N
                     ),
                 )
             )
+    headers = [
+        "system", "query", "top-1", "top-10", "MRR", "right work top-1 (any time)", "right work top-10 (any time)",
+    ]  # fmt: skip
+    return md_table(headers, summary)
+
+
+def _sections(report: Report, passage, cross, style, ceiling, chance, real) -> None:
+    systems = list(dict.fromkeys(r["system"] for r in passage))
+    for name in ("cadenza", CANDIDATE):
+        if name in systems:
+            report.section(
+                f"Must-reach targets, {name} (issue #3; 10-s queries; test = unseen works of trained "
+                "composers, heldout = composers never trained on)",
+                md_table(_target_headers(name), _targets(passage, cross, style, system=name)),
+            )
+    for name in (PROBED, CANDIDATE_PROBED):
+        if name in systems:
+            report.section(
+                f"Must-reach targets as search runs a clip ({name}: the query also moved "
+                f"{', '.join(f'{s:+d}' for s in SEARCH_PROBES)} semitones, penalty {TRANSPOSED_PENALTY})",
+                md_table(_target_headers(name), _targets(passage, cross, style, system=name)),
+            )
+    report.section("Passage re-finding (in-memory exact search)", _passage_table(passage, systems))
     report.section(
-        "Passage re-finding, mean over the augmentations (clean excluded)",
-        md_table(
-            [
-                "system",
-                "query",
-                "top-1",
-                "top-10",
-                "MRR",
-                "right work top-1 (any time)",
-                "right work top-10 (any time)",
-            ],
-            summary,
-        ),
+        "Augmentations",
+        md_table(["name", "what"], [(k, AUGMENTATION_HELP[k]) for k in AUGMENTATIONS]),
+    )
+    report.section(
+        "Passage re-finding, mean over the augmentations (clean excluded)", _passage_summary(passage, systems)
     )
     report.section(
         "Cross-instrument and melody-only queries (10 s, library on the primary instrument)",

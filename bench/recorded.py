@@ -148,6 +148,79 @@ def make_recorded_queries(
     return out
 
 
+def _library(
+    audio_dir: Path, *, max_tracks: int | None, max_seconds: float | None, timings: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], Library, dict[str, Any]]:
+    """Decode the recordings under ``audio_dir`` and cut them in windows; (audio per track, library, its description)."""
+    paths = find_audio(audio_dir)
+    found = len(paths)
+    if max_tracks:
+        paths = paths[:max_tracks]
+    if not paths:
+        raise InputError(f"no audio files under {audio_dir}; use a folder of MP3/WAV/FLAC/OGG/M4A files")
+    t0 = time.perf_counter()
+    tracks, full_s, failed = load_tracks(paths, root=audio_dir, max_seconds=max_seconds)
+    if not tracks:
+        raise InputError(f"none of the {len(paths)} audio files under {audio_dir} could be decoded")
+    timings["decode_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    frames = {tid: features(y=y) for tid, y in tqdm(tracks.items(), desc="library features", leave=False)}
+    timings["features_s"] = time.perf_counter() - t0
+    lib = Library.build(frames)
+    used_min = sum(y.size for y in tracks.values()) / SAMPLE_RATE / 60
+    known = [v for v in full_s.values() if v is not None]
+    lib_info: dict[str, Any] = {
+        "folder": str(audio_dir.resolve()),
+        "files_found": found,
+        "tracks": len(tracks),
+        "failed_to_decode": failed,
+        "segments": lib.n_segments,
+        "audio_minutes_used": round(used_min, 1),
+        "audio_minutes_full": round(sum(known) / 60, 1) if len(known) == len(tracks) else None,
+        "max_seconds_per_track": max_seconds,
+        "track_seconds": {tid: round(y.size / SAMPLE_RATE, 1) for tid, y in tracks.items()},
+    }
+    log.info("recorded library: %d tracks, %.1f min, %d segments", len(tracks), used_min, lib.n_segments)
+    return tracks, lib, lib_info
+
+
+def _notes(
+    lib_info: dict[str, Any], *, max_tracks: int | None, n_queries: int, seed: int, timings: dict[str, Any]
+) -> list[str]:
+    n_tracks, found, max_seconds = (
+        lib_info["tracks"],
+        lib_info["files_found"],
+        lib_info["max_seconds_per_track"],
+    )
+    full = (
+        f", {lib_info['audio_minutes_full']} min in full"
+        if lib_info["audio_minutes_full"] is not None
+        else ""
+    )
+    cap = f"the first {max_seconds:.0f} s of each" if max_seconds else "whole tracks"
+    # The files looked at: the first max_tracks of those found.
+    n_paths = min(found, max_tracks) if max_tracks else found
+    failed = lib_info["failed_to_decode"]
+    return [
+        f"Library: every audio file under `{lib_info['folder']}` — {n_tracks} tracks"
+        + (f" (first {max_tracks} of {found} files in path order)" if max_tracks and found > n_paths else "")
+        + f"{full}; {cap} used: {lib_info['audio_minutes_used']} min, {lib_info['segments']} segments of 10 s every 2 s."
+        + (f" {len(failed)} file(s) could not be decoded and were skipped." if failed else ""),
+        "This is REAL recorded (produced, mixed, mastered) music, unlike the training corpus (soundfont renders "
+        "of music21 scores): the encoder never saw audio like it. Nothing here is rendered.",
+        "In-memory path (all systems): the product's leveling + features + 10-s/2-s windows, EXACT cosine over all "
+        "segments, one result per track, start localized on the chroma (retrieval.localize) like search does; "
+        "no reranker.",
+        f"Queries: {n_queries} 10-s clips per augmentation from random tracks at random (non-grid) offsets; "
+        f"hit = right track and |Δt| ≤ {HIT_TOLERANCE_S} s of the passage's true start (for tempo, the library "
+        "time of the stretched clip's first sample). Music that repeats itself (loops, reprises) can be found "
+        "at another repetition: that is a miss here but counts in 'right track (any time)'.",
+        f"Seed {seed}; run took {timings['total_s'] / 60:.1f} min (decode {timings['decode_s']:.0f} s, library features "
+        f"{timings['features_s']:.0f} s, embedding {sum(timings['embed_library_s'].values()):.0f} s, "
+        f"queries {timings['queries_s']:.0f} s).",
+    ]
+
+
 def run_recorded(
     *,
     audio_dir: Path,
@@ -167,43 +240,15 @@ def run_recorded(
     max_seconds = max_seconds if max_seconds and max_seconds > 0 else None
     notes: list[str] = []
     timings: dict[str, Any] = {}
-
-    paths = find_audio(audio_dir)
-    found = len(paths)
-    if max_tracks:
-        paths = paths[:max_tracks]
-    if not paths:
-        raise InputError(f"no audio files under {audio_dir}; use a folder of MP3/WAV/FLAC/OGG/M4A files")
-    t0 = time.perf_counter()
-    tracks, full_s, failed = load_tracks(paths, root=audio_dir, max_seconds=max_seconds)
-    if not tracks:
-        raise InputError(f"none of the {len(paths)} audio files under {audio_dir} could be decoded")
-    timings["decode_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    frames = {tid: features(y=y) for tid, y in tqdm(tracks.items(), desc="library features", leave=False)}
-    timings["features_s"] = time.perf_counter() - t0
-    lib = Library.build(frames)
-    ids = list(tracks)
-    used_min = sum(y.size for y in tracks.values()) / SAMPLE_RATE / 60
-    known = [v for v in full_s.values() if v is not None]
-    lib_info: dict[str, Any] = {
-        "folder": str(audio_dir.resolve()),
-        "files_found": found,
-        "tracks": len(tracks),
-        "failed_to_decode": failed,
-        "segments": lib.n_segments,
-        "audio_minutes_used": round(used_min, 1),
-        "audio_minutes_full": round(sum(known) / 60, 1) if len(known) == len(tracks) else None,
-        "max_seconds_per_track": max_seconds,
-        "track_seconds": {tid: round(tracks[tid].size / SAMPLE_RATE, 1) for tid in ids},
-    }
-    log.info("recorded library: %d tracks, %.1f min, %d segments", len(tracks), used_min, lib.n_segments)
+    tracks, lib, lib_info = _library(
+        audio_dir, max_tracks=max_tracks, max_seconds=max_seconds, timings=timings
+    )
 
     systems = build_systems(checkpoint, lib, notes)
     timings["embed_library_s"] = embed_systems(lib, systems)
 
     t0 = time.perf_counter()
-    audio = [tracks[tid] for tid in ids]
+    audio = list(tracks.values())
     rows: list[dict[str, Any]] = []
     for kind in tqdm(augmentations, desc="queries", leave=False):
         qs = make_recorded_queries(tracks=audio, kind=kind, n=n_queries, rng=rng)
@@ -228,33 +273,8 @@ def run_recorded(
         "timings": timings,
         "seconds": elapsed,
     }
-    full = (
-        f", {lib_info['audio_minutes_full']} min in full"
-        if lib_info["audio_minutes_full"] is not None
-        else ""
-    )
-    cap = f"the first {max_seconds:.0f} s of each" if max_seconds else "whole tracks"
     report.notes += [
-        f"Library: every audio file under `{lib_info['folder']}` — {len(tracks)} tracks"
-        + (
-            f" (first {max_tracks} of {found} files in path order)"
-            if max_tracks and found > len(paths)
-            else ""
-        )
-        + f"{full}; {cap} used: {lib_info['audio_minutes_used']} min, {lib.n_segments} segments of 10 s every 2 s."
-        + (f" {len(failed)} file(s) could not be decoded and were skipped." if failed else ""),
-        "This is REAL recorded (produced, mixed, mastered) music, unlike the training corpus (soundfont renders "
-        "of music21 scores): the encoder never saw audio like it. Nothing here is rendered.",
-        "In-memory path (all systems): the product's leveling + features + 10-s/2-s windows, EXACT cosine over all "
-        "segments, one result per track, start localized on the chroma (retrieval.localize) like search does; "
-        "no reranker.",
-        f"Queries: {n_queries} 10-s clips per augmentation from random tracks at random (non-grid) offsets; "
-        f"hit = right track and |Δt| ≤ {HIT_TOLERANCE_S} s of the passage's true start (for tempo, the library "
-        "time of the stretched clip's first sample). Music that repeats itself (loops, reprises) can be found "
-        "at another repetition: that is a miss here but counts in 'right track (any time)'.",
-        f"Seed {seed}; run took {elapsed / 60:.1f} min (decode {timings['decode_s']:.0f} s, library features "
-        f"{timings['features_s']:.0f} s, embedding {sum(timings['embed_library_s'].values()):.0f} s, "
-        f"queries {timings['queries_s']:.0f} s).",
+        *_notes(lib_info, max_tracks=max_tracks, n_queries=n_queries, seed=seed, timings=timings),
         *notes,
     ]
     if len(tracks) <= K:

@@ -30,7 +30,8 @@ from bench import pgbench_db
 from bench.adapters import filtered_candidates, top_tracks
 from bench.metrics import recall_at_k
 from bench.report import Report, db_versions, fmt, machine_info, md_table, percentiles
-from bench.scale import (
+from bench.synthetic import SEGMENTS_PER_TRACK, make_library
+from bench.synthetic_db import (
     MODEL_VERSION,
     K,
     exact_filtered_tracks,
@@ -38,7 +39,6 @@ from bench.scale import (
     load_library,
     train_cells_for,
 )
-from bench.synthetic import SEGMENTS_PER_TRACK, make_library
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,75 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import percentiles
+from bench.served import free_port, process_rss, serve_env, serving
 
 #: How long the server may take to answer its first request, and each search under load.
 START_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 30.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve_env(*, home: Path, port: int, checkpoint: Path | None) -> dict[str, str]:
-    """The environment of a server on its own library, without rate limits or an LLM."""
-    env = {
-        **os.environ,
-        "CADENZA_HOME": str(home),
-        "CADENZA_HOST": "127.0.0.1",
-        "CADENZA_PORT": str(port),
-        "CADENZA_RATE_LIMIT": "100000",
-        "CADENZA_LLM_BASE_URL": "",
-        "OPENAI_BASE_URL": "",
-    }
-    env.pop("CADENZA_DATABASE_URL", None)
-    if checkpoint is not None:
-        env["CADENZA_CHECKPOINT"] = str(checkpoint)
-    return env
-
-
-def _wait_until_up(proc: subprocess.Popen, *, url: str, server_log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"cadenza serve exited: {server_log.read_text()[-500:]}")
-        try:
-            if httpx.get(url + "/schema/openapi.json", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"cadenza serve did not answer within {START_TIMEOUT_S:.0f} s")
-        time.sleep(0.5)
-
-
-def _tree_rss(pid: int) -> Callable[[], int]:
-    """A function returning the RSS of process ``pid`` and all its children, in bytes."""
-    import psutil
-
-    ps = psutil.Process(pid)
-
-    def rss() -> int:
-        total = 0
-        for p in [ps, *ps.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-        return total
-
-    return rss
-
-
-def _sample_peak(rss: Callable[[], int], stop: threading.Event, peak: list[float]) -> None:
+def _sample_peak(rss: Callable[[], float], stop: threading.Event, peak: list[float]) -> None:
     """Append the RSS in MiB to ``peak`` every 50 ms until ``stop`` is set."""
     import psutil
 
     while not stop.is_set():
         try:
-            peak.append(rss() / 2**20)
+            peak.append(rss())
         except psutil.Error:
             break
         time.sleep(0.05)
@@ -146,36 +86,22 @@ def _post_clips(*, url: str, clips: list[Path], n_requests: int, concurrency: in
     }
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # a hung server does not shut down gracefully
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 def server_memory(
     *, home: Path, clips: list[Path], n_requests: int, concurrency: int, checkpoint: Path | None
 ) -> dict[str, Any]:
     """Start ``cadenza serve`` on a loopback port, send ``n_requests`` clip searches, sample its RSS."""
-    port = _free_port()
-    env = _serve_env(home=home, port=port, checkpoint=checkpoint)
+    settings = {"CADENZA_RATE_LIMIT": "100000", "CADENZA_LLM_BASE_URL": "", "OPENAI_BASE_URL": ""}
+    if checkpoint is not None:
+        settings["CADENZA_CHECKPOINT"] = str(checkpoint)
+    env = serve_env(home=home, port=free_port(), **settings)
     server_log = home.parent / "server.log"
-    log_file = open(server_log, "w")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cadenza", "-q", "serve"],
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
     out: dict[str, Any] = {"requests": n_requests, "concurrency": concurrency}
-    try:
-        rss = _tree_rss(proc.pid)
-        _wait_until_up(proc, url=url, server_log=server_log)
-        out["rss_idle_mib"] = rss() / 2**20
+    with serving(env, log_path=server_log, start_timeout_s=START_TIMEOUT_S, stop_timeout_s=10) as (
+        server,
+        url,
+    ):
+        rss = process_rss(server.pid)
+        out["rss_idle_mib"] = rss()
         peak = [out["rss_idle_mib"]]
         stop = threading.Event()
         sampler = threading.Thread(target=_sample_peak, args=(rss, stop, peak), daemon=True)
@@ -186,9 +112,6 @@ def server_memory(
         out["wall_s"] = load.pop("wall_s")
         out["rss_peak_mib"] = max(peak)
         out.update(load)
-    finally:
-        _stop(proc)
-        log_file.close()
     if out.get("errors"):
         out["server_log_tail"] = server_log.read_text()[-1500:]
     return out

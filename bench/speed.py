@@ -185,16 +185,14 @@ def _ingest_and_query(
     import torch
 
     from cadenza.audio import load_audio
-    from retrieval.ingest import ingest
 
     db = pgbench_db.open_temp_database(home)
     try:
         with db.connection() as conn:
             versions = db_versions(conn)
-        rep = ingest(
-            db=db, paths=[lib_dir], embedder=embedder, spec=spec, metadata_file=sidecar, workers=min(2, threads),
-            progress=False,
-        )  # fmt: skip
+        rep = pgbench_db.ingest_folder(
+            db, lib_dir, embedder=embedder, spec=spec, metadata_file=sidecar, workers=min(2, threads)
+        )
         data["ingest"] = rep.to_json()
         data["ingest"]["workers"] = min(2, threads)
         data["ingest"].pop("stage_cpu_seconds", None)
@@ -224,6 +222,26 @@ def _server_notes(server: dict[str, Any]) -> list[str]:
         else "."
     )
     return [f"The server answered {server.get('answered_ok', 0)} of {server.get('requests')} requests" + tail]
+
+
+def _report(
+    data: dict[str, Any], *, audio_note: str, notes: list[str], postgres: str, pgvector: str
+) -> Report:
+    report = Report(
+        name="speed",
+        title="Speed and cost: Cadenza vs the original Wav2Vec2 + FAISS design",
+        machine=machine_info(postgres=postgres, pgvector=pgvector),
+    )
+    report.data = data
+    report.notes += [
+        audio_note,
+        "Wav2Vec2-base is built from `Wav2Vec2Config()` with random weights (nothing downloaded): only its speed is compared.",
+        f"The machine is shared (load average {machine_info()['load_avg_1_5_15']}): compare the ratios; absolute times are pessimistic.",
+        f"Run took {data['seconds'] / 60:.1f} min.",
+        *notes,
+    ]
+    sections(report, data)
+    return report
 
 
 def run_speed(
@@ -298,20 +316,11 @@ def run_speed(
     notes += _server_notes(server)
 
     data["seconds"] = time.perf_counter() - t_start
-    report = Report(
-        name="speed",
-        title="Speed and cost: Cadenza vs the original Wav2Vec2 + FAISS design",
-        machine=machine_info(postgres=pg, pgvector=pv),
+    audio_note = (
+        f"Audio: {len(works)} held-out works rendered ({audio_s / 60:.1f} min); model {embedder.model_version}; "
+        f"torch threads {threads}."
     )
-    report.data = data
-    report.notes += [
-        f"Audio: {len(works)} held-out works rendered ({audio_s / 60:.1f} min); model {embedder.model_version}; torch threads {threads}.",
-        "Wav2Vec2-base is built from `Wav2Vec2Config()` with random weights (nothing downloaded): only its speed is compared.",
-        f"The machine is shared (load average {machine_info()['load_avg_1_5_15']}): compare the ratios; absolute times are pessimistic.",
-        f"Run took {data['seconds'] / 60:.1f} min.",
-        *notes,
-    ]
-    sections(report, data)
+    report = _report(data, audio_note=audio_note, notes=notes, postgres=pg, pgvector=pv)
     report.write(out_dir)
     return report
 

@@ -63,8 +63,8 @@ def search_at_size(*, n: int, seed: int, workdir: Path, threads: int) -> dict[st
     import faiss
     from pgvector import Vector
 
-    from bench.scale import load_library
     from bench.synthetic import make_library
+    from bench.synthetic_db import load_library
 
     lib = make_library(n_segments=n, seed=seed)
     home = workdir / f"size-{n}"

@@ -188,7 +188,7 @@ def test_window_starts_match_embed_track_and_library_refinds_a_passage():
 def test_scale_load_index_and_filtered_candidates(db):
     from bench import pgbench_db
     from bench.adapters import filtered_candidates, top_tracks
-    from bench.scale import MODEL_VERSION, exact_filtered_tracks, filter_cases, load_library
+    from bench.synthetic_db import MODEL_VERSION, exact_filtered_tracks, filter_cases, load_library
 
     lib = make_library(n_segments=2400, seed=5)
     try:
@@ -216,7 +216,8 @@ def test_scale_query_stages_through_search(db, tmp_path):
     """The per-stage table of bench scale: real audio queries through retrieval.search on synthetic rows."""
     from bench import pgbench_db
     from bench.query_stages import STAGES, chord_clips
-    from bench.scale import load_library, search_stages, stage_table, stage_target_note
+    from bench.scale_report import stage_table, stage_target_note
+    from bench.synthetic_db import load_library, search_stages
     from encoder.embed import Embedder
 
     lib = make_library(n_segments=1200, seed=6)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from bench.load import process_rss, run_load
+from bench.load import run_load
+from bench.served import process_rss
 from cadenza.settings import LimitSettings
 from tests.helpers_app import clip_of_track, ingest_library, running_app
 from tests.helpers_db import truncate_all
