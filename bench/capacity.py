@@ -258,42 +258,10 @@ def plan(
     return out
 
 
-def run_capacity(
-    *, results: Path = RESULTS_DIR, out_dir: Path = RESULTS_DIR, cat: Catalogue | None = None
-) -> Report:
-    cat = cat or Catalogue()
-    scale = _load(results, "scale_1m")
-    ingest_raw = _load(results, "ingest_speed")
-    if scale is None or ingest_raw is None:
-        missing = [n for n, d in (("scale_1m", scale), ("ingest_speed", ingest_raw)) if d is None]
-        raise SystemExit(
-            f"bench.capacity: missing {', '.join(m + '.json' for m in missing)} in {results}; run those benchmarks first"
-        )
-    points = scale_points(scale)
-    checks = validate(points)
-    ingest = ingest_figures(ingest_raw, _load(results, "speed"))
-    table = plan(cat, points, ingest, _load(results, "ray_ingest"))
-    report = Report(
-        name="capacity",
-        title=f"Capacity model: {cat.tracks / 1e6:g}M tracks, {cat.segments / 1e9:.2f}B segments",
-    )
-    report.machine = scale["machine"]
-    report.data = {
-        "points": points,
-        "checks": checks,
-        "ingest": ingest,
-        "plan": table,
-        "catalogue": cat.__dict__,
-    }
-    report.notes += [
-        "Computed by `python -m bench.capacity` from bench/results/scale_1m.json (10K / 100K / 1M synthetic segments, "
-        "PostgreSQL 16 + pgvector 0.6.2, 2 cores), ingest_speed.json and speed.json; see docs/SCALE.md for the reasoning.",
-        "Each law is first fitted without the largest measured size and checked against it (table 1); the plan "
-        "then uses every size.",
-        f"halfvec figures are derived, not measured: the measured vector bytes minus {4 * EMBEDDING_DIM - 2 * EMBEDDING_DIM} "
-        "bytes a segment in the heap and again in the HNSW element.",
-        "GPU figures are derived: the measured ingest CPU without the embed stage's share (no GPU was available).",
-    ]
+def _measured_sections(
+    report: Report, points: list[dict[str, Any]], checks: list[dict[str, Any]], ingest: dict[str, Any]
+) -> None:
+    """Table 0, the measured inputs, and table 1, each law checked against a point it did not use."""
     report.section(
         "0. Measured inputs (scale_1m.json; synthetic clustered 128-d segments)",
         md_table(
@@ -316,6 +284,10 @@ def run_capacity(
             [(c["quantity"], c["law"], c["fitted_on"], f"{c['predicted']:.3g} {c['unit']}", f"{c['measured']:.3g} {c['unit']}", f"{c['error_pct']:+.0f}") for c in checks],
         ),
     )  # fmt: skip
+
+
+def _plan_sections(report: Report, table: dict[str, Any], cat: Catalogue) -> None:
+    """Tables 2–4: storage, shards and index, ingest for the catalogue."""
     st, sh, ing = table["storage"], table["shards"], table["ingest"]
     report.section(
         "2. Storage",
@@ -367,6 +339,46 @@ def run_capacity(
             )
         )
     report.section("4. Ingest", md_table(["measure", "value"], rows))
+
+
+def run_capacity(
+    *, results: Path = RESULTS_DIR, out_dir: Path = RESULTS_DIR, cat: Catalogue | None = None
+) -> Report:
+    cat = cat or Catalogue()
+    scale = _load(results, "scale_1m")
+    ingest_raw = _load(results, "ingest_speed")
+    if scale is None or ingest_raw is None:
+        missing = [n for n, d in (("scale_1m", scale), ("ingest_speed", ingest_raw)) if d is None]
+        raise SystemExit(
+            f"bench.capacity: missing {', '.join(m + '.json' for m in missing)} in {results}; run those benchmarks first"
+        )
+    points = scale_points(scale)
+    checks = validate(points)
+    ingest = ingest_figures(ingest_raw, _load(results, "speed"))
+    table = plan(cat, points, ingest, _load(results, "ray_ingest"))
+    report = Report(
+        name="capacity",
+        title=f"Capacity model: {cat.tracks / 1e6:g}M tracks, {cat.segments / 1e9:.2f}B segments",
+    )
+    report.machine = scale["machine"]
+    report.data = {
+        "points": points,
+        "checks": checks,
+        "ingest": ingest,
+        "plan": table,
+        "catalogue": cat.__dict__,
+    }
+    report.notes += [
+        "Computed by `python -m bench.capacity` from bench/results/scale_1m.json (10K / 100K / 1M synthetic segments, "
+        "PostgreSQL 16 + pgvector 0.6.2, 2 cores), ingest_speed.json and speed.json; see docs/SCALE.md for the reasoning.",
+        "Each law is first fitted without the largest measured size and checked against it (table 1); the plan "
+        "then uses every size.",
+        f"halfvec figures are derived, not measured: the measured vector bytes minus {4 * EMBEDDING_DIM - 2 * EMBEDDING_DIM} "
+        "bytes a segment in the heap and again in the HNSW element.",
+        "GPU figures are derived: the measured ingest CPU without the embed stage's share (no GPU was available).",
+    ]
+    _measured_sections(report, points, checks, ingest)
+    _plan_sections(report, table, cat)
     report.write(out_dir)
     return report
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -119,136 +120,66 @@ def _queries(conn: Any, model_version: str, n: int, seed: int) -> list[MomentRef
     return [MomentRef(int(rows[i][0]), float(rng.choice(rows[i][1]))) for i in sorted(picks)]
 
 
-def run_context(
-    *,
-    settings: Any,
-    out_dir: Path,
-    n_queries: int = 40,
-    seed: int = 0,
-    build: bool = True,
-    db: Any = None,
-    embedder: Any = None,
-) -> Report:
-    """Measure every row of the module docstring; ``db``/``embedder`` default to the demo library's."""
-    from cadenza.db import open_database, scalar
-    from retrieval.ingest import resolve_embedder
-    from retrieval.search import search
+def _play(db: Any, listener: str, track_ids: list[int]) -> None:
+    """Make ``track_ids`` the listener's only plays."""
+    with db.connection() as conn:
+        conn.execute("DELETE FROM plays WHERE listener_id = %s", (listener,))
+        for tid in track_ids:
+            conn.execute("INSERT INTO plays (listener_id, track_id) VALUES (%s, %s)", (listener, tid))
+        conn.commit()
 
-    if build:
-        from retrieval.demo import build_demo
 
-        summary = build_demo(settings=settings, progress=True)
-        log.info("demo library: %s", summary)
-    if embedder is None:
-        embedder, _ = resolve_embedder(settings.checkpoint)
-    own = db is None
-    db = open_database(settings) if own else db
-    listener = f"bench-context-{uuid.uuid4().hex[:12]}"
-    rows: dict[tuple[str, str], _Row] = {}
-    timings: list[dict[str, float]] = []
-    t_start = time.perf_counter()
-    try:
-        with db.connection() as conn:
-            pg, pgv = db_versions(conn)
-            n_tracks = scalar(conn, "SELECT count(*) FROM tracks")
-            n_segments = scalar(
-                conn, "SELECT count(*) FROM segments WHERE model_version = %s", (embedder.model_version,)
-            )
-            n_composers = scalar(conn, "SELECT count(DISTINCT composer) FROM tracks")
-            queries = _queries(conn, embedder.model_version, n_queries, seed)
-        if not queries:
-            raise RuntimeError("the demo library has no segments for the current model; run `cadenza demo`")
+def _measure(
+    ref: MomentRef, *, run: Callable[[SearchRequest], SearchResponse], db: Any, listener: str,
+    row: Callable[[str, str], _Row],
+) -> dict[str, float]:  # fmt: skip
+    """Every signal for one query moment, each against the context-free baseline; the all-on timings."""
+    plain = SearchRequest(
+        moments=(ref,), k=K, filters=Filters(exclude_tracks=(ref.track_id,)), context=ALL_OFF
+    )
+    base = run(plain)
+    # Time of day: the signal alone, and the same local time with its switch off.
+    for hour in HOURS:
+        part = next(p for p in DAY_PARTS if p.start_hour <= hour < p.end_hour)
+        on = run(replace(plain, local_hour=hour, context=_only("time_of_day")))
+        off = run(replace(plain, local_hour=hour))
+        row("time_of_day", f"{part.name} ({hour:g} h)").add(base, on, off)
+    # History: this listener has played the composers of the baseline's first three results.
+    _play(db, listener, list(dict.fromkeys(r.track_id for r in base.results[:3])))
+    with_listener = replace(plain, listener_id=listener)
+    on = run(replace(with_listener, context=_only("history")))
+    off = run(with_listener)
+    row("history", "played the composers of the top 3").add(base, on, off)
+    # Mood: what "calmer" sets.
+    v, a = float(base.query.get("valence") or 0.0), float(base.query.get("arousal") or 0.0)
+    target = (v, float(np.clip(a - 0.5, -1.0, 1.0)))
+    moody = replace(plain, target_mood=target, weights=Weights(mood=FOLLOWUP_MOOD_WEIGHT))
+    on = run(replace(moody, context=_only("mood")))
+    off = run(moody)
+    row("mood", "'calmer' (arousal −0.5)").add(base, on, off)
+    # All three, and all three switched off.
+    everything = replace(moody, listener_id=listener, local_hour=22.5)
+    on = run(replace(everything, context=Context()))
+    off = run(everything)
+    row("all", "22:30 + history + calmer").add(base, on, off)
+    return dict(on.timings_ms)
 
-        def run(req: SearchRequest) -> SearchResponse:
-            return search(db=db, embedder=embedder, request=req)
 
-        def row(signal: str, condition: str) -> _Row:
-            return rows.setdefault((signal, condition), _Row(signal, condition))
+def _library_counts(conn: Any, model_version: str) -> dict[str, int]:
+    from cadenza.db import scalar
 
-        from tqdm import tqdm
-
-        for ref in tqdm(queries, desc="context bench", unit="query"):
-            plain = SearchRequest(
-                moments=(ref,), k=K, filters=Filters(exclude_tracks=(ref.track_id,)), context=ALL_OFF
-            )
-            base = run(plain)
-            # Time of day: the signal alone, and the same local time with its switch off.
-            for hour in HOURS:
-                part = next(p for p in DAY_PARTS if p.start_hour <= hour < p.end_hour)
-                on = run(replace(plain, local_hour=hour, context=_only("time_of_day")))
-                off = run(replace(plain, local_hour=hour))
-                row("time_of_day", f"{part.name} ({hour:g} h)").add(base, on, off)
-            # History: this listener has played the composers of the baseline's first three results.
-            played = list(dict.fromkeys(r.track_id for r in base.results[:3]))
-            with db.connection() as conn:
-                conn.execute("DELETE FROM plays WHERE listener_id = %s", (listener,))
-                for tid in played:
-                    conn.execute("INSERT INTO plays (listener_id, track_id) VALUES (%s, %s)", (listener, tid))
-                conn.commit()
-            with_listener = replace(plain, listener_id=listener)
-            on = run(replace(with_listener, context=_only("history")))
-            off = run(with_listener)
-            row("history", "played the composers of the top 3").add(base, on, off)
-            # Mood: what "calmer" sets.
-            v, a = float(base.query.get("valence") or 0.0), float(base.query.get("arousal") or 0.0)
-            target = (v, float(np.clip(a - 0.5, -1.0, 1.0)))
-            moody = replace(plain, target_mood=target, weights=Weights(mood=FOLLOWUP_MOOD_WEIGHT))
-            on = run(replace(moody, context=_only("mood")))
-            off = run(moody)
-            row("mood", "'calmer' (arousal −0.5)").add(base, on, off)
-            # All three, and all three switched off.
-            everything = replace(moody, listener_id=listener, local_hour=22.5)
-            on = run(replace(everything, context=Context()))
-            off = run(everything)
-            row("all", "22:30 + history + calmer").add(base, on, off)
-            timings.append(dict(on.timings_ms))
-    finally:
-        with db.connection() as conn:
-            conn.execute("DELETE FROM plays WHERE listener_id = %s", (listener,))
-            conn.commit()
-        if own:
-            db.close()
-    elapsed = time.perf_counter() - t_start
-
-    results = [r.to_json() for r in rows.values()]
-    ctx_ms = [t.get("context", 0.0) for t in timings]
-    rerank_ms = [t.get("rerank", 0.0) for t in timings]
-    total_ms = [t.get("total", 0.0) for t in timings]
-    report = Report(name="context", title="Listening context: what each signal does to the top 10")
-    report.machine = machine_info(postgres=pg, pgvector=pgv)
-    report.data = {
-        "library": {"tracks": n_tracks, "segments": n_segments, "composers": n_composers},
-        "model_version": embedder.model_version,
-        "k": K,
-        "queries": len(queries),
-        "seed": seed,
-        "weights": {
-            "time_of_day": TIME_OF_DAY_WEIGHT,
-            "history_min": HISTORY_WEIGHT,
-            "mood_followup": FOLLOWUP_MOOD_WEIGHT,
-        },
-        "rows": results,
-        "timings_ms_all_on": {
-            "context_report_p50": float(np.median(ctx_ms)),
-            "rerank_p50": float(np.median(rerank_ms)),
-            "total_p50": float(np.median(total_ms)),
-        },
-        "elapsed_s": round(elapsed, 1),
+    return {
+        "tracks": scalar(conn, "SELECT count(*) FROM tracks"),
+        "segments": scalar(conn, "SELECT count(*) FROM segments WHERE model_version = %s", (model_version,)),
+        "composers": scalar(conn, "SELECT count(DISTINCT composer) FROM tracks"),
     }
-    report.notes = [
-        f"Demo library: {n_tracks} tracks, {n_segments:,} segments, {n_composers} composers; model "
-        f"{embedder.model_version}; {len(queries)} library moments as queries (own track left out), k = {K}, "
-        f"seed {seed}.",
-        "Baseline: the same search with every context switch off (context-free), measured in the same run.",
-        f"Weights: time of day {TIME_OF_DAY_WEIGHT}, history at least {HISTORY_WEIGHT}, a mood follow-up "
-        f"{FOLLOWUP_MOOD_WEIGHT} (embedding 1, harmony 0.35, progression 0.15, plus the timbre, rhythm and melody terms).",
-        f"Machine shared with other work while this ran (load average in the machine block); {elapsed:.0f} s.",
-    ]
 
+
+def _overlap_table(results: list[dict[str, Any]]) -> str:
     def pair(x: list[float], digits: int = 2) -> str:
         return f"{x[0]:.{digits}f} → {x[1]:.{digits}f}"
 
-    table = md_table(
+    return md_table(
         [
             "signal",
             "condition",
@@ -279,7 +210,42 @@ def run_context(
             for r in results
         ],  # fmt: skip
     )
-    report.section("Overlap of the top 10 with the context-free ranking", table)
+
+
+def _report(
+    *, results: list[dict[str, Any]], timings: list[dict[str, float]], library: dict[str, int], model_version: str,
+    n_queries: int, seed: int, elapsed: float, postgres: str, pgvector: str,
+) -> Report:  # fmt: skip
+    report = Report(name="context", title="Listening context: what each signal does to the top 10")
+    report.machine = machine_info(postgres=postgres, pgvector=pgvector)
+    report.data = {
+        "library": library,
+        "model_version": model_version,
+        "k": K,
+        "queries": n_queries,
+        "seed": seed,
+        "weights": {
+            "time_of_day": TIME_OF_DAY_WEIGHT,
+            "history_min": HISTORY_WEIGHT,
+            "mood_followup": FOLLOWUP_MOOD_WEIGHT,
+        },
+        "rows": results,
+        "timings_ms_all_on": {
+            f"{name}_p50": float(np.median([t.get(stage, 0.0) for t in timings]))
+            for name, stage in (("context_report", "context"), ("rerank", "rerank"), ("total", "total"))
+        },
+        "elapsed_s": round(elapsed, 1),
+    }
+    report.notes = [
+        f"Demo library: {library['tracks']} tracks, {library['segments']:,} segments, {library['composers']} "
+        f"composers; model {model_version}; {n_queries} library moments as queries (own track left out), k = {K}, "
+        f"seed {seed}.",
+        "Baseline: the same search with every context switch off (context-free), measured in the same run.",
+        f"Weights: time of day {TIME_OF_DAY_WEIGHT}, history at least {HISTORY_WEIGHT}, a mood follow-up "
+        f"{FOLLOWUP_MOOD_WEIGHT} (embedding 1, harmony 0.35, progression 0.15, plus the timbre, rhythm and melody terms).",
+        f"Machine shared with other work while this ran (load average in the machine block); {elapsed:.0f} s.",
+    ]
+    report.section("Overlap of the top 10 with the context-free ranking", _overlap_table(results))
     t = report.data["timings_ms_all_on"]
     report.section(
         "Cost",
@@ -287,5 +253,65 @@ def run_context(
         f"took p50 {fmt(t['context_report_p50'])} ms (the rerank itself {fmt(t['rerank_p50'])} ms; the whole "
         f"search {fmt(t['total_p50'])} ms).",
     )
+    return report
+
+
+def run_context(
+    *,
+    settings: Any,
+    out_dir: Path,
+    n_queries: int = 40,
+    seed: int = 0,
+    build: bool = True,
+    db: Any = None,
+    embedder: Any = None,
+) -> Report:
+    """Measure every row of the module docstring; ``db``/``embedder`` default to the demo library's."""
+    from tqdm import tqdm
+
+    from cadenza.db import open_database
+    from retrieval.ingest import resolve_embedder
+    from retrieval.search import search
+
+    if build:
+        from retrieval.demo import build_demo
+
+        summary = build_demo(settings=settings, progress=True)
+        log.info("demo library: %s", summary)
+    if embedder is None:
+        embedder, _ = resolve_embedder(settings.checkpoint)
+    own = db is None
+    db = open_database(settings) if own else db
+    listener = f"bench-context-{uuid.uuid4().hex[:12]}"
+    rows: dict[tuple[str, str], _Row] = {}
+    timings: list[dict[str, float]] = []
+    t_start = time.perf_counter()
+    try:
+        with db.connection() as conn:
+            pg, pgv = db_versions(conn)
+            library = _library_counts(conn, embedder.model_version)
+            queries = _queries(conn, embedder.model_version, n_queries, seed)
+        if not queries:
+            raise RuntimeError("the demo library has no segments for the current model; run `cadenza demo`")
+
+        def run(req: SearchRequest) -> SearchResponse:
+            return search(db=db, embedder=embedder, request=req)
+
+        def row(signal: str, condition: str) -> _Row:
+            return rows.setdefault((signal, condition), _Row(signal, condition))
+
+        for ref in tqdm(queries, desc="context bench", unit="query"):
+            timings.append(_measure(ref, run=run, db=db, listener=listener, row=row))
+    finally:
+        with db.connection() as conn:
+            conn.execute("DELETE FROM plays WHERE listener_id = %s", (listener,))
+            conn.commit()
+        if own:
+            db.close()
+    report = _report(
+        results=[r.to_json() for r in rows.values()], timings=timings, library=library,
+        model_version=embedder.model_version, n_queries=len(queries), seed=seed,
+        elapsed=time.perf_counter() - t_start, postgres=pg, pgvector=pgv,
+    )  # fmt: skip
     report.write(out_dir)
     return report

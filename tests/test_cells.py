@@ -78,7 +78,7 @@ def _cells(db) -> dict[int, int | None]:
 
 
 @pytest.fixture(scope="module")
-def library(session_db):
+def cell_tracks(session_db):
     """One library for the module's tests (built once; the database is emptied afterwards)."""
     db = session_db
     truncate_all(db)
@@ -101,10 +101,10 @@ def library(session_db):
     truncate_all(db)
 
 
-def test_new_segments_get_their_nearest_cell_on_insert(session_db, library):
+def test_new_segments_get_their_nearest_cell_on_insert(session_db, cell_tracks):
     db = session_db
     cells = _cells(db)
-    assert len(cells) == len(library) * SEGS_PER and None not in cells.values()
+    assert len(cells) == len(cell_tracks) * SEGS_PER and None not in cells.values()
     # The SQL rule on insert is the bulk (numpy) rule: nearest fine centroid of the 3 nearest groups.
     with db.connection() as conn:
         cent = {c: v.to_numpy() for c, g, v in conn.execute("SELECT cell, grp, centroid FROM cell_centroids WHERE model_version = %s", (MV,))}  # fmt: skip
@@ -120,7 +120,7 @@ def test_new_segments_get_their_nearest_cell_on_insert(session_db, library):
         coarse=np.stack([coarse[g].to_numpy() for g in range(len(coarse))]),
         members=[np.asarray([c for c in range(n) if grp[c] == g]) for g in range(len(coarse))],
     )
-    later = [tr for tr in library[1::2]]
+    later = [tr for tr in cell_tracks[1::2]]
     with db.connection() as conn:
         ids = [int(r[0]) for r in conn.execute("SELECT id FROM segments WHERE track_id = ANY(%s) ORDER BY id", ([tr["id"] for tr in later],))]  # fmt: skip
     want = index.assign(np.concatenate([tr["vecs"] for tr in later]))
@@ -128,13 +128,13 @@ def test_new_segments_get_their_nearest_cell_on_insert(session_db, library):
     assert agree >= 0.99, agree  # float32 in numpy vs float8 distances in SQL: rare ties may differ
 
 
-def test_cell_route_keeps_k_and_matches_exact_top_k(session_db, library):
+def test_cell_route_keeps_k_and_matches_exact_top_k(session_db, cell_tracks):
     db = session_db
     rng = np.random.default_rng(5)
     k = 3
     for qi in range(8):
         c = int(rng.integers(N_COMPOSERS))
-        tr = library[c * TRACKS_PER + int(rng.integers(TRACKS_PER))]
+        tr = cell_tracks[c * TRACKS_PER + int(rng.integers(TRACKS_PER))]
         q = tr["vecs"].mean(0) + 0.3 * rng.standard_normal(DIM).astype(np.float32)
         q /= np.linalg.norm(q)
         where, params = filter_sql(Filters(exclude_composers=(tr["composer"],)), model_version=MV)
@@ -146,14 +146,16 @@ def test_cell_route_keeps_k_and_matches_exact_top_k(session_db, library):
         assert found.path == "cells", (qi, found.path)
         got = _first_tracks(found.rows, k)
         assert len(got) == k and all(r[5] != tr["composer"] for r in found.rows)
-        assert got == _exact_tracks(library, q, lambda t, comp=tr["composer"]: t["composer"] != comp, k), qi
+        assert got == _exact_tracks(
+            cell_tracks, q, lambda t, comp=tr["composer"]: t["composer"] != comp, k
+        ), qi
         assert max(sum(r[1] == t for r in found.rows) for t in got) <= 3  # best 3 windows per track
 
 
-def test_unfiltered_query_short_of_tracks_falls_back_to_cells(session_db, library):
+def test_unfiltered_query_short_of_tracks_falls_back_to_cells(session_db, cell_tracks):
     # 100 HNSW rows cover only a few tracks of 25 tightly clustered windows each: asking for 10
     # distinct tracks sends the unfiltered query to the cells, which find the exact top 10.
-    tr = library[37]
+    tr = cell_tracks[37]
     q = tr["vecs"][3]
     where, params = filter_sql(Filters(), model_version=MV)
     with autocommit(session_db) as conn:
@@ -162,16 +164,16 @@ def test_unfiltered_query_short_of_tracks_falls_back_to_cells(session_db, librar
             cell_min_rows=0,
         )  # fmt: skip
     assert found.path == "cells", found.path
-    assert _first_tracks(found.rows, 10) == _exact_tracks(library, q, lambda t: True, 10)
+    assert _first_tracks(found.rows, 10) == _exact_tracks(cell_tracks, q, lambda t: True, 10)
 
 
-def test_restrictive_filter_returns_every_match_when_fewer_than_wanted(session_db, library):
+def test_restrictive_filter_returns_every_match_when_fewer_than_wanted(session_db, cell_tracks):
     db = session_db
     # One key and mode: a handful of tracks. The cell route cannot see 6k of them, so the exact
     # scan answers, and every matching track comes back (k results whenever k exist).
-    key, mode = library[0]["key"], library[0]["mode"]
-    matching = [tr for tr in library if tr["key"] == key and tr["mode"] == mode]
-    q = library[0]["vecs"][0]
+    key, mode = cell_tracks[0]["key"], cell_tracks[0]["mode"]
+    matching = [tr for tr in cell_tracks if tr["key"] == key and tr["mode"] == mode]
+    q = cell_tracks[0]["vecs"][0]
     where, params = filter_sql(Filters(key=KEYS[key], mode=mode), model_version=MV)
     with autocommit(db) as conn:
         found = nearest(
@@ -179,10 +181,10 @@ def test_restrictive_filter_returns_every_match_when_fewer_than_wanted(session_d
             iterative=False, cell_min_rows=0,
         )  # fmt: skip
     assert found.path == "exact"
-    assert _first_tracks(found.rows, 100) == _exact_tracks(library, q, lambda t: t in matching, 100)
+    assert _first_tracks(found.rows, 100) == _exact_tracks(cell_tracks, q, lambda t: t in matching, 100)
 
 
-def test_retraining_is_idempotent_and_maintenance_follows_growth(session_db, library):
+def test_retraining_is_idempotent_and_maintenance_follows_growth(session_db, cell_tracks):
     db = session_db
     before = _cells(db)
     with autocommit(db) as conn:
@@ -192,7 +194,7 @@ def test_retraining_is_idempotent_and_maintenance_follows_growth(session_db, lib
         second = cells_mod.train_cells(conn, model_version=MV, n_cells=N_CELLS)
         cent2 = conn.execute("SELECT cell, centroid FROM cell_centroids ORDER BY cell").fetchall()
     assert first is not None and second is not None
-    assert first.n_segments == len(library) * SEGS_PER and second.moved == 0
+    assert first.n_segments == len(cell_tracks) * SEGS_PER and second.moved == 0
     assert _cells(db) == after_first and set(before) == set(after_first)
     assert [(c, v.to_list()) for c, v in cent1] == [(c, v.to_list()) for c, v in cent2]
     # Maintenance: nothing to do at the trained size; a forgotten cell is filled in; too small a library

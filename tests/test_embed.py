@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cadenza.errors import ConfigError, InputError
-from encoder.embed import Embedder, write_checkpoint
+from encoder.embed import Embedder, _fast_path_agrees, _fast_path_applies, write_checkpoint
 from encoder.model import EncoderConfig
 
 SMALL = EncoderConfig(d_model=32, n_heads=2, n_layers=1)
@@ -122,3 +123,34 @@ def test_corrupt_checkpoint_is_a_config_error(tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
         Embedder.load(folder)
+
+
+def stock(emb: Embedder, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    fast = emb._fast
+    emb._fast = False
+    try:
+        return emb.embed_windows(windows=windows, lengths=lengths)
+    finally:
+        emb._fast = fast
+
+
+@pytest.mark.parametrize("which", ["untrained", "shipped"])
+def test_fast_encoder_forward_matches_the_module(which):
+    emb = Embedder.untrained(seed=3) if which == "untrained" else Embedder.load()
+    assert emb._fast
+    rng = np.random.default_rng(1)
+    windows = (rng.standard_normal((37, 100, 143)) * 5 - 20).astype(np.float32)
+    lengths = np.full(37, 100)
+    lengths[[3, 17, 30]] = [50, 77, 99]  # ragged batches take the masked attention
+    got = emb.embed_windows(windows=windows, lengths=lengths)
+    want = stock(emb, windows, lengths)
+    assert np.abs(got - want).max() < 1e-5
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_fast_path_refuses_a_model_it_does_not_know():
+    emb = Embedder.untrained(seed=0)
+    layer = emb.model.blocks.layers[1]
+    layer.activation = F.relu
+    assert not _fast_path_applies(emb.model) and not _fast_path_agrees(emb.model)
+    assert not Embedder(model=emb.model, mean=emb.mean, std=emb.std, model_version="x")._fast

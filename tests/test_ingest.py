@@ -12,13 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cadenza.errors import NotFound
 from encoder.embed import Embedder
-from retrieval.ingest import ingest, reindex
+from retrieval.ingest import EmbedderSpec, ingest, reindex
 from retrieval.metadata import era_from_year, load_sidecar, merge
 from retrieval.store import list_tracks, remove_track
 from tests.helpers_audio import random_chord_track, write_audio
+from tests.helpers_db import truncate_all
 from tests.helpers_ingest import check_complete, counts, expected_segments
 
 
@@ -28,7 +30,7 @@ def embedder():
 
 
 @pytest.fixture
-def library(tmp_path) -> Path:
+def music_dir(tmp_path) -> Path:
     lib = tmp_path / "lib"
     write_audio(lib / "a.ogg", random_chord_track(seconds=16, seed=1))
     write_audio(lib / "sub" / "b.flac", random_chord_track(seconds=12, seed=2, key=7))
@@ -40,12 +42,12 @@ def library(tmp_path) -> Path:
     return lib
 
 
-def test_ingest_is_idempotent_and_reads_metadata(db, library, embedder):
+def test_ingest_is_idempotent_and_reads_metadata(db, music_dir, embedder):
     r = ingest(
         db=db,
-        paths=[library],
+        paths=[music_dir],
         embedder=embedder,
-        metadata_file=library / "meta.csv",
+        metadata_file=music_dir / "meta.csv",
         workers=1,
         progress=False,
     )
@@ -72,7 +74,7 @@ def test_ingest_is_idempotent_and_reads_metadata(db, library, embedder):
         assert version == embedder.model_version and n12 == 12 and 0 <= key < 12
     assert all(nbytes == n * 12 * 2 for n, nbytes in chroma)
 
-    again = ingest(db=db, paths=[library], embedder=embedder, workers=1, progress=False)
+    again = ingest(db=db, paths=[music_dir], embedder=embedder, workers=1, progress=False)
     assert again.added == [] and again.unchanged == 3
     assert counts(db) == (n_tracks, n_segs, n_chroma)
 
@@ -82,11 +84,11 @@ def list_tracks_of(db):
         return list_tracks(conn)
 
 
-def test_changed_file_replaces_its_track(db, library, embedder):
-    ingest(db=db, paths=[library], embedder=embedder, workers=1, progress=False)
+def test_changed_file_replaces_its_track(db, music_dir, embedder):
+    ingest(db=db, paths=[music_dir], embedder=embedder, workers=1, progress=False)
     before = {Path(t.path).name: t for t in list_tracks_of(db)}
-    write_audio(library / "a.ogg", random_chord_track(seconds=22, seed=9))
-    r = ingest(db=db, paths=[library], embedder=embedder, workers=1, progress=False)
+    write_audio(music_dir / "a.ogg", random_chord_track(seconds=22, seed=9))
+    r = ingest(db=db, paths=[music_dir], embedder=embedder, workers=1, progress=False)
     assert len(r.replaced) == 1 and r.unchanged == 2 and not r.added
     after = {Path(t.path).name: t for t in list_tracks_of(db)}
     assert after["a.ogg"].id != before["a.ogg"].id
@@ -94,8 +96,8 @@ def test_changed_file_replaces_its_track(db, library, embedder):
     assert len(after) == 3 and after["c.wav"].id == before["c.wav"].id
 
 
-def test_remove_cascades(db, library, embedder):
-    ingest(db=db, paths=[library], embedder=embedder, workers=1, progress=False)
+def test_remove_cascades(db, music_dir, embedder):
+    ingest(db=db, paths=[music_dir], embedder=embedder, workers=1, progress=False)
     victim = list_tracks_of(db)[0]
     with db.connection() as conn:
         conn.execute("INSERT INTO plays (listener_id, track_id) VALUES ('me', %s)", (victim.id,))
@@ -108,8 +110,8 @@ def test_remove_cascades(db, library, embedder):
     assert left == 0 and plays == 0 and counts(db)[0] == 2
 
 
-def test_reindex_reembeds_other_versions(db, library, embedder):
-    ingest(db=db, paths=[library], embedder=embedder, workers=1, progress=False)
+def test_reindex_reembeds_other_versions(db, music_dir, embedder):
+    ingest(db=db, paths=[music_dir], embedder=embedder, workers=1, progress=False)
     ids = sorted(t.id for t in list_tracks_of(db))
     other = Embedder.untrained(seed=1)
     r = reindex(db=db, embedder=other, workers=1, progress=False)
@@ -243,3 +245,40 @@ def test_leveling_and_denoise():
     hiss_before, hiss_after = np.mean(noisy[: 2 * SR] ** 2), np.mean(out[: 2 * SR] ** 2)
     assert hiss_after < 0.1 * hiss_before  # the noise-only lead lost > 10 dB
     assert np.mean(out[2 * SR :] ** 2) > 0.4 * np.mean(clean[2 * SR :] ** 2)  # the music mostly survived
+
+
+def stored(db) -> dict[tuple[str, float], tuple]:
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT t.path, s.start_s, s.embedding, s.key_index, s.mode, s.tempo_bpm, s.loudness_db, s.chroma_seq"
+            " FROM segments s JOIN tracks t ON t.id = s.track_id"
+        ).fetchall()
+    return {(r[0], round(float(r[1]), 2)): (r[2].to_numpy(), *r[3:7], bytes(r[7])) for r in rows}
+
+
+def test_two_lanes_store_the_same_segments_as_one(db, tmp_path):
+    lib = tmp_path / "lib"
+    for i, secs in enumerate((31, 9, 22, 14, 18)):
+        write_audio(lib / f"t{i}.flac", random_chord_track(seconds=secs, seed=60 + i, key=(5 * i) % 12))
+    emb = Embedder.untrained(seed=0)
+    one = ingest(db=db, paths=[lib], embedder=emb, workers=1, progress=False, calibrate_after=False)
+    want = stored(db)
+    truncate_all(db)
+    torch.set_num_threads(2)
+    two = ingest(
+        db=db,
+        paths=[lib],
+        embedder=emb,
+        spec=EmbedderSpec(untrained_seed=0),
+        workers=2,
+        progress=False,
+        calibrate_after=False,
+    )
+    assert torch.get_num_threads() == 2  # the caller's setting is given back
+    got = stored(db)
+    assert len(two.added) == len(one.added) == 5 and not two.failed
+    assert two.segments == one.segments == len(want) and set(got) == set(want)
+    for key, (e, *rest) in want.items():
+        g, *grest = got[key]
+        assert np.abs(g - e).max() < 1e-5, key
+        assert grest == rest, key

@@ -22,7 +22,7 @@ def embedder():
 
 
 @pytest.fixture
-def library(db, embedder, tmp_path):
+def ingested(db, embedder, tmp_path):
     lib = tmp_path / "lib"
     for i, name in enumerate(("one", "two", "three")):
         write_audio(lib / f"{name}.flac", random_chord_track(seconds=24, seed=40 + i, key=(3 * i) % 12))
@@ -49,8 +49,8 @@ def stored_segment(db, track_id: int, start_s: float) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def test_moment_is_the_exact_clip_re_embedded(db, embedder, library):
-    lib, ids = library
+def test_moment_is_the_exact_clip_re_embedded(db, embedder, ingested):
+    lib, ids = ingested
     start = 7.3  # off the 2-s segment grid: the stored segment starts at 8.0 or 6.0
     built = build(db, embedder, MomentRef(ids["two"], start))
     assert built.info["source"] == "moment" and built.info["moment_source"] == "audio"
@@ -68,8 +68,8 @@ def test_moment_is_the_exact_clip_re_embedded(db, embedder, library):
     assert {"decode", "features", "embed"} <= set(built.timings_ms)
 
 
-def test_missing_or_changed_file_falls_back_to_the_stored_segment(db, embedder, library):
-    lib, ids = library
+def test_missing_or_changed_file_falls_back_to_the_stored_segment(db, embedder, ingested):
+    lib, ids = ingested
     (lib / "one.flac").unlink()
     gone = build(db, embedder, MomentRef(ids["one"], 7.3))
     assert gone.info["moment_source"] == "stored-segment" and "gone" in gone.info["fallback_reason"]
@@ -81,8 +81,8 @@ def test_missing_or_changed_file_falls_back_to_the_stored_segment(db, embedder, 
     assert np.allclose(changed.profile.embedding, stored_segment(db, ids["three"], 4.0), atol=1e-6)
 
 
-def test_blend_reports_each_moment_source_and_search_runs(db, embedder, library):
-    lib, ids = library
+def test_blend_reports_each_moment_source_and_search_runs(db, embedder, ingested):
+    lib, ids = ingested
     (lib / "one.flac").unlink()
     blend = build(db, embedder, MomentRef(ids["two"], 3.0), MomentRef(ids["one"], 5.0))
     assert blend.info["source"] == "blend"

@@ -1,0 +1,62 @@
+"""Structure rules ruff does not check; ``make lint`` runs this (exit 1 with one line per breach).
+
+* A test module never imports another test module: shared helpers and fixtures live in
+  ``tests/conftest.py`` and ``tests/helpers_*.py``.
+* No function in ``bench/`` or ``encoder/train.py`` is longer than ``MAX_FUNCTION_LINES`` lines:
+  a long benchmark is split into named steps.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_FUNCTION_LINES = 80
+#: Where functions must stay short.
+SHORT_FUNCTIONS = ("bench", "encoder/train.py")
+
+
+def _python_files(path: Path) -> list[Path]:
+    return sorted(path.rglob("*.py")) if path.is_dir() else [path]
+
+
+def cross_test_imports(root: Path = ROOT) -> Iterator[str]:
+    """``tests/test_x.py`` importing from ``tests.test_y`` (or ``.test_y``)."""
+    for path in sorted((root / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [("." * node.level) + node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                last = name.lstrip(".").split(".")
+                if name.startswith("tests.test_") or (name.startswith(".") and last[-1].startswith("test_")):
+                    yield (
+                        f"{path.relative_to(root)}:{node.lineno}: imports {name}; move what it shares into "
+                        "tests/conftest.py or a tests/helpers_*.py module"
+                    )
+
+
+def long_functions(root: Path = ROOT, limit: int = MAX_FUNCTION_LINES) -> Iterator[str]:
+    """Functions in ``SHORT_FUNCTIONS`` longer than ``limit`` lines (decorators not counted)."""
+    for where in SHORT_FUNCTIONS:
+        for path in _python_files(root / where):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if n > limit:
+                        yield f"{path.relative_to(root)}:{node.lineno}: {node.name} is {n} lines (at most {limit})"
+
+
+def main() -> int:
+    problems = [*cross_test_imports(), *long_functions()]
+    for p in problems:
+        print(p)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
