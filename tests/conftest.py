@@ -17,13 +17,15 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from cadenza.db import Database, open_database
 from cadenza.settings import LimitSettings, Settings
-from tests.helpers_app import Library, browser_like_client, ingest_library, running_app
+from tests.fake_llm import FakeLLM
+from tests.helpers_app import CHROMIUM_ARGS, Library, browser_like_client, ingest_library, running_app
 from tests.helpers_db import truncate_all
 
 
@@ -78,8 +80,11 @@ def db(session_db: Database) -> Iterator[Database]:
 
 @pytest.fixture(scope="module")
 def app_settings(settings: Settings) -> Settings:
-    """The settings the served app runs with: the default limits (a module overrides this fixture)."""
-    return dataclasses.replace(settings, limits=LimitSettings())
+    """The settings the served app runs with (a module overrides this fixture to change them).
+
+    The default limits, but no per-client rate limit: one loopback address plays every client here,
+    and the tests about the limit set their own."""
+    return dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +115,48 @@ def listener(base_url: str) -> Iterator[httpx.Client]:
     """A browser-like client of its own per test: a fresh listener (cookie, session state)."""
     with browser_like_client(base_url) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeLLM]:
+    """The model endpoint of our own (tests/fake_llm.py, real HTTP), one for the module; tests script it."""
+    with FakeLLM() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium under Playwright, one for the module."""
+    from playwright.sync_api import sync_playwright  # only the browser tests need it
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(request: pytest.FixtureRequest, browser: Any, base_url: str) -> Iterator[Any]:
+    """A fresh browser context on the app (microphone allowed); the test fails on any script error.
+
+    Console errors count when they are Content-Security-Policy violations (an inline script or style
+    slipping in), or all of them in a module that sets ``ALL_CONSOLE_ERRORS = True``.
+    """
+    every = getattr(request.module, "ALL_CONSOLE_ERRORS", False)
+    context = browser.new_context(permissions=["microphone"], base_url=base_url)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and (every or "Content Security Policy" in msg.text)
+            else None
+        ),
+    )
+    yield pg
+    context.close()
+    assert errors == [], errors  # no script errors on any page

@@ -20,8 +20,10 @@ import httpx
 import numpy as np
 
 from assistant.app import create_app, load_embedder
+from assistant.llm import LLM
 from cadenza.db import Database
-from cadenza.settings import Settings
+from cadenza.settings import LLMSettings, Settings
+from tests.fake_llm import FakeLLM
 from tests.helpers_audio import SR, clicks, random_chord_track, write_audio
 from tests.helpers_db import truncate_all
 
@@ -127,6 +129,29 @@ def browser_like_client(base_url: str, *, timeout: float = 120) -> Iterator[http
         if m:
             c.headers["X-CSRFToken"] = m.group(1)
         yield c
+
+
+@contextmanager
+def app_with_llm(
+    settings: Settings, library: Library, *, timeout_s: float, max_retries: int
+) -> Iterator[tuple[FakeLLM, httpx.Client]]:
+    """The app on ``library`` with a model endpoint of our own (tests/fake_llm.py) behind its LLM client;
+    yields (the endpoint, to script it; a browser-like client of the app)."""
+    with FakeLLM() as fake:
+        llm = LLM(
+            LLMSettings(
+                base_url=fake.base_url,
+                api_key="k",
+                model="fake",
+                timeout_s=timeout_s,
+                max_retries=max_retries,
+            )
+        )
+        with (
+            running_app(settings, db=library.db, embedder=library.embedder, llm=llm) as url,
+            browser_like_client(url) as client,
+        ):
+            yield fake, client
 
 
 def clip_of_track(i: int, start: float = 8.0, seconds: float = 12.0) -> bytes:

@@ -1,8 +1,14 @@
-"""Emptying the test database between tests and modules."""
+"""The test databases: emptying the session one between tests, and dedicated ones for fault tests."""
 
 from __future__ import annotations
 
-from cadenza.db import Database
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cadenza.db import Database, open_database
+from cadenza.settings import LimitSettings, Settings
 
 
 def truncate_all(db: Database) -> None:
@@ -17,3 +23,22 @@ def truncate_all(db: Database) -> None:
         if tables:
             conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
         conn.commit()
+
+
+@contextmanager
+def own_embedded_database(home: Path, *, restart_tries: int) -> Iterator[tuple[Settings, Database]]:
+    """A dedicated embedded PostgreSQL in ``home`` (not the session one: a test may kill it), its
+    server restarting it up to ``restart_tries`` times; the app's rate limit off."""
+    settings = Settings.from_env(
+        {
+            "CADENZA_HOME": str(home),
+            "CADENZA_DB_CONNECT_TIMEOUT": "2",
+            "CADENZA_DB_RESTART_TRIES": str(restart_tries),
+        }
+    )
+    settings = dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
+    db = open_database(settings)
+    try:
+        yield settings, db
+    finally:
+        db.close()

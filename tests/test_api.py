@@ -16,16 +16,15 @@ import httpx
 import numpy as np
 import pytest
 
-from assistant.llm import LLM
 from cadenza.db import Database
 from cadenza.errors import InputError
-from cadenza.settings import LimitSettings, LLMSettings, Settings
+from cadenza.settings import LimitSettings, Settings
 from encoder.embed import Embedder
 from retrieval.search import search
 from retrieval.types import DEFAULT_K, MAX_K, MomentRef, SearchRequest
-from tests.fake_llm import FakeLLM, Step
+from tests.fake_llm import Step
 from tests.helpers_app import (
-    browser_like_client,
+    app_with_llm,
     clip_of_track,
     running_app,
     wav_bytes,
@@ -176,32 +175,23 @@ def test_api_chat_named_moment_and_errors(client, library):
 
 
 def test_api_chat_with_an_llm(library, app_settings):
-    with FakeLLM() as fake:
-        llm = LLM(LLMSettings(base_url=fake.base_url, api_key="k", model="fake", timeout_s=5, max_retries=0))
-        with (
-            running_app(app_settings, db=library.db, embedder=library.embedder, llm=llm) as url,
-            browser_like_client(url) as c,
-        ):
-            fake.script(Step.reply("Result [1] shares the chord colours of the query, and [99] is invented."))
-            r = c.post("/api/chat", json={"message": "find moments like 0:05 of Study 0", "k": 2})
-            assert r.status_code == 200, r.text
-            expl = r.json()["explanation"]
-            assert (
-                expl["used_llm"]
-                and "[99]" not in expl["markdown"]
-                and any("[99]" in n for n in expl["notes"])
-            )
-            prompt = fake.requests[-1]["messages"][1]["content"]
-            assert "Study" in prompt and "```json" in prompt and str(library.folder) not in prompt
+    with app_with_llm(app_settings, library, timeout_s=5, max_retries=0) as (fake, c):
+        fake.script(Step.reply("Result [1] shares the chord colours of the query, and [99] is invented."))
+        r = c.post("/api/chat", json={"message": "find moments like 0:05 of Study 0", "k": 2})
+        assert r.status_code == 200, r.text
+        expl = r.json()["explanation"]
+        assert expl["used_llm"] and "[99]" not in expl["markdown"] and any("[99]" in n for n in expl["notes"])
+        prompt = fake.requests[-1]["messages"][1]["content"]
+        assert "Study" in prompt and "```json" in prompt and str(library.folder) not in prompt
 
-            cid = r.json()["conversation_id"]
-            fake.script(Step.tool({"only_eras": ["Romantic"]}), Step.error(500))
-            r = c.post("/api/chat", json={"conversation_id": cid, "message": "something later, 19th century"})
-            assert r.status_code == 200, r.text
-            body = r.json()
-            assert body["parser"] == "llm" and body["followup"]["only_eras"] == ["Romantic"]
-            assert {res["era"] for res in body["response"]["results"]} <= {"Romantic"}
-            assert body["explanation"]["used_llm"] is False and "HTTP 500" in body["explanation"]["notice"]
+        cid = r.json()["conversation_id"]
+        fake.script(Step.tool({"only_eras": ["Romantic"]}), Step.error(500))
+        r = c.post("/api/chat", json={"conversation_id": cid, "message": "something later, 19th century"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["parser"] == "llm" and body["followup"]["only_eras"] == ["Romantic"]
+        assert {res["era"] for res in body["response"]["results"]} <= {"Romantic"}
+        assert body["explanation"]["used_llm"] is False and "HTTP 500" in body["explanation"]["notice"]
 
 
 # --- audio, plays, pages -------------------------------------------------------------------------
@@ -314,43 +304,38 @@ def test_not_this_refines_the_turn_it_was_clicked_on(client, library):
 
 
 def test_llm_explanation_streams_and_contradictions_are_flagged_in_the_page(library, app_settings):
-    with FakeLLM() as fake:
-        llm = LLM(LLMSettings(base_url=fake.base_url, api_key="k", model="fake", timeout_s=5, max_retries=0))
-        with (
-            running_app(app_settings, db=library.db, embedder=library.embedder, llm=llm) as url,
-            browser_like_client(url) as c,
-        ):
-            r = c.post(
-                "/chat/messages",
-                files={"file": ("clip.wav", clip_of_track(5), "audio/wav")},
-                data={"k": "2"},
-                headers={"HX-Request": "true"},
+    with app_with_llm(app_settings, library, timeout_s=5, max_retries=0) as (fake, c):
+        r = c.post(
+            "/chat/messages",
+            files={"file": ("clip.wav", clip_of_track(5), "audio/wav")},
+            data={"k": "2"},
+            headers={"HX-Request": "true"},
+        )
+        assert r.status_code == 200, r.text
+        cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
+        stream_url = re.search(r'sse-connect="(/c/[^"]+/explain)"', r.text).group(1)
+        fake.script(
+            Step.reply(
+                "The first match [1] is in the key of F# major at 300 BPM, a close cousin of the query; "
+                "and [7] is <script>alert(1)</script> also nice."
             )
-            assert r.status_code == 200, r.text
-            cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
-            stream_url = re.search(r'sse-connect="(/c/[^"]+/explain)"', r.text).group(1)
-            fake.script(
-                Step.reply(
-                    "The first match [1] is in the key of F# major at 300 BPM, a close cousin of the query; "
-                    "and [7] is <script>alert(1)</script> also nice."
-                )
-            )
-            kinds, datas = [], []
-            with c.stream("GET", stream_url) as s:
-                for line in s.iter_lines():
-                    if line.startswith("event:"):
-                        kinds.append(line.split(":", 1)[1].strip())
-                    elif line.startswith("data:"):
-                        datas.append(line[5:])
-            assert kinds.count("explanation") >= 4 and kinds[-1] == "done"  # it streamed in pieces
-            final = "\n".join(datas)
-            assert "does not match the measured" in final and 'class="flag contradiction"' in final
-            assert "Removed citation [7]" in final and "<script" not in final
-            page = c.get(f"/c/{cid}").text
-            assert (
-                'class="flag contradiction"' in page
-                and "[7]" not in page.split('class="explanation"', 1)[1].split("</div>", 1)[0]
-            )
+        )
+        kinds, datas = [], []
+        with c.stream("GET", stream_url) as s:
+            for line in s.iter_lines():
+                if line.startswith("event:"):
+                    kinds.append(line.split(":", 1)[1].strip())
+                elif line.startswith("data:"):
+                    datas.append(line[5:])
+        assert kinds.count("explanation") >= 4 and kinds[-1] == "done"  # it streamed in pieces
+        final = "\n".join(datas)
+        assert "does not match the measured" in final and 'class="flag contradiction"' in final
+        assert "Removed citation [7]" in final and "<script" not in final
+        page = c.get(f"/c/{cid}").text
+        assert (
+            'class="flag contradiction"' in page
+            and "[7]" not in page.split('class="explanation"', 1)[1].split("</div>", 1)[0]
+        )
 
 
 def test_more_like_this_searches_from_the_card_moment(client, library):

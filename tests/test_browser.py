@@ -7,39 +7,9 @@ import re
 
 import pytest
 
-from tests.helpers_app import CHROMIUM_ARGS, clip_of_track, wait_until
+from tests.helpers_app import clip_of_track, wait_until
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser, base_url):
-    context = browser.new_context(permissions=["microphone"], base_url=base_url)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    # A Content-Security-Policy violation (an inline script or style slipping in) is an error too.
-    pg.on(
-        "console",
-        lambda msg: (
-            errors.append(msg.text) if msg.type == "error" and "Content Security Policy" in msg.text else None
-        ),
-    )
-    yield pg
-    context.close()
-    assert errors == [], errors  # no script errors on any page
 
 
 def composers_of(answer) -> set[str]:

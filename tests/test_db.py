@@ -11,7 +11,6 @@ postmaster afterwards, the rows still there, the restart logged.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -37,8 +36,9 @@ from cadenza.db import (
     restart_embedded,
 )
 from cadenza.errors import ConfigError
-from cadenza.settings import LimitSettings, Settings
+from cadenza.settings import Settings
 from tests.helpers_app import running_app
+from tests.helpers_db import own_embedded_database
 
 # Made by pgserver 0.1.4 with cadenza's own migrations, one track and 3 segments, then stopped.
 _OLD_FOLDER = textwrap.dedent(
@@ -180,19 +180,8 @@ def test_restart_retries_with_doubling_waits_and_gives_up_after_the_bound(caplog
 @pytest.fixture
 def healing_pg(tmp_path) -> Iterator[tuple[Settings, Database]]:
     """A dedicated embedded PostgreSQL (not the session one) with restarts on."""
-    settings = Settings.from_env(
-        {
-            "CADENZA_HOME": str(tmp_path / "home"),
-            "CADENZA_DB_CONNECT_TIMEOUT": "2",
-            "CADENZA_DB_RESTART_TRIES": "8",
-        }
-    )
-    settings = dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
-    db = open_database(settings)
-    try:
-        yield settings, db
-    finally:
-        db.close()
+    with own_embedded_database(tmp_path / "home", restart_tries=8) as pg:
+        yield pg
 
 
 def _kill_postmaster(db: Database) -> int:

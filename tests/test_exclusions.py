@@ -9,20 +9,13 @@ so "exactly as it was" can be asserted.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
 import httpx
 import pytest
 
-from cadenza.settings import LimitSettings, Settings
 from tests.helpers_app import TRACKS, Library
-
-
-@pytest.fixture(scope="module")
-def app_settings(settings) -> Settings:
-    return dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
 
 
 def tracks(body: dict[str, Any]) -> list[int]:

@@ -22,7 +22,7 @@ from assistant.followups import (
 from assistant.llm import LLM
 from cadenza.settings import LLMSettings
 from retrieval.types import Filters, MomentRef, SearchRequest
-from tests.fake_llm import FakeLLM, Step, scripted_args
+from tests.fake_llm import Step, scripted_args
 
 COMPOSERS = ["Johann Sebastian Bach", "Wolfgang Amadeus Mozart", "Johannes Brahms"]
 
@@ -61,12 +61,6 @@ def expected(fields: dict) -> FollowUp:
 @pytest.mark.parametrize("phrase", list(PHRASINGS))
 def test_rule_parser(phrase):
     assert parse_rules(phrase, composers=COMPOSERS) == expected(PHRASINGS[phrase])
-
-
-@pytest.fixture(scope="module")
-def fake():
-    with FakeLLM() as server:
-        yield server
 
 
 @pytest.fixture

@@ -21,9 +21,10 @@ import pytest
 
 from assistant.app import load_embedder
 from assistant.llm import LLM
-from cadenza.settings import LimitSettings, LLMSettings, Settings
+from cadenza.settings import LLMSettings, Settings
 from tests.fake_llm import FakeLLM, Step
-from tests.helpers_app import browser_like_client, clip_of_track, running_app
+from tests.helpers_app import app_with_llm, browser_like_client, clip_of_track, running_app
+from tests.helpers_db import own_embedded_database
 
 # --- PostgreSQL restarted while serving ----------------------------------------------------------------
 
@@ -31,20 +32,10 @@ from tests.helpers_app import browser_like_client, clip_of_track, running_app
 @pytest.fixture(scope="module")
 def own_pg(tmp_path_factory) -> Iterator[tuple[Settings, Any]]:
     """A dedicated embedded PostgreSQL (not the session one), in its own CADENZA_HOME."""
-    from cadenza.db import open_database
-
-    home = tmp_path_factory.mktemp("faults-home")
     # No restarts by the server itself here: these tests check the pool's own recovery
     # (tests/test_db.py checks the restarts).
-    settings = Settings.from_env(
-        {"CADENZA_HOME": str(home), "CADENZA_DB_CONNECT_TIMEOUT": "2", "CADENZA_DB_RESTART_TRIES": "0"}
-    )
-    settings = dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
-    db = open_database(settings)
-    try:
-        yield settings, db
-    finally:
-        db.close()
+    with own_embedded_database(tmp_path_factory.mktemp("faults-home"), restart_tries=0) as pg:
+        yield pg
 
 
 def _pg_ctl(server: Any, *args: str) -> None:
@@ -157,11 +148,6 @@ def test_disk_full_during_the_upload_leaves_no_partial_file(own_pg, tmp_path):
 # --- LLM endpoint faults through the app ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def app_settings(settings) -> Settings:
-    return dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
-
-
 def _sse_final(client: httpx.Client, partial: str) -> str:
     m = re.search(r'sse-connect="(/c/[^"]+/explain)"', partial)
     assert m, partial[:500]
@@ -192,30 +178,23 @@ def _sse_final(client: httpx.Client, partial: str) -> str:
 )
 def test_llm_faults_still_show_results_with_the_offline_explanation(library, app_settings, steps, notice):
     settings, lib = app_settings, library
-    with FakeLLM() as fake:
-        llm = LLM(
-            LLMSettings(base_url=fake.base_url, api_key="k", model="fake", timeout_s=1.0, max_retries=1)
-        )
-        with (
-            running_app(settings, db=lib.db, embedder=lib.embedder, llm=llm) as url,
-            browser_like_client(url) as client,
-        ):
-            # The JSON API.
-            fake.script(*steps)
-            r = client.post("/api/chat", json={"message": "find moments like 0:05 of Study 0", "k": 3})
-            assert r.status_code == 200, r.text
-            body = r.json()
-            assert body["response"]["results"] and not body["explanation"]["used_llm"]
-            assert notice in body["explanation"]["notice"] and "[1]" in body["explanation"]["markdown"]
-            # The page: cards at once, then the streamed explanation falls back with a notice.
-            fake.script(*steps)
-            r = client.post(
-                "/chat/messages", data={"text": "find moments like 0:08 of Study 3", "k": "3"},
-                headers={"HX-Request": "true"},
-            )  # fmt: skip
-            assert r.status_code == 200 and 'class="card"' in r.text, r.text[:300]
-            final = _sse_final(client, r.text)
-            assert "notice" in final and notice in final and 'class="cite"' in final, final[:500]
+    with app_with_llm(settings, lib, timeout_s=1.0, max_retries=1) as (fake, client):
+        # The JSON API.
+        fake.script(*steps)
+        r = client.post("/api/chat", json={"message": "find moments like 0:05 of Study 0", "k": 3})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["response"]["results"] and not body["explanation"]["used_llm"]
+        assert notice in body["explanation"]["notice"] and "[1]" in body["explanation"]["markdown"]
+        # The page: cards at once, then the streamed explanation falls back with a notice.
+        fake.script(*steps)
+        r = client.post(
+            "/chat/messages", data={"text": "find moments like 0:08 of Study 3", "k": "3"},
+            headers={"HX-Request": "true"},
+        )  # fmt: skip
+        assert r.status_code == 200 and 'class="card"' in r.text, r.text[:300]
+        final = _sse_final(client, r.text)
+        assert "notice" in final and notice in final and 'class="cite"' in final, final[:500]
 
 
 def test_429_storm_every_turn_answers(library, app_settings):

@@ -12,7 +12,6 @@ model after a reindex answered "nothing similar"; results carried the server pat
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -22,13 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cadenza.settings import LimitSettings, Settings
 from tests.helpers_app import clip_of_track, free_port, running_app
-
-
-@pytest.fixture(scope="module")
-def app_settings(settings) -> Settings:
-    return dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
 
 
 def error_of(r: httpx.Response, status: int, *, kind: str) -> str:

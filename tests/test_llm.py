@@ -17,14 +17,8 @@ from assistant.explain import (
 )
 from assistant.llm import LLM, LLMError
 from cadenza.settings import LLMSettings
-from tests.fake_llm import FakeLLM, Step
+from tests.fake_llm import Step
 from tests.helpers_explain import RESPONSE
-
-
-@pytest.fixture(scope="module")
-def fake():
-    with FakeLLM() as server:
-        yield server
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from assistant.querystate import (
     without_chip,
 )
 from cadenza.errors import InputError
-from cadenza.settings import LimitSettings, Settings
 from retrieval.types import Filters, MomentRef, SearchRequest
 from tests.helpers_app import Library, clip_of_track
 
@@ -120,11 +119,6 @@ def test_every_chip_can_be_removed():
 
 
 # --- over HTTP ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def app_settings(settings) -> Settings:
-    return dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
 
 
 def chat(client: httpx.Client, **data: Any) -> dict[str, Any]:

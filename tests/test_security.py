@@ -22,7 +22,7 @@ import pytest
 from assistant.explain import SYSTEM_PROMPT
 from assistant.llm import LLM
 from assistant.security import RateLimitMiddleware
-from cadenza.settings import LimitSettings, LLMSettings, ServerSettings, Settings
+from cadenza.settings import LimitSettings, LLMSettings, ServerSettings
 from tests.fake_llm import FakeLLM, Step
 from tests.helpers_app import clip_of_track, running_app, track_audio
 from tests.helpers_audio import write_audio
@@ -48,11 +48,6 @@ pytestmark = pytest.mark.usefixtures("hostile")
 class Hostile:
     lib: object
     track_id: int
-
-
-@pytest.fixture(scope="module")
-def app_settings(settings) -> Settings:
-    return dataclasses.replace(settings, limits=LimitSettings(requests_per_minute=0))
 
 
 @pytest.fixture(scope="module")
