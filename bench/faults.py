@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.load import FOLLOW_UPS, ingest_library, synthetic_library
+from bench.load import converse, ingest_library, synthetic_library
 from bench.served import free_port, serve_env, serving
 
 #: A listener gives up on one message after this long (503s included).
@@ -125,12 +125,7 @@ async def _conversation(client: Any, clip: bytes, name: str, res: FaultResult) -
                 raise RuntimeError(f"chat page → {page.status_code}")
             await asyncio.sleep(min(float(page.headers.get("retry-after", 1)), MAX_RETRY_WAIT_S))
         client.headers["X-CSRFToken"] = m.group(1)
-        r = await send({"text": "", "k": "5"}, files={"file": (name, clip, "audio/wav")})
-        cid = r.headers.get("hx-push-url", "").rsplit("/", 1)[-1]
-        await read_explanation(r.text)
-        for text in FOLLOW_UPS:
-            r = await send({"text": text, "conversation_id": cid})
-            await read_explanation(r.text)
+        await converse(send, read_explanation, name=name, clip=clip)
         res.completed += 1
     except Exception as exc:  # counted, never a crash of the run
         res.errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
@@ -218,7 +213,7 @@ def _kill_times(kills: int) -> list[float]:
 
 def _run_with_faults(
     tmp: Path, llm: Any, *, conversations: int, kills: int, hangs: int, res: FaultResult
-) -> tuple[list[str], int, int, str]:
+) -> tuple[list[Any], int, int, str]:
     """Serve a synthetic library, hold the conversations while the database is killed and the model hangs.
 
     Fills ``res``; returns (answers missing in the database, unanswered user turns, LLM requests

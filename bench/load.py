@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,22 @@ import numpy as np
 from bench.served import CADENZA, free_port, process_rss, serve_env, serving
 
 FOLLOW_UPS = ("like #1 but not #2", "more like this but a different composer")
+
+
+async def converse(
+    post: Callable[..., Awaitable[Any]],
+    read_explanation: Callable[[str], Awaitable[Any]],
+    *,
+    name: str,
+    clip: bytes,
+) -> None:
+    """The conversation every listener holds: a clip and its explanation, then each follow-up and its own."""
+    r = await post({"text": "", "k": "5"}, files={"file": (name, clip, "audio/wav")})
+    cid = r.headers.get("hx-push-url", "").rsplit("/", 1)[-1]
+    await read_explanation(r.text)
+    for text in FOLLOW_UPS:
+        r = await post({"text": text, "conversation_id": cid})
+        await read_explanation(r.text)
 
 
 @dataclass
@@ -108,12 +124,7 @@ async def _conversation(client: Any, clip: bytes, name: str, result: LoadResult)
         if page.status_code != 200 or not m:
             raise RuntimeError(f"chat page → {page.status_code}")
         client.headers["X-CSRFToken"] = m.group(1)
-        r = await timed_post({"text": "", "k": "5"}, files={"file": (name, clip, "audio/wav")})
-        cid = r.headers.get("hx-push-url", "").rsplit("/", 1)[-1]
-        await read_explanation(r.text)
-        for text in FOLLOW_UPS:
-            r = await timed_post({"text": text, "conversation_id": cid})
-            await read_explanation(r.text)
+        await converse(timed_post, read_explanation, name=name, clip=clip)
     except Exception as exc:  # every failure is a counted error, never a crash of the load
         result.errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
 

@@ -103,6 +103,18 @@ def drop_hnsw(db: Database) -> None:
         conn.commit()
 
 
+def create_hnsw(
+    conn: Any, *, name: str, column: str, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION
+) -> float:
+    """``CREATE INDEX name ON segments USING hnsw (column)`` on an autocommit connection; its seconds."""
+    t0 = time.perf_counter()
+    conn.execute(
+        f"CREATE INDEX {name} ON segments USING hnsw ({column}) "
+        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+    )
+    return time.perf_counter() - t0
+
+
 def build_hnsw(
     db: Database, *, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION
 ) -> dict[str, float]:
@@ -110,12 +122,9 @@ def build_hnsw(
     drop_hnsw(db)
     with db.connection() as conn:
         conn.autocommit = True
-        t0 = time.perf_counter()
-        conn.execute(
-            f"CREATE INDEX {HNSW_INDEX} ON segments USING hnsw (embedding vector_cosine_ops) "
-            f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+        build_s = create_hnsw(
+            conn, name=HNSW_INDEX, column="embedding vector_cosine_ops", m=m, ef_construction=ef_construction
         )
-        build_s = time.perf_counter() - t0
         conn.execute("ANALYZE tracks")
         conn.execute("ANALYZE segments")
     return {"build_s": build_s, **sizes(db)}

@@ -113,16 +113,7 @@ def run(out_dir: Path, data_file: Path = DATA) -> Report:
             [[c, int(acc_r[c]["n"]), fmt(acc_r[c]["accuracy"]), fmt(acc_t[c]["accuracy"])] for c in cats],
         ),
     )
-    wrong = [
-        [
-            m["category"],
-            m["text"],
-            m.get("refuse") or json.dumps(m["expect"]),
-            got[0] if got[0] != "ok" else json.dumps(_diff(got[1])),
-        ]
-        for m, got in rules
-        if not outcome(m, got)
-    ]
+    wrong = _misses(rules)
     if wrong:
         report.section("Rule parser misses", md_table(["category", "message", "expected", "got"], wrong))
     heldout = load(HELDOUT) if HELDOUT.is_file() else None
@@ -140,22 +131,26 @@ def run(out_dir: Path, data_file: Path = DATA) -> Report:
             + "\n\n"
             + md_table(
                 ["category", "message", "expected", "got"],
-                [
-                    [
-                        m["category"],
-                        m["text"],
-                        m.get("refuse") or json.dumps(m["expect"]),
-                        got[0] if got[0] != "ok" else json.dumps(_diff(got[1])),
-                    ]
-                    for m, got in rows_h
-                    if not outcome(m, got)
-                ]
-                or [["-", "none", "", ""]],
+                _misses(rows_h) or [["-", "none", "", ""]],
             ),  # fmt: skip
         )
     report.data = {"rules": acc_r, "tool_calling": acc_t, "rule_misses": wrong, "heldout_rules": acc_h}
     report.write(out_dir)
     return report
+
+
+def _misses(rows: list[tuple[dict[str, Any], Any]]) -> list[list[Any]]:
+    """(category, message, expected, got) of every message a parser got wrong."""
+    return [
+        [
+            m["category"],
+            m["text"],
+            m.get("refuse") or json.dumps(m["expect"]),
+            got[0] if got[0] != "ok" else json.dumps(_diff(got[1])),
+        ]
+        for m, got in rows
+        if not outcome(m, got)
+    ]
 
 
 def _diff(fu: Any) -> dict[str, Any]:

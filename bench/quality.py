@@ -326,7 +326,13 @@ def run_quality(
     splits = np.array([ew.split for ew in works])
     systems = build_systems(checkpoint, lib, notes, candidate)
     embed_systems(lib, systems)
-    common = {"works": works, "renderer": renderer, "clean": clean, "splits": splits, "rng": rng}
+    common: dict[str, Any] = {
+        "works": works,
+        "renderer": renderer,
+        "clean": clean,
+        "splits": splits,
+        "rng": rng,
+    }
     passage = _passage_rows(lib, systems, n=n_passage, n_10s=n_passage_10, **common)
     cross = _cross_rows(lib, systems, n=n_cross, **common)
 

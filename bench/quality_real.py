@@ -124,10 +124,8 @@ def _style(
     return style
 
 
-def _out_of_library(
-    product: _Product, *, controls: list[Query], rng: np.random.Generator
-) -> list[dict[str, Any]]:
-    """How out-of-library queries are answered, and in-library ``controls`` next to them."""
+def _out_of_library(product: _Product, *, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """How out-of-library queries are answered (noise, speech, ...: "nothing similar" or a clear refusal)."""
     from cadenza.errors import InputError
 
     ool = []
@@ -187,7 +185,7 @@ def run_real(
             work_of_track={t: index_of.get(w, -1) for w, t in track_of.items()},
         )  # fmt: skip
         n = 6 if quick else 20
-        common = {"works": works, "renderer": renderer, "clean": clean}
+        common: dict[str, Any] = {"works": works, "renderer": renderer, "clean": clean}
         out["passage"] = _passages(product, n=n, rng=rng, **common)
         out["style"] = _style(product, works=works, style_queries=style_queries, labels=labels)
         ool = _out_of_library(product, rng=rng)

@@ -36,8 +36,7 @@ from bench.synthetic_db import (
     K,
     exact_filtered_tracks,
     filter_cases,
-    load_library,
-    train_cells_for,
+    load_with_cells,
 )
 
 log = logging.getLogger(__name__)
@@ -78,12 +77,9 @@ def build_halfvec(db: Any) -> dict[str, float]:
     """The HNSW index over ``embedding::halfvec(128)``: build seconds and its bytes."""
     with db.connection() as conn:
         conn.autocommit = True
-        t0 = time.perf_counter()
-        conn.execute(
-            f"CREATE INDEX {HALFVEC_INDEX} ON segments USING hnsw ((embedding::halfvec(128)) halfvec_cosine_ops) "
-            f"WITH (m = {pgbench_db.HNSW_M}, ef_construction = {pgbench_db.HNSW_EF_CONSTRUCTION})"
+        build_s = pgbench_db.create_hnsw(
+            conn, name=HALFVEC_INDEX, column="(embedding::halfvec(128)) halfvec_cosine_ops"
         )
-        build_s = time.perf_counter() - t0
         size = pgbench_db.fetch_one(conn, "SELECT pg_relation_size(%s::regclass)", (HALFVEC_INDEX,))[0]
     return {"build_s": build_s, "bytes": int(size)}
 
@@ -125,15 +121,7 @@ def run_size(*, n: int, n_queries: int, seed: int, workdir: Path) -> dict[str, A
         db = pgbench_db.tune_and_restart(db, home, maintenance_work_mem="2GB", shared_buffers="1GB")
         with db.connection() as conn:
             res["postgres"], res["pgvector"] = db_versions(conn)
-        vectors = lib.segment_vectors(start=0, stop=n)
-        cells, cell_index, res["cells"] = train_cells_for(vectors, seed=seed)
-        res.update(load_library(db, lib, cells=cells))
-        if cell_index is not None:
-            from retrieval.cells import write_centroids
-
-            with db.connection() as conn:
-                write_centroids(conn, model_version=MODEL_VERSION, index=cell_index, n_segments=n)
-                conn.commit()
+        vectors = load_with_cells(db, lib, n=n, seed=seed, res=res)
         log.info("routes %d: loaded in %.1f s; building HNSW (vector)", n, res["copy_s"])
         res["index"] = pgbench_db.build_hnsw(db)
         log.info("routes %d: HNSW built in %.1f s; building HNSW (halfvec)", n, res["index"]["build_s"])
@@ -151,7 +139,7 @@ def run_size(*, n: int, n_queries: int, seed: int, workdir: Path) -> dict[str, A
             truth = exact_filtered_tracks(vectors, seg_track, queries, case.mask)
             allowed = float(np.mean([case.mask(i).mean() for i in range(min(n_queries, 20))]))
             for name, iterative, scan in routes():
-                if name.startswith("cells") and cell_index is None:
+                if name.startswith("cells") and not res["cells"]:  # below the size that has cells
                     continue
 
                 def one(

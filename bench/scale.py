@@ -42,12 +42,11 @@ from bench.synthetic_db import (
     exact_filtered_tracks,
     exact_route_ms,
     filter_cases,
-    load_library,
+    load_with_cells,
     naive_tracks,
     retrieval_filtered_fn,
     search_stages,
     timed_knn,
-    train_cells_for,
 )
 
 log = logging.getLogger(__name__)
@@ -63,17 +62,9 @@ STAGE_QUERIES_QUICK = 12
 
 def _load_and_index(db: Any, lib: SyntheticLibrary, *, n: int, seed: int, res: dict[str, Any]) -> np.ndarray:
     """Cells, COPY and HNSW for ``lib`` in ``db``; their figures go into ``res``. Returns the vectors."""
-    vectors = lib.segment_vectors(start=0, stop=n)
-    cells, cell_index, res["cells"] = train_cells_for(vectors, seed=seed)
-    log.info("scale %d: cells %s", n, res["cells"] or "none (below the product's threshold)")
     log.info("scale %d: loading %d segments of %d tracks", n, n, lib.n_tracks)
-    res.update(load_library(db, lib, cells=cells))
-    if cell_index is not None:
-        from retrieval.cells import write_centroids
-
-        with db.connection() as conn:
-            write_centroids(conn, model_version=MODEL_VERSION, index=cell_index, n_segments=n)
-            conn.commit()
+    vectors = load_with_cells(db, lib, n=n, seed=seed, res=res)
+    log.info("scale %d: cells %s", n, res["cells"] or "none (below the product's threshold)")
     log.info("scale %d: COPY took %.1f s; building HNSW", n, res["copy_s"])
     res["index"] = pgbench_db.build_hnsw(db)
     log.info(

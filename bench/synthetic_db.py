@@ -278,6 +278,23 @@ def train_cells_for(vectors: np.ndarray, *, seed: int) -> tuple[np.ndarray | Non
     return cells, index, info
 
 
+def load_with_cells(db: Any, lib: SyntheticLibrary, *, n: int, seed: int, res: dict[str, Any]) -> np.ndarray:
+    """Cells trained as the product trains them, the COPY with each row's cell, the centroids stored.
+
+    Their figures (``cells``, ``copy_s``) go into ``res``; returns the segment vectors.
+    """
+    vectors = lib.segment_vectors(start=0, stop=n)
+    cells, cell_index, res["cells"] = train_cells_for(vectors, seed=seed)
+    res.update(load_library(db, lib, cells=cells))
+    if cell_index is not None:
+        from retrieval.cells import write_centroids
+
+        with db.connection() as conn:
+            write_centroids(conn, model_version=MODEL_VERSION, index=cell_index, n_segments=n)
+            conn.commit()
+    return vectors
+
+
 def exact_route_ms(db, *, queries: np.ndarray, filters: list, n: int = 100) -> list[float]:
     """Latency of retrieval's exact filtered route (best 3 windows of the nearest tracks) per query."""
     from cadenza.db import autocommit
