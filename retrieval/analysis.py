@@ -130,7 +130,7 @@ def integrated_loudness(*, y: np.ndarray, sr: int = SAMPLE_RATE, in_time: bool =
 
     Same K-weighting filters (:func:`k_weighted`), same block bounds and gates, but the
     block energies come from one cumulative sum instead of a Python loop over ~10 blocks per
-    second. Agrees with pyloudnorm to ~1e-9 LU (tests/test_ingest_speed_equivalence.py).
+    second. Agrees with pyloudnorm to ~1e-9 LU (tests/test_analysis.py).
     −inf for silence. ``in_time``: see :func:`k_weighted`.
     """
     x = k_weighted(y, sr=sr, in_time=in_time)
