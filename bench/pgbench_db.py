@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import db_versions
 from cadenza.db import Database, open_database
 from cadenza.settings import Settings
 
@@ -95,6 +96,20 @@ def tune_and_restart(db: Database, home: Path, *, maintenance_work_mem: str, sha
         sb = fetch_one(conn, "SHOW shared_buffers")[0]
     log.info("embedded PostgreSQL restarted: maintenance_work_mem=%s shared_buffers=%s", got, sb)
     return new
+
+
+def open_for_hnsw(home: Path, res: dict[str, Any]) -> Database:
+    """A fresh embedded server under ``home`` with the memory a large HNSW build needs; its
+    PostgreSQL and pgvector versions go into ``res``."""
+    db = open_temp_database(home)
+    try:
+        db = tune_and_restart(db, home, maintenance_work_mem="2GB", shared_buffers="1GB")
+        with db.connection() as conn:
+            res["postgres"], res["pgvector"] = db_versions(conn)
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def drop_hnsw(db: Database) -> None:

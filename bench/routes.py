@@ -29,7 +29,7 @@ import numpy as np
 from bench import pgbench_db
 from bench.adapters import filtered_candidates, top_tracks
 from bench.metrics import recall_at_k
-from bench.report import Report, db_versions, fmt, machine_info, md_table, percentiles
+from bench.report import Report, fmt, machine_info, md_table, percentiles
 from bench.synthetic import SEGMENTS_PER_TRACK, make_library
 from bench.synthetic_db import (
     MODEL_VERSION,
@@ -116,11 +116,8 @@ def run_size(*, n: int, n_queries: int, seed: int, workdir: Path) -> dict[str, A
     lib = make_library(n_segments=n, seed=seed)
     home = Path(tempfile.mkdtemp(prefix=f"routes-{n}-", dir=workdir))
     res: dict[str, Any] = {"n_segments": n, "n_tracks": lib.n_tracks}
-    db = pgbench_db.open_temp_database(home)
+    db = pgbench_db.open_for_hnsw(home, res)
     try:
-        db = pgbench_db.tune_and_restart(db, home, maintenance_work_mem="2GB", shared_buffers="1GB")
-        with db.connection() as conn:
-            res["postgres"], res["pgvector"] = db_versions(conn)
         vectors = load_with_cells(db, lib, n=n, seed=seed, res=res)
         log.info("routes %d: loaded in %.1f s; building HNSW (vector)", n, res["copy_s"])
         res["index"] = pgbench_db.build_hnsw(db)

@@ -31,7 +31,7 @@ from bench import pgbench_db
 from bench.adapters import top_tracks
 from bench.metrics import exact_top_k, recall_at_k
 from bench.query_stages import STAGES, chord_clips
-from bench.report import Report, db_versions, machine_info, percentiles
+from bench.report import Report, machine_info, percentiles
 from bench.scale_report import notes, plots, sections
 from bench.synthetic import SEGMENTS_PER_TRACK, SyntheticLibrary, make_library
 from bench.synthetic_db import (
@@ -161,11 +161,8 @@ def run_size(
     lib = make_library(n_segments=n, seed=seed)
     home = Path(tempfile.mkdtemp(prefix=f"scale-{n}-", dir=workdir))
     res: dict[str, Any] = {"n_segments": n, "n_tracks": lib.n_tracks, "n_composers": lib.n_composers}
-    db = pgbench_db.open_temp_database(home)
+    db = pgbench_db.open_for_hnsw(home, res)
     try:
-        db = pgbench_db.tune_and_restart(db, home, maintenance_work_mem="2GB", shared_buffers="1GB")
-        with db.connection() as conn:
-            res["postgres"], res["pgvector"] = db_versions(conn)
         vectors = _load_and_index(db, lib, n=n, seed=seed, res=res)
         queries, q_comp = lib.queries(n=n_queries, seed=seed + 1)
         _unfiltered(db, queries=queries, vectors=vectors, ef_values=ef_values, res=res)

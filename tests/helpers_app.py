@@ -154,6 +154,18 @@ def app_with_llm(
             yield fake, client
 
 
+def chat(client: httpx.Client, **data: Any) -> dict[str, Any]:
+    """``POST /api/chat`` with ``data`` as its JSON body; the answer, which must be a 200."""
+    r = client.post("/api/chat", json=data)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def page_message(client: httpx.Client, data: dict[str, str]) -> httpx.Response:
+    """``POST /chat/messages`` as the page's form sends it through htmx (the HX-Request header)."""
+    return client.post("/chat/messages", data=data, headers={"HX-Request": "true"})
+
+
 def clip_of_track(i: int, start: float = 8.0, seconds: float = 12.0) -> bytes:
     y = track_audio(i)[int(start * SR) : int((start + seconds) * SR)]
     return wav_bytes(y)
@@ -172,6 +184,13 @@ CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
 ]
+
+
+def attach_clip(page: Any, url: str, clip: Path, *, k: str) -> None:
+    """Open the chat page at ``url``, choose ``k`` results and attach ``clip``, as a listener does."""
+    page.goto(url)
+    page.select_option("#k", k)
+    page.set_input_files("#clip-file", str(clip))
 
 
 def wait_until(page, expression: str, timeout_s: float = 20.0) -> None:

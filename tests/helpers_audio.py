@@ -168,3 +168,11 @@ def accompanied_tune(*, notes: Sequence[tuple[float, float, int]], seed: int, sr
     n = min(acc.size, y.size)
     y[:n] += acc[:n]
     return y
+
+
+def write_chord_tracks(folder: Path, n: int, *, seconds: float, seed: int) -> list[Path]:
+    """``n`` FLAC chord tracks ``t0.flac`` … in ``folder``, each in another key."""
+    return [
+        write_audio(folder / f"t{i}.flac", random_chord_track(seconds=seconds, seed=seed + i, key=i % 12))
+        for i in range(n)
+    ]

@@ -6,20 +6,22 @@ import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from cadenza.db import Database, open_database
 from cadenza.settings import LimitSettings, Settings
 
 
+def public_tables(conn: Any) -> list[str]:
+    """Every table of the schema, by name (the migration record included)."""
+    rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")
+    return [r[0] for r in rows.fetchall()]
+
+
 def truncate_all(db: Database) -> None:
     """Empty every table but the migration record (identities restart, so ids are predictable)."""
     with db.connection() as conn:
-        tables = [
-            r[0]
-            for r in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-            ).fetchall()
-        ]
+        tables = [t for t in public_tables(conn) if t != "schema_migrations"]
         if tables:
             conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
         conn.commit()

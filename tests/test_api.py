@@ -26,6 +26,7 @@ from tests.fake_llm import Step
 from tests.helpers_app import (
     app_with_llm,
     clip_of_track,
+    page_message,
     running_app,
     wav_bytes,
 )
@@ -254,7 +255,7 @@ def test_html_chat_turn_streams_its_explanation(client, library):
 
 
 def test_htmx_errors_are_partials(client, library):
-    r = client.post("/chat/messages", data={"text": "like #2"}, headers={"HX-Request": "true"})
+    r = page_message(client, {"text": "like #2"})
     assert r.status_code == 400 and r.text.startswith('<div class="error"') and "attach a clip" in r.text
 
 
@@ -292,10 +293,8 @@ def test_not_this_refines_the_turn_it_was_clicked_on(client, library):
     cid, mid = first["conversation_id"], first["message_id"]
     client.post("/api/chat", json={"conversation_id": cid, "message": "only Romantic"})  # a later turn
     rejected = first["response"]["results"][0]["track_id"]
-    r = client.post(
-        "/chat/messages",
-        data={"text": "like this but not #1", "base_message": str(mid), "conversation_id": cid},
-        headers={"HX-Request": "true"},
+    r = page_message(
+        client, {"text": "like this but not #1", "base_message": str(mid), "conversation_id": cid}
     )
     assert r.status_code == 200, r.text
     last = client.get(f"/c/{cid}").text.rsplit('<section class="msg assistant answer"', 1)[1]
@@ -340,11 +339,7 @@ def test_llm_explanation_streams_and_contradictions_are_flagged_in_the_page(libr
 
 def test_more_like_this_searches_from_the_card_moment(client, library):
     tid = library.ids["Study 1"]
-    r = client.post(
-        "/chat/messages",
-        data={"ref_track": str(tid), "ref_start": "6.0", "k": "3"},
-        headers={"HX-Request": "true"},
-    )
+    r = page_message(client, {"ref_track": str(tid), "ref_start": "6.0", "k": "3"})
     assert r.status_code == 200, r.text
     cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
     assert "Study 1 0:06–0:16" in r.text  # the analysis names the reference moment
@@ -473,10 +468,8 @@ def test_api_chat_diversity_is_used_and_kept_by_follow_ups(client, library):
 def test_page_variety_control_reaches_the_search(client, library):
     page = client.get("/").text
     assert 'name="diversity"' in page and 'type="range"' in page
-    r = client.post(
-        "/chat/messages",
-        data={"ref_track": str(library.ids["Study 1"]), "ref_start": "6.0", "k": "5", "diversity": "0"},
-        headers={"HX-Request": "true"},
+    r = page_message(
+        client, {"ref_track": str(library.ids["Study 1"]), "ref_start": "6.0", "k": "5", "diversity": "0"}
     )
     assert r.status_code == 200, r.text
     assert "likeness" in r.text and "same passage" in r.text

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.helpers_app import clip_of_track, wait_until
+from tests.helpers_app import attach_clip, clip_of_track, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -19,9 +19,7 @@ def composers_of(answer) -> set[str]:
 def test_chat_flow_clip_citation_playback_follow_up_and_reload(page, base_url, tmp_path):
     clip = tmp_path / "query.wav"
     clip.write_bytes(clip_of_track(0, start=4.0, seconds=14.0))
-    page.goto(base_url + "/")
-    page.select_option("#k", "2")
-    page.set_input_files("#clip-file", str(clip))
+    attach_clip(page, base_url + "/", clip, k="2")
     page.wait_for_selector("#passage:not([hidden])")  # the waveform of the attached clip was drawn
     # Choose the passage: a click centres the 10-s window there (the 14-s clip's middle → 2.0 s).
     box = page.locator("#waveform").bounding_box()

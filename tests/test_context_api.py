@@ -13,6 +13,7 @@ import pytest
 from tests.helpers_app import (
     CHROMIUM_ARGS,
     Library,
+    attach_clip,
     clip_of_track,
     wait_until,
 )
@@ -192,9 +193,7 @@ def test_the_context_line_and_its_toggles_in_a_browser(base_url, tmp_path):
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             # 14:30 UTC is 23:30 in Tokyo: the page must send the listener's local time, not UTC.
             page.clock.set_fixed_time(datetime(2026, 12, 3, 14, 30, tzinfo=UTC))
-            page.goto("/")
-            page.select_option("#k", "3")
-            page.set_input_files("#clip-file", str(clip))
+            attach_clip(page, "/", clip, k="3")
             page.click("#send")
             answer = page.locator("section.answer").first
             answer.locator(".card").first.wait_for()

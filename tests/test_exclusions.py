@@ -12,10 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.helpers_app import TRACKS, Library
+from tests.helpers_app import TRACKS, Library, chat, page_message
 
 
 def tracks(body: dict[str, Any]) -> list[int]:
@@ -24,12 +23,6 @@ def tracks(body: dict[str, Any]) -> list[int]:
 
 def moments(body: dict[str, Any]) -> list[tuple[int, float, int]]:
     return [(r["track_id"], r["start"], r["rank"]) for r in body["response"]["results"]]
-
-
-def chat(client: httpx.Client, **data: Any) -> dict[str, Any]:
-    r = client.post("/api/chat", json=data)
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def answers_stored(library: Library, cid: str) -> int:
@@ -124,11 +117,7 @@ def test_mixed_follow_ups_are_new_turns_and_bad_ranks_are_clear(client, library)
 
 
 def test_the_not_this_button_swaps_the_refined_answer_in_place(client, library):
-    r = client.post(
-        "/chat/messages",
-        data={"text": "find moments like 0:10 of Study 2", "k": "3"},
-        headers={"HX-Request": "true"},
-    )
+    r = page_message(client, {"text": "find moments like 0:10 of Study 2", "k": "3"})
     assert r.status_code == 200, r.text
     cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
     mid = int(re.findall(r'<section class="msg assistant answer" id="m(\d+)"', r.text)[-1])
@@ -136,11 +125,7 @@ def test_the_not_this_button_swaps_the_refined_answer_in_place(client, library):
     # The card's button, as the page sends it (hx-vals + the conversation id).
     button = re.search(r'class="not-this"[^>]*hx-vals=\'([^\']+)\'', r.text.split('data-rank="3"', 1)[1])
     assert button and '"not #3"' in button.group(1) and f'"base_message": "{mid}"' in button.group(1)
-    r = client.post(
-        "/chat/messages",
-        data={"text": "not #3", "base_message": str(mid), "conversation_id": cid, "k": "8"},
-        headers={"HX-Request": "true"},
-    )
+    r = page_message(client, {"text": "not #3", "base_message": str(mid), "conversation_id": cid, "k": "8"})
     assert r.status_code == 200, r.text
     # Appended: the message and the reply; swapped out of band: the answer itself, re-explained.
     assert '<div class="msg user"' in r.text and "Left #3" in r.text and f'href="#m{mid}"' in r.text

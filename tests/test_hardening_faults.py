@@ -23,7 +23,7 @@ from assistant.app import load_embedder
 from assistant.llm import LLM
 from cadenza.settings import LLMSettings, Settings
 from tests.fake_llm import FakeLLM, Step
-from tests.helpers_app import app_with_llm, browser_like_client, clip_of_track, running_app
+from tests.helpers_app import app_with_llm, browser_like_client, clip_of_track, page_message, running_app
 from tests.helpers_db import own_embedded_database
 
 # --- PostgreSQL restarted while serving ----------------------------------------------------------------
@@ -188,10 +188,7 @@ def test_llm_faults_still_show_results_with_the_offline_explanation(library, app
         assert notice in body["explanation"]["notice"] and "[1]" in body["explanation"]["markdown"]
         # The page: cards at once, then the streamed explanation falls back with a notice.
         fake.script(*steps)
-        r = client.post(
-            "/chat/messages", data={"text": "find moments like 0:08 of Study 3", "k": "3"},
-            headers={"HX-Request": "true"},
-        )  # fmt: skip
+        r = page_message(client, {"text": "find moments like 0:08 of Study 3", "k": "3"})
         assert r.status_code == 200 and 'class="card"' in r.text, r.text[:300]
         final = _sse_final(client, r.text)
         assert "notice" in final and notice in final and 'class="cite"' in final, final[:500]

@@ -22,6 +22,7 @@ import pytest
 from cadenza.settings import LimitSettings, Settings
 from tests.data.make_bad import build
 from tests.helpers_app import clip_of_track
+from tests.helpers_db import public_tables
 
 #: Over the upload limit used here (16 MB) but the 3-hour MP3 (~11 MB) still reaches the decoder.
 UPLOAD_LIMIT = 16_000_000
@@ -47,13 +48,7 @@ def fingerprint(db, uploads: Path) -> dict[str, str]:
     """Row counts and a content hash of every table, plus the stored query clips."""
     out = {}
     with db.connection() as conn:
-        tables = [
-            r[0]
-            for r in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
-            ).fetchall()
-        ]
-        for t in tables:
+        for t in public_tables(conn):
             n, digest = conn.execute(
                 f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM \"{t}\" x"
             ).fetchone()

@@ -19,7 +19,7 @@ from encoder.embed import Embedder
 from retrieval.ingest import EmbedderSpec, ingest, reindex
 from retrieval.metadata import era_from_year, load_sidecar, merge
 from retrieval.store import list_tracks, remove_track
-from tests.helpers_audio import random_chord_track, write_audio
+from tests.helpers_audio import random_chord_track, write_audio, write_chord_tracks
 from tests.helpers_db import truncate_all
 from tests.helpers_ingest import check_complete, counts, expected_segments
 
@@ -162,8 +162,7 @@ def test_tags_are_read_and_the_sidecar_wins(tmp_path):
 def test_kill_and_resume_leaves_no_partial_track(db, tmp_path, settings):
     lib = tmp_path / "many"
     n_files = 6
-    for i in range(n_files):
-        write_audio(lib / f"t{i}.flac", random_chord_track(seconds=30, seed=100 + i, key=i % 12))
+    write_chord_tracks(lib, n_files, seconds=30, seed=100)
     env = {**os.environ, "CADENZA_HOME": str(settings.paths.home), "CADENZA_DATABASE_URL": db.url}
     cmd = [sys.executable, "-m", "cadenza", "-q", "ingest", str(lib), "--workers", "1", "--json"]
     proc = subprocess.Popen(

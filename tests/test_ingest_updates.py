@@ -55,31 +55,23 @@ def test_metadata_changes_only_from_what_is_stated_again():
     }
 
 
+def _ingest(db, embedder, paths: list[Path], *, metadata_file: Path | None = None):
+    return ingest(
+        db=db, paths=paths, embedder=embedder, workers=1, progress=False, metadata_file=metadata_file
+    )
+
+
 def test_a_moved_file_gets_its_new_path_and_edited_metadata_is_updated(db, tmp_path, embedder):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     a.mkdir()
     write_audio(a / "piece.wav", random_chord_track(seconds=20, seed=7, key=2))
-    r = ingest(
-        db=db,
-        paths=[a],
-        embedder=embedder,
-        workers=1,
-        progress=False,
-        metadata_file=_sidecar(a, title="Old", composer="Alpha"),
-    )
+    r = _ingest(db, embedder, [a], metadata_file=_sidecar(a, title="Old", composer="Alpha"))
     assert len(r.added) == 1
     first = _track(db)
 
     b.mkdir()
     shutil.move(a / "piece.wav", b / "piece.wav")
-    r = ingest(
-        db=db,
-        paths=[b],
-        embedder=embedder,
-        workers=1,
-        progress=False,
-        metadata_file=_sidecar(b, title="New", composer="Beta", year=1890),
-    )
+    r = _ingest(db, embedder, [b], metadata_file=_sidecar(b, title="New", composer="Beta", year=1890))
     assert r.updated == [first["id"]] and not r.added and not r.replaced and r.unchanged == 0
     assert r.to_json()["updated"] == 1
     now = _track(db)
@@ -87,14 +79,7 @@ def test_a_moved_file_gets_its_new_path_and_edited_metadata_is_updated(db, tmp_p
     assert (now["title"], now["composer"], now["year"], now["era"]) == ("New", "Beta", 1890, "Romantic")
 
     # Nothing new to say: unchanged. Without the sidecar: still unchanged (no file-name title).
-    r = ingest(
-        db=db,
-        paths=[b],
-        embedder=embedder,
-        workers=1,
-        progress=False,
-        metadata_file=_sidecar(b, title="New", composer="Beta", year=1890),
-    )
+    r = _ingest(db, embedder, [b], metadata_file=_sidecar(b, title="New", composer="Beta", year=1890))
     assert r.unchanged == 1 and not r.updated
     r = ingest(db=db, paths=[b / "piece.wav"], embedder=embedder, workers=1, progress=False)
     assert r.unchanged == 1 and not r.updated and _track(db)["title"] == "New"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.helpers_app import clip_of_track
+from tests.helpers_app import clip_of_track, page_message
 
 
 def _ask(client, **data) -> tuple[str, str]:
@@ -29,11 +29,7 @@ def test_the_clip_is_kept_served_by_id_with_ranges_and_deleted_with_its_conversa
     part = client.get(src.group(1), headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == whole.content[100:200]
     # A follow-up on the same passage plays the same clip.
-    r = client.post(
-        "/chat/messages",
-        data={"text": "only Baroque", "conversation_id": cid},
-        headers={"HX-Request": "true"},
-    )
+    r = page_message(client, {"text": "only Baroque", "conversation_id": cid})
     assert src.group(1) in r.text
     # Only by id: a path or a made-up id is not found.
     assert client.get("/clips/..%2Fetc%2Fpasswd").status_code == 404
@@ -76,11 +72,7 @@ def test_the_ab_panel_has_both_waveforms_with_the_matched_regions(client, librar
 
 def test_a_moment_query_compares_with_the_library_moment(client, library):
     tid = library.ids["Study 2"]
-    r = client.post(
-        "/chat/messages",
-        data={"ref_track": str(tid), "ref_start": "6", "k": "2"},
-        headers={"HX-Request": "true"},
-    )
+    r = page_message(client, {"ref_track": str(tid), "ref_start": "6", "k": "2"})
     assert r.status_code == 200
     cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
     mid = re.search(r'data-message="(\d+)"', r.text).group(1)
@@ -91,11 +83,7 @@ def test_a_moment_query_compares_with_the_library_moment(client, library):
 
 def test_the_moment_map_of_an_answer_has_the_own_track_and_each_result(client, library):
     tid = library.ids["Study 3"]
-    r = client.post(
-        "/chat/messages",
-        data={"ref_track": str(tid), "ref_start": "8", "k": "3"},
-        headers={"HX-Request": "true"},
-    )
+    r = page_message(client, {"ref_track": str(tid), "ref_start": "8", "k": "3"})
     cid = r.headers["hx-push-url"].rsplit("/", 1)[1]
     mid = re.search(r'data-message="(\d+)"', r.text).group(1)
     assert f'hx-get="/c/{cid}/m/{mid}/map"' in r.text
@@ -115,20 +103,12 @@ def test_the_moment_map_of_an_answer_has_the_own_track_and_each_result(client, l
 
 def test_a_path_from_the_chat_is_a_playable_queue(client, library):
     cid, _ = _ask(client, k="3")
-    r = client.post(
-        "/chat/messages",
-        data={"text": "a path from #1 to #3 in 4 steps", "conversation_id": cid},
-        headers={"HX-Request": "true"},
-    )
+    r = page_message(client, {"text": "a path from #1 to #3 in 4 steps", "conversation_id": cid})
     assert r.status_code == 200, r.text
     assert 'class="msg assistant note path"' in r.text and "A path of 4 moments from #1" in r.text
     assert r.text.count('class="path-step') == 4 and 'class="path-play"' in r.text
     assert r.text.count("to the step before") == 3
-    bad = client.post(
-        "/chat/messages",
-        data={"text": "a path from #1 to #9", "conversation_id": cid},
-        headers={"HX-Request": "true"},
-    )
+    bad = page_message(client, {"text": "a path from #1 to #9", "conversation_id": cid})
     assert bad.status_code == 400 and "no #9" in bad.text
     api = client.post("/api/chat", json={"conversation_id": cid, "message": "a path from #3 to #1"})
     assert api.status_code == 200, api.text

@@ -5,9 +5,7 @@ search — /api/chat returns the state and accepts it back edited, follow-ups re
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-import httpx
 import pytest
 
 from assistant.followups import PreviousSearch, apply_followup, parse_rules
@@ -23,7 +21,7 @@ from assistant.querystate import (
 )
 from cadenza.errors import InputError
 from retrieval.types import Filters, MomentRef, SearchRequest
-from tests.helpers_app import Library, clip_of_track
+from tests.helpers_app import Library, chat, clip_of_track
 
 BASE = SearchRequest(moments=(MomentRef(3, 12.0),), k=5)
 
@@ -119,12 +117,6 @@ def test_every_chip_can_be_removed():
 
 
 # --- over HTTP ------------------------------------------------------------------------------------------
-
-
-def chat(client: httpx.Client, **data: Any) -> dict[str, Any]:
-    r = client.post("/api/chat", json=data)
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def searches(library: Library, cid: str) -> int:

@@ -18,7 +18,7 @@ import pytest
 
 from encoder.embed import Embedder
 from retrieval.ingest import EmbedderSpec, ingest
-from tests.helpers_audio import random_chord_track, write_audio
+from tests.helpers_audio import random_chord_track, write_audio, write_chord_tracks
 from tests.helpers_db import truncate_all
 from tests.helpers_ingest import assert_same_rows, check_complete, counts, stored_rows
 
@@ -97,8 +97,7 @@ def _session_processes(sid: int) -> list[str]:
 def test_kill_mid_run_then_rerun_leaves_no_partial_track(db, tmp_path, settings):
     lib = tmp_path / "many"
     n_files = 10
-    for i in range(n_files):
-        write_audio(lib / f"t{i}.flac", random_chord_track(seconds=24, seed=300 + i, key=i % 12))
+    write_chord_tracks(lib, n_files, seconds=24, seed=300)
     env = {**os.environ, "CADENZA_HOME": str(settings.paths.home), "CADENZA_DATABASE_URL": db.url}
     cmd = [sys.executable, "-m", "cadenza", "-q", "ingest", str(lib), "--ray", "--json"]
     proc = subprocess.Popen(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers_app import clip_of_track
+from tests.helpers_app import attach_clip, clip_of_track
 
 pytestmark = pytest.mark.browser
 
@@ -16,9 +16,7 @@ ALL_CONSOLE_ERRORS = True
 def test_a_chip_is_removed_in_place(page, base_url, tmp_path):
     clip = tmp_path / "query.wav"
     clip.write_bytes(clip_of_track(0, start=4.0, seconds=12.0))
-    page.goto(base_url + "/")
-    page.select_option("#k", "3")
-    page.set_input_files("#clip-file", str(clip))
+    attach_clip(page, base_url + "/", clip, k="3")
     page.click("#send")
     first = page.locator("section.answer").nth(0)
     first.locator(".card").first.wait_for()
