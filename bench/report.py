@@ -97,6 +97,12 @@ def machine_info(*, postgres: str | None = None, pgvector: str | None = None) ->
     }
 
 
+def machine_of_sizes(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`machine_info` with the database versions the first size's results recorded."""
+    first = results[0] if results else {}
+    return machine_info(postgres=first.get("postgres"), pgvector=first.get("pgvector"))
+
+
 def db_versions(conn) -> tuple[str, str]:
     """(PostgreSQL version, pgvector version) of an open psycopg connection."""
     pg = conn.execute("SHOW server_version").fetchone()[0]

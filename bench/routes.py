@@ -29,7 +29,7 @@ import numpy as np
 from bench import pgbench_db
 from bench.adapters import filtered_candidates, top_tracks
 from bench.metrics import recall_at_k
-from bench.report import Report, fmt, machine_info, md_table, percentiles
+from bench.report import Report, fmt, machine_of_sizes, md_table, percentiles
 from bench.synthetic import SEGMENTS_PER_TRACK, make_library
 from bench.synthetic_db import (
     MODEL_VERSION,
@@ -217,12 +217,10 @@ def run_routes(
 
 
 def _report(results: list[dict[str, Any]], *, n_queries: int, seed: int) -> Report:
-    pg = results[0].get("postgres") if results else None
-    pv = results[0].get("pgvector") if results else None
     report = Report(
         name="routes",
         title="Filtered-candidate routes on pgvector 0.8, side by side",
-        machine=machine_info(postgres=pg, pgvector=pv),
+        machine=machine_of_sizes(results),
     )
     for r in results:
         r["choice"] = choose(r["filtered"])

@@ -31,7 +31,7 @@ from bench import pgbench_db
 from bench.adapters import top_tracks
 from bench.metrics import exact_top_k, recall_at_k
 from bench.query_stages import STAGES, chord_clips
-from bench.report import Report, machine_info, percentiles
+from bench.report import Report, machine_of_sizes, percentiles
 from bench.scale_report import notes, plots, sections
 from bench.synthetic import SEGMENTS_PER_TRACK, SyntheticLibrary, make_library
 from bench.synthetic_db import (
@@ -225,12 +225,10 @@ def run_scale(
             )
     finally:
         shutil.rmtree(clip_dir, ignore_errors=True)
-    pg = results[0].get("postgres") if results else None
-    pv = results[0].get("pgvector") if results else None
     report = Report(
         name="scale",
         title="Scale: pgvector HNSW on a synthetic clustered library",
-        machine=machine_info(postgres=pg, pgvector=pv),
+        machine=machine_of_sizes(results),
     )
     report.data = {
         "sizes": results,

@@ -227,12 +227,9 @@ def _server_notes(server: dict[str, Any]) -> list[str]:
 def _report(
     data: dict[str, Any], *, audio_note: str, notes: list[str], postgres: str, pgvector: str
 ) -> Report:
-    report = Report(
-        name="speed",
-        title="Speed and cost: Cadenza vs the original Wav2Vec2 + FAISS design",
-        machine=machine_info(postgres=postgres, pgvector=pgvector),
-    )
-    report.data = data
+    title = "Speed and cost: Cadenza vs the original Wav2Vec2 + FAISS design"
+    machine = machine_info(postgres=postgres, pgvector=pgvector)
+    report = Report(name="speed", title=title, machine=machine, data=data)
     report.notes += [
         audio_note,
         "Wav2Vec2-base is built from `Wav2Vec2Config()` with random weights (nothing downloaded): only its speed is compared.",
