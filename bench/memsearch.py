@@ -201,10 +201,6 @@ def embed_queries(embedder: WindowEmbedder, frames_list: list[np.ndarray]) -> np
     return embedder.embed_windows(windows=wins, lengths=lengths)
 
 
-def describe_library(lib: Library) -> dict[str, Any]:
-    return {"tracks": len(lib.track_ids), "segments": lib.n_segments}
-
-
 def embed_systems(lib: Library, systems: dict[str, Any]) -> dict[str, float]:
     """Embed the library once per system; key probes share their base's segment embeddings.
     Returns seconds per system."""
