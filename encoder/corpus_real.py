@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from cadenza.errors import InputError
+from encoder.data import REAL_PREFIX
 from encoder.features import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -103,15 +104,17 @@ def list_tracks(root: Path, *, heldout: tuple[str, ...] = HELDOUT_SOURCES) -> li
         for p in sorted(q for q in folder.iterdir() if q.is_file()):
             part = next((s for s in STEM_SUFFIXES if p.stem.endswith(s)), None)
             if part is None:
-                out.append(RealTrack(f"real/{folder.name}/{p.stem}", folder.name, (("full", p),)))
+                out.append(RealTrack(f"{REAL_PREFIX}{folder.name}/{p.stem}", folder.name, (("full", p),)))
             else:
                 stems.setdefault(p.stem[: -len(part)], {})[part] = p
         for song, parts in sorted(stems.items()):
             if set(parts) == set(STEM_SUFFIXES):
-                out.append(RealTrack(f"real/{folder.name}/{song}", folder.name, tuple(sorted(parts.items()))))
+                out.append(
+                    RealTrack(f"{REAL_PREFIX}{folder.name}/{song}", folder.name, tuple(sorted(parts.items())))
+                )
             else:  # a lone stem is an ordinary recording
                 out.extend(
-                    RealTrack(f"real/{folder.name}/{p.stem}", folder.name, (("full", p),))
+                    RealTrack(f"{REAL_PREFIX}{folder.name}/{p.stem}", folder.name, (("full", p),))
                     for p in parts.values()
                 )
     if not out:

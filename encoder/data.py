@@ -34,6 +34,8 @@ from encoder.features import MEL, N_ACOUSTIC, RMS
 from encoder.windowing import DEFAULT_WINDOWING
 
 SPLITS = ("train", "val", "test", "heldout")
+#: Work ids of real recordings start with this (``encoder.corpus_real``).
+REAL_PREFIX = "real/"
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,10 @@ class BatchSpec:
     # recordings, while feature augmentation already makes noise/EQ/pitch/tempo versions of
     # every clip. Unlisted kinds weigh 1; empty = uniform over the work's views.
     view_weights: tuple[tuple[str, float], ...] = ()
+    # Share of each batch's works drawn from real recordings (work ids "real/..."); None = every
+    # work equally likely. A corpus of many real tracks and few rendered works would otherwise
+    # starve the rendered skills a fine-tune must keep.
+    real_share: float | None = None
 
     def view_weight(self, view: str) -> float:
         for kind, weight in self.view_weights:
@@ -232,19 +238,32 @@ class PassageSampler:
             )
 
     def _pick_works(self, rng: np.random.Generator) -> list[int]:
-        """``spec.works`` distinct work indices; ``composer_pairs`` composers give two each."""
+        """``spec.works`` distinct work indices; ``composer_pairs`` composers give two each;
+        with ``real_share`` that share of them from real recordings (pairs split alike)."""
         sp = self.spec
+        if sp.real_share is None:
+            return self._pick_from(list(range(len(self.works))), sp.works, sp.composer_pairs, rng)
+        real = [i for i, w in enumerate(self.works) if w.work_id.startswith(REAL_PREFIX)]
+        rendered = [i for i, w in enumerate(self.works) if not w.work_id.startswith(REAL_PREFIX)]
+        n_real = min(len(real), max(0, round(sp.works * sp.real_share)))
+        n_real = max(n_real, sp.works - len(rendered))
+        pairs_real = round(sp.composer_pairs * n_real / sp.works)
+        return self._pick_from(real, n_real, pairs_real, rng) + self._pick_from(
+            rendered, sp.works - n_real, sp.composer_pairs - pairs_real, rng
+        )
+
+    def _pick_from(self, pool: list[int], n: int, pairs: int, rng: np.random.Generator) -> list[int]:
         by_composer: dict[str, list[int]] = {}
-        for i, w in enumerate(self.works):
-            by_composer.setdefault(w.composer, []).append(i)
+        for i in pool:
+            by_composer.setdefault(self.works[i].composer, []).append(i)
         paired = sorted(c for c, idx in by_composer.items() if len(idx) >= 2)
-        n_pairs = min(sp.composer_pairs, len(paired), sp.works // 2)
+        n_pairs = min(pairs, len(paired), n // 2)
         chosen: list[int] = []
         for ci in rng.choice(len(paired), size=n_pairs, replace=False) if n_pairs else []:
             idx = by_composer[paired[int(ci)]]
             chosen += [idx[int(j)] for j in rng.choice(len(idx), size=2, replace=False)]
-        rest = [i for i in range(len(self.works)) if i not in set(chosen)]
-        chosen += [rest[int(j)] for j in rng.choice(len(rest), size=sp.works - len(chosen), replace=False)]
+        rest = [i for i in pool if i not in set(chosen)]
+        chosen += [rest[int(j)] for j in rng.choice(len(rest), size=n - len(chosen), replace=False)]
         return chosen
 
     def batch(self, step: int) -> Batch:
@@ -259,7 +278,11 @@ class PassageSampler:
         composer_ids: dict[str, int] = {}
         views: list[str] = []
         b = 0
-        picked = self._pick_works(rng) if sp.composer_pairs else rng.choice(len(self.works), sp.works, False)
+        picked = (
+            self._pick_works(rng)
+            if sp.composer_pairs or sp.real_share is not None
+            else rng.choice(len(self.works), sp.works, False)
+        )
         for wi, widx in enumerate(picked):
             work = self.works[int(widx)]
             cid = composer_ids.setdefault(work.composer, len(composer_ids))

@@ -88,6 +88,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         "(unlisted kinds 1; pitch/tempo match both signs; default uniform)",
     )
     parser.add_argument(
+        "--real-share",
+        type=float,
+        default=None,
+        help="share of each batch's works drawn from real recordings (default: every work equally likely)",
+    )
+    parser.add_argument(
         "--crop-prob",
         type=float,
         default=0.15,
@@ -189,6 +195,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         composer_pairs=args.composer_pairs if args.composer_weight > 0 else 0,
         view_weights=args.view_weights,
         crop_prob=args.crop_prob,
+        real_share=args.real_share,
     )
     sampler = PassageSampler(corpus, split="train", spec=spec, seed=args.seed)
     result = train_loop(args=args, corpus=corpus, sampler=sampler, out=out)

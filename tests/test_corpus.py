@@ -345,3 +345,34 @@ def test_held_out_and_reserved_sources(real_dir: Path, tmp_path: Path) -> None:
         list_tracks(tmp_path / "missing")
     rc = main(["-q", "corpus", "build", "--out", str(tmp_path / "c.h5"), "--real", str(bad), "--limit", "0"])
     assert rc == 2
+
+
+def test_real_share_sets_how_many_works_of_a_batch_are_real_recordings(
+    real_dir: Path, real_built: tuple[Path, dict[str, int]], tmp_path: Path
+) -> None:
+    import shutil
+
+    from encoder.data import BatchSpec, Corpus, PassageSampler
+
+    out, _ = real_built
+    mixed = tmp_path / "mixed.h5"
+    shutil.copyfile(out, mixed)
+    build(
+        out=mixed,
+        composers=["bach"],
+        limit=4,
+        workers=1,
+        fluid=False,
+        max_seconds=12.0,
+        hours_per_composer=None,
+    )
+    with Corpus(mixed) as corpus:
+        rendered = sum(not w.work_id.startswith("real/") for w in corpus.split("train"))
+        assert rendered >= 2
+        for share, want in ((1 / 3, 1), (2 / 3, 2)):
+            spec = BatchSpec(works=3, passages=1, views=1, real_share=share, min_gap_s=1.0)
+            sampler = PassageSampler(corpus, spec=spec, seed=0)
+            for step in range(5):
+                picked = sampler._pick_works(np.random.default_rng(step))
+                assert len(set(picked)) == 3
+                assert sum(sampler.works[i].work_id.startswith("real/") for i in picked) == want
