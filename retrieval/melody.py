@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from encoder.features import HOP, N_FFT, SAMPLE_RATE
+from encoder.features import HOP, N_FFT, SAMPLE_RATE, stft_magnitude
 
 #: Contour frames per second (the feature rate: one value per STFT frame).
 MELODY_FPS = SAMPLE_RATE / HOP
@@ -79,10 +79,8 @@ def melody_voices(*, y: np.ndarray, voices: int = 2) -> np.ndarray:
     pitch's harmonics from the spectrum (so an upper harmonic of a low note is not taken for
     a note of its own). A later voice weaker than VOICE_SHARE of the first is NaN.
     """
-    import librosa
-
     y = np.asarray(y, dtype=np.float32).reshape(-1)
-    mag = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP, center=True))  # [1025, T]
+    mag = stft_magnitude(y)  # [1025, T]; librosa.stft's framing, without importing librosa (~1 s)
     pitches, w, comb = _salience_matrix()
     # Cube-root compression: loud low partials must not drown a softer top voice.
     spec = np.cbrt(mag)

@@ -26,7 +26,7 @@ import numpy as np
 import psycopg
 
 from cadenza.db import scalar
-from encoder.features import SAMPLE_RATE
+from encoder.features import N_FFT, SAMPLE_RATE, stft_magnitude
 from retrieval.descriptors import KEY_NAMES
 from retrieval.likeness import likeness
 from retrieval.melody import MELODY_FPS
@@ -76,13 +76,8 @@ class SungQuery:
 def harmonic_share(*, y: np.ndarray, midi: np.ndarray) -> float:
     """Energy on the harmonics (±a quarter tone) of ``midi [T]`` ÷ all energy from half its pitch to
     its 8th harmonic, over voiced frames, energy-weighted. ~0.9 for one voice, lower for several."""
-    import librosa
-
-    from encoder.features import HOP, N_FFT
-
-    mag2 = (
-        np.abs(librosa.stft(np.asarray(y, dtype=np.float32), n_fft=N_FFT, hop_length=HOP, center=True)) ** 2
-    )
+    # librosa.stft's framing without importing librosa: that import is ~1 s of a fresh `cadenza search`.
+    mag2 = stft_magnitude(np.asarray(y, dtype=np.float32)) ** 2
     n = min(mag2.shape[1], midi.size)
     ok = np.isfinite(midi[:n])
     if not ok.any():
