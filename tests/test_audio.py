@@ -150,6 +150,16 @@ def _gone(pids: list[int], wait_s: float = 5.0) -> bool:
     return not any(_running(p) for p in pids)
 
 
+def _refilled(workers, wait_s: float = 30.0) -> list[int]:
+    """The pids of the ready children once the background refill has started all of them."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while len(workers._ready) < workers.size and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return [p.pid for p in workers._ready]
+
+
 def test_prestarted_children_decode_the_same_each_once_and_close(tmp_path):
     from cadenza.audio import DecodeWorkers
 
@@ -157,7 +167,7 @@ def test_prestarted_children_decode_the_same_each_once_and_close(tmp_path):
     workers = DecodeWorkers(2)
     try:
         first = decode_in_subprocess(path=path, workers=workers)
-        waiting = [p.pid for p in workers._ready]
+        waiting = _refilled(workers)
         assert len(waiting) == 2 and all(_running(p) for p in waiting), (
             "replacements wait for the next uploads"
         )
@@ -171,7 +181,7 @@ def test_prestarted_children_decode_the_same_each_once_and_close(tmp_path):
         (tmp_path / "bad.mp3").write_bytes(b"not audio at all" * 100)
         with pytest.raises(InputError, match="bad.mp3"):
             decode_in_subprocess(path=tmp_path / "bad.mp3", workers=workers)
-        idle = [p.pid for p in workers._ready]
+        idle = _refilled(workers)
     finally:
         workers.close()
     assert _gone(idle), "close() ends the idle children"
