@@ -8,6 +8,7 @@ queries and library tracks are leveled the same way.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -117,12 +118,29 @@ def k_weighted(y: np.ndarray, *, sr: int, in_time: bool = False) -> np.ndarray:
 
         return np.asarray(sosfilt(_k_weighting_sos(sr), x), dtype=np.float64)
     size = _fast_len(x.size + sr)
+    # Only query-sized responses are kept (<= 5 MB each); a track's would hold tens of MB per worker.
+    h = _k_response(size, sr) if size <= _K_CACHE_MAX_SECONDS * sr else _k_response.__wrapped__(size, sr)
+    return np.fft.irfft(np.fft.rfft(x, size) * h, size)[: x.size]
+
+
+#: Longest padded signal whose K-weighting response is cached (see :func:`k_weighted`).
+_K_CACHE_MAX_SECONDS = 40
+
+
+@functools.lru_cache(maxsize=8)
+def _k_response(size: int, sr: int) -> np.ndarray:
+    """The K-weighting cascade's frequency response on the ``size``-point rfft bins (read-only).
+
+    Cached: a query clip's length recurs (the melody route levels the same clip again, and clips
+    of one length share it), and this complex arithmetic cost as much as both FFTs (~25 ms a query).
+    """
     z = np.exp(-1j * np.pi * np.arange(size // 2 + 1) / (size / 2))  # e^{-jw} per rfft bin
     h = np.ones_like(z)
     for kind, gain_db, q, fc in _K_STAGES:
         b, a = _biquad(kind, gain_db=gain_db, q=q, fc=fc, sr=sr)
         h *= (b[0] + b[1] * z + b[2] * z * z) / (a[0] + a[1] * z + a[2] * z * z)
-    return np.fft.irfft(np.fft.rfft(x, size) * h, size)[: x.size]
+    h.flags.writeable = False
+    return h
 
 
 def integrated_loudness(*, y: np.ndarray, sr: int = SAMPLE_RATE, in_time: bool = False) -> float:
