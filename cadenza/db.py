@@ -69,6 +69,9 @@ class Database:
     vector_version: tuple[int, ...]
     server: EmbeddedServer | None = None  # when embedded
     restart_tries: int = 0  # per outage of the embedded server; 0 = never restart it
+    #: Derived, read-mostly data of this database kept between requests (the score calibration,
+    #: retrieval/calibration.py); each user checks its entry against a cheap stamp before reuse.
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _closed: bool = field(default=False, repr=False)
     _watchdog: Watchdog | None = field(default=None, repr=False)
 

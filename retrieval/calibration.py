@@ -124,27 +124,52 @@ def calibrate(conn: psycopg.Connection, *, model_version: str, seed: int = 0) ->
 
 
 def load_calibration(
-    conn: psycopg.Connection, *, model_version: str, recalibrate_drift: float = 0.25
+    conn: psycopg.Connection,
+    *,
+    model_version: str,
+    recalibrate_drift: float = 0.25,
+    memo: dict[str, Any] | None = None,
 ) -> Calibration | None:
-    """The stored calibration; re-measured when missing or when the library size drifted > 25 %."""
+    """The stored calibration; re-measured when missing or when the library size drifted > 25 %.
+
+    ``memo`` (``Database.memo``) keeps the last one read: while its stored row is unchanged
+    (same ``created_at``) a search reuses it instead of fetching and decoding the 512-KB sample.
+    """
+    # One round trip: the planner's row estimate (free) beside the stored row's size and stamp.
+    head = conn.execute(
+        "SELECT (SELECT reltuples::bigint FROM pg_class WHERE oid = 'segments'::regclass), c.n_segments,"
+        " c.created_at FROM (SELECT 1) one LEFT JOIN score_calibration c ON c.model_version = %s",
+        (f"{model_version}|{METHOD}",),
+    ).fetchone()
+    n_now, n_stored, stamp = head if head is not None else (None, None, None)
+    # count(*) only while the table was never analyzed. (reltuples counts all versions: during a
+    # reindex the drift check is approximate, which is fine.)
+    if n_now is None or n_now < 0:
+        n_now = scalar(conn, "SELECT count(*) FROM segments WHERE model_version = %s", (model_version,))
+    if n_stored is None or abs(n_now - n_stored) > recalibrate_drift * max(n_stored, 1):
+        with conn.transaction():
+            return calibrate(conn, model_version=model_version)
+    key = f"calibration|{model_version}"
+    kept = memo.get(key) if memo is not None else None
+    if kept is not None and kept[0] == stamp:
+        return kept[1]
     row = conn.execute(
         "SELECT n_segments, sample, sample_dim, nn_quantiles, pair_quantiles FROM score_calibration"
         " WHERE model_version = %s",
         (f"{model_version}|{METHOD}",),
     ).fetchone()
-    # The planner's row estimate is free; count(*) only while the table was never analyzed.
-    # (It counts all versions: during a reindex the drift check is approximate, which is fine.)
-    n_now = scalar(conn, "SELECT reltuples::bigint FROM pg_class WHERE oid = 'segments'::regclass")
-    if n_now is None or n_now < 0:
-        n_now = scalar(conn, "SELECT count(*) FROM segments WHERE model_version = %s", (model_version,))
-    if row is None or abs(n_now - row[0]) > recalibrate_drift * max(row[0], 1):
+    if row is None:  # removed since the first query: measure it again
         with conn.transaction():
             return calibrate(conn, model_version=model_version)
     sample = np.frombuffer(bytes(row[1]), dtype="<f2").reshape(-1, row[2]).astype(np.float32)
-    return Calibration(
+    sample.flags.writeable = False  # shared by every search that reuses it
+    cal = Calibration(
         model_version=model_version,
         n_segments=int(row[0]),
         sample=sample,
         nn_quantiles=np.asarray(row[3], dtype=np.float64),
         pair_quantiles=np.asarray(row[4], dtype=np.float64),
     )
+    if memo is not None:
+        memo[key] = (stamp, cal)
+    return cal

@@ -139,7 +139,7 @@ def search(
             if request.listener_id and request.context.history
             else None
         )
-        cal = load_calibration(conn, model_version=embedder.model_version)
+        cal = load_calibration(conn, model_version=embedder.model_version, memo=getattr(db, "memo", None))
         timings["search"] = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
