@@ -22,24 +22,30 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from cadenza.errors import ConfigError
 from cadenza.settings import PROJECT_ROOT
+from encoder.config import EncoderConfig
 from encoder.features import FPS, N_ACOUSTIC, ParameterError, positional_features
-from encoder.model import Encoder, EncoderConfig
+from encoder.numpy_encoder import Weights, check_weights, forward, load_weights
 from encoder.windowing import Windowing
+
+if TYPE_CHECKING:
+    import torch
+
+    from encoder.model import Encoder
 
 SHIPPED_CHECKPOINT = PROJECT_ROOT / "encoder" / "checkpoints" / "cadenza-v1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FORMAT = "cadenza-encoder"
 VERSION_PREFIX = "cadenza-v1"
+#: How :meth:`Embedder.load` runs the weights: torch (ingest, training, a GPU; batches of 32 take
+#: half numpy's CPU) or numpy (a query: no torch import, ~1.5 s less for a fresh process).
+BACKENDS = ("torch", "numpy")
 #: Below this a std is treated as constant (a silent band) so normalization never blows up.
 MIN_STD = 1e-3
 
@@ -68,70 +74,6 @@ def prepare_batch(
     feats = np.concatenate([x, pos], axis=2)  # [B, T, 160]
     feats[~mask] = 0.0
     return feats, mask
-
-
-def _fast_path_applies(model: Encoder) -> bool:
-    """Whether :func:`_fast_forward` computes exactly ``model.forward``: pre-LN GELU layers, no final norm."""
-    blocks = getattr(model, "blocks", None)
-    if not isinstance(blocks, nn.TransformerEncoder) or blocks.norm is not None:
-        return False
-    return all(
-        isinstance(layer, nn.TransformerEncoderLayer)
-        and layer.norm_first
-        and layer.activation is F.gelu
-        and layer.self_attn.batch_first
-        and layer.self_attn.in_proj_weight is not None
-        for layer in blocks.layers
-    )
-
-
-def _fast_forward(model: Encoder, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``Encoder.forward`` in eval mode, with attention through ``scaled_dot_product_attention``.
-
-    ``x [B, T, n_input]``, ``mask [B, T]`` bool (True = real frame) → ``[B, d_out]``. Same weights,
-    same arithmetic up to float rounding (|Δ| ≈ 1e-7); ~25 % less CPU than the stock layer's
-    fast path, whose masked softmax is a fifth of the encoder's time. Only for inference.
-    """
-    B, T, _ = x.shape
-    h = model.in_proj(x)
-    h = torch.cat([model.cls.expand(B, 1, -1), h], dim=1)  # [B, T+1, d]
-    d = h.shape[-1]
-    all_real = bool(mask.all())
-    # SDPA's boolean mask: True = may attend. The CLS position is always real.
-    attend = None if all_real else torch.cat([mask.new_ones(B, 1), mask], dim=1)[:, None, None, :]
-    for layer in model.blocks.layers:
-        attn = layer.self_attn
-        n_heads = attn.num_heads
-        y = F.layer_norm(h, (d,), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
-        qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias)  # [B, T+1, 3d]
-        qkv = qkv.view(B, T + 1, 3, n_heads, d // n_heads).permute(2, 0, 3, 1, 4)  # [3, B, H, T+1, dh]
-        o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attend)  # [B, H, T+1, dh]
-        h = h + attn.out_proj(o.transpose(1, 2).reshape(B, T + 1, d))
-        y = F.layer_norm(h, (d,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
-        h = h + layer.linear2(F.gelu(layer.linear1(y)))
-    h = model.ln_f(h)
-    w = mask.unsqueeze(-1).to(h.dtype)  # [B, T, 1]
-    mean_vec = (h[:, 1:] * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
-    g = torch.sigmoid(model.pool_gate)
-    return F.normalize(model.head(g * h[:, 0] + (1.0 - g) * mean_vec), dim=-1)
-
-
-def _fast_path_agrees(model: Encoder) -> bool:
-    """Check :func:`_fast_forward` against ``model.forward`` on a small random batch (a few ms)."""
-    if not _fast_path_applies(model):
-        return False
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 24, model.config.n_input, generator=gen)
-    mask = torch.ones(3, 24, dtype=torch.bool)
-    mask[1, 17:] = False
-    try:
-        with torch.inference_mode():
-            want = model(x, mask)
-            got = _fast_forward(model, x, mask)
-            got_full = _fast_forward(model, x[:1], mask[:1])
-    except (AttributeError, RuntimeError, TypeError):  # a model this function does not know
-        return False
-    return bool(torch.allclose(got, want, atol=1e-5) and torch.allclose(got_full, want[:1], atol=1e-5))
 
 
 def weights_version(weights_path: Path) -> str:
@@ -173,7 +115,12 @@ def write_checkpoint(
 
 
 class Embedder:
-    """A frozen encoder plus its input normalization; thread count is left to the caller."""
+    """A frozen encoder plus its input normalization; thread count is left to the caller.
+
+    It runs either a torch :class:`~encoder.model.Encoder` (``model``) or the same weights as numpy
+    arrays (``weights`` with their ``config``, :mod:`encoder.numpy_encoder`); the embeddings agree
+    to ~1e-7 either way (tests/test_numpy_encoder.py).
+    """
 
     #: 16–64 measured the same (±3 %) on one thread; 32 keeps a batch's activations in cache.
     batch_size: int = 32
@@ -181,12 +128,19 @@ class Embedder:
     def __init__(
         self,
         *,
-        model: Encoder,
+        model: Encoder | None = None,
+        weights: Weights | None = None,
+        config: EncoderConfig | None = None,
         mean: np.ndarray,
         std: np.ndarray,
         model_version: str,
         info: dict | None = None,
     ):
+        if (model is None) == (weights is None):
+            raise ValueError("an Embedder runs a torch model or numpy weights: give exactly one")
+        config = model.config if model is not None else config
+        if config is None:
+            raise ValueError("numpy weights need their EncoderConfig")
         mean = np.asarray(mean, dtype=np.float32).reshape(-1)
         std = np.asarray(std, dtype=np.float32).reshape(-1)
         if mean.shape != (N_ACOUSTIC,) or std.shape != (N_ACOUSTIC,):
@@ -194,23 +148,38 @@ class Embedder:
                 f"checkpoint normalization has shapes {mean.shape}/{std.shape}, expected ({N_ACOUSTIC},); "
                 "re-run `cadenza train` to write a complete checkpoint"
             )
-        if model.config.windowing.fps != FPS:
+        if config.windowing.fps != FPS:
             raise ConfigError(
-                f"checkpoint was trained on {model.config.windowing.fps}-fps frames, but features here are "
+                f"checkpoint was trained on {config.windowing.fps}-fps frames, but features here are "
                 f"{FPS} fps; use a checkpoint trained with these features"
             )
-        self.model = model.eval()
-        self.config = model.config
+        self.model = model.eval() if model is not None else None
+        self.weights = weights
+        self.config = config
         self.mean = mean
         self.std = std
         self.model_version = model_version
         self.info = info or {}
-        # Verified once, so a changed model.py silently keeps the stock (slower) forward.
-        self._fast = _fast_path_agrees(self.model)
+        self._fast = False
+        if model is not None:
+            # Imported here: whoever holds a torch model has imported torch already.
+            from encoder.torch_forward import fast_path_agrees
+
+            # Verified once, so a changed model.py silently keeps the stock (slower) forward.
+            self._fast = fast_path_agrees(model)
+
+    @property
+    def backend(self) -> str:
+        return "torch" if self.model is not None else "numpy"
+
+    def _torch_model(self) -> Encoder:
+        if self.model is None:
+            raise ConfigError("this embedder runs numpy weights on the CPU; load it with backend='torch'")
+        return self.model
 
     def to(self, device: str | torch.device) -> Embedder:
         """Move the model (e.g. to "cuda" in a GPU ingest actor); inputs follow it, outputs come back to numpy."""
-        self.model.to(device)
+        self._torch_model().to(device)
         return self
 
     @property
@@ -220,20 +189,35 @@ class Embedder:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(self._torch_model().parameters()).device
 
-    def _forward(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self._fast and not self.model.training:
-            return _fast_forward(self.model, feats, mask)
-        return self.model(feats, mask)
+    def _embed_batch(self, feats: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``feats [b, T, n_input]``, ``mask [b, T]`` (:func:`prepare_batch`) → ``[b, d_out]`` float32."""
+        if self.model is None:
+            assert self.weights is not None
+            return forward(self.weights, n_heads=self.config.n_heads, x=feats, mask=mask)
+        import torch
+
+        from encoder.torch_forward import fast_forward
+
+        dev = self.device
+        x, m = torch.from_numpy(feats).to(dev), torch.from_numpy(mask).to(dev)
+        with torch.inference_mode():
+            emb = (
+                fast_forward(self.model, x, m) if self._fast and not self.model.training else self.model(x, m)
+            )
+        return emb.cpu().numpy()
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Embedder:
-        """Load a checkpoint folder (or its ``model.safetensors``); None = the shipped checkpoint."""
-        from safetensors.torch import load_file
+    def load(cls, path: Path | None = None, *, backend: str = "torch") -> Embedder:
+        """Load a checkpoint folder (or its ``model.safetensors``); None = the shipped checkpoint.
 
+        ``backend`` (:data:`BACKENDS`): "numpy" reads the weights without importing torch.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         folder = Path(path) if path is not None else SHIPPED_CHECKPOINT
         if folder.is_file():
             folder = folder.parent
@@ -247,6 +231,20 @@ class Embedder:
             meta = json.loads(config_path.read_text())
             config = EncoderConfig.from_json(meta["model"], training=meta.get("training"))
             norm = meta["normalization"]
+            kwargs: dict[str, Any] = {
+                "mean": np.asarray(norm["mean"]),
+                "std": np.asarray(norm["std"]),
+                "model_version": weights_version(weights),
+                "info": meta.get("training", {}),
+            }
+            if backend == "numpy":
+                arrays = load_weights(weights)
+                check_weights(arrays, config)
+                return cls(weights=arrays, config=config, **kwargs)
+            from safetensors.torch import load_file
+
+            from encoder.model import Encoder
+
             model = Encoder(config)
             model.load_state_dict(load_file(str(weights)))
         except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
@@ -254,17 +252,15 @@ class Embedder:
                 f"encoder checkpoint at {folder} is unreadable ({type(exc).__name__}: {exc}); "
                 "re-run `cadenza train` or point CADENZA_CHECKPOINT at a good checkpoint"
             ) from None
-        return cls(
-            model=model,
-            mean=np.asarray(norm["mean"]),
-            std=np.asarray(norm["std"]),
-            model_version=weights_version(weights),
-            info=meta.get("training", {}),
-        )
+        return cls(model=model, **kwargs)
 
     @classmethod
     def untrained(cls, *, seed: int = 0, config: EncoderConfig | None = None) -> Embedder:
         """Random weights and identity normalization: a baseline, and a fast stand-in for tests."""
+        import torch
+
+        from encoder.model import Encoder
+
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
             torch.manual_seed(seed)
             model = Encoder(config or EncoderConfig())
@@ -300,19 +296,14 @@ class Embedder:
             return out
         # Sorting by length lets each batch be trimmed to its longest member: less padding compute.
         order = np.argsort(-lengths, kind="stable")
-        with torch.inference_mode():
-            for i in range(0, B, self.batch_size):
-                idx = order[i : i + self.batch_size]
-                n_max = int(lengths[idx].max())
-                chunk = windows[idx, :n_max]  # [b, n_max, 143]
-                if not np.isfinite(chunk).all():
-                    raise ParameterError("acoustic frames contain NaN or inf; recompute the features")
-                feats, mask = prepare_batch(windows=chunk, lengths=lengths[idx], mean=self.mean, std=self.std)
-                dev = self.device
-                emb = self._forward(
-                    torch.from_numpy(feats).to(dev), torch.from_numpy(mask).to(dev)
-                )  # [b, d_out]
-                out[idx] = emb.cpu().numpy()
+        for i in range(0, B, self.batch_size):
+            idx = order[i : i + self.batch_size]
+            n_max = int(lengths[idx].max())
+            chunk = windows[idx, :n_max]  # [b, n_max, 143]
+            if not np.isfinite(chunk).all():
+                raise ParameterError("acoustic frames contain NaN or inf; recompute the features")
+            feats, mask = prepare_batch(windows=chunk, lengths=lengths[idx], mean=self.mean, std=self.std)
+            out[idx] = self._embed_batch(feats, mask)  # [b, d_out]
         return out
 
     def embed_track(

@@ -4,7 +4,8 @@ One file, nanoGPT style. A window of ``T`` frames (``config.windowing``: 10 fps;
 is projected to ``d_model``, a learnable CLS token is prepended, a pre-LN Transformer
 encoder mixes them (padding frames masked out), and the output is a learned blend of the
 CLS vector and the masked mean of the frame vectors, projected to ``d_out`` and
-L2-normalized so a dot product is a cosine similarity.
+L2-normalized so a dot product is a cosine similarity. Its shape is an
+:class:`encoder.config.EncoderConfig` (imported here too, where most callers look for it).
 
 Position is not learned here: the 17 positional columns of every frame
 (:func:`encoder.features.positional_features`) already say where a frame sits in its
@@ -13,53 +14,11 @@ window, which keeps the model indifferent to the window length it was trained on
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoder.windowing import Windowing
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    n_input: int = 160  # 143 acoustic + 17 positional
-    d_model: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
-    ff_mult: int = 4  # feed-forward width = ff_mult * d_model
-    dropout: float = 0.1
-    d_out: int = 128
-    #: How audio is cut into windows for this model; saved with it in every checkpoint.
-    windowing: Windowing = field(default_factory=Windowing)
-
-    @property
-    def max_frames(self) -> int:
-        return self.windowing.max_frames
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], *, training: dict[str, Any] | None = None) -> EncoderConfig:
-        """``data``: the checkpoint's ``model`` record; ``training``: its ``training`` record, only
-        read to derive the windowing of a checkpoint that predates it (see :meth:`Windowing.derive`)."""
-        known = {f.name for f in fields(cls)} - {"windowing"}
-        # Unknown keys come from newer checkpoints; ignoring them keeps old code loading new files.
-        kwargs = {k: v for k, v in data.items() if k in known}
-        raw = data.get("windowing")
-        windowing = (
-            Windowing.from_json(raw)
-            if isinstance(raw, dict)
-            else Windowing.derive(model=data, training=training)
-        )
-        return cls(**kwargs, windowing=windowing)
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), sort_keys=True)
+from encoder.config import EncoderConfig
 
 
 class Encoder(nn.Module):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,32 @@ def layer_count(weights: Weights) -> int:
     if ids != set(range(len(ids))):
         raise ConfigError(f"encoder weights have layers {sorted(ids)}, not 0..n-1; the checkpoint is damaged")
     return len(ids)
+
+
+def check_weights(weights: Weights, config: Any) -> None:
+    """ConfigError unless ``weights`` hold every tensor of an encoder shaped as ``config``
+    (:class:`encoder.config.EncoderConfig`), each of the right shape."""
+    d, ff = config.d_model, config.ff_mult * config.d_model
+    want: dict[str, tuple[int, ...]] = {
+        "in_proj.weight": (d, config.n_input), "in_proj.bias": (d,), "cls": (1, 1, d), "pool_gate": (),
+        "ln_f.weight": (d,), "ln_f.bias": (d,), "head.weight": (config.d_out, d), "head.bias": (config.d_out,),
+    }  # fmt: skip
+    for i in range(config.n_layers):
+        p = f"blocks.layers.{i}"
+        want.update({
+            f"{p}.self_attn.in_proj_weight": (3 * d, d), f"{p}.self_attn.in_proj_bias": (3 * d,),
+            f"{p}.self_attn.out_proj.weight": (d, d), f"{p}.self_attn.out_proj.bias": (d,),
+            f"{p}.linear1.weight": (ff, d), f"{p}.linear1.bias": (ff,),
+            f"{p}.linear2.weight": (d, ff), f"{p}.linear2.bias": (d,),
+            f"{p}.norm1.weight": (d,), f"{p}.norm1.bias": (d,), f"{p}.norm2.weight": (d,), f"{p}.norm2.bias": (d,),
+        })  # fmt: skip
+    wrong = [k for k, shape in want.items() if k not in weights or weights[k].shape != shape]
+    extra = sorted(set(weights) - set(want))
+    if wrong or extra or d % config.n_heads:
+        raise ConfigError(
+            f"the encoder weights do not fit their config.json (missing or misshapen: {wrong[:3]}, "
+            f"unknown: {extra[:3]}); re-run `cadenza train` to write a matching checkpoint"
+        )
 
 
 def _linear(x: np.ndarray, weights: Weights, name: str) -> np.ndarray:

@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # types only: importing these at start-up is what the lazy im
 
 log = logging.getLogger(__name__)
 
+#: A one-query process runs the encoder in numpy: importing torch was ~1.5 s of `cadenza search`.
+QUERY_BACKEND = "numpy"
+
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "ingest":
@@ -134,10 +137,14 @@ def run(name: str, args: argparse.Namespace) -> int:
         return int(_COMMANDS[name](settings, db, args) or 0)
 
 
-def _embedder(settings: Settings) -> tuple[MomentEmbedder, EmbedderSpec]:
-    from retrieval.ingest import EmbedderSpec, resolve_embedder
+def _embedder(settings: Settings, *, backend: str = "torch") -> tuple[MomentEmbedder, EmbedderSpec]:
+    from retrieval.ingest_steps import EmbedderSpec, one_blas_thread, resolve_embedder
 
-    emb, spec = resolve_embedder(settings.checkpoint)
+    if backend == QUERY_BACKEND:
+        # One query's matrices are small: a second BLAS thread only adds hand-offs, and on a busy
+        # machine its spinning made the encoder 5-20x slower (3 s for three windows, measured).
+        one_blas_thread()
+    emb, spec = resolve_embedder(settings.checkpoint, backend=backend)
     return emb, (spec if spec.untrained_seed is not None else EmbedderSpec(checkpoint=settings.checkpoint))
 
 
@@ -209,7 +216,7 @@ def _library(settings: Settings, db: Database, args: argparse.Namespace) -> int:
         print(f"{t.id:6d}  {t.duration_s / 60:5.1f} min  {t.n_segments:4d} seg  {t.composer or '?':20.20s}  "
               f"{t.era or '':12.12s}  {t.title}")  # fmt: skip
     print(f"{len(tracks)} tracks, {sum(t.duration_s for t in tracks) / 3600:.2f} h")
-    _stale_hint(db, _embedder(settings)[0].model_version)
+    _stale_hint(db, _embedder(settings, backend=QUERY_BACKEND)[0].model_version)
     return 0
 
 
@@ -297,7 +304,7 @@ def _search(settings: Settings, db: Database, args: argparse.Namespace) -> int:
         exclude_tracks=tuple(args.exclude_track), key=args.key, mode=args.mode, min_bpm=args.min_bpm,
         max_bpm=args.max_bpm,
     )  # fmt: skip
-    embedder, _ = _embedder(settings)
+    embedder, _ = _embedder(settings, backend=QUERY_BACKEND)
     request = SearchRequest(
         audio=audio,
         start_s=args.start,
@@ -365,7 +372,7 @@ def _path(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     from retrieval.moment_path import moment_path
 
     start, end = args.from_, args.to
-    embedder, _ = _embedder(settings)
+    embedder, _ = _embedder(settings, backend=QUERY_BACKEND)
     steps = moment_path(db=db, embedder=embedder, start=start, end=end, steps=args.steps)
     if args.json:
         print(json.dumps({"steps": [s.to_json() for s in steps]}, indent=2))

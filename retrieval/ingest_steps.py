@@ -42,12 +42,16 @@ class EmbedderSpec:
         return Embedder.load(self.checkpoint)
 
 
-def resolve_embedder(checkpoint: Path | None) -> tuple[Any, EmbedderSpec]:
-    """The product's embedder: the checkpoint, or — loudly — untrained weights when none is shipped."""
+def resolve_embedder(checkpoint: Path | None, *, backend: str = "torch") -> tuple[Any, EmbedderSpec]:
+    """The product's embedder: the checkpoint, or — loudly — untrained weights when none is shipped.
+
+    ``backend`` "numpy" for a query-only process (see ``encoder.embed.BACKENDS``); untrained
+    weights are always torch (they are drawn by torch's initializers).
+    """
     from encoder.embed import Embedder
 
     try:
-        emb = Embedder.load(checkpoint)
+        emb = Embedder.load(checkpoint, backend=backend)
         return emb, EmbedderSpec(checkpoint=checkpoint)
     except ConfigError as exc:
         log.warning(

@@ -19,7 +19,6 @@ Pure functions of the audio; ingestion calls :func:`melody_contour` once per tra
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 
@@ -40,14 +39,14 @@ COMB_BINS = 2.5
 
 
 @functools.cache
-def _salience_matrix() -> tuple[np.ndarray, Any, np.ndarray]:
-    """(candidate MIDI pitches ``[P]``, sparse weights ``[P, 1025]``, comb mask ``[P, 1025]``).
+def _salience_matrix() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidate MIDI pitches ``[P]``, weights ``[P, 1025]`` float32, comb mask ``[P, 1025]``).
 
     Salience = weights @ magnitude. Built once per process, read-only. Each harmonic spreads over the STFT bins within a
-    quarter tone of it (at least the nearest two bins), triangularly.
+    quarter tone of it (at least the nearest two bins), triangularly. The weights are ~12 % non-zero, but a dense
+    product on one BLAS thread measured as fast as scipy.sparse's (0.3 ms for 10 s, 5.5 ms for 3 min) and spares a
+    fresh ``cadenza search`` the scipy.sparse import (0.2-0.8 s).
     """
-    import scipy.sparse
-
     pitches = np.arange(MIN_MIDI, MAX_MIDI + 1e-9, 1.0 / STEPS_PER_SEMITONE)
     n_bins = N_FFT // 2 + 1
     bin_hz = SAMPLE_RATE / N_FFT
@@ -60,14 +59,14 @@ def _salience_matrix() -> tuple[np.ndarray, Any, np.ndarray]:
         width = np.maximum(f * (2 ** (1 / 24) - 1) / bin_hz, 1.0)  # in bins
         tri = np.clip(1.0 - np.abs(bins[None, :] - (f / bin_hz)[:, None]) / width[:, None], 0.0, None)
         w += np.where(ok[:, None], HARMONIC_DECAY ** (h - 1) * tri, 0.0)
-    out = scipy.sparse.csr_array(w.astype(np.float32))  # ~3 % non-zero
+    out = w.astype(np.float32)
     # What a found pitch takes out of the spectrum: its harmonics' whole main lobes (a Hann
     # window's is 4 bins wide), or its leakage would read as another note.
     comb = np.zeros_like(w, dtype=bool)
     for h in range(1, N_HARMONICS + 1):
         comb |= np.abs(bins[None, :] - (h * f0 / bin_hz)[:, None]) <= COMB_BINS
-    pitches.flags.writeable = False
-    comb.flags.writeable = False
+    for a in (pitches, out, comb):
+        a.flags.writeable = False
     return pitches, out, comb
 
 

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from cadenza.errors import ConfigError, InputError
-from encoder.embed import Embedder, _fast_path_agrees, _fast_path_applies, write_checkpoint
+from encoder.embed import Embedder, write_checkpoint
 from encoder.model import EncoderConfig
+from encoder.torch_forward import fast_path_agrees, fast_path_applies
 
 SMALL = EncoderConfig(d_model=32, n_heads=2, n_layers=1)
 
@@ -152,5 +153,5 @@ def test_fast_path_refuses_a_model_it_does_not_know():
     emb = Embedder.untrained(seed=0)
     layer = emb.model.blocks.layers[1]
     layer.activation = F.relu
-    assert not _fast_path_applies(emb.model) and not _fast_path_agrees(emb.model)
+    assert not fast_path_applies(emb.model) and not fast_path_agrees(emb.model)
     assert not Embedder(model=emb.model, mean=emb.mean, std=emb.std, model_version="x")._fast

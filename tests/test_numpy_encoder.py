@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from cadenza.errors import ConfigError
 from encoder.embed import SHIPPED_CHECKPOINT, WEIGHTS_FILE, Embedder, prepare_batch
 from encoder.model import Encoder, EncoderConfig
 from encoder.numpy_encoder import erf, forward, gelu, layer_count, load_weights
@@ -83,9 +85,61 @@ def test_erf_and_gelu_match_the_exact_functions() -> None:
 
 
 def test_damaged_weights_are_a_config_error(tmp_path) -> None:
-    from cadenza.errors import ConfigError
-
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(ConfigError, match="cannot read encoder weights"):
         load_weights(bad)
+
+
+def test_the_numpy_backend_embeds_as_the_torch_one(shipped: Embedder) -> None:
+    light = Embedder.load(backend="numpy")
+    assert light.backend == "numpy" and light.model is None and shipped.backend == "torch"
+    assert light.model_version == shipped.model_version and light.windowing == shipped.windowing
+    rng = np.random.default_rng(2)
+    windows = (rng.normal(size=(40, 100, shipped.mean.size)) * shipped.std + shipped.mean).astype(np.float32)
+    lengths = np.full(40, 100)
+    lengths[[0, 9, 33]] = [30, 64, 99]  # ragged batches, more than one batch of 32
+    got = light.embed_windows(windows=windows, lengths=lengths)
+    assert np.abs(got - shipped.embed_windows(windows=windows, lengths=lengths)).max() < 1e-5
+    frames = windows.reshape(-1, shipped.mean.size)[:700]
+    s_np, e_np = light.embed_track(frames=frames)
+    s_t, e_t = shipped.embed_track(frames=frames)
+    np.testing.assert_array_equal(s_np, s_t)
+    assert np.abs(e_np - e_t).max() < 1e-5
+    with pytest.raises(ConfigError, match="backend='torch'"):
+        light.to("cpu")
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path) -> None:
+    from encoder.embed import write_checkpoint
+
+    torch.manual_seed(0)
+    model = Encoder(EncoderConfig(d_model=64, n_layers=2, n_heads=2))
+    write_checkpoint(folder=tmp_path, model=model, mean=np.zeros(143), std=np.ones(143))
+    assert Embedder.load(tmp_path, backend="numpy").config.n_layers == 2
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["model"]["n_layers"] = 3  # the file says 3 layers, the weights hold 2
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="do not fit their config.json"):
+        Embedder.load(tmp_path, backend="numpy")
+    with pytest.raises(ValueError, match="backend"):
+        Embedder.load(tmp_path, backend="jax")
+
+
+def test_a_query_process_never_imports_torch(tmp_path) -> None:
+    """What `cadenza search` runs on a clip (load the encoder, features, embed, the melody test) in a
+    fresh interpreter: importing torch was 1.3-1.8 s of it, librosa/scipy another second."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from encoder.embed import Embedder; "
+        "from retrieval.query import from_audio; from retrieval.melody_search import quick_share; "
+        "y = (0.2 * np.sin(np.arange(12 * 16000) * 2 * np.pi * 440 / 16000)).astype(np.float32); "
+        "e = Embedder.load(backend='numpy'); b = from_audio(audio=y, embedder=e, start_s=None, "
+        "transpose_probes=(-1, 1)); quick_share(y=y); assert len(b.profile.transposed) == 2; "
+        "print(sorted(m for m in ('torch', 'librosa', 'numba', 'scipy.signal', 'scipy.sparse') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout
