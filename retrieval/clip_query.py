@@ -122,11 +122,14 @@ def from_audio(
         mean = unit(embs.mean(axis=0))
         best = int(np.argmax(embs @ mean))
         i0, emb = w.frames(starts[best]), embs[best]
-    else:
-        i0 = 0
-        emb = embedder.embed_windows(windows=frames[None, :win])[0]
-    window = frames[i0 : i0 + win]
-    transposed = transposed_embeddings(embedder=embedder, window=window, semitones=transpose_probes)
+        window = frames[i0 : i0 + win]
+        transposed = transposed_embeddings(embedder=embedder, window=window, semitones=transpose_probes)
+    else:  # the usual upload, one window: it and its key probes in ONE encoder call
+        i0, window = 0, frames[:win]
+        shifts, moved = _probe_windows(window=window, semitones=transpose_probes)
+        embs = embedder.embed_windows(windows=np.concatenate([window[None], moved]))  # [1 + S, d]
+        emb = embs[0]
+        transposed = tuple((s, unit(e)) for s, e in zip(shifts, embs[1:], strict=True))
     timings["embed"] = (time.perf_counter() - t0) * 1000
     d = describe(frames=window)
     info = {
@@ -167,13 +170,19 @@ def transposed_embeddings(
 
     One batched encoder call. 0 and repeats are dropped; beyond ±MAX_PROBE_SEMITONES is an error.
     """
+    shifts, moved = _probe_windows(window=window, semitones=semitones)
+    if not shifts:
+        return ()
+    embs = embedder.embed_windows(windows=moved)  # [S, d]
+    return tuple((s, unit(e)) for s, e in zip(shifts, embs, strict=True))
+
+
+def _probe_windows(*, window: np.ndarray, semitones: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray]:
+    """The probes' semitones (0 and repeats dropped) and ``window [T, 143]`` moved by each: ``[S, T, 143]``."""
     shifts = tuple(dict.fromkeys(int(s) for s in semitones if int(s) != 0))
     if any(abs(s) > MAX_PROBE_SEMITONES for s in shifts):
         raise InputError(
             f"transposition probes must be within ±{MAX_PROBE_SEMITONES} semitones, got {semitones}"
         )
-    if not shifts:
-        return ()
-    moved = np.stack([pitch_shift(frames=window, semitones=float(s)) for s in shifts])  # [S, T, 143]
-    embs = embedder.embed_windows(windows=moved)  # [S, d]
-    return tuple((s, unit(e)) for s, e in zip(shifts, embs, strict=True))
+    moved = [pitch_shift(frames=window, semitones=float(s)) for s in shifts]
+    return shifts, (np.stack(moved) if moved else np.zeros((0, *window.shape), dtype=window.dtype))
