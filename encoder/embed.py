@@ -172,14 +172,15 @@ class Embedder:
     def backend(self) -> str:
         return "torch" if self.model is not None else "numpy"
 
-    def _torch_model(self) -> Encoder:
+    def torch_model(self) -> Encoder:
+        """The torch module (ConfigError for the numpy backend, which has none)."""
         if self.model is None:
             raise ConfigError("this embedder runs numpy weights on the CPU; load it with backend='torch'")
         return self.model
 
     def to(self, device: str | torch.device) -> Embedder:
         """Move the model (e.g. to "cuda" in a GPU ingest actor); inputs follow it, outputs come back to numpy."""
-        self._torch_model().to(device)
+        self.torch_model().to(device)
         return self
 
     @property
@@ -189,7 +190,7 @@ class Embedder:
 
     @property
     def device(self) -> torch.device:
-        return next(self._torch_model().parameters()).device
+        return next(self.torch_model().parameters()).device
 
     def _embed_batch(self, feats: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """``feats [b, T, n_input]``, ``mask [b, T]`` (:func:`prepare_batch`) → ``[b, d_out]`` float32."""

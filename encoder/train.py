@@ -376,7 +376,7 @@ def _new_run(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path) 
         start = Embedder.load(args.init)
         if start.config != config:
             raise ConfigError(f"--init {args.init} has config {start.config}; pass the same --d-model")
-        model.load_state_dict(start.model.state_dict())
+        model.load_state_dict(start.torch_model().state_dict())
         # The weights were fitted to that checkpoint's input scaling; a rebuilt corpus (other works,
         # real recordings) fits other statistics, and swapping them would shift every input.
         run.mean, run.std = start.mean, start.std
