@@ -26,12 +26,14 @@ from retrieval.similarity import (
     best_lag,
     brightness_similarity,
     centered_unit,
-    melody_similarity,
+    line_agreement,
+    melody_line,
     mood_similarity,
     rhythm_similarity,
     rolls,
     tempo_preference,
     time_of_day_fit,
+    unit_clip,
 )
 from retrieval.types import Aspects, Weights
 
@@ -172,16 +174,21 @@ def score_candidates(
     q_seq = (
         centered_unit(query.chroma_seq) if query.chroma_seq is not None and len(query.chroma_seq) else None
     )
+    # ... and per key shift (at most 12, against ~100-200 candidates): its rotated sequence and tune line.
+    q_seq_at: dict[int, np.ndarray] = {}
+    q_line_at: dict[int, np.ndarray] = {}
     for c in candidates:
         comp: dict[str, float] = {"embedding": round(float(c.emb_sim), 4)}
         h, shift = (0.0, 0)
         if c.chroma_mean is not None:
             corr = q_rolls @ centered_unit(c.chroma_mean)
             best = int(np.argmax(corr))
-            h, shift = float(np.clip(corr[best], 0.0, 1.0)), (best if best <= 6 else best - 12)
+            h, shift = unit_clip(corr[best]), (best if best <= 6 else best - 12)
         p = 0.0
         if c.chroma_seq is not None and q_seq is not None and len(c.chroma_seq):
-            p = best_lag(np.roll(q_seq, shift, axis=1), centered_unit(c.chroma_seq))
+            if shift not in q_seq_at:
+                q_seq_at[shift] = np.roll(q_seq, shift, axis=1)
+            p = best_lag(q_seq_at[shift], centered_unit(c.chroma_seq))
         comp["harmony"] = round(h, 4)
         comp["progression"] = round(p, 4)
         # An aspect that cannot be measured for this pair counts as neutral (0.5), not as a miss.
@@ -203,7 +210,9 @@ def score_candidates(
             and len(c.chroma_seq)
             and len(query.chroma_seq)
         ):
-            mel = melody_similarity(query=query.chroma_seq, candidate=c.chroma_seq, shift=shift)
+            if shift not in q_line_at:
+                q_line_at[shift] = melody_line(query.chroma_seq, shift)
+            mel = line_agreement(q_line_at[shift], melody_line(c.chroma_seq))
             comp["melody"] = round(mel, 4)
         terms: dict[str, tuple[float, float]] = {
             "embedding": (w_emb, float(c.emb_sim)),
