@@ -65,7 +65,7 @@ def create_app(settings: Settings, *, db: Any = None, embedder: Any = None, llm:
 
         from assistant.llm import LLM
         from cadenza.db import open_database
-        from retrieval.ingest import one_blas_thread
+        from retrieval.ingest_steps import one_blas_thread
 
         torch.set_num_threads(1)  # 2 threads at batch 1 stall under load (165-650 ms seen)
         # numpy's BLAS likewise: a query's features on 2 threads took 132 ms against 11 on one (load 17).

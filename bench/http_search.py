@@ -61,7 +61,7 @@ def _in_process(home: Path) -> tuple[Callable[[Path], None], Callable[[], None]]
 
     torch.set_num_threads(1)  # as the web app runs it
     try:  # ... and its BLAS, on one thread (where this tree's app does that)
-        from retrieval.ingest import one_blas_thread
+        from retrieval.ingest_steps import one_blas_thread
 
         one_blas_thread()
     except ImportError:
