@@ -28,3 +28,20 @@ def test_drift_moves_pitch_by_at_most_thirty_cents():
     assert abs(np.nanmedian(a[3:25]) - 81.0) < 0.3  # a whistle: an octave above the note
     change = np.abs(np.nanmedian(b[2:6]) - np.nanmedian(b[-10:-6]))
     assert 0.05 < change < 0.65  # a drift from −d to +d cents, d ≤ 30
+
+
+def test_espeak_sings_each_note_at_its_pitch_with_one_voice():
+    # espeak-ng only speaks ("laaa" glides down ~4 semitones); the benchmark re-pitches it note by
+    # note (TD-PSOLA), so the sung notes must come out flat at their pitch and count as one voice.
+    from bench.humming import _espeak, _espeak_la
+    from retrieval.melody_search import sung_query
+
+    la = _espeak_la()
+    assert la is not None, "espeak-ng is required (Makefile: Debian packages the tests need)"
+    y = _espeak([(0.0, 1.5, 69), (1.5, 3.0, 64)], la)
+    sung = sung_query(y=y)
+    first, second = np.nanmedian(sung.midi[3:12]), np.nanmedian(sung.midi[18:27])
+    assert abs((first - 69.0 + 6.0) % 12.0 - 6.0) < 0.4
+    assert abs((second - 64.0 + 6.0) % 12.0 - 6.0) < 0.4
+    assert np.nanmax(sung.midi[3:12]) - np.nanmin(sung.midi[3:12]) < 0.6  # held flat, no speech glide
+    assert sung.single_voice, sung.to_json()
