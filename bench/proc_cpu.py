@@ -72,7 +72,9 @@ class TreeCPU:
                     if pid not in self.seen:
                         # Running at the start: count from here. Started since: count all of it.
                         base = cpu if self._first else 0.0
-                        self.seen[pid] = [role(p.name(), p.cmdline(), self_pid=me, pid=pid), base, cpu]
+                        self.seen[pid] = ["", base, cpu]
+                    # The latest role: a Ray worker renames itself once it becomes an actor.
+                    self.seen[pid][0] = role(p.name(), p.cmdline(), self_pid=me, pid=pid)
                     self.seen[pid][2] = cpu
             except psutil.Error:
                 continue

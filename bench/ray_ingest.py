@@ -25,6 +25,7 @@ import numpy as np
 
 from bench import pgbench_db
 from bench.ingest_speed import render_ingest_library
+from bench.proc_cpu import timed
 from bench.report import Report, machine_info, md_table
 
 log = logging.getLogger(__name__)
@@ -73,29 +74,31 @@ def _one_run(
     spec: Any,
     ray: bool,
     workers: int,
+    pgdata: Path,
 ) -> dict[str, Any]:
+    from cadenza.db import postmaster_pid
     from retrieval.ingest import ingest
     from retrieval.ray_ingest import ray_ingest
 
     truncate_library(db)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    if ray:
-        rep: Any = ray_ingest(
-            db=db, paths=paths, spec=spec, model_version=embedder.model_version, metadata_file=sidecar,
-            workers=workers, num_cpus=workers, progress=False,
-        )  # fmt: skip
-    else:
-        rep = ingest(
-            db=db,
-            paths=paths,
-            embedder=embedder,
-            spec=spec,
-            metadata_file=sidecar,
-            workers=workers,
+
+    def run() -> Any:
+        if ray:
+            return ray_ingest(
+                db=db, paths=paths, spec=spec, model_version=embedder.model_version, metadata_file=sidecar,
+                workers=workers, num_cpus=workers, progress=False,
+            )  # fmt: skip
+        return ingest(
+            db=db, paths=paths, embedder=embedder, spec=spec, metadata_file=sidecar, workers=workers,
             progress=False,
-        )
+        )  # fmt: skip
+
+    rep, procs = timed(run, extra_roots=lambda: [p for p in [postmaster_pid(pgdata)] if p])
     out = rep.to_json()
     out.update(
+        cpu_by_process=procs,
+        audio_s_per_cpu_s=rep.audio_seconds / max(procs["total_cpu_seconds"], 1e-9),
         label=label,
         path="ray" if ray else "pool",
         workers=workers,
@@ -147,7 +150,7 @@ def run_ray_ingest(
             runs.append(
                 _one_run(
                     label=label, db=db, paths=[lib], sidecar=sidecar, embedder=embedder, spec=spec, ray=ray,
-                    workers=workers,
+                    workers=workers, pgdata=workdir / "home" / "pgdata",
                 )
             )  # fmt: skip
     finally:
@@ -164,6 +167,8 @@ def run_ray_ingest(
         "meets_target": ratio >= RAY_TARGET_RATIO,
         "ray_scaling_1_to_2": ray2["tracks_per_s"] / ray1["tracks_per_s"],
         "pool_scaling_1_to_2": pool2["tracks_per_s"] / pool1["tracks_per_s"],
+        # Load-insensitive: audio seconds per CPU second of everything (driver, workers, Ray, PostgreSQL).
+        "ray_over_pool_cpu_efficiency": ray2["audio_s_per_cpu_s"] / pool2["audio_s_per_cpu_s"],
     }
     report = Report(
         name="ray_ingest",
@@ -185,14 +190,28 @@ def run_ray_ingest(
     rows = [
         (
             r["label"], r["tracks"], r["wall_seconds"], round(r["tracks_per_s"], 2), r["realtime_factor"],
-            (r.get("ray") or {}).get("start_seconds", "—"), ", ".join(str(x) for x in r["load_avg_before"]),
+            (r.get("ray") or {}).get("start_seconds", "—"), r["cpu_by_process"]["total_cpu_seconds"],
+            r["cpu_by_process"]["cores_used"], round(r["audio_s_per_cpu_s"]),
+            ", ".join(str(x) for x in r["load_avg_before"]),
         )
         for r in runs
     ]  # fmt: skip
     report.section(
         "Throughput, same library, one run",
         md_table(
-            ["run", "tracks", "wall s", "tracks/s", "× realtime", "Ray start s", "load before (1/5/15)"], rows
+            [
+                "run",
+                "tracks",
+                "wall s",
+                "tracks/s",
+                "× realtime",
+                "Ray start s",
+                "CPU s, all processes",
+                "cores used",
+                "audio s per CPU s",
+                "load before (1/5/15)",
+            ],
+            rows,
         )
         + "\n\n"
         + md_table(
@@ -201,8 +220,24 @@ def run_ray_ingest(
                 ("Ray (2 actors) / pool (2 lanes), throughput", round(ratio, 3)),
                 ("Ray scaling 1 → 2 actors/CPUs", round(data["ray_scaling_1_to_2"], 3)),
                 ("pool scaling 1 → 2 lanes", round(data["pool_scaling_1_to_2"], 3)),
+                (
+                    "Ray (2 actors) / pool (2 lanes), audio s per CPU s",
+                    round(data["ray_over_pool_cpu_efficiency"], 3),
+                ),
             ],
         ),
+    )
+    report.section(
+        "CPU seconds by process, every run (sampled process tree, bench/proc_cpu.py)",
+        md_table(
+            ["run", "process", "count", "CPU s"],
+            [
+                (r["label"], role, c["processes"], c["cpu_seconds"])
+                for r in runs
+                for role, c in r["cpu_by_process"]["by_role"].items()
+                if c["cpu_seconds"] >= 0.05
+            ],
+        ),  # fmt: skip
     )
     for r in (ray2, ray1):
         times = r["ray"]
