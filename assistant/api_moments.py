@@ -9,69 +9,27 @@ from __future__ import annotations
 from functools import partial
 
 import anyio
-import msgspec
 import numpy as np
 from litestar import Request, post
 
+from assistant.api_types import (
+    MapBody,
+    MapForm,
+    MapResponse,
+    MapTrack,
+    MapWindow,
+    PathRequest,
+    PathResponse,
+    PathStep,
+    moment_of,
+)
+from assistant.bodies import decode_form, decode_json, documented
+from assistant.forms import clip_from_form, is_multipart
 from assistant.services import SR, Services
-from assistant.web import _float_or_none, _int_or_none, clip_from_form
 from cadenza.errors import InputError
-from retrieval.moment_map import DEFAULT_MAP_TRACKS, MAX_MAP_TRACKS, clip_span, moment_map
+from retrieval.moment_map import MAX_MAP_TRACKS, Strip, clip_span, moment_map
 from retrieval.moment_path import MAX_STEPS, MIN_STEPS, moment_path
-from retrieval.types import MomentRef, SearchRequest
-
-
-class Moment(msgspec.Struct):
-    """A library moment: the 10 s of track ``track_id`` from ``start`` seconds."""
-
-    track_id: int
-    start: float = 0.0
-
-
-class MapRequest(msgspec.Struct):
-    reference: Moment
-    tracks: int = DEFAULT_MAP_TRACKS  # other tracks drawn besides the reference's own
-
-
-class MapWindow(msgspec.Struct):
-    start: float
-    likeness: float
-
-
-class MapTrack(msgspec.Struct):
-    track_id: int | None  # null: the uploaded clip itself
-    title: str
-    duration_s: float
-    own: bool
-    windows: list[MapWindow]
-
-
-class MapResponse(msgspec.Struct):
-    tracks: list[MapTrack]
-
-
-class PathRequest(msgspec.Struct):
-    from_: Moment = msgspec.field(name="from")
-    to: Moment
-    steps: int = 5
-
-
-class PathStep(msgspec.Struct):
-    track_id: int
-    start: float
-    end: float
-    title: str
-    likeness: float
-
-
-class PathResponse(msgspec.Struct):
-    steps: list[PathStep]
-
-
-def _checked(m: Moment, name: str) -> MomentRef:
-    if not 0 < m.track_id < 2**63 or not m.start == m.start or m.start < 0 or m.start == float("inf"):
-        raise InputError(f"{name}.track_id must be a track id and {name}.start a number of seconds ≥ 0")
-    return MomentRef(track_id=m.track_id, start_s=float(m.start))
+from retrieval.types import SearchRequest
 
 
 def _strip_part(audio: np.ndarray, start_s: float | None) -> np.ndarray:
@@ -82,7 +40,7 @@ def _strip_part(audio: np.ndarray, start_s: float | None) -> np.ndarray:
     return audio[int(lo * SR) : int(hi * SR)]
 
 
-def _map_response(strips: list) -> MapResponse:
+def _map_response(strips: list[Strip]) -> MapResponse:
     return MapResponse(
         tracks=[
             MapTrack(
@@ -105,30 +63,27 @@ def _map_response(strips: list) -> MapResponse:
         "at most 120 s of it); likeness is the embedding cosine in [0, 1]."
     ),
     tags=["listening"],
+    operation_class=documented(json=MapBody, multipart=MapForm),
 )
 async def api_map(request: Request, svc: Services) -> MapResponse:
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if is_multipart(request):
         form = await request.form()
         clip = await clip_from_form(form)
         if clip is None:
             raise InputError("attach the clip in the multipart field 'file', or send JSON with a reference")
-        n = _int_or_none(form.get("tracks"), "tracks", hi=MAX_MAP_TRACKS) or DEFAULT_MAP_TRACKS
+        f = decode_form(form, MapForm)
+        n = f.tracks
         audio = await anyio.to_thread.run_sync(svc.decode, clip)
-        req = SearchRequest(audio=audio, start_s=_float_or_none(form.get("start"), "start"))
+        req = SearchRequest(audio=audio, start_s=f.start)
         own_audio = _strip_part(audio, req.start_s)
     else:
-        try:
-            data = msgspec.json.decode(await request.body() or b"{}", type=MapRequest)
-        except msgspec.ValidationError as exc:
-            raise InputError(
-                f'bad map request ({exc}); send {{"reference": {{"track_id": 1, "start": 30}}}}'
-            ) from None
-        except msgspec.DecodeError:
-            raise InputError(
-                "the request body is not valid JSON; send JSON or a multipart form with 'file'"
-            ) from None
-        n = data.tracks
-        req = SearchRequest(moments=(_checked(data.reference, "reference"),))
+        body = decode_json(
+            await request.body(),
+            MapBody,
+            not_json="the request body is not valid JSON; send JSON or a multipart form with 'file'",
+        )
+        n = body.tracks
+        req = SearchRequest(moments=(moment_of(body.reference, "reference"),))
         own_audio = None
     if not 1 <= n <= MAX_MAP_TRACKS:
         raise InputError(f"tracks must be between 1 and {MAX_MAP_TRACKS}")
@@ -152,7 +107,7 @@ async def api_map(request: Request, svc: Services) -> MapResponse:
 async def api_path(data: PathRequest, svc: Services) -> PathResponse:
     if not MIN_STEPS <= data.steps <= MAX_STEPS:
         raise InputError(f"steps must be between {MIN_STEPS} and {MAX_STEPS}")
-    a, b = _checked(data.from_, "from"), _checked(data.to, "to")
+    a, b = moment_of(data.from_, "from"), moment_of(data.to, "to")
     steps = await anyio.to_thread.run_sync(
         partial(
             moment_path, db=svc.db, embedder=svc.embedder, start=(a.track_id, a.start_s), end=(b.track_id, b.start_s),

@@ -12,7 +12,7 @@ from litestar.response import Template
 
 from assistant import describe
 from assistant.media import track_path
-from assistant.services import Services
+from assistant.services import Services, library_names
 from cadenza.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,7 @@ def _library_rows(
             f" FROM tracks t WHERE {' AND '.join(where)} ORDER BY t.composer, t.title, t.id LIMIT 500",
             args,
         ).fetchall()
-        composers = [
-            r[0] for r in conn.execute("SELECT DISTINCT composer FROM tracks WHERE composer <> '' ORDER BY 1")
-        ]
-        eras = [r[0] for r in conn.execute("SELECT DISTINCT era FROM tracks WHERE era <> '' ORDER BY 1")]
+    composers, eras = library_names(svc.db)
     tracks = [
         {"id": r[0], "title": r[1] or f"Track {r[0]}", "composer": r[2], "work": r[3], "era": r[4], "year": r[5],
          "duration": describe.timestamp(r[6]), "segments": r[7]}

@@ -8,7 +8,6 @@ the real search, and stores the turn; the explanation is generated afterwards (s
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +28,6 @@ from assistant.services import (
     previous_search,
     store_passage,
 )
-from cadenza.db import Database
 from cadenza.errors import InputError, NotFound
 from retrieval.types import DEFAULT_K, Aspects, Context, Filters, MomentRef, SearchRequest
 
@@ -403,21 +401,3 @@ def path_turn(
     return TurnResult(
         conversation_id=conversation_id, user_message_id=user_id, turn=note, parser="rules", note_id=note_id
     )
-
-
-def record_play(db: Database, *, listener_id: str, track_id: int) -> None:
-    with db.connection() as conn:
-        if conn.execute("SELECT 1 FROM tracks WHERE id = %s", (track_id,)).fetchone() is None:
-            raise NotFound(f"no track {track_id} in the library")
-        conn.execute("INSERT INTO plays (listener_id, track_id) VALUES (%s, %s)", (listener_id, track_id))
-        conn.commit()
-
-
-def delete_conversation(svc: Services, conversation_id: uuid.UUID) -> None:
-    """Delete a conversation, its kept query clips (cascade) and the stored passages only it used."""
-    for name in conversations.delete(svc.db, conversation_id):
-        if re.fullmatch(r"[0-9a-f]{32}\.npy", name or ""):
-            try:
-                (svc.settings.paths.uploads / name).unlink(missing_ok=True)
-            except OSError:  # the rows are gone; a leftover file is only disk space
-                log.warning("could not remove the stored passage %s", name, exc_info=True)

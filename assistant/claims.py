@@ -18,6 +18,7 @@ from typing import Any
 
 from assistant import composers as composer_names
 from assistant import describe
+from retrieval.descriptors import KEY_NAMES
 
 SUPPORTED, CONTRADICTED, UNVERIFIED = "supported", "contradicted", "unverified"
 
@@ -238,7 +239,7 @@ def _clause_claims(
                 (
                     who,
                     None if k is None else k == claim,
-                    f"{describe.PITCH_NAMES[k[0]]} {k[1]}" if k else "",
+                    f"{KEY_NAMES[k[0]]} {k[1]}" if k else "",
                 )
             )
         add("key", m.start(), m.end(), *_verdict_any(checks))

@@ -11,6 +11,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from assistant.explain import Explanation, citations_in
 from cadenza.db import Database
 from cadenza.errors import CadenzaError, NotFound
 
@@ -167,6 +168,15 @@ def add_assistant_note(
         conn.commit()
     assert row is not None
     return int(row[0])
+
+
+def store_explanation(db: Database, turn: Turn, explanation: Explanation) -> None:
+    """Store the checked explanation of the answer ``turn``, with the results it cites."""
+    n = len((turn.response or {}).get("results") or [])
+    save_explanation(
+        db, turn.id, markdown=explanation.markdown, meta=explanation.meta(),
+        cited=list(citations_in(explanation.markdown, n)),
+    )  # fmt: skip
 
 
 def save_explanation(

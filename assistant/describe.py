@@ -11,7 +11,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+from retrieval.descriptors import KEY_NAMES
+
 _ALIASES = {
     "Db": "C#", "D#": "Eb", "Gb": "F#", "G#": "Ab", "A#": "Bb", "Cb": "B", "B#": "C", "E#": "F", "Fb": "E",
 }  # fmt: skip
@@ -32,7 +33,7 @@ def pitch_index(name: str) -> int | None:
         return None
     n = n[0].upper() + n[1:].lower()
     n = _ALIASES.get(n, n)
-    return PITCH_NAMES.index(n) if n in PITCH_NAMES else None
+    return KEY_NAMES.index(n) if n in KEY_NAMES else None
 
 
 def key_of(d: Mapping[str, Any]) -> tuple[int, str] | None:
@@ -53,7 +54,7 @@ def key_of(d: Mapping[str, Any]) -> tuple[int, str] | None:
 
 def key_name(d: Mapping[str, Any]) -> str | None:
     k = key_of(d)
-    return f"{PITCH_NAMES[k[0]]} {k[1]}" if k else None
+    return f"{KEY_NAMES[k[0]]} {k[1]}" if k else None
 
 
 def tempo(d: Mapping[str, Any]) -> float | None:

@@ -41,6 +41,10 @@ class Explanation:
     notes: list[str] = field(default_factory=list)  # what the checker removed
     flags: list[str] = field(default_factory=list)  # claims that contradict the measurements
 
+    def meta(self) -> dict[str, Any]:
+        """What the page shows beside the text; kept in the answer's message meta."""
+        return {"notice": self.notice, "notes": self.notes, "flags": self.flags, "used_llm": self.used_llm}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "markdown": claims.to_markdown(self.markdown),

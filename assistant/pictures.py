@@ -11,7 +11,7 @@ from html import escape
 
 import numpy as np
 
-from assistant.describe import PITCH_NAMES
+from retrieval.descriptors import KEY_NAMES
 
 
 def _normalize(c: np.ndarray) -> np.ndarray:
@@ -87,7 +87,7 @@ def chroma_overlay_svg(
         y = _TOP + (11 - p) * _ROW
         out.append(
             f'<text class="pitch" x="{_LEFT - 4}" y="{y + _ROW - 3}" font-size="11" text-anchor="end"'
-            f' fill="#333">{PITCH_NAMES[p]}</text>'
+            f' fill="#333">{KEY_NAMES[p]}</text>'
             f'<line x1="{_LEFT}" x2="{_LEFT + _COLUMNS * _COL}" y1="{y}" y2="{y}" stroke="#e0e0e0"/>'
         )
         for c, colour, dy in ((q, QUERY_COLOUR, 0.0), (m, MATCH_COLOUR, half)):

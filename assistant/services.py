@@ -207,6 +207,10 @@ def decode_clip(clip: Clip, *, settings: Settings, workers: DecodeWorkers | None
     return y
 
 
+#: The name :func:`store_passage` gives a passage; nothing else in the uploads folder is ours to read.
+PASSAGE_NAME = re.compile(r"[0-9a-f]{32}\.npy")
+
+
 def store_passage(settings: Settings, audio: np.ndarray) -> str:
     """Keep the query passage (float32 .npy, named by its hash) so follow-ups can reuse it."""
     data = np.ascontiguousarray(audio, dtype=np.float32)
@@ -233,7 +237,7 @@ def store_passage(settings: Settings, audio: np.ndarray) -> str:
 
 
 def load_passage(settings: Settings, name: str) -> np.ndarray:
-    if not re.fullmatch(r"[0-9a-f]{32}\.npy", name or ""):
+    if not PASSAGE_NAME.fullmatch(name or ""):
         raise NotFound("the stored query clip has an invalid name")
     path = settings.paths.uploads / name
     if not path.is_file():
@@ -264,14 +268,30 @@ def find_track(db: Database, title: str) -> tuple[int, str, float]:
     return int(row[0]), str(row[1]), float(row[2])
 
 
-def library_vocabulary(db: Database) -> tuple[list[str], list[str]]:
-    """(composers, eras) present in the library, for the follow-up parsers."""
+def library_names(db: Database) -> tuple[list[str], list[str]]:
+    """(composers, eras) the library's tracks name, each sorted."""
     with db.connection() as conn:
         composers = [
             r[0] for r in conn.execute("SELECT DISTINCT composer FROM tracks WHERE composer <> '' ORDER BY 1")
         ]
-        eras = [r[0] for r in conn.execute("SELECT DISTINCT era FROM tracks WHERE era <> ''")]
+        eras = [r[0] for r in conn.execute("SELECT DISTINCT era FROM tracks WHERE era <> '' ORDER BY 1")]
+    return composers, eras
+
+
+def library_vocabulary(db: Database) -> tuple[list[str], list[str]]:
+    """(composers, eras) for the follow-up parsers: the library's, and every era a listener may name."""
+    composers, eras = library_names(db)
     return composers, sorted(set(eras) | set(followups.ERAS), key=str.lower)
+
+
+def delete_conversation(svc: Services, conversation_id: uuid.UUID) -> None:
+    """Delete a conversation, its kept query clips (cascade) and the stored passages only it used."""
+    for name in conversations.delete(svc.db, conversation_id):
+        if PASSAGE_NAME.fullmatch(name or ""):
+            try:
+                (svc.settings.paths.uploads / name).unlink(missing_ok=True)
+            except OSError:  # the rows are gone; a leftover file is only disk space
+                log.warning("could not remove the stored passage %s", name, exc_info=True)
 
 
 def previous_search(svc: Services, turn: conversations.Turn) -> followups.PreviousSearch:

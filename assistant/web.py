@@ -7,125 +7,35 @@ blocking database and model work), render a template.
 from __future__ import annotations
 
 import logging
-import secrets
 import uuid
 from collections.abc import Iterator
 from functools import partial
+from html import escape
 from typing import Any
 
 import anyio
 from litestar import Request, get, post
-from litestar.datastructures import Cookie, UploadFile
 from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
-from assistant import chat, conversations, explain, views
 from assistant import context as acontext
-from assistant.services import Clip, Services
+from assistant import conversations, explain, services, views
+from assistant.api_types import FormAspects, aspects_of
+from assistant.bodies import decode_form
+from assistant.forms import (
+    clip_from_form,
+    diversity_of,
+    float_or_none,
+    int_or_none,
+    listener_cookies,
+    listener_of,
+)
+from assistant.services import Services
 from cadenza.errors import InputError, NotFound
-from retrieval.types import DEFAULT_K
+from retrieval.store import record_play as insert_play
+from retrieval.types import DEFAULT_DIVERSITY, MomentRef
 
 log = logging.getLogger(__name__)
-
-LISTENER_COOKIE = "cadenza_listener"
-
-
-def listener_of(request: Request) -> tuple[str, bool]:
-    """The listener id from the cookie, or a new one (second value True when new)."""
-    raw = request.cookies.get(LISTENER_COOKIE, "")
-    if raw and len(raw) <= 64 and raw.replace("-", "").replace("_", "").isalnum():
-        return raw, False
-    return secrets.token_urlsafe(16), True
-
-
-def listener_cookies(request: Request, svc: Services) -> tuple[str, list[Cookie]]:
-    lid, new = listener_of(request)
-    cookies = []
-    if new:
-        cookies.append(
-            Cookie(
-                key=LISTENER_COOKIE, value=lid, httponly=True, samesite="lax", max_age=365 * 86400,
-                secure=svc.settings.server.secure_cookies,
-            )
-        )  # fmt: skip
-    return lid, cookies
-
-
-def _float_or_none(raw: Any, name: str) -> float | None:
-    if raw in (None, ""):
-        return None
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={raw!r} is not a number of seconds; give a number like 12.5") from None
-    if value != value or value < 0:
-        raise InputError(f"{name} must be a number of seconds ≥ 0")
-    return value
-
-
-def _int_or_none(raw: Any, name: str, *, lo: int = 1, hi: int = 50) -> int | None:
-    if raw in (None, ""):
-        return None
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={raw!r} is not a whole number; give one between {lo} and {hi}") from None
-    if not lo <= value <= hi:
-        raise InputError(f"{name} must be between {lo} and {hi}")
-    return value
-
-
-def diversity_of(raw: Any) -> float | None:
-    """A form's or JSON body's ``diversity`` (0–1), None when absent."""
-    from retrieval.types import check_diversity
-
-    return None if raw in (None, "") else check_diversity(raw)
-
-
-ASPECT_NAMES = ("sound", "harmony", "rhythm", "melody")
-
-
-def aspects_of(raw: Any) -> Any:
-    """A JSON body's ``aspects`` object ({"sound": 1, "harmony": 0, ...}) as Aspects, None when absent."""
-    from retrieval.types import Aspects
-
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise InputError('aspects must be an object, e.g. {"sound": 1, "harmony": 0}')
-    unknown = set(raw) - set(ASPECT_NAMES)
-    if unknown:
-        raise InputError(f"unknown aspect(s) {sorted(unknown)}; use {list(ASPECT_NAMES)}")
-    return Aspects(**raw).validated()
-
-
-def aspects_of_form(form: Any) -> Any:
-    """A form's ``aspect_sound`` … ``aspect_melody`` fields as Aspects (missing ones 1), None when none given."""
-    given = {n: form.get(f"aspect_{n}") for n in ASPECT_NAMES if form.get(f"aspect_{n}") not in (None, "")}
-    if not given:
-        return None
-    out: dict[str, float] = {}
-    for n, v in given.items():
-        try:
-            out[n] = float(v)
-        except (TypeError, ValueError):
-            raise InputError(f"aspect_{n}={v!r} is not a number; give one between 0 and 10") from None
-    return aspects_of(out)
-
-
-async def clip_from_form(form: Any, field: str = "file") -> Clip | None:
-    """The uploaded clip, or None when none was attached.
-
-    A browser sends an empty part with no file name when nothing was chosen; an empty part *with*
-    a name is an empty file, and says so.
-    """
-    upload = form.get(field)
-    if not isinstance(upload, UploadFile):
-        return None
-    data = await upload.read()
-    if not data and not upload.filename:
-        return None
-    return Clip(filename=upload.filename or "clip", data=data)
 
 
 def _render_turns(
@@ -148,8 +58,7 @@ async def chat_page(request: Request, svc: Services) -> Template:
             "turns": [],
             "title": "",
             "recent": recent,
-            "diversity_default": _default_diversity(),
-            "k_default": DEFAULT_K,
+            "diversity_default": DEFAULT_DIVERSITY,
         },  # fmt: skip
         cookies=cookies,
     )
@@ -174,17 +83,10 @@ async def conversation_page(request: Request, svc: Services, conversation_id: st
             "conversation_id": str(cid),
             "turns": turns,
             "title": title,
-            "diversity_default": _default_diversity() if diversity is None else float(diversity),
-            "k_default": DEFAULT_K,
+            "diversity_default": DEFAULT_DIVERSITY if diversity is None else float(diversity),
         },  # fmt: skip
         cookies=cookies,
     )
-
-
-def _default_diversity() -> float:
-    from retrieval.types import DEFAULT_DIVERSITY
-
-    return DEFAULT_DIVERSITY
 
 
 @post("/chat/messages", include_in_schema=False, status_code=200)
@@ -200,12 +102,10 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
     cid = conversations.parse_id(raw_cid) if raw_cid else None
     reference = None
     if form.get("ref_track"):
-        from retrieval.types import MomentRef
-
-        track_id = _int_or_none(form.get("ref_track"), "ref_track", hi=2**62)
+        track_id = int_or_none(form.get("ref_track"), "ref_track", hi=2**62)
         assert track_id is not None
         reference = MomentRef(
-            track_id=track_id, start_s=_float_or_none(form.get("ref_start"), "ref_start") or 0.0
+            track_id=track_id, start_s=float_or_none(form.get("ref_start"), "ref_start") or 0.0
         )
     lid, cookies = listener_cookies(request, svc)
     # The page sends the listener's local time with every request (static/app.js); a plain form post
@@ -217,10 +117,10 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
     result = await anyio.to_thread.run_sync(
         partial(
             acontext.run_turn, svc, conversation_id=cid, text=str(form.get("text") or ""), clip=clip,
-            start_s=_float_or_none(form.get("start"), "start"), k=_int_or_none(form.get("k"), "k"),
+            start_s=float_or_none(form.get("start"), "start"), k=int_or_none(form.get("k"), "k"),
             reference=reference, listener_id=lid, diversity=diversity_of(form.get("diversity")),
-            aspects=aspects_of_form(form), local_hour=hour,
-            base_message_id=_int_or_none(form.get("base_message"), "base_message", hi=2**62),
+            aspects=aspects_of(decode_form(form, FormAspects).aspects()), local_hour=hour,
+            base_message_id=int_or_none(form.get("base_message"), "base_message", hi=2**62),
             route=str(form.get("route") or "auto"),
         )
     )  # fmt: skip
@@ -267,7 +167,7 @@ async def put_back(
 
     cid = conversations.parse_id(conversation_id)
     form = await request.form()
-    track_id = _int_or_none(form.get("track_id"), "track_id", hi=2**62)
+    track_id = int_or_none(form.get("track_id"), "track_id", hi=2**62)
     if track_id is None:
         raise InputError("track_id is required: the id of the track to put back")
     turn = await anyio.to_thread.run_sync(
@@ -345,22 +245,10 @@ async def explain_stream(svc: Services, conversation_id: str, message_id: int) -
                 text += chunk.text
                 yield ServerSentEventMessage(event="explanation", data=_streaming_html(text))
             assert final is not None
-            n = len((turn.response or {}).get("results") or [])
-            meta = {
-                "notice": final.notice,
-                "notes": final.notes,
-                "flags": final.flags,
-                "used_llm": final.used_llm,
-            }
-            conversations.save_explanation(
-                svc.db,
-                turn.id,
-                markdown=final.markdown,
-                meta=meta,
-                cited=list(explain.citations_in(final.markdown, n)),
-            )
+            conversations.store_explanation(svc.db, turn, final)
             yield ServerSentEventMessage(
-                event="explanation", data=views.explanation_html(final.markdown, meta, message_id=turn.id)
+                event="explanation",
+                data=views.explanation_html(final.markdown, final.meta(), message_id=turn.id),
             )
         except Exception:  # the results are already on the page; say so instead of hanging
             log.exception("explanation of message %s failed", message_id)
@@ -374,26 +262,32 @@ async def explain_stream(svc: Services, conversation_id: str, message_id: int) -
 
 
 def _streaming_html(text: str) -> str:
-    from html import escape
-
     return f'<div class="explanation-text streaming"><p>{escape(text)}</p></div>'
 
 
 @post("/plays", include_in_schema=False, status_code=204)
 async def record_play(request: Request, svc: Services) -> None:
     form = await request.form()
-    track_id = _int_or_none(form.get("track_id"), "track_id", hi=2**62)
+    track_id = int_or_none(form.get("track_id"), "track_id", hi=2**62)
     if track_id is None:
         raise InputError("track_id is required")
     lid, _ = listener_of(request)
-    await anyio.to_thread.run_sync(partial(chat.record_play, svc.db, listener_id=lid, track_id=track_id))
+    await anyio.to_thread.run_sync(partial(_record_play, svc, listener_id=lid, track_id=track_id))
+
+
+def _record_play(svc: Services, *, listener_id: str, track_id: int) -> None:
+    with svc.db.connection() as conn:
+        if conn.execute("SELECT 1 FROM tracks WHERE id = %s", (track_id,)).fetchone() is None:
+            raise NotFound(f"no track {track_id} in the library")
+        insert_play(conn, listener_id=listener_id, track_id=track_id)
+        conn.commit()
 
 
 @post("/c/{conversation_id:str}/delete", include_in_schema=False, status_code=303)
 async def delete_conversation(svc: Services, conversation_id: str) -> Redirect:
     """Delete the conversation with its kept clips; back to a new chat."""
     cid = conversations.parse_id(conversation_id)
-    await anyio.to_thread.run_sync(chat.delete_conversation, svc, cid)
+    await anyio.to_thread.run_sync(services.delete_conversation, svc, cid)
     return Redirect("/", status_code=303)
 
 

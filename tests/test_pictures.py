@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 
-from assistant.describe import PITCH_NAMES
 from assistant.pictures import chroma_overlay_svg
+from retrieval.descriptors import KEY_NAMES
 
 
 def _pitch_rows(svg: str) -> list[tuple[str, float]]:
@@ -21,7 +21,7 @@ def test_the_overlay_names_all_twelve_pitches_at_twelve_px_or_more():
     q = np.eye(12, dtype=np.float32)[np.arange(100) % 12]
     svg = chroma_overlay_svg(query=q, match=q, label="x")
     rows = _pitch_rows(svg)
-    assert sorted(n for n, _ in rows) == sorted(PITCH_NAMES)
+    assert sorted(n for n, _ in rows) == sorted(KEY_NAMES)
     ys = sorted(y for _, y in rows)
     assert min(b - a for a, b in zip(ys, ys[1:], strict=False)) >= 12
     width, height = (float(v) for v in re.search(r'width="(\d+)" height="(\d+)"', svg).groups())

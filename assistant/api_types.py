@@ -1,0 +1,444 @@
+"""The typed requests and responses of ``/api/*``: what the OpenAPI document shows, and what the
+controllers decode into and answer with.
+
+A field's description is also the 400 message for a value it refuses (:mod:`assistant.bodies`), so
+it is written as that message. Checks no type can say (a track id below 2**63, a finite number) are
+the ``*_of`` functions here, with the same words.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from assistant.bodies import convert
+from assistant.followup_schema import KEYS
+from assistant.querystate import QueryState
+from cadenza.errors import InputError
+from retrieval.moment_map import DEFAULT_MAP_TRACKS
+from retrieval.types import Aspects, Filters, MomentRef
+
+#: The largest id PostgreSQL's bigint holds, plus one.
+ID_LIMIT = 2**63
+K_HINT = "k must be a whole number between 1 and 50"
+CONTEXT_HINT = 'context must be an object, e.g. {"time_of_day": false, "history": true, "mood": true}'
+ASPECTS_HINT = 'aspects must be an object, e.g. {"sound": 1, "harmony": 0}'
+DIVERSITY_HINT = "diversity must be a number between 0 and 1"
+LOCAL_TIME_HINT = "local_time must be text: HH:MM on a 24-hour clock (e.g. 23:10) or an ISO 8601 date-time"
+START_HINT = "start must be a number of seconds ≥ 0"
+CLIP_FIELD = Meta(
+    description="the clip: an audio file (MP3, WAV, OGG, FLAC, …)", extra_json_schema={"format": "binary"}
+)
+
+Names = list[str]
+Seconds = Annotated[float, Meta(ge=0, description=START_HINT)]
+K = Annotated[int, Meta(ge=1, le=50, description=K_HINT)]
+Diversity = Annotated[float, Meta(ge=0, le=1, description=DIVERSITY_HINT)]
+LocalTime = Annotated[str, Meta(description=LOCAL_TIME_HINT)]
+Key = Annotated[
+    str,
+    Meta(
+        pattern=f"^({'|'.join(KEYS)})$", description=f"filters.key must be a tonic, one of {', '.join(KEYS)}"
+    ),
+]
+Mode = Annotated[Literal["major", "minor"], Meta(description="filters.mode must be 'major' or 'minor'")]
+
+
+class Moment(Struct, forbid_unknown_fields=True):
+    """A library moment: the 10 s of track ``track_id`` from ``start`` seconds."""
+
+    track_id: Annotated[
+        int, Meta(description="track_id must be a whole number (a track id) and start a number of seconds")
+    ]
+    start: Annotated[
+        float, Meta(description="track_id must be a whole number (a track id) and start a number of seconds")
+    ] = 0.0
+
+
+def moment_of(m: Moment, name: str) -> MomentRef:
+    """``m`` as a MomentRef, or InputError when it is no track id or no time in seconds."""
+    if not 0 < m.track_id < ID_LIMIT or not math.isfinite(m.start) or m.start < 0:
+        raise InputError(f"{name}.track_id must be a track id and {name}.start a number of seconds ≥ 0")
+    return MomentRef(track_id=m.track_id, start_s=float(m.start))
+
+
+class FilterBody(Struct, forbid_unknown_fields=True):
+    """Which tracks may be results. Every list is of names as the library spells them (any case)."""
+
+    noun: ClassVar[str] = "filter"
+
+    composers: Annotated[Names, Meta(description="filters.composers must be a list of names")] | None = None
+    exclude_composers: (
+        Annotated[Names, Meta(description="filters.exclude_composers must be a list of names")] | None
+    ) = None
+    eras: Annotated[Names, Meta(description="filters.eras must be a list of names")] | None = None
+    exclude_eras: (
+        Annotated[Names, Meta(description="filters.exclude_eras must be a list of names")] | None
+    ) = None
+    exclude_tracks: (
+        Annotated[
+            list[Annotated[int, Meta(gt=0)]],
+            Meta(description="filters.exclude_tracks must be a list of track ids"),
+        ]
+        | None
+    ) = None
+    key: Key | None = None
+    mode: Mode | None = None
+    min_bpm: (
+        Annotated[float, Meta(description="filters.min_bpm must be a number of beats per minute")] | None
+    ) = None
+    max_bpm: (
+        Annotated[float, Meta(description="filters.max_bpm must be a number of beats per minute")] | None
+    ) = None
+
+
+def filters_of(body: FilterBody | None) -> Filters:
+    if body is None:
+        return Filters()
+    for name in ("min_bpm", "max_bpm"):
+        value = getattr(body, name)
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"filters.{name} must be a finite number")
+    if body.exclude_tracks and not all(t < ID_LIMIT for t in body.exclude_tracks):
+        raise InputError("filters.exclude_tracks must be a list of track ids")
+    return Filters(
+        composers=tuple(body.composers or ()), exclude_composers=tuple(body.exclude_composers or ()),
+        eras=tuple(body.eras or ()), exclude_eras=tuple(body.exclude_eras or ()),
+        exclude_tracks=tuple(body.exclude_tracks or ()), key=body.key, mode=body.mode,
+        min_bpm=body.min_bpm, max_bpm=body.max_bpm,
+    )  # fmt: skip
+
+
+class AspectsBody(Struct, forbid_unknown_fields=True):
+    """How much each aspect of likeness counts, 0–10 (1 = as usual, 0 = ignore it); at least one above 0."""
+
+    noun: ClassVar[str] = "aspect"
+
+    sound: Annotated[float, Meta(description="aspect weight 'sound' must be a number between 0 and 10")] = 1.0
+    harmony: Annotated[
+        float, Meta(description="aspect weight 'harmony' must be a number between 0 and 10")
+    ] = 1.0
+    rhythm: Annotated[float, Meta(description="aspect weight 'rhythm' must be a number between 0 and 10")] = (
+        1.0
+    )
+    melody: Annotated[float, Meta(description="aspect weight 'melody' must be a number between 0 and 10")] = (
+        1.0
+    )
+
+
+def aspects_of(body: AspectsBody | None) -> Aspects | None:
+    return None if body is None else Aspects(**msgspec.structs.asdict(body)).validated()
+
+
+class ContextSwitches(Struct, forbid_unknown_fields=True):
+    """Listening-context switches to change; a signal left out (null) keeps its setting."""
+
+    noun: ClassVar[str] = "context signal"
+
+    time_of_day: Annotated[bool, Meta(description="context.time_of_day must be true or false")] | None = None
+    history: Annotated[bool, Meta(description="context.history must be true or false")] | None = None
+    mood: Annotated[bool, Meta(description="context.mood must be true or false")] | None = None
+
+    def changes(self) -> dict[str, bool]:
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+
+
+def switches_of(body: ContextSwitches | None) -> dict[str, bool] | None:
+    """The switches a request sets (None: it sends no context object)."""
+    return None if body is None else body.changes()
+
+
+# --- requests ----------------------------------------------------------------------------------
+
+
+class SearchBody(Struct):
+    """A search from a library moment. A clip is sent as a multipart form instead (:class:`SearchForm`)."""
+
+    reference: Annotated[Moment, Meta(description="reference must be an object {track_id, start}")] | None = (
+        None
+    )
+    k: K = 10
+    filters: (
+        Annotated[FilterBody, Meta(description='filters must be an object, e.g. {"eras": ["Baroque"]}')]
+        | None
+    ) = None
+    diversity: Diversity | None = None
+    aspects: Annotated[AspectsBody, Meta(description=ASPECTS_HINT)] | None = None
+    context: Annotated[ContextSwitches, Meta(description=CONTEXT_HINT)] | None = None
+    local_time: LocalTime | None = None
+
+
+class FormAspects(Struct):
+    """The aspect weights as form fields (0–10 each; a missing one is 1)."""
+
+    aspect_sound: (
+        Annotated[float, Meta(description="aspect_sound must be a number between 0 and 10")] | None
+    ) = None
+    aspect_harmony: (
+        Annotated[float, Meta(description="aspect_harmony must be a number between 0 and 10")] | None
+    ) = None
+    aspect_rhythm: (
+        Annotated[float, Meta(description="aspect_rhythm must be a number between 0 and 10")] | None
+    ) = None
+    aspect_melody: (
+        Annotated[float, Meta(description="aspect_melody must be a number between 0 and 10")] | None
+    ) = None
+
+    def aspects(self) -> AspectsBody | None:
+        """The weights given (a missing one is 1), None when the form gives none."""
+        given = {n: getattr(self, f"aspect_{n}") for n in ("sound", "harmony", "rhythm", "melody")}
+        given = {n: v for n, v in given.items() if v is not None}
+        return AspectsBody(**given) if given else None
+
+
+class SearchForm(FormAspects):
+    """A search from a clip (multipart). Repeat ``composer``, ``era`` … for several names."""
+
+    file: Annotated[bytes, CLIP_FIELD] | None = None
+    start: Seconds | None = None
+    duration: Annotated[float, Meta(ge=3, le=30, description="duration must be between 3 and 30 seconds")] = (
+        10.0
+    )
+    k: K = 10
+    composer: Names = []
+    exclude_composer: Names = []
+    era: Names = []
+    exclude_era: Names = []
+    key: Key | None = None
+    mode: Mode | None = None
+    min_bpm: Annotated[float, Meta(description="min_bpm must be a number of beats per minute")] | None = None
+    max_bpm: Annotated[float, Meta(description="max_bpm must be a number of beats per minute")] | None = None
+    route: Annotated[
+        Literal["auto", "melody", "audio"],
+        Meta(description="route must be auto, melody (a hum or single line, in any key) or audio"),
+    ] = "auto"
+    diversity: Diversity | None = None
+    context: (
+        Annotated[str, Meta(description='context: the same object as JSON text, e.g. {"time_of_day": false}')]
+        | None
+    ) = None
+    local_time: LocalTime | None = None
+
+    def filters(self) -> Filters:
+        return filters_of(
+            FilterBody(
+                composers=self.composer or None, exclude_composers=self.exclude_composer or None,
+                eras=self.era or None, exclude_eras=self.exclude_era or None, key=self.key, mode=self.mode,
+                min_bpm=self.min_bpm, max_bpm=self.max_bpm,
+            )
+        )  # fmt: skip
+
+
+def context_of_text(raw: str | None) -> ContextSwitches | None:
+    """A form's ``context`` field: the same object as JSON text."""
+    if raw is None:
+        return None
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise InputError('the context field must be JSON, e.g. {"time_of_day": false}') from None
+    if not isinstance(data, dict):
+        raise InputError(CONTEXT_HINT)
+    return convert(data, ContextSwitches)
+
+
+class ChatBody(Struct):
+    """One chat message: a follow-up, a named moment, a reference moment, or an edited ``state``."""
+
+    message: Annotated[str, Meta(description="message must be text")] = ""
+    conversation_id: Annotated[str, Meta(description="conversation_id must be a conversation id")] | None = (
+        None
+    )
+    reference: Annotated[Moment, Meta(description="reference must be an object {track_id, start}")] | None = (
+        None
+    )
+    k: K | None = None
+    start: Seconds | None = None
+    diversity: Diversity | None = None
+    aspects: Annotated[AspectsBody, Meta(description=ASPECTS_HINT)] | None = None
+    context: Annotated[ContextSwitches, Meta(description=CONTEXT_HINT)] | None = None
+    local_time: LocalTime | None = None
+    state: (
+        Annotated[dict[str, Any], Meta(description="state must be an object, as /api/chat returned it")]
+        | None
+    ) = None
+
+
+class ChatForm(FormAspects):
+    """One chat message with a clip (multipart)."""
+
+    file: Annotated[bytes, CLIP_FIELD] | None = None
+    message: Annotated[str, Meta(description="message must be text")] | None = None
+    text: Annotated[str, Meta(description="text: the message (an older name)")] | None = None
+    conversation_id: Annotated[str, Meta(description="conversation_id must be a conversation id")] | None = (
+        None
+    )
+    start: Seconds | None = None
+    k: K | None = None
+    diversity: Diversity | None = None
+    context: (
+        Annotated[str, Meta(description='context: the same object as JSON text, e.g. {"time_of_day": false}')]
+        | None
+    ) = None
+    local_time: LocalTime | None = None
+
+
+class PutBackBody(Struct):
+    """Put a left-out track back into the answer ``message_id`` of a conversation."""
+
+    conversation_id: Annotated[str, Meta(description="conversation_id must be a conversation id")] = ""
+    message_id: Annotated[
+        int, Meta(gt=0, description="message_id and track_id must be ids (whole numbers)")
+    ] = 0
+    track_id: Annotated[
+        int, Meta(gt=0, description="message_id and track_id must be ids (whole numbers)")
+    ] = 0
+
+
+class ContextChange(Struct):
+    """Switch context signals for a conversation and rank one of its answers again with them."""
+
+    conversation_id: str
+    message_id: int
+    context: ContextSwitches
+
+
+class MapBody(Struct):
+    """A moment map around a library moment. A clip is sent as a multipart form instead (:class:`MapForm`)."""
+
+    reference: Annotated[Moment, Meta(description="reference must be an object {track_id, start}")]
+    tracks: Annotated[int, Meta(description="tracks must be a whole number")] = DEFAULT_MAP_TRACKS
+
+
+class MapForm(Struct):
+    """A moment map around a clip (multipart): at most 120 s of the clip, from ``start``."""
+
+    file: Annotated[bytes, CLIP_FIELD] | None = None
+    start: Seconds | None = None
+    tracks: Annotated[int, Meta(description="tracks must be a whole number")] = DEFAULT_MAP_TRACKS
+
+
+class PathRequest(Struct):
+    from_: Moment = msgspec.field(name="from")
+    to: Moment
+    steps: int = 5
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+class MomentResult(Struct):
+    """One result: a 10-s moment of a library track, and why it ranked there."""
+
+    rank: int
+    track_id: int
+    start: float
+    end: float
+    segment_id: int = 0
+    title: str = ""
+    composer: str = ""
+    work: str = ""
+    era: str = ""
+    file: str = ""  # the track's file name (never the server's path)
+    score: float = 0.0
+    match: float = 0.0  # probability this is the same passage as the query
+    likeness: float = 0.0  # 0-100 against the library's own distribution
+    components: dict[str, float] = {}
+    aspects: dict[str, float] = {}
+    descriptors: dict[str, Any] = {}
+    key_shift: int = 0
+    reason: str = ""
+    moved: int = 0
+    moved_reason: str = ""
+
+
+class SearchAnswer(Struct):
+    """What ``cadenza search --json`` prints: the measured query, and the results best first."""
+
+    query: dict[str, Any]
+    results: list[MomentResult]
+    nothing_similar: bool = False
+    timings_ms: dict[str, float] = {}
+
+
+class ExplanationBody(Struct):
+    markdown: str
+    html: str
+    used_llm: bool
+    notice: str | None
+    notes: list[str]
+    flags: list[str]
+
+
+class ChatAnswer(Struct):
+    """A searched answer, explained."""
+
+    conversation_id: str
+    message_id: int
+    parser: str | None  # "llm" | "rules" | "state" | None
+    followup: dict[str, Any] | None
+    request: dict[str, Any] | None
+    response: SearchAnswer
+    excluded: list[dict[str, Any]]
+    state: QueryState
+    state_notes: list[str]
+    filter_reason: str | None
+    explanation: ExplanationBody
+    refined: bool
+    refused: bool
+
+
+class ChatRefusal(Struct):
+    """A message answered without a search: ``reply`` says why and what can be asked."""
+
+    conversation_id: str
+    message_id: int | None
+    parser: str | None
+    refused: bool
+    reply: str
+    refined: bool
+    state: QueryState | None
+
+
+class PathStep(Struct):
+    track_id: int
+    start: float
+    end: float
+    title: str
+    likeness: float
+
+
+class PathResponse(Struct):
+    steps: list[PathStep]
+
+
+class ChatPathReply(Struct):
+    """ "a path from #1 to #4": the reply, and the moments of the path."""
+
+    conversation_id: str
+    message_id: int | None
+    parser: str | None
+    reply: str
+    path: PathResponse
+    refused: bool
+    refined: bool
+
+
+class MapWindow(Struct):
+    start: float
+    likeness: float
+
+
+class MapTrack(Struct):
+    track_id: int | None  # null: the uploaded clip itself
+    title: str
+    duration_s: float
+    own: bool
+    windows: list[MapWindow]
+
+
+class MapResponse(Struct):
+    tracks: list[MapTrack]

@@ -1,0 +1,117 @@
+"""The typed bodies of /api/*: every request body and 2xx answer in the OpenAPI document has a schema
+with properties (a bare "object" tells a client nothing), and the structs decode what the routes take."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from assistant.api_types import ChatBody, FilterBody, MapBody, SearchBody, SearchForm, filters_of
+from assistant.app import create_app
+from assistant.bodies import decode_json
+from cadenza.errors import InputError
+
+
+def _resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _bare_objects(schema: dict[str, Any], components: dict[str, Any]) -> list[str]:
+    """Where ``schema`` (or a member of its oneOf/anyOf) is an object that names no property."""
+    schema = _resolve(schema, components)
+    members = schema.get("oneOf") or schema.get("anyOf")
+    if members:
+        return [w for m in members for w in _bare_objects(m, components)]
+    if schema.get("type") in (None, "object") and not schema.get("properties"):
+        return [repr(schema)[:120]]
+    return []
+
+
+def test_every_api_body_and_answer_has_a_schema_with_properties(settings):
+    doc = create_app(settings).openapi_schema.to_schema()
+    components = doc.get("components", {}).get("schemas", {})
+    api = {path: item for path, item in doc["paths"].items() if path.startswith("/api/")}
+    assert {
+        "/api/search",
+        "/api/chat",
+        "/api/chat/put-back",
+        "/api/chat/context",
+        "/api/map",
+        "/api/path",
+    } <= set(api)
+    bare: list[str] = []
+    for path, item in api.items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            bodies = {
+                f"request {t}": c["schema"] for t, c in op.get("requestBody", {}).get("content", {}).items()
+            }
+            if method == "post":
+                assert bodies, f"POST {path} documents no request body"
+            for status, response in op["responses"].items():
+                if status.startswith("2"):
+                    bodies |= {f"{status} {t}": c["schema"] for t, c in response.get("content", {}).items()}
+            bare += [
+                f"{method.upper()} {path} {what}: {w}"
+                for what, s in bodies.items()
+                for w in _bare_objects(s, components)
+            ]
+    assert bare == []
+
+
+def test_the_clip_routes_document_both_json_and_the_multipart_form(settings):
+    doc = create_app(settings).openapi_schema.to_schema()
+    for path in ("/api/search", "/api/chat", "/api/map"):
+        content = doc["paths"][path]["post"]["requestBody"]["content"]
+        assert set(content) == {"application/json", "multipart/form-data"}
+        assert (
+            content["multipart/form-data"]["schema"]["properties"]["file"]["anyOf"][0]["format"] == "binary"
+        )
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"k": true}', "k must be a whole number between 1 and 50"),
+        (b'{"k": 51}', "k must be a whole number between 1 and 50"),
+        (b'{"reference": []}', "reference must be an object {track_id, start}"),
+        (b'{"reference": {"track_id": 1.9}}', "track_id must be a whole number"),
+        (
+            b'{"aspects": {"tempo": 1}}',
+            "unknown aspect(s) ['tempo']; use ['sound', 'harmony', 'rhythm', 'melody']",
+        ),
+        (b'{"context": {"weather": true}}', "unknown context signal(s) ['weather']"),
+        (b'{"context": {"mood": "no"}}', "context.mood must be true or false"),
+        (b'{"filters": {"key": "H"}}', "filters.key must be a tonic"),
+        (b'{"filters": {"exclude_tracks": ["a"]}}', "filters.exclude_tracks must be a list of track ids"),
+        (b"[]", "the JSON body must be an object"),
+        (b"{nope", "not valid JSON"),
+    ],
+)
+def test_a_refused_field_is_answered_in_its_own_words(raw, message):
+    with pytest.raises(InputError) as err:
+        decode_json(raw, SearchBody)
+    assert message in str(err.value)
+
+
+def test_a_missing_field_is_named():
+    with pytest.raises(InputError, match="reference must be an object"):
+        decode_json(b"{}", MapBody)
+
+
+def test_deep_json_is_left_to_the_recursion_handler():
+    with pytest.raises(RecursionError):
+        decode_json(b"[" * 5000 + b"]" * 5000, ChatBody)
+
+
+def test_filters_keep_their_checks():
+    assert filters_of(FilterBody(eras=["Baroque"], min_bpm=60.0)).eras == ("Baroque",)
+    with pytest.raises(InputError, match="finite"):
+        filters_of(FilterBody(min_bpm=float("inf")))
+    with pytest.raises(InputError, match="track ids"):
+        filters_of(FilterBody(exclude_tracks=[2**63]))
+    assert SearchForm(composer=["Bach"], mode="minor").filters().composers == ("Bach",)
