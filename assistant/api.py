@@ -16,17 +16,19 @@ from litestar import Request, Response, delete, post
 
 from assistant import context as acontext
 from assistant import conversations, explain, services
-from assistant.api_types import (
+from assistant.api_answers import (
     ChatAnswer,
-    ChatBody,
-    ChatForm,
     ChatPathReply,
     ChatRefusal,
-    ContextChange,
     ExplanationBody,
     PathResponse,
-    PutBackBody,
     SearchAnswer,
+)
+from assistant.api_types import (
+    ChatBody,
+    ChatForm,
+    ContextChange,
+    PutBackBody,
     SearchBody,
     SearchForm,
     aspects_of,

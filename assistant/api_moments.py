@@ -12,17 +12,8 @@ import anyio
 import numpy as np
 from litestar import Request, post
 
-from assistant.api_types import (
-    MapBody,
-    MapForm,
-    MapResponse,
-    MapTrack,
-    MapWindow,
-    PathRequest,
-    PathResponse,
-    PathStep,
-    moment_of,
-)
+from assistant.api_answers import MapResponse, MapTrack, MapWindow, PathResponse, PathStep
+from assistant.api_types import MapBody, MapForm, PathRequest, moment_of
 from assistant.bodies import decode_form, decode_json, documented
 from assistant.forms import clip_from_form, is_multipart
 from assistant.services import SR, Services

@@ -2,8 +2,8 @@
 
 Pure functions over the message text and the library's vocabulary (composers, eras). Besides
 :func:`parse_rules` this module says when a message was not understood (:func:`not_understood`),
-which composer names are ambiguous (:func:`ambiguous_composers`), and finds several named moments
-in one message (:func:`parse_moments`).
+and which composer names are ambiguous (:func:`ambiguous_composers`). Moments and paths named in a
+message are :mod:`assistant.moment_phrases`.
 """
 
 from __future__ import annotations
@@ -354,38 +354,6 @@ EXAMPLES = (
 )
 
 
-# --- named moments -----------------------------------------------------------------------------------
-
-_TIME = r"(?:(\d{1,3}):(\d{2})|(\d{1,4})\s*s(?:ec(?:onds)?)?)"
-_MOMENT_START = re.compile(rf"\b(?:like|at|from|around)\s+{_TIME}\s+(?:of|in|from|into)\s+", re.IGNORECASE)
-_NEXT_MOMENT = re.compile(rf"(?<![\w:.]){_TIME}\s+(?:of|in|from|into)\s+", re.IGNORECASE)
-
-
-def parse_moments(text: str) -> list[tuple[float, str]]:
-    """ "find moments like 0:30 of Lindenbaum and 0:41 of maple_leaf_rag" → [(30, "Lindenbaum"), (41, …)]."""
-    text = text.strip()
-    first = _MOMENT_START.search(text)
-    if first is None:
-        return []
-    spans = [first]
-    pos = first.end()
-    while m := _NEXT_MOMENT.search(text, pos):
-        spans.append(m)
-        pos = m.end()
-    out: list[tuple[float, str]] = []
-    for i, m in enumerate(spans):
-        end = spans[i + 1].start() if i + 1 < len(spans) else len(text)
-        title = text[m.end() : end]
-        if i + 1 < len(spans):
-            title = re.sub(r"(?:\s*,)?\s*(?:and|&|plus|,)\s*$", "", title)
-        title = title.strip().strip("\"“”'").strip()
-        title = re.sub(r"[\"“”']?\s*[?.!]*$", "", title).strip()
-        seconds = int(m.group(1)) * 60 + int(m.group(2)) if m.group(1) else float(m.group(3))
-        if title:
-            out.append((float(seconds), title))
-    return out
-
-
 def interpret(
     text: str, *, composers: Sequence[str] = (), eras: Sequence[str] = ERAS, followup: FollowUp | None = None
 ) -> tuple[str, FollowUp | None]:
@@ -400,28 +368,3 @@ def interpret(
     if not_understood(text, fu):
         return "not_understood", fu
     return "ok", fu
-
-
-# --- moment paths (issue 17) -------------------------------------------------------------------------
-
-#: Passages on a path asked for without a count ("a path from #1 to #4"), both ends included.
-DEFAULT_PATH_STEPS = 5
-_PATH = re.compile(
-    r"\bpath\s+(?:of\s+(?P<n1>\d{1,2})\s+(?:steps?|moments?|passages?)\s+)?from\s+#?(?P<a>\d{1,3})\s+"
-    r"(?:to|towards?|into)\s+#?(?P<b>\d{1,3})(?:\s+(?:in|with)\s+(?P<n2>\d{1,2})\s+(?:steps?|moments?|passages?))?",
-    re.IGNORECASE,
-)
-_PATH_COUNT_FIRST = re.compile(r"\b(?P<n>\d{1,2})[- ](?:step|moment|passage)\s+path\b", re.IGNORECASE)
-
-
-def parse_path(text: str) -> tuple[int, int, int] | None:
-    """ "a path from #1 to #4" → (1, 4, 5); "a 7-step path from 2 to 3" → (2, 3, 7); else None.
-
-    The ranks are results of the answer the message is about; the count includes both ends.
-    """
-    m = _PATH.search(text)
-    if m is None:
-        return None
-    counted = _PATH_COUNT_FIRST.search(text)
-    n = m.group("n1") or m.group("n2") or (counted.group("n") if counted else None)
-    return int(m.group("a")), int(m.group("b")), int(n) if n else DEFAULT_PATH_STEPS

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant import conversations, followups, rules
+from assistant import conversations, followups
 from cadenza.audio import DecodeWorkers
 from cadenza.db import Database
 from cadenza.errors import CadenzaError, InputError, NotFound, StorageError
@@ -243,12 +243,6 @@ def load_passage(settings: Settings, name: str) -> np.ndarray:
     if not path.is_file():
         raise NotFound("the query clip of this conversation is gone; attach it again")
     return np.load(path)
-
-
-def parse_moment_text(text: str) -> tuple[float, str] | None:
-    """ "find moments like 1:23 of Chorale 12" → (83.0, "Chorale 12"); the first named moment."""
-    found = rules.parse_moments(text)
-    return found[0] if found else None
 
 
 def find_track(db: Database, title: str) -> tuple[int, str, float]:
