@@ -39,7 +39,7 @@ from assistant.api_types import (
 )
 from assistant.bodies import convert, decode_form, decode_json, documented
 from assistant.exclusions import put_back
-from assistant.forms import clip_from_form, is_multipart, known_listener, listener_cookies
+from assistant.forms import clip_and_form, clip_from_form, is_multipart, known_listener, listener_cookies
 from assistant.querystate import state_from_json, state_of_json
 from assistant.services import Clip, Services
 from cadenza.errors import InputError
@@ -59,11 +59,9 @@ def _local_hour(request: Request, local_time: str | None) -> float | None:
 async def _search_request(request: Request, svc: Services) -> SearchRequest:
     """The search a JSON body (a library moment) or a multipart form (a clip) asks for."""
     if is_multipart(request):
-        form = await request.form()
-        clip = await clip_from_form(form)
-        if clip is None:
-            raise InputError("attach the clip in the multipart field 'file'")
-        f = decode_form(form, SearchForm)
+        clip, f = await clip_and_form(
+            request, SearchForm, missing="attach the clip in the multipart field 'file'"
+        )
         context = acontext.switches(switches_of(context_of_text(f.context)))
         hour = _local_hour(request, f.local_time)
         filters = f.filters()
@@ -118,7 +116,7 @@ async def _chat_body(request: Request) -> tuple[ChatBody, Clip | None]:
     clip = await clip_from_form(form)
     f = decode_form(form, ChatForm)
     body = ChatBody(
-        message=f.message or f.text or "", conversation_id=f.conversation_id, k=f.k, start=f.start,
+        message=f.message or f.text, conversation_id=f.conversation_id, k=f.k, start=f.start,
         diversity=f.diversity, aspects=f.aspects(), context=context_of_text(f.context), local_time=f.local_time,
     )  # fmt: skip
     return body, clip

@@ -14,8 +14,8 @@ from litestar import Request, post
 
 from assistant.api_answers import MapResponse, MapTrack, MapWindow, PathResponse, PathStep
 from assistant.api_types import MapBody, MapForm, PathRequest, moment_of
-from assistant.bodies import decode_form, decode_json, documented
-from assistant.forms import clip_from_form, is_multipart
+from assistant.bodies import decode_json, documented
+from assistant.forms import clip_and_form, is_multipart
 from assistant.services import SR, Services
 from cadenza.errors import InputError
 from retrieval.moment_map import MAX_MAP_TRACKS, Strip, clip_span, moment_map
@@ -58,11 +58,11 @@ def _map_response(strips: list[Strip]) -> MapResponse:
 )
 async def api_map(request: Request, svc: Services) -> MapResponse:
     if is_multipart(request):
-        form = await request.form()
-        clip = await clip_from_form(form)
-        if clip is None:
-            raise InputError("attach the clip in the multipart field 'file', or send JSON with a reference")
-        f = decode_form(form, MapForm)
+        clip, f = await clip_and_form(
+            request,
+            MapForm,
+            missing="attach the clip in the multipart field 'file', or send JSON with a reference",
+        )
         n = f.tracks
         audio = await anyio.to_thread.run_sync(svc.decode, clip)
         req = SearchRequest(audio=audio, start_s=f.start)

@@ -22,39 +22,44 @@ from retrieval.types import Aspects, Filters, MomentRef
 
 #: The largest id PostgreSQL's bigint holds, plus one.
 ID_LIMIT = 2**63
-K_HINT = "k must be a whole number between 1 and 50"
-CONTEXT_HINT = 'context must be an object, e.g. {"time_of_day": false, "history": true, "mood": true}'
-ASPECTS_HINT = 'aspects must be an object, e.g. {"sound": 1, "harmony": 0}'
-DIVERSITY_HINT = "diversity must be a number between 0 and 1"
-LOCAL_TIME_HINT = "local_time must be text: HH:MM on a 24-hour clock (e.g. 23:10) or an ISO 8601 date-time"
-START_HINT = "start must be a number of seconds ≥ 0"
+CONTEXT_HINT = 'must be an object, e.g. {"time_of_day": false, "history": true, "mood": true}'
 CLIP_FIELD = Meta(
     description="the clip: an audio file (MP3, WAV, OGG, FLAC, …)", extra_json_schema={"format": "binary"}
 )
+TRACK_AND_START = "track_id must be a whole number (a track id) and start a number of seconds"
 
-Names = list[str]
-Seconds = Annotated[float, Meta(ge=0, description=START_HINT)]
-K = Annotated[int, Meta(ge=1, le=50, description=K_HINT)]
-Diversity = Annotated[float, Meta(ge=0, le=1, description=DIVERSITY_HINT)]
-LocalTime = Annotated[str, Meta(description=LOCAL_TIME_HINT)]
-Key = Annotated[
-    str,
-    Meta(
-        pattern=f"^({'|'.join(KEYS)})$", description=f"filters.key must be a tonic, one of {', '.join(KEYS)}"
-    ),
+# A description that starts with "must" is said after the field's name ("k must be …", see
+# assistant.bodies); any other is the whole message.
+Names = Annotated[list[str], Meta(description="must be a list of names")]
+Seconds = Annotated[float, Meta(ge=0, description="must be a number of seconds ≥ 0")]
+K = Annotated[int, Meta(ge=1, le=50, description="must be a whole number between 1 and 50")]
+Diversity = Annotated[float, Meta(ge=0, le=1, description="must be a number between 0 and 1")]
+Weight = Annotated[float, Meta(description="must be a number between 0 and 10")]
+Switch = Annotated[bool, Meta(description="must be true or false")]
+Bpm = Annotated[float, Meta(description="must be a number of beats per minute")]
+Text = Annotated[str, Meta(description="must be text")]
+ConversationId = Annotated[str, Meta(description="must be a conversation id")]
+LocalTime = Annotated[
+    str, Meta(description="must be text: HH:MM on a 24-hour clock (e.g. 23:10) or an ISO 8601 date-time")
 ]
-Mode = Annotated[Literal["major", "minor"], Meta(description="filters.mode must be 'major' or 'minor'")]
+ContextText = Annotated[
+    str, Meta(description='must be the context object as JSON text, e.g. {"mood": false}')
+]
+Key = Annotated[
+    str, Meta(pattern=f"^({'|'.join(KEYS)})$", description=f"must be a tonic, one of {', '.join(KEYS)}")
+]
+Mode = Annotated[Literal["major", "minor"], Meta(description="must be 'major' or 'minor'")]
+Tracks = Annotated[int, Meta(description="must be a whole number")]
 
 
 class Moment(Struct, forbid_unknown_fields=True):
     """A library moment: the 10 s of track ``track_id`` from ``start`` seconds."""
 
-    track_id: Annotated[
-        int, Meta(description="track_id must be a whole number (a track id) and start a number of seconds")
-    ]
-    start: Annotated[
-        float, Meta(description="track_id must be a whole number (a track id) and start a number of seconds")
-    ] = 0.0
+    track_id: Annotated[int, Meta(description=TRACK_AND_START)]
+    start: Annotated[float, Meta(description=TRACK_AND_START)] = 0.0
+
+
+Reference = Annotated[Moment, Meta(description="must be an object {track_id, start}")]
 
 
 def moment_of(m: Moment, name: str) -> MomentRef:
@@ -69,29 +74,17 @@ class FilterBody(Struct, forbid_unknown_fields=True):
 
     noun: ClassVar[str] = "filter"
 
-    composers: Annotated[Names, Meta(description="filters.composers must be a list of names")] | None = None
-    exclude_composers: (
-        Annotated[Names, Meta(description="filters.exclude_composers must be a list of names")] | None
-    ) = None
-    eras: Annotated[Names, Meta(description="filters.eras must be a list of names")] | None = None
-    exclude_eras: (
-        Annotated[Names, Meta(description="filters.exclude_eras must be a list of names")] | None
-    ) = None
+    composers: Names | None = None
+    exclude_composers: Names | None = None
+    eras: Names | None = None
+    exclude_eras: Names | None = None
     exclude_tracks: (
-        Annotated[
-            list[Annotated[int, Meta(gt=0)]],
-            Meta(description="filters.exclude_tracks must be a list of track ids"),
-        ]
-        | None
+        Annotated[list[Annotated[int, Meta(gt=0)]], Meta(description="must be a list of track ids")] | None
     ) = None
     key: Key | None = None
     mode: Mode | None = None
-    min_bpm: (
-        Annotated[float, Meta(description="filters.min_bpm must be a number of beats per minute")] | None
-    ) = None
-    max_bpm: (
-        Annotated[float, Meta(description="filters.max_bpm must be a number of beats per minute")] | None
-    ) = None
+    min_bpm: Bpm | None = None
+    max_bpm: Bpm | None = None
 
 
 def filters_of(body: FilterBody | None) -> Filters:
@@ -116,16 +109,10 @@ class AspectsBody(Struct, forbid_unknown_fields=True):
 
     noun: ClassVar[str] = "aspect"
 
-    sound: Annotated[float, Meta(description="aspect weight 'sound' must be a number between 0 and 10")] = 1.0
-    harmony: Annotated[
-        float, Meta(description="aspect weight 'harmony' must be a number between 0 and 10")
-    ] = 1.0
-    rhythm: Annotated[float, Meta(description="aspect weight 'rhythm' must be a number between 0 and 10")] = (
-        1.0
-    )
-    melody: Annotated[float, Meta(description="aspect weight 'melody' must be a number between 0 and 10")] = (
-        1.0
-    )
+    sound: Weight = 1.0
+    harmony: Weight = 1.0
+    rhythm: Weight = 1.0
+    melody: Weight = 1.0
 
 
 def aspects_of(body: AspectsBody | None) -> Aspects | None:
@@ -137,9 +124,9 @@ class ContextSwitches(Struct, forbid_unknown_fields=True):
 
     noun: ClassVar[str] = "context signal"
 
-    time_of_day: Annotated[bool, Meta(description="context.time_of_day must be true or false")] | None = None
-    history: Annotated[bool, Meta(description="context.history must be true or false")] | None = None
-    mood: Annotated[bool, Meta(description="context.mood must be true or false")] | None = None
+    time_of_day: Switch | None = None
+    history: Switch | None = None
+    mood: Switch | None = None
 
     def changes(self) -> dict[str, bool]:
         return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
@@ -153,38 +140,36 @@ def switches_of(body: ContextSwitches | None) -> dict[str, bool] | None:
 # --- requests ----------------------------------------------------------------------------------
 
 
-class SearchBody(Struct):
+AspectsObject = Annotated[AspectsBody, Meta(description='must be an object, e.g. {"sound": 1, "harmony": 0}')]
+ContextObject = Annotated[ContextSwitches, Meta(description=CONTEXT_HINT)]
+
+
+class Listening(Struct):
+    """How a search ranks, sent with it: variety, aspect weights, context switches, the local time."""
+
+    diversity: Diversity | None = None
+    aspects: AspectsObject | None = None
+    context: ContextObject | None = None
+    local_time: LocalTime | None = None
+
+
+class SearchBody(Listening):
     """A search from a library moment. A clip is sent as a multipart form instead (:class:`SearchForm`)."""
 
-    reference: Annotated[Moment, Meta(description="reference must be an object {track_id, start}")] | None = (
-        None
-    )
+    reference: Reference | None = None
     k: K = 10
     filters: (
-        Annotated[FilterBody, Meta(description='filters must be an object, e.g. {"eras": ["Baroque"]}')]
-        | None
+        Annotated[FilterBody, Meta(description='must be an object, e.g. {"eras": ["Baroque"]}')] | None
     ) = None
-    diversity: Diversity | None = None
-    aspects: Annotated[AspectsBody, Meta(description=ASPECTS_HINT)] | None = None
-    context: Annotated[ContextSwitches, Meta(description=CONTEXT_HINT)] | None = None
-    local_time: LocalTime | None = None
 
 
 class FormAspects(Struct):
     """The aspect weights as form fields (0–10 each; a missing one is 1)."""
 
-    aspect_sound: (
-        Annotated[float, Meta(description="aspect_sound must be a number between 0 and 10")] | None
-    ) = None
-    aspect_harmony: (
-        Annotated[float, Meta(description="aspect_harmony must be a number between 0 and 10")] | None
-    ) = None
-    aspect_rhythm: (
-        Annotated[float, Meta(description="aspect_rhythm must be a number between 0 and 10")] | None
-    ) = None
-    aspect_melody: (
-        Annotated[float, Meta(description="aspect_melody must be a number between 0 and 10")] | None
-    ) = None
+    aspect_sound: Weight | None = None
+    aspect_harmony: Weight | None = None
+    aspect_rhythm: Weight | None = None
+    aspect_melody: Weight | None = None
 
     def aspects(self) -> AspectsBody | None:
         """The weights given (a missing one is 1), None when the form gives none."""
@@ -198,9 +183,7 @@ class SearchForm(FormAspects):
 
     file: Annotated[bytes, CLIP_FIELD] | None = None
     start: Seconds | None = None
-    duration: Annotated[float, Meta(ge=3, le=30, description="duration must be between 3 and 30 seconds")] = (
-        10.0
-    )
+    duration: Annotated[float, Meta(ge=3, le=30, description="must be between 3 and 30 seconds")] = 10.0
     k: K = 10
     composer: Names = []
     exclude_composer: Names = []
@@ -208,17 +191,14 @@ class SearchForm(FormAspects):
     exclude_era: Names = []
     key: Key | None = None
     mode: Mode | None = None
-    min_bpm: Annotated[float, Meta(description="min_bpm must be a number of beats per minute")] | None = None
-    max_bpm: Annotated[float, Meta(description="max_bpm must be a number of beats per minute")] | None = None
+    min_bpm: Bpm | None = None
+    max_bpm: Bpm | None = None
     route: Annotated[
         Literal["auto", "melody", "audio"],
-        Meta(description="route must be auto, melody (a hum or single line, in any key) or audio"),
+        Meta(description="must be auto, melody (a hum or single line, in any key) or audio"),
     ] = "auto"
     diversity: Diversity | None = None
-    context: (
-        Annotated[str, Meta(description='context: the same object as JSON text, e.g. {"time_of_day": false}')]
-        | None
-    ) = None
+    context: ContextText | None = None
     local_time: LocalTime | None = None
 
     def filters(self) -> Filters:
@@ -240,55 +220,46 @@ def context_of_text(raw: str | None) -> ContextSwitches | None:
     except msgspec.DecodeError:
         raise InputError('the context field must be JSON, e.g. {"time_of_day": false}') from None
     if not isinstance(data, dict):
-        raise InputError(CONTEXT_HINT)
+        raise InputError(f"context {CONTEXT_HINT}")
     return convert(data, ContextSwitches)
 
 
-class ChatBody(Struct):
+class ChatBody(Listening):
     """One chat message: a follow-up, a named moment, a reference moment, or an edited ``state``."""
 
-    message: Annotated[str, Meta(description="message must be text")] = ""
-    conversation_id: Annotated[str, Meta(description="conversation_id must be a conversation id")] | None = (
-        None
-    )
-    reference: Annotated[Moment, Meta(description="reference must be an object {track_id, start}")] | None = (
-        None
-    )
+    message: Text = ""
+    conversation_id: ConversationId | None = None
+    reference: Reference | None = None
     k: K | None = None
     start: Seconds | None = None
-    diversity: Diversity | None = None
-    aspects: Annotated[AspectsBody, Meta(description=ASPECTS_HINT)] | None = None
-    context: Annotated[ContextSwitches, Meta(description=CONTEXT_HINT)] | None = None
-    local_time: LocalTime | None = None
     state: (
-        Annotated[dict[str, Any], Meta(description="state must be an object, as /api/chat returned it")]
-        | None
+        Annotated[dict[str, Any], Meta(description="must be an object, as /api/chat returned it")] | None
     ) = None
 
 
-class ChatForm(FormAspects):
-    """One chat message with a clip (multipart)."""
+class FormMessage(FormAspects):
+    """The fields a chat message has as a form, on the page and in the API."""
+
+    text: Text = ""
+    conversation_id: ConversationId | None = None
+    start: Seconds | None = None
+    k: K | None = None
+    diversity: Diversity | None = None
+    local_time: LocalTime | None = None
+
+
+class ChatForm(FormMessage):
+    """One chat message with a clip (multipart); ``text`` is an older name of ``message``."""
 
     file: Annotated[bytes, CLIP_FIELD] | None = None
-    message: Annotated[str, Meta(description="message must be text")] | None = None
-    text: Annotated[str, Meta(description="text: the message (an older name)")] | None = None
-    conversation_id: Annotated[str, Meta(description="conversation_id must be a conversation id")] | None = (
-        None
-    )
-    start: Seconds | None = None
-    k: K | None = None
-    diversity: Diversity | None = None
-    context: (
-        Annotated[str, Meta(description='context: the same object as JSON text, e.g. {"time_of_day": false}')]
-        | None
-    ) = None
-    local_time: LocalTime | None = None
+    message: Text | None = None
+    context: ContextText | None = None
 
 
 class PutBackBody(Struct):
     """Put a left-out track back into the answer ``message_id`` of a conversation."""
 
-    conversation_id: Annotated[str, Meta(description="conversation_id must be a conversation id")] = ""
+    conversation_id: ConversationId = ""
     message_id: Annotated[
         int, Meta(gt=0, description="message_id and track_id must be ids (whole numbers)")
     ] = 0
@@ -308,8 +279,8 @@ class ContextChange(Struct):
 class MapBody(Struct):
     """A moment map around a library moment. A clip is sent as a multipart form instead (:class:`MapForm`)."""
 
-    reference: Annotated[Moment, Meta(description="reference must be an object {track_id, start}")]
-    tracks: Annotated[int, Meta(description="tracks must be a whole number")] = DEFAULT_MAP_TRACKS
+    reference: Reference
+    tracks: Tracks = DEFAULT_MAP_TRACKS
 
 
 class MapForm(Struct):
@@ -317,10 +288,12 @@ class MapForm(Struct):
 
     file: Annotated[bytes, CLIP_FIELD] | None = None
     start: Seconds | None = None
-    tracks: Annotated[int, Meta(description="tracks must be a whole number")] = DEFAULT_MAP_TRACKS
+    tracks: Tracks = DEFAULT_MAP_TRACKS
 
 
 class PathRequest(Struct):
+    """A moment path from one library moment to another, in ``steps`` moments (both ends included)."""
+
     from_: Moment = msgspec.field(name="from")
     to: Moment
     steps: int = 5

@@ -81,7 +81,7 @@ def _message(error: str, into: type[msgspec.Struct]) -> str:
         names = [*names, missing.group("name")]
         what = "is required"
     if (field := _field_at(into, names)) is not None and (hint := _description(field)):
-        return hint
+        return f"{'.'.join(names)} {hint}" if hint.startswith("must ") else hint
     dotted = ".".join(names)
     return f"{dotted} {what}" if what == "is required" else f"{dotted}: {what}" if dotted else what
 

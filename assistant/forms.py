@@ -1,16 +1,21 @@
 """What the page's and the API's forms and cookies carry: the listener, the uploaded clip, and the
-number fields of the HTML forms (each refused value answered with a message naming the field)."""
+page's own forms as typed structs (decoded as the API's are, :mod:`assistant.bodies`)."""
 
 from __future__ import annotations
 
 import secrets
+from typing import Annotated, Literal, TypeVar
 
 from litestar import Request
 from litestar.datastructures import Cookie, FormMultiDict, UploadFile
+from msgspec import Meta, Struct
 
+from assistant.api_types import FormMessage, Seconds
+from assistant.bodies import decode_form
 from assistant.services import Clip, Services
 from cadenza.errors import InputError
-from retrieval.types import check_diversity
+
+T = TypeVar("T", bound=Struct)
 
 LISTENER_COOKIE = "cadenza_listener"
 
@@ -46,33 +51,32 @@ def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
 
-def float_or_none(raw: object, name: str) -> float | None:
-    if raw in (None, ""):
-        return None
-    try:
-        value = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={raw!r} is not a number of seconds; give a number like 12.5") from None
-    if value != value or value < 0:
-        raise InputError(f"{name} must be a number of seconds ≥ 0")
-    return value
+#: Ids the page's forms send (a track, a message): whole numbers PostgreSQL's bigint holds.
+PageId = Annotated[int, Meta(gt=0, lt=2**62, description="must be an id (a whole number)")]
 
 
-def int_or_none(raw: object, name: str, *, lo: int = 1, hi: int = 50) -> int | None:
-    if raw in (None, ""):
-        return None
-    try:
-        value = int(raw)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise InputError(f"{name}={raw!r} is not a whole number; give one between {lo} and {hi}") from None
-    if not lo <= value <= hi:
-        raise InputError(f"{name} must be between {lo} and {hi}")
-    return value
+class MessageForm(FormMessage):
+    """One chat message from the page: text, a clip in ``file``, or a library moment (``ref_track``)."""
+
+    ref_track: PageId | None = None
+    ref_start: Seconds | None = None
+    base_message: PageId | None = None  # the answer a follow-up refines (default: the last one)
+    route: Annotated[
+        Literal["auto", "melody", "audio"], Meta(description="must be auto, melody or audio")
+    ] = "auto"
 
 
-def diversity_of(raw: object) -> float | None:
-    """A form's ``diversity`` (0–1), None when absent."""
-    return None if raw in (None, "") else check_diversity(raw)
+class TrackForm(Struct):
+    track_id: PageId | None = None
+
+
+async def clip_and_form(request: Request, into: type[T], *, missing: str) -> tuple[Clip, T]:
+    """The clip of a multipart request (InputError ``missing`` when none came) and its fields as ``into``."""
+    form = await request.form()
+    clip = await clip_from_form(form)
+    if clip is None:
+        raise InputError(missing)
+    return clip, decode_form(form, into)
 
 
 async def clip_from_form(form: FormMultiDict, field: str = "file") -> Clip | None:

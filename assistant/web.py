@@ -20,16 +20,9 @@ from litestar.response.sse import ServerSentEventMessage
 
 from assistant import context as acontext
 from assistant import conversations, explain, services, views
-from assistant.api_types import FormAspects, aspects_of
+from assistant.api_types import aspects_of
 from assistant.bodies import decode_form
-from assistant.forms import (
-    clip_from_form,
-    diversity_of,
-    float_or_none,
-    int_or_none,
-    listener_cookies,
-    listener_of,
-)
+from assistant.forms import MessageForm, TrackForm, clip_from_form, listener_cookies, listener_of
 from assistant.services import Services
 from cadenza.errors import InputError, NotFound
 from retrieval.store import record_play as insert_play
@@ -98,30 +91,21 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
     """
     form = await request.form()
     clip = await clip_from_form(form)
-    raw_cid = str(form.get("conversation_id") or "")
-    cid = conversations.parse_id(raw_cid) if raw_cid else None
-    reference = None
-    if form.get("ref_track"):
-        track_id = int_or_none(form.get("ref_track"), "ref_track", hi=2**62)
-        assert track_id is not None
-        reference = MomentRef(
-            track_id=track_id, start_s=float_or_none(form.get("ref_start"), "ref_start") or 0.0
-        )
+    f = decode_form(form, MessageForm)
+    cid = conversations.parse_id(f.conversation_id) if f.conversation_id else None
+    reference = MomentRef(track_id=f.ref_track, start_s=f.ref_start or 0.0) if f.ref_track else None
     lid, cookies = listener_cookies(request, svc)
     # The page sends the listener's local time with every request (static/app.js); a plain form post
     # has none, and its answer says so instead of guessing from the server's clock.
     hour = acontext.local_hour(
-        local_time=form.get("local_time") or request.headers.get("x-local-time"),
+        local_time=f.local_time or request.headers.get("x-local-time"),
         timezone=request.headers.get("x-timezone"),
     )
     result = await anyio.to_thread.run_sync(
         partial(
-            acontext.run_turn, svc, conversation_id=cid, text=str(form.get("text") or ""), clip=clip,
-            start_s=float_or_none(form.get("start"), "start"), k=int_or_none(form.get("k"), "k"),
-            reference=reference, listener_id=lid, diversity=diversity_of(form.get("diversity")),
-            aspects=aspects_of(decode_form(form, FormAspects).aspects()), local_hour=hour,
-            base_message_id=int_or_none(form.get("base_message"), "base_message", hi=2**62),
-            route=str(form.get("route") or "auto"),
+            acontext.run_turn, svc, conversation_id=cid, text=f.text, clip=clip, start_s=f.start, k=f.k,
+            reference=reference, listener_id=lid, diversity=f.diversity, aspects=aspects_of(f.aspects()),
+            local_hour=hour, base_message_id=f.base_message, route=f.route,
         )
     )  # fmt: skip
 
@@ -166,8 +150,7 @@ async def put_back(
     from assistant import exclusions
 
     cid = conversations.parse_id(conversation_id)
-    form = await request.form()
-    track_id = int_or_none(form.get("track_id"), "track_id", hi=2**62)
+    track_id = decode_form(await request.form(), TrackForm).track_id
     if track_id is None:
         raise InputError("track_id is required: the id of the track to put back")
     turn = await anyio.to_thread.run_sync(
@@ -267,8 +250,7 @@ def _streaming_html(text: str) -> str:
 
 @post("/plays", include_in_schema=False, status_code=204)
 async def record_play(request: Request, svc: Services) -> None:
-    form = await request.form()
-    track_id = int_or_none(form.get("track_id"), "track_id", hi=2**62)
+    track_id = decode_form(await request.form(), TrackForm).track_id
     if track_id is None:
         raise InputError("track_id is required")
     lid, _ = listener_of(request)
