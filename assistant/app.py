@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
+import anyio
 from litestar import Litestar, Request
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
@@ -21,9 +22,15 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from assistant import api, api_moments, browse, errors, listening, media, schema_page, security, web
+from assistant.llm import LLM
 from assistant.services import Services
+from cadenza.db import Database, open_database
 from cadenza.errors import NotFound
 from cadenza.settings import PROJECT_ROOT, Settings
+from retrieval.ingest_steps import one_blas_thread
+
+if TYPE_CHECKING:  # the embedder brings torch, which loads when the app starts, not on import
+    from encoder.embed import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +38,7 @@ TEMPLATES = PROJECT_ROOT / "templates"
 STATIC = PROJECT_ROOT / "static"
 
 
-def load_embedder(settings: Settings) -> Any:
+def load_embedder(settings: Settings) -> Embedder:
     """The same embedder ``cadenza ingest``/``search`` use: the checkpoint, or (loudly) untrained weights."""
     from retrieval.ingest import resolve_embedder
 
@@ -55,17 +62,18 @@ def _only_possible_static_paths(request: Request) -> None:
         raise NotFound("no such file")
 
 
-def create_app(settings: Settings, *, db: Any = None, embedder: Any = None, llm: Any = None) -> Litestar:
+def create_app(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    embedder: Embedder | None = None,
+    llm: LLM | None = None,
+) -> Litestar:
     """The web app. ``db``/``embedder``/``llm`` given here are used as is and not closed."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        import anyio
-        import torch
-
-        from assistant.llm import LLM
-        from cadenza.db import open_database
-        from retrieval.ingest_steps import one_blas_thread
+        import torch  # here, not at the top: a process that only imports the app does not load torch
 
         torch.set_num_threads(1)  # 2 threads at batch 1 stall under load (165-650 ms seen)
         # numpy's BLAS likewise: a query's features on 2 threads took 132 ms against 11 on one (load 17).

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 from litestar import get
 from litestar.response import Template
+from psycopg.rows import class_row
 
 from assistant import describe
 from assistant.media import track_path
@@ -16,6 +18,36 @@ from assistant.services import Services, library_names
 from cadenza.errors import NotFound
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrackRow:
+    """A library track as the pages show it (``segments``: its stored moments, when counted)."""
+
+    id: int
+    title: str
+    composer: str
+    work: str
+    era: str
+    year: int | None
+    duration_s: float
+    segments: int = 0
+
+    def page(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "title": self.title or f"Track {self.id}", "composer": self.composer, "work": self.work,
+            "era": self.era, "year": self.year, "duration": describe.timestamp(self.duration_s),
+            "segments": self.segments,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    start_s: float
+    end_s: float
+    key_index: int | None
+    mode: str | None
+    tempo_bpm: float | None
 
 
 def _library_rows(
@@ -32,20 +64,15 @@ def _library_rows(
     if era:
         where.append("era = %s")
         args.append(era)
-    with svc.db.connection() as conn:
-        rows = conn.execute(
+    with svc.db.connection() as conn, conn.cursor(row_factory=class_row(TrackRow)) as cur:
+        rows = cur.execute(
             "SELECT t.id, t.title, t.composer, t.work, t.era, t.year, t.duration_s,"
-            " (SELECT count(*) FROM segments s WHERE s.track_id = t.id)"
+            " (SELECT count(*) FROM segments s WHERE s.track_id = t.id) AS segments"
             f" FROM tracks t WHERE {' AND '.join(where)} ORDER BY t.composer, t.title, t.id LIMIT 500",
             args,
         ).fetchall()
     composers, eras = library_names(svc.db)
-    tracks = [
-        {"id": r[0], "title": r[1] or f"Track {r[0]}", "composer": r[2], "work": r[3], "era": r[4], "year": r[5],
-         "duration": describe.timestamp(r[6]), "segments": r[7]}
-        for r in rows
-    ]  # fmt: skip
-    return tracks, composers, eras
+    return [r.page() for r in rows], composers, eras
 
 
 @get("/library", include_in_schema=False)
@@ -91,21 +118,24 @@ def _track_context(svc: Services, track_id: int) -> dict[str, Any]:
     from assistant.pictures import timeline_svg
 
     with svc.db.connection() as conn:
-        row = conn.execute(
-            "SELECT id, title, composer, work, era, year, duration_s FROM tracks WHERE id = %s", (track_id,)
-        ).fetchone()
+        with conn.cursor(row_factory=class_row(TrackRow)) as cur:
+            row = cur.execute(
+                "SELECT id, title, composer, work, era, year, duration_s FROM tracks WHERE id = %s",
+                (track_id,),
+            ).fetchone()
         if row is None:
             raise NotFound(f"no track {track_id} in the library")
-        segs = conn.execute(
-            "SELECT start_s, end_s, key_index, mode, tempo_bpm FROM segments WHERE track_id = %s ORDER BY start_s",
-            (track_id,),
-        ).fetchall()
+        with conn.cursor(row_factory=class_row(SegmentRow)) as segments:
+            segs = segments.execute(
+                "SELECT start_s, end_s, key_index, mode, tempo_bpm FROM segments WHERE track_id = %s ORDER BY start_s",
+                (track_id,),
+            ).fetchall()
         cited = conn.execute(
             "SELECT DISTINCT ON (round(start_s)) start_s, end_s FROM citations WHERE track_id = %s"
             " ORDER BY round(start_s), start_s",
             (track_id,),
         ).fetchall()
-    duration = float(row[6])
+    duration = float(row.duration_s)
     try:
         path, _ = track_path(svc, track_id)
         peaks = waveform(svc, track_id, path)
@@ -117,15 +147,15 @@ def _track_context(svc: Services, track_id: int) -> dict[str, Any]:
     marks = [(float(a), float(b)) for a, b in cited]
     moments = [
         {
-            "start": float(s), "end": float(e), "range": describe.time_range(float(s), float(e)),
-            "key": describe.key_name({"key_index": k, "mode": m}) or "", "tempo": f"{t:.0f} BPM" if t else "",
-            "cited": any(min(float(e), b) - max(float(s), a) >= 5.0 for a, b in marks),
+            "start": g.start_s, "end": g.end_s, "range": describe.time_range(g.start_s, g.end_s),
+            "key": describe.key_name({"key_index": g.key_index, "mode": g.mode}) or "",
+            "tempo": f"{g.tempo_bpm:.0f} BPM" if g.tempo_bpm else "",
+            "cited": any(min(g.end_s, b) - max(g.start_s, a) >= 5.0 for a, b in marks),
         }
-        for s, e, k, m, t in segs
+        for g in segs
     ]  # fmt: skip
     return {
-        "track": {"id": row[0], "title": row[1] or f"Track {row[0]}", "composer": row[2], "work": row[3],
-                  "era": row[4], "year": row[5], "duration": describe.timestamp(duration)},
+        "track": row.page(),
         "timeline": Markup(timeline_svg(peaks=peaks, duration_s=duration, marks=marks)),
         "moments": moments,
         "cited": [{"start": a, "end": b, "range": describe.time_range(a, b)} for a, b in marks],

@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from assistant.explain import Explanation, citations_in
@@ -207,50 +209,46 @@ def save_explanation(
             )
 
 
+# Column names are Turn's fields: rows come back as Turns (psycopg's class_row).
 _TURN_SQL = """
-SELECT m.id, m.role, m.content, m.meta, m.explained, q.id, q.request, q.followup, q.audio_ref, rs.id, rs.response,
-       coalesce((SELECT array_agg(c.rank ORDER BY c.rank) FROM citations c WHERE c.message_id = m.id), '{}')
+SELECT m.id, m.role, m.content, coalesce(m.meta, '{}') AS meta, m.explained, q.id AS query_id, q.request,
+       q.followup, q.audio_ref, rs.id AS result_set_id, rs.response,
+       coalesce((SELECT array_agg(c.rank ORDER BY c.rank) FROM citations c WHERE c.message_id = m.id),
+                '{}') AS citations
 FROM messages m
 LEFT JOIN queries q ON q.message_id = m.id
 LEFT JOIN result_sets rs ON rs.query_id = q.id
 """
 
 
-def _turn(row: Any) -> Turn:
-    return Turn(
-        id=row[0], role=row[1], content=row[2], meta=row[3] or {}, explained=row[4], query_id=row[5],
-        request=row[6], followup=row[7], audio_ref=row[8], result_set_id=row[9], response=row[10],
-        citations=list(row[11] or []),
-    )  # fmt: skip
+def _turns(conn: psycopg.Connection, where: str, params: tuple[object, ...]) -> list[Turn]:
+    with conn.cursor(row_factory=class_row(Turn)) as cur:
+        return cur.execute(_TURN_SQL + where, params).fetchall()
 
 
 def turns(db: Database, conversation_id: uuid.UUID) -> list[Turn]:
     with db.connection() as conn:
         if conn.execute("SELECT 1 FROM conversations WHERE id = %s", (conversation_id,)).fetchone() is None:
             raise NotFound(f"no conversation {conversation_id}; start a new one at /")
-        rows = conn.execute(
-            _TURN_SQL + " WHERE m.conversation_id = %s ORDER BY m.id", (conversation_id,)
-        ).fetchall()
-    return [_turn(r) for r in rows]
+        return _turns(conn, " WHERE m.conversation_id = %s ORDER BY m.id", (conversation_id,))
 
 
 def turn(db: Database, conversation_id: uuid.UUID, message_id: int) -> Turn:
     with db.connection() as conn:
-        row = conn.execute(
-            _TURN_SQL + " WHERE m.conversation_id = %s AND m.id = %s", (conversation_id, message_id)
-        ).fetchone()
-    if row is None:
+        found = _turns(conn, " WHERE m.conversation_id = %s AND m.id = %s", (conversation_id, message_id))
+    if not found:
         raise NotFound(f"no message {message_id} in conversation {conversation_id}")
-    return _turn(row)
+    return found[0]
 
 
 def last_search(db: Database, conversation_id: uuid.UUID) -> Turn | None:
     with db.connection() as conn:
-        row = conn.execute(
-            _TURN_SQL + " WHERE m.conversation_id = %s AND rs.id IS NOT NULL ORDER BY m.id DESC LIMIT 1",
+        found = _turns(
+            conn,
+            " WHERE m.conversation_id = %s AND rs.id IS NOT NULL ORDER BY m.id DESC LIMIT 1",
             (conversation_id,),
-        ).fetchone()
-    return _turn(row) if row else None
+        )
+    return found[0] if found else None
 
 
 def title(db: Database, conversation_id: uuid.UUID) -> str:

@@ -18,16 +18,20 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from assistant import conversations, followups
+from assistant.llm import LLM
 from cadenza.audio import DecodeWorkers
 from cadenza.db import Database
 from cadenza.errors import CadenzaError, InputError, NotFound, StorageError
 from cadenza.settings import Settings
 from retrieval.types import SearchRequest, SearchResponse
+
+if TYPE_CHECKING:  # the embedder brings torch, which a process loads only when the app starts
+    from encoder.embed import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +65,8 @@ def search_slot_count(settings: Settings) -> int:
 class Services:
     settings: Settings
     db: Database
-    embedder: Any
-    llm: Any | None = None
+    embedder: Embedder
+    llm: LLM | None = None
     #: Searches running at once. Each holds a pooled connection for its whole run; unbounded, 50
     #: concurrent chats took all of them and the short queries (pages, saving turns) timed out in
     #: the pool (503). Two connections stay free for those; the CPU is the limit anyway.
