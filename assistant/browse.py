@@ -8,13 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 from litestar import get
 from litestar.response import Template
+from markupsafe import Markup
 from psycopg.rows import class_row
 
 from assistant import describe
 from assistant.media import track_path
+from assistant.pictures import timeline_svg, waveform_peaks
 from assistant.services import Services, library_names
+from cadenza.audio import load_audio
 from cadenza.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -93,13 +97,8 @@ async def library_page(svc: Services, q: str = "", composer: str = "", era: str 
     )
 
 
-def waveform(svc: Services, track_id: int, path: Path) -> Any:
+def waveform(svc: Services, track_id: int, path: Path) -> np.ndarray:
     """Peaks of the whole track, cached under CADENZA_HOME/cache/waveforms."""
-    import numpy as np
-
-    from assistant.pictures import waveform_peaks
-    from cadenza.audio import load_audio
-
     cache = svc.settings.paths.cache / "waveforms"
     stat = path.stat()
     key = cache / f"{track_id}-{int(stat.st_mtime)}-{stat.st_size}.npy"
@@ -113,10 +112,6 @@ def waveform(svc: Services, track_id: int, path: Path) -> Any:
 
 
 def _track_context(svc: Services, track_id: int) -> dict[str, Any]:
-    from markupsafe import Markup
-
-    from assistant.pictures import timeline_svg
-
     with svc.db.connection() as conn:
         with conn.cursor(row_factory=class_row(TrackRow)) as cur:
             row = cur.execute(
@@ -141,8 +136,6 @@ def _track_context(svc: Services, track_id: int) -> dict[str, Any]:
         peaks = waveform(svc, track_id, path)
     except Exception as exc:  # a missing or unreadable file still shows the page
         log.warning("no waveform for track %s: %s", track_id, exc)
-        import numpy as np
-
         peaks = np.zeros(200)
     marks = [(float(a), float(b)) for a, b in cited]
     moments = [

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant import conversations, followups, moment_phrases, querystate, rules
+from assistant import clips, conversations, exclusions, followups, moment_phrases, querystate, rules
 from assistant.path_reply import path_turn
 from assistant.services import (
     SR,
@@ -30,6 +30,7 @@ from assistant.services import (
     store_passage,
 )
 from cadenza.errors import InputError, NotFound
+from retrieval.filters import filter_sql
 from retrieval.types import DEFAULT_K, Aspects, Context, Filters, MomentRef, SearchRequest
 
 log = logging.getLogger(__name__)
@@ -197,8 +198,6 @@ def empty_reason(svc: Services, req: SearchRequest, n_results: int) -> str | Non
     why = querystate.contradiction(f)
     if why:
         return why
-    from retrieval.filters import filter_sql
-
     where, params = filter_sql(f, model_version=svc.embedder.model_version)
     with svc.db.connection() as conn:
         row = conn.execute(
@@ -275,8 +274,6 @@ def run_turn(
         and plan.followup
         and plan.followup.only_excludes
     ):
-        from assistant import exclusions
-
         # "not #3": the same answer without #3 and one more pulled in (its k, whatever the results
         # selector says), not a new turn.
         return exclusions.exclude_in_place(
@@ -328,8 +325,6 @@ def run_turn(
     if reason:
         meta["filter_reason"] = reason
     if plan.base is not None:
-        from assistant import exclusions
-
         # What the listener took out stays out (the request's filters carry it) and stays visible.
         excluded = exclusions.carried(plan.base, plan.followup, req)
         if excluded:
@@ -337,8 +332,6 @@ def run_turn(
     if query_chroma is not None:
         meta["query_chroma"] = np.round(query_chroma, 3).tolist()
     if clip is not None and audio is not None:
-        from assistant import clips
-
         # The upload itself, compressed, so the page can play it beside each match (A/B).
         kept = clips.keep(
             svc.db, conversation_id=conversation_id, audio=audio, sr=SR, start_s=q_start, end_s=q_end

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -89,7 +88,7 @@ def parse_id(raw: str) -> uuid.UUID:
         raise NotFound("no such clip") from None
 
 
-def info(db: Database, clip_id: Any) -> KeptClip | None:
+def info(db: Database, clip_id: str | uuid.UUID) -> KeptClip | None:
     """The kept clip's description (no audio), or None when it is gone."""
     with db.connection() as conn:
         row = conn.execute(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +29,7 @@ SIGNALS = tuple(SIGNAL_TERMS)
 _HHMM = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?")
 
 
-def switches(data: Any, *, base: Context | None = None) -> Context:
+def switches(data: Mapping[str, bool] | None, *, base: Context | None = None) -> Context:
     """``{"time_of_day": bool, "history": bool, "mood": bool}`` (any subset) over ``base`` (all on)."""
     base = base or Context()
     if data is None:
@@ -46,7 +47,9 @@ def switches(data: Any, *, base: Context | None = None) -> Context:
     return replace(base, **data)
 
 
-def local_hour(*, local_time: Any = None, timezone: Any = None, now: datetime | None = None) -> float | None:
+def local_hour(
+    *, local_time: str | None = None, timezone: str | None = None, now: datetime | None = None
+) -> float | None:
     """The listener's local time of day in hours, or None when neither is given.
 
     ``local_time`` wins: "HH:MM[:SS]" on a 24-hour clock, or an ISO 8601 date-time (its own wall
@@ -126,7 +129,9 @@ def rerank_with(
     return refined
 
 
-def run_turn(svc: services.Services, *, overrides: Any = None, **kwargs: Any) -> services.TurnResult:
+def run_turn(
+    svc: services.Services, *, overrides: Mapping[str, bool] | None = None, **kwargs: Any
+) -> services.TurnResult:
     """:func:`assistant.chat.run_turn` with the conversation's switches, ``overrides`` (the API's
     ``context`` object) applied on top and, when given, kept for the rest of the conversation."""
     cid = kwargs.get("conversation_id")

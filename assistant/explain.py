@@ -17,7 +17,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import nh3
+from markdown_it import MarkdownIt
+
 from assistant import claims, describe
+from assistant.llm import LLM
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +234,6 @@ _ALLOWED_TAGS = {"p", "em", "strong", "code", "ul", "ol", "li", "br", "a", "span
 
 def render_markdown(text: str, *, cite_prefix: str = "r") -> str:
     """Markdown → sanitized HTML; [n] become links to ``#{cite_prefix}-{n}`` result cards."""
-    import nh3
-    from markdown_it import MarkdownIt
-
     md = MarkdownIt("commonmark", {"html": False, "linkify": False}).disable(["image"])
     html = md.render(text)
     html = _CITE.sub(lambda m: f'<a class="cite" href="#{cite_prefix}-{m.group(1)}">[{m.group(1)}]</a>', html)
@@ -266,7 +267,7 @@ class Chunk:
     final: Explanation | None = None
 
 
-def explain_stream(response: Mapping[str, Any], *, llm: Any | None) -> Iterator[Chunk]:
+def explain_stream(response: Mapping[str, Any], *, llm: LLM | None) -> Iterator[Chunk]:
     """Yield text chunks, then one Chunk with the checked :class:`Explanation`.
 
     Never raises for a model failure: it falls back to the offline explainer with a notice.
@@ -345,7 +346,7 @@ def _usable(text: str) -> bool:
     return len(text) >= 20 and letters >= 0.5 * len(text.replace(" ", ""))
 
 
-def explain(response: Mapping[str, Any], *, llm: Any | None) -> Explanation:
+def explain(response: Mapping[str, Any], *, llm: LLM | None) -> Explanation:
     """The whole explanation at once (JSON API)."""
     final = None
     for chunk in explain_stream(response, llm=llm):

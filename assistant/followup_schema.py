@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+import jsonschema
+
 from retrieval.types import MAX_K
 
 ERAS = ("Medieval", "Renaissance", "Baroque", "Classical", "Romantic", "Modern", "Contemporary", "Folk")
@@ -160,8 +162,6 @@ REFINE_TOOL: dict[str, Any] = {
 
 def validate_followup(data: Any) -> FollowUp:
     """Validate tool-call arguments against the schema; ValueError when they do not conform."""
-    import jsonschema
-
     try:
         jsonschema.validate(data, FOLLOWUP_SCHEMA)
     except jsonschema.ValidationError as exc:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from assistant.composers import find_mentions
 from assistant.followup_schema import (
     ERAS,
     FASTER_FACTOR,
@@ -28,7 +29,9 @@ from assistant.followup_schema import (
     FollowUp,
     validate_followup,
 )
+from assistant.llm import LLM
 from assistant.rules import parse_rules
+from cadenza.errors import InputError
 from retrieval.types import Aspects, Context, Filters, MomentRef, SearchRequest, Weights
 
 __all__ = [
@@ -50,7 +53,7 @@ FOLLOWUP_SYSTEM = (
 
 
 def parse_with_llm(
-    text: str, *, llm: Any, composers: Sequence[str] = (), eras: Sequence[str] = ERAS, n_results: int = 10
+    text: str, *, llm: LLM, composers: Sequence[str] = (), eras: Sequence[str] = ERAS, n_results: int = 10
 ) -> tuple[FollowUp, str]:
     """Ask the LLM (tool calling) for the follow-up; fall back to :func:`parse_rules`.
 
@@ -79,7 +82,6 @@ def _library_names(followup: FollowUp, composers: Sequence[str]) -> FollowUp:
     A name that fits no library composer, or several, makes the call invalid (the rules answer,
     and ask about an ambiguous name), so a filter never silently matches nothing.
     """
-    from assistant.composers import find_mentions
 
     def stored(names: tuple[str, ...]) -> tuple[str, ...]:
         out = []
@@ -118,7 +120,6 @@ def _moment(results: Sequence[dict[str, Any]], rank: int) -> MomentRef:
     for r in results:
         if int(r["rank"]) == rank:
             return MomentRef(track_id=int(r["track_id"]), start_s=float(r["start"]))
-    from cadenza.errors import InputError
 
     raise InputError(f"there is no result #{rank} in the last answer; name one of #1–#{len(results)}")
 

@@ -6,21 +6,25 @@ fetched only when a listener opens them, so an answer renders without decoding a
 
 from __future__ import annotations
 
+import io
 import logging
 import uuid
 from typing import Any
 
 import anyio
 import numpy as np
+import soundfile as sf
 from litestar import get
 from litestar.response import Template
 from markupsafe import Markup
 
 from assistant import browse, clips, conversations, describe
+from assistant.followups import request_from_json
 from assistant.media import track_path
 from assistant.pictures import moment_strip_svg, timeline_svg
-from assistant.services import Services
+from assistant.services import Services, load_passage
 from cadenza.errors import NotFound
+from retrieval.moment_map import moment_map
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +107,6 @@ async def ab_panel(svc: Services, conversation_id: str, message_id: int, rank: i
 
 def kept_audio(svc: Services, clip_id: str) -> np.ndarray | None:
     """The kept query clip decoded (our own MP3, at 16 kHz mono), or None when it is gone."""
-    import io
-
-    import soundfile as sf
-
     try:
         data, _ = clips.audio_bytes(svc.db, clips.parse_id(clip_id))
     except NotFound:
@@ -117,10 +117,6 @@ def kept_audio(svc: Services, clip_id: str) -> np.ndarray | None:
 
 def map_context(svc: Services, conversation_id: uuid.UUID, message_id: int) -> dict[str, Any]:
     """The moment map of an answer: the query's own track (a library moment) and each result's track."""
-    from assistant.followups import request_from_json
-    from assistant.services import load_passage
-    from retrieval.moment_map import moment_map
-
     turn = conversations.turn(svc.db, conversation_id, message_id)
     if turn.request is None or turn.response is None:
         raise NotFound(f"message {message_id} has no search to map")

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from assistant.followup_schema import KEYS, MAX_K
+from assistant.followups import request_from_json
 from cadenza.errors import InputError
 from retrieval.types import DEFAULT_DIVERSITY, DEFAULT_K, Aspects, Filters, MomentRef, SearchRequest, Weights
 
@@ -72,8 +73,6 @@ def state_of(req: SearchRequest) -> QueryState:
 
 def state_of_json(request_json: dict[str, Any]) -> QueryState:
     """The state of a stored request (``followups.request_to_json``)."""
-    from assistant.followups import request_from_json
-
     state = state_of(request_from_json(request_json))
     return replace(state, has_clip=bool(request_json.get("has_audio")))
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from litestar.config.csrf import CSRFConfig
 from litestar.middleware import DefineMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from cadenza.settings import Settings
 
@@ -59,7 +60,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-async def add_security_headers(message: Any, scope: Any) -> None:
+async def add_security_headers(message: Message, scope: Scope) -> None:
     """``before_send`` hook: :data:`SECURITY_HEADERS` on every HTTP response.
 
     A hook rather than a middleware: Litestar runs middleware only for matched routes, while this
@@ -80,7 +81,7 @@ class RateLimitMiddleware:
     """
 
     def __init__(
-        self, app: Any, *, per_minute: int, max_clients: int = 10_000, window_s: float = 60.0
+        self, app: ASGIApp, *, per_minute: int, max_clients: int = 10_000, window_s: float = 60.0
     ) -> None:
         self.app = app
         self.per_minute = per_minute
@@ -103,7 +104,7 @@ class RateLimitMiddleware:
         q.append(now)
         return None
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.per_minute <= 0 or scope.get("method") not in UNSAFE_METHODS:
             await self.app(scope, receive, send)
             return

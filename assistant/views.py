@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,6 @@ from cadenza.db import Database
 
 def explanation_html(markdown: str, meta: dict[str, Any], *, message_id: int) -> Markup:
     """The checked explanation plus its notice, removal notes and contradiction flags (safe HTML)."""
-    from html import escape
-
     parts = [f'<div class="explanation-text">{render_markdown(markdown, cite_prefix=f"r{message_id}")}</div>']
     if meta.get("notice"):
         parts.append(f'<p class="notice offline">{escape(meta["notice"])}</p>')

@@ -19,7 +19,7 @@ from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
 from assistant import context as acontext
-from assistant import conversations, explain, services, views
+from assistant import conversations, exclusions, explain, services, statechips, views
 from assistant.api_types import aspects_of
 from assistant.bodies import decode_form
 from assistant.forms import MessageForm, TrackForm, clip_from_form, listener_cookies, listener_of
@@ -147,8 +147,6 @@ async def put_back(
     request: Request, svc: Services, conversation_id: str, message_id: int
 ) -> Template | Redirect:
     """Undo "not this": search the answer again with ``track_id`` allowed back in; the answer, re-rendered."""
-    from assistant import exclusions
-
     cid = conversations.parse_id(conversation_id)
     track_id = decode_form(await request.form(), TrackForm).track_id
     if track_id is None:
@@ -167,8 +165,6 @@ async def remove_chip(
     request: Request, svc: Services, conversation_id: str, message_id: int
 ) -> Template | Redirect:
     """Remove one chip (a part of the answer's query state): the answer, searched again in place."""
-    from assistant import statechips
-
     cid = conversations.parse_id(conversation_id)
     form = await request.form()
     chip = str(form.get("chip") or "")
