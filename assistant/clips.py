@@ -81,7 +81,7 @@ def keep(
     )
 
 
-def parse_id(raw: str) -> uuid.UUID:
+def parse_id(raw: str | uuid.UUID) -> uuid.UUID:
     try:
         return uuid.UUID(str(raw))
     except ValueError:
