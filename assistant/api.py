@@ -41,7 +41,7 @@ from assistant.bodies import convert, decode_form, decode_json, documented
 from assistant.exclusions import put_back
 from assistant.forms import clip_and_form, clip_from_form, is_multipart, known_listener, listener_cookies
 from assistant.querystate import state_from_json, state_of_json
-from assistant.services import Clip, Services
+from assistant.services import Clip, Message, Services
 from cadenza.errors import InputError
 from retrieval.types import DEFAULT_DIVERSITY, Aspects, SearchRequest
 
@@ -147,9 +147,7 @@ async def _chat_body(request: Request) -> tuple[ChatBody, Clip | None]:
 )
 async def api_chat(request: Request, svc: Services) -> Response[ChatAnswer | ChatRefusal | ChatPathReply]:
     body, clip = await _chat_body(request)
-    aspects = (
-        aspects_of(body.aspects) if clip is None else decode_form(await request.form(), ChatForm).aspects()
-    )
+    aspects = aspects_of(body.aspects)
     hour = _local_hour(request, body.local_time)
     overrides = switches_of(body.context)
     cid = conversations.parse_id(body.conversation_id) if body.conversation_id else None
@@ -160,13 +158,11 @@ async def api_chat(request: Request, svc: Services) -> Response[ChatAnswer | Cha
     if state is not None and cid is None:
         raise InputError("a state edits a conversation's search: send its conversation_id too")
     lid, cookies = listener_cookies(request, svc)
-    result = await anyio.to_thread.run_sync(
-        partial(
-            acontext.run_turn, svc, overrides=overrides, conversation_id=cid, text=body.message, clip=clip,
-            start_s=body.start, k=body.k, reference=reference, listener_id=lid, state=state,
-            diversity=body.diversity, aspects=aspects, local_hour=hour,
-        )
+    msg = Message(
+        conversation_id=cid, text=body.message, clip=clip, start_s=body.start, k=body.k, reference=reference,
+        listener_id=lid, state=state, diversity=body.diversity, aspects=aspects, local_hour=hour,
     )  # fmt: skip
+    result = await anyio.to_thread.run_sync(partial(acontext.run_turn, svc, msg, overrides=overrides))
     answer: ChatAnswer | ChatRefusal | ChatPathReply
     if result.refused:
         note = await anyio.to_thread.run_sync(

@@ -8,7 +8,6 @@ the real search, and stores the turn; the explanation is generated afterwards (s
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from assistant import clips, conversations, exclusions, followups, moment_phrase
 from assistant.path_reply import path_turn
 from assistant.services import (
     SR,
-    Clip,
+    Message,
     Services,
     TurnResult,
     find_track,
@@ -31,24 +30,9 @@ from assistant.services import (
 )
 from cadenza.errors import InputError, NotFound
 from retrieval.filters import filter_sql
-from retrieval.types import DEFAULT_K, Aspects, Context, Filters, MomentRef, SearchRequest
+from retrieval.types import DEFAULT_K, Context, Filters, MomentRef, SearchRequest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """Search settings sent with a message rather than typed: None = keep what the conversation has."""
-
-    diversity: float | None = None
-    aspects: Aspects | None = None
-
-    def apply(self, req: SearchRequest) -> SearchRequest:
-        if self.diversity is not None:
-            req = replace(req, diversity=self.diversity)
-        if self.aspects is not None:
-            req = replace(req, aspects=self.aspects)
-        return req
 
 
 @dataclass
@@ -64,42 +48,26 @@ class Plan:
     reply: str | None = None
 
 
-def build_request(
-    svc: Services,
-    *,
-    conversation_id: uuid.UUID | None,
-    text: str,
-    clip: Clip | None,
-    start_s: float | None,
-    k: int | None,
-    reference: MomentRef | None = None,
-    exclude_composers: tuple[str, ...] = (),
-    listener_id: str = "",
-    base_message_id: int | None = None,
-    state: querystate.QueryState | None = None,
-    route: str = "auto",
-    settings: Setting | None = None,
-) -> Plan:
+def build_request(svc: Services, msg: Message) -> Plan:
     """The request this message asks for, with the follow-up and the answer it refines, if any.
 
-    ``settings`` sent with the message (the page's variety control, the API's ``diversity`` and
+    Settings sent with the message (the page's variety control, the API's ``diversity`` and
     ``aspects``) apply to a new search, and to a follow-up's previous request *before* the
     follow-up, so "more variety" typed in the same message still moves them.
     """
-    setting = settings or Setting()
-    text = (text or "").strip()
+    text = msg.text.strip()
     composers, eras = library_vocabulary(svc.db)
-    extra_filters = Filters(exclude_composers=tuple(exclude_composers))
-    if clip is not None:
-        audio = svc.decode(clip)
-        req = setting.apply(
+    extra_filters = Filters(exclude_composers=tuple(msg.exclude_composers))
+    if msg.clip is not None:
+        audio = svc.decode(msg.clip)
+        req = msg.apply_settings(
             SearchRequest(
                 audio=audio,
-                start_s=start_s,
-                k=k or DEFAULT_K,
+                start_s=msg.start_s,
+                k=msg.k or DEFAULT_K,
                 filters=extra_filters,
-                listener_id=listener_id,
-                route=route,
+                listener_id=msg.listener_id,
+                route=msg.route,
             )  # fmt: skip
         )
         if text:  # "only Baroque" typed with the clip
@@ -108,10 +76,13 @@ def build_request(
             req = followups.apply_followup(fu, followups.PreviousSearch(request=req))
             return Plan(req, fu, "rules", audio)
         return Plan(req, audio=audio)
-    if reference is not None:
-        req = setting.apply(
+    if msg.reference is not None:
+        req = msg.apply_settings(
             SearchRequest(
-                moments=(reference,), k=k or DEFAULT_K, filters=extra_filters, listener_id=listener_id
+                moments=(msg.reference,),
+                k=msg.k or DEFAULT_K,
+                filters=extra_filters,
+                listener_id=msg.listener_id,
             )
         )
         return Plan(req)
@@ -125,34 +96,34 @@ def build_request(
             refs.append(MomentRef(track_id=track_id, start_s=seconds))
         req = SearchRequest(
             moments=tuple(dict.fromkeys(refs)),
-            k=k or DEFAULT_K,
+            k=msg.k or DEFAULT_K,
             filters=Filters(
                 exclude_tracks=tuple(dict.fromkeys(r.track_id for r in refs)),
-                exclude_composers=tuple(exclude_composers),
+                exclude_composers=tuple(msg.exclude_composers),
             ),
-            listener_id=listener_id,
+            listener_id=msg.listener_id,
         )
-        return Plan(setting.apply(req))
-    if conversation_id is not None and base_message_id is not None:
-        last: conversations.Turn | None = conversations.turn(svc.db, conversation_id, base_message_id)
+        return Plan(msg.apply_settings(req))
+    if msg.conversation_id is not None and msg.base_message_id is not None:
+        last: conversations.Turn | None = conversations.turn(svc.db, msg.conversation_id, msg.base_message_id)
         if last is not None and last.response is None:
-            raise InputError(f"message {base_message_id} has no search to refine")
+            raise InputError(f"message {msg.base_message_id} has no search to refine")
     else:
-        last = conversations.last_search(svc.db, conversation_id) if conversation_id else None
+        last = conversations.last_search(svc.db, msg.conversation_id) if msg.conversation_id else None
     if last is None:
         raise InputError(
             "attach a clip (or record one), or name a moment: 'find moments like 1:23 of <track title>'"
         )
-    if not text and state is None:
+    if not text and msg.state is None:
         raise InputError(
             "type what to change about the last answer, e.g. 'only Baroque' or 'like #2 but not #3'"
         )
     previous = previous_search(svc, last)
-    previous = replace(previous, request=setting.apply(previous.request))
-    if state is not None:  # the client edited the state: search exactly that
-        req = querystate.apply_state(state, previous.request)
+    previous = replace(previous, request=msg.apply_settings(previous.request))
+    if msg.state is not None:  # the client edited the state: search exactly that
+        req = querystate.apply_state(msg.state, previous.request)
         return Plan(
-            replace(req, listener_id=listener_id or req.listener_id),
+            replace(req, listener_id=msg.listener_id or req.listener_id),
             parser="state",
             audio=req.audio,
             base=last,
@@ -178,9 +149,9 @@ def build_request(
             reply=f"I did not understand “{text[:120]}”, so I did not search again. You can ask for: {rules.EXAMPLES}.",
         )  # fmt: skip
     req = followups.apply_followup(fu, previous)
-    if k:
-        req = replace(req, k=k)
-    req = replace(req, listener_id=listener_id or req.listener_id)
+    if msg.k:
+        req = replace(req, k=msg.k)
+    req = replace(req, listener_id=msg.listener_id or req.listener_id)
     return Plan(req, fu, parser, req.audio, base=last)
 
 
@@ -214,52 +185,30 @@ def empty_reason(svc: Services, req: SearchRequest, n_results: int) -> str | Non
     return None
 
 
-def run_turn(
-    svc: Services,
-    *,
-    conversation_id: uuid.UUID | None,
-    text: str = "",
-    clip: Clip | None = None,
-    start_s: float | None = None,
-    k: int | None = None,
-    reference: MomentRef | None = None,
-    exclude_composers: tuple[str, ...] = (),
-    listener_id: str = "",
-    base_message_id: int | None = None,
-    state: querystate.QueryState | None = None,
-    route: str = "auto",
-    diversity: float | None = None,
-    aspects: Aspects | None = None,
-    context: Context | None = None,
-    local_hour: float | None = None,
-) -> TurnResult:
+def run_turn(svc: Services, msg: Message, *, context: Context | None = None) -> TurnResult:
     """Build the request, search, and store the user message and the answer (not yet explained).
 
-    ``context`` (the conversation's switches) and ``local_hour`` (the listener's time of day) go
+    ``context`` (the conversation's switches) and ``msg.local_hour`` (the listener's time of day) go
     into the request; a follow-up sent without a local time keeps its base answer's.
     Nothing is stored when the request is bad or the search fails, so errors leave no junk.
     """
+    conversation_id = msg.conversation_id
     if conversation_id is not None and not conversations.exists(svc.db, conversation_id):
         raise NotFound(f"no conversation {conversation_id}; start a new one at /")
     ask = (
-        moment_phrases.parse_path(text)
-        if text and clip is None and reference is None and state is None
+        moment_phrases.parse_path(msg.text)
+        if msg.text and msg.clip is None and msg.reference is None and msg.state is None
         else None
     )
     if ask is not None:
         return path_turn(
-            svc, conversation_id=conversation_id, text=text, ask=ask, base_message_id=base_message_id
+            svc, conversation_id=conversation_id, text=msg.text, ask=ask, base_message_id=msg.base_message_id
         )
-    plan = build_request(
-        svc, conversation_id=conversation_id, text=text, clip=clip, start_s=start_s, k=k,
-        reference=reference, exclude_composers=exclude_composers, listener_id=listener_id,
-        base_message_id=base_message_id, state=state, route=route,
-        settings=Setting(diversity=diversity, aspects=aspects),
-    )  # fmt: skip
+    plan = build_request(svc, msg)
     if plan.reply is not None:
         # Not searched: the message and a reply saying why; the last answer stays as it is.
         assert conversation_id is not None
-        user_id = conversations.add_user_message(svc.db, conversation_id, text)
+        user_id = conversations.add_user_message(svc.db, conversation_id, msg.text)
         note_id = conversations.add_assistant_note(
             svc.db, conversation_id, plan.reply, meta={"parser": plan.parser, "refused": True}
         )
@@ -278,13 +227,13 @@ def run_turn(
         # selector says), not a new turn.
         return exclusions.exclude_in_place(
             svc, conversation_id=conversation_id, turn=plan.base, ranks=plan.followup.unlike,
-            text=text, parser=plan.parser,
+            text=msg.text, parser=plan.parser,
         )  # fmt: skip
     req, parser, audio = plan.request, plan.parser, plan.audio
     if context is not None:
         req = replace(req, context=context)
-    if local_hour is not None:
-        req = replace(req, local_hour=local_hour)
+    if msg.local_hour is not None:
+        req = replace(req, local_hour=msg.local_hour)
     fu_json = plan.followup.to_json() if plan.followup is not None else None
     response = svc.search_json(req)
     query = response.get("query") or {}
@@ -306,17 +255,17 @@ def run_turn(
             (m0.track_id, m0.start_s)
         )
     if conversation_id is None:
-        conversation_id = conversations.create(svc.db, listener_id=listener_id)
+        conversation_id = conversations.create(svc.db, listener_id=msg.listener_id)
     user_meta: dict[str, Any] = {}
-    if clip is not None:
-        user_meta["clip_name"] = Path(clip.filename or "clip").name[:120]
-    shown = text or (f"♪ {user_meta['clip_name']}" if clip is not None else "")
-    if state is not None and not text:
+    if msg.clip is not None:
+        user_meta["clip_name"] = Path(msg.clip.filename or "clip").name[:120]
+    shown = msg.text or (f"♪ {user_meta['clip_name']}" if msg.clip is not None else "")
+    if msg.state is not None and not msg.text:
         shown = "Edited the search"
-    if reference is not None and not text:
-        shown = f"More like track {reference.track_id} at {reference.start_s:.0f} s"
+    if msg.reference is not None and not msg.text:
+        shown = f"More like track {msg.reference.track_id} at {msg.reference.start_s:.0f} s"
     user_id = conversations.add_user_message(svc.db, conversation_id, shown, meta=user_meta)
-    meta: dict[str, Any] = {"parser": parser, "same_passage": clip is None and audio is not None}
+    meta: dict[str, Any] = {"parser": parser, "same_passage": msg.clip is None and audio is not None}
     if plan.base is not None and plan.base.request is not None:
         replaced = querystate.changes(followups.request_from_json(plan.base.request), req)
         if replaced:
@@ -331,7 +280,7 @@ def run_turn(
             meta["excluded"] = excluded
     if query_chroma is not None:
         meta["query_chroma"] = np.round(query_chroma, 3).tolist()
-    if clip is not None and audio is not None:
+    if msg.clip is not None and audio is not None:
         # The upload itself, compressed, so the page can play it beside each match (A/B).
         kept = clips.keep(
             svc.db, conversation_id=conversation_id, audio=audio, sr=SR, start_s=q_start, end_s=q_end

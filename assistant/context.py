@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from psycopg.types.json import Jsonb
@@ -130,14 +129,14 @@ def rerank_with(
 
 
 def run_turn(
-    svc: services.Services, *, overrides: Mapping[str, bool] | None = None, **kwargs: Any
+    svc: services.Services, msg: services.Message, *, overrides: Mapping[str, bool] | None = None
 ) -> services.TurnResult:
     """:func:`assistant.chat.run_turn` with the conversation's switches, ``overrides`` (the API's
     ``context`` object) applied on top and, when given, kept for the rest of the conversation."""
-    cid = kwargs.get("conversation_id")
+    cid = msg.conversation_id
     base = conversation_switches(svc.db, cid) if cid is not None else Context()
     ctx = switches(overrides, base=base)
-    result = chat.run_turn(svc, context=ctx, **kwargs)
+    result = chat.run_turn(svc, msg, context=ctx)
     if overrides is not None and ctx != base:
         save_switches(svc.db, result.conversation_id, ctx)
     return result

@@ -17,7 +17,7 @@ import re
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ import numpy as np
 import cadenza.audio
 from assistant import conversations, followups
 from assistant.llm import LLM
+from assistant.querystate import QueryState
 from cadenza.audio import DecodeWorkers
 from cadenza.db import Database
 from cadenza.errors import CadenzaError, InputError, NotFound, StorageError
@@ -33,7 +34,7 @@ from cadenza.settings import Settings
 from encoder.features import CHROMA, acoustic_features
 from retrieval.search import search
 from retrieval.store import track_chroma
-from retrieval.types import SearchRequest, SearchResponse
+from retrieval.types import Aspects, MomentRef, SearchRequest, SearchResponse
 
 if TYPE_CHECKING:  # the embedder brings torch, which a process loads only when the app starts
     from encoder.embed import Embedder
@@ -321,6 +322,35 @@ def moment_chroma(
 def passage_chroma(audio: np.ndarray) -> np.ndarray:
     """The chroma the library stores, computed for a query passage: ``[n]`` → ``[frames, 12]``."""
     return acoustic_features(y=audio.astype(np.float32), sr=SR)[:, CHROMA].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message as the page or the API sent it: text, and/or a clip or a library moment, with
+    the settings that ride along (None = keep what the conversation has)."""
+
+    conversation_id: uuid.UUID | None = None
+    text: str = ""
+    clip: Clip | None = None
+    start_s: float | None = None  # which part of the clip
+    k: int | None = None
+    reference: MomentRef | None = None
+    exclude_composers: tuple[str, ...] = ()
+    listener_id: str = ""
+    base_message_id: int | None = None  # the answer a follow-up refines (default: the last search)
+    state: QueryState | None = None  # an edited query state: searched exactly
+    route: str = "auto"
+    diversity: float | None = None
+    aspects: Aspects | None = None
+    local_hour: float | None = None
+
+    def apply_settings(self, req: SearchRequest) -> SearchRequest:
+        """``req`` with the diversity and aspect weights this message sets."""
+        if self.diversity is not None:
+            req = replace(req, diversity=self.diversity)
+        if self.aspects is not None:
+            req = replace(req, aspects=self.aspects)
+        return req
 
 
 @dataclass

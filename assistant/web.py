@@ -23,7 +23,7 @@ from assistant import conversations, exclusions, explain, services, statechips, 
 from assistant.api_types import aspects_of
 from assistant.bodies import decode_form
 from assistant.forms import MessageForm, TrackForm, clip_from_form, listener_cookies, listener_of
-from assistant.services import Services
+from assistant.services import Message, Services
 from cadenza.errors import InputError, NotFound
 from retrieval.store import record_play as insert_play
 from retrieval.types import DEFAULT_DIVERSITY, MomentRef
@@ -101,13 +101,12 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
         local_time=f.local_time or request.headers.get("x-local-time"),
         timezone=request.headers.get("x-timezone"),
     )
-    result = await anyio.to_thread.run_sync(
-        partial(
-            acontext.run_turn, svc, conversation_id=cid, text=f.text, clip=clip, start_s=f.start, k=f.k,
-            reference=reference, listener_id=lid, diversity=f.diversity, aspects=aspects_of(f.aspects()),
-            local_hour=hour, base_message_id=f.base_message, route=f.route,
-        )
+    msg = Message(
+        conversation_id=cid, text=f.text, clip=clip, start_s=f.start, k=f.k, reference=reference, listener_id=lid,
+        base_message_id=f.base_message, route=f.route, diversity=f.diversity, aspects=aspects_of(f.aspects()),
+        local_hour=hour,
     )  # fmt: skip
+    result = await anyio.to_thread.run_sync(acontext.run_turn, svc, msg)
 
     if not request.headers.get("hx-request"):
         return Redirect(f"/c/{result.conversation_id}#m{result.turn.id}", status_code=303, cookies=cookies)
