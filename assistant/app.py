@@ -8,6 +8,7 @@ through ``Provide``; errors map to responses in one place (:mod:`assistant.error
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -21,7 +22,18 @@ from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from assistant import api, api_moments, browse, errors, listening, media, schema_page, security, web
+from assistant import (
+    api,
+    api_moments,
+    browse,
+    conversations,
+    errors,
+    listening,
+    media,
+    schema_page,
+    security,
+    web,
+)
 from assistant.llm import LLM
 from assistant.services import Services
 from cadenza.db import Database, open_database
@@ -48,6 +60,11 @@ def load_embedder(settings: Settings) -> Embedder:
 
 def _provide_services(state: State) -> Services:
     return state.services
+
+
+def _conversation_of_path(conversation_id: str) -> uuid.UUID:
+    """The ``{conversation_id}`` of a route's path, parsed (NotFound when it is no conversation id)."""
+    return conversations.parse_id(conversation_id)
 
 
 #: The longest file name a file system takes (bytes); a longer one cannot name a file.
@@ -110,7 +127,10 @@ def create_app(
                 path="/static", directories=[STATIC], before_request=_only_possible_static_paths
             ),
         ],
-        dependencies={"svc": Provide(_provide_services, sync_to_thread=False)},
+        dependencies={
+            "svc": Provide(_provide_services, sync_to_thread=False),
+            "cid": Provide(_conversation_of_path, sync_to_thread=False),
+        },
         exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(

@@ -20,29 +20,24 @@ from assistant.pictures import timeline_svg, waveform_peaks
 from assistant.services import Services, library_names
 from cadenza.audio import load_audio
 from cadenza.errors import NotFound
+from retrieval.store import TrackInfo
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrackRow:
-    """A library track as the pages show it (``segments``: its stored moments, when counted)."""
+#: A track as retrieval.store.TrackInfo has it (psycopg's class_row fills it by these names).
+_TRACK = (
+    "SELECT t.id, t.path, t.title, t.composer, t.work, t.era, t.year, t.duration_s,"
+    " (SELECT count(*) FROM segments s WHERE s.track_id = t.id) AS n_segments, t.model_version FROM tracks t"
+)
 
-    id: int
-    title: str
-    composer: str
-    work: str
-    era: str
-    year: int | None
-    duration_s: float
-    segments: int = 0
 
-    def page(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "title": self.title or f"Track {self.id}", "composer": self.composer, "work": self.work,
-            "era": self.era, "year": self.year, "duration": describe.timestamp(self.duration_s),
-            "segments": self.segments,
-        }  # fmt: skip
+def _shown(t: TrackInfo) -> dict[str, Any]:
+    """A track as the library and track pages show it."""
+    return {
+        "id": t.id, "title": t.title or f"Track {t.id}", "composer": t.composer, "work": t.work, "era": t.era,
+        "year": t.year, "duration": describe.timestamp(t.duration_s), "segments": t.n_segments,
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,15 +63,12 @@ def _library_rows(
     if era:
         where.append("era = %s")
         args.append(era)
-    with svc.db.connection() as conn, conn.cursor(row_factory=class_row(TrackRow)) as cur:
+    with svc.db.connection() as conn, conn.cursor(row_factory=class_row(TrackInfo)) as cur:
         rows = cur.execute(
-            "SELECT t.id, t.title, t.composer, t.work, t.era, t.year, t.duration_s,"
-            " (SELECT count(*) FROM segments s WHERE s.track_id = t.id) AS segments"
-            f" FROM tracks t WHERE {' AND '.join(where)} ORDER BY t.composer, t.title, t.id LIMIT 500",
-            args,
+            f"{_TRACK} WHERE {' AND '.join(where)} ORDER BY t.composer, t.title, t.id LIMIT 500", args
         ).fetchall()
     composers, eras = library_names(svc.db)
-    return [r.page() for r in rows], composers, eras
+    return [_shown(r) for r in rows], composers, eras
 
 
 @get("/library", include_in_schema=False)
@@ -113,11 +105,8 @@ def waveform(svc: Services, track_id: int, path: Path) -> np.ndarray:
 
 def _track_context(svc: Services, track_id: int) -> dict[str, Any]:
     with svc.db.connection() as conn:
-        with conn.cursor(row_factory=class_row(TrackRow)) as cur:
-            row = cur.execute(
-                "SELECT id, title, composer, work, era, year, duration_s FROM tracks WHERE id = %s",
-                (track_id,),
-            ).fetchone()
+        with conn.cursor(row_factory=class_row(TrackInfo)) as cur:
+            row = cur.execute(f"{_TRACK} WHERE t.id = %s", (track_id,)).fetchone()
         if row is None:
             raise NotFound(f"no track {track_id} in the library")
         with conn.cursor(row_factory=class_row(SegmentRow)) as segments:
@@ -148,7 +137,7 @@ def _track_context(svc: Services, track_id: int) -> dict[str, Any]:
         for g in segs
     ]  # fmt: skip
     return {
-        "track": row.page(),
+        "track": _shown(row),
         "timeline": Markup(timeline_svg(peaks=peaks, duration_s=duration, marks=marks)),
         "moments": moments,
         "cited": [{"start": a, "end": b, "range": describe.time_range(a, b)} for a, b in marks],

@@ -114,9 +114,7 @@ def rerank_with(
     The answer keeps its request (its local time included), so switching a signal off shows exactly
     the ranking without it; later messages of the conversation rank with the new switches too.
     """
-    turn = conversations.turn(svc.db, conversation_id, message_id)
-    if turn.response is None or turn.request is None:
-        raise NotFound(f"message {message_id} has no search")
+    turn = conversations.search_turn(svc.db, conversation_id, message_id)
     ctx = switches(changes, base=conversation_switches(svc.db, conversation_id))
     request = replace(services.previous_search(svc, turn).request, context=ctx)
     response = svc.search_json(request)

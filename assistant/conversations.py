@@ -241,6 +241,14 @@ def turn(db: Database, conversation_id: uuid.UUID, message_id: int) -> Turn:
     return found[0]
 
 
+def search_turn(db: Database, conversation_id: uuid.UUID, message_id: int) -> Turn:
+    """The answer ``message_id``; NotFound when it is no answer with a search (a reply, a question)."""
+    found = turn(db, conversation_id, message_id)
+    if found.response is None or found.request is None:
+        raise NotFound(f"message {message_id} has no search")
+    return found
+
+
 def last_search(db: Database, conversation_id: uuid.UUID) -> Turn | None:
     with db.connection() as conn:
         found = _turns(

@@ -20,7 +20,7 @@ from typing import Any
 
 from assistant import conversations, followups
 from assistant.services import Services, TurnResult, previous_search
-from cadenza.errors import InputError, NotFound
+from cadenza.errors import InputError
 from retrieval.types import SearchRequest
 
 
@@ -114,9 +114,7 @@ def put_back(
     svc: Services, *, conversation_id: uuid.UUID, message_id: int, track_id: int
 ) -> conversations.Turn:
     """Undo an exclusion: the answer ``message_id`` searched again with ``track_id`` allowed back in."""
-    turn = conversations.turn(svc.db, conversation_id, message_id)
-    if turn.response is None or turn.request is None:
-        raise NotFound(f"message {message_id} has no search")
+    turn = conversations.search_turn(svc.db, conversation_id, message_id)
     excluded = [e for e in turn.meta.get("excluded") or [] if int(e["track_id"]) != track_id]
     if len(excluded) == len(turn.meta.get("excluded") or []):
         raise InputError(f"track {track_id} is not left out of this answer; there is nothing to put back")

@@ -12,6 +12,7 @@ from msgspec import Meta, Struct
 
 from assistant.api_types import FormMessage, Seconds
 from assistant.bodies import decode_form
+from assistant.context import SIGNALS
 from assistant.services import Clip, Services
 from cadenza.errors import InputError
 
@@ -68,6 +69,26 @@ class MessageForm(FormMessage):
 
 class TrackForm(Struct):
     track_id: PageId | None = None
+
+
+class ChipForm(Struct):
+    """A chip of an answer's query state, by its id (:func:`assistant.querystate.chips`)."""
+
+    chip: Annotated[
+        str,
+        Meta(
+            min_length=1, max_length=300, description="chip is required: which part of the search to remove"
+        ),
+    ]
+
+
+class SignalForm(Struct):
+    """A listening-context toggle: the signal, and ``on`` = "1" to switch it on (anything else: off)."""
+
+    signal: Annotated[
+        str, Meta(pattern=f"^({'|'.join(SIGNALS)})$", description=f"must be one of {list(SIGNALS)}")
+    ]
+    on: str = ""
 
 
 async def clip_and_form(request: Request, into: type[T], *, missing: str) -> tuple[Clip, T]:

@@ -11,7 +11,6 @@ from assistant import conversations, followups, querystate
 from assistant.chat import empty_reason
 from assistant.services import Services, previous_search
 from cadenza.db import Database
-from cadenza.errors import NotFound
 
 
 def titles(db: Database, state: querystate.QueryState) -> dict[int, str]:
@@ -38,9 +37,7 @@ def remove_chip(
     svc: Services, *, conversation_id: uuid.UUID, message_id: int, chip_id: str
 ) -> conversations.Turn:
     """The answer ``message_id`` searched again without the part ``chip_id`` shows."""
-    turn = conversations.turn(svc.db, conversation_id, message_id)
-    if turn.response is None or turn.request is None:
-        raise NotFound(f"message {message_id} has no search")
+    turn = conversations.search_turn(svc.db, conversation_id, message_id)
     state = querystate.without_chip(querystate.state_of_json(turn.request), chip_id)
     request = querystate.apply_state(state, previous_search(svc, turn).request)
     response = svc.search_json(request)

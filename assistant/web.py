@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from html import escape
 from typing import Any
@@ -22,7 +22,15 @@ from assistant import context as acontext
 from assistant import conversations, exclusions, explain, services, statechips, views
 from assistant.api_types import aspects_of
 from assistant.bodies import decode_form
-from assistant.forms import MessageForm, TrackForm, clip_from_form, listener_cookies, listener_of
+from assistant.forms import (
+    ChipForm,
+    MessageForm,
+    SignalForm,
+    TrackForm,
+    clip_from_form,
+    listener_cookies,
+    listener_of,
+)
 from assistant.services import Message, Services
 from cadenza.errors import InputError, NotFound
 from retrieval.store import record_play as insert_play
@@ -141,61 +149,48 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
     )
 
 
-@post("/c/{conversation_id:str}/m/{message_id:int}/put-back", include_in_schema=False, status_code=200)
-async def put_back(
-    request: Request, svc: Services, conversation_id: str, message_id: int
+async def _answer_again(
+    request: Request, svc: Services, cid: uuid.UUID, message_id: int, work: Callable[[], conversations.Turn]
 ) -> Template | Redirect:
-    """Undo "not this": search the answer again with ``track_id`` allowed back in; the answer, re-rendered."""
-    cid = conversations.parse_id(conversation_id)
-    track_id = decode_form(await request.form(), TrackForm).track_id
-    if track_id is None:
-        raise InputError("track_id is required: the id of the track to put back")
-    turn = await anyio.to_thread.run_sync(
-        partial(exclusions.put_back, svc, conversation_id=cid, message_id=message_id, track_id=track_id)
-    )
+    """Run ``work`` (it searches the answer ``message_id`` again, in place) and show the new answer:
+    re-rendered for htmx, else a redirect to it."""
+    turn = await anyio.to_thread.run_sync(work)
     if not request.headers.get("hx-request"):
         return Redirect(f"/c/{cid}#m{message_id}", status_code=303)
     ctx = await anyio.to_thread.run_sync(partial(views.turn_context, svc.db, cid, turn))
     return Template("_turns.html", context={"turns": [ctx], "conversation_id": str(cid)})
+
+
+# The answer's own routes: ``cid`` is the path's conversation id, parsed (app.py's dependency).
+@post("/c/{conversation_id:str}/m/{message_id:int}/put-back", include_in_schema=False, status_code=200)
+async def put_back(request: Request, svc: Services, cid: uuid.UUID, message_id: int) -> Template | Redirect:
+    """Undo "not this": search the answer again with ``track_id`` allowed back in; the answer, re-rendered."""
+    track_id = decode_form(await request.form(), TrackForm).track_id
+    if track_id is None:
+        raise InputError("track_id is required: the id of the track to put back")
+    work = partial(exclusions.put_back, svc, conversation_id=cid, message_id=message_id, track_id=track_id)
+    return await _answer_again(request, svc, cid, message_id, work)
 
 
 @post("/c/{conversation_id:str}/m/{message_id:int}/chips", include_in_schema=False, status_code=200)
 async def remove_chip(
-    request: Request, svc: Services, conversation_id: str, message_id: int
+    request: Request, svc: Services, cid: uuid.UUID, message_id: int
 ) -> Template | Redirect:
     """Remove one chip (a part of the answer's query state): the answer, searched again in place."""
-    cid = conversations.parse_id(conversation_id)
-    form = await request.form()
-    chip = str(form.get("chip") or "")
-    if not chip or len(chip) > 300:
-        raise InputError("chip is required: which part of the search to remove")
-    turn = await anyio.to_thread.run_sync(
-        partial(statechips.remove_chip, svc, conversation_id=cid, message_id=message_id, chip_id=chip)
-    )
-    if not request.headers.get("hx-request"):
-        return Redirect(f"/c/{cid}#m{message_id}", status_code=303)
-    ctx = await anyio.to_thread.run_sync(partial(views.turn_context, svc.db, cid, turn))
-    return Template("_turns.html", context={"turns": [ctx], "conversation_id": str(cid)})
+    chip = decode_form(await request.form(), ChipForm).chip
+    work = partial(statechips.remove_chip, svc, conversation_id=cid, message_id=message_id, chip_id=chip)
+    return await _answer_again(request, svc, cid, message_id, work)
 
 
 @post("/c/{conversation_id:str}/m/{message_id:int}/context", include_in_schema=False, status_code=200)
 async def switch_context(
-    request: Request, svc: Services, conversation_id: str, message_id: int
+    request: Request, svc: Services, cid: uuid.UUID, message_id: int
 ) -> Template | Redirect:
     """A context toggle (form: ``signal``, ``on`` = 1/0): kept for the conversation; the answer, ranked again."""
-    cid = conversations.parse_id(conversation_id)
-    form = await request.form()
-    signal = str(form.get("signal") or "")
-    if signal not in acontext.SIGNALS:
-        raise InputError(f"signal must be one of {list(acontext.SIGNALS)}")
-    on = str(form.get("on") or "") == "1"
-    turn = await anyio.to_thread.run_sync(
-        partial(acontext.rerank_with, svc, conversation_id=cid, message_id=message_id, changes={signal: on})
-    )
-    if not request.headers.get("hx-request"):
-        return Redirect(f"/c/{cid}#m{message_id}", status_code=303)
-    ctx = await anyio.to_thread.run_sync(partial(views.turn_context, svc.db, cid, turn))
-    return Template("_turns.html", context={"turns": [ctx], "conversation_id": str(cid)})
+    toggle = decode_form(await request.form(), SignalForm)
+    changes = {toggle.signal: toggle.on == "1"}
+    work = partial(acontext.rerank_with, svc, conversation_id=cid, message_id=message_id, changes=changes)
+    return await _answer_again(request, svc, cid, message_id, work)
 
 
 @get("/c/{conversation_id:str}/m/{message_id:int}/explain", include_in_schema=False)
