@@ -25,6 +25,7 @@ from assistant.api_answers import (
     SearchAnswer,
 )
 from assistant.api_types import (
+    ID_LIMIT,
     ChatBody,
     ChatForm,
     ContextChange,
@@ -44,8 +45,6 @@ from assistant.querystate import state_from_json, state_of_json
 from assistant.services import Clip, Message, Services
 from cadenza.errors import InputError
 from retrieval.types import DEFAULT_DIVERSITY, Aspects, SearchRequest
-
-ID_LIMIT = 2**63
 
 
 def _local_hour(request: Request, local_time: str | None) -> float | None:
@@ -68,8 +67,9 @@ async def _search_request(request: Request, svc: Services) -> SearchRequest:
         audio = await anyio.to_thread.run_sync(svc.decode, clip)
         return SearchRequest(
             audio=audio, start_s=f.start, duration_s=f.duration, k=f.k, filters=filters, route=f.route,
-            diversity=DEFAULT_DIVERSITY if f.diversity is None else f.diversity, aspects=aspects_of(f.aspects()) or Aspects(),
-            context=context, local_hour=hour, listener_id=known_listener(request),
+            diversity=DEFAULT_DIVERSITY if f.diversity is None else f.diversity,
+            aspects=aspects_of(f.aspects()) or Aspects(), context=context, local_hour=hour,
+            listener_id=known_listener(request),
         )  # fmt: skip
     body = decode_json(await request.body(), SearchBody)
     if body.reference is None:
