@@ -115,6 +115,7 @@ def rerank_with(
     the ranking without it; later messages of the conversation rank with the new switches too.
     """
     turn = conversations.search_turn(svc.db, conversation_id, message_id)
+    assert turn.request is not None  # search_turn returns answers with a search only
     ctx = switches(changes, base=conversation_switches(svc.db, conversation_id))
     request = replace(services.previous_search(svc, turn).request, context=ctx)
     response = svc.search_json(request)

@@ -38,6 +38,7 @@ def remove_chip(
 ) -> conversations.Turn:
     """The answer ``message_id`` searched again without the part ``chip_id`` shows."""
     turn = conversations.search_turn(svc.db, conversation_id, message_id)
+    assert turn.request is not None  # search_turn returns answers with a search only
     state = querystate.without_chip(querystate.state_of_json(turn.request), chip_id)
     request = querystate.apply_state(state, previous_search(svc, turn).request)
     response = svc.search_json(request)
