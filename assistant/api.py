@@ -23,6 +23,7 @@ from assistant.api_answers import (
     ExplanationBody,
     PathResponse,
     SearchAnswer,
+    answer,
 )
 from assistant.api_types import (
     ID_LIMIT,
@@ -38,7 +39,7 @@ from assistant.api_types import (
     moment_of,
     switches_of,
 )
-from assistant.bodies import convert, decode_form, decode_json, documented
+from assistant.bodies import decode_form, decode_json, documented
 from assistant.exclusions import put_back
 from assistant.forms import clip_and_form, clip_from_form, is_multipart, known_listener, listener_cookies
 from assistant.querystate import state_from_json, state_of_json
@@ -105,7 +106,7 @@ async def _search_request(request: Request, svc: Services) -> SearchRequest:
 )
 async def api_search(request: Request, svc: Services) -> SearchAnswer:
     req = await _search_request(request, svc)
-    return convert(await anyio.to_thread.run_sync(svc.search_json, req), SearchAnswer)
+    return answer(await anyio.to_thread.run_sync(svc.search_json, req), SearchAnswer)
 
 
 async def _chat_body(request: Request) -> tuple[ChatBody, Clip | None]:
@@ -159,31 +160,31 @@ async def api_chat(request: Request, svc: Services) -> Response[ChatAnswer | Cha
         raise InputError("a state edits a conversation's search: send its conversation_id too")
     lid, cookies = listener_cookies(request, svc)
     msg = Message(
-        conversation_id=cid, text=body.message, clip=clip, start_s=body.start, k=body.k, reference=reference,
+        conversation_id=cid, text=body.message or "", clip=clip, start_s=body.start, k=body.k, reference=reference,
         listener_id=lid, state=state, diversity=body.diversity, aspects=aspects, local_hour=hour,
     )  # fmt: skip
     result = await anyio.to_thread.run_sync(partial(acontext.run_turn, svc, msg, overrides=overrides))
-    answer: ChatAnswer | ChatRefusal | ChatPathReply
+    reply: ChatAnswer | ChatRefusal | ChatPathReply
     if result.refused:
         note = await anyio.to_thread.run_sync(
             partial(conversations.turn, svc.db, result.conversation_id, result.note_id or 0)
         )
-        answer = ChatRefusal(
+        reply = ChatRefusal(
             conversation_id=str(result.conversation_id), message_id=result.note_id, parser=result.parser,
             refused=True, reply=note.content, refined=False,
             state=state_of_json(result.turn.request) if result.turn.request else None,
         )  # fmt: skip
     elif result.turn.meta.get("path") is not None:  # "a path from #1 to #4": a reply with the path
-        answer = ChatPathReply(
+        reply = ChatPathReply(
             conversation_id=str(result.conversation_id), message_id=result.note_id, parser=result.parser,
-            reply=result.turn.content, path=convert({"steps": result.turn.meta["path"]}, PathResponse),
+            reply=result.turn.content, path=answer({"steps": result.turn.meta["path"]}, PathResponse),
             refused=False, refined=False,
         )  # fmt: skip
     else:
-        answer = await _explained(
+        reply = await _explained(
             svc, result.conversation_id, result.turn, parser=result.parser, refined=result.refined
         )
-    return Response(answer, cookies=cookies)
+    return Response(reply, cookies=cookies)
 
 
 def _explain_and_store(svc: Services, turn: conversations.Turn) -> explain.Explanation:
@@ -201,10 +202,10 @@ async def _explained(
     expl = await anyio.to_thread.run_sync(_explain_and_store, svc, turn)
     return ChatAnswer(
         conversation_id=str(conversation_id), message_id=turn.id, parser=parser, followup=turn.followup,
-        request=turn.request, response=convert(services.without_paths(turn.response), SearchAnswer),
+        request=turn.request, response=answer(services.without_paths(turn.response), SearchAnswer),
         excluded=turn.meta.get("excluded") or [], state=state_of_json(turn.request or {}),
         state_notes=turn.meta.get("state_notes") or [], filter_reason=turn.meta.get("filter_reason"),
-        explanation=convert(expl.to_json(), ExplanationBody), refined=refined, refused=False,
+        explanation=answer(expl.to_json(), ExplanationBody), refined=refined, refused=False,
     )  # fmt: skip
 
 

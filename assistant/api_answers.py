@@ -1,16 +1,26 @@
 """The typed answers of ``/api/*``: what the OpenAPI document shows and the controllers return.
 
 Stored answers are plain JSON (the search's own ``to_json``); :func:`assistant.bodies.convert` turns
-them into these at the edge, so a field the contract lacks never leaves the server unseen.
+them into these at the edge (:func:`answer`), so a field the contract lacks never leaves the server unseen.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
+import msgspec
 from msgspec import Struct
 
 from assistant.querystate import QueryState
+
+T = TypeVar("T", bound=Struct)
+
+
+def answer(data: Mapping[str, Any], into: type[T]) -> T:
+    """Our own stored JSON as the typed answer ``into``. A mismatch is a bug of the server, not of the
+    request: msgspec's ValidationError reaches the unexpected-error handler (logged, a plain 500)."""
+    return msgspec.convert(data, into)
 
 
 class MomentResult(Struct):

@@ -227,7 +227,7 @@ def context_of_text(raw: str | None) -> ContextSwitches | None:
 class ChatBody(Listening):
     """One chat message: a follow-up, a named moment, a reference moment, or an edited ``state``."""
 
-    message: Text = ""
+    message: Text | None = None
     conversation_id: ConversationId | None = None
     reference: Reference | None = None
     k: K | None = None
