@@ -78,12 +78,13 @@ def _message(error: str, into: type[msgspec.Struct]) -> str:
         noun = getattr(struct.cls, "noun", "field")
         return f"unknown {noun}(s) ['{unknown.group('name')}']; use {[f.encode_name for f in struct.fields]}"
     if missing := _MISSING.match(what):
-        names = [*names, missing.group("name")]
-        what = "is required"
-    if (field := _field_at(into, names)) is not None and (hint := _description(field)):
+        names, what = [*names, missing.group("name")], "is required"
+    if (field := _field_at(into, names)) is not None and (hint := _described(field.type)):
         return f"{'.'.join(names)} {hint}" if hint.startswith("must ") else hint
     dotted = ".".join(names)
-    return f"{dotted} {what}" if what == "is required" else f"{dotted}: {what}" if dotted else what
+    if not dotted:
+        return what
+    return f"{dotted} {what}" if what == "is required" else f"{dotted}: {what}"
 
 
 def _field_at(into: type[msgspec.Struct], names: list[str]) -> Any:
@@ -114,10 +115,6 @@ def _struct_of(info: Any) -> Any:
     if isinstance(info, msgspec.inspect.UnionType):
         return next((s for t in info.types if (s := _struct_of(t)) is not None), None)
     return info if isinstance(info, msgspec.inspect.StructType) else None
-
-
-def _description(field: Any) -> str | None:
-    return _described(field.type)
 
 
 def _described(info: Any) -> str | None:
