@@ -11,7 +11,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 import anyio
 from litestar import Litestar, Request
@@ -35,14 +34,11 @@ from assistant import (
     web,
 )
 from assistant.llm import LLM
-from assistant.services import Services
+from assistant.services import LibraryEmbedder, Services
 from cadenza.db import Database, open_database
 from cadenza.errors import NotFound
 from cadenza.settings import PROJECT_ROOT, Settings
 from retrieval.ingest_steps import one_blas_thread
-
-if TYPE_CHECKING:  # the embedder brings torch, which loads when the app starts, not on import
-    from encoder.embed import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +46,7 @@ TEMPLATES = PROJECT_ROOT / "templates"
 STATIC = PROJECT_ROOT / "static"
 
 
-def load_embedder(settings: Settings) -> Embedder:
+def load_embedder(settings: Settings) -> LibraryEmbedder:
     """The same embedder ``cadenza ingest``/``search`` use: the checkpoint, or (loudly) untrained weights."""
     from retrieval.ingest import resolve_embedder
 
@@ -83,7 +79,7 @@ def create_app(
     settings: Settings,
     *,
     db: Database | None = None,
-    embedder: Embedder | None = None,
+    embedder: LibraryEmbedder | None = None,
     llm: LLM | None = None,
 ) -> Litestar:
     """The web app. ``db``/``embedder``/``llm`` given here are used as is and not closed."""
