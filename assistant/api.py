@@ -62,12 +62,18 @@ async def _search_request(request: Request, svc: Services) -> SearchRequest:
         clip, f = await clip_and_form(
             request, SearchForm, missing="attach the clip in the multipart field 'file'"
         )
+        # 0 is refused, not read as "unset"; the default is one moment of the encoder.
+        windowing = svc.embedder.windowing
+        duration = windowing.window_s if f.duration is None else f.duration
+        lo, hi = svc.settings.limits.min_clip_seconds, windowing.max_s
+        if not lo <= duration <= hi:
+            raise InputError(f"duration must be between {lo:g} and {hi:g} seconds")
         context = acontext.switches(switches_of(context_of_text(f.context)))
         hour = _local_hour(request, f.local_time)
         filters = f.filters()
         audio = await anyio.to_thread.run_sync(svc.decode, clip)
         return SearchRequest(
-            audio=audio, start_s=f.start, duration_s=f.duration, k=f.k, filters=filters, route=f.route,
+            audio=audio, start_s=f.start, duration_s=duration, k=f.k, filters=filters, route=f.route,
             diversity=DEFAULT_DIVERSITY if f.diversity is None else f.diversity,
             aspects=aspects_of(f.aspects()) or Aspects(), context=context, local_hour=hour,
             listener_id=known_listener(request),

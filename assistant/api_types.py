@@ -18,7 +18,7 @@ from assistant.bodies import convert
 from assistant.followup_schema import KEYS
 from cadenza.errors import InputError
 from retrieval.moment_map import DEFAULT_MAP_TRACKS
-from retrieval.types import Aspects, Filters, MomentRef
+from retrieval.types import DEFAULT_K, MAX_K, Aspects, Filters, MomentRef
 
 #: The largest id PostgreSQL's bigint holds, plus one.
 ID_LIMIT = 2**63
@@ -32,7 +32,7 @@ TRACK_AND_START = "track_id must be a whole number (a track id) and start a numb
 # assistant.bodies); any other is the whole message.
 Names = Annotated[list[str], Meta(description="must be a list of names")]
 Seconds = Annotated[float, Meta(ge=0, description="must be a number of seconds ≥ 0")]
-K = Annotated[int, Meta(ge=1, le=50, description="must be a whole number between 1 and 50")]
+K = Annotated[int, Meta(ge=1, le=MAX_K, description=f"must be a whole number between 1 and {MAX_K}")]
 Diversity = Annotated[float, Meta(ge=0, le=1, description="must be a number between 0 and 1")]
 Weight = Annotated[float, Meta(description="must be a number between 0 and 10")]
 Switch = Annotated[bool, Meta(description="must be true or false")]
@@ -157,7 +157,7 @@ class SearchBody(Listening):
     """A search from a library moment. A clip is sent as a multipart form instead (:class:`SearchForm`)."""
 
     reference: Reference | None = None
-    k: K = 10
+    k: K = DEFAULT_K
     filters: (
         Annotated[FilterBody, Meta(description='must be an object, e.g. {"eras": ["Baroque"]}')] | None
     ) = None
@@ -183,8 +183,9 @@ class SearchForm(FormAspects):
 
     file: Annotated[bytes, CLIP_FIELD] | None = None
     start: Seconds | None = None
-    duration: Annotated[float, Meta(ge=3, le=30, description="must be between 3 and 30 seconds")] = 10.0
-    k: K = 10
+    # Checked against the encoder's windowing and the clip limits by the route (they are the server's).
+    duration: Annotated[float, Meta(description="must be a number of seconds")] | None = None
+    k: K = DEFAULT_K
     composer: Names = []
     exclude_composer: Names = []
     era: Names = []

@@ -34,10 +34,12 @@ from assistant import (
     web,
 )
 from assistant.llm import LLM
-from assistant.services import LibraryEmbedder, Services
+from assistant.services import Services
 from cadenza.db import Database, open_database
 from cadenza.errors import NotFound
 from cadenza.settings import PROJECT_ROOT, Settings
+from encoder.protocols import MomentEmbedder
+from retrieval.ingest import resolve_embedder
 from retrieval.ingest_steps import one_blas_thread
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,8 @@ TEMPLATES = PROJECT_ROOT / "templates"
 STATIC = PROJECT_ROOT / "static"
 
 
-def load_embedder(settings: Settings) -> LibraryEmbedder:
+def load_embedder(settings: Settings) -> MomentEmbedder:
     """The same embedder ``cadenza ingest``/``search`` use: the checkpoint, or (loudly) untrained weights."""
-    from retrieval.ingest import resolve_embedder
-
     embedder, _ = resolve_embedder(settings.checkpoint)
     return embedder
 
@@ -79,7 +79,7 @@ def create_app(
     settings: Settings,
     *,
     db: Database | None = None,
-    embedder: LibraryEmbedder | None = None,
+    embedder: MomentEmbedder | None = None,
     llm: LLM | None = None,
 ) -> Litestar:
     """The web app. ``db``/``embedder``/``llm`` given here are used as is and not closed."""

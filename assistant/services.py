@@ -19,7 +19,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +31,8 @@ from cadenza.audio import DecodeWorkers
 from cadenza.db import Database
 from cadenza.errors import CadenzaError, InputError, NotFound, StorageError
 from cadenza.settings import Settings
-from encoder.evaluate import WindowEmbedder
 from encoder.features import CHROMA, acoustic_features
+from encoder.protocols import MomentEmbedder
 from retrieval.search import search
 from retrieval.store import track_chroma
 from retrieval.types import Aspects, MomentRef, SearchRequest, SearchResponse
@@ -65,19 +65,13 @@ def search_slot_count(settings: Settings) -> int:
     return max(1, settings.database.pool_max - 2)
 
 
-class LibraryEmbedder(WindowEmbedder, Protocol):
-    """What the app needs of an embedder: windows to vectors, and the version the library's vectors
-    are stored under. ``encoder.embed.Embedder`` is one; a protocol keeps torch out of this import
-    (and Litestar reads these annotations at every request)."""
-
-    model_version: str
-
-
 @dataclass
 class Services:
     settings: Settings
     db: Database
-    embedder: LibraryEmbedder
+    # A protocol, not encoder.embed.Embedder: Litestar reads these annotations at every request,
+    # and naming the class would import torch with this module.
+    embedder: MomentEmbedder
     llm: LLM | None = None
     #: Searches running at once. Each holds a pooled connection for its whole run; unbounded, 50
     #: concurrent chats took all of them and the short queries (pages, saving turns) timed out in

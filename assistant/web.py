@@ -34,7 +34,7 @@ from assistant.forms import (
 from assistant.services import Message, Services
 from cadenza.errors import InputError, NotFound
 from retrieval.store import record_play as insert_play
-from retrieval.types import DEFAULT_DIVERSITY, MomentRef
+from retrieval.types import DEFAULT_DIVERSITY, DEFAULT_K, MomentRef
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ async def chat_page(request: Request, svc: Services) -> Template:
             "title": "",
             "recent": recent,
             "diversity_default": DEFAULT_DIVERSITY,
+            "k_default": DEFAULT_K,
         },  # fmt: skip
         cookies=cookies,
     )
@@ -85,6 +86,7 @@ async def conversation_page(request: Request, svc: Services, conversation_id: st
             "turns": turns,
             "title": title,
             "diversity_default": DEFAULT_DIVERSITY if diversity is None else float(diversity),
+            "k_default": DEFAULT_K,
         },  # fmt: skip
         cookies=cookies,
     )

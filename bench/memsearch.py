@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from encoder.evaluate import WindowEmbedder
 from encoder.features import CHROMA, FPS
 from encoder.protocols import WindowEmbedder
 from encoder.windowing import DEFAULT_WINDOWING
