@@ -206,10 +206,12 @@ def test_rate_limit_is_respected_at_the_server(server: MediaServer, media, tmp_p
     )
     times = sorted(h.t for h in server.log())
     assert len(times) >= 10  # yt-dlp: one request to look, one to download
-    # Starts are >= 0.25 s apart, so no 1-second window can hold more than 5 requests.
+    # Starts leave the client >= 0.25 s apart. The server logs arrivals, which a loaded machine
+    # delays unevenly (a CI run at load 17 saw three within 0.1 s), so allow one extra request per
+    # second and 0.35 s of jitter on the span. Unpaced, 4 workers send all 10 in well under 0.5 s.
     most_in_a_second = max(sum(1 for t in times if t0 <= t < t0 + 1.0) for t0 in times)
-    assert most_in_a_second <= 5, most_in_a_second
-    assert (times[-1] - times[0]) >= interval * (len(times) - 1) * 0.9
+    assert most_in_a_second <= 6, most_in_a_second
+    assert (times[-1] - times[0]) >= interval * (len(times) - 1) - 0.35
 
 
 def test_rerun_resumes_and_never_downloads_twice(server: MediaServer, media, tmp_path: Path):
