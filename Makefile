@@ -49,6 +49,7 @@ system-deps:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/check_structure.py
 	$(BIN)/mypy cadenza encoder retrieval assistant
 
 format: install

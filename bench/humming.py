@@ -327,143 +327,138 @@ def _score(
     }
 
 
-def run_humming(
-    *, out_dir: Path, quick: bool, seed: int, checkpoint: Path | None, midi_cache: Path, workdir: Path
-) -> Report:
-    from bench.pgbench_db import open_temp_database
-    from bench.report import db_versions
-    from retrieval.ingest import ingest, resolve_embedder
-    from retrieval.search import search
-    from retrieval.types import SearchRequest
+def _hum(
+    timbre: str,
+    notes: list[tuple[float, float, int]],
+    rng: np.random.Generator,
+    la: Syllable | None,
+) -> np.ndarray:
+    """The passage ``notes`` sung, played or whistled in ``timbre``, with a little pitch drift."""
+    if timbre == "voice":
+        y = _gm(notes, 53)
+    elif timbre == "recorder":
+        y = _gm(notes, 74)
+    elif timbre == "whistle":
+        y = _whistle(notes, rng)
+    else:
+        assert la is not None
+        y = _espeak(notes, la)
+    return _drift(y, rng)
 
-    t_start = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    per_composer = 1 if quick else 3
-    n_per = 4 if quick else 32
-    renderer = Renderer(midi_cache=midi_cache, max_seconds=45.0)
-    works = select_works(per_composer=per_composer, seed=seed)
-    wav_dir = workdir / "library"
-    works, clean, sidecar = render_library(works, renderer=renderer, out_dir=wav_dir)
-    embedder, spec = resolve_embedder(checkpoint)
-    db = open_temp_database(workdir / "home")
-    notes_md: list[str] = []
-    data: dict[str, Any] = {}
-    try:
-        with db.connection() as conn:
-            pg, vec = db_versions(conn)
-        rep = ingest(
-            db=db,
-            paths=[wav_dir],
-            embedder=embedder,
-            spec=spec,
-            metadata_file=sidecar,
-            workers=2,
-            progress=False,
+
+@dataclass
+class _Setup:
+    """What every query of the run searches against, and how to score it."""
+
+    db: Any
+    embedder: Any
+    works: list[EvalWork]
+    clean: dict[str, np.ndarray]
+    work_of_track: dict[int, int]
+    chroma: tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows, tracks, starts) of the chroma baseline
+
+    def search(self, y: np.ndarray, **kw: Any) -> Any:
+        from retrieval.search import search
+        from retrieval.types import SearchRequest
+
+        return search(db=self.db, embedder=self.embedder, request=SearchRequest(audio=y, k=K, **kw))
+
+
+def _condition(
+    st: _Setup, *, timbre: str, semis: int, tempo: float, lines: dict[str, Any], la: Any, n_per: int,
+    rng: np.random.Generator,
+) -> tuple[dict[str, list[list[tuple[int, float]]]], list[tuple[int, float]], int, list[float]]:  # fmt: skip
+    """``n_per`` hummed queries of one condition through each system: (ranked per system, truth,
+    how many search routed to the melody, search latencies in ms)."""
+    ranked: dict[str, list[list[tuple[int, float]]]] = {s: [] for s in SYSTEMS}
+    truth: list[tuple[int, float]] = []
+    latency: list[float] = []
+    melody_routed = 0
+    tries = 0
+    while len(truth) < n_per and tries < 10 * n_per:
+        tries += 1
+        wi = int(rng.integers(len(st.works)))
+        ew = st.works[wi]
+        dur = st.clean[ew.work_id].size / SAMPLE_RATE
+        if dur < QUERY_S * tempo + 1.0:
+            continue
+        t = float(np.round(rng.uniform(0.1, dur - QUERY_S * tempo - 0.5), 2))
+        notes = _passage(lines[ew.work_id], t, tempo=tempo, transpose=semis, rng=rng)
+        if sum(e - s for s, e, _ in notes) < 0.5 * QUERY_S:  # mostly rests: nobody hums that
+            continue
+        y = _hum(timbre, notes, rng, la)
+        truth.append((wi, t))
+        t0 = time.perf_counter()
+        auto = st.search(y)
+        latency.append((time.perf_counter() - t0) * 1000)
+        melody_routed += auto.query.get("route") == "melody"
+        audio = st.search(y, route="audio")
+        ranked[SYSTEMS[0]].append([(r.track_id, r.start) for r in auto.results])
+        ranked[SYSTEMS[1]].append([(r.track_id, r.start) for r in audio.results])
+        ranked[SYSTEMS[2]].append(_chroma_search(y, *st.chroma))
+    return ranked, truth, melody_routed, latency
+
+
+def _ordinary_clips(st: _Setup, *, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """The library's own renders as 10-s clips: the detection must leave them on the audio route."""
+    from bench.queries import augment_clip
+
+    ordinary: list[dict[str, Any]] = []
+    for kind in ("clean", "noise"):
+        truth, r_auto, r_audio, to_melody = [], [], [], 0
+        for _ in range(n):
+            wi = int(rng.integers(len(st.works)))
+            y_full = st.clean[st.works[wi].work_id]
+            t = float(np.round(rng.uniform(0.1, y_full.size / SAMPLE_RATE - QUERY_S - 0.5), 2))
+            clip = y_full[int(t * SAMPLE_RATE) : int((t + QUERY_S) * SAMPLE_RATE)]
+            clip = augment_clip(clip=clip, kind=kind, rng=rng)
+            truth.append((wi, t))
+            a = st.search(clip)
+            b = st.search(clip, route="audio")
+            to_melody += a.query.get("route") == "melody"
+            r_auto.append([(r.track_id, r.start) for r in a.results])
+            r_audio.append([(r.track_id, r.start) for r in b.results])
+        ordinary.append(
+            {
+                "clip": kind,
+                "system": SYSTEMS[0],
+                "routed_to_melody": to_melody / len(truth),
+                **_score(r_auto, truth, st.work_of_track),
+            }
         )
-        minutes = rep.audio_seconds / 60.0
-        stage = rep.stage_cpu_s
-        data["library"] = {
-            "works": len(works), "segments": rep.segments, "audio_minutes": round(minutes, 1),
-            "composers": sorted({ew.composer for ew in works}),
-        }  # fmt: skip
-        data["ingest_cpu_ms_per_audio_minute"] = {
-            k: round(1000 * v / max(minutes, 1e-9), 1) for k, v in stage.items()
-        }
-        with db.connection() as conn:
-            rows = conn.execute("SELECT id, work FROM tracks").fetchall()
-        index_of = {ew.work_id: i for i, ew in enumerate(works)}
-        work_of_track = {int(t): index_of.get(str(w), -1) for t, w in rows}
-        mat, c_tracks, c_starts = _chroma_rows(db, embedder.model_version)
-        lines = {ew.work_id: skyline(renderer, ew) for ew in works}
-        data["line_accuracy"] = line_accuracy(works, clean, lines)
-        la = _espeak_la()
-        if la is None:
-            notes_md.append("espeak-ng is not installed here: its condition was skipped.")
+        ordinary.append({"clip": kind, "system": SYSTEMS[1], **_score(r_audio, truth, st.work_of_track)})
+    return ordinary
 
-        per_condition: list[dict[str, Any]] = []
-        routed: dict[str, float] = {}
-        latency: list[float] = []
-        for name, timbre, semis, tempo in tqdm(CONDITIONS, desc="humming conditions", leave=False):
-            if timbre == "espeak" and la is None:
-                continue
-            ranked: dict[str, list[list[tuple[int, float]]]] = {s: [] for s in SYSTEMS}
-            truth: list[tuple[int, float]] = []
-            melody_routed = 0
-            tries = 0
-            while len(truth) < n_per and tries < 10 * n_per:
-                tries += 1
-                wi = int(rng.integers(len(works)))
-                ew = works[wi]
-                dur = clean[ew.work_id].size / SAMPLE_RATE
-                if dur < QUERY_S * tempo + 1.0:
-                    continue
-                t = float(np.round(rng.uniform(0.1, dur - QUERY_S * tempo - 0.5), 2))
-                notes = _passage(lines[ew.work_id], t, tempo=tempo, transpose=semis, rng=rng)
-                if sum(e - s for s, e, _ in notes) < 0.5 * QUERY_S:  # mostly rests: nobody hums that
-                    continue
-                if timbre == "voice":
-                    y = _gm(notes, 53)
-                elif timbre == "recorder":
-                    y = _gm(notes, 74)
-                elif timbre == "whistle":
-                    y = _whistle(notes, rng)
-                else:
-                    assert la is not None
-                    y = _espeak(notes, la)
-                y = _drift(y, rng)
-                truth.append((wi, t))
-                t0 = time.perf_counter()
-                auto = search(db=db, embedder=embedder, request=SearchRequest(audio=y, k=K))
-                latency.append((time.perf_counter() - t0) * 1000)
-                melody_routed += auto.query.get("route") == "melody"
-                audio = search(db=db, embedder=embedder, request=SearchRequest(audio=y, k=K, route="audio"))
-                ranked[SYSTEMS[0]].append([(r.track_id, r.start) for r in auto.results])
-                ranked[SYSTEMS[1]].append([(r.track_id, r.start) for r in audio.results])
-                ranked[SYSTEMS[2]].append(_chroma_search(y, mat, c_tracks, c_starts))
-            routed[name] = melody_routed / max(len(truth), 1)
-            for sysname in SYSTEMS:
-                per_condition.append(
-                    {"condition": name, "system": sysname, **_score(ranked[sysname], truth, work_of_track)}
-                )
-        data["conditions"] = per_condition
-        data["routed_to_melody"] = routed
-        data["melody_search_ms"] = percentiles(latency)
 
-        # -- ordinary clips: the detection must leave them on the audio route ---------------------
-        from bench.queries import augment_clip
-
-        ordinary: list[dict[str, Any]] = []
-        for kind in ("clean", "noise"):
-            truth, r_auto, r_audio, to_melody = [], [], [], 0
-            for _ in range(n_per):
-                wi = int(rng.integers(len(works)))
-                y_full = clean[works[wi].work_id]
-                t = float(np.round(rng.uniform(0.1, y_full.size / SAMPLE_RATE - QUERY_S - 0.5), 2))
-                clip = y_full[int(t * SAMPLE_RATE) : int((t + QUERY_S) * SAMPLE_RATE)]
-                clip = augment_clip(clip=clip, kind=kind, rng=rng)
-                truth.append((wi, t))
-                a = search(db=db, embedder=embedder, request=SearchRequest(audio=clip, k=K))
-                b = search(db=db, embedder=embedder, request=SearchRequest(audio=clip, k=K, route="audio"))
-                to_melody += a.query.get("route") == "melody"
-                r_auto.append([(r.track_id, r.start) for r in a.results])
-                r_audio.append([(r.track_id, r.start) for r in b.results])
-            ordinary.append(
-                {
-                    "clip": kind,
-                    "system": SYSTEMS[0],
-                    "routed_to_melody": to_melody / len(truth),
-                    **_score(r_auto, truth, work_of_track),
-                }
+def _conditions(
+    st: _Setup, *, lines: dict[str, Any], la: Any, n_per: int, rng: np.random.Generator
+) -> tuple[list[dict[str, Any]], dict[str, float], list[float]]:
+    """Every condition: (rows per condition and system, share routed to the melody, search latencies)."""
+    per_condition: list[dict[str, Any]] = []
+    routed: dict[str, float] = {}
+    latency: list[float] = []
+    for name, timbre, semis, tempo in tqdm(CONDITIONS, desc="humming conditions", leave=False):
+        if timbre == "espeak" and la is None:
+            continue
+        ranked, truth, melody_routed, lat = _condition(
+            st, timbre=timbre, semis=semis, tempo=tempo, lines=lines, la=la, n_per=n_per, rng=rng
+        )
+        latency += lat
+        routed[name] = melody_routed / max(len(truth), 1)
+        for sysname in SYSTEMS:
+            per_condition.append(
+                {"condition": name, "system": sysname, **_score(ranked[sysname], truth, st.work_of_track)}
             )
-            ordinary.append({"clip": kind, "system": SYSTEMS[1], **_score(r_audio, truth, work_of_track)})
-        data["ordinary_clips"] = ordinary
-    finally:
-        db.close()
+    return per_condition, routed, latency
 
+
+def _report(
+    data: dict[str, Any], *, n_per: int, elapsed: float, notes_md: list[str], postgres: str, pgvector: str
+) -> Report:
     report = Report(
         name="humming",
         title="Humming: melody lines in other keys and tempi",
-        machine=machine_info(postgres=pg, pgvector=vec),
+        machine=machine_info(postgres=postgres, pgvector=pgvector),
     )
     report.data = data
     report.notes += [
@@ -471,9 +466,10 @@ def run_humming(
         f"{data['library']['segments']} windows), rendered on their primary program and ingested for real.",
         f"{n_per} queries per condition, {QUERY_S:.0f} s each; drift up to ±{DRIFT_CENTS:.0f} cents, onset jitter "
         f"σ {JITTER_S * 1000:.0f} ms. A hit: right work, start within ±2.5 s. Wall time "
-        f"{(time.perf_counter() - t_start) / 60:.1f} min on a shared machine (load average is in Machine).",
+        f"{elapsed / 60:.1f} min on a shared machine (load average is in Machine).",
         *notes_md,
     ]
+    routed = data["routed_to_melody"]
     table: list[list[Any]] = []
     for name, *_ in CONDITIONS:
         cells = [r for r in data["conditions"] if r["condition"] == name]
@@ -528,5 +524,62 @@ def run_humming(
             ["search as it runs a hum (ms, p50 / p95)", f"{data['melody_search_ms'].get('p50', 0):.0f} / {data['melody_search_ms'].get('p95', 0):.0f}"],
         ]),
     )  # fmt: skip
+    return report
+
+
+def run_humming(
+    *, out_dir: Path, quick: bool, seed: int, checkpoint: Path | None, midi_cache: Path, workdir: Path
+) -> Report:
+    from bench.pgbench_db import ingest_folder, open_temp_database
+    from bench.report import db_versions
+    from retrieval.ingest import resolve_embedder
+
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    per_composer = 1 if quick else 3
+    n_per = 4 if quick else 32
+    renderer = Renderer(midi_cache=midi_cache, max_seconds=45.0)
+    works = select_works(per_composer=per_composer, seed=seed)
+    wav_dir = workdir / "library"
+    works, clean, sidecar = render_library(works, renderer=renderer, out_dir=wav_dir)
+    embedder, spec = resolve_embedder(checkpoint)
+    db = open_temp_database(workdir / "home")
+    notes_md: list[str] = []
+    data: dict[str, Any] = {}
+    try:
+        with db.connection() as conn:
+            pg, vec = db_versions(conn)
+        rep = ingest_folder(db, wav_dir, embedder=embedder, spec=spec, metadata_file=sidecar)
+        minutes = rep.audio_seconds / 60.0
+        data["library"] = {
+            "works": len(works), "segments": rep.segments, "audio_minutes": round(minutes, 1),
+            "composers": sorted({ew.composer for ew in works}),
+        }  # fmt: skip
+        data["ingest_cpu_ms_per_audio_minute"] = {
+            k: round(1000 * v / max(minutes, 1e-9), 1) for k, v in rep.stage_cpu_s.items()
+        }
+        with db.connection() as conn:
+            rows = conn.execute("SELECT id, work FROM tracks").fetchall()
+        index_of = {ew.work_id: i for i, ew in enumerate(works)}
+        st = _Setup(
+            db=db, embedder=embedder, works=works, clean=clean,
+            work_of_track={int(t): index_of.get(str(w), -1) for t, w in rows},
+            chroma=_chroma_rows(db, embedder.model_version),
+        )  # fmt: skip
+        lines = {ew.work_id: skyline(renderer, ew) for ew in works}
+        data["line_accuracy"] = line_accuracy(works, clean, lines)
+        la = _espeak_la()
+        if la is None:
+            notes_md.append("espeak-ng is not installed here: its condition was skipped.")
+        data["conditions"], data["routed_to_melody"], latency = _conditions(
+            st, lines=lines, la=la, n_per=n_per, rng=rng
+        )
+        data["melody_search_ms"] = percentiles(latency)
+        data["ordinary_clips"] = _ordinary_clips(st, n=n_per, rng=rng)
+    finally:
+        db.close()
+    report = _report(
+        data, n_per=n_per, elapsed=time.perf_counter() - t_start, notes_md=notes_md, postgres=pg, pgvector=vec
+    )
     report.write(out_dir)
     return report

@@ -128,28 +128,11 @@ def stem_queries(src: Sources, rng: np.random.Generator) -> list[Query]:
     return out
 
 
-def run_likeness(
-    *,
-    audio_dir: Path,
-    out_dir: Path,
-    workdir: Path,
-    seed: int = 0,
-    checkpoint: Path | None = None,
-    max_seconds: float | None = DEFAULT_MAX_SECONDS,
-    n_queries: int = DEFAULT_QUERIES,
-    product: bool = True,
-    candidate: Path | None = None,
-    product_checkpoint: Path | None = None,
-    sources: tuple[str, ...] = HELDOUT_SOURCES,
-) -> Report:
-    """Run (a), (b), (c) on the ``sources`` folders under ``audio_dir``; writes ``likeness.json`` / ``.md``.
-
-    In memory: the baseline, ``checkpoint`` (default: shipped) and ``candidate``; the product
-    path searches with ``product_checkpoint`` (default: the shipped encoder)."""
-    t_start = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    notes: list[str] = []
-    timings: dict[str, Any] = {}
+def _library(
+    audio_dir: Path, *, max_seconds: float | None, sources: tuple[str, ...], checkpoint: Path | None,
+    candidate: Path | None, notes: list[str], timings: dict[str, Any],
+) -> tuple[Sources, Library, dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """Decode the sources, cut and embed them for every system; (sources, library, systems, its description)."""
     t0 = time.perf_counter()
     src = load_sources(audio_dir, max_seconds=max_seconds, only=sources)
     timings["decode_s"] = time.perf_counter() - t0
@@ -174,6 +157,64 @@ def run_likeness(
         "stem_songs": sorted(src.stems),
         "max_seconds_per_track": max_seconds,
     }
+    return src, lib, systems, lib_info
+
+
+def _passage_rows(
+    lib: Library,
+    systems: dict[str, Any],
+    src: Sources,
+    sq: list[Any],
+    *,
+    n_queries: int,
+    rng: np.random.Generator,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(b) cross-stem rows and (c) distortion rows, in memory, for every system."""
+    stem_rows: list[dict[str, Any]] = []
+    for kind in ("guitar", "backing"):
+        qs = [q for q in sq if q.kind == kind]
+        if qs:
+            qf = [features(y=q.audio) for q in qs]
+            for name, emb in systems.items():
+                stem_rows.append({"stem": kind, "system": name, "queries": len(qs),
+                                  **_pick(score_passages(lib, name, emb, qs, qf))})  # fmt: skip
+    refind_rows: list[dict[str, Any]] = []
+    audio = [t.audio for t in src.tracks]
+    for label, kind, length in DISTORTIONS:
+        qs = make_recorded_queries(tracks=audio, kind=kind, n=n_queries, rng=rng, length_s=length)
+        qf = [features(y=q.audio) for q in qs]
+        for name, emb in systems.items():
+            refind_rows.append({"distortion": label, "system": name, "queries": len(qs),
+                                **_pick(score_passages(lib, name, emb, qs, qf))})  # fmt: skip
+    return stem_rows, refind_rows
+
+
+def run_likeness(
+    *,
+    audio_dir: Path,
+    out_dir: Path,
+    workdir: Path,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    n_queries: int = DEFAULT_QUERIES,
+    product: bool = True,
+    candidate: Path | None = None,
+    product_checkpoint: Path | None = None,
+    sources: tuple[str, ...] = HELDOUT_SOURCES,
+) -> Report:
+    """Run (a), (b), (c) on the ``sources`` folders under ``audio_dir``; writes ``likeness.json`` / ``.md``.
+
+    In memory: the baseline, ``checkpoint`` (default: shipped) and ``candidate``; the product
+    path searches with ``product_checkpoint`` (default: the shipped encoder)."""
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    notes: list[str] = []
+    timings: dict[str, Any] = {}
+    src, lib, systems, lib_info = _library(
+        audio_dir, max_seconds=max_seconds, sources=sources, checkpoint=checkpoint, candidate=candidate,
+        notes=notes, timings=timings,
+    )  # fmt: skip
 
     # (a) same source, in memory
     t0 = time.perf_counter()
@@ -193,23 +234,8 @@ def run_likeness(
 
     # (b) cross-stem and (c) distortions, in memory
     t0 = time.perf_counter()
-    stem_rows: list[dict[str, Any]] = []
     sq = stem_queries(src, rng)
-    for kind in ("guitar", "backing"):
-        qs = [q for q in sq if q.kind == kind]
-        if qs:
-            qf = [features(y=q.audio) for q in qs]
-            for name, emb in systems.items():
-                stem_rows.append({"stem": kind, "system": name, "queries": len(qs),
-                                  **_pick(score_passages(lib, name, emb, qs, qf))})  # fmt: skip
-    refind_rows: list[dict[str, Any]] = []
-    audio = [t.audio for t in src.tracks]
-    for label, kind, length in DISTORTIONS:
-        qs = make_recorded_queries(tracks=audio, kind=kind, n=n_queries, rng=rng, length_s=length)
-        qf = [features(y=q.audio) for q in qs]
-        for name, emb in systems.items():
-            refind_rows.append({"distortion": label, "system": name, "queries": len(qs),
-                                **_pick(score_passages(lib, name, emb, qs, qf))})  # fmt: skip
+    stem_rows, refind_rows = _passage_rows(lib, systems, src, sq, n_queries=n_queries, rng=rng)
     timings["passages_memory_s"] = time.perf_counter() - t0
 
     product_rows: list[dict[str, Any]] = []

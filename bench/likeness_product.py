@@ -38,6 +38,29 @@ def _write_library(src: Sources, folder: Path) -> Path:
     return sidecar
 
 
+def _stem_rows(
+    db: Any, embedder: Any, stem_qs: list[Any], *, db_id: list[int], k: int
+) -> list[dict[str, Any]]:
+    """Cross-stem rows: a guitar or backing stem finds its own song's mix, at the right time."""
+    from retrieval.search import search
+    from retrieval.types import SearchRequest
+
+    stems = []
+    for kind in ("guitar", "backing"):
+        qs = [q for q in stem_qs if q.kind == kind]
+        hits1 = hits10 = 0
+        for q in qs:
+            resp = search(db=db, embedder=embedder, request=SearchRequest(audio=q.audio, start_s=0.0, k=k))
+            ok = [r.track_id == db_id[q.work_index] and abs(r.start - q.start_s) <= HIT_TOLERANCE_S
+                  for r in resp.results]  # fmt: skip
+            hits1 += bool(ok[:1] and ok[0])
+            hits10 += any(ok)
+        if qs:
+            stems.append({"stem": kind, "system": "cadenza (product search)", "queries": len(qs),
+                          "top1": hits1 / len(qs), "top10": hits10 / len(qs)})  # fmt: skip
+    return stems
+
+
 def run_product(
     *,
     src: Sources,
@@ -101,21 +124,7 @@ def run_product(
                 "likeness_same_source": float(np.mean(same_like)) if same_like else None,
                 "likeness_other_source": float(np.mean([v for v, s in likes if not s] or [np.nan])),
             })  # fmt: skip
-        stems = []
-        for kind in ("guitar", "backing"):
-            qs = [q for q in stem_qs if q.kind == kind]
-            hits1 = hits10 = 0
-            for q in qs:
-                resp = search(
-                    db=db, embedder=embedder, request=SearchRequest(audio=q.audio, start_s=0.0, k=k)
-                )
-                ok = [r.track_id == db_id[q.work_index] and abs(r.start - q.start_s) <= HIT_TOLERANCE_S
-                      for r in resp.results]  # fmt: skip
-                hits1 += bool(ok[:1] and ok[0])
-                hits10 += any(ok)
-            if qs:
-                stems.append({"stem": kind, "system": "cadenza (product search)", "queries": len(qs),
-                              "top1": hits1 / len(qs), "top10": hits10 / len(qs)})  # fmt: skip
+        stems = _stem_rows(db, embedder, stem_qs, db_id=db_id, k=k)
         return rows, stems, str(embedder.model_version)
     finally:
         db.close()
