@@ -195,6 +195,83 @@ def lane_rows(kinds: dict[str, list[dict[str, Any]]]) -> list[list[Any]]:
     return rows
 
 
+def _rounds(
+    libraries: dict[str, tuple[list[Path], Path | None]], *, workdir: Path, embedder: Any, spec: Any, workers: int,
+    rounds: int,
+) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    """Every library ingested once per round into a fresh database, the order alternating; runs per library."""
+    from retrieval.ingest import find_audio_files
+
+    kinds: dict[str, list[dict[str, Any]]] = {k: [] for k in libraries}
+    for r in range(rounds):
+        order = list(libraries) if r % 2 == 0 else list(reversed(libraries))
+        for kind in order:
+            paths, meta = libraries[kind]
+            run = measure_ingest(
+                paths=paths, home=workdir / f"home-{r}-{len(kinds[kind])}-{kind[:4]}", embedder=embedder,
+                spec=spec, metadata_file=meta, workers=workers,
+            )  # fmt: skip
+            run.update(files=len(find_audio_files(paths)), round=r)
+            kinds[kind].append(run)
+            log.info("%s round %d: %.0fx realtime", kind, r, run["realtime_factor"])
+    return kinds
+
+
+def _report(
+    kinds: dict[str, list[dict[str, Any]]], *, audio: list[Path], model_version: str, workers: int, rounds: int,
+    elapsed: float,
+) -> Report:  # fmt: skip
+    report = Report(
+        name="ingest_speed",
+        title="Ingest speed end to end, real recordings and rendered audio in one run (target ≥ 300× realtime on 2 cores)",
+        machine=machine_info(),
+    )
+    headline = next(iter(kinds))  # real recordings when given: what a library is made of
+    report.data = {
+        # The headline library's median run, flat, as bench.capacity reads it.
+        **_median_run(kinds[headline]),
+        "library": headline,
+        "by_library": {k: _median_run(v) for k, v in kinds.items()},
+        "model_version": model_version,
+        "sources": {
+            "real recordings": [str(p) for p in audio],
+            "rendered 16-kHz WAV": "bench.library held-out works",
+        },
+        "rounds": rounds,
+        "runs": kinds,
+    }
+    loads = [
+        x
+        for runs in kinds.values()
+        for run in runs
+        for x in (run["load_avg_before"][0], run["load_avg_after"][0])
+    ]
+    report.notes += [
+        f"Model {model_version}; {workers} lanes; {rounds} rounds, each ingesting every library into a fresh "
+        "embedded database, in alternating order; the columns show each library's median round.",
+        "Real recordings: " + (", ".join(str(p) for p in audio) or "none given (--audio)") + ".",
+        f"1-min load average around the runs: {min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} cores. "
+        "Above ~1 other work shared the cores, so wall times are pessimistic; the CPU-second rows are less sensitive to it.",
+        "Stage CPU seconds are the analysing threads' own (one thread per lane), summed over the lanes; "
+        "write = the writing thread in this process. PostgreSQL's CPU is its processes' own counters.",
+        f"Run took {elapsed / 60:.1f} min.",
+    ]
+    headers, rows = side_by_side(kinds)
+    report.section("Real vs rendered", md_table(headers, rows))
+    report.section(
+        "Per lane (median run): what each process analysed",
+        md_table(
+            ["library", "lane", "tracks", "audio min", "analysis CPU s", "share of the audio"],
+            lane_rows(kinds),
+        ),
+    )
+    report.section(
+        "CPU by process (median run; sampled, bench/proc_cpu.py)",
+        md_table(["library", "process", "count", "CPU s"], process_rows(kinds)),
+    )
+    return report
+
+
 def run_ingest_speed(
     *,
     out_dir: Path,
@@ -212,7 +289,7 @@ def run_ingest_speed(
     Each round ingests both libraries into fresh databases, in alternating order, so a change of
     load on a shared machine hits both alike; the table shows each kind's median round.
     """
-    from retrieval.ingest import find_audio_files, resolve_embedder
+    from retrieval.ingest import resolve_embedder
 
     t0 = time.perf_counter()
     embedder, spec = resolve_embedder(checkpoint)
@@ -224,66 +301,11 @@ def run_ingest_speed(
     if audio:
         libraries["real recordings"] = (list(audio), None)
     libraries["rendered 16-kHz WAV"] = ([lib], sidecar)
-    kinds: dict[str, list[dict[str, Any]]] = {k: [] for k in libraries}
-    for r in range(rounds):
-        order = list(libraries) if r % 2 == 0 else list(reversed(libraries))
-        for kind in order:
-            paths, meta = libraries[kind]
-            run = measure_ingest(
-                paths=paths, home=workdir / f"home-{r}-{len(kinds[kind])}-{kind[:4]}", embedder=embedder,
-                spec=spec, metadata_file=meta, workers=workers,
-            )  # fmt: skip
-            run.update(files=len(find_audio_files(paths)), round=r)
-            kinds[kind].append(run)
-            log.info("%s round %d: %.0fx realtime", kind, r, run["realtime_factor"])
-    report = Report(
-        name="ingest_speed",
-        title="Ingest speed end to end, real recordings and rendered audio in one run (target ≥ 300× realtime on 2 cores)",
-        machine=machine_info(),
-    )
-    headline = next(iter(kinds))  # real recordings when given: what a library is made of
-    report.data = {
-        # The headline library's median run, flat, as bench.capacity reads it.
-        **_median_run(kinds[headline]),
-        "library": headline,
-        "by_library": {k: _median_run(v) for k, v in kinds.items()},
-        "model_version": embedder.model_version,
-        "sources": {
-            "real recordings": [str(p) for p in audio],
-            "rendered 16-kHz WAV": "bench.library held-out works",
-        },
-        "rounds": rounds,
-        "runs": kinds,
-    }
-    loads = [
-        x
-        for runs in kinds.values()
-        for run in runs
-        for x in (run["load_avg_before"][0], run["load_avg_after"][0])
-    ]
-    report.notes += [
-        f"Model {embedder.model_version}; {workers} lanes; {rounds} rounds, each ingesting every library into a fresh "
-        "embedded database, in alternating order; the columns show each library's median round.",
-        "Real recordings: " + (", ".join(str(p) for p in audio) or "none given (--audio)") + ".",
-        f"1-min load average around the runs: {min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} cores. "
-        "Above ~1 other work shared the cores, so wall times are pessimistic; the CPU-second rows are less sensitive to it.",
-        "Stage CPU seconds are the analysing threads' own (one thread per lane), summed over the lanes; "
-        "write = the writing thread in this process. PostgreSQL's CPU is its processes' own counters.",
-        f"Run took {(time.perf_counter() - t0) / 60:.1f} min.",
-    ]
-    headers, rows = side_by_side(kinds)
-    report.section("Real vs rendered", md_table(headers, rows))
-    report.section(
-        "Per lane (median run): what each process analysed",
-        md_table(
-            ["library", "lane", "tracks", "audio min", "analysis CPU s", "share of the audio"],
-            lane_rows(kinds),
-        ),
-    )
-    report.section(
-        "CPU by process (median run; sampled, bench/proc_cpu.py)",
-        md_table(["library", "process", "count", "CPU s"], process_rows(kinds)),
-    )
+    kinds = _rounds(libraries, workdir=workdir, embedder=embedder, spec=spec, workers=workers, rounds=rounds)
+    report = _report(
+        kinds, audio=audio, model_version=embedder.model_version, workers=workers, rounds=rounds,
+        elapsed=time.perf_counter() - t0,
+    )  # fmt: skip
     report.write(out_dir)
     return report
 
