@@ -118,6 +118,114 @@ def truncate_library(db: Any) -> None:
         conn.commit()
 
 
+def _runs_by_label(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """(pool 2 lanes, ray 2 actors, ray 1 actor, pool 1 lane): the runs in the order they were made."""
+    by = {r["label"]: r for r in runs}
+    return tuple(by[k] for k in by)
+
+
+def _throughput_section(report: Report, data: dict[str, Any], runs: list[dict[str, Any]]) -> None:
+    ratio = data["ray_over_pool_throughput"]
+    rows = [
+        (
+            r["label"], r["tracks"], r["wall_seconds"], round(r["tracks_per_s"], 2), r["realtime_factor"],
+            (r.get("ray") or {}).get("start_seconds", "—"), r["cpu_by_process"]["total_cpu_seconds"],
+            r["cpu_by_process"]["cores_used"], round(r["audio_s_per_cpu_s"]),
+            ", ".join(str(x) for x in r["load_avg_before"]),
+        )
+        for r in runs
+    ]  # fmt: skip
+    report.section(
+        "Throughput, same library, one run",
+        md_table(
+            [
+                "run",
+                "tracks",
+                "wall s",
+                "tracks/s",
+                "× realtime",
+                "Ray start s",
+                "CPU s, all processes",
+                "cores used",
+                "audio s per CPU s",
+                "load before (1/5/15)",
+            ],
+            rows,
+        )
+        + "\n\n"
+        + md_table(
+            ["measure", "value"],
+            [
+                ("Ray (2 actors) / pool (2 lanes), throughput", round(ratio, 3)),
+                ("Ray scaling 1 → 2 actors/CPUs", round(data["ray_scaling_1_to_2"], 3)),
+                ("pool scaling 1 → 2 lanes", round(data["pool_scaling_1_to_2"], 3)),
+                (
+                    "Ray (2 actors) / pool (2 lanes), audio s per CPU s",
+                    round(data["ray_over_pool_cpu_efficiency"], 3),
+                ),
+            ],
+        ),
+    )
+
+
+def _cpu_sections(report: Report, runs: list[dict[str, Any]]) -> None:
+    """CPU by process for every run, and where the time goes inside the two Ray runs."""
+    _pool2, ray2, ray1, _pool1 = _runs_by_label(runs)
+    report.section(
+        "CPU seconds by process, every run (sampled process tree, bench/proc_cpu.py)",
+        md_table(
+            ["run", "process", "count", "CPU s"],
+            [
+                (r["label"], role, c["processes"], c["cpu_seconds"])
+                for r in runs
+                for role, c in r["cpu_by_process"]["by_role"].items()
+                if c["cpu_seconds"] >= 0.05
+            ],
+        ),  # fmt: skip
+    )
+    for r in (ray2, ray1):
+        times = r["ray"]
+        stage_rows = [(k, v, round(v / max(r["tracks"], 1), 3)) for k, v in times["stage_seconds"].items()]
+        worker_rows = [
+            (k, w["tracks"], w["seconds"], round(w["seconds"] / max(w["tracks"], 1), 3))
+            for k, w in times["workers"].items()
+        ]
+        report.section(
+            f"Where the time goes: {r['label']}",
+            "Seconds inside each stage's step function, summed over tracks (stages overlap in time):\n\n"
+            + md_table(["stage", "seconds", "s/track"], stage_rows)
+            + "\n\nPer worker process (featurize tasks) and per actor (embed, write):\n\n"
+            + md_table(["stage:pid", "tracks", "seconds", "s/track"], worker_rows)
+            + "\n\nCPU seconds per analysis stage (the analysing threads', summed): "
+            + ", ".join(f"{k} {v}" for k, v in r["stage_cpu_seconds"].items()),
+        )
+
+
+def _report(data: dict[str, Any], runs: list[dict[str, Any]], *, copies: int, elapsed: float) -> Report:
+    pool2 = _runs_by_label(runs)[0]
+    ratio, n_files = data["ray_over_pool_throughput"], data["files"]
+    report = Report(
+        name="ray_ingest",
+        title="Ingest on Ray Data against the built-in pool (issue #21)",
+        machine=machine_info(),
+    )
+    report.data = data
+    verdict = "meets" if data["meets_target"] else "does NOT meet"
+    report.notes += [
+        f"Library: {n_files} files, {pool2['audio_seconds'] / 60:.0f} min: held-out works rendered to 16-kHz WAV "
+        f"(bench.library) plus {copies} copies of each with ±1 LSB dither (own content hashes, same work per file).",
+        f"Ray with 2 actors reaches {ratio:.2f}× the pool's throughput (target ≥ {RAY_TARGET_RATIO}): it {verdict} the target.",
+        "Wall time includes everything a user waits for: worker start-up, Ray's start (`ray.init`) for the Ray rows, "
+        "writes, ANALYZE and calibration; the embedded PostgreSQL was started before the clock.",
+        "The machine is shared: see the load averages per run; above ~2 on these 2 cores the times are pessimistic "
+        "and the ratios noisier than the absolute numbers suggest.",
+        f"Run took {elapsed / 60:.1f} min.",
+    ]
+    _throughput_section(report, data, runs)
+    _cpu_sections(report, runs)
+    return report
+
+
 def run_ray_ingest(
     *,
     out_dir: Path,
@@ -170,91 +278,7 @@ def run_ray_ingest(
         # Load-insensitive: audio seconds per CPU second of everything (driver, workers, Ray, PostgreSQL).
         "ray_over_pool_cpu_efficiency": ray2["audio_s_per_cpu_s"] / pool2["audio_s_per_cpu_s"],
     }
-    report = Report(
-        name="ray_ingest",
-        title="Ingest on Ray Data against the built-in pool (issue #21)",
-        machine=machine_info(),
-    )
-    report.data = data
-    verdict = "meets" if data["meets_target"] else "does NOT meet"
-    report.notes += [
-        f"Library: {n_files} files, {pool2['audio_seconds'] / 60:.0f} min: held-out works rendered to 16-kHz WAV "
-        f"(bench.library) plus {copies} copies of each with ±1 LSB dither (own content hashes, same work per file).",
-        f"Ray with 2 actors reaches {ratio:.2f}× the pool's throughput (target ≥ {RAY_TARGET_RATIO}): it {verdict} the target.",
-        "Wall time includes everything a user waits for: worker start-up, Ray's start (`ray.init`) for the Ray rows, "
-        "writes, ANALYZE and calibration; the embedded PostgreSQL was started before the clock.",
-        "The machine is shared: see the load averages per run; above ~2 on these 2 cores the times are pessimistic "
-        "and the ratios noisier than the absolute numbers suggest.",
-        f"Run took {(time.perf_counter() - t0) / 60:.1f} min.",
-    ]
-    rows = [
-        (
-            r["label"], r["tracks"], r["wall_seconds"], round(r["tracks_per_s"], 2), r["realtime_factor"],
-            (r.get("ray") or {}).get("start_seconds", "—"), r["cpu_by_process"]["total_cpu_seconds"],
-            r["cpu_by_process"]["cores_used"], round(r["audio_s_per_cpu_s"]),
-            ", ".join(str(x) for x in r["load_avg_before"]),
-        )
-        for r in runs
-    ]  # fmt: skip
-    report.section(
-        "Throughput, same library, one run",
-        md_table(
-            [
-                "run",
-                "tracks",
-                "wall s",
-                "tracks/s",
-                "× realtime",
-                "Ray start s",
-                "CPU s, all processes",
-                "cores used",
-                "audio s per CPU s",
-                "load before (1/5/15)",
-            ],
-            rows,
-        )
-        + "\n\n"
-        + md_table(
-            ["measure", "value"],
-            [
-                ("Ray (2 actors) / pool (2 lanes), throughput", round(ratio, 3)),
-                ("Ray scaling 1 → 2 actors/CPUs", round(data["ray_scaling_1_to_2"], 3)),
-                ("pool scaling 1 → 2 lanes", round(data["pool_scaling_1_to_2"], 3)),
-                (
-                    "Ray (2 actors) / pool (2 lanes), audio s per CPU s",
-                    round(data["ray_over_pool_cpu_efficiency"], 3),
-                ),
-            ],
-        ),
-    )
-    report.section(
-        "CPU seconds by process, every run (sampled process tree, bench/proc_cpu.py)",
-        md_table(
-            ["run", "process", "count", "CPU s"],
-            [
-                (r["label"], role, c["processes"], c["cpu_seconds"])
-                for r in runs
-                for role, c in r["cpu_by_process"]["by_role"].items()
-                if c["cpu_seconds"] >= 0.05
-            ],
-        ),  # fmt: skip
-    )
-    for r in (ray2, ray1):
-        times = r["ray"]
-        stage_rows = [(k, v, round(v / max(r["tracks"], 1), 3)) for k, v in times["stage_seconds"].items()]
-        worker_rows = [
-            (k, w["tracks"], w["seconds"], round(w["seconds"] / max(w["tracks"], 1), 3))
-            for k, w in times["workers"].items()
-        ]
-        report.section(
-            f"Where the time goes: {r['label']}",
-            "Seconds inside each stage's step function, summed over tracks (stages overlap in time):\n\n"
-            + md_table(["stage", "seconds", "s/track"], stage_rows)
-            + "\n\nPer worker process (featurize tasks) and per actor (embed, write):\n\n"
-            + md_table(["stage:pid", "tracks", "seconds", "s/track"], worker_rows)
-            + "\n\nCPU seconds per analysis stage (the analysing threads', summed): "
-            + ", ".join(f"{k} {v}" for k, v in r["stage_cpu_seconds"].items()),
-        )
+    report = _report(data, runs, copies=copies, elapsed=time.perf_counter() - t0)
     report.write(out_dir)
     return report
 
