@@ -210,19 +210,11 @@ def run_scale(
     results = []
     try:
         clips = chord_clips(n=STAGE_QUERIES_QUICK if quick else STAGE_QUERIES, out_dir=clip_dir, seed=seed)
-        for n in sizes:
-            results.append(
-                run_size(
-                    n=n,
-                    n_queries=n_queries,
-                    seed=seed,
-                    workdir=workdir,
-                    ef_values=ef_values,
-                    filtered_queries=filtered_queries,
-                    embedder=embedder,
-                    clips=clips,
-                )  # fmt: skip
-            )
+        per_size: dict[str, Any] = {
+            "n_queries": n_queries, "seed": seed, "workdir": workdir, "ef_values": ef_values,
+            "filtered_queries": filtered_queries, "embedder": embedder, "clips": clips,
+        }  # fmt: skip
+        results = [run_size(n=n, **per_size) for n in sizes]
     finally:
         shutil.rmtree(clip_dir, ignore_errors=True)
     report = Report(

@@ -31,10 +31,9 @@ ATTRS = {
 }
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
-    out = tmp_path_factory.mktemp("corpus") / "corpus.h5"
-    counts = build(
+def _build(out: Path) -> dict[str, int]:
+    """The small corpus every test here builds (or resumes): three works of each composer."""
+    return build(
         out=out,
         composers=COMPOSERS,
         limit=3,
@@ -43,6 +42,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int
         hours_per_composer=None,
         fluid=False,
     )
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    out = tmp_path_factory.mktemp("corpus") / "corpus.h5"
+    counts = _build(out)
     return out, counts
 
 
@@ -136,15 +141,7 @@ def test_resume_skips_done_works_and_repairs_a_cut_view(built: tuple[Path, dict[
     out, _ = built
     with h5py.File(out, "r") as h5:
         before = {name: h5["views"][name].shape for name in h5["views"]}
-    again = build(
-        out=out,
-        composers=COMPOSERS,
-        limit=3,
-        workers=1,
-        max_seconds=MAX_SECONDS,
-        hours_per_composer=None,
-        fluid=False,
-    )
+    again = _build(out)
     assert again["done"] == 0 and again["skipped"] == 3
     # a view cut short by a killed build (its last attribute missing) is redone
     victim = sorted(before)[0]
