@@ -20,6 +20,7 @@ from cadenza.errors import InputError
 from encoder.protocols import MomentEmbedder
 from encoder.windowing import DEFAULT_WINDOWING
 from retrieval.moment_map import as_vector, unit
+from retrieval.moment_query import Moment
 from retrieval.moment_query import moment as load_moment
 
 MIN_STEPS, MAX_STEPS = 2, 20
@@ -147,39 +148,24 @@ def moment_path(
         pool_starts=np.array([float(r.start_s) for r in rows], dtype=np.float32), steps=steps,
         ends=((start[0], float(start[1])), (end[0], float(end[1]))),
     )  # fmt: skip
-    out = [
-        Step(
-            int(ma.track_id),
-            round(float(ma.start_s), 2),
-            round(float(ma.end_s), 2),
-            str(ma.title),
-            1.0,
-        )
-    ]
+    out = [_step(ma, 1.0)]
     prev = a
     for i in picked:
-        r = rows[i]
         v = unit(pool[i])
-        out.append(
-            Step(
-                int(r.track_id),
-                round(float(r.start_s), 2),
-                round(float(r.end_s), 2),
-                str(r.title),
-                _like(prev, v),
-            )
-        )
+        out.append(_step(rows[i], _like(prev, v)))
         prev = v
-    out.append(
-        Step(
-            int(mb.track_id),
-            round(float(mb.start_s), 2),
-            round(float(mb.end_s), 2),
-            str(mb.title),
-            _like(prev, b),
-        )
-    )
+    out.append(_step(mb, _like(prev, b)))
     return out
+
+
+def _step(place: Moment | PoolRow, likeness: float) -> Step:
+    return Step(
+        int(place.track_id),
+        round(float(place.start_s), 2),
+        round(float(place.end_s), 2),
+        str(place.title),
+        likeness,
+    )
 
 
 def _like(x: np.ndarray, y: np.ndarray) -> float:
