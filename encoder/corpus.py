@@ -36,13 +36,14 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cadenza.errors import InputError
+from encoder.corpus_records import WorkResult, dataset_name
 from encoder.features import FPS, N_ACOUSTIC, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -107,15 +108,6 @@ class ViewSpec:
     soundfont: str = "timgm6mb"  # encoder.render.DEFAULT_SOUNDFONT / FLUID_SOUNDFONT
 
 
-@dataclass
-class WorkResult:
-    work_id: str
-    composer: str
-    views: list[tuple[str, np.ndarray, dict]] = field(default_factory=list)
-    clean_seconds: float = 0.0
-    error: str | None = None
-
-
 def split_of(*, work_id: str, composer: str) -> str:
     from encoder.render import stable_hash
 
@@ -157,12 +149,6 @@ def plan_views(*, work_id: str, composer: str, fluid: bool = False) -> list[View
         # change, so timbre is not one soundfont's (the real recordings vary production too).
         specs.append(ViewSpec("fluid", "soundfont", primary, soundfont=FLUID_SOUNDFONT))
     return specs
-
-
-def dataset_name(*, work_id: str, view_name: str) -> str:
-    from encoder.render import safe_name
-
-    return f"{safe_name(work_id)}__{view_name}"
 
 
 def _fit_length(y: np.ndarray, n: int) -> np.ndarray:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from cadenza.errors import InputError
+from encoder.corpus_records import WorkResult, dataset_name
 from encoder.data import REAL_PREFIX
 from encoder.features import SAMPLE_RATE
 
@@ -131,7 +132,6 @@ def view_names(track: RealTrack) -> list[str]:
 
 def wanted(track: RealTrack, present: set[str]) -> frozenset[str] | None:
     """The track's views already stored (to skip), or None when all are."""
-    from encoder.corpus import dataset_name
 
     names = {dataset_name(work_id=track.work_id, view_name=v) for v in view_names(track)}
     return None if names <= present else frozenset(names & present)
@@ -172,7 +172,6 @@ def degrade(*, y: np.ndarray, view: str, rng: np.random.Generator) -> np.ndarray
 def process_track(*, track: RealTrack, max_seconds: float | None, skip: frozenset[str]):
     """Decode and featurize the views of ``track`` not in ``skip`` (worker side; never raises)."""
     from cadenza.audio import load_audio
-    from encoder.corpus import WorkResult, dataset_name
     from encoder.features import acoustic_features
     from encoder.render import stable_hash
 
