@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.library import SAMPLE_RATE, EvalWork, Renderer
+from encoder import augment
+from encoder.corpus_real import AUDIO_VIEWS, degrade
 
 #: name → how the clip is made. 'render' variants re-render the score (exact pitch / tempo).
 AUGMENTATIONS: tuple[str, ...] = (
@@ -96,32 +98,21 @@ def make_queries(
     return out
 
 
-#: The augmentations done on the query clip itself (the others change how it is made).
-AUDIO_AUGMENTATIONS: tuple[str, ...] = ("noise", "eq", "mp3", "reverb", "phone")
+#: The augmentations done on the query clip itself (the others change how it is made): the
+#: real-recording corpus's degraded views, so training and benchmark hear the same distortions.
+AUDIO_AUGMENTATIONS: tuple[str, ...] = AUDIO_VIEWS
 
 
 def phone_band(*, clip: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """``clip [n]`` through a phone line (:func:`encoder.augment.phone_band`, also a training view)."""
-    from encoder import augment
-
     return augment.phone_band(y=clip, sr=sr)
 
 
 def augment_clip(*, clip: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """``clip [n]`` 16 kHz → the same clip degraded by ``kind`` (:data:`AUDIO_AUGMENTATIONS`,
-    with :mod:`encoder.augment`); any other kind returns it unchanged."""
-    from encoder import augment
-
-    if kind == "noise":
-        return augment.add_noise(y=clip, rng=rng)
-    if kind == "eq":
-        return augment.random_eq(y=clip, rng=rng)
-    if kind == "mp3":
-        return augment.mp3_roundtrip(y=clip, rng=rng)
-    if kind == "reverb":
-        return augment.reverb(y=clip, rng=rng)
-    if kind == "phone":
-        return phone_band(clip=clip)
+    """``clip [n]`` 16 kHz → the same clip degraded by ``kind`` (:data:`AUDIO_AUGMENTATIONS`, with
+    :func:`encoder.corpus_real.degrade`); any other kind returns it unchanged."""
+    if kind in AUDIO_AUGMENTATIONS:
+        return degrade(y=clip, view=kind, rng=rng)
     return clip
 
 

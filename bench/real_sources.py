@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cadenza.errors import InputError
-from encoder.corpus_real import RESERVED, STEM_SUFFIXES
+from encoder.corpus_real import STEM_SUFFIXES, check_not_reserved
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,7 @@ def load_sources(
     """Every source folder under ``root`` (or only those named in ``only``) → tracks (first
     ``max_seconds`` each; shorter than ``min_seconds`` skipped: two 10-s queries need room) and
     Fret-on-Fire stems."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"--audio {root} is not a folder; fill one with scripts/fetch_real_music.sh DIR")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    bad = [p.name for p in folders if any(p.name.startswith(r) for r in RESERVED)]
-    if bad:
-        raise InputError(
-            f"{bad} are reserved for the independent acceptance evaluation; remove them from {root}"
-        )
+    folders = check_not_reserved(Path(root))
     if only is not None:
         folders = [p for p in folders if p.name in only]
     out = Sources()

@@ -108,11 +108,19 @@ def melody_clip(*, audio: np.ndarray, start_s: float | None, duration_s: float) 
     return prepare(y=y[: int(MAX_SUNG_S * SAMPLE_RATE)])
 
 
-def quick_share(*, y: np.ndarray) -> float:
-    """:func:`harmonic_share` of the library-side salience pitch (no neural tracker): a cheap first test."""
-    from retrieval.melody import melody_contour
+#: The salience settings the cheap test's threshold (SINGLE_VOICE_MIN_SHARE) was set with. The
+#: library line later moved to stronger compression (retrieval.melody.COMPRESSION 0.5, decay 0.9),
+#: which follows a chord's top note so well that three-note chord clips scored 0.84 and went the
+#: melody route (0.47 with these); tests/test_bench.py's chord queries caught it.
+QUICK_COMPRESSION, QUICK_DECAY = 1 / 3, 0.8
 
-    return harmonic_share(y=y, midi=melody_contour(y=y))
+
+def quick_share(*, y: np.ndarray) -> float:
+    """:func:`harmonic_share` of a salience pitch (no neural tracker): a cheap first test."""
+    from retrieval.melody import melody_voices
+
+    midi = melody_voices(y=y, voices=1, compression=QUICK_COMPRESSION, decay=QUICK_DECAY)[0]
+    return harmonic_share(y=y, midi=midi)
 
 
 def sung_query(*, y: np.ndarray) -> SungQuery:
