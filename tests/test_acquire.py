@@ -366,7 +366,9 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(server: MediaServer, media, t
     (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "cadenza", "-q", "acquire", str(tmp_path / "urls.txt"), "--out", str(out)]
-    cmd += ["--workers", "2", "--interval", "0.4", "--backoff", "0.05", "--no-progress"]
+    cmd += ["--workers", "2", "--interval", "1.0", "--backoff", "0.05", "--no-progress"]
+    # Requests 1 s apart leave about 5 s between the first "done" and the end, so a loaded
+    # machine (where this poll loop lags) still interrupts a run in progress.
     # Its own process group, signalled as a whole: what a Ctrl-C at a terminal does.
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
