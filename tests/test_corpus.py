@@ -168,30 +168,26 @@ def test_resume_skips_done_works_and_repairs_a_cut_view(built: tuple[Path, dict[
 
 def test_hours_cap_limits_a_composer(tmp_path: Path) -> None:
     out = tmp_path / "capped.h5"
-    counts = build(
-        out=out,
-        composers=["bach"],
-        limit=3,
-        workers=1,
-        max_seconds=4.0,
-        hours_per_composer=0.0005,
-        fluid=False,
-    )
+
+    def capped() -> dict[str, int]:
+        return build(
+            out=out,
+            composers=["bach"],
+            limit=3,
+            workers=1,
+            max_seconds=4.0,
+            hours_per_composer=0.0005,
+            fluid=False,
+        )
+
+    counts = capped()
     assert counts["done"] == 1 and counts["capped"] == 2  # 4 s > 1.8 s: one work fills the cap
     # a work already in gains views it lacks (a newer plan) although its composer is at the cap
     with h5py.File(out, "a") as h5:
         melody = [n for n in h5["views"] if n.endswith("__melody")]
         assert len(melody) == 1
         del h5["views"][melody[0]]
-    again = build(
-        out=out,
-        composers=["bach"],
-        limit=3,
-        workers=1,
-        max_seconds=4.0,
-        hours_per_composer=0.0005,
-        fluid=False,
-    )
+    again = capped()
     assert again["done"] == 1 and again["capped"] == 2
     with h5py.File(out, "r") as h5:
         assert melody[0] in h5["views"] and len(views_by_work(h5)) == 1
