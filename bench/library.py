@@ -1,9 +1,9 @@
 """The evaluation library: held-out works of the music21 corpus, re-rendered to audio.
 
 The training corpus stores features only, so the benchmarks render the audio again with
-:mod:`encoder.render`, using exactly the corpus' split rule (:func:`encoder.corpus.split_of`:
+:mod:`encoder.render`, using exactly the corpus' split rule (:func:`encoder.corpus_plan.split_of`:
 ``test`` = held-out works of training composers, ``heldout`` = composers never trained on)
-and each work's primary program (:func:`encoder.corpus.plan_views`).
+and each work's primary program (:func:`encoder.corpus_plan.plan_views`).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def select_works(
     are other works the split rule also keeps out of training (the corpus caps hours per
     composer, so it holds only some of them).
     """
-    from encoder.corpus import DEFAULT_COMPOSERS, plan_views, split_of
+    from encoder.corpus_plan import DEFAULT_COMPOSERS, plan_views, split_of
     from encoder.render import list_works
 
     rng = np.random.default_rng(seed)

@@ -279,10 +279,10 @@ def _notes(lib_info: dict[str, Any], *, sizes: dict[str, Any], seed: int, elapse
         f"Library: {lib_info['works']} works ({lib_info['works_per_split']}), {lib_info['audio_minutes']} min, "
         f"{lib_info['segments']} segments of 10 s every 2 s; composers {', '.join(lib_info['composers'])}. "
         "Each work is its first "
-        f"{lib_info['max_seconds_per_work']:.0f} s, rendered clean on its primary program (encoder.corpus.plan_views). "
+        f"{lib_info['max_seconds_per_work']:.0f} s, rendered clean on its primary program (encoder.corpus_plan.plan_views). "
         f"{lib_info['works_in_rendered_corpus']} of the works are the rendered corpus' own test/heldout works "
         f"({lib_info['corpus'] or 'no corpus found'}); the others are works the same split rule "
-        "(encoder.corpus.split_of) keeps out of training but the corpus' hour cap left out.",
+        "(encoder.corpus_plan.split_of) keeps out of training but the corpus' hour cap left out.",
         "In-memory path (all systems): the product's leveling + features + 10-s/2-s windows, EXACT cosine over all "
         "segments, one result per track, start localized on the chroma (retrieval.localize) like search does; no reranker.",
         "Hit = right work and |Δt| ≤ 2.5 s of the query's true start; queries start at random (non-grid) offsets.",

@@ -11,7 +11,9 @@ import pytest
 
 from cadenza.cli import main
 from cadenza.errors import InputError
-from encoder.corpus import HELDOUT_COMPOSERS, build, plan_views, split_of, summarize
+from encoder.corpus import build
+from encoder.corpus_file import summarize
+from encoder.corpus_plan import HELDOUT_COMPOSERS, plan_views, split_of
 from encoder.corpus_real import AUDIO_VIEWS, HELDOUT_SOURCES, list_tracks
 from encoder.features import CHROMA, MEL, N_ACOUSTIC, SAMPLE_RATE, acoustic_features, fit_normalization
 from encoder.render import FLUID_SOUNDFONT, soundfont_path
