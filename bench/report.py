@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import platform
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cadenza.git import git_commit
 from cadenza.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -46,20 +46,6 @@ def _ram_gib() -> float:
         return round(psutil.virtual_memory().total / 2**30, 1)
     except Exception:  # psutil is a soft dependency here
         return float("nan")
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _version(module: str) -> str:
@@ -92,7 +78,7 @@ def machine_info(*, postgres: str | None = None, pgvector: str | None = None) ->
         "postgres": postgres or "not used",
         "pgvector": pgvector or "not used",
         "os": platform.platform(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit() or "unknown",
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

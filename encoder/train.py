@@ -10,7 +10,8 @@ metrics are logged; every ``--ckpt-every`` steps the run is saved:
 - ``OUT/train_log.jsonl``: one line per logged step.
 
 At the end the test and held-out splits are measured too and written into ``config.json``.
-``--ship DIR`` copies the two shippable files to ``DIR``.
+``--ship DIR`` copies the two shippable files to ``DIR``. The run's state (model, optimizer,
+clocks, save and resume) is :class:`encoder.train_run.TrainingRun`.
 """
 
 from __future__ import annotations
@@ -19,20 +20,16 @@ import argparse
 import json
 import logging
 import math
-import os
 import shutil
-import subprocess
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cadenza.errors import ConfigError
-from cadenza.settings import PROJECT_ROOT, Settings
+from cadenza.settings import Settings
+from encoder.train_run import TrainingRun, evaluate_splits, new_run
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "train_state.pt"
 LOG_FILE = "train_log.jsonl"
 
 
@@ -134,45 +131,11 @@ def lr_at(*, step: int, total: int, warmup: int, peak: float, floor_frac: float 
     return peak * (floor_frac + (1 - floor_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
     settings = Settings.from_env()
     corpus = args.corpus or settings.paths.corpus / "corpus.h5"
     out = args.out or settings.paths.home / "training" / "cadenza-v1"
     return Path(corpus), Path(out)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def evaluate_splits(
-    *, embedder: Any, corpus: Any, splits: tuple[str, ...], max_works: int, seed: int
-) -> dict:
-    from encoder.evaluate import retrieval_metrics
-
-    return {
-        s: retrieval_metrics(embedder=embedder, corpus=corpus, split=s, max_works=max_works, seed=seed)
-        for s in splits
-        if corpus.split(s)
-    }
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -236,174 +199,7 @@ def _eval_only(*, args: argparse.Namespace, corpus: Any, out: Path) -> int:
     return 0
 
 
-@dataclass
-class _Run:
-    """One training run's moving parts: the model, its optimizer, the step and the clocks.
-
-    ``save`` writes it all down; ``--resume`` picks it up again.
-    """
-
-    args: argparse.Namespace
-    out: Path
-    sampler: Any
-    corpus: Any
-    corpus_summary: dict[str, Any]
-    mean: Any
-    std: Any
-    config: Any
-    model: Any
-    opt: Any
-    warmup: int
-    step: int = 0
-    wall_before: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    last_val: dict[str, Any] = field(default_factory=dict)
-    init_version: str | None = None
-    t0: float = field(default_factory=time.monotonic)
-
-    def wall(self) -> float:
-        return self.wall_before + time.monotonic() - self.t0
-
-    def progress(self) -> float:
-        # On a shared CPU the step time varies 3x; with a time budget the schedules follow the
-        # clock when it runs ahead of the step count, so the run always ends fully annealed.
-        frac = self.step / self.args.steps
-        if self.args.max_minutes is not None:
-            frac = max(frac, self.wall() / (60 * self.args.max_minutes))
-        return min(frac, 1.0)
-
-    def out_of_time(self) -> bool:
-        return self.args.max_minutes is not None and self.wall() >= 60 * self.args.max_minutes
-
-    def metadata(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        args = self.args
-        return {
-            "steps": self.step,
-            "total_steps": args.steps,
-            "wall_s": round(self.wall(), 1),
-            "seed": args.seed,
-            "threads": args.threads,
-            "lr": args.lr,
-            "warmup": self.warmup,
-            "batch": asdict(self.sampler.spec),
-            "loss": {
-                "name": "passage supcon + 0.5 piece supcon"
-                + (f" + {args.composer_weight} composer supcon" if args.composer_weight > 0 else "")
-                + " + repulsion(0.3)",
-                "t_start": args.t_start,
-                "t_end": args.t_end,
-                "composer_weight": args.composer_weight,
-            },
-            "init_from": self.init_version,
-            "corpus": self.corpus_summary,
-            "val": self.last_val,
-            "git_commit": git_commit(),
-            **(extra or {}),
-        }
-
-    def save(self) -> None:
-        """``train_state.pt`` to resume from, and the shippable checkpoint beside it."""
-
-        _atomic_torch_save(
-            {
-                "config": self.config.to_json(),
-                "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(),
-                "step": self.step,
-                "wall_s": self.wall(),
-                "history": self.history,
-                # the input scaling and the start point are part of the run (--init may differ from the corpus)
-                "mean": [float(v) for v in self.mean],
-                "std": [float(v) for v in self.std],
-                "init_from": self.init_version,
-            },
-            self.out / STATE_FILE,
-        )
-        self.write_checkpoint()
-
-    def write_checkpoint(self, extra: dict[str, Any] | None = None) -> str:
-        from encoder.embed import write_checkpoint
-
-        return write_checkpoint(
-            folder=self.out, model=self.model, mean=self.mean, std=self.std, training=self.metadata(extra)
-        )
-
-    def measure(self, splits: tuple[str, ...]) -> dict[str, Any]:
-        from encoder.embed import Embedder
-
-        emb = Embedder(model=self.model, mean=self.mean, std=self.std, model_version="training")  # eval()
-        try:
-            return evaluate_splits(
-                embedder=emb, corpus=self.corpus, splits=splits, max_works=self.args.eval_works, seed=1
-            )
-        finally:
-            self.model.train()
-
-
-def _new_run(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path) -> _Run:
-    """A model and AdamW, from scratch, from ``--init`` weights, or resumed from ``out``."""
-    import numpy as np
-    import torch
-
-    from encoder.embed import Embedder
-    from encoder.model import Encoder, EncoderConfig
-
-    config = EncoderConfig(d_model=args.d_model, n_heads=4 if args.d_model == 128 else 8)
-    torch.manual_seed(args.seed)
-    model = Encoder(config)
-    # nanoGPT: decay matrices only; biases, LayerNorm gains, the CLS token and the pool gate are not.
-    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not model.cls]
-    no_decay = [p for p in model.parameters() if p.dim() < 2 or p is model.cls]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
-        betas=(0.9, 0.98),
-    )
-    run = _Run(
-        args=args,
-        out=out,
-        sampler=sampler,
-        corpus=corpus,
-        corpus_summary=corpus.summary(),
-        mean=corpus.mean,
-        std=corpus.std,
-        config=config,
-        model=model,
-        opt=opt,
-        warmup=args.warmup if args.warmup is not None else max(1, args.steps // 20),
-    )
-    if args.init is not None and not args.resume:
-        start = Embedder.load(args.init)
-        if start.config != config:
-            raise ConfigError(f"--init {args.init} has config {start.config}; pass the same --d-model")
-        model.load_state_dict(start.torch_model().state_dict())
-        # The weights were fitted to that checkpoint's input scaling; a rebuilt corpus (other works,
-        # real recordings) fits other statistics, and swapping them would shift every input.
-        run.mean, run.std = start.mean, start.std
-        run.init_version = start.model_version
-        log.info("starting from the weights of %s (%s)", args.init, run.init_version)
-    if args.resume:
-        state_path = out / STATE_FILE
-        if not state_path.is_file():
-            raise ConfigError(f"nothing to resume in {out} (no {STATE_FILE}); run without --resume")
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if EncoderConfig.from_json(state["config"]) != config:
-            raise ConfigError(
-                f"{out} was trained with {state['config']}; pass the same --d-model or a new --out"
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        run.step, run.wall_before, run.history = state["step"], state["wall_s"], state.get("history", [])
-        run.last_val = run.history[-1]["val"] if run.history else {}
-        if "mean" in state:  # runs saved before the scaling was kept used the corpus's
-            run.mean = np.asarray(state["mean"], dtype=np.float32)
-            run.std = np.asarray(state["std"], dtype=np.float32)
-            run.init_version = state.get("init_from")
-        log.info("resuming %s at step %d", out, run.step)
-    return run
-
-
-def _train_step(run: _Run) -> dict[str, Any]:
+def _train_step(run: TrainingRun) -> dict[str, Any]:
     """One optimizer step on the next batch; returns its log row."""
     import torch
 
@@ -459,7 +255,7 @@ def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
-    run = _new_run(args=args, corpus=corpus, sampler=sampler, out=out)
+    run = new_run(args=args, corpus=corpus, sampler=sampler, out=out)
     run.model.train()
     bar = tqdm(total=args.steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True)
     with (out / LOG_FILE).open("a") as log_f:
