@@ -35,6 +35,7 @@ import numpy as np
 
 from bench.report import Report, db_versions, fmt, machine_info, md_table
 from retrieval.context import DAY_PARTS, HISTORY_WEIGHT, TIME_OF_DAY_WEIGHT
+from retrieval.store import record_play
 from retrieval.types import Context, Filters, MomentRef, SearchRequest, SearchResponse, Weights
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def _play(db: Any, listener: str, track_ids: list[int]) -> None:
     with db.connection() as conn:
         conn.execute("DELETE FROM plays WHERE listener_id = %s", (listener,))
         for tid in track_ids:
-            conn.execute("INSERT INTO plays (listener_id, track_id) VALUES (%s, %s)", (listener, tid))
+            record_play(conn, listener_id=listener, track_id=tid)
         conn.commit()
 
 

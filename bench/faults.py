@@ -5,7 +5,7 @@ N listeners hold conversations at once against ``cadenza serve`` (loopback; the 
 
 - the embedded PostgreSQL's postmaster is killed with SIGKILL ``--kills`` times, spread over the run,
   and the server brings it back by itself (cadenza/db.py's watchdog; nobody restarts it here);
-- the model endpoint (tests/fake_llm.py, a real HTTP server) does not answer its first ``--hangs``
+- the model endpoint (cadenza/fake_llm.py, a real HTTP server) does not answer its first ``--hangs``
   requests at all (each sleeps far past ``CADENZA_LLM_TIMEOUT``), then answers normally.
 
 A listener does what a well-behaved client does with a 503: waits ``Retry-After`` and sends the
@@ -289,7 +289,7 @@ def _write_report(data: dict[str, Any], res: FaultResult, *, kills: int, hangs: 
 
 def benchmark(*, conversations: int, kills: int, hangs: int, out: Path) -> dict[str, Any]:
     from bench.report import percentiles
-    from tests.fake_llm import FakeLLM, Step
+    from cadenza.fake_llm import FakeLLM, Step
 
     res = FaultResult(conversations=conversations)
     with tempfile.TemporaryDirectory(prefix="cadenza-faults-") as tmp, FakeLLM() as llm:

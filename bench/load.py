@@ -180,7 +180,7 @@ def run_load(
 
 def synthetic_library(folder: Path, n_tracks: int = 8, seconds: float = 40.0) -> list[bytes]:
     """Write ``n_tracks`` chord tracks with a metadata sidecar; returns 12-s query clips cut from them."""
-    from tests.helpers_audio import clicks, random_chord_track, write_audio
+    from cadenza.synth_audio import clicks, random_chord_track, write_audio
 
     composers = [("J. S. Bach", "Baroque"), ("W. A. Mozart", "Classical"), ("J. Brahms", "Romantic"),
                  ("C. Debussy", "Impressionist")]  # fmt: skip

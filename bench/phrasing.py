@@ -3,7 +3,7 @@
 tests/data/phrasing.json holds the messages, each with the follow-up it must produce (fields that
 differ from an empty one) or the refusal it must get ("not_understood", "ambiguous"). The rule
 parser reads each message; the tool-calling path sends it to an OpenAI-compatible server over real
-HTTP (tests/fake_llm.py, replaying the scripted tool call of each message) and validates the call
+HTTP (cadenza/fake_llm.py, replaying the scripted tool call of each message) and validates the call
 against the same schema. Both go through :func:`assistant.rules.interpret`, as the chat does.
 Writes bench/results/phrasing.{json,md}.
 """
@@ -66,7 +66,7 @@ def tool_outcomes(data: dict[str, Any], llm: Any) -> list[tuple[dict[str, Any], 
 
 def scripted_call(data: dict[str, Any]) -> Any:
     """The fake server's answer to each message: the tool arguments the corpus expects for it."""
-    from tests.fake_llm import scripted_args
+    from cadenza.fake_llm import scripted_args
 
     return scripted_args({m["text"]: dict(m.get("expect") or {}) for m in data["messages"]})
 
@@ -81,8 +81,8 @@ def accuracy(rows: list[tuple[dict[str, Any], tuple[str, Any]]]) -> dict[str, di
 
 def run(out_dir: Path, data_file: Path = DATA) -> Report:
     from assistant.llm import LLM
+    from cadenza.fake_llm import FakeLLM, Step
     from cadenza.settings import LLMSettings
-    from tests.fake_llm import FakeLLM, Step
 
     data = load(data_file)
     rules = rule_outcomes(data)
@@ -102,7 +102,7 @@ def run(out_dir: Path, data_file: Path = DATA) -> Report:
         f"{sum('refuse' in m for m in data['messages'])} of them to be refused (not understood or ambiguous).",
         "A message counts as right when the parser's follow-up equals the expected one field by field, "
         "or the refusal is the expected one.",
-        "Tool-calling path: tests/fake_llm.py over real HTTP replays each message's scripted call; the call is "
+        "Tool-calling path: cadenza/fake_llm.py over real HTTP replays each message's scripted call; the call is "
         "validated against the refine_search schema (the FollowUp schema) and goes through the same refusal rules.",
         "Target: rule parser >= 95 % on all messages.",
     ]

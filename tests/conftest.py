@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from cadenza.db import Database, open_database
+from cadenza.fake_llm import FakeLLM
 from cadenza.settings import LimitSettings, Settings
-from tests.fake_llm import FakeLLM
 from tests.helpers_app import CHROMIUM_ARGS, Library, browser_like_client, ingest_library, running_app
 from tests.helpers_db import truncate_all
 
@@ -119,7 +119,7 @@ def listener(base_url: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeLLM]:
-    """The model endpoint of our own (tests/fake_llm.py, real HTTP), one for the module; tests script it."""
+    """The model endpoint of our own (cadenza/fake_llm.py, real HTTP), one for the module; tests script it."""
     with FakeLLM() as server:
         yield server
 

@@ -22,9 +22,9 @@ import numpy as np
 from assistant.app import create_app, load_embedder
 from assistant.llm import LLM
 from cadenza.db import Database
+from cadenza.fake_llm import FakeLLM
 from cadenza.settings import LLMSettings, Settings
-from tests.fake_llm import FakeLLM
-from tests.helpers_audio import SR, clicks, random_chord_track, write_audio
+from cadenza.synth_audio import SR, clicks, random_chord_track, write_audio
 from tests.helpers_db import truncate_all
 
 #: (composer, era, key, bpm) of the six library tracks; two tracks per composer.
@@ -135,7 +135,7 @@ def browser_like_client(base_url: str, *, timeout: float = 120) -> Iterator[http
 def app_with_llm(
     settings: Settings, library: Library, *, timeout_s: float, max_retries: int
 ) -> Iterator[tuple[FakeLLM, httpx.Client]]:
-    """The app on ``library`` with a model endpoint of our own (tests/fake_llm.py) behind its LLM client;
+    """The app on ``library`` with a model endpoint of our own (cadenza/fake_llm.py) behind its LLM client;
     yields (the endpoint, to script it; a browser-like client of the app)."""
     with FakeLLM() as fake:
         llm = LLM(

@@ -8,8 +8,8 @@ import numpy as np
 import pyloudnorm
 import pytest
 
+from cadenza.synth_audio import SR, random_chord_track
 from retrieval.analysis import integrated_loudness, k_weighted, level_loudness
-from tests.helpers_audio import SR, random_chord_track
 
 
 def reference_lufs(y: np.ndarray, sr: int) -> float:

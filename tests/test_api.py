@@ -18,11 +18,12 @@ import pytest
 
 from cadenza.db import Database
 from cadenza.errors import InputError
+from cadenza.fake_llm import Step
 from cadenza.settings import LimitSettings, Settings
+from cadenza.synth_audio import SR
 from encoder.embed import Embedder
 from retrieval.search import search
 from retrieval.types import DEFAULT_K, MAX_K, MomentRef, SearchRequest
-from tests.fake_llm import Step
 from tests.helpers_app import (
     app_with_llm,
     clip_of_track,
@@ -30,7 +31,6 @@ from tests.helpers_app import (
     running_app,
     wav_bytes,
 )
-from tests.helpers_audio import SR
 
 
 @pytest.fixture(scope="module")

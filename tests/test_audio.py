@@ -7,7 +7,7 @@ import pytest
 
 from cadenza.audio import content_hash, decode_in_subprocess, downmix, load_audio
 from cadenza.errors import InputError
-from tests.helpers_audio import SR, tone, write_audio
+from cadenza.synth_audio import SR, tone, write_audio
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from bench.baselines import STATS_DIM, StatsEmbedder, stats_features
 from bench.report import Report, fmt, md_table, percentiles
 from bench.synthetic import SEGMENTS_PER_TRACK, make_library
 from cadenza.errors import InputError
-from tests.helpers_audio import random_chord_track
+from cadenza.synth_audio import random_chord_track
 
 # -- metrics ----------------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ from bench.memsearch import Library, features
 from bench.queries import augment_clip, phone_band
 from bench.real_sources import SAMPLE_RATE, load_sources
 from cadenza.errors import ConfigError, InputError
+from cadenza.synth_audio import random_chord_track, write_audio
 from encoder.features import MEL
-from tests.helpers_audio import random_chord_track, write_audio
 
 
 def _tone(hz: float, seconds: float, amp: float) -> np.ndarray:

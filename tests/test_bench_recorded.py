@@ -14,7 +14,7 @@ import soundfile as sf
 from bench import recorded
 from bench.queries import AUGMENTATIONS
 from cadenza.errors import InputError
-from tests.helpers_audio import SR, random_chord_track, tone
+from cadenza.synth_audio import SR, random_chord_track, tone
 
 
 def test_library_time_of_a_sped_up_clip():

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from cadenza.settings import LimitSettings
+from cadenza.synth_audio import accompanied_tune, random_tune, sing, write_audio
 from tests.helpers_app import CHROMIUM_ARGS, running_app, wait_until
-from tests.helpers_audio import accompanied_tune, random_tune, sing, write_audio
 
 pytestmark = pytest.mark.browser
 

@@ -21,8 +21,8 @@ from assistant.app import load_embedder
 from cadenza import audio
 from cadenza.errors import InputError
 from cadenza.settings import LimitSettings
+from cadenza.synth_audio import SR, write_audio
 from tests.helpers_app import running_app, wav_bytes
-from tests.helpers_audio import SR, write_audio
 
 
 def _hanging_child(pid_file: Path) -> str:

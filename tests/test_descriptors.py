@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cadenza.synth_audio import SR, clicks, noise, progression
 from encoder.features import acoustic_features
 from retrieval.analysis import prepare
 from retrieval.descriptors import (
@@ -19,7 +20,6 @@ from retrieval.descriptors import (
     mean_chroma,
 )
 from retrieval.metadata import era_from_year
-from tests.helpers_audio import SR, clicks, noise, progression
 
 CADENCE = [1, 4, 5, 1, 6, 4, 5, 1]
 

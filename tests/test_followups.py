@@ -20,9 +20,9 @@ from assistant.followups import (
     validate_followup,
 )
 from assistant.llm import LLM
+from cadenza.fake_llm import Step, scripted_args
 from cadenza.settings import LLMSettings
 from retrieval.types import Filters, MomentRef, SearchRequest
-from tests.fake_llm import Step, scripted_args
 
 COMPOSERS = ["Johann Sebastian Bach", "Wolfgang Amadeus Mozart", "Johannes Brahms"]
 

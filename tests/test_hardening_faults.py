@@ -21,8 +21,8 @@ import pytest
 
 from assistant.app import load_embedder
 from assistant.llm import LLM
+from cadenza.fake_llm import FakeLLM, Step
 from cadenza.settings import LLMSettings, Settings
-from tests.fake_llm import FakeLLM, Step
 from tests.helpers_app import app_with_llm, browser_like_client, clip_of_track, page_message, running_app
 from tests.helpers_db import own_embedded_database
 

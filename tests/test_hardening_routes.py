@@ -192,10 +192,10 @@ def test_the_schema_page_works_under_our_csp(client):
 
 
 def test_a_removed_tracks_card_does_not_suggest_a_command(client, library, tmp_path):
+    from cadenza.synth_audio import write_audio
     from retrieval.ingest import ingest
     from retrieval.store import remove_track
     from tests.helpers_app import track_audio
-    from tests.helpers_audio import write_audio
 
     extra = write_audio(tmp_path / "extra.wav", track_audio(4)[::-1].copy())
     ingest(db=library.db, paths=[extra], embedder=library.embedder, workers=1, progress=False)

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from cadenza.errors import NotFound
+from cadenza.synth_audio import random_chord_track, write_audio, write_chord_tracks
 from encoder.embed import Embedder
 from retrieval.ingest import EmbedderSpec, ingest, reindex
 from retrieval.metadata import era_from_year, load_sidecar, merge
 from retrieval.store import list_tracks, remove_track
-from tests.helpers_audio import random_chord_track, write_audio, write_chord_tracks
 from tests.helpers_db import truncate_all
 from tests.helpers_ingest import check_complete, counts, expected_segments
 
@@ -220,8 +220,8 @@ def test_kill_and_resume_leaves_no_partial_track(db, tmp_path, settings):
 def test_leveling_and_denoise():
     import pyloudnorm
 
+    from cadenza.synth_audio import SR, noise
     from retrieval.analysis import denoise, level_loudness
-    from tests.helpers_audio import SR, noise
 
     meter = pyloudnorm.Meter(SR)
     quiet = 0.05 * random_chord_track(seconds=8, seed=7)

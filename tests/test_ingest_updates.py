@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from cadenza.synth_audio import random_chord_track, write_audio
 from retrieval.ingest import ingest
 from retrieval.metadata import metadata_changes
-from tests.helpers_audio import random_chord_track, write_audio
 
 
 def _track(db) -> dict:

@@ -1,5 +1,5 @@
 """Explanations: the offline explainer, the checker, sanitized rendering, and the LLM path against a
-real OpenAI-compatible HTTP server of our own (tests/fake_llm.py) that misbehaves on purpose."""
+real OpenAI-compatible HTTP server of our own (cadenza/fake_llm.py) that misbehaves on purpose."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from assistant.explain import (
     render_markdown,
 )
 from assistant.llm import LLM, LLMError
+from cadenza.fake_llm import Step
 from cadenza.settings import LLMSettings
-from tests.fake_llm import Step
 from tests.helpers_explain import RESPONSE
 
 

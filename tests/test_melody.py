@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from cadenza.synth_audio import accompanied_tune, random_tune
 from retrieval.analysis import prepare
 from retrieval.melody import melody_contour, window_melodies
-from tests.helpers_audio import accompanied_tune, random_tune
 
 
 def test_the_tune_over_chords_is_the_melodic_line_in_most_frames():

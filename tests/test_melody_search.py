@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from cadenza.errors import InputError
+from cadenza.synth_audio import accompanied_tune, random_tune, sing, write_audio
 from encoder.embed import Embedder
 from retrieval.ingest import ingest, reindex
 from retrieval.search import search
 from retrieval.store import list_tracks
 from retrieval.types import SearchRequest
-from tests.helpers_audio import accompanied_tune, random_tune, sing, write_audio
 from tests.helpers_db import truncate_all
 
 N_TRACKS = 6

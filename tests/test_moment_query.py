@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cadenza.audio import load_audio
+from cadenza.synth_audio import SR, random_chord_track, write_audio
 from encoder.embed import Embedder
 from retrieval import clip_query
 from retrieval import query as query_mod
@@ -13,7 +14,6 @@ from retrieval.ingest import ingest
 from retrieval.search import search
 from retrieval.store import list_tracks
 from retrieval.types import MomentRef, SearchRequest
-from tests.helpers_audio import SR, random_chord_track, write_audio
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The phrasing corpus (tests/data/phrasing.json) through the rule parser and the tool-calling path.
 
-The tool path runs over real HTTP against tests/fake_llm.py replaying each message's scripted call,
+The tool path runs over real HTTP against cadenza/fake_llm.py replaying each message's scripted call,
 validated against the refine_search schema — the same FollowUp the rules produce. Messages that must
 be refused (not understood, an ambiguous composer) must be refused on both paths.
 """
@@ -11,8 +11,8 @@ import pytest
 
 from assistant.llm import LLM
 from bench.phrasing import accuracy, load, outcome, rule_outcomes, scripted_call, tool_outcomes
+from cadenza.fake_llm import FakeLLM, Step
 from cadenza.settings import LLMSettings
-from tests.fake_llm import FakeLLM, Step
 
 DATA = load()
 

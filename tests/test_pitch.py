@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from cadenza.synth_audio import sing
 from encoder.pitch import track_pitch
-from tests.helpers_audio import sing
 
 
 def test_pesto_tracks_a_sung_line_without_importing_torchaudio():

@@ -22,8 +22,8 @@ import psutil
 import pytest
 
 from cadenza.db import pid_alive, postmaster_pid
+from cadenza.synth_audio import random_chord_track, write_audio
 from tests.helpers_app import free_port
-from tests.helpers_audio import random_chord_track, write_audio
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux only")
 

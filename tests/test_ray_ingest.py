@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from cadenza.synth_audio import random_chord_track, write_audio, write_chord_tracks
 from encoder.embed import Embedder
 from retrieval.ingest import EmbedderSpec, ingest
-from tests.helpers_audio import random_chord_track, write_audio, write_chord_tracks
 from tests.helpers_db import truncate_all
 from tests.helpers_ingest import assert_same_rows, check_complete, counts, stored_rows
 

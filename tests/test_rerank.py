@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cadenza.errors import InputError
+from cadenza.synth_audio import SR, progression, random_chord_track
 from encoder.features import CHROMA, acoustic_features
 from retrieval.descriptors import chroma_sequence, mean_chroma
 from retrieval.diversity import mmr, moves, nms
@@ -21,7 +22,6 @@ from retrieval.similarity import (
     tempo_preference,
 )
 from retrieval.types import Aspects, Weights, check_diversity
-from tests.helpers_audio import SR, progression, random_chord_track
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 
 from cadenza.db import autocommit
 from cadenza.errors import InputError
+from cadenza.synth_audio import SR, noise, random_chord_track, write_audio
 from encoder.embed import Embedder
 from retrieval.filters import filter_sql
 from retrieval.ingest import ingest
@@ -19,7 +20,6 @@ from retrieval.nearest import nearest
 from retrieval.search import search
 from retrieval.store import list_tracks
 from retrieval.types import Filters, MomentRef, SearchRequest, Weights
-from tests.helpers_audio import SR, noise, random_chord_track, write_audio
 from tests.helpers_db import truncate_all
 
 COMPOSERS = ["Bach", "Mozart", "Brahms", "Ravel", "Byrd", "Glass"]

@@ -19,8 +19,8 @@ import pytest
 
 from cadenza.db import database, migration_files
 from cadenza.settings import Settings
+from cadenza.synth_audio import write_audio
 from tests.helpers_app import TRACKS, browser_like_client, free_port, ingest_library, track_audio
-from tests.helpers_audio import write_audio
 from tests.helpers_pg import standalone_postgres
 
 pytest.importorskip(

@@ -1,6 +1,7 @@
 """A small OpenAI-compatible chat-completions server of our own, over real HTTP on 127.0.0.1.
 
-Tests script what it answers, one step per request (then ``default``):
+The tests and the benchmarks that need a model endpoint (bench/faults.py, bench/phrasing.py) use it,
+so it lives below both. Tests script what it answers, one step per request (then ``default``):
 
 - ``Step.text("...")``: a reply, streamed as SSE chunks when the request asks for ``stream``;
 - ``Step.tool({...})``: a call of the request's tool with these arguments (a dict, or a raw string
@@ -99,6 +100,7 @@ class FakeLLM:
     def base_url(self) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server's address (typeshed allows bytes for AF_UNIX)
         return f"http://{host}:{port}/v1"
 
     def start(self) -> FakeLLM:

@@ -1,6 +1,8 @@
-"""Synthetic audio for tests: tones, chords in a known key, click tracks, noise, files.
+"""Synthetic audio with known content, for tests and benchmarks: tones, chords in a known key, click
+tracks, noise, sung tunes, files.
 
-Everything is generated with numpy in the test (no audio is committed). Import freely.
+Everything is generated with numpy where it is used (no audio is committed). The tests and the
+benchmarks (bench/load.py) both use it, so it lives below both.
 """
 
 from __future__ import annotations
