@@ -12,7 +12,7 @@ import uuid
 from functools import partial
 
 import anyio
-from litestar import Request, Response, delete, post
+from litestar import Request, Response, delete
 
 from assistant import context as acontext
 from assistant import conversations, explain, services
@@ -39,7 +39,7 @@ from assistant.api_types import (
     moment_of,
     switches_of,
 )
-from assistant.bodies import decode_form, decode_json, documented
+from assistant.bodies import api_post, decode_form, decode_json
 from assistant.exclusions import put_back
 from assistant.forms import clip_and_form, clip_from_form, is_multipart, known_listener, listener_cookies
 from assistant.querystate import state_from_json, state_of_json
@@ -91,9 +91,11 @@ async def _search_request(request: Request, svc: Services) -> SearchRequest:
     )  # fmt: skip
 
 
-@post(
+@api_post(
     "/api/search",
-    status_code=200,
+    tag="search",
+    body=SearchBody,
+    form=SearchForm,
     summary="Find moments like a clip or a library moment",
     description=(
         "Multipart: the clip in field `file`, with optional `start`, `duration`, `k`, repeatable `composer`, "
@@ -107,8 +109,6 @@ async def _search_request(request: Request, svc: Services) -> SearchRequest:
         "Returns the same JSON as `cadenza search --json`; query.context reports each context signal: on, applied, "
         "text, changed_ranks, brought_in. History applies when the client sends the page's listener cookie."
     ),
-    tags=["search"],
-    operation_class=documented(json=SearchBody, multipart=SearchForm),
 )
 async def api_search(request: Request, svc: Services) -> SearchAnswer:
     req = await _search_request(request, svc)
@@ -129,9 +129,11 @@ async def _chat_body(request: Request) -> tuple[ChatBody, Clip | None]:
     return body, clip
 
 
-@post(
+@api_post(
     "/api/chat",
-    status_code=200,
+    tag="chat",
+    body=ChatBody,
+    form=ChatForm,
     summary="One chat message: a clip, a named moment, or a follow-up; returns results and the explanation",
     description=(
         "JSON: {message, conversation_id?, reference?: {track_id, start}, k?, diversity?, aspects?, context?: "
@@ -149,8 +151,6 @@ async def _chat_body(request: Request) -> tuple[ChatBody, Clip | None]:
         "Returns {conversation_id, message_id, parser, followup, request, response, excluded, refined, refused, "
         "state, state_notes, filter_reason, explanation}."
     ),
-    tags=["chat"],
-    operation_class=documented(json=ChatBody, multipart=ChatForm),
 )
 async def api_chat(request: Request, svc: Services) -> Response[ChatAnswer | ChatRefusal | ChatPathReply]:
     body, clip = await _chat_body(request)
@@ -215,16 +215,15 @@ async def _explained(
     )  # fmt: skip
 
 
-@post(
+@api_post(
     "/api/chat/put-back",
-    status_code=200,
+    tag="chat",
+    body=PutBackBody,
     summary="Undo 'not #3': put a left-out track back into an answer",
     description=(
         "JSON: {conversation_id, message_id, track_id}. The answer `message_id` is searched again with the track "
         "allowed back in and explained afresh. Returns the same body as /api/chat."
     ),
-    tags=["chat"],
-    operation_class=documented(json=PutBackBody),
 )
 async def api_put_back(request: Request, svc: Services) -> ChatAnswer:
     body = decode_json(await request.body(), PutBackBody)
@@ -248,16 +247,15 @@ async def api_delete_conversation(svc: Services, conversation_id: str) -> None:
     await anyio.to_thread.run_sync(services.delete_conversation, svc, cid)
 
 
-@post(
+@api_post(
     "/api/chat/context",
-    status_code=200,
+    tag="chat",
     summary="Turn listening-context signals (time of day, history, mood) on or off for a conversation",
     description=(
         "JSON: {conversation_id, message_id, context: {time_of_day?, history?, mood?}}. The switches are kept for the "
         "conversation and the answer `message_id` is ranked again with them (its local time unchanged, so a signal "
         "switched off gives exactly the ranking without it) and explained afresh. Returns the same body as /api/chat."
     ),
-    tags=["chat"],
 )
 async def api_chat_context(data: ContextChange, svc: Services) -> ChatAnswer:
     cid = conversations.parse_id(data.conversation_id)

@@ -10,11 +10,11 @@ from functools import partial
 
 import anyio
 import numpy as np
-from litestar import Request, post
+from litestar import Request
 
 from assistant.api_answers import MapResponse, MapTrack, MapWindow, PathResponse, PathStep
 from assistant.api_types import MapBody, MapForm, PathRequest, moment_of
-from assistant.bodies import decode_json, documented
+from assistant.bodies import api_post, decode_json
 from assistant.forms import clip_and_form, is_multipart
 from assistant.services import SR, Services
 from cadenza.errors import InputError
@@ -43,9 +43,11 @@ def _map_response(strips: list[Strip]) -> MapResponse:
     )  # fmt: skip
 
 
-@post(
+@api_post(
     "/api/map",
-    status_code=200,
+    tag="listening",
+    body=MapBody,
+    form=MapForm,
     summary="Moment map: how alike every 10-s window of the reference's own track and the nearest tracks is",
     description=(
         'JSON: {"reference": {"track_id", "start"}, "tracks": 5}. Or multipart: a clip in field `file` with '
@@ -53,8 +55,6 @@ def _map_response(strips: list[Strip]) -> MapResponse:
         "[{start, likeness}]}]}, the reference's own track first (for a clip: the clip itself, track_id null, "
         "at most 120 s of it); likeness is the embedding cosine in [0, 1]."
     ),
-    tags=["listening"],
-    operation_class=documented(json=MapBody, multipart=MapForm),
 )
 async def api_map(request: Request, svc: Services) -> MapResponse:
     if is_multipart(request):
@@ -84,16 +84,15 @@ async def api_map(request: Request, svc: Services) -> MapResponse:
     return _map_response(strips)
 
 
-@post(
+@api_post(
     "/api/path",
-    status_code=200,
+    tag="listening",
     summary="Moment path: passages stepping from one library moment to another",
     description=(
         f'JSON: {{"from": {{"track_id", "start"}}, "to": {{"track_id", "start"}}, "steps": N}} ({MIN_STEPS}–{MAX_STEPS}). '
         "Returns {steps: [{track_id, start, end, title, likeness}]}: the first step is `from`, the last `to`, "
         "each in between close to the one before (likeness to it) and moving toward `to`."
     ),
-    tags=["listening"],
 )
 async def api_path(data: PathRequest, svc: Services) -> PathResponse:
     if not MIN_STEPS <= data.steps <= MAX_STEPS:

@@ -38,8 +38,8 @@ from assistant.services import Services
 from cadenza.db import Database, open_database
 from cadenza.errors import NotFound
 from cadenza.settings import PROJECT_ROOT, Settings
+from encoder.embed import resolve_embedder
 from encoder.protocols import MomentEmbedder
-from retrieval.ingest import resolve_embedder
 from retrieval.ingest_steps import one_blas_thread
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
+from litestar import post
 from litestar.datastructures import FormMultiDict
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
@@ -159,6 +160,25 @@ def documented(
 
     WithBody.__name__ = f"{json.__name__}Operation"
     return WithBody
+
+
+def api_post(
+    path: str,
+    *,
+    tag: str,
+    summary: str,
+    description: str,
+    body: type[msgspec.Struct] | None = None,
+    form: type[msgspec.Struct] | None = None,
+) -> post:
+    """The decorator of a ``POST /api/*`` route: it answers 200 (Litestar's default is 201, but no
+    route here creates a resource), filed under ``tag``. A route that reads its body itself names
+    it: ``body`` (JSON) and ``form`` (multipart, with a clip), see :func:`documented`; any other
+    route takes a typed ``data`` parameter, which Litestar documents."""
+    operation = documented(json=body, multipart=form) if body is not None else Operation
+    return post(
+        path, status_code=200, summary=summary, description=description, tags=[tag], operation_class=operation
+    )
 
 
 def schema_of(struct: type[msgspec.Struct]) -> Schema:

@@ -7,6 +7,7 @@ Browsers need byte ranges to seek, which is how a result card plays exactly its 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -69,57 +70,54 @@ def _file_chunks(path: Path, start: int, length: int, chunk: int = 1 << 16) -> I
 _AUDIO_HEADERS = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
 
 
-def _requested_span(request: Request, *, size: int, what: str) -> tuple[int, int] | Response | None:
-    """The one byte range asked for (inclusive), None for the whole body, or the 416 answer."""
+@dataclass(frozen=True)
+class ByteSlice:
+    """What to send of a body of ``size`` bytes: ``length`` bytes from ``start``, with its status and headers."""
+
+    start: int
+    length: int
+    status: int
+    headers: dict[str, str]
+
+
+def requested_slice(request: Request, *, size: int, what: str) -> ByteSlice | Response:
+    """The one byte range asked for (206), the whole body (200), or the 416 answer."""
     rng = request.headers.get("range")
     if not rng:
-        return None
+        return ByteSlice(0, size, 200, dict(_AUDIO_HEADERS))
     span = parse_range(rng, size)
     if span is None:
         return errors.respond(
             request, 416, f"the range {rng[:40]!r} is outside the {what} ({size} bytes)",
             headers={**_AUDIO_HEADERS, "Content-Range": f"bytes */{size}"},
         )  # fmt: skip
-    return span
+    a, b = span
+    return ByteSlice(a, b - a + 1, 206, {**_AUDIO_HEADERS, "Content-Range": f"bytes {a}-{b}/{size}"})
 
 
 @get("/audio/{track_id:int}", include_in_schema=False)
 async def audio(request: Request, svc: Services, track_id: int) -> Response | Stream:
     """The track's audio by id (never by path), with single-range ``Range`` support (206)."""
     path, _ = await anyio.to_thread.run_sync(track_path, svc, track_id)
-    size = path.stat().st_size
-    media = AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream")
-    headers = dict(_AUDIO_HEADERS)
-    span = _requested_span(request, size=size, what="file")
-    if isinstance(span, Response):
-        return span
-    if span is not None:
-        a, b = span
-        return Stream(
-            _file_chunks(path, a, b - a + 1), status_code=206, media_type=media,
-            headers={**headers, "Content-Range": f"bytes {a}-{b}/{size}", "Content-Length": str(b - a + 1)},
-        )  # fmt: skip
+    part = requested_slice(request, size=path.stat().st_size, what="file")
+    if isinstance(part, Response):
+        return part
     return Stream(
-        _file_chunks(path, 0, size), media_type=media, headers={**headers, "Content-Length": str(size)}
-    )
+        _file_chunks(path, part.start, part.length), status_code=part.status,
+        media_type=AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+        headers={**part.headers, "Content-Length": str(part.length)},
+    )  # fmt: skip
 
 
 @get("/clips/{clip_id:str}", include_in_schema=False)
 async def clip_audio(request: Request, svc: Services, clip_id: str) -> Response[bytes]:
     """A kept query clip by its id (never by path), with single-range ``Range`` support (206)."""
     data, media = await anyio.to_thread.run_sync(clips.audio_bytes, svc.db, clips.parse_id(clip_id))
-    size = len(data)
-    headers = dict(_AUDIO_HEADERS)
-    span = _requested_span(request, size=size, what="clip")
-    if isinstance(span, Response):
-        return span
-    if span is not None:
-        a, b = span
-        return Response(
-            data[a : b + 1], status_code=206, media_type=media,
-            headers={**headers, "Content-Range": f"bytes {a}-{b}/{size}"},
-        )  # fmt: skip
-    return Response(data, media_type=media, headers=headers)
+    part = requested_slice(request, size=len(data), what="clip")
+    if isinstance(part, Response):
+        return part
+    body = data[part.start : part.start + part.length]
+    return Response(body, status_code=part.status, media_type=media, headers=part.headers)
 
 
 HANDLERS = [audio, clip_audio]

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 from litestar import Request, get, post
+from litestar.datastructures import FormMultiDict
 from litestar.response import Redirect, ServerSentEvent, Template
 from litestar.response.sse import ServerSentEventMessage
 
@@ -151,48 +152,54 @@ async def post_message(request: Request, svc: Services) -> Template | Redirect:
     )
 
 
-async def _answer_again(
-    request: Request, svc: Services, cid: uuid.UUID, message_id: int, work: Callable[[], conversations.Turn]
+#: The work that searches an answer again in place (run in a worker thread); it returns the new answer.
+AgainWork = Callable[[], conversations.Turn]
+
+
+def _put_back_work(svc: Services, cid: uuid.UUID, message_id: int, form: FormMultiDict) -> AgainWork:
+    """Undo "not this": the answer searched again with ``track_id`` allowed back in."""
+    track_id = decode_form(form, TrackForm).track_id
+    if track_id is None:
+        raise InputError("track_id is required: the id of the track to put back")
+    return partial(exclusions.put_back, svc, conversation_id=cid, message_id=message_id, track_id=track_id)
+
+
+def _chip_work(svc: Services, cid: uuid.UUID, message_id: int, form: FormMultiDict) -> AgainWork:
+    """Remove one chip (a part of the answer's query state): the answer searched again."""
+    chip = decode_form(form, ChipForm).chip
+    return partial(statechips.remove_chip, svc, conversation_id=cid, message_id=message_id, chip_id=chip)
+
+
+def _context_work(svc: Services, cid: uuid.UUID, message_id: int, form: FormMultiDict) -> AgainWork:
+    """A context toggle (form: ``signal``, ``on`` = 1/0), kept for the conversation: the answer ranked again."""
+    toggle = decode_form(form, SignalForm)
+    changes = {toggle.signal: toggle.on == "1"}
+    return partial(acontext.rerank_with, svc, conversation_id=cid, message_id=message_id, changes=changes)
+
+
+#: The forms an answer carries, by the last part of their path: how each one's form becomes the work.
+_AGAIN: dict[str, Callable[[Services, uuid.UUID, int, FormMultiDict], AgainWork]] = {
+    "put-back": _put_back_work,
+    "chips": _chip_work,
+    "context": _context_work,
+}
+
+
+# ``cid`` is the path's conversation id, parsed (app.py's dependency).
+@post("/c/{conversation_id:str}/m/{message_id:int}/{action:str}", include_in_schema=False, status_code=200)
+async def answer_again(
+    request: Request, svc: Services, cid: uuid.UUID, message_id: int, action: str
 ) -> Template | Redirect:
-    """Run ``work`` (it searches the answer ``message_id`` again, in place) and show the new answer:
-    re-rendered for htmx, else a redirect to it."""
-    turn = await anyio.to_thread.run_sync(work)
+    """One of the answer's own forms (``action``: put-back, chips, context): the answer searched again
+    in place, re-rendered for htmx, else a redirect to it."""
+    make_work = _AGAIN.get(action)
+    if make_work is None:
+        raise NotFound(f"an answer has no form {action!r}; its forms are {', '.join(_AGAIN)}")
+    turn = await anyio.to_thread.run_sync(make_work(svc, cid, message_id, await request.form()))
     if not request.headers.get("hx-request"):
         return Redirect(f"/c/{cid}#m{message_id}", status_code=303)
     ctx = await anyio.to_thread.run_sync(partial(views.turn_context, svc.db, cid, turn))
     return Template("_turns.html", context={"turns": [ctx], "conversation_id": str(cid)})
-
-
-# The answer's own routes: ``cid`` is the path's conversation id, parsed (app.py's dependency).
-@post("/c/{conversation_id:str}/m/{message_id:int}/put-back", include_in_schema=False, status_code=200)
-async def put_back(request: Request, svc: Services, cid: uuid.UUID, message_id: int) -> Template | Redirect:
-    """Undo "not this": search the answer again with ``track_id`` allowed back in; the answer, re-rendered."""
-    track_id = decode_form(await request.form(), TrackForm).track_id
-    if track_id is None:
-        raise InputError("track_id is required: the id of the track to put back")
-    work = partial(exclusions.put_back, svc, conversation_id=cid, message_id=message_id, track_id=track_id)
-    return await _answer_again(request, svc, cid, message_id, work)
-
-
-@post("/c/{conversation_id:str}/m/{message_id:int}/chips", include_in_schema=False, status_code=200)
-async def remove_chip(
-    request: Request, svc: Services, cid: uuid.UUID, message_id: int
-) -> Template | Redirect:
-    """Remove one chip (a part of the answer's query state): the answer, searched again in place."""
-    chip = decode_form(await request.form(), ChipForm).chip
-    work = partial(statechips.remove_chip, svc, conversation_id=cid, message_id=message_id, chip_id=chip)
-    return await _answer_again(request, svc, cid, message_id, work)
-
-
-@post("/c/{conversation_id:str}/m/{message_id:int}/context", include_in_schema=False, status_code=200)
-async def switch_context(
-    request: Request, svc: Services, cid: uuid.UUID, message_id: int
-) -> Template | Redirect:
-    """A context toggle (form: ``signal``, ``on`` = 1/0): kept for the conversation; the answer, ranked again."""
-    toggle = decode_form(await request.form(), SignalForm)
-    changes = {toggle.signal: toggle.on == "1"}
-    work = partial(acontext.rerank_with, svc, conversation_id=cid, message_id=message_id, changes=changes)
-    return await _answer_again(request, svc, cid, message_id, work)
 
 
 @get("/c/{conversation_id:str}/m/{message_id:int}/explain", include_in_schema=False)
@@ -284,9 +291,7 @@ HANDLERS = [
     chat_page,
     conversation_page,
     post_message,
-    put_back,
-    remove_chip,
-    switch_context,
+    answer_again,
     explain_stream,
     record_play,
     delete_conversation,

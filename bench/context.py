@@ -271,7 +271,7 @@ def run_context(
     from tqdm import tqdm
 
     from cadenza.db import open_database
-    from retrieval.ingest import resolve_embedder
+    from encoder.embed import resolve_embedder
     from retrieval.search import search
 
     if build:

@@ -532,7 +532,7 @@ def run_humming(
 ) -> Report:
     from bench.pgbench_db import ingest_folder, open_temp_database
     from bench.report import db_versions
-    from retrieval.ingest import resolve_embedder
+    from encoder.embed import resolve_embedder
 
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)

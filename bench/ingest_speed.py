@@ -289,7 +289,7 @@ def run_ingest_speed(
     Each round ingests both libraries into fresh databases, in alternating order, so a change of
     load on a shared machine hits both alike; the table shows each kind's median round.
     """
-    from retrieval.ingest import resolve_embedder
+    from encoder.embed import resolve_embedder
 
     t0 = time.perf_counter()
     embedder, spec = resolve_embedder(checkpoint)

@@ -73,7 +73,8 @@ def run_product(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
     """Same-source rows per search setting, cross-stem rows, and the model version searched."""
     from bench.pgbench_db import open_temp_database
-    from retrieval.ingest import ingest, resolve_embedder
+    from encoder.embed import resolve_embedder
+    from retrieval.ingest import ingest
     from retrieval.search import search
     from retrieval.types import Aspects, SearchRequest
 

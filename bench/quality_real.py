@@ -163,7 +163,7 @@ def run_real(
 ) -> dict[str, Any]:
     from bench.pgbench_db import ingest_folder, open_temp_database
     from bench.report import db_versions
-    from retrieval.ingest import resolve_embedder
+    from encoder.embed import resolve_embedder
 
     notes: list[str] = []
     embedder, spec = resolve_embedder(checkpoint)

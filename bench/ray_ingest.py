@@ -236,7 +236,8 @@ def run_ray_ingest(
     checkpoint: Path | None,
     midi_cache: Path,
 ) -> Report:
-    from retrieval.ingest import find_audio_files, resolve_embedder
+    from encoder.embed import resolve_embedder
+    from retrieval.ingest import find_audio_files
 
     t0 = time.perf_counter()
     embedder, spec = resolve_embedder(checkpoint)

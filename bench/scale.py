@@ -198,7 +198,7 @@ def run_scale(
     workdir: Path | None = None,
     checkpoint: Path | None = None,
 ) -> Report:
-    from retrieval.ingest import resolve_embedder
+    from encoder.embed import resolve_embedder
 
     n_queries = 100 if quick else 300
     filtered_queries = 40 if quick else 100

@@ -256,7 +256,7 @@ def run_speed(
     import torch
 
     from bench.baselines import Wav2Vec2Embedder
-    from retrieval.ingest import resolve_embedder
+    from encoder.embed import resolve_embedder
 
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)

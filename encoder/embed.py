@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,12 +39,17 @@ if TYPE_CHECKING:
     import torch
 
     from encoder.model import Encoder
+    from encoder.protocols import MomentEmbedder
+
+log = logging.getLogger(__name__)
 
 SHIPPED_CHECKPOINT = PROJECT_ROOT / "encoder" / "checkpoints" / "cadenza-v1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FORMAT = "cadenza-encoder"
 VERSION_PREFIX = "cadenza-v1"
+#: The model version of untrained weights is this and their seed (``untrained-seed0``).
+UNTRAINED_PREFIX = "untrained-seed"
 #: How :meth:`Embedder.load` runs the weights: torch (ingest, training, a GPU; batches of 32 take
 #: half numpy's CPU) or numpy (a query: no torch import, ~1.5 s less for a fresh process).
 BACKENDS = ("torch", "numpy")
@@ -269,7 +276,7 @@ class Embedder:
             model=model,
             mean=np.zeros(N_ACOUSTIC, dtype=np.float32),
             std=np.ones(N_ACOUSTIC, dtype=np.float32),
-            model_version=f"untrained-seed{seed}",
+            model_version=f"{UNTRAINED_PREFIX}{seed}",
         )
 
     # -- embedding ----------------------------------------------------------------------------
@@ -335,3 +342,45 @@ class Embedder:
         windows = frames[np.minimum(idx, n - 1)]  # [N, win, 143]; rows past the end are masked
         emb = self.embed_windows(windows=windows, lengths=lengths)
         return s.astype(np.float64) / w.fps, emb
+
+
+# -- which embedder a process runs ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """How another process (an ingest lane, a Ray actor) builds the same embedder: a checkpoint
+    folder (None = the shipped one), or untrained weights drawn with ``untrained_seed``."""
+
+    checkpoint: Path | None = None
+    untrained_seed: int | None = None
+
+    def build(self) -> Embedder:
+        if self.untrained_seed is not None:
+            return Embedder.untrained(seed=self.untrained_seed)
+        return Embedder.load(self.checkpoint)
+
+
+def resolve_embedder(checkpoint: Path | None, *, backend: str = "torch") -> tuple[Embedder, EmbedderSpec]:
+    """The product's embedder: the checkpoint, or — loudly — untrained weights when none is shipped.
+
+    ``backend`` "numpy" for a query-only process (see :data:`BACKENDS`); untrained weights are
+    always torch (they are drawn by torch's initializers).
+    """
+    try:
+        return Embedder.load(checkpoint, backend=backend), EmbedderSpec(checkpoint=checkpoint)
+    except ConfigError as exc:
+        log.warning(
+            "NO TRAINED ENCODER (%s). Falling back to UNTRAINED random weights: results will be poor. "
+            "Run `cadenza train` and re-run `cadenza reindex`.",
+            exc,
+        )
+        return Embedder.untrained(seed=0), EmbedderSpec(untrained_seed=0)
+
+
+def spec_for(embedder: MomentEmbedder) -> EmbedderSpec:
+    """A spec that rebuilds ``embedder`` in a worker: untrained seed N, else the shipped checkpoint."""
+    version = embedder.model_version
+    if version.startswith(UNTRAINED_PREFIX):
+        return EmbedderSpec(untrained_seed=int(version.removeprefix(UNTRAINED_PREFIX)))
+    return EmbedderSpec(checkpoint=None)

@@ -29,9 +29,9 @@ from retrieval.types import (
 if TYPE_CHECKING:  # types only: importing these at start-up is what the lazy imports avoid
     from cadenza.db import Database
     from cadenza.settings import Settings
+    from encoder.embed import EmbedderSpec
     from encoder.protocols import MomentEmbedder
     from retrieval.ingest_report import IngestReport
-    from retrieval.ingest_steps import EmbedderSpec
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +138,14 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _embedder(settings: Settings, *, backend: str = "torch") -> tuple[MomentEmbedder, EmbedderSpec]:
-    from retrieval.ingest_steps import EmbedderSpec, one_blas_thread, resolve_embedder
+    from encoder.embed import resolve_embedder
+    from retrieval.ingest_steps import one_blas_thread
 
     if backend == QUERY_BACKEND:
         # One query's matrices are small: a second BLAS thread only adds hand-offs, and on a busy
         # machine its spinning made the encoder 5-20x slower (3 s for three windows, measured).
         one_blas_thread()
-    emb, spec = resolve_embedder(settings.checkpoint, backend=backend)
-    return emb, (spec if spec.untrained_seed is not None else EmbedderSpec(checkpoint=settings.checkpoint))
+    return resolve_embedder(settings.checkpoint, backend=backend)
 
 
 def _ingest(settings: Settings, db: Database, args: argparse.Namespace) -> int:

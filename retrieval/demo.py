@@ -318,7 +318,8 @@ def build_demo(
     """Render (once) and ingest the demo library. Returns a summary (files, minutes, ingest report)."""
     # Here, not at the top: the render workers import this module and need neither.
     from cadenza.db import open_database
-    from retrieval.ingest import EmbedderSpec, ingest, reindex, resolve_embedder
+    from encoder.embed import resolve_embedder
+    from retrieval.ingest import ingest, reindex
 
     t0 = time.perf_counter()
     demo_dir = settings.paths.demo
@@ -327,8 +328,6 @@ def build_demo(
     spec = None
     if embedder is None:
         embedder, spec = resolve_embedder(settings.checkpoint)
-        if spec.untrained_seed is None:
-            spec = EmbedderSpec(checkpoint=settings.checkpoint)
     own = db is None
     lib = open_database(settings) if db is None else db
     try:

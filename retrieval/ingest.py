@@ -17,27 +17,27 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from cadenza.db import autocommit, scalar
+from cadenza.db import Database, autocommit, scalar
+from encoder.embed import EmbedderSpec, resolve_embedder, spec_for
+from encoder.protocols import MomentEmbedder
 from retrieval.ingest_plan import find_audio_files, plan_ingest
 from retrieval.ingest_pool import map_files
 from retrieval.ingest_report import IngestReport, progress_bar
-from retrieval.ingest_steps import EmbedderSpec, resolve_embedder, spec_for
 from retrieval.ingest_store import finish_ingest, same_model, store_result
 from retrieval.metadata import load_sidecar
 from retrieval.store import replace_segments
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbedderSpec", "IngestReport", "find_audio_files", "ingest", "reindex", "resolve_embedder"]
+__all__ = ["IngestReport", "find_audio_files", "ingest", "reindex"]
 
 
 def ingest(
     *,
-    db: Any,
+    db: Database,
     paths: Sequence[Path],
-    embedder: Any = None,
+    embedder: MomentEmbedder | None = None,
     spec: EmbedderSpec | None = None,
     metadata_file: Path | None = None,
     workers: int = 2,
@@ -51,9 +51,8 @@ def ingest(
     processes build theirs); with neither, the shipped checkpoint (or, loudly, untrained weights).
     """
     t_start = time.perf_counter()
-    if embedder is None and spec is None:
-        embedder, spec = resolve_embedder(None)
-    spec = spec or spec_for(embedder)
+    if spec is None:
+        embedder, spec = resolve_embedder(None) if embedder is None else (embedder, spec_for(embedder))
     model_version = embedder.model_version if embedder is not None else spec.build().model_version
     sidecar = load_sidecar(metadata_file) if metadata_file else {}
     files = find_audio_files(paths)
@@ -91,7 +90,12 @@ def ingest(
 
 
 def reindex(
-    *, db: Any, embedder: Any, spec: EmbedderSpec | None = None, workers: int = 2, progress: bool = True
+    *,
+    db: Database,
+    embedder: MomentEmbedder,
+    spec: EmbedderSpec | None = None,
+    workers: int = 2,
+    progress: bool = True,
 ) -> IngestReport:
     """Re-embed every track with a segment whose model_version differs from ``embedder``'s, or without
     a stored melodic line (libraries ingested before migration 007).

@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from encoder.embed import EmbedderSpec
+from encoder.protocols import MomentEmbedder
 from retrieval.analysis import warm_up
-from retrieval.ingest_steps import EmbedderSpec, FileResult, one_blas_thread, process_file
+from retrieval.ingest_steps import FileResult, one_blas_thread, process_file
 
 _WORKER: dict[str, Any] = {}  # per worker *process* (set by the pool initializer), never in the parent
 
@@ -91,7 +93,7 @@ def map_files(
     jobs: Sequence[tuple[Path, str]],
     *,
     spec: EmbedderSpec,
-    embedder: Any,
+    embedder: MomentEmbedder | None,
     workers: int,
     use_denoise: bool,
     read_metadata: bool,

@@ -7,7 +7,6 @@ and the window descriptors). ``process_file`` runs both in one lane.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,57 +16,13 @@ from typing import Any
 import numpy as np
 
 from cadenza.audio import load_audio
-from cadenza.errors import CadenzaError, ConfigError
+from cadenza.errors import CadenzaError
+from encoder.protocols import MomentEmbedder
 from retrieval.analysis import TrackAnalysis, TrackFeatures, embed_features, featurize_audio
 from retrieval.metadata import read_tags
 
-log = logging.getLogger(__name__)
-
 #: A whole file quieter than this (RMS, dBFS) is silence: indexing it only adds moments that match nothing.
 SILENT_FILE_DBFS = -60.0
-
-
-@dataclass(frozen=True)
-class EmbedderSpec:
-    """How a worker process gets its embedder: a checkpoint folder, or untrained weights (seed)."""
-
-    checkpoint: Path | None = None
-    untrained_seed: int | None = None
-
-    def build(self) -> Any:
-        from encoder.embed import Embedder
-
-        if self.untrained_seed is not None:
-            return Embedder.untrained(seed=self.untrained_seed)
-        return Embedder.load(self.checkpoint)
-
-
-def resolve_embedder(checkpoint: Path | None, *, backend: str = "torch") -> tuple[Any, EmbedderSpec]:
-    """The product's embedder: the checkpoint, or — loudly — untrained weights when none is shipped.
-
-    ``backend`` "numpy" for a query-only process (see ``encoder.embed.BACKENDS``); untrained
-    weights are always torch (they are drawn by torch's initializers).
-    """
-    from encoder.embed import Embedder
-
-    try:
-        emb = Embedder.load(checkpoint, backend=backend)
-        return emb, EmbedderSpec(checkpoint=checkpoint)
-    except ConfigError as exc:
-        log.warning(
-            "NO TRAINED ENCODER (%s). Falling back to UNTRAINED random weights: results will be poor. "
-            "Run `cadenza train` and re-run `cadenza reindex`.",
-            exc,
-        )
-        return Embedder.untrained(seed=0), EmbedderSpec(untrained_seed=0)
-
-
-def spec_for(embedder: Any) -> EmbedderSpec:
-    """A spec that rebuilds ``embedder`` in a worker: untrained seed N, else the shipped checkpoint."""
-    version = str(embedder.model_version)
-    if version.startswith("untrained-seed"):
-        return EmbedderSpec(untrained_seed=int(version.removeprefix("untrained-seed")))
-    return EmbedderSpec(checkpoint=None)
 
 
 def one_blas_thread() -> Any:
@@ -87,25 +42,29 @@ def one_blas_thread() -> Any:
 
 
 @dataclass
-class FeaturedFile:
-    """A file after the CPU stage (decode, silence check, level, features, tags): no model yet."""
+class FileOutcome:
+    """One file after a stage: what it yielded, or ``error`` saying why it yielded nothing."""
 
     path: Path
     content_hash: str
     tags: dict[str, Any] = field(default_factory=dict)
-    features: TrackFeatures | None = None
     error: str | None = None
+
+
+@dataclass
+class FeaturedFile(FileOutcome):
+    """A file after the CPU stage (decode, silence check, level, features, tags): no model yet."""
+
+    features: TrackFeatures | None = None
     seconds_decode: float = 0.0
     cpu_decode: float = 0.0
 
 
 @dataclass
-class FileResult:
-    path: Path
-    content_hash: str
-    tags: dict[str, Any] = field(default_factory=dict)
+class FileResult(FileOutcome):
+    """A file after both stages: its analysis, ready to store."""
+
     analysis: TrackAnalysis | None = None
-    error: str | None = None
     #: The process that analysed the file (its lane), for the per-lane split of the report.
     pid: int = field(default_factory=os.getpid)
 
@@ -129,7 +88,7 @@ def featurize_file(
         return FeaturedFile(path, digest, error=str(exc))
 
 
-def embed_file(featured: FeaturedFile, *, embedder: Any) -> FileResult:
+def embed_file(featured: FeaturedFile, *, embedder: MomentEmbedder) -> FileResult:
     """The model stage of one file: embed and describe its windows. Errors become ``FileResult.error``."""
     path, digest = featured.path, featured.content_hash
     if featured.error or featured.features is None:
@@ -146,7 +105,12 @@ def embed_file(featured: FeaturedFile, *, embedder: Any) -> FileResult:
 
 
 def process_file(
-    *, path: Path, digest: str, embedder: Any, use_denoise: bool = False, read_metadata: bool = True
+    *,
+    path: Path,
+    digest: str,
+    embedder: MomentEmbedder,
+    use_denoise: bool = False,
+    read_metadata: bool = True,
 ) -> FileResult:
     """Decode, level, featurize, embed and describe one file. Errors become ``FileResult.error``."""
     featured = featurize_file(path=path, digest=digest, use_denoise=use_denoise, read_metadata=read_metadata)

@@ -43,10 +43,11 @@ import numpy as np
 
 from cadenza.db import autocommit
 from cadenza.errors import ConfigError
+from encoder.embed import EmbedderSpec
 from retrieval.analysis import warm_up
 from retrieval.ingest_plan import find_audio_files, plan_ingest
 from retrieval.ingest_report import IngestReport, progress_bar
-from retrieval.ingest_steps import EmbedderSpec, FileResult, embed_file, featurize_file, one_blas_thread
+from retrieval.ingest_steps import FileResult, embed_file, featurize_file, one_blas_thread
 from retrieval.ingest_store import finish_ingest, same_model, store_result
 from retrieval.metadata import load_sidecar
 

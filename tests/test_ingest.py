@@ -16,8 +16,8 @@ import torch
 
 from cadenza.errors import NotFound
 from cadenza.synth_audio import random_chord_track, write_audio, write_chord_tracks
-from encoder.embed import Embedder
-from retrieval.ingest import EmbedderSpec, ingest, reindex
+from encoder.embed import Embedder, EmbedderSpec
+from retrieval.ingest import ingest, reindex
 from retrieval.metadata import era_from_year, load_sidecar, merge
 from retrieval.store import list_tracks, remove_track
 from tests.helpers_db import truncate_all

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from cadenza.synth_audio import random_chord_track, write_audio, write_chord_tracks
-from encoder.embed import Embedder
-from retrieval.ingest import EmbedderSpec, ingest
+from encoder.embed import Embedder, EmbedderSpec
+from retrieval.ingest import ingest
 from tests.helpers_db import truncate_all
 from tests.helpers_ingest import assert_same_rows, check_complete, counts, stored_rows
 
