@@ -38,17 +38,14 @@ def filtered_candidates(
     from cadenza.db import autocommit
     from retrieval.filters import filter_sql
     from retrieval.nearest import EF_SEARCH_MAX, ITERATIVE_SCAN, SEARCH_USES_ITERATIVE_SCAN, nearest
+    from retrieval.track_scan import NearestQuery
 
     where, params = filter_sql(filters, model_version=model_version)
     n = min(max(10 * k, 100), EF_SEARCH_MAX)
     with autocommit(db) as conn:
         found = nearest(
             conn,
-            q=np.asarray(vector, dtype=np.float32),
-            where=where,
-            params=params,
-            n=n,
-            min_tracks=k,
+            NearestQuery(np.asarray(vector, dtype=np.float32), where, params, n, min_tracks=k),
             restrictive=bool(filters.active),
             iterative=(SEARCH_USES_ITERATIVE_SCAN and bool(getattr(db, "supports_iterative_scan", False)))
             if iterative is None

@@ -299,14 +299,14 @@ def exact_route_ms(db, *, queries: np.ndarray, filters: list, n: int = 100) -> l
     """Latency of retrieval's exact filtered route (best 3 windows of the nearest tracks) per query."""
     from cadenza.db import autocommit
     from retrieval.filters import filter_sql
-    from retrieval.track_scan import exact_per_track
+    from retrieval.track_scan import NearestQuery, exact_per_track
 
     times = []
     with autocommit(db) as conn:
         for q, f in zip(queries, filters, strict=False):
             where, params = filter_sql(f, model_version=MODEL_VERSION)
             t0 = time.perf_counter()
-            exact_per_track(conn, q=np.asarray(q, dtype=np.float32), where=where, params=params, n=n)
+            exact_per_track(conn, NearestQuery(np.asarray(q, dtype=np.float32), where, params, n))
             times.append((time.perf_counter() - t0) * 1000)
     return times
 

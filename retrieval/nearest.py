@@ -14,14 +14,12 @@ plans ignore planner settings). See :mod:`retrieval.track_scan`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import psycopg
 
 from retrieval import cells as cells_mod
 from retrieval.segment_rows import SEGMENT_COLUMNS, SegmentRow, segment_rows
-from retrieval.track_scan import cell_route, exact_per_track
+from retrieval.track_scan import NearestQuery, cell_route, exact_per_track
 
 EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
 #: Added to the cosine distance of a transposed query probe (see :func:`merge_probe`).
@@ -88,19 +86,15 @@ def _segment_estimate(conn: psycopg.Connection) -> float:
 
 def nearest(
     conn: psycopg.Connection,
+    query: NearestQuery,
     *,
-    q: np.ndarray,
-    where: str,
-    params: list[Any],
-    n: int,
-    min_tracks: int,
     restrictive: bool,
     iterative: bool,
     model_version: str | None = None,
     cell_min_rows: int = CELL_ROUTE_MIN_ROWS,
     scan: IterativeScan = ITERATIVE_SCAN,
 ) -> NearestResult:
-    """Up to ``n`` nearest segments matching ``where``, guaranteeing ≥ ``min_tracks`` distinct tracks when they exist.
+    """The ``query``'s segments: ≥ ``query.min_tracks`` distinct tracks whenever that many pass its filter.
 
     Routes: unfiltered → HNSW (then cells where the library has them, else a wider HNSW; then
     exact); restrictive with trained cells (see :mod:`retrieval.cells`) → the nearest cells,
@@ -108,13 +102,10 @@ def nearest(
     (default: the first parameter of ``filter_sql``'s clause). ``conn`` must be in autocommit
     mode (each attempt is its own transaction so SET LOCAL is scoped).
     """
-    if model_version is None and where.startswith("s.model_version = %s") and params:
-        model_version = str(params[0])
-    sql = _nearest_sql(where, halfvec=iterative and scan.halfvec)
-
-    def enough(rows: list[SegmentRow]) -> bool:
-        return len(rows) >= n and len({r.track_id for r in rows}) >= min_tracks
-
+    if model_version is None and query.where.startswith("s.model_version = %s") and query.params:
+        model_version = str(query.params[0])
+    sql = _nearest_sql(query.where, halfvec=iterative and scan.halfvec)
+    n = query.n
     state = cells_mod.cell_state(conn, model_version) if model_version and not iterative else None
     if state is not None and state.n_segments < cell_min_rows:
         state = None
@@ -126,18 +117,16 @@ def nearest(
     # scale: p50 153 ms at 100K), and only beyond that HNSW with the exact scan behind it.
     iter_ef = min(scan.ef_search or max(40, n), EF_SEARCH_MAX)
     if iterative and scan.stream:
-        streamed = _stream_rows(
-            conn, sql=sql, q=q, params=params, n=n, min_tracks=min_tracks, ef=iter_ef, scan=scan
-        )
-        if enough(streamed):
+        streamed = _stream_rows(conn, query, sql=sql, ef=iter_ef, scan=scan)
+        if query.enough(streamed):
             return NearestResult(streamed, "hnsw-stream")
     elif iterative:
         attempts.append(("hnsw-iterative", n, iter_ef))
     elif restrictive and state is not None:
-        found = cell_route(conn, q=q, where=where, params=params, n=n, min_tracks=min_tracks, state=state)
+        found = cell_route(conn, query, state=state)
         if found is not None:
             return NearestResult(found, "cells")
-        return NearestResult(exact_per_track(conn, q=q, where=where, params=params, n=n), "exact")
+        return NearestResult(exact_per_track(conn, query), "exact")
     elif not (restrictive and _segment_estimate(conn) <= EXACT_FILTER_MAX_ROWS):
         attempts.append(("hnsw", n, max(40, min(n * (4 if restrictive else 1), EF_SEARCH_MAX))))
         # Unfiltered, HNSW found too few distinct tracks (one track's windows crowd the top
@@ -148,24 +137,21 @@ def nearest(
     rows: list[SegmentRow] = []
     for name, limit, ef in attempts:
         if name == "cells" and state is not None:
-            found = cell_route(conn, q=q, where=where, params=params, n=n, min_tracks=min_tracks, state=state)
+            found = cell_route(conn, query, state=state)
             if found is not None:
                 return NearestResult(found, "cells")
             continue
-        rows = _hnsw_rows(
-            conn, sql=sql, q=q, params=params, limit=limit, ef=ef, scan=scan if iterative else None
-        )
-        if enough(rows):
+        rows = _hnsw_rows(conn, query, sql=sql, limit=limit, ef=ef, scan=scan if iterative else None)
+        if query.enough(rows):
             return NearestResult(rows, name)  # all of them: more candidates for the reranker
-    return NearestResult(exact_per_track(conn, q=q, where=where, params=params, n=n), "exact")
+    return NearestResult(exact_per_track(conn, query), "exact")
 
 
 def _hnsw_rows(
     conn: psycopg.Connection,
+    query: NearestQuery,
     *,
     sql: str,
-    q: np.ndarray,
-    params: list[Any],
     limit: int,
     ef: int,
     scan: IterativeScan | None,
@@ -173,7 +159,7 @@ def _hnsw_rows(
     """One HNSW query of ``sql`` (``nearest``'s statement) at ``hnsw.ef_search = ef``; ``scan`` None: no iteration."""
     with conn.transaction():
         _set_scan(conn, ef=ef, scan=scan)
-        rows = segment_rows(conn.execute(sql, [q, *params, q, limit]).fetchall())  # type: ignore[call-overload]
+        rows = segment_rows(conn.execute(sql, [query.q, *query.params, query.q, limit]).fetchall())  # type: ignore[call-overload]
     if scan is not None:
         rows.sort(key=lambda r: r.dist)  # relaxed order (or halfvec): slightly out of order
     return rows
@@ -189,15 +175,7 @@ def _set_scan(conn: psycopg.Connection, *, ef: int, scan: IterativeScan | None) 
 
 
 def _stream_rows(
-    conn: psycopg.Connection,
-    *,
-    sql: str,
-    q: np.ndarray,
-    params: list[Any],
-    n: int,
-    min_tracks: int,
-    ef: int,
-    scan: IterativeScan,
+    conn: psycopg.Connection, query: NearestQuery, *, sql: str, ef: int, scan: IterativeScan
 ) -> list[SegmentRow]:
     """Read an iterative HNSW scan in batches of ``n`` until ``n`` rows of ``min_tracks`` tracks are in.
 
@@ -208,18 +186,16 @@ def _stream_rows(
     with conn.transaction():
         _set_scan(conn, ef=ef, scan=scan)
         with conn.cursor(name="nearest_stream") as cur:
-            cur.execute(sql, [q, *params, q, STREAM_MAX_ROWS])  # type: ignore[call-overload]
-            while batch := cur.fetchmany(n):
+            cur.execute(sql, [query.q, *query.params, query.q, STREAM_MAX_ROWS])  # type: ignore[call-overload]
+            while batch := cur.fetchmany(query.n):
                 rows.extend(segment_rows(batch))
-                if len(rows) >= n and len({r.track_id for r in rows}) >= min_tracks:
+                if query.enough(rows):
                     break
     rows.sort(key=lambda r: r.dist)
     return rows
 
 
-def probe_nearest(
-    conn: psycopg.Connection, *, q: np.ndarray, where: str, params: list[Any], n: int, iterative: bool
-) -> NearestResult:
+def probe_nearest(conn: psycopg.Connection, query: NearestQuery, *, iterative: bool) -> NearestResult:
     """Best-effort extra candidates for a transposed query probe: one HNSW query, no fallback.
 
     The query's own probe (:func:`nearest`) already guarantees k tracks through every filter;
@@ -227,9 +203,9 @@ def probe_nearest(
     (about 1 ms at 1M segments, bench scale) is enough and it never pays for the exact or cell
     routes a second and third time. A restrictive filter may leave it few rows: that is fine.
     """
-    sql = _nearest_sql(where)
+    n = query.n
     rows = _hnsw_rows(
-        conn, sql=sql, q=q, params=params, limit=n, ef=max(40, min(n, EF_SEARCH_MAX)),
+        conn, query, sql=_nearest_sql(query.where), limit=n, ef=max(40, min(n, EF_SEARCH_MAX)),
         scan=ITERATIVE_SCAN if iterative else None,
     )  # fmt: skip
     return NearestResult(rows, "hnsw-probe")

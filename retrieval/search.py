@@ -29,6 +29,7 @@ from retrieval.rerank import score_candidates
 from retrieval.results import likeness_of, matches_of, results_of, rounded_timings, track_count
 from retrieval.segment_rows import candidate
 from retrieval.store import heard_composers, model_mismatch, other_models
+from retrieval.track_scan import NearestQuery
 from retrieval.types import MAX_K, Aspects, SearchRequest, SearchResponse, check_diversity
 
 log = logging.getLogger(__name__)
@@ -117,18 +118,18 @@ def search(
         info["route"] = "audio"
         n = min(max(10 * request.k, 100), EF_SEARCH_MAX)
         iterative = SEARCH_USES_ITERATIVE_SCAN and bool(getattr(db, "supports_iterative_scan", False))
+        query = NearestQuery(
+            built.profile.embedding, where, params, n, min_tracks=request.k if request.one_per_track else 1
+        )
         found = nearest(
-            conn, q=built.profile.embedding, where=where, params=params, n=n,
-            min_tracks=request.k if request.one_per_track else 1,
-            restrictive=request.filters.active or bool(built.exclude_tracks),
-            iterative=iterative, model_version=embedder.model_version,
+            conn, query, restrictive=request.filters.active or bool(built.exclude_tracks), iterative=iterative,
+            model_version=embedder.model_version,
         )  # fmt: skip
         probe_of: dict[int, int] = {}  # segment id -> semitones of the probe that found it
         for semis, q in built.profile.transposed:
             # A passage in another key ranks near the top of its probe or not at all: 3k rows do.
-            probe = probe_nearest(
-                conn, q=q, where=where, params=params, n=min(n, max(3 * request.k, 30)), iterative=iterative
-            )
+            probe_query = NearestQuery(q, where, params, min(n, max(3 * request.k, 30)))
+            probe = probe_nearest(conn, probe_query, iterative=iterative)
             found = merge_probe(found, probe, semis, probe_of)
         if not found.rows and (others := other_models(conn, embedder.model_version)):
             # Not "nothing similar": a reindex under this running server left it on an old model.

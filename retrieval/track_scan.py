@@ -7,7 +7,8 @@ most :data:`PER_TRACK` per track, nearest first.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import psycopg
@@ -27,14 +28,25 @@ CELL_MAX_PROBE_SHARE = 0.3
 PER_TRACK = 3
 
 
+@dataclass(frozen=True)
+class NearestQuery:
+    """One candidate lookup: up to ``n`` segments nearest ``q`` that pass ``where`` (a WHERE clause
+    over ``segments s JOIN tracks t``, :func:`retrieval.filters.filter_sql`, with its ``params``),
+    from at least ``min_tracks`` distinct tracks where that many pass."""
+
+    q: np.ndarray
+    where: str
+    params: Sequence[object]
+    n: int
+    min_tracks: int = 1
+
+    def enough(self, rows: Sequence[SegmentRow]) -> bool:
+        """Whether ``rows`` answer it: ``n`` rows from ``min_tracks`` distinct tracks."""
+        return len(rows) >= self.n and len({r.track_id for r in rows}) >= self.min_tracks
+
+
 def _track_scan(
-    conn: psycopg.Connection,
-    *,
-    q: np.ndarray,
-    where: str,
-    params: list[Any],
-    limit: int,
-    cells: list[int] | None,
+    conn: psycopg.Connection, query: NearestQuery, *, limit: int, cells: list[int] | None
 ) -> list[tuple[int, float]]:
     """(track, best distance) of the ``limit`` tracks whose best allowed segment is nearest, best first.
 
@@ -46,9 +58,9 @@ def _track_scan(
     cond = "s.cell = ANY(%s::int4[]) AND " if cells is not None else ""
     sql = (
         "SELECT s.track_id, min(s.embedding <=> %s) AS d FROM segments s JOIN tracks t ON t.id = s.track_id"
-        f" WHERE {cond}{where} GROUP BY s.track_id ORDER BY d LIMIT %s"
+        f" WHERE {cond}{query.where} GROUP BY s.track_id ORDER BY d LIMIT %s"
     )
-    args = [q, *([cells] if cells is not None else []), *params, limit]
+    args = [query.q, *([cells] if cells is not None else []), *query.params, limit]
     with conn.transaction():
         if cells is None:
             # Exact: HNSW cannot answer "best per track"; keep the planner off index scans anyway.
@@ -64,9 +76,7 @@ def _track_scan(
     return [(int(r[0]), float(r[1])) for r in rows]
 
 
-def _rows_of_tracks(
-    conn: psycopg.Connection, *, q: np.ndarray, where: str, params: list[Any], tracks: list[int], n: int
-) -> list[SegmentRow]:
+def _rows_of_tracks(conn: psycopg.Connection, query: NearestQuery, tracks: list[int]) -> list[SegmentRow]:
     """The best :data:`PER_TRACK` allowed segments of each of ``tracks`` (full rows), nearest first, at most ``n``.
 
     Two statements: the window over narrow rows picks the ids, then the full rows come by
@@ -79,9 +89,9 @@ def _rows_of_tracks(
         for r in conn.execute(  # type: ignore[call-overload]
             "SELECT id FROM (SELECT id, dist, row_number() OVER (PARTITION BY track_id ORDER BY dist) AS rn FROM"
             " (SELECT s.id, s.track_id, s.embedding <=> %s AS dist FROM segments s"
-            f" JOIN tracks t ON t.id = s.track_id WHERE s.track_id = ANY(%s) AND {where}) y) x"
+            f" JOIN tracks t ON t.id = s.track_id WHERE s.track_id = ANY(%s) AND {query.where}) y) x"
             f" WHERE rn <= {PER_TRACK} ORDER BY dist LIMIT %s",
-            [q, tracks, *params, n],
+            [query.q, tracks, *query.params, query.n],
             prepare=False,
         ).fetchall()
     ]
@@ -89,30 +99,19 @@ def _rows_of_tracks(
         conn.execute(  # type: ignore[call-overload]
             f"SELECT {SEGMENT_COLUMNS}, s.embedding <=> %s AS dist FROM segments s JOIN tracks t ON t.id = s.track_id"
             " WHERE s.id = ANY(%s) ORDER BY dist",
-            [q, ids],
+            [query.q, ids],
             prepare=False,
         ).fetchall()
     )
 
 
-def exact_per_track(
-    conn: psycopg.Connection, *, q: np.ndarray, where: str, params: list[Any], n: int
-) -> list[SegmentRow]:
+def exact_per_track(conn: psycopg.Connection, query: NearestQuery) -> list[SegmentRow]:
     """Exact: the best :data:`PER_TRACK` windows of the nearest tracks over ALL filtered rows."""
-    tracks = [t for t, _ in _track_scan(conn, q=q, where=where, params=params, limit=n, cells=None)]
-    return _rows_of_tracks(conn, q=q, where=where, params=params, tracks=tracks, n=n)
+    tracks = [t for t, _ in _track_scan(conn, query, limit=query.n, cells=None)]
+    return _rows_of_tracks(conn, query, tracks)
 
 
-def cell_route(
-    conn: psycopg.Connection,
-    *,
-    q: np.ndarray,
-    where: str,
-    params: list[Any],
-    n: int,
-    min_tracks: int,
-    state: CellState,
-) -> list[SegmentRow] | None:
+def cell_route(conn: psycopg.Connection, query: NearestQuery, *, state: CellState) -> list[SegmentRow] | None:
     """Scan the allowed rows of the cells nearest ``q``, widening until the answer is trustworthy.
 
     Stops when (a) at least ``CELL_TRACK_MARGIN × min_tracks`` distinct allowed tracks were
@@ -124,6 +123,7 @@ def cell_route(
     :data:`CELL_MAX_PROBE_SHARE` of the cells: the caller then scans exactly, which keeps the
     k-results guarantee.
     """
+    n, min_tracks = query.n, query.min_tracks
     want = CELL_TRACK_MARGIN * max(1, min_tracks)
     limit = max(n, want)
     max_probes = max(1, min(state.n_cells, int(np.ceil(state.n_cells * CELL_MAX_PROBE_SHARE))))
@@ -131,7 +131,7 @@ def cell_route(
         int(r[0])
         for r in conn.execute(
             "SELECT cell FROM cell_centroids WHERE model_version = %s ORDER BY centroid <=> %s LIMIT %s",
-            (state.model_version, q, max_probes),
+            (state.model_version, query.q, max_probes),
             prepare=False,
         ).fetchall()
     ]
@@ -140,16 +140,14 @@ def cell_route(
     while done < len(order):
         # Per round the best `limit` tracks of the new cells suffice: the overall best `limit`
         # are among the union of each round's best `limit`.
-        for tid, d in _track_scan(
-            conn, q=q, where=where, params=params, limit=limit, cells=order[done:probes]
-        ):
+        for tid, d in _track_scan(conn, query, limit=limit, cells=order[done:probes]):
             best[tid] = min(d, best.get(tid, d))
         done = probes
         if not first_k and len(best) >= min_tracks:
             first_k = probes
         if len(best) >= want and first_k and probes >= min(len(order), CELL_PROBE_MARGIN * first_k):
             tracks = sorted(best, key=best.__getitem__)[:n]
-            return _rows_of_tracks(conn, q=q, where=where, params=params, tracks=tracks, n=n)
+            return _rows_of_tracks(conn, query, tracks)
         if probes >= 0.1 * state.n_cells and len(best) * len(order) / probes < want:
             return None  # a very selective filter: even all the allowed cells will not hold enough tracks
         if len(best) < want:  # cells hold ~1 track each: grow by the shortfall, 2×–16× a round

@@ -11,6 +11,7 @@ from retrieval.analysis import SegmentData, TrackAnalysis
 from retrieval.filters import filter_sql
 from retrieval.nearest import nearest
 from retrieval.store import write_track
+from retrieval.track_scan import NearestQuery
 from retrieval.types import Filters
 from tests.helpers_db import truncate_all
 
@@ -140,9 +141,12 @@ def test_cell_route_keeps_k_and_matches_exact_top_k(session_db, cell_tracks):
         where, params = filter_sql(Filters(exclude_composers=(tr["composer"],)), model_version=MV)
         with autocommit(db) as conn:
             found = nearest(
-                conn, q=q, where=where, params=params, n=100, min_tracks=k, restrictive=True, iterative=False,
+                conn,
+                NearestQuery(q, where, params, 100, k),
+                restrictive=True,
+                iterative=False,
                 cell_min_rows=0,
-            )  # fmt: skip
+            )
         assert found.path == "cells", (qi, found.path)
         got = _first_tracks(found.rows, k)
         assert len(got) == k and all(r[5] != tr["composer"] for r in found.rows)
@@ -160,9 +164,8 @@ def test_unfiltered_query_short_of_tracks_falls_back_to_cells(session_db, cell_t
     where, params = filter_sql(Filters(), model_version=MV)
     with autocommit(session_db) as conn:
         found = nearest(
-            conn, q=q, where=where, params=params, n=100, min_tracks=10, restrictive=False, iterative=False,
-            cell_min_rows=0,
-        )  # fmt: skip
+            conn, NearestQuery(q, where, params, 100, 10), restrictive=False, iterative=False, cell_min_rows=0
+        )
     assert found.path == "cells", found.path
     assert _first_tracks(found.rows, 10) == _exact_tracks(cell_tracks, q, lambda t: True, 10)
 
@@ -177,8 +180,8 @@ def test_restrictive_filter_returns_every_match_when_fewer_than_wanted(session_d
     where, params = filter_sql(Filters(key=KEYS[key], mode=mode), model_version=MV)
     with autocommit(db) as conn:
         found = nearest(
-            conn, q=q, where=where, params=params, n=100, min_tracks=len(matching), restrictive=True,
-            iterative=False, cell_min_rows=0,
+            conn, NearestQuery(q, where, params, 100, len(matching)), restrictive=True, iterative=False,
+            cell_min_rows=0,
         )  # fmt: skip
     assert found.path == "exact"
     assert _first_tracks(found.rows, 100) == _exact_tracks(cell_tracks, q, lambda t: t in matching, 100)

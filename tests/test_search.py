@@ -19,6 +19,7 @@ from retrieval.ingest import ingest
 from retrieval.nearest import nearest
 from retrieval.search import search
 from retrieval.store import list_tracks
+from retrieval.track_scan import NearestQuery
 from retrieval.types import Filters, MomentRef, SearchRequest, Weights
 from tests.helpers_db import truncate_all
 
@@ -242,9 +243,7 @@ def test_filters_keep_k_and_match_exact_scan(db):
     k = 10
     where, params = filter_sql(Filters(exclude_composers=("C0",)), model_version="m")
     with autocommit(db) as conn:
-        found = nearest(
-            conn, q=q, where=where, params=params, n=100, min_tracks=k, restrictive=True, iterative=False
-        )
+        found = nearest(conn, NearestQuery(q, where, params, 100, k), restrictive=True, iterative=False)
     tracks_seen = []
     for r in found.rows:
         if r[1] not in tracks_seen:
@@ -260,7 +259,5 @@ def test_filters_keep_k_and_match_exact_scan(db):
     # Only 6 tracks match: every one of them comes back, via the exact scan.
     where, params = filter_sql(Filters(composers=("c7",)), model_version="m")
     with autocommit(db) as conn:
-        few = nearest(
-            conn, q=q, where=where, params=params, n=100, min_tracks=k, restrictive=True, iterative=False
-        )
+        few = nearest(conn, NearestQuery(q, where, params, 100, k), restrictive=True, iterative=False)
     assert few.path == "exact" and len({r[1] for r in few.rows}) == 6 and {r[5] for r in few.rows} == {"C7"}
