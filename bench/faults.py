@@ -144,7 +144,7 @@ async def _all(base_url: str, clips: Sequence[bytes], n: int, res: FaultResult) 
 
 
 def _postmaster(pgdata: Path) -> int | None:
-    from cadenza.db import postmaster_pid
+    from cadenza.embedded_pg import postmaster_pid
 
     return postmaster_pid(pgdata)
 

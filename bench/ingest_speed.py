@@ -56,7 +56,7 @@ def measure_ingest(
     worker processes (``getrusage``) and of the PostgreSQL server (its processes' own
     counters); load averages around it.
     """
-    from cadenza.db import postmaster_pid
+    from cadenza.embedded_pg import postmaster_pid
     from retrieval.ingest import ingest  # torch and the analysis stack: only when measuring
 
     db = pgbench_db.open_temp_database(home)

@@ -76,7 +76,7 @@ def _one_run(
     workers: int,
     pgdata: Path,
 ) -> dict[str, Any]:
-    from cadenza.db import postmaster_pid
+    from cadenza.embedded_pg import postmaster_pid
     from retrieval.ingest import ingest
     from retrieval.ray_ingest import ray_ingest
 

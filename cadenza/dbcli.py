@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from cadenza.db import _connect, apply_migrations, redact, resolve_url, vector_extension_version
+from cadenza.db import _connect, redact, resolve_url, vector_extension_version
+from cadenza.migrations import apply_migrations
 from cadenza.settings import Settings
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cadenza.db import SQL_DIR, apply_migrations, autocommit
+from cadenza.db import autocommit
+from cadenza.migrations import SQL_DIR, apply_migrations
 from retrieval import cells as cells_mod
 from retrieval.analysis import SegmentData, TrackAnalysis
 from retrieval.filters import filter_sql

@@ -26,16 +26,10 @@ import httpx
 import numpy as np
 import pytest
 
-from cadenza.db import (
-    EMBEDDED_PG_MAJOR,
-    Database,
-    embedded_major,
-    open_database,
-    postmaster_alive,
-    postmaster_pid,
-    restart_embedded,
-)
+from cadenza.db import Database, open_database
+from cadenza.embedded_pg import EMBEDDED_PG_MAJOR, embedded_major, postmaster_pid
 from cadenza.errors import ConfigError
+from cadenza.pg_watchdog import postmaster_alive, restart_embedded
 from cadenza.settings import Settings
 from tests.helpers_app import running_app
 from tests.helpers_db import own_embedded_database
@@ -49,7 +43,7 @@ _OLD_FOLDER = textwrap.dedent(
     import pgserver
     import psycopg
 
-    from cadenza.db import apply_migrations
+    from cadenza.migrations import apply_migrations
 
     server = pgserver.get_server(Path(sys.argv[1]), cleanup_mode="stop")
     try:
@@ -159,7 +153,7 @@ def _up(server: Any) -> bool:
 def test_restart_retries_with_doubling_waits_and_gives_up_after_the_bound(caplog):
     waits: list[float] = []
     server = _FlakyServer(failures=2)
-    with caplog.at_level(logging.WARNING, logger="cadenza.db"):
+    with caplog.at_level(logging.WARNING, logger="cadenza.pg_watchdog"):
         assert restart_embedded(
             server, tries=5, first_wait_s=0.5, max_wait_s=8, sleep=waits.append, running=_up
         )
@@ -169,7 +163,7 @@ def test_restart_retries_with_doubling_waits_and_gives_up_after_the_bound(caplog
     waits.clear()
     caplog.clear()
     server = _FlakyServer(failures=99)
-    with caplog.at_level(logging.WARNING, logger="cadenza.db"):
+    with caplog.at_level(logging.WARNING, logger="cadenza.pg_watchdog"):
         assert not restart_embedded(
             server, tries=6, first_wait_s=1, max_wait_s=4, sleep=waits.append, running=_up
         )
@@ -211,7 +205,7 @@ def test_a_killed_postmaster_is_restarted_by_the_server_itself(healing_pg):
         conn.commit()
     embedder: Any = load_embedder(settings)
     logged = _Lines()
-    logging.getLogger("cadenza.db").addHandler(logged)
+    logging.getLogger("cadenza.pg_watchdog").addHandler(logged)
     with running_app(settings, db=db, embedder=embedder) as url:
         client = httpx.Client(base_url=url, timeout=20)
         assert client.get("/healthz").status_code == 200
@@ -242,6 +236,6 @@ def test_a_killed_postmaster_is_restarted_by_the_server_itself(healing_pg):
     _wait = time.monotonic() + 30
     while not any("restarted the embedded" in line for line in logged.lines) and time.monotonic() < _wait:
         time.sleep(0.2)
-    logging.getLogger("cadenza.db").removeHandler(logged)
+    logging.getLogger("cadenza.pg_watchdog").removeHandler(logged)
     text = "\n".join(logged.lines)
     assert "is gone; restarting it" in text and "restarted the embedded PostgreSQL" in text, text

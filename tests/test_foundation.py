@@ -11,8 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cadenza.db import apply_migrations, migration_files, open_database
+from cadenza.db import open_database
 from cadenza.errors import ConfigError
+from cadenza.migrations import apply_migrations, migration_files
 from cadenza.settings import PROJECT_ROOT, Settings
 
 

@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 
-from cadenza.db import pid_alive, postmaster_pid
+from cadenza.embedded_pg import pid_alive, postmaster_pid
 from cadenza.synth_audio import random_chord_track, write_audio
 from tests.helpers_app import free_port
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cadenza.db import database, migration_files
+from cadenza.db import database
+from cadenza.migrations import migration_files
 from cadenza.settings import Settings
 from cadenza.synth_audio import write_audio
 from tests.helpers_app import TRACKS, browser_like_client, free_port, ingest_library, track_audio
