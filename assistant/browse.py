@@ -18,7 +18,7 @@ from assistant import describe
 from assistant.media import track_path
 from assistant.pictures import timeline_svg, waveform_peaks
 from assistant.services import Services, library_names
-from cadenza.audio import load_audio
+from cadenza.audio import DecodeOptions, load_audio
 from cadenza.errors import NotFound
 from retrieval.store import TrackInfo
 
@@ -96,7 +96,7 @@ def waveform(svc: Services, track_id: int, path: Path) -> np.ndarray:
     key = cache / f"{track_id}-{int(stat.st_mtime)}-{stat.st_size}.npy"
     if key.is_file():
         return np.load(key)
-    y = load_audio(path=path, sr=4000)
+    y = load_audio(path=path, options=DecodeOptions(sr=4000))
     peaks = waveform_peaks(audio=y, bins=400)
     cache.mkdir(parents=True, exist_ok=True)
     np.save(key, peaks)

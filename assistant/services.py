@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
-import cadenza.audio
+import cadenza.decode_sandbox
 from assistant import conversations, followups
 from assistant.llm import LLM
 from assistant.querystate import QueryState
-from cadenza.audio import DecodeWorkers
+from cadenza.audio import DecodeOptions
 from cadenza.db import Database
+from cadenza.decode_sandbox import DecodeWorkers
 from cadenza.errors import CadenzaError, InputError, NotFound, StorageError
 from cadenza.settings import Settings
 from encoder.features import CHROMA, acoustic_features
@@ -198,10 +199,13 @@ def decode_clip(clip: Clip, *, settings: Settings, workers: DecodeWorkers | None
                 "try again later (an operator should check the free space of the temporary folder)"
             ) from None
         try:
-            y = cadenza.audio.decode_in_subprocess(  # looked up here: tests count the calls
-                path=path, sr=SR, timeout_s=limits.decode_timeout_s, max_seconds=limits.max_clip_seconds,
+            y = cadenza.decode_sandbox.decode_in_subprocess(  # looked up here: tests count the calls
+                path=path,
+                options=DecodeOptions(
+                    sr=SR, timeout_s=limits.decode_timeout_s, max_seconds=limits.max_clip_seconds
+                ),
                 workers=workers,
-            )  # fmt: skip
+            )
         except CadenzaError as exc:
             # The decoder only knows the temporary file; the person knows their own file's name.
             raise type(exc)(str(exc).replace(path.name, shown)) from None

@@ -63,10 +63,10 @@ def _artist(path: Path, source: str) -> str:
 def _decode(path: Path, max_seconds: float | None) -> tuple[np.ndarray, float] | None:
     import soundfile as sf
 
-    from cadenza.audio import load_audio
+    from cadenza.audio import DecodeOptions, load_audio
 
     try:
-        y = load_audio(path=path, sr=SAMPLE_RATE, duration_s=max_seconds)
+        y = load_audio(path=path, options=DecodeOptions(sr=SAMPLE_RATE, duration_s=max_seconds))
     except InputError as exc:
         log.info("skipping %s: %s", path, exc)
         return None

@@ -69,7 +69,7 @@ def load_tracks(
     track id → full duration in s (None if unknown), files that could not be decoded)."""
     import soundfile as sf
 
-    from cadenza.audio import load_audio
+    from cadenza.audio import DecodeOptions, load_audio
 
     audio: dict[str, np.ndarray] = {}
     full: dict[str, float | None] = {}
@@ -77,7 +77,7 @@ def load_tracks(
     for p in tqdm(paths, desc="decode", leave=False):
         tid = str(p.relative_to(root))
         try:
-            audio[tid] = load_audio(path=p, sr=SAMPLE_RATE, duration_s=max_seconds)
+            audio[tid] = load_audio(path=p, options=DecodeOptions(sr=SAMPLE_RATE, duration_s=max_seconds))
         except InputError as exc:
             log.warning("skipping %s: %s", p, exc)
             failed.append(tid)

@@ -171,14 +171,17 @@ def degrade(*, y: np.ndarray, view: str, rng: np.random.Generator) -> np.ndarray
 
 def process_track(*, track: RealTrack, max_seconds: float | None, skip: frozenset[str]):
     """Decode and featurize the views of ``track`` not in ``skip`` (worker side; never raises)."""
-    from cadenza.audio import load_audio
+    from cadenza.audio import DecodeOptions, load_audio
     from encoder.features import acoustic_features
     from encoder.render import stable_hash
 
     cap = DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds
     result = WorkResult(track.work_id, track.composer)
     try:
-        parts = {part: load_audio(path=p, sr=SAMPLE_RATE, duration_s=cap) for part, p in track.files}
+        parts = {
+            part: load_audio(path=p, options=DecodeOptions(sr=SAMPLE_RATE, duration_s=cap))
+            for part, p in track.files
+        }
         n = min(y.size for y in parts.values())
         if n < MIN_SECONDS * SAMPLE_RATE:
             raise InputError(f"{track.work_id} is {n / SAMPLE_RATE:.1f} s; under {MIN_SECONDS:.0f} s")

@@ -284,7 +284,7 @@ def _reindex(settings: Settings, db: Database, args: argparse.Namespace) -> int:
 
 
 def _search(settings: Settings, db: Database, args: argparse.Namespace) -> int:
-    from cadenza.audio import load_audio
+    from cadenza.audio import DecodeOptions, load_audio
     from retrieval.search import search
 
     if (args.audio is None) == (args.track is None):
@@ -295,8 +295,9 @@ def _search(settings: Settings, db: Database, args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         audio = load_audio(
             path=args.audio,
-            timeout_s=settings.limits.decode_timeout_s,
-            max_seconds=settings.limits.max_clip_seconds,
+            options=DecodeOptions(
+                timeout_s=settings.limits.decode_timeout_s, max_seconds=settings.limits.max_clip_seconds
+            ),
         )
         timings["decode"] = (time.perf_counter() - t0) * 1000
     filters = Filters(

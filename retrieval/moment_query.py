@@ -18,7 +18,7 @@ import numpy as np
 import psycopg
 from pgvector import Vector
 
-from cadenza.audio import content_hash, load_audio
+from cadenza.audio import DecodeOptions, content_hash, load_audio
 from cadenza.db import f16_array
 from cadenza.errors import InputError, NotFound
 from encoder.features import SAMPLE_RATE
@@ -101,7 +101,7 @@ def moment_audio(
     try:
         if content_hash(p) != digest:
             return None, "the track's audio file changed since it was ingested"
-        return load_audio(path=p, offset_s=start_s, duration_s=duration_s), ""
+        return load_audio(path=p, options=DecodeOptions(offset_s=start_s, duration_s=duration_s)), ""
     except (InputError, OSError) as exc:
         return None, f"the track's audio file is unreadable ({str(exc)[:100]})"
 

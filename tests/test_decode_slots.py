@@ -48,10 +48,10 @@ def test_a_full_set_of_slots_gives_a_clear_busy_error_then_decodes(settings: Set
 
 
 def test_a_burst_never_runs_more_decodes_than_slots(settings: Settings, monkeypatch) -> None:
-    import cadenza.audio
+    import cadenza.decode_sandbox
 
     svc = services(settings)
-    real = cadenza.audio.decode_in_subprocess
+    real = cadenza.decode_sandbox.decode_in_subprocess
     running, peak, lock = 0, 0, threading.Lock()
 
     def counting(**kw):  # the real sandboxed decode, counted
@@ -65,7 +65,7 @@ def test_a_burst_never_runs_more_decodes_than_slots(settings: Settings, monkeypa
             with lock:
                 running -= 1
 
-    monkeypatch.setattr(cadenza.audio, "decode_in_subprocess", counting)
+    monkeypatch.setattr(cadenza.decode_sandbox, "decode_in_subprocess", counting)
     n = svc_mod.decode_slot_count()
     with ThreadPoolExecutor(max_workers=n + 4) as ex:
         out = list(ex.map(lambda i: svc.decode(wav_clip(freq=220.0 + 40 * i)), range(n + 4)))

@@ -2,7 +2,7 @@
 anything it started, and the caller gets one clear InputError (400 through the API) while the server
 keeps answering.
 
-The hang is a real child process: ``cadenza.audio._CHILD_CODE`` (what the child runs) is replaced by
+The hang is a real child process: ``cadenza.decode_sandbox._CHILD_CODE`` (what the child runs) is replaced by
 code that starts a grandchild (as the ffmpeg fallback does) and then never returns.
 """
 
@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from assistant.app import load_embedder
-from cadenza import audio
+from cadenza import audio, decode_sandbox
+from cadenza.audio import DecodeOptions
 from cadenza.errors import InputError
 from cadenza.settings import LimitSettings
 from cadenza.synth_audio import SR, write_audio
@@ -44,7 +45,7 @@ def _hanging_worker(pid_file: Path) -> str:
         "line = sys.stdin.readline()\n"
         f"if os.path.exists({str(pid_file)!r}):\n"
         "    sys.argv[1:] = [str(a) for a in json.loads(line)]\n"
-        "    from cadenza.audio import _child_main\n"
+        "    from cadenza.decode_sandbox import _child_main\n"
         "    _child_main()\n"
         "    sys.exit(0)\n" + _hanging_child(pid_file)
     )
@@ -83,15 +84,15 @@ def _clip(tmp_path: Path) -> Path:
 def test_a_hanging_decoder_is_killed_at_the_limit_with_what_it_started(tmp_path, monkeypatch):
     clip = _clip(tmp_path)
     pid_file = tmp_path / "pids"
-    monkeypatch.setattr(audio, "_CHILD_CODE", _hanging_child(pid_file))
+    monkeypatch.setattr(decode_sandbox, "_CHILD_CODE", _hanging_child(pid_file))
     with pytest.raises(InputError, match=r"decoding fine\.wav took longer than 1 s; try a shorter file"):
-        audio.decode_in_subprocess(path=clip, timeout_s=1.0)
+        decode_sandbox.decode_in_subprocess(path=clip, options=DecodeOptions(timeout_s=1.0))
     pids = _pids(pid_file, wait_s=0)
     assert len(pids) == 2
     _assert_gone(pids)
     monkeypatch.undo()
     # The real child decodes the same file within the same limit.
-    y = audio.decode_in_subprocess(path=clip, timeout_s=30.0)
+    y = decode_sandbox.decode_in_subprocess(path=clip, options=DecodeOptions(timeout_s=30.0))
     assert y.dtype == np.float32 and y.size == 5 * SR
 
 
@@ -106,8 +107,8 @@ def test_a_hanging_upload_is_a_400_and_the_server_keeps_answering(
         running_app(app_settings, db=session_db, embedder=load_embedder(app_settings)) as url,
         httpx.Client(base_url=url, timeout=60) as c,
     ):
-        # The server decodes in children it started beforehand (audio.DecodeWorkers).
-        monkeypatch.setattr(audio, "_WORKER_CODE", _hanging_worker(pid_file))
+        # The server decodes in children it started beforehand (decode_sandbox.DecodeWorkers).
+        monkeypatch.setattr(decode_sandbox, "_WORKER_CODE", _hanging_worker(pid_file))
         answer: dict[str, httpx.Response] = {}
 
         def upload() -> None:

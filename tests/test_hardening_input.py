@@ -151,7 +151,7 @@ def test_uploads_are_decoded_in_a_child_process(client, library, monkeypatch):
 
 
 def test_decoding_is_bounded_in_memory(corpus, tmp_path):
-    from cadenza.audio import decode_in_subprocess
+    from cadenza.decode_sandbox import decode_in_subprocess
     from cadenza.errors import InputError
 
     folder, _ = corpus
@@ -161,13 +161,14 @@ def test_decoding_is_bounded_in_memory(corpus, tmp_path):
 
 
 def test_decoding_is_bounded_in_time(corpus):
-    from cadenza.audio import decode_in_subprocess
+    from cadenza.audio import DecodeOptions
+    from cadenza.decode_sandbox import decode_in_subprocess
     from cadenza.errors import InputError
 
     folder, _ = corpus
     # Neither libsndfile nor PyAV reads it, so the ffmpeg stage runs: under a (tiny) time limit.
     with pytest.raises(InputError, match="took longer than"):
-        decode_in_subprocess(path=folder / "text_renamed.mp3", timeout_s=0.001)
+        decode_in_subprocess(path=folder / "text_renamed.mp3", options=DecodeOptions(timeout_s=0.001))
 
 
 # --- CLI -----------------------------------------------------------------------------------------------

@@ -141,9 +141,9 @@ class _FullTempDir:
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_a_full_temporary_folder_during_decoding_is_507(client, monkeypatch):
-    import cadenza.audio
+    import cadenza.decode_sandbox
 
-    monkeypatch.setattr(cadenza.audio.tempfile, "TemporaryDirectory", _FullTempDir)
+    monkeypatch.setattr(cadenza.decode_sandbox.tempfile, "TemporaryDirectory", _FullTempDir)
     r = client.post("/api/search", files={"file": ("take.wav", clip_of_track(1), "audio/wav")})
     message = error_of(r, 507, kind="json")
     assert "no room" in message and "crashed" not in message
