@@ -46,7 +46,7 @@ class EvalWork:
     split: str  # 'test' | 'heldout'
     primary: int  # GM program of the library render
     other: int  # another program for the cross-instrument queries
-    work: Any  # encoder.render.Work
+    work: Any  # encoder.scores.Work
 
 
 def corpus_heldout_ids(corpus: Path | None, splits: tuple[str, ...] = ("test", "heldout")) -> set[str]:
@@ -78,7 +78,7 @@ def select_works(
     composer, so it holds only some of them).
     """
     from encoder.corpus_plan import DEFAULT_COMPOSERS, plan_views, split_of
-    from encoder.render import list_works
+    from encoder.scores import list_works
 
     rng = np.random.default_rng(seed)
     by_comp: dict[str, list] = {}
@@ -123,7 +123,7 @@ class Renderer:
         self._audio: dict[tuple, np.ndarray] = {}
 
     def midi(self, ew: EvalWork):
-        from encoder.render import work_to_midi
+        from encoder.scores import work_to_midi
 
         if ew.work_id not in self._midi:
             self._midi[ew.work_id] = work_to_midi(work=ew.work, cache_dir=self.midi_cache)

@@ -49,7 +49,8 @@ from encoder.corpus_file import complete_views, store_views, summarize, write_he
 from encoder.corpus_plan import DEFAULT_COMPOSERS, order_works, plan_views
 from encoder.corpus_records import WorkResult, dataset_name
 from encoder.corpus_render import process_work
-from encoder.render import FLUID_SOUNDFONT, list_works, soundfont_path
+from encoder.render import FLUID_SOUNDFONT, soundfont_path
+from encoder.scores import list_works
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from encoder import augment
 from encoder.corpus_plan import plan_views, split_of
 from encoder.corpus_records import WorkResult, dataset_name
 from encoder.features import SAMPLE_RATE, acoustic_features
-from encoder.render import program_name, render, stable_hash, work_to_midi
+from encoder.render import program_name, render, stable_hash
+from encoder.scores import work_to_midi
 
 
 def _fit_length(y: np.ndarray, n: int) -> np.ndarray:

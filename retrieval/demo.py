@@ -8,11 +8,11 @@ every step is idempotent (rendered files and a manifest are reused, ingest skips
 content), so a second ``cadenza demo`` starts the server in seconds.
 
 The plan's works ship as MIDI (``demo_midi.zip``, 65 files, 0.2 MB), converted once by
-:func:`encoder.render.work_to_midi`: parsing scores with music21 was ~90 % of the render's CPU
+:func:`encoder.scores.work_to_midi`: parsing scores with music21 was ~90 % of the render's CPU
 (68 of 76 CPU-s on a 27-min sample; one string quartet alone 58 s). A work missing from it
 (a changed plan) is converted as before; :func:`pack_midi` refreshes it from a build's cache.
 
-:mod:`encoder.render` (music21, pretty_midi, tinysoundfont) is imported inside the functions
+:mod:`encoder.scores` and :mod:`encoder.render` (music21, pretty_midi, tinysoundfont) are imported inside the functions
 that render, so importing this module (the CLI, each render worker) stays light.
 """
 
@@ -142,7 +142,8 @@ def pack_midi(cache_dir: Path, out: Path = SHIPPED_MIDI) -> int:
 
 def _render_job(job: Job, cache_dir: str) -> tuple[str, float, str | None]:
     """Worker: score → MIDI (cached) → audio → OGG. Returns (out, seconds, error)."""
-    from encoder.render import Work, render, work_to_midi
+    from encoder.render import render
+    from encoder.scores import Work, work_to_midi
 
     out = Path(job.out)
     try:
@@ -180,7 +181,8 @@ def build_audio(*, demo_dir: Path, build: DemoBuild = DemoBuild()) -> Path:
     import soundfile as sf
     from tqdm import tqdm
 
-    from encoder.render import list_works, program_name, safe_name
+    from encoder.render import program_name, safe_name
+    from encoder.scores import list_works
 
     audio_dir, meta_csv, manifest = demo_dir / "audio", demo_dir / "metadata.csv", demo_dir / "manifest.json"
     plan, max_seconds_per_work, works_per_composer = (

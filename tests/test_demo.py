@@ -57,7 +57,7 @@ def test_tiny_demo_builds_ingests_and_is_idempotent(db, settings):
 
 
 def test_shipped_midi_covers_each_composers_first_work_and_is_read_without_music21(tmp_path, monkeypatch):
-    import encoder.render as render
+    import encoder.scores as scores
     from retrieval.demo import SHIPPED_MIDI, seed_midi_cache
 
     cache = tmp_path / "midi-cache"
@@ -69,9 +69,9 @@ def test_shipped_midi_covers_each_composers_first_work_and_is_read_without_music
     def no_music21(work):
         raise AssertionError(f"converted {work.work_id} with music21 although its MIDI ships")
 
-    monkeypatch.setattr(render, "_convert", no_music21)
+    monkeypatch.setattr(scores, "_convert", no_music21)
     for p in PLAN:  # the build starts every composer with its first work in corpus order
-        first = render.list_works(composers=[p.folder])[0]
-        pm = render.work_to_midi(work=first, cache_dir=cache)
+        first = scores.list_works(composers=[p.folder])[0]
+        pm = scores.work_to_midi(work=first, cache_dir=cache)
         assert any(inst.notes for inst in pm.instruments), first.work_id
     assert SHIPPED_MIDI.stat().st_size < 1_000_000  # small enough to live in the repository

@@ -9,17 +9,8 @@ import pretty_midi
 import pytest
 
 from encoder.features import CHROMA, acoustic_features
-from encoder.render import (
-    GM_PROGRAMS,
-    RenderError,
-    Work,
-    _abc_tunes,
-    _melody_notes,
-    list_works,
-    render,
-    safe_name,
-    work_to_midi,
-)
+from encoder.render import GM_PROGRAMS, RenderError, _melody_notes, render, safe_name
+from encoder.scores import Work, _abc_tunes, list_works, work_to_midi
 
 SR = 16_000
 
