@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.capacity import GIB, Catalogue, nlogn_fit, power_fit, run_capacity
+from bench.capacity import run_capacity
+from bench.capacity_model import GIB, Catalogue, nlogn_fit, power_fit
 
 
 def test_fits_recover_known_laws():
