@@ -44,26 +44,17 @@ def _ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def _ffmpeg_out(args: list[str], stdin: bytes | None = None) -> bytes:
+    """What ffmpeg writes to stdout for ``args`` (its input and output options, without the binary,
+    ``-v error`` and the output pipe)."""
+    cmd = [_ffmpeg(), "-v", "error", *args, "pipe:1"]
+    return subprocess.run(cmd, input=stdin, capture_output=True, check=True).stdout
+
+
 def _encode(y: np.ndarray, fmt: str, sr: int = SR, extra: tuple[str, ...] = ()) -> bytes:
     """Encode mono float audio with ffmpeg (mp3, m4a, ogg, ...) through pipes."""
-    args = [
-        _ffmpeg(),
-        "-v",
-        "error",
-        "-f",
-        "f32le",
-        "-ar",
-        str(sr),
-        "-ac",
-        "1",
-        "-i",
-        "pipe:0",
-        *extra,
-        "-f",
-        fmt,
-        "pipe:1",
-    ]
-    return subprocess.run(args, input=y.astype(np.float32).tobytes(), capture_output=True, check=True).stdout
+    args = ["-f", "f32le", "-ar", str(sr), "-ac", "1", "-i", "pipe:0", *extra, "-f", fmt]
+    return _ffmpeg_out(args, stdin=y.astype(np.float32).tobytes())
 
 
 def _sf_bytes(y: np.ndarray, fmt: str, subtype: str | None = None, sr: int = SR) -> bytes:
@@ -126,27 +117,10 @@ def build(out: Path) -> dict[str, str]:
     )
     files["id3_only.mp3"] = (b"ID3\x03\x00\x00\x00\x00\x00\x0a" + b"\x00" * 10, "reject")
     # a valid container with no audio stream (video only)
-    video = subprocess.run(
-        [
-            _ffmpeg(),
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=black:s=16x16:d=2",
-            "-an",
-            "-c:v",
-            "mpeg4",
-            "-f",
-            "mp4",
-            "-movflags",
-            "frag_keyframe+empty_moov",
-            "pipe:1",
-        ],
-        capture_output=True,
-        check=True,
-    ).stdout
+    video = _ffmpeg_out(
+        ["-f", "lavfi", "-i", "color=c=black:s=16x16:d=2", "-an", "-c:v", "mpeg4", "-f", "mp4",
+         "-movflags", "frag_keyframe+empty_moov"]
+    )  # fmt: skip
     files["video_no_audio.mp4"] = (video, "reject")
     files["video_no_audio.m4a"] = (video, "reject")
     # corrupt headers
@@ -184,26 +158,10 @@ def build(out: Path) -> dict[str, str]:
     one_hz[24:28] = struct.pack("<I", 1)  # 1 Hz: 192,000 samples claim 53 hours
     files["one_hz_rate.wav"] = (bytes(one_hz), "reject")
     # 3 hours: a low-bitrate mono MP3 (~11 MB); must be rejected by its duration, cheaply
-    three_hours = subprocess.run(
-        [
-            _ffmpeg(),
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=220:sample_rate=8000:duration=10800",
-            "-ac",
-            "1",
-            "-b:a",
-            "8k",
-            "-f",
-            "mp3",
-            "pipe:1",
-        ],
-        capture_output=True,
-        check=True,
-    ).stdout
+    three_hours = _ffmpeg_out(
+        ["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=8000:duration=10800", "-ac", "1", "-b:a", "8k",
+         "-f", "mp3"]
+    )  # fmt: skip
     files["three_hours.mp3"] = (three_hours, "reject")
 
     expected = {}
