@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from bench.memsearch import Library, embed_systems, features, query_embeddings
 from bench.metrics import HIT_TOLERANCE_S
-from bench.quality import build_systems, score_passages
+from bench.quality_systems import build_systems, score_passages
 from bench.queries import Query
 from bench.real_sources import SAMPLE_RATE, Sources, load_sources
 from bench.recorded import make_recorded_queries

@@ -7,7 +7,7 @@ the library, optionally capped in number (``max_tracks``) and length (``max_seco
 track, from its start). Nothing is downloaded and no audio is copied anywhere.
 
 Same in-memory path and systems as the quality benchmark (:mod:`bench.memsearch`,
-:func:`bench.quality.build_systems`): the product's leveling + features + 10-s windows every
+:func:`bench.quality_systems.build_systems`): the product's leveling + features + 10-s windows every
 2 s, EXACT cosine, one result per track, the start localized on the chroma. Queries are 10-s
 clips at random non-grid offsets, degraded in the audio domain: the clip augmentations of
 :func:`bench.queries.augment_clip` (noise, EQ, MP3, reverb) and — unlike the quality
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from bench.memsearch import Library, embed_systems, features
 from bench.metrics import HIT_TOLERANCE_S
-from bench.quality import K, build_systems, score_passages
+from bench.quality_systems import K, build_systems, score_passages
 from bench.queries import AUGMENTATION_HELP, AUGMENTATIONS, Query, augment_clip
 from bench.report import Report, machine_info, md_table, pyplot, save_plot
 from cadenza.errors import InputError

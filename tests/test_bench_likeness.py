@@ -102,7 +102,7 @@ def test_the_benchmark_measures_only_sources_held_out_of_training():
 
 
 def test_a_candidate_checkpoint_is_measured_beside_the_shipped_one(sources_dir):
-    from bench.quality import CANDIDATE, CANDIDATE_PROBED, PROBED, build_systems
+    from bench.quality_systems import CANDIDATE, CANDIDATE_PROBED, PROBED, build_systems
     from encoder.embed import SHIPPED_CHECKPOINT
 
     src = load_sources(sources_dir, max_seconds=None, only=("alpha-data", "beta-data"))
