@@ -117,32 +117,6 @@ def score_passages(
     return out
 
 
-def _style_precision(
-    lib: Library,
-    name: str,
-    embedder: Any,
-    queries: list[Query],
-    frames: list[np.ndarray],
-    labels: dict[str, np.ndarray],
-    splits: np.ndarray | None = None,
-) -> dict[str, float]:
-    emb, pen = query_embeddings(embedder, frames)
-    out = {}
-    for label, per_track in labels.items():
-        rel = np.zeros((len(queries), K), dtype=bool)
-        for i, q in enumerate(queries):
-            tracks, _, _ = lib.search(name, query=emb[i], k=K, exclude_track=q.work_index, penalties=pen)
-            ok = tracks >= 0
-            rel[i, ok] = per_track[tracks[ok]] == per_track[q.work_index]
-        out[f"{label}_p@10"] = precision_at_k(relevant=rel, k=K)
-        if splits is not None:
-            q_split = np.array([splits[q.work_index] for q in queries])
-            for sp in ("test", "heldout"):
-                if (q_split == sp).any():
-                    out[f"{label}_p@10@{sp}"] = precision_at_k(relevant=rel[q_split == sp], k=K)
-    return out
-
-
 def style_precision(
     lib: Library,
     name: str,
@@ -152,6 +126,7 @@ def style_precision(
     labels: dict[str, np.ndarray],
     splits: np.ndarray | None = None,
 ) -> dict[str, float]:
+    """P@10 of same-``label`` results among the OTHER works, per label (composer, era); per split too."""
     emb, pen = query_embeddings(embedder, frames)
     out = {}
     for label, per_track in labels.items():
