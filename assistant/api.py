@@ -12,6 +12,7 @@ import uuid
 from functools import partial
 
 import anyio
+import msgspec
 from litestar import Request, Response, delete
 
 from assistant import context as acontext
@@ -21,8 +22,10 @@ from assistant.api_answers import (
     ChatPathReply,
     ChatRefusal,
     ExplanationBody,
+    LeftOut,
     PathResponse,
     SearchAnswer,
+    StoredRequest,
     answer,
 )
 from assistant.api_types import (
@@ -41,6 +44,7 @@ from assistant.api_types import (
 )
 from assistant.bodies import api_post, decode_form, decode_json
 from assistant.exclusions import put_back
+from assistant.followup_schema import FollowUp
 from assistant.forms import clip_and_form, clip_from_form, is_multipart, known_listener, listener_cookies
 from assistant.querystate import state_from_json, state_of_json
 from assistant.services import Clip, Message, Services
@@ -161,7 +165,7 @@ async def api_chat(request: Request, svc: Services) -> Response[ChatAnswer | Cha
     if body.start is not None and not math.isfinite(body.start):
         raise InputError("start must be a number of seconds ≥ 0")
     reference = moment_of(body.reference, "reference") if body.reference is not None else None
-    state = state_from_json(body.state) if body.state is not None else None
+    state = state_from_json(msgspec.to_builtins(body.state)) if body.state is not None else None
     if state is not None and cid is None:
         raise InputError("a state edits a conversation's search: send its conversation_id too")
     lid, cookies = listener_cookies(request, svc)
@@ -207,9 +211,11 @@ async def _explained(
     assert turn.response is not None
     expl = await anyio.to_thread.run_sync(_explain_and_store, svc, turn)
     return ChatAnswer(
-        conversation_id=str(conversation_id), message_id=turn.id, parser=parser, followup=turn.followup,
-        request=turn.request, response=answer(services.without_paths(turn.response), SearchAnswer),
-        excluded=turn.meta.get("excluded") or [], state=state_of_json(turn.request or {}),
+        conversation_id=str(conversation_id), message_id=turn.id, parser=parser,
+        followup=answer(turn.followup, FollowUp) if turn.followup is not None else None,
+        request=answer(turn.request, StoredRequest) if turn.request is not None else None,
+        response=answer(services.without_paths(turn.response), SearchAnswer),
+        excluded=answer(turn.meta.get("excluded") or [], list[LeftOut]), state=state_of_json(turn.request or {}),
         state_notes=turn.meta.get("state_notes") or [], filter_reason=turn.meta.get("filter_reason"),
         explanation=answer(expl.to_json(), ExplanationBody), refined=refined, refused=False,
     )  # fmt: skip

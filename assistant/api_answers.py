@@ -10,17 +10,46 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
-from msgspec import Struct
+from msgspec import UNSET, Struct
 
+from assistant.bodies import Maybe
+from assistant.followup_schema import FollowUp
 from assistant.querystate import QueryState
+from encoder.windowing import DEFAULT_WINDOWING
+from retrieval.types import (
+    DEFAULT_DIVERSITY,
+    DEFAULT_K,
+    Aspects,
+    Context,
+    Filters,
+    MomentRef,
+    SearchRequest,
+    Weights,
+)
 
-T = TypeVar("T", bound=Struct)
+T = TypeVar("T")
 
 
-def answer(data: Mapping[str, Any], into: type[T]) -> T:
+def answer(data: Mapping[str, Any] | list[Any], into: type[T]) -> T:
     """Our own stored JSON as the typed answer ``into``. A mismatch is a bug of the server, not of the
     request: msgspec's ValidationError reaches the unexpected-error handler (logged, a plain 500)."""
     return msgspec.convert(data, into)
+
+
+class MomentDescriptors(Struct):
+    """What was measured for a result's moment (the melody route adds the key it heard sung)."""
+
+    key_index: Maybe[int | None] = UNSET  # 0 = C … 11 = B
+    key: Maybe[str | None] = UNSET
+    mode: Maybe[str | None] = UNSET  # "major" | "minor"
+    key_confidence: Maybe[float | None] = UNSET
+    tempo_bpm: Maybe[float | None] = UNSET
+    loudness_db: Maybe[float | None] = UNSET
+    brightness_hz: Maybe[float | None] = UNSET
+    onset_density: Maybe[float | None] = UNSET
+    valence: Maybe[float | None] = UNSET  # [-1, 1]
+    arousal: Maybe[float | None] = UNSET  # [-1, 1]
+    sung_key: Maybe[str | None] = UNSET
 
 
 class MomentResult(Struct):
@@ -41,17 +70,96 @@ class MomentResult(Struct):
     likeness: float = 0.0  # 0-100 against the library's own distribution
     components: dict[str, float] = {}
     aspects: dict[str, float] = {}
-    descriptors: dict[str, Any] = {}
+    descriptors: MomentDescriptors = msgspec.field(default_factory=MomentDescriptors)
     key_shift: int = 0
     reason: str = ""
     moved: int = 0
     moved_reason: str = ""
 
 
+class Tune(Struct):
+    """How much of the query clip is one voice (the melody route's test, retrieval.melody_search)."""
+
+    voiced_share: float
+    harmonic_share: float
+    single_voice: bool
+
+
+class ContextSignal(Struct):
+    """What one listening-context signal did to the answer, against the same answer without it."""
+
+    signal: str  # "time_of_day" | "history" | "mood"
+    on: bool
+    applied: bool
+    text: str
+    changed_ranks: int
+    brought_in: int
+    weight: Maybe[float] = UNSET
+    day_part: Maybe[str] = UNSET
+    composers_moved_down: Maybe[int] = UNSET
+    target: Maybe[list[float]] = UNSET  # (valence, arousal)
+
+
+class ContextReport(Struct):
+    switches: Context
+    local_time: str | None  # HH:MM, the listener's
+    signals: list[ContextSignal]
+
+
+class QueryInfo(Struct):
+    """The query as measured: where the moment is, what it sounds like, and how it was searched.
+
+    ``source`` "audio" (a clip), "moment" (a library moment) or "blend"; each kind and route
+    carries its own keys, so most are absent from some answers."""
+
+    source: str
+    start: Maybe[float] = UNSET
+    end: Maybe[float] = UNSET
+    clip_seconds: Maybe[float] = UNSET
+    track_id: Maybe[int] = UNSET
+    title: Maybe[str] = UNSET
+    composer: Maybe[str] = UNSET
+    chroma_mean: Maybe[list[float]] = UNSET
+    key_index: Maybe[int | None] = UNSET
+    key: Maybe[str | None] = UNSET
+    mode: Maybe[str | None] = UNSET
+    key_confidence: Maybe[float | None] = UNSET
+    tempo_bpm: Maybe[float | None] = UNSET
+    loudness_db: Maybe[float] = UNSET
+    brightness_hz: Maybe[float] = UNSET
+    onset_density: Maybe[float] = UNSET
+    tonalness: Maybe[float] = UNSET
+    valence: Maybe[float | None] = UNSET
+    arousal: Maybe[float | None] = UNSET
+    input_dbfs: Maybe[float] = UNSET
+    flatness: Maybe[float] = UNSET
+    moment_source: Maybe[str] = UNSET  # "audio" | "stored-segment"
+    moment_sources: Maybe[list[str]] = UNSET
+    fallback_reason: Maybe[str] = UNSET
+    model_version: Maybe[str] = UNSET
+    nothing_reason: Maybe[str] = UNSET
+    route: Maybe[str] = UNSET  # "audio" | "melody"
+    melody: Maybe[Tune] = UNSET
+    melody_windows: Maybe[int] = UNSET
+    melody_missing_windows: Maybe[int] = UNSET
+    melody_key_shift: Maybe[int] = UNSET
+    melody_tempo: Maybe[float] = UNSET
+    sung_key: Maybe[str | None] = UNSET
+    matched_key: Maybe[str | None] = UNSET
+    context: Maybe[ContextReport] = UNSET
+    ann: Maybe[str] = UNSET  # the candidate route: "hnsw", "cells", "exact", …
+    candidates: Maybe[int] = UNSET
+    calibrated: Maybe[bool] = UNSET
+    diversity: Maybe[float] = UNSET
+    aspects: Maybe[Aspects] = UNSET
+    key_probes: Maybe[list[int]] = UNSET  # semitones the query was searched at
+    discovery_rate: Maybe[float] = UNSET
+
+
 class SearchAnswer(Struct):
     """What ``cadenza search --json`` prints: the measured query, and the results best first."""
 
-    query: dict[str, Any]
+    query: QueryInfo
     results: list[MomentResult]
     nothing_similar: bool = False
     timings_ms: dict[str, float] = {}
@@ -66,16 +174,51 @@ class ExplanationBody(Struct):
     flags: list[str]
 
 
+class StoredRequest(Struct):
+    """The search an answer ran, as stored with it (``followups.request_to_json``): the
+    :class:`~retrieval.types.SearchRequest` without its audio, and whether it had audio."""
+
+    has_audio: bool = False
+    start_s: float | None = None
+    duration_s: float = DEFAULT_WINDOWING.window_s
+    moments: list[MomentRef] = []
+    minus: list[MomentRef] = []
+    k: int = DEFAULT_K
+    filters: Filters = msgspec.field(default_factory=Filters)
+    weights: Weights = msgspec.field(default_factory=Weights)
+    one_per_track: bool = True
+    diversity: float = DEFAULT_DIVERSITY
+    aspects: Aspects = msgspec.field(default_factory=Aspects)
+    listener_id: str | None = None
+    target_mood: list[float] | None = None
+    tempo_factor: float | None = None
+    transpose_probes: list[int] = msgspec.field(
+        default_factory=lambda: list(SearchRequest().transpose_probes)
+    )
+    route: str = "auto"
+    context: Context = msgspec.field(default_factory=Context)
+    local_hour: float | None = None
+
+
+class LeftOut(Struct):
+    """A track the answer leaves out ("not #3"), as it stood in the answer it was taken from."""
+
+    track_id: int
+    title: str
+    composer: str
+    rank: int
+
+
 class ChatAnswer(Struct):
     """A searched answer, explained."""
 
     conversation_id: str
     message_id: int
     parser: str | None  # "llm" | "rules" | "state" | None
-    followup: dict[str, Any] | None
-    request: dict[str, Any] | None
+    followup: FollowUp | None
+    request: StoredRequest | None
     response: SearchAnswer
-    excluded: list[dict[str, Any]]
+    excluded: list[LeftOut]
     state: QueryState
     state_notes: list[str]
     filter_reason: str | None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import msgspec
 from litestar import post
@@ -23,6 +23,10 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from cadenza.errors import InputError
 
 T = TypeVar("T", bound=msgspec.Struct)
+V = TypeVar("V")
+#: A field a body or an answer may leave out: absent from the JSON when unset (never a null that
+#: was not sent), so a typed answer says exactly what the search wrote.
+Maybe: TypeAlias = V | msgspec.UnsetType
 
 NOT_JSON = "the request body is not valid JSON; send JSON or a multipart form with the clip in 'file'"
 NOT_AN_OBJECT = "the JSON body must be an object"
@@ -110,9 +114,11 @@ def _struct_at(into: type[msgspec.Struct], names: list[str]) -> Any:
 
 
 def _struct_of(info: Any) -> Any:
-    """The StructType inside ``info`` (through Optional and Annotated), or None."""
+    """The StructType inside ``info`` (through Optional, Annotated and lists), or None."""
     if isinstance(info, msgspec.inspect.Metadata):
         return _struct_of(info.type)
+    if isinstance(info, msgspec.inspect.ListType):
+        return _struct_of(info.item_type)
     if isinstance(info, msgspec.inspect.UnionType):
         return next((s for t in info.types if (s := _struct_of(t)) is not None), None)
     return info if isinstance(info, msgspec.inspect.StructType) else None

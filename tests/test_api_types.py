@@ -1,33 +1,42 @@
 """The typed bodies of /api/*: every request body and 2xx answer in the OpenAPI document has a schema
-with properties (a bare "object" tells a client nothing), and the structs decode what the routes take."""
+with properties at every depth (a bare "object" tells a client nothing), and the structs decode what
+the routes take."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
+from assistant.api_answers import MomentDescriptors, QueryInfo, SearchAnswer, answer
 from assistant.api_types import ChatBody, FilterBody, MapBody, SearchBody, SearchForm, filters_of
 from assistant.app import create_app
 from assistant.bodies import decode_json
 from cadenza.errors import InputError
 
 
-def _resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in schema:
-        schema = components[schema["$ref"].rsplit("/", 1)[1]]
-    return schema
-
-
-def _bare_objects(schema: dict[str, Any], components: dict[str, Any]) -> list[str]:
-    """Where ``schema`` (or a member of its oneOf/anyOf) is an object that names no property."""
-    schema = _resolve(schema, components)
-    members = schema.get("oneOf") or schema.get("anyOf")
+def _bare_objects(
+    schema: dict[str, Any], components: dict[str, Any], seen: frozenset[str] = frozenset()
+) -> list[str]:
+    """Where ``schema``, at any depth (its oneOf/anyOf members, properties, list items and map values),
+    is an untyped object: one that names no property and no type for its values, or a bare ``{}``."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return [] if name in seen else _bare_objects(components[name], components, seen | {name})
+    members = schema.get("oneOf") or schema.get("anyOf") or schema.get("allOf")
     if members:
-        return [w for m in members for w in _bare_objects(m, components)]
-    if schema.get("type") in (None, "object") and not schema.get("properties"):
-        return [repr(schema)[:120]]
-    return []
+        return [w for m in members for w in _bare_objects(m, components, seen)]
+    values = schema.get("additionalProperties")
+    typed = (
+        schema.get("properties")
+        or (isinstance(values, dict) and values)
+        or "enum" in schema
+        or "const" in schema
+    )
+    bare = [repr(schema)[:120]] if schema.get("type") in (None, "object") and not typed else []
+    parts = [*(schema.get("properties") or {}).values(), schema.get("items"), values]
+    return bare + [w for p in parts if isinstance(p, dict) for w in _bare_objects(p, components, seen)]
 
 
 def test_every_api_body_and_answer_has_a_schema_with_properties(settings):
@@ -115,3 +124,44 @@ def test_filters_keep_their_checks():
     with pytest.raises(InputError, match="track ids"):
         filters_of(FilterBody(exclude_tracks=[2**63]))
     assert SearchForm(composer=["Bach"], mode="minor").filters().composers == ("Bach",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"state": {"colour": 1}}', "unknown state field(s) ['colour']"),
+        (b'{"state": {"k": true}}', "state.k must be a whole number between 1 and 50"),
+        (b'{"state": {"seeds": [{"track_id": 1.5}]}}', "track_id must be a whole number"),
+        (b'{"state": []}', "state must be an object, as /api/chat returned it"),
+    ],
+)
+def test_a_refused_state_field_is_named(raw, message):
+    with pytest.raises(InputError) as err:
+        decode_json(raw, ChatBody)
+    assert message in str(err.value)
+
+
+def test_a_typed_answer_says_exactly_what_the_search_wrote():
+    # A moment query's keys: those of another route stay absent, and a null stays null.
+    query = {
+        "source": "moment", "track_id": 3, "title": "Study", "composer": "X", "start": 10.0, "end": 20.0,
+        "key_index": None, "key": None, "mode": "minor", "tempo_bpm": 96.5, "moment_sources": ["audio"],
+        "aspects": {"sound": 1.0, "harmony": 0.0, "rhythm": 1.0, "melody": 1.0},
+        "context": {
+            "switches": {"time_of_day": True, "history": False, "mood": True}, "local_time": None,
+            "signals": [{"signal": "mood", "on": True, "applied": False, "text": "no mood asked for",
+                         "changed_ranks": 0, "brought_in": 0}],
+        },
+    }  # fmt: skip
+    result = {
+        "rank": 1,
+        "track_id": 4,
+        "start": 0.0,
+        "end": 10.0,
+        "descriptors": {"key": "C", "sung_key": None},
+    }
+    typed = answer({"query": query, "results": [result]}, SearchAnswer)
+    assert isinstance(typed.query, QueryInfo) and isinstance(typed.results[0].descriptors, MomentDescriptors)
+    back = msgspec.to_builtins(typed)
+    assert back["query"] == query
+    assert back["results"][0]["descriptors"] == result["descriptors"]
