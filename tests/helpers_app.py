@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import numpy as np
 
+from assistant.api_answers import SearchAnswer, answer
 from assistant.app import create_app, load_embedder
 from assistant.llm import LLM
+from assistant.services import plain_json, without_paths
 from cadenza.db import Database
 from cadenza.fake_llm import FakeLLM
 from cadenza.settings import LLMSettings, Settings
 from cadenza.synth_audio import SR, clicks, random_chord_track, write_audio
+from retrieval.types import SearchResponse
 from tests.helpers_db import truncate_all
 
 #: (composer, era, key, bpm) of the six library tracks; two tracks per composer.
@@ -201,3 +205,10 @@ def wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {expression}")
         page.wait_for_timeout(50)
+
+
+def assert_typed_answer_keeps_all(resp: SearchResponse) -> None:
+    """``POST /api/search``'s typed answer of ``resp`` says exactly what the search wrote: no key
+    lost (the contract would drop one it lacks), no null added."""
+    data = without_paths(plain_json(resp.to_json()))
+    assert msgspec.to_builtins(answer(data, SearchAnswer)) == data

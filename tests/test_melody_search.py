@@ -17,6 +17,7 @@ from retrieval.ingest import ingest, reindex
 from retrieval.search import search
 from retrieval.store import list_tracks
 from retrieval.types import SearchRequest
+from tests.helpers_app import assert_typed_answer_keeps_all
 from tests.helpers_db import truncate_all
 
 N_TRACKS = 6
@@ -67,6 +68,7 @@ def test_a_hum_in_another_key_and_tempo_finds_its_tune(
     assert 4.0 <= top.start <= 8.5  # the passage hummed starts at 6 s
     assert not resp.nothing_similar
     assert "semitone" in top.reason or "recording's key" in top.reason
+    assert_typed_answer_keeps_all(resp)
 
 
 def test_the_audio_route_does_not_find_the_transposed_hum(session_db, embedder, tunes, tune_lib):

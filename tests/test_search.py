@@ -21,6 +21,7 @@ from retrieval.search import search
 from retrieval.store import list_tracks
 from retrieval.track_scan import NearestQuery
 from retrieval.types import Filters, MomentRef, SearchRequest, Weights
+from tests.helpers_app import assert_typed_answer_keeps_all
 from tests.helpers_db import truncate_all
 
 COMPOSERS = ["Bach", "Mozart", "Brahms", "Ravel", "Byrd", "Glass"]
@@ -92,6 +93,8 @@ def test_most_representative_window_and_moment_query(lib_db, embedder, audio_lib
     assert moment.query["source"] == "moment"
     assert ids["Ravel"] not in {r.track_id for r in moment.results}  # the query's own track is excluded
     assert len(moment.results) == 3
+    assert_typed_answer_keeps_all(resp)
+    assert_typed_answer_keeps_all(moment)
 
 
 def test_blend_and_discovery(lib_db, embedder, audio_lib):
