@@ -37,7 +37,8 @@ def answer(data: Mapping[str, Any] | list[Any], into: type[T]) -> T:
 
 
 class MomentDescriptors(Struct):
-    """What was measured for a result's moment (the melody route adds the key it heard sung)."""
+    """What was measured for a moment, a result's or the query's (the melody route adds the key it
+    heard sung)."""
 
     key_index: Maybe[int | None] = UNSET  # 0 = C … 11 = B
     key: Maybe[str | None] = UNSET
@@ -106,7 +107,7 @@ class ContextReport(Struct):
     signals: list[ContextSignal]
 
 
-class QueryInfo(Struct):
+class QueryInfo(MomentDescriptors, kw_only=True):
     """The query as measured: where the moment is, what it sounds like, and how it was searched.
 
     ``source`` "audio" (a clip), "moment" (a library moment) or "blend"; each kind and route
@@ -120,17 +121,7 @@ class QueryInfo(Struct):
     title: Maybe[str] = UNSET
     composer: Maybe[str] = UNSET
     chroma_mean: Maybe[list[float]] = UNSET
-    key_index: Maybe[int | None] = UNSET
-    key: Maybe[str | None] = UNSET
-    mode: Maybe[str | None] = UNSET
-    key_confidence: Maybe[float | None] = UNSET
-    tempo_bpm: Maybe[float | None] = UNSET
-    loudness_db: Maybe[float] = UNSET
-    brightness_hz: Maybe[float] = UNSET
-    onset_density: Maybe[float] = UNSET
     tonalness: Maybe[float] = UNSET
-    valence: Maybe[float | None] = UNSET
-    arousal: Maybe[float | None] = UNSET
     input_dbfs: Maybe[float] = UNSET
     flatness: Maybe[float] = UNSET
     moment_source: Maybe[str] = UNSET  # "audio" | "stored-segment"
@@ -144,7 +135,6 @@ class QueryInfo(Struct):
     melody_missing_windows: Maybe[int] = UNSET
     melody_key_shift: Maybe[int] = UNSET
     melody_tempo: Maybe[float] = UNSET
-    sung_key: Maybe[str | None] = UNSET
     matched_key: Maybe[str | None] = UNSET
     context: Maybe[ContextReport] = UNSET
     ann: Maybe[str] = UNSET  # the candidate route: "hnsw", "cells", "exact", …

@@ -12,10 +12,11 @@ import math
 from typing import Annotated, ClassVar, Literal
 
 import msgspec
-from msgspec import UNSET, Meta, Struct
+from msgspec import Meta, Struct
 
-from assistant.bodies import Maybe, convert
+from assistant.bodies import convert
 from assistant.followup_schema import KEYS
+from assistant.querystate import QueryState
 from cadenza.errors import InputError
 from retrieval.moment_map import DEFAULT_MAP_TRACKS
 from retrieval.types import DEFAULT_K, MAX_K, Aspects, Filters, MomentRef
@@ -225,44 +226,6 @@ def context_of_text(raw: str | None) -> ContextSwitches | None:
     return convert(data, ContextSwitches)
 
 
-Ids = Annotated[list[int], Meta(description="must be a list of track ids")]
-Moments = Annotated[list[Moment], Meta(description="must be a list of moments {track_id, start}")]
-Levels = Annotated[
-    dict[str, float], Meta(description="must be an object of names and numbers between 0 and 10")
-]
-
-
-class StateBody(Struct, forbid_unknown_fields=True):
-    """A query state to search exactly, as ``/api/chat`` returned it in ``state`` (edited); a field
-    left out keeps its default. Ranges and names are checked by ``querystate.state_from_json``."""
-
-    noun: ClassVar[str] = "state field"
-
-    has_clip: Maybe[Switch] = UNSET
-    seeds: Maybe[Moments] = UNSET
-    away: Maybe[Moments] = UNSET
-    composers: Maybe[Names] = UNSET
-    exclude_composers: Maybe[Names] = UNSET
-    eras: Maybe[Names] = UNSET
-    exclude_eras: Maybe[Names] = UNSET
-    key: Maybe[Key | None] = UNSET
-    mode: Maybe[Mode | None] = UNSET
-    min_bpm: Maybe[Bpm | None] = UNSET
-    max_bpm: Maybe[Bpm | None] = UNSET
-    tracks: Maybe[Ids] = UNSET
-    exclude_tracks: Maybe[Ids] = UNSET
-    weights: Maybe[Levels] = UNSET
-    aspects: Maybe[Levels] = UNSET
-    diversity: Maybe[Diversity] = UNSET
-    k: Maybe[K] = UNSET
-    mood_target: Maybe[
-        Annotated[list[float], Meta(description="must be [valence, arousal], each between -1 and 1")] | None
-    ] = UNSET
-    tempo_factor: Maybe[Annotated[float, Meta(description="must be a number between 0.25 and 4")] | None] = (
-        UNSET
-    )
-
-
 class ChatBody(Listening):
     """One chat message: a follow-up, a named moment, a reference moment, or an edited ``state``."""
 
@@ -271,7 +234,9 @@ class ChatBody(Listening):
     reference: Reference | None = None
     k: K | None = None
     start: Seconds | None = None
-    state: Annotated[StateBody, Meta(description="must be an object, as /api/chat returned it")] | None = None
+    state: Annotated[QueryState, Meta(description="must be an object, as /api/chat returned it")] | None = (
+        None
+    )
 
 
 class FormMessage(FormAspects):

@@ -10,8 +10,10 @@ target. ``/api/chat`` returns it with every answer and accepts it back (:func:`s
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, ClassVar
+
+import msgspec
 
 from assistant.followup_schema import KEYS, MAX_K
 from assistant.followups import request_from_json
@@ -25,9 +27,13 @@ class Moment:
     start: float
 
 
-@dataclass(frozen=True)
-class QueryState:
-    """What one answer searched for. ``has_clip``: the conversation's own clip is a seed too."""
+class QueryState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What one answer searched for. ``has_clip``: the conversation's own clip is a seed too.
+
+    ``/api/chat`` returns it and takes it back as its ``state`` (decoded by msgspec, so the
+    OpenAPI document shows its fields; :func:`state_from_json` checks ranges and names)."""
+
+    noun: ClassVar[str] = "state field"
 
     has_clip: bool = False
     seeds: tuple[Moment, ...] = ()
@@ -42,16 +48,16 @@ class QueryState:
     max_bpm: float | None = None
     tracks: tuple[int, ...] = ()
     exclude_tracks: tuple[int, ...] = ()
-    weights: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] = {}
     # Aspects of likeness (retrieval.types.Aspects): sound, harmony, rhythm, melody; missing = 1.
-    aspects: dict[str, float] = field(default_factory=dict)
+    aspects: dict[str, float] = {}
     diversity: float = DEFAULT_DIVERSITY
     k: int = DEFAULT_K
     mood_target: tuple[float, float] | None = None
     tempo_factor: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
 
 
 def state_of(req: SearchRequest) -> QueryState:
@@ -74,7 +80,7 @@ def state_of(req: SearchRequest) -> QueryState:
 def state_of_json(request_json: dict[str, Any]) -> QueryState:
     """The state of a stored request (``followups.request_to_json``)."""
     state = state_of(request_from_json(request_json))
-    return replace(state, has_clip=bool(request_json.get("has_audio")))
+    return msgspec.structs.replace(state, has_clip=bool(request_json.get("has_audio")))
 
 
 def apply_state(state: QueryState, base: SearchRequest) -> SearchRequest:
@@ -168,7 +174,7 @@ def _moments(data: dict[str, Any], name: str) -> tuple[Moment, ...]:
     return tuple(out)
 
 
-_FIELDS = set(QueryState.__dataclass_fields__)
+_FIELDS = set(QueryState.__struct_fields__)
 
 
 def state_from_json(data: Any) -> QueryState:
@@ -375,13 +381,13 @@ def without_chip(state: QueryState, chip_id: str) -> QueryState:
         "k": {"k": d.k},
     }  # fmt: skip
     if kind in simple and not arg:
-        return replace(state, **simple[kind])
+        return msgspec.structs.replace(state, **simple[kind])
     if kind == "seed":
         i = index(state.seeds)
-        return replace(state, seeds=state.seeds[:i] + state.seeds[i + 1 :])
+        return msgspec.structs.replace(state, seeds=state.seeds[:i] + state.seeds[i + 1 :])
     if kind == "away":
         i = index(state.away)
-        return replace(state, away=state.away[:i] + state.away[i + 1 :])
+        return msgspec.structs.replace(state, away=state.away[:i] + state.away[i + 1 :])
     lists = {
         "composer": "composers", "exclude_composer": "exclude_composers", "era": "eras",
         "exclude_era": "exclude_eras", "track": "tracks", "exclude_track": "exclude_tracks",
@@ -389,5 +395,5 @@ def without_chip(state: QueryState, chip_id: str) -> QueryState:
     if kind in lists and arg:
         name = lists[kind]
         kw: dict[str, Any] = {name: drop(getattr(state, name), arg)}
-        return replace(state, **kw)
+        return msgspec.structs.replace(state, **kw)
     raise InputError(f"there is no chip {chip_id!r} in this answer")
