@@ -17,6 +17,16 @@ import numpy as np
 from encoder.features import FPS, ParameterError
 
 
+class _Seconds:
+    """A read-only attribute of :class:`Windowing`: one of its frame counts in seconds."""
+
+    def __init__(self, frames_field: str) -> None:
+        self.frames_field = frames_field
+
+    def __get__(self, obj: Windowing, owner: type | None = None) -> float:
+        return float(getattr(obj, self.frames_field)) / obj.fps
+
+
 @dataclass(frozen=True)
 class Windowing:
     fps: int = FPS  # frames per second of the acoustic features
@@ -34,21 +44,11 @@ class Windowing:
                 f"windowing needs positive fps/hop and 0 < tail_frames <= window_frames, got {self}"
             )
 
-    @property
-    def window_s(self) -> float:
-        return self.window_frames / self.fps
-
-    @property
-    def hop_s(self) -> float:
-        return self.hop_frames / self.fps
-
-    @property
-    def min_s(self) -> float:
-        return self.min_frames / self.fps
-
-    @property
-    def max_s(self) -> float:
-        return self.max_frames / self.fps
+    # The same lengths in seconds (frames / fps): window_s, hop_s, min_s, max_s.
+    window_s = _Seconds("window_frames")
+    hop_s = _Seconds("hop_frames")
+    min_s = _Seconds("min_frames")
+    max_s = _Seconds("max_frames")
 
     def frames(self, seconds: float) -> int:
         """Whole frames in ``seconds`` (rounded)."""
