@@ -49,8 +49,8 @@ system-deps:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python scripts/check_structure.py
-	$(BIN)/mypy cadenza encoder retrieval assistant
+	$(BIN)/python scripts/check_structure.py --strict
+	$(BIN)/mypy cadenza encoder retrieval assistant bench
 
 format: install
 	$(BIN)/ruff format .

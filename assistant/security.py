@@ -25,6 +25,7 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from litestar.config.csrf import CSRFConfig
+from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
@@ -105,7 +106,11 @@ class RateLimitMiddleware:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.per_minute <= 0 or scope.get("method") not in UNSAFE_METHODS:
+        if (
+            scope["type"] != ScopeType.HTTP
+            or self.per_minute <= 0
+            or scope.get("method") not in UNSAFE_METHODS
+        ):
             await self.app(scope, receive, send)
             return
         client = (scope.get("client") or ("unknown", 0))[0]

@@ -277,7 +277,7 @@ def run_context(
     if build:
         from retrieval.demo import build_demo
 
-        summary = build_demo(settings=settings, progress=True)
+        summary = build_demo(settings=settings)  # DemoBuild() shows progress
         log.info("demo library: %s", summary)
     if embedder is None:
         embedder, _ = resolve_embedder(settings.checkpoint)

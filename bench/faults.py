@@ -185,7 +185,7 @@ def _killer(
 
 def _missing_answers(home: Path, answers: Sequence[int]) -> tuple[list[int], int]:
     """(answer ids not in the database, user messages left without an answer after them)."""
-    from cadenza.db import open_database
+    from cadenza.db import open_database, scalar
     from cadenza.settings import Settings
 
     settings = Settings.from_env({"CADENZA_HOME": str(home)})
@@ -195,11 +195,12 @@ def _missing_answers(home: Path, answers: Sequence[int]) -> tuple[list[int], int
             have = {
                 r[0] for r in conn.execute("SELECT id FROM messages WHERE id = ANY(%s)", (list(answers),))
             }
-            orphans = conn.execute(
+            orphans = scalar(
+                conn,
                 "SELECT count(*) FROM messages u WHERE u.role = 'user' AND NOT EXISTS ("
                 " SELECT 1 FROM messages a WHERE a.conversation_id = u.conversation_id AND a.role = 'assistant'"
-                " AND a.id > u.id)"
-            ).fetchone()[0]
+                " AND a.id > u.id)",
+            )
     finally:
         db.close()
     return sorted(set(answers) - have), int(orphans)

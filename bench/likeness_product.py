@@ -105,7 +105,9 @@ def run_product(
         first = list({q.track: q for q in reversed(queries)}.values())[::2]
         rows = []
         for label, kw in settings.items():
-            precs, shares, likes = [], [], []
+            precs: list[float] = []
+            shares: list[float] = []
+            likes: list[tuple[float, bool]] = []
             qs = first if "aspects" in kw else queries
             for q in tqdm(qs, desc=f"product: {label}", leave=False, mininterval=30):
                 resp = search(

@@ -53,13 +53,13 @@ def tool_outcomes(data: dict[str, Any], llm: Any) -> list[tuple[dict[str, Any], 
     from assistant.followups import parse_with_llm
     from assistant.rules import ambiguous_composers, interpret
 
-    out = []
+    out: list[tuple[dict[str, Any], tuple[str, Any]]] = []
     for m in data["messages"]:
         if ambiguous_composers(m["text"], data["composers"]):  # asked before any parser runs
             out.append((m, ("ambiguous", None)))
             continue
-        fu, parser = parse_with_llm(m["text"], llm=llm, composers=data["composers"], n_results=10)
-        kind, fu = interpret(m["text"], composers=data["composers"], followup=fu)
+        parsed, parser = parse_with_llm(m["text"], llm=llm, composers=data["composers"], n_results=10)
+        kind, fu = interpret(m["text"], composers=data["composers"], followup=parsed)
         out.append((m, (kind if parser == "llm" else "fell back to rules", fu)))
     return out
 

@@ -2,8 +2,9 @@
 
 * A test module never imports another test module: shared helpers and fixtures live in
   ``tests/conftest.py`` and ``tests/helpers_*.py``. A breach fails (exit 1).
-* No function in ``bench/`` or the training loop (``encoder/train.py``, ``encoder/train_run.py``) is longer than ``MAX_FUNCTION_LINES`` lines:
-  a long benchmark is split into named steps. Listed as a warning; ``--strict`` fails on it too.
+* No function in ``bench/`` or the training loop (``encoder/train.py``, ``encoder/train_run.py``) is
+  longer than ``MAX_FUNCTION_LINES`` lines: a long benchmark is split into named steps. Listed as a
+  warning; ``--strict`` (what ``make lint`` runs) fails on it too.
 """
 
 from __future__ import annotations
