@@ -26,7 +26,7 @@ from encoder.acquire.downloader import AcquireConfig, Acquirer, duration_filter
 from encoder.acquire.faults import AttemptNotes
 from encoder.acquire.items import SEARCH_HOST, parse_line, read_items
 from encoder.acquire.manifest import MANIFEST_NAME, Manifest
-from encoder.acquire.pacing import AdaptivePacer, PacingConfig, parse_retry_after
+from encoder.acquire.pacing import PacingConfig
 from encoder.acquire.standardize import ffmpeg_exe
 from encoder.acquire.validate import Bounds
 from tests.media_server import MediaServer
@@ -420,60 +420,6 @@ def test_site_metadata_duration_filter_rejects_before_downloading():
     assert match({"duration": 7200}, incomplete=True) is None  # a playlist entry, not final
     assert match({"duration": 7200}) == "too long: 7200.0 s > 420 s (site metadata)" == notes.skipped
     assert match({"duration": 12.5}).startswith("too short: 12.5 s")  # type: ignore[union-attr]
-
-
-def test_retry_after_parsing():
-    assert parse_retry_after("7") == 7.0
-    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
-
-
-def test_pacer_grows_on_pushback_and_recovers_slowly():
-    now = [0.0]
-    pacer = AdaptivePacer(
-        PacingConfig(min_interval=1.0, pushback_step=2.0, max_interval=10.0, grow=2.0, shrink=0.5),
-        clock=lambda: now[0],
-    )
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    pacer.acquire(sleep)
-    pacer.push_back(None)
-    assert pacer.interval == 2.0
-    pacer.push_back(None)
-    pacer.push_back(None)
-    assert pacer.interval == 8.0
-    pacer.push_back(30.0)  # Retry-After 30 s: capped interval, but requests held 30 s
-    assert pacer.interval == 10.0
-    waited = pacer.acquire(sleep)
-    assert waited == pytest.approx(30.0) and now[0] == pytest.approx(30.0)
-    for _ in range(3):
-        pacer.succeeded()
-    assert pacer.interval == pytest.approx(1.25)
-    for _ in range(5):
-        pacer.succeeded()
-    assert pacer.interval == 1.0
-
-
-def test_manifest_survives_a_torn_last_line(tmp_path: Path):
-    manifest = Manifest.open(tmp_path)
-    manifest.set("a", "pending")
-    manifest.set("a", "done", file="a.mp3", duration_s=61.0)
-    manifest.set("b", "failed", reason="HTTP 503")
-    with (tmp_path / MANIFEST_NAME).open("a") as fh:
-        fh.write('{"key": "b", "state": "do')  # a crash mid-write
-    again = Manifest.open(tmp_path)
-    assert again.torn_lines == 1
-    assert again.get("a").state == "done" and again.get("b").state == "failed"  # type: ignore[union-attr]
-    again.set("c", "rejected", reason="too short")
-    third = Manifest.open(tmp_path)
-    assert third.get("c").reason == "too short"  # type: ignore[union-attr]
-    assert third.counts() == {"pending": 0, "done": 1, "failed": 1, "rejected": 1}
-    third.compact()
-    assert len((tmp_path / MANIFEST_NAME).read_text().splitlines()) == 3
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path: Path, capsys):
