@@ -29,10 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cadenza.audio import DecodeOptions, load_audio
 from cadenza.errors import InputError
+from encoder import augment
 from encoder.corpus_records import WorkResult, dataset_name
 from encoder.data import REAL_PREFIX
-from encoder.features import SAMPLE_RATE
+from encoder.features import SAMPLE_RATE, acoustic_features
+from encoder.render import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +157,6 @@ def _artist(path: Path, source: str) -> str:
 
 def degrade(*, y: np.ndarray, view: str, rng: np.random.Generator) -> np.ndarray:
     """``y`` as the audio view ``view`` (:data:`AUDIO_VIEWS`) hears it; same length."""
-    from encoder import augment
-
     if view == "noise":
         return augment.add_noise(y=y, rng=rng)
     if view == "eq":
@@ -171,10 +172,6 @@ def degrade(*, y: np.ndarray, view: str, rng: np.random.Generator) -> np.ndarray
 
 def process_track(*, track: RealTrack, max_seconds: float | None, skip: frozenset[str]):
     """Decode and featurize the views of ``track`` not in ``skip`` (worker side; never raises)."""
-    from cadenza.audio import DecodeOptions, load_audio
-    from encoder.features import acoustic_features
-    from encoder.render import stable_hash
-
     cap = DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds
     result = WorkResult(track.work_id, track.composer)
     try:

@@ -24,8 +24,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm import tqdm
+
 from cadenza.errors import ConfigError
 from cadenza.settings import Settings
+from encoder.data import BatchSpec, Corpus, PassageSampler
+from encoder.embed import Embedder, prepare_batch
+from encoder.evaluate import MeanPoolBaseline
+from encoder.feataug import FeatureAugment
+from encoder.losses import cadenza_loss, cosine_temperature
 from encoder.train_run import TrainingRun, evaluate_splits, new_run
 
 log = logging.getLogger(__name__)
@@ -139,16 +147,11 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    import torch
-
-    from encoder.data import BatchSpec, Corpus, PassageSampler
-
     torch.set_num_threads(max(1, args.threads))
     corpus_path, out = _paths(args)
     corpus = Corpus(corpus_path)
     if args.eval_only:
         return _eval_only(args=args, corpus=corpus, out=out)
-    from encoder.feataug import FeatureAugment
 
     spec = BatchSpec(
         works=args.batch_works,
@@ -172,9 +175,6 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _eval_only(*, args: argparse.Namespace, corpus: Any, out: Path) -> int:
-    from encoder.embed import Embedder
-    from encoder.evaluate import MeanPoolBaseline
-
     splits = ("val", "test", "heldout")
     trained = Embedder.load(out)
     untrained = Embedder.untrained(seed=args.seed, config=trained.config)
@@ -201,11 +201,6 @@ def _eval_only(*, args: argparse.Namespace, corpus: Any, out: Path) -> int:
 
 def _train_step(run: TrainingRun) -> dict[str, Any]:
     """One optimizer step on the next batch; returns its log row."""
-    import torch
-
-    from encoder.embed import prepare_batch
-    from encoder.losses import cadenza_loss, cosine_temperature
-
     args = run.args
     # warm-up always counts real steps; afterwards the schedule position may run ahead by time
     virtual_step = run.step if run.step < run.warmup else max(run.step, int(run.progress() * args.steps))
@@ -252,8 +247,6 @@ def _train_step(run: TrainingRun) -> dict[str, Any]:
 
 
 def train_loop(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path) -> dict[str, Any]:
-    from tqdm import tqdm
-
     out.mkdir(parents=True, exist_ok=True)
     run = new_run(args=args, corpus=corpus, sampler=sampler, out=out)
     run.model.train()

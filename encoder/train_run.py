@@ -15,8 +15,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from cadenza.errors import ConfigError
 from cadenza.git import git_commit
+from encoder.config import EncoderConfig
+from encoder.embed import Embedder, write_checkpoint
+from encoder.evaluate import retrieval_metrics
+from encoder.model import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +31,6 @@ STATE_FILE = "train_state.pt"
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    import torch
-
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -34,7 +39,6 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 def evaluate_splits(
     *, embedder: Any, corpus: Any, splits: tuple[str, ...], max_works: int, seed: int
 ) -> dict:
-    from encoder.evaluate import retrieval_metrics
 
     return {
         s: retrieval_metrics(embedder=embedder, corpus=corpus, split=s, max_works=max_works, seed=seed)
@@ -129,15 +133,11 @@ class TrainingRun:
         self.write_checkpoint()
 
     def write_checkpoint(self, extra: dict[str, Any] | None = None) -> str:
-        from encoder.embed import write_checkpoint
-
         return write_checkpoint(
             folder=self.out, model=self.model, mean=self.mean, std=self.std, training=self.metadata(extra)
         )
 
     def measure(self, splits: tuple[str, ...]) -> dict[str, Any]:
-        from encoder.embed import Embedder
-
         emb = Embedder(model=self.model, mean=self.mean, std=self.std, model_version="training")  # eval()
         try:
             return evaluate_splits(
@@ -149,12 +149,6 @@ class TrainingRun:
 
 def new_run(*, args: argparse.Namespace, corpus: Any, sampler: Any, out: Path) -> TrainingRun:
     """A model and AdamW, from scratch, from ``--init`` weights, or resumed from ``out``."""
-    import numpy as np
-    import torch
-
-    from encoder.embed import Embedder
-    from encoder.model import Encoder, EncoderConfig
-
     config = EncoderConfig(d_model=args.d_model, n_heads=4 if args.d_model == 128 else 8)
     torch.manual_seed(args.seed)
     model = Encoder(config)

@@ -7,6 +7,10 @@ import logging
 from pathlib import Path
 
 from cadenza.errors import InputError
+from encoder.acquire.downloader import AcquireConfig, Acquirer
+from encoder.acquire.items import read_items
+from encoder.acquire.pacing import PacingConfig
+from encoder.acquire.validate import Bounds, sweep
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,6 @@ def _positive(value: float, flag: str) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from encoder.acquire.validate import Bounds, sweep
-
     if args.min_seconds < 0 or args.max_seconds <= args.min_seconds:
         raise InputError(
             f"--min-seconds {args.min_seconds} / --max-seconds {args.max_seconds}: need 0 <= min < max"
@@ -80,10 +82,6 @@ def run(name: str, args: argparse.Namespace) -> int:
         _positive(value, flag)
     if args.interval < 0 or args.backoff < 0:
         raise InputError("--interval and --backoff must be >= 0")
-
-    from encoder.acquire.downloader import AcquireConfig, Acquirer
-    from encoder.acquire.items import read_items
-    from encoder.acquire.pacing import PacingConfig
 
     items = read_items(args.urls_file)
     if not items:
