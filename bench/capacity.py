@@ -15,6 +15,7 @@ The laws and the plan are :mod:`bench.capacity_model`; this module reads the res
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -165,8 +166,6 @@ def run_capacity(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.capacity``: the capacity table from bench/results (a second; no database)."""
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m bench.capacity", description=main.__doc__)
     p.add_argument("--tracks", type=int, default=Catalogue.tracks)
     p.add_argument("--track-seconds", type=float, default=Catalogue.track_seconds)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from bench import quality_real
 from bench.library import SAMPLE_RATE, Renderer, corpus_heldout_ids, render_library, select_works
 from bench.memsearch import Library, embed_systems, features
 from bench.quality_report import LENGTHS, library_notes, plots, sections
@@ -198,8 +199,6 @@ def run_quality(
 
     real: dict[str, Any] = {}
     if real_path:
-        from bench import quality_real
-
         real = quality_real.run_real(
             works=works, wav_dir=wav_dir, sidecar=sidecar, renderer=renderer, clean=clean, checkpoint=checkpoint,
             workdir=workdir, quick=quick, rng=rng, style_queries=style_q, labels=labels,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from bench.metrics import REPEAT_MIN_CORR
+from bench.quality_real import sections as real_sections
 from bench.quality_systems import CANDIDATE, CANDIDATE_PROBED, PROBED, SEARCH_PROBES
 from bench.queries import AUGMENTATION_HELP, AUGMENTATIONS
 from bench.report import Report, md_table, pyplot, save_plot
@@ -189,8 +190,6 @@ def sections(report: Report, passage, cross, style, ceiling, chance, real) -> No
         md_table(["system", "composer P@10", "era P@10"], srows),
     )
     if real:
-        from bench.quality_real import sections as real_sections
-
         for heading, body in real_sections(real):
             report.section(heading, body)
 

@@ -16,6 +16,7 @@ from bench.baselines import StatsEmbedder
 from bench.memsearch import KeyProbes, Library, query_embeddings
 from bench.metrics import hit_rate_at, literal_repeat, mrr, passage_hits, precision_at_k
 from bench.queries import Query
+from encoder.embed import Embedder
 from encoder.features import MEL
 from retrieval.nearest import TRANSPOSED_PENALTY
 from retrieval.types import SearchRequest
@@ -36,8 +37,6 @@ def build_systems(
     """The compared systems, name → window embedder; the stats baseline is fitted on ``lib``'s
     windows. Shared with :mod:`bench.recorded`. Appends what was loaded to ``notes``. With
     ``candidate``, that checkpoint is measured too (:data:`CANDIDATE`, with and without probes)."""
-    from encoder.embed import Embedder
-
     assert lib.windows is not None
     systems: dict[str, Any] = {
         "mfcc+chroma stats": StatsEmbedder.fit(windows=lib.windows, lengths=lib.lengths),
