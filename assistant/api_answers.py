@@ -14,17 +14,11 @@ from msgspec import UNSET, Struct
 
 from assistant.bodies import Maybe
 from assistant.followup_schema import FollowUp
+from assistant.followups import StoredRequest
 from assistant.querystate import QueryState
-from encoder.windowing import DEFAULT_WINDOWING
 from retrieval.types import (
-    DEFAULT_DIVERSITY,
-    DEFAULT_K,
     Aspects,
     Context,
-    Filters,
-    MomentRef,
-    SearchRequest,
-    Weights,
 )
 
 T = TypeVar("T")
@@ -162,32 +156,6 @@ class ExplanationBody(Struct):
     notice: str | None
     notes: list[str]
     flags: list[str]
-
-
-class StoredRequest(Struct):
-    """The search an answer ran, as stored with it (``followups.request_to_json``): the
-    :class:`~retrieval.types.SearchRequest` without its audio, and whether it had audio."""
-
-    has_audio: bool = False
-    start_s: float | None = None
-    duration_s: float = DEFAULT_WINDOWING.window_s
-    moments: list[MomentRef] = []
-    minus: list[MomentRef] = []
-    k: int = DEFAULT_K
-    filters: Filters = msgspec.field(default_factory=Filters)
-    weights: Weights = msgspec.field(default_factory=Weights)
-    one_per_track: bool = True
-    diversity: float = DEFAULT_DIVERSITY
-    aspects: Aspects = msgspec.field(default_factory=Aspects)
-    listener_id: str | None = None
-    target_mood: list[float] | None = None
-    tempo_factor: float | None = None
-    transpose_probes: list[int] = msgspec.field(
-        default_factory=lambda: list(SearchRequest().transpose_probes)
-    )
-    route: str = "auto"
-    context: Context = msgspec.field(default_factory=Context)
-    local_hour: float | None = None
 
 
 class LeftOut(Struct):

@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import msgspec
+import numpy as np
+
 from assistant.composers import find_mentions
 from assistant.followup_schema import (
     ERAS,
@@ -250,6 +253,35 @@ def apply_followup(followup: FollowUp, previous: PreviousSearch) -> SearchReques
 # --- (de)serializing requests for storage ------------------------------------------------------
 
 
+#: Whose defaults a stored request's missing keys take: the request's own (one home for them).
+_DEFAULT_REQUEST = SearchRequest()
+
+
+class StoredRequest(msgspec.Struct):
+    """A search as stored with its answer (:func:`request_to_json`): the :class:`SearchRequest`
+    without its audio, and whether it had audio. A key stored before a field was added takes the
+    request's default; one that no longer exists (``mmr_lambda``, before ``diversity``) is ignored."""
+
+    has_audio: bool = False
+    start_s: float | None = _DEFAULT_REQUEST.start_s
+    duration_s: float = _DEFAULT_REQUEST.duration_s
+    moments: tuple[MomentRef, ...] = _DEFAULT_REQUEST.moments
+    minus: tuple[MomentRef, ...] = _DEFAULT_REQUEST.minus
+    k: int = _DEFAULT_REQUEST.k
+    filters: Filters = _DEFAULT_REQUEST.filters
+    weights: Weights = _DEFAULT_REQUEST.weights
+    one_per_track: bool = _DEFAULT_REQUEST.one_per_track
+    diversity: float = _DEFAULT_REQUEST.diversity
+    aspects: Aspects = _DEFAULT_REQUEST.aspects
+    listener_id: str | None = _DEFAULT_REQUEST.listener_id
+    target_mood: tuple[float, float] | None = _DEFAULT_REQUEST.target_mood
+    tempo_factor: float | None = _DEFAULT_REQUEST.tempo_factor
+    transpose_probes: tuple[int, ...] = _DEFAULT_REQUEST.transpose_probes
+    route: str = _DEFAULT_REQUEST.route
+    context: Context = _DEFAULT_REQUEST.context
+    local_hour: float | None = _DEFAULT_REQUEST.local_hour
+
+
 def request_to_json(req: SearchRequest) -> dict[str, Any]:
     """A SearchRequest as JSON, without its audio (stored separately as a file)."""
     d = asdict(req)
@@ -258,28 +290,8 @@ def request_to_json(req: SearchRequest) -> dict[str, Any]:
     return d
 
 
-def request_from_json(data: dict[str, Any], *, audio: Any = None) -> SearchRequest:
-    d = dict(data)
-    d.pop("has_audio", None)
-    fkw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("filters", {}).items()}
-    filters = Filters(**fkw)
-    weights = Weights(**d.pop("weights", {}))
-    aspects = Aspects(**d.pop("aspects", {}))
-    d.pop("mmr_lambda", None)  # stored before `diversity` replaced it: the default applies
-    moments = tuple(MomentRef(int(m["track_id"]), float(m["start_s"])) for m in d.pop("moments", []))
-    minus = tuple(MomentRef(int(m["track_id"]), float(m["start_s"])) for m in d.pop("minus", []))
-    tm = d.pop("target_mood", None)
-    context = Context(**d.pop("context", None) or {})
-    if "transpose_probes" in d:  # JSON has lists; the request holds tuples
-        d["transpose_probes"] = tuple(int(v) for v in d["transpose_probes"])
-    return SearchRequest(
-        audio=audio,
-        moments=moments,
-        minus=minus,
-        filters=filters,
-        weights=weights,
-        aspects=aspects,
-        target_mood=tuple(tm) if tm is not None else None,  # type: ignore[arg-type]
-        context=context,
-        **d,
-    )
+def request_from_json(data: dict[str, Any], *, audio: np.ndarray | None = None) -> SearchRequest:
+    """A stored request (:func:`request_to_json`) as a :class:`SearchRequest`, with ``audio``."""
+    fields = msgspec.structs.asdict(msgspec.convert(data, StoredRequest))
+    del fields["has_audio"]
+    return SearchRequest(audio=audio, **fields)
