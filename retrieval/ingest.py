@@ -21,6 +21,7 @@ from pathlib import Path
 from cadenza.db import Database, autocommit, scalar
 from encoder.embed import EmbedderSpec, resolve_embedder, spec_for
 from encoder.protocols import MomentEmbedder
+from retrieval.calibration import calibrate
 from retrieval.ingest_plan import find_audio_files, plan_ingest
 from retrieval.ingest_pool import map_files
 from retrieval.ingest_report import IngestReport, progress_bar
@@ -103,8 +104,6 @@ def reindex(
     Audio is decoded again (no metadata re-read); each track's segments are swapped in one
     transaction. A track whose file is gone is reported as failed and left as it was.
     """
-    from retrieval.calibration import calibrate
-
     t_start = time.perf_counter()
     version = embedder.model_version
     spec = spec or spec_for(embedder)

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from cadenza.errors import ConfigError
+from retrieval.calibration import calibrate
 from retrieval.ingest_report import IngestReport
 from retrieval.ingest_steps import FileResult
 from retrieval.metadata import merge
@@ -60,8 +61,6 @@ def finish_ingest(
     conn: psycopg.Connection, report: IngestReport, *, model_version: str, calibrate_after: bool
 ) -> None:
     """After the writes: fresh planner statistics and the score calibration (autocommit ``conn``)."""
-    from retrieval.calibration import calibrate
-
     if report.added or report.replaced:
         # Fresh statistics, so the planner keeps choosing the HNSW index as the table grows.
         conn.execute("ANALYZE segments")

@@ -27,9 +27,11 @@ import psycopg
 
 from cadenza.db import scalar
 from encoder.features import N_FFT, SAMPLE_RATE, stft_magnitude
+from encoder.pitch import track_pitch
+from retrieval.analysis import prepare
 from retrieval.descriptors import KEY_NAMES
 from retrieval.likeness import likeness
-from retrieval.melody import MELODY_FPS
+from retrieval.melody import MELODY_FPS, melody_voices
 from retrieval.melody_match import CHUNK_FRAMES, MIN_VOICED_FRAMES, match_windows
 from retrieval.types import Result
 
@@ -99,8 +101,6 @@ def melody_clip(*, audio: np.ndarray, start_s: float | None, duration_s: float) 
     From ``start_s`` for ``duration_s`` when a start is given (as the audio route cuts it),
     else the clip's first :data:`MAX_SUNG_S` seconds.
     """
-    from retrieval.analysis import prepare
-
     y = np.asarray(audio, dtype=np.float32).reshape(-1)
     if start_s is not None:
         i0 = int(round(start_s * SAMPLE_RATE))
@@ -117,16 +117,12 @@ QUICK_COMPRESSION, QUICK_DECAY = 1 / 3, 0.8
 
 def quick_share(*, y: np.ndarray) -> float:
     """:func:`harmonic_share` of a salience pitch (no neural tracker): a cheap first test."""
-    from retrieval.melody import melody_voices
-
     midi = melody_voices(y=y, voices=1, compression=QUICK_COMPRESSION, decay=QUICK_DECAY)[0]
     return harmonic_share(y=y, midi=midi)
 
 
 def sung_query(*, y: np.ndarray) -> SungQuery:
     """Leveled mono 16-kHz ``y [n]`` (:func:`melody_clip`) → :class:`SungQuery`."""
-    from encoder.pitch import track_pitch
-
     track = track_pitch(y=y)
     voiced = np.isfinite(track.midi)
     share = harmonic_share(y=y, midi=track.midi) if voiced.any() else 0.0

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from cadenza.db import autocommit
+from cadenza.db import Database, autocommit
 from cadenza.errors import ConfigError
 from encoder.embed import EmbedderSpec
 from retrieval.analysis import warm_up
@@ -257,7 +257,7 @@ def ray_session(address: str | None, *, num_cpus: int | None = None) -> Iterator
 
 def ray_ingest(
     *,
-    db: Any,
+    db: Database,
     paths: Sequence[Path],
     spec: EmbedderSpec,
     model_version: str,
@@ -318,7 +318,7 @@ def ray_ingest(
 
 def _run_pipeline(
     *,
-    db: Any,
+    db: Database,
     jobs: list[tuple[Path, str]],
     plan_replace: dict[Path, list[int]],
     spec: EmbedderSpec,

@@ -41,7 +41,9 @@ RERANK_POOL = 200
 ROUTES = ("auto", "melody", "audio")
 
 
-def _sung(request: SearchRequest, info: dict[str, Any], timings: dict[str, float]) -> Any:
+def _sung(
+    request: SearchRequest, info: dict[str, Any], timings: dict[str, float]
+) -> melody_search.SungQuery | None:
     """The query's tune when ``request`` goes the melody route (see :mod:`retrieval.melody_search`), else None.
 
     A cheap test first (the salience pitch's harmonic share, ~10 ms), so a clip of several
