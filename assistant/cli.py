@@ -28,6 +28,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
 
 def serve(settings: Settings) -> None:
     """Run the app until interrupted (also called by ``cadenza demo``)."""
+    # Here: `cadenza` loads this module for every command, and only serving needs the web stack.
     import uvicorn
 
     from assistant.app import create_app
@@ -53,7 +54,7 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Build the demo library once (re-embedding it for a new model), then serve it."""
-    from retrieval.demo import DemoBuild, build_demo
+    from retrieval.demo import DemoBuild, build_demo  # here, as in serve: only `cadenza demo` needs it
 
     settings.paths.ensure_writable()
     summary = build_demo(settings=settings, build=DemoBuild(workers=args.workers, rebuild=args.rebuild))

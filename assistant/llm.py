@@ -23,7 +23,7 @@ class LLMError(Exception):
 
 class LLM:
     def __init__(self, settings: LLMSettings) -> None:
-        import openai
+        import openai  # here: seconds to import, and an app without a model never needs it
 
         if not settings.base_url:
             raise ValueError("LLM settings have no base_url; use the offline explainer")

@@ -114,7 +114,7 @@ def k_weighted(y: np.ndarray, *, sr: int, in_time: bool = False) -> np.ndarray:
     """
     x = np.asarray(y, dtype=np.float64).reshape(-1)
     if in_time:
-        from scipy.signal import sosfilt
+        from scipy.signal import sosfilt  # here: a query process never imports scipy.signal (seconds)
 
         return np.asarray(sosfilt(_k_weighting_sos(sr), x), dtype=np.float64)
     size = _fast_len(x.size + sr)
@@ -217,7 +217,7 @@ def denoise(*, y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     the whole track: estimated over everything, sustained notes look "stationary" and are
     gated away. ``prop_decrease`` 0.8 leaves a little hiss rather than eating soft notes.
     """
-    import noisereduce
+    import noisereduce  # here: opt-in, and a heavy import (seconds) that plain ingest never pays
 
     noise = quietest_blocks(y=y, sr=sr)
     out = noisereduce.reduce_noise(y=y, sr=sr, y_noise=noise, stationary=True, prop_decrease=0.8)

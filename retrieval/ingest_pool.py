@@ -6,14 +6,17 @@ processes are the others; only this process writes. Each lane runs torch and BLA
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cadenza.procs import die_with_parent
 from encoder.embed import EmbedderSpec
 from encoder.protocols import MomentEmbedder
 from retrieval.analysis import warm_up
@@ -24,22 +27,16 @@ _WORKER: dict[str, Any] = {}  # per worker *process* (set by the pool initialize
 
 def _fast_exit() -> None:
     """A worker's last atexit hook: leave without tearing down torch/numba (≈ 1–2 s per process)."""
-    import sys
-
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
 
 
 def _init_worker(spec: EmbedderSpec, parent_pid: int | None = None) -> None:
-    import atexit
-
-    from cadenza.procs import die_with_parent
-
     # First: a worker must not outlive `cadenza ingest` (a kill -9 of it left one blocked on its
     # result pipe forever, holding its memory).
     die_with_parent(parent_pid)
-    import torch
+    import torch  # here, as below: importing this module (planning an ingest) does not cost torch
 
     # One thread per process: N processes × N threads on N cores only adds switching.
     torch.set_num_threads(1)

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from tqdm import tqdm
+
 from retrieval.ingest_steps import FileResult
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,4 @@ class IngestReport:
 
 
 def progress_bar(total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="track", desc=desc, disable=not enabled, dynamic_ncols=True)
