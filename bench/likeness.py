@@ -57,7 +57,10 @@ DISTORTIONS = (
     ("reverb", "reverb", 10.0),
     ("phone", "phone", 10.0),
     ("5-s clip", "clean", 5.0),
+    ("3-s clip", "clean", 3.0),
 )
+#: The (c) columns besides strict top-1: the right track first at any time, and literal repeats counted.
+REFIND_EXTRA = ("work_top1", "top1_rep")
 ASPECT_ONLY = {
     "sound": {"harmony": 0.0, "rhythm": 0.0, "melody": 0.0},
     "harmony": {"sound": 0.0, "rhythm": 0.0, "melody": 0.0},
@@ -168,8 +171,8 @@ def _passage_rows(
     *,
     n_queries: int,
     rng: np.random.Generator,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(b) cross-stem rows and (c) distortion rows, in memory, for every system."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, list[Query]]]:
+    """(b) cross-stem rows and (c) distortion rows, in memory, for every system; and (c)'s queries."""
     stem_rows: list[dict[str, Any]] = []
     for kind in ("guitar", "backing"):
         qs = [q for q in sq if q.kind == kind]
@@ -180,13 +183,15 @@ def _passage_rows(
                                   **_pick(score_passages(lib, name, emb, qs, qf))})  # fmt: skip
     refind_rows: list[dict[str, Any]] = []
     audio = [t.audio for t in src.tracks]
+    refind_qs: dict[str, list[Query]] = {}
     for label, kind, length in DISTORTIONS:
         qs = make_recorded_queries(tracks=audio, kind=kind, n=n_queries, rng=rng, length_s=length)
+        refind_qs[label] = qs
         qf = [features(y=q.audio) for q in qs]
         for name, emb in systems.items():
             refind_rows.append({"distortion": label, "system": name, "queries": len(qs),
                                 **_pick(score_passages(lib, name, emb, qs, qf))})  # fmt: skip
-    return stem_rows, refind_rows
+    return stem_rows, refind_rows, refind_qs
 
 
 def run_likeness(
@@ -235,7 +240,7 @@ def run_likeness(
     # (b) cross-stem and (c) distortions, in memory
     t0 = time.perf_counter()
     sq = stem_queries(src, rng)
-    stem_rows, refind_rows = _passage_rows(lib, systems, src, sq, n_queries=n_queries, rng=rng)
+    stem_rows, refind_rows, refind_qs = _passage_rows(lib, systems, src, sq, n_queries=n_queries, rng=rng)
     timings["passages_memory_s"] = time.perf_counter() - t0
 
     product_rows: list[dict[str, Any]] = []
@@ -248,10 +253,11 @@ def run_likeness(
         from bench.likeness_product import run_product
 
         t0 = time.perf_counter()
-        product_rows, product_stems, model_version = run_product(
-            src=src, queries=queries, stem_qs=sq, workdir=workdir, checkpoint=product_checkpoint, k=K,
-            aspect_only=ASPECT_ONLY,
+        product_rows, product_stems, product_refind, model_version = run_product(
+            src=src, queries=queries, stem_qs=sq, refind_qs=refind_qs, workdir=workdir,
+            checkpoint=product_checkpoint, k=K, aspect_only=ASPECT_ONLY,
         )  # fmt: skip
+        refind_rows += product_refind
         notes.append(f"Product path: retrieval.ingest + retrieval.search with checkpoint {model_version}.")
         timings["product_s"] = time.perf_counter() - t0
     elapsed = time.perf_counter() - t_start
@@ -316,7 +322,7 @@ def _report(
 
 
 def _pick(m: dict[str, float]) -> dict[str, float]:
-    return {k: m[k] for k in ("top1", "top10", "work_top1") if k in m}
+    return {k: m[k] for k in ("top1", "top10", *REFIND_EXTRA) if k in m}
 
 
 def _sections(
@@ -363,3 +369,14 @@ def _sections(
         "(c) Passage re-finding top-1 per distortion",
         md_table(["distortion", *systems], [[d, *(cell.get((d, s), "") for s in systems)] for d in labels]),
     )
+    for key, title in (
+        ("work_top1", "(c) The right track first, at any time in it (a miss above that is a wrong moment)"),
+        ("top1_rep", "(c) Top-1 with a literal repeat of the passage counted (mel frames correlate >= 0.97)"),
+    ):
+        cell = {(r["distortion"], r["system"]): r.get(key, "") for r in refind}
+        report.section(
+            title,
+            md_table(
+                ["distortion", *systems], [[d, *(cell.get((d, s), "") for s in systems)] for d in labels]
+            ),
+        )

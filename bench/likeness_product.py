@@ -21,6 +21,9 @@ from bench.real_sources import SAMPLE_RATE, Sources
 
 log = logging.getLogger(__name__)
 
+#: The product rows' system name in every table.
+PRODUCT = "cadenza (product search)"
+
 
 def _write_library(src: Sources, folder: Path) -> Path:
     import soundfile as sf
@@ -56,9 +59,39 @@ def _stem_rows(
             hits1 += bool(ok[:1] and ok[0])
             hits10 += any(ok)
         if qs:
-            stems.append({"stem": kind, "system": "cadenza (product search)", "queries": len(qs),
+            stems.append({"stem": kind, "system": PRODUCT, "queries": len(qs),
                           "top1": hits1 / len(qs), "top10": hits10 / len(qs)})  # fmt: skip
     return stems
+
+
+def _refind_rows(
+    db: Any, embedder: Any, refind_qs: dict[str, list[Any]], *, db_id: list[int], k: int
+) -> list[dict[str, Any]]:
+    """(c) through the product: each distorted clip searched as an upload (no start given, route
+    auto, default diversity); hit = its track first and the cited start within the tolerance."""
+    from retrieval.search import search
+    from retrieval.types import SearchRequest
+
+    rows = []
+    for label, qs in refind_qs.items():
+        qs = [q for q in qs if db_id[q.work_index] >= 0]
+        top1 = top10 = work1 = melody = 0
+        for q in tqdm(qs, desc=f"product re-finding: {label}", leave=False, mininterval=30):
+            resp = search(db=db, embedder=embedder, request=SearchRequest(audio=q.audio, start_s=None, k=k))
+            own = [r.track_id == db_id[q.work_index] for r in resp.results]
+            ok = [
+                o and abs(r.start - q.start_s) <= HIT_TOLERANCE_S
+                for o, r in zip(own, resp.results, strict=True)
+            ]
+            top1 += bool(ok[:1] and ok[0])
+            top10 += any(ok)
+            work1 += bool(own[:1] and own[0])
+            melody += resp.query.get("route") != "audio"
+        if qs:
+            rows.append({"distortion": label, "system": PRODUCT, "queries": len(qs), "top1": top1 / len(qs),
+                         "top10": top10 / len(qs), "work_top1": work1 / len(qs),
+                         "melody_route": melody / len(qs)})  # fmt: skip
+    return rows
 
 
 def run_product(
@@ -66,12 +99,13 @@ def run_product(
     src: Sources,
     queries: list[Any],
     stem_qs: list[Any],
+    refind_qs: dict[str, list[Any]],
     workdir: Path,
     checkpoint: Path | None,
     k: int,
     aspect_only: dict[str, dict[str, float]],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
-    """Same-source rows per search setting, cross-stem rows, and the model version searched."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], str]:
+    """Same-source rows per search setting, cross-stem rows, re-finding rows, and the model version searched."""
     from bench.pgbench_db import open_temp_database
     from encoder.embed import resolve_embedder
     from retrieval.ingest import ingest
@@ -122,12 +156,13 @@ def run_product(
                 )
             same_like = [v for v, s in likes if s]
             rows.append({
-                "system": "cadenza (product search)", "path": label, "queries": len(qs), "p_at_10": float(np.mean(precs)),
+                "system": PRODUCT, "path": label, "queries": len(qs), "p_at_10": float(np.mean(precs)),
                 "composer_share": float(np.mean(shares)),
                 "likeness_same_source": float(np.mean(same_like)) if same_like else None,
                 "likeness_other_source": float(np.mean([v for v, s in likes if not s] or [np.nan])),
             })  # fmt: skip
         stems = _stem_rows(db, embedder, stem_qs, db_id=db_id, k=k)
-        return rows, stems, str(embedder.model_version)
+        refind = _refind_rows(db, embedder, refind_qs, db_id=db_id, k=k)
+        return rows, stems, refind, str(embedder.model_version)
     finally:
         db.close()

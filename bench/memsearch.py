@@ -146,7 +146,9 @@ class Library:
         return tracks, starts, scores
 
     def localize(self, *, track: int, query_frames: np.ndarray, approx_start_s: float) -> float:
-        from retrieval.localize import localize
+        """Where the query lines up near ``approx_start_s``, as search cites a start
+        (:func:`retrieval.passage.align`: smoothed chroma, the query's key or the segment's)."""
+        from retrieval.passage import align
         from retrieval.similarity import harmonic_similarity
 
         fr = self.frames[self.track_ids[track]]
@@ -154,10 +156,9 @@ class Library:
         seg = fr[i : i + WIN, CHROMA]
         q = query_frames[:, CHROMA]
         _, shift = harmonic_similarity(query=q.mean(0), candidate=seg.mean(0))
-        start, _ = localize(
-            query_chroma=q, track_chroma=fr[:, CHROMA], approx_start_s=approx_start_s, shift=shift
-        )
-        return start
+        return align(
+            query_chroma=q, track_chroma=fr[:, CHROMA], approx_starts=[approx_start_s], shifts=(0, shift)
+        ).start_s
 
 
 @dataclass

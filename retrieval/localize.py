@@ -1,8 +1,9 @@
 """Localization: cite a match's start to a tenth of a second, not the 2-s segment grid.
 
 The ANN hit is a segment starting on a 2-s grid. The query's 10-fps chroma is slid over
-the track's stored 10-fps chroma within ±``search_s`` of that start (under the key shift
-found by the reranker) and the lag with the highest mean frame cosine wins.
+the track's stored 10-fps chroma within ±``search_s`` of that start (under a key shift)
+and the lag with the highest mean frame cosine wins. :mod:`retrieval.passage` builds the
+search's same-passage check and its cited starts on these.
 """
 
 from __future__ import annotations
@@ -12,11 +13,25 @@ import numpy as np
 from encoder.features import FPS
 
 
-def _rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows centred and L2-normalized (a silent row stays 0), as the localizer compares them."""
     x = x - x.mean(axis=1, keepdims=True)
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return np.divide(x, n, out=np.zeros_like(x), where=n > 1e-6)
+
+
+def lag_scores(q: np.ndarray, t: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Mean row cosine of unit rows ``q [Tq, 12]`` against ``t [Tt, 12]`` starting at each lag ``lo..hi``
+    (rows past the track's end count 0) → ``[hi - lo + 1]``. One matrix product and a diagonal sum."""
+    tq = len(q)
+    span = np.zeros((hi - lo + tq, t.shape[1]))
+    got = t[lo : hi + tq]
+    span[: len(got)] = got
+    sim = np.ascontiguousarray(q @ span.T)  # [Tq, W]
+    n_lags = hi - lo + 1
+    rs, cs = sim.strides
+    diag = np.lib.stride_tricks.as_strided(sim, shape=(tq, n_lags), strides=(rs + cs, cs), writeable=False)
+    return diag.sum(axis=0) / tq
 
 
 def localize(
@@ -34,8 +49,8 @@ def localize(
     of the query that would fall past the track's end count as 0). When nothing can be
     compared the approximate start comes back with score 0.
     """
-    q = _rows(np.roll(np.asarray(query_chroma), shift, axis=1))
-    t = _rows(track_chroma)
+    q = unit_rows(np.roll(np.asarray(query_chroma, dtype=np.float64), shift, axis=1))
+    t = unit_rows(np.asarray(track_chroma, dtype=np.float64))
     tq, tt = len(q), len(t)
     if tq == 0 or tt == 0:
         return float(approx_start_s), 0.0
@@ -44,12 +59,6 @@ def localize(
     lo, hi = max(0, center - reach), min(tt - 1, center + reach)
     if hi < lo:
         return float(approx_start_s), 0.0
-    window = t[lo : min(tt, hi + tq)]  # [W, 12]
-    sim = q @ window.T  # [Tq, W]
-    best_lag, best = lo, -np.inf
-    for lag in range(lo, hi + 1):
-        d = np.trace(sim, offset=lag - lo)  # rows i vs window rows i + (lag - lo)
-        score = d / tq
-        if score > best + 1e-9:
-            best_lag, best = lag, score
-    return best_lag / fps, float(best)
+    scores = lag_scores(q, t, lo, hi)
+    best = int(np.argmax(scores))  # the earliest of equal scores
+    return (lo + best) / fps, float(scores[best])

@@ -10,7 +10,7 @@ from encoder.windowing import DEFAULT_WINDOWING
 from retrieval.calibration import Calibration
 from retrieval.clip_query import BuiltQuery
 from retrieval.likeness import likeness
-from retrieval.localize import localize
+from retrieval.passage import Alignment, align, centred_start, passage_bonus
 from retrieval.rerank import Candidate, aspect_scores, reason
 from retrieval.types import Result
 
@@ -54,16 +54,27 @@ def results_of(
     matches: dict[int, float],
     liked: dict[int, float],
     moved: list[tuple[int, str]],
+    aligned: dict[int, Alignment] | None = None,
 ) -> list[Result]:
+    """The shown results; each start is where the query lines up in the track: ``aligned`` (the same-passage
+    check of the top tracks, :mod:`retrieval.passage`) or else around the chosen segment."""
     q_len = len(built.chroma10) / FPS if len(built.chroma10) else DEFAULT_WINDOWING.window_s
+    aligned = aligned or {}
     out = []
     for rank, (c, (n_moved, why)) in enumerate(zip(chosen, moved, strict=True), start=1):
         start, loc_score = c.start_s, 0.0
         chroma = chromas.get(c.track_id)
-        if chroma is not None and len(chroma) and len(built.chroma10):
-            start, loc_score = localize(
-                query_chroma=built.chroma10, track_chroma=chroma, approx_start_s=c.start_s, shift=c.key_shift
-            )
+        a = aligned.get(c.track_id)
+        if a is not None and not passage_bonus(a.score):
+            a = None  # not the same passage: cite the moment around the segment that earned the score
+        if a is None and chroma is not None and len(chroma) and len(built.chroma10):
+            a = align(
+                query_chroma=built.chroma10, track_chroma=chroma,
+                approx_starts=[centred_start(c.start_s, len(built.chroma10), DEFAULT_WINDOWING.window_frames)],
+                shifts=(0, c.key_shift),
+            )  # fmt: skip
+        if a is not None:
+            start, loc_score = a.start_s, a.score
         duration = float(c.descriptors.get("duration_s") or c.end_s)
         comps = dict(c.components)
         comps["localization"] = round(loc_score, 4)

@@ -1,4 +1,4 @@
-"""Search: query → filtered nearest segments (keeping k) → rerank → diversity → localize → match, likeness.
+"""Search: query → filtered nearest segments (keeping k) → rerank → same passage → diversity → localize → match, likeness.
 
 Filters must not cost results: :mod:`retrieval.nearest` picks the route that returns k tracks
 through any filter (cells, exact scan or HNSW). A clip with a single voice goes the melody
@@ -19,7 +19,7 @@ from cadenza.errors import InputError
 from cadenza.settings import LimitSettings
 from encoder.protocols import MomentEmbedder
 from retrieval import context as context_mod
-from retrieval import melody_search
+from retrieval import melody_search, passage
 from retrieval import query as query_mod
 from retrieval.calibration import NOTHING_SIMILAR_BELOW, SAME_PASSAGE_MATCH, load_calibration
 from retrieval.diversity import moves
@@ -67,6 +67,14 @@ def _sung(
             "there is too little tune in the clip to search by melody; hum or whistle at least a few notes"
         )
     return sung if request.route == "melody" or sung.single_voice else None
+
+
+def _track_chroma(conn: Any, track_ids: list[int]) -> dict[int, np.ndarray]:
+    """Stored 10-fps chroma ``[T, 12]`` of ``track_ids`` (those that have one)."""
+    if not track_ids:
+        return {}
+    rows = conn.execute("SELECT track_id, chroma FROM track_chroma WHERE track_id = ANY(%s)", (track_ids,))
+    return {int(t): f16_array(b) for t, b in rows.fetchall()}
 
 
 def search(
@@ -157,6 +165,17 @@ def search(
         for c in pool:
             if probe_of.get(c.segment_id):
                 c.components["query_transposed"] = float(probe_of[c.segment_id])
+        # Same passage: the query's chroma slid over the top tracks' stored chroma (retrieval.passage).
+        t_passage = time.perf_counter()
+        chromas = _track_chroma(conn, passage.top_tracks(cands))
+        aligned = passage.check_passages(
+            cands=cands,
+            query_chroma=built.chroma10,
+            chromas=chromas,
+            window_frames=embedder.windowing.window_frames,
+        )
+        cands = passage.add_passage_term(cands, aligned)
+        timings["passage"] = (time.perf_counter() - t_passage) * 1000
         matches = matches_of(cands, built, cal)
         same = frozenset(sid for sid, m in matches.items() if m >= SAME_PASSAGE_MATCH)
         scored = cands
@@ -177,17 +196,8 @@ def search(
         timings["context"] = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
-        tids = sorted({c.track_id for c in chosen})
-        chroma_rows = (
-            conn.execute(
-                "SELECT track_id, chroma FROM track_chroma WHERE track_id = ANY(%s)", (tids,)
-            ).fetchall()
-            if tids
-            else []
-        )
-        chromas = {int(t): f16_array(b) for t, b in chroma_rows}
-        timings["localize"] = 0.0
-        results = results_of(chosen, built, chromas, matches, liked, moved)
+        chromas.update(_track_chroma(conn, sorted({c.track_id for c in chosen} - set(chromas))))
+        results = results_of(chosen, built, chromas, matches, liked, moved, aligned)
         timings["localize"] = (time.perf_counter() - t0) * 1000
 
     top_conf = results[0].match if results else 0.0

@@ -78,8 +78,22 @@ def test_clip_search_localizes_within_half_a_second(lib_db, embedder, audio_lib)
     assert abs(top.start - truth) <= 0.5, (top.start, top.components)
     assert top.match > 0.5 and top.components["harmony"] > 0.9
     assert len({r.track_id for r in resp.results}) == len(resp.results) == 3
-    for stage in ("features", "embed", "search", "rerank", "localize", "total"):
+    for stage in ("features", "embed", "search", "rerank", "passage", "localize", "total"):
         assert stage in resp.timings_ms
+
+
+def test_a_short_clip_lines_up_with_its_passage(lib_db, embedder, audio_lib):
+    """A 3.5-s clip off the 2-s grid: the same-passage check (retrieval.passage) finds where it lines up."""
+    ids, tracks = audio_lib
+    truth = 9.7
+    clip = tracks["Brahms"][int(truth * SR) : int((truth + 3.5) * SR)]
+    resp = search(db=lib_db, embedder=embedder, request=SearchRequest(audio=clip, k=4))
+    top = resp.results[0]
+    assert top.track_id == ids["Brahms"] and abs(top.start - truth) <= 0.3, (top.start, top.components)
+    assert top.components["passage"] > 0.9
+    # Other music lines up less well (a few triads of a shared key can, for 3.5 s, and get a smaller lift).
+    others = [r.components.get("passage", 0.0) for r in resp.results[1:]]
+    assert max(others) < top.components["passage"] - 0.15, others
 
 
 def test_most_representative_window_and_moment_query(lib_db, embedder, audio_lib):

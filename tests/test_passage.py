@@ -1,0 +1,122 @@
+"""The same-passage check (retrieval.passage): alignment on stored chroma and the rerank term it adds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cadenza.synth_audio import SR, random_chord_track
+from encoder.features import CHROMA, acoustic_features
+from retrieval.localize import lag_scores, localize, unit_rows
+from retrieval.passage import (
+    PASSAGE_FLOOR,
+    PASSAGE_WEIGHT,
+    add_passage_term,
+    align,
+    check_passages,
+    passage_bonus,
+    smooth,
+    top_tracks,
+)
+from retrieval.rerank import Candidate
+
+
+@pytest.fixture(scope="module")
+def track():
+    y = random_chord_track(seconds=60, seed=11)
+    return y, acoustic_features(y=y)[:, CHROMA]
+
+
+def _clip(y, start_s, seconds):
+    return acoustic_features(y=y[int(start_s * SR) : int((start_s + seconds) * SR)])[:, CHROMA]
+
+
+def test_lag_scores_equal_the_loop_they_replace():
+    rng = np.random.default_rng(0)
+    t = unit_rows(np.abs(rng.standard_normal((300, 12))))
+    q = unit_rows(np.abs(rng.standard_normal((40, 12))))
+    got = lag_scores(q, t, 250, 299)  # the last lags run past the track's end: those rows count 0
+    for i, lag in enumerate(range(250, 300)):
+        n = min(40, 300 - lag)
+        assert got[i] == pytest.approx(float(np.sum(q[:n] * t[lag : lag + n])) / 40, abs=1e-12)
+
+
+def test_align_finds_the_passage_around_any_of_several_segments(track):
+    y, full = track
+    clip = _clip(y, 37.3, 10)
+    # The first approximate start is far off (another segment of the track); the second is near.
+    a = align(query_chroma=clip, track_chroma=full, approx_starts=[4.0, 36.0])
+    assert abs(a.start_s - 37.3) <= 0.2 and a.score > 0.9 and a.shift == 0
+    # Around the far segment alone the passage is out of reach, and the best line-up is poor.
+    far = align(query_chroma=clip, track_chroma=full, approx_starts=[4.0])
+    assert abs(far.start_s - 37.3) > 5 and far.score < a.score - 0.2
+
+
+def test_align_keeps_the_query_key_when_a_shift_is_spurious(track):
+    y, full = track
+    clip = _clip(y, 21.6, 5)  # a 5-s clip: its mean chroma can suggest a wrong key against a 10-s segment
+    a = align(query_chroma=clip, track_chroma=full, approx_starts=[20.0], shifts=(0, 5))
+    assert a.shift == 0 and abs(a.start_s - 21.6) <= 0.2
+    moved = align(
+        query_chroma=np.roll(clip, -3, axis=1), track_chroma=full, approx_starts=[20.0], shifts=(0, 3)
+    )
+    assert moved.shift == 3 and abs(moved.start_s - 21.6) <= 0.2
+
+
+def test_align_matches_localize_on_smoothed_chroma(track):
+    y, full = track
+    clip = _clip(y, 12.2, 10)
+    a = align(query_chroma=clip, track_chroma=full, approx_starts=[12.0])
+    start, score = localize(query_chroma=smooth(clip), track_chroma=smooth(full), approx_start_s=12.0)
+    assert a.start_s == pytest.approx(start) and a.score == pytest.approx(score)
+
+
+def test_align_with_nothing_to_compare():
+    a = align(query_chroma=np.zeros((0, 12)), track_chroma=np.ones((50, 12)), approx_starts=[3.0])
+    assert a.start_s == 3.0 and a.score == -1.0
+
+
+def test_passage_bonus_is_zero_up_to_the_floor():
+    assert passage_bonus(PASSAGE_FLOOR) == 0.0 and passage_bonus(0.1) == 0.0
+    assert passage_bonus(1.0) == 1.0
+    assert 0.0 < passage_bonus((1 + PASSAGE_FLOOR) / 2) == pytest.approx(0.5)
+
+
+def _cand(sid, tid, sim, start):
+    c = Candidate(segment_id=sid, track_id=tid, start_s=start, end_s=start + 10, emb_sim=sim, title=f"t{tid}")
+    c.terms = {"embedding": (1.0, sim)}
+    c.score = sim
+    return c
+
+
+def test_the_passage_term_lifts_the_track_that_lines_up(track):
+    y, full = track
+    other = acoustic_features(y=random_chord_track(seconds=60, seed=12))[:, CHROMA]
+    clip = _clip(y, 41.7, 10)
+    # Track 2 (other music) scores a little higher by embedding; track 1 holds the passage, but its
+    # best segment by embedding is elsewhere (0 s), its third one near the passage (40 s).
+    cands = [
+        _cand(1, 2, 0.80, 30.0),
+        _cand(2, 1, 0.78, 0.0),
+        _cand(3, 1, 0.70, 20.0),
+        _cand(4, 1, 0.69, 40.0),
+    ]
+    assert top_tracks(cands) == [2, 1]
+    aligned = check_passages(cands=cands, query_chroma=clip, chromas={1: full, 2: other}, window_frames=100)
+    assert abs(aligned[1].start_s - 41.7) <= 0.2 and aligned[1].score > 0.9
+    assert aligned[2].score < PASSAGE_FLOOR + 0.1
+    ranked = add_passage_term(cands, aligned)
+    assert ranked[0].track_id == 1 and ranked[0].components["passage"] == pytest.approx(
+        aligned[1].score, abs=1e-4
+    )
+    # Every candidate carries the term (0 where nothing lines up), so unchecked ones scale alike.
+    assert all(c.terms["passage"][0] == PASSAGE_WEIGHT for c in ranked)
+    two = next(c for c in ranked if c.track_id == 2)
+    assert two.score == pytest.approx((0.80 + PASSAGE_WEIGHT * passage_bonus(aligned[2].score)) / 1.2)
+
+
+def test_no_chroma_no_change():
+    cands = [_cand(1, 2, 0.80, 0.0), _cand(2, 1, 0.78, 0.0)]
+    aligned = check_passages(cands=cands, query_chroma=np.ones((100, 12)), chromas={}, window_frames=100)
+    assert aligned == {}
+    assert [c.track_id for c in add_passage_term(cands, aligned)] == [2, 1]
