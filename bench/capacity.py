@@ -119,6 +119,13 @@ def _plan_sections(report: Report, table: dict[str, Any], cat: Catalogue) -> Non
                 f"{table['ray']['ray_over_pool_throughput']:.2f}",
             )
         )
+        if table["ray"]["ray_over_pool_steady"] is not None:
+            rows.append(
+                (
+                    "… at the steady rate (start-up, tail and finish left out)",
+                    f"{table['ray']['ray_over_pool_steady']:.2f}",
+                )
+            )
     report.section("4. Ingest", md_table(["measure", "value"], rows))
 
 

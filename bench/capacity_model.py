@@ -233,6 +233,7 @@ def plan(
         out["ray"] = {
             "source": "ray_ingest.json",
             "ray_over_pool_throughput": rr["ray_over_pool_throughput"],
+            "ray_over_pool_steady": rr.get("ray_over_pool_steady"),
             "ray_scaling_1_to_2": rr["ray_scaling_1_to_2"],
         }
     return out

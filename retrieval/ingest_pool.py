@@ -20,7 +20,7 @@ from cadenza.procs import die_with_parent
 from encoder.embed import EmbedderSpec
 from encoder.protocols import MomentEmbedder
 from retrieval.analysis import warm_up
-from retrieval.ingest_steps import FileResult, one_blas_thread, process_file
+from retrieval.ingest_steps import FileResult, largest_first, one_blas_thread, process_file
 
 _WORKER: dict[str, Any] = {}  # per worker *process* (set by the pool initializer), never in the parent
 
@@ -55,19 +55,6 @@ def _work(path: Path, digest: str, use_denoise: bool, read_metadata: bool) -> Fi
         use_denoise=use_denoise,
         read_metadata=read_metadata,
     )
-
-
-def _largest_first(jobs: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    """Jobs by decreasing file size (a proxy for duration): the long ones start early, so the
-    lanes finish together instead of one lane decoding a long file while the others idle."""
-
-    def size(job: tuple[Path, str]) -> int:
-        try:
-            return job[0].stat().st_size
-        except OSError:
-            return 0
-
-    return sorted(jobs, key=size, reverse=True)
 
 
 @contextmanager
@@ -113,7 +100,7 @@ def map_files(
             )
         return
     emb = embedder if embedder is not None else spec.build()
-    queue = _largest_first(jobs)
+    queue = largest_first(jobs)
     helpers = workers - 1
     ctx = multiprocessing.get_context("spawn")  # the parent holds a DB pool with threads: never fork
     with (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,10 @@ class IngestReport:
     stage_cpu_s: dict[str, float] = field(default_factory=dict)
     #: Per lane (the analysing process id): tracks, audio seconds and analysis CPU seconds stored.
     lanes: dict[int, dict[str, float]] = field(default_factory=dict)
+    #: When the run began (``time.perf_counter``), and per stored track (seconds since then, its
+    #: audio seconds): a run's steady rate, apart from its start-up and its tail.
+    started: float = field(default_factory=time.perf_counter)
+    done_at: list[tuple[float, float]] = field(default_factory=list)
 
     def record(self, res: FileResult, outcome: str, track_id: int | None) -> None:
         """Count one file's outcome from :func:`store_result`."""
@@ -63,6 +68,7 @@ class IngestReport:
         else:
             assert track_id is not None
             (self.replaced if outcome == "replaced" else self.added).append(track_id)
+            self.done_at.append((time.perf_counter() - self.started, audio_seconds))
             self.segments += segments
             self.audio_seconds += audio_seconds
             for k, v in cpu_s.items():

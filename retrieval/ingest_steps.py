@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,19 @@ def one_blas_thread() -> Any:
     except ImportError:  # pragma: no cover - installed with librosa
         return None
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def largest_first(jobs: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """Jobs by decreasing file size (a proxy for duration): the long ones start early, so the
+    lanes (pool processes, Ray actors) finish together instead of one decoding a long file while the others idle."""
+
+    def size(job: tuple[Path, str]) -> int:
+        try:
+            return job[0].stat().st_size
+        except OSError:
+            return 0
+
+    return sorted(jobs, key=size, reverse=True)
 
 
 @dataclass

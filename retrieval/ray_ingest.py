@@ -3,7 +3,8 @@
 The same guarantees and the same rows as :func:`retrieval.ingest.ingest`, because it runs
 the same steps — only laid out for a cluster:
 
-    plan (driver: content hashes against the database; unchanged files never leave it)
+    plan (driver: content hashes against the database, while Ray starts; unchanged files never
+          leave it; the rest largest first, as the pool's lanes take them)
       → featurize_file  Ray tasks, one CPU each: decode, silence check, level, features, tags
       → embed_file      an actor pool, one model load per actor (one GPU each when the
                         cluster has GPUs): the encoder and the window descriptors
@@ -16,10 +17,9 @@ so Ray Data fuses them: a track is decoded, featurized and embedded in one actor
 the pool, with no frames crossing the object store. With GPUs the actors ask for one each, the
 stages stay apart, and featurize runs as tasks on the CPUs while the GPUs embed.
 
-A killed run loses at most the writers' open batches (never part of a track); a rerun skips
-what was committed by content hash. Rows between stages carry the step's dataclass pickled
-in one bytes column: frames and descriptors are ragged and nested, and pickle keeps every
-float bit, so the stored rows are identical to the in-process pool's.
+The stages themselves (what runs in Ray's workers) are in retrieval/ray_stages.py. A killed run
+loses at most the writers' open batches (never part of a track); a rerun skips what was
+committed by content hash.
 
 With ``address`` None a local Ray is started for the run and stopped after it. Against a
 cluster (``ray://host:10001`` or ``host:6379``), every node must have this package installed,
@@ -31,25 +31,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cadenza.db import Database, autocommit
 from cadenza.errors import ConfigError
 from encoder.embed import EmbedderSpec
-from retrieval.analysis import warm_up
-from retrieval.ingest_plan import find_audio_files, plan_ingest
+from retrieval.ingest_plan import IngestPlan, find_audio_files, plan_ingest
 from retrieval.ingest_report import IngestReport, progress_bar
-from retrieval.ingest_steps import FileResult, embed_file, featurize_file, one_blas_thread
-from retrieval.ingest_store import finish_ingest, same_model, store_result
+from retrieval.ingest_steps import largest_first
+from retrieval.ingest_store import finish_ingest, same_model
 from retrieval.metadata import load_sidecar
+from retrieval.ray_stages import FEATURIZE_STAGES, Embed, Write, featurize_row
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +76,9 @@ class StageTimes:
     stage_s: dict[str, float] = field(default_factory=dict)
     #: "stage:pid" -> (tracks, wall seconds): the per-worker / per-actor split.
     worker: dict[str, list[float]] = field(default_factory=dict)
+    #: embedding actor pid -> [its process's CPU seconds when ready (Ray worker start, imports, model
+    #: load, warm-up), its latest CPU reading, CPU seconds of its tracks' analysis stages].
+    actor_cpu: dict[int, list[float]] = field(default_factory=dict)
 
     def add(self, stage: str, pid: int, seconds: float) -> None:
         self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
@@ -85,11 +86,27 @@ class StageTimes:
         cell[0] += 1
         cell[1] += seconds
 
+    def add_actor_cpu(self, pid: int, *, ready_cpu: float, cpu_now: float, stages_cpu: float) -> None:
+        cell = self.actor_cpu.setdefault(pid, [ready_cpu, 0.0, 0.0])
+        cell[1] = max(cell[1], cpu_now)
+        cell[2] += stages_cpu
+
     def to_json(self) -> dict[str, Any]:
         return {
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_s.items()},
             "workers": {
                 k: {"tracks": int(n), "seconds": round(s, 3)} for k, (n, s) in sorted(self.worker.items())
+            },
+            # Where an actor's CPU went: start-up, the analysis stages, and the rest (Ray Data's
+            # per-block work, moving rows, pickling, tag reading, Ray's threads in the process).
+            "actor_cpu": {
+                str(pid): {
+                    "startup_cpu_s": round(ready, 2),
+                    "after_startup_cpu_s": round(now - ready, 2),
+                    "in_stages_cpu_s": round(stages, 2),
+                    "outside_stages_cpu_s": round(now - ready - stages, 2),
+                }
+                for pid, (ready, now, stages) in sorted(self.actor_cpu.items())
             },
         }
 
@@ -108,122 +125,18 @@ class RayIngestReport(IngestReport):
         }
 
 
-# -- the stages (run in Ray workers) -----------------------------------------------------------------
-
-
-def _featurize(row: dict[str, Any], use_denoise: bool = False) -> dict[str, Any]:
-    """Ray task: one file through the CPU stage."""
-    t0 = time.perf_counter()
-    with _blas_limited():
-        featured = featurize_file(path=Path(row["path"]), digest=row["digest"], use_denoise=use_denoise)
-    return {
-        "path": row["path"],
-        "payload": pickle.dumps(featured, protocol=pickle.HIGHEST_PROTOCOL),
-        "featurize_pid": os.getpid(),
-        "featurize_s": time.perf_counter() - t0,
-    }
-
-
-@contextmanager
-def _blas_limited() -> Iterator[None]:
-    limits = one_blas_thread()
-    try:
-        yield
-    finally:
-        if limits is not None:
-            limits.restore_original_limits()
-
-
-class _Embed:
-    """Actor: holds one embedder for its lifetime (one model load per actor)."""
-
-    def __init__(self, spec: EmbedderSpec, use_gpu: bool) -> None:
-        import torch
-
-        # One thread: on a CPU node the actors and the featurize tasks share the cores.
-        torch.set_num_threads(1)
-        self._limits = one_blas_thread()
-        self.embedder = spec.build()
-        if use_gpu and torch.cuda.is_available():
-            self.embedder.to("cuda")
-        # As the pool's lanes do: imports, FFT plans and the melody matrix once, up front, not
-        # charged to (and delaying) the first track of each actor.
-        warm_up()
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        payloads, seconds = [], []
-        for blob in batch["payload"]:
-            t0 = time.perf_counter()
-            res = embed_file(pickle.loads(blob), embedder=self.embedder)
-            payloads.append(pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL))
-            seconds.append(time.perf_counter() - t0)
-        n = len(payloads)
-        return {
-            **batch,
-            "payload": _objects(payloads),
-            "embed_pid": np.full(n, os.getpid()),
-            "embed_s": np.asarray(seconds),
-        }
-
-
-class _Write:
-    """Actor: one database connection; commits a batch of tracks per transaction."""
-
-    def __init__(
-        self, url: str, model_version: str, sidecar: dict[Path, dict[str, Any]], replace: dict[str, list[int]]
-    ) -> None:
-        import psycopg
-        from pgvector.psycopg import register_vector
-
-        self.conn = psycopg.connect(url, autocommit=True)
-        register_vector(self.conn)
-        self.model_version = model_version
-        self.sidecar = sidecar
-        self.replace = replace
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        t0 = time.perf_counter()
-        results: list[FileResult] = [pickle.loads(b) for b in batch["payload"]]
-        outcomes: list[tuple[str, int | None]] = []
-        with self.conn.transaction():  # each write_track below is a savepoint inside it
-            for res in results:
-                try:
-                    outcomes.append(
-                        store_result(
-                            self.conn, res, model_version=self.model_version, sidecar=self.sidecar,
-                            replace_ids=self.replace.get(str(res.path), []),
-                        )
-                    )  # fmt: skip
-                except ConfigError as exc:  # another model on this node: the driver stops the run
-                    res.error = str(exc)
-                    outcomes.append(("refused", None))
-        n = len(results)
-        out = {k: v for k, v in batch.items() if k != "payload"}
-        return {
-            **out,
-            "outcome": _objects([o for o, _ in outcomes]),
-            "track_id": np.asarray([-1 if t is None else t for _, t in outcomes], dtype=np.int64),
-            "error": _objects([r.error or "" for r in results]),
-            "segments": np.asarray([len(r.analysis.segments) if r.analysis else 0 for r in results]),
-            "audio_s": np.asarray([r.analysis.duration_s if r.analysis else 0.0 for r in results]),
-            "cpu_s": _objects([json.dumps(r.analysis.cpu_s if r.analysis else {}) for r in results]),
-            "write_pid": np.full(n, os.getpid()),
-            "write_s": np.full(n, (time.perf_counter() - t0) / max(n, 1)),
-        }
-
-
-def _objects(items: Sequence[Any]) -> np.ndarray:
-    out = np.empty(len(items), dtype=object)
-    out[:] = list(items)
-    return out
-
-
 # -- the driver ---------------------------------------------------------------------------------------
 
 
 @contextmanager
-def ray_session(address: str | None, *, num_cpus: int | None = None) -> Iterator[float]:
-    """Connect to the Ray at ``address``, or start a local one for the block; yields the start seconds."""
+def ray_session(address: str | None, *, num_cpus: int | None = None, start: bool = True) -> Iterator[float]:
+    """Connect to the Ray at ``address``, or start a local one for the block; yields the start seconds.
+
+    ``start`` False: no Ray at all (nothing to run), yields 0.
+    """
+    if not start:
+        yield 0.0
+        return
     try:
         import ray
     except ImportError:
@@ -286,11 +199,38 @@ def ray_ingest(
     # any cluster time is spent (the writers check every result again: nodes may differ).
     same_model(spec.build().model_version, model_version)
     report = RayIngestReport()
+    # Ray starts (its daemons and workers: ~2 s of both cores here) while a thread hashes the files
+    # against the database, work the driver must do first anyway. A rerun with nothing new to analyse
+    # pays Ray's start for nothing; any other run would pay it after the hashing instead.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan") as ex:
+        planning = ex.submit(_plan, db, files, sidecar)
+        with ray_session(address, num_cpus=num_cpus, start=bool(files)) as start_s:
+            report.ray_start_seconds = start_s
+            jobs, plan = _unique_jobs(planning.result(), report)
+            log.info("%d files: %d unchanged, %d to analyze on Ray", len(files), report.unchanged, len(jobs))
+            if jobs:
+                _run_pipeline(
+                    db=db, jobs=largest_first(jobs), plan_replace=plan.replace, spec=spec,
+                    model_version=model_version, sidecar=sidecar, workers=workers,
+                    writers=writers or (WRITERS if address else 1), write_batch=write_batch, use_denoise=use_denoise,
+                    progress=progress, report=report, t_start=t_start,
+                )  # fmt: skip
+    with autocommit(db) as conn:
+        finish_ingest(conn, report, model_version=model_version, calibrate_after=calibrate_after)
+    report.wall_seconds = time.perf_counter() - t_start
+    return report
+
+
+def _plan(db: Database, files: Sequence[Path], sidecar: dict[Path, dict[str, Any]]) -> IngestPlan:
     with db.connection() as conn:
         plan = plan_ingest(conn, files, sidecar)
         conn.commit()
-    # Two files with the same content: analyse one (the pool would store only one too), and keep
-    # two writers from ever inserting the same hash in crossing order.
+    return plan
+
+
+def _unique_jobs(plan: IngestPlan, report: RayIngestReport) -> tuple[list[tuple[Path, str]], IngestPlan]:
+    """The plan's jobs with one file per content (the pool would store only one too, and two writers must
+    never insert the same hash in crossing order); the others count as unchanged."""
     seen: set[str] = set()
     jobs = []
     for path, digest in plan.jobs:
@@ -301,19 +241,7 @@ def ray_ingest(
             jobs.append((path, digest))
     report.unchanged += plan.unchanged
     report.updated += plan.updated
-    log.info("%d files: %d unchanged, %d to analyze on Ray", len(files), report.unchanged, len(jobs))
-    if jobs:
-        with ray_session(address, num_cpus=num_cpus) as start_s:
-            report.ray_start_seconds = start_s
-            _run_pipeline(
-                db=db, jobs=jobs, plan_replace=plan.replace, spec=spec, model_version=model_version,
-                sidecar=sidecar, workers=workers, writers=writers or (WRITERS if address else 1), write_batch=write_batch, use_denoise=use_denoise, progress=progress,
-                report=report, t_start=t_start,
-            )  # fmt: skip
-    with autocommit(db) as conn:
-        finish_ingest(conn, report, model_version=model_version, calibrate_after=calibrate_after)
-    report.wall_seconds = time.perf_counter() - t_start
-    return report
+    return jobs, plan
 
 
 def _run_pipeline(
@@ -347,14 +275,14 @@ def _run_pipeline(
     items = [{"path": str(p), "digest": d} for p, d in jobs]
     ds = (
         ray.data.from_items(items, override_num_blocks=len(items))
-        .map(_featurize, fn_kwargs={"use_denoise": use_denoise}, num_cpus=LANE_SHARE)
+        .map(featurize_row, fn_kwargs={"use_denoise": use_denoise}, num_cpus=LANE_SHARE)
         .map_batches(
-            _Embed, fn_constructor_kwargs={"spec": spec, "use_gpu": bool(gpus)}, batch_size=1,
+            Embed, fn_constructor_kwargs={"spec": spec, "use_gpu": bool(gpus)}, batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy", num_cpus=actor_cpus,
             num_gpus=1 if gpus else None,
         )
         .map_batches(
-            _Write,
+            Write,
             fn_constructor_kwargs={
                 "url": db.url, "model_version": model_version, "sidecar": sidecar,
                 "replace": {str(p): ids for p, ids in plan_replace.items()},
@@ -376,6 +304,13 @@ def _run_pipeline(
             )  # fmt: skip
             for stage in ("featurize", "embed", "write"):
                 report.times.add(stage, int(row[f"{stage}_pid"]), float(row[f"{stage}_s"]))
+            # Without GPUs featurize runs in the actor's process too (fused), so its stages count there.
+            fused = int(row["featurize_pid"]) == int(row["embed_pid"])
+            stages = json.loads(row["cpu_s"])
+            report.times.add_actor_cpu(
+                int(row["embed_pid"]), ready_cpu=float(row["embed_ready_cpu"]), cpu_now=float(row["embed_cpu_now"]),
+                stages_cpu=sum(v for k, v in stages.items() if fused or k not in FEATURIZE_STAGES),
+            )  # fmt: skip
             bar.set_postfix_str(report.rate(time.perf_counter() - t_start))
     finally:
         bar.close()

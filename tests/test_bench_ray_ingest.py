@@ -1,0 +1,31 @@
+"""bench/ray_ingest.py's steady rate: the figure that separates a run's start-up and tail from its throughput."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.ray_ingest import steady_rate
+
+
+def test_steady_rate_leaves_out_start_up_and_reads_through_batched_commits():
+    # 10 s of start-up, then 100 tracks of 120 s of audio at 600x realtime (one every 0.2 s)...
+    steady = [(10.0 + 0.2 * (i + 1), 120.0) for i in range(100)]
+    assert steady_rate(steady) == pytest.approx(600.0)
+    # ... also when a writer commits them 8 at a time (all 8 counted when the batch is)...
+    batched = [(10.0 + 0.2 * (8 * (i // 8 + 1)), 120.0) for i in range(100)]
+    assert steady_rate(batched) == pytest.approx(600.0, rel=0.05)
+    # ... and with longest files first: audio, not tracks, per second.
+    longest_first = []
+    t = 10.0
+    for i in range(100):
+        audio = 240.0 - 2.0 * i
+        t += audio / 600.0
+        longest_first.append((t, audio))
+    assert steady_rate(longest_first) == pytest.approx(600.0)
+    # A slow tail (the last file alone on one of two workers) is not in the steady rate either.
+    tail = [*steady, (steady[-1][0] + 5.0, 120.0)]
+    assert steady_rate(tail) == pytest.approx(600.0, rel=0.02)
+
+
+def test_steady_rate_needs_ten_tracks():
+    assert steady_rate([(float(i), 60.0) for i in range(1, 10)]) == 0.0
