@@ -36,10 +36,10 @@ RAY_TARGET_RATIO = 0.85
 #: worker has started and before the last ones run alone.
 STEADY_FROM, STEADY_TO = 0.2, 0.9
 #: Dithered copies of each rendered file: 20 rendered works × (1 + 19) = 400 files, ~16.7 h of audio,
-#: ~100 s for the 2-lane pool on an idle 2-core machine. Ray's start-up (~9 s of both cores here)
-#: is a fixed cost per run; on the 80 files of earlier runs (~20 s for the pool) it was half of
-#: Ray's gap, a share no catalogue one would put on Ray would see. Bigger is closer to real
-#: ingests, but the four runs must fit a benchmark session (~12 min idle).
+#: ~100 s for the 2-lane pool on an idle 2-core machine (extrapolated from 20.7 s for 80 files).
+#: Ray's start-up (~18 CPU-s) is a fixed cost per run; on those 80 files it was most of Ray's gap,
+#: a share no catalogue one would put on Ray would see. Bigger is closer to real ingests, but the
+#: four runs must fit a benchmark session (~12–15 min idle, extrapolated).
 DEFAULT_COPIES = 19
 #: A 1-minute load average above this (2 cores) makes every wall time here pessimistic.
 BUSY_LOAD = 2.5
@@ -189,7 +189,7 @@ def _throughput_section(report: Report, data: dict[str, Any], runs: list[dict[st
                 "wall s",
                 "tracks/s",
                 "× realtime",
-                "steady tracks/s",
+                "steady × realtime",
                 "start-up + tail + finish s",
                 "Ray start s",
                 "CPU s, all processes",
