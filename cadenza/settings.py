@@ -43,31 +43,28 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number; set it to a number or unset it") from None
 
 
+class _Under:
+    """A read-only attribute of :class:`PathSettings`: the folder of that attribute's name under ``home``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: PathSettings, owner: type | None = None) -> Path:
+        return obj.home / self.name
+
+
 @dataclass(frozen=True)
 class PathSettings:
     """Everything Cadenza writes lives under ``home`` (``CADENZA_HOME``)."""
 
     home: Path
 
-    @property
-    def pgdata(self) -> Path:
-        return self.home / "pgdata"
-
-    @property
-    def uploads(self) -> Path:
-        return self.home / "uploads"
-
-    @property
-    def corpus(self) -> Path:
-        return self.home / "corpus"
-
-    @property
-    def demo(self) -> Path:
-        return self.home / "demo"
-
-    @property
-    def cache(self) -> Path:
-        return self.home / "cache"
+    # The folders under ``home``, each named as its attribute.
+    pgdata = _Under()
+    uploads = _Under()
+    corpus = _Under()
+    demo = _Under()
+    cache = _Under()
 
     def ensure_writable(self) -> None:
         """Create ``home`` and prove it is writable, or raise one clear ``ConfigError``."""
