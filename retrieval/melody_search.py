@@ -7,14 +7,15 @@ library's sound but its intervals, and rarely its key or tempo. So:
    whether it is ONE voice: the share of the spectrum's energy (up to its 8th harmonic) that
    lies on the harmonics of the tracked pitch. A hum, a whistle or a solo line puts almost all
    of it there; several instruments put much of it elsewhere.
-2. :func:`search_melody` matches that contour against every stored window contour
-   (``segments.melody``, :mod:`retrieval.melody`) with :func:`retrieval.melody_match.match_windows`
-   — key- and octave-invariant, tempo ×0.8–×1.25 — and answers the best window per track,
-   with the transposition and tempo it matched at.
+2. :func:`search_melody` joins the stored window contours (``segments.melody``,
+   :mod:`retrieval.melody`) back into one line per track and slides the whole hum over them with
+   :func:`retrieval.melody_match.match_lines` — key- and octave-invariant, tempo ×0.8–×1.25 — and
+   answers the best passage per track (the window holding its start), with the transposition and
+   tempo it matched at.
 
-The matcher scans the filtered windows in numpy (≈ 3 KB … 200 B per window): fine for the
-libraries this app holds (tens of thousands of windows); a million-window library would need
-an index over contour shingles first.
+The matcher scans the filtered lines in numpy, linear in the library's length (measured in
+bench/results/humming.md, "Cost"): fine for the libraries this app holds (tens of thousands of
+windows); a million-window library would need an index over contour shingles first.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from retrieval.analysis import prepare
 from retrieval.descriptors import KEY_NAMES
 from retrieval.likeness import likeness
 from retrieval.melody import MELODY_FPS, melody_voices
-from retrieval.melody_match import CHUNK_FRAMES, MIN_VOICED_FRAMES, match_windows
+from retrieval.melody_match import MIN_VOICED_FRAMES, LineMatch, join_windows, match_lines
 from retrieval.types import Result
 
 #: A query whose tracked pitch holds at least this share of its harmonic energy is one voice.
@@ -134,8 +135,8 @@ def sung_query(*, y: np.ndarray) -> SungQuery:
 def melody_confidence(*, best: float, scores: np.ndarray) -> float:
     """How far ``best`` stands above this tune's match with the library at large, in [0, 1].
 
-    0 at the 90th percentile of all windows' scores for this query (what an unrelated passage
-    reaches), 1 at a perfect match. Relative to the query's own score distribution, so a
+    0 at the 90th percentile of ``scores`` (the query's best alignment in each 2-s stretch of the
+    library: what an unrelated passage reaches), 1 at a perfect match. Relative to the query's own score distribution, so a
     short or repetitive hum (high scores everywhere) is not over-confident.
     """
     ref = float(np.quantile(scores, 0.9)) if scores.size else 0.0
@@ -160,21 +161,31 @@ class MelodyHits:
     nothing_similar: bool
 
 
-def _pick(
-    order: np.ndarray, tracks: np.ndarray, starts: np.ndarray, k: int, one_per_track: bool
-) -> list[int]:
-    """Window indices in ``order``: the best per track (or, without ``one_per_track``, windows ≥ 8 s apart)."""
+def _pick(m: LineMatch, *, k: int, one_per_track: bool, min_gap_s: float = 8.0) -> list[int]:
+    """Positions of ``m``, best first: the best per track (or, without ``one_per_track``, passages
+    of one track whose starts are ≥ ``min_gap_s`` apart)."""
+    if one_per_track:
+        best = m.track_best()
+        return sorted(best.values(), key=lambda i: -float(m.score[i]))[:k]
     chosen: list[int] = []
     seen: dict[int, list[float]] = {}
-    for i in order:
-        t = int(tracks[i])
-        if t in seen and (one_per_track or any(abs(starts[i] - s) < 8.0 for s in seen[t])):
+    ok = np.flatnonzero(m.track >= 0)
+    for i in ok[np.argsort(-m.score[ok], kind="stable")].tolist():
+        t, s = int(m.track[i]), float(m.start_frame[i]) / MELODY_FPS
+        if any(abs(s - x) < min_gap_s for x in seen.get(t, [])):
             continue
-        seen.setdefault(t, []).append(float(starts[i]))
-        chosen.append(int(i))
+        seen.setdefault(t, []).append(s)
+        chosen.append(i)
         if len(chosen) >= k:
             break
     return chosen
+
+
+def _window_at(starts: np.ndarray, tracks: np.ndarray, *, track: int, start_s: float) -> int:
+    """Index of the window of ``track`` that holds ``start_s`` (the latest one starting at or before it)."""
+    mine = np.flatnonzero(tracks == track)
+    before = mine[starts[mine] <= start_s + 1e-6]
+    return int(before[np.argmax(starts[before])] if before.size else mine[np.argmin(starts[mine])])
 
 
 def search_melody(
@@ -199,21 +210,29 @@ def search_melody(
     if not rows:
         info["nothing_reason"] = "no library window has a melodic line yet; run `cadenza reindex`"
         return MelodyHits([], info, True)
-    lib = np.stack([np.frombuffer(bytes(r[4]), dtype="<f2").astype(np.float32) for r in rows])
+    windows = [np.frombuffer(bytes(r[4]), dtype="<f2").astype(np.float32) for r in rows]
     ids = np.array([int(r[0]) for r in rows])
     tracks = np.array([int(r[1]) for r in rows])
     starts = np.array([float(r[2]) for r in rows])
-    m = match_windows(query_midi=sung.midi, library=lib)
-    order = np.argsort(-m.score, kind="stable")
-    chosen = _pick(order, tracks, starts, k, one_per_track)
-    meta = {int(r[0]): r for r in conn.execute(_INFO_SQL, ([int(ids[i]) for i in chosen],)).fetchall()}
+    lines = join_windows(tracks=tracks, starts_s=starts, windows=windows, fps=MELODY_FPS)
+    m = match_lines(query_midi=sung.midi, lines=lines)
+    chosen = _pick(m, k=k, one_per_track=one_per_track)
+    at = {
+        i: _window_at(
+            starts, tracks, track=int(m.track[i]), start_s=max(float(m.start_frame[i]), 0.0) / MELODY_FPS
+        )
+        for i in chosen
+    }
+    meta = {int(r[0]): r for r in conn.execute(_INFO_SQL, ([int(ids[w]) for w in at.values()],)).fetchall()}
     # Likeness among the library's tracks by their best melodic match (retrieval.likeness).
-    track_best: dict[int, float] = {}
-    for t, v in zip(tracks.tolist(), m.score.tolist(), strict=True):
-        track_best[t] = max(v, track_best.get(t, -np.inf))
+    track_best = {t: float(m.score[i]) for t, i in m.track_best().items()}
+    # What an unrelated 2-s stretch reaches: the best alignment per 20 positions (one window hop).
+    on = m.score[m.track >= 0]
+    pooled = on[: on.size // 20 * 20].reshape(-1, 20).max(axis=1) if on.size >= 20 else on
     results = []
     for rank, i in enumerate(chosen, start=1):
-        r = meta[int(ids[i])]
+        w = at[i]
+        r = meta[int(ids[w])]
         (
             _,
             title,
@@ -235,20 +254,19 @@ def search_melody(
         shift = float(m.shift[i])
         semis = int(np.round(shift)) % 12
         semis = semis - 12 if semis > 6 else semis  # library = hummed + semis, in −5 … +6
-        start = m.hum_start_s(int(i), window_start_s=float(starts[i]), fps=MELODY_FPS)
-        length = np.isfinite(sung.midi).nonzero()[0]
-        sung_s = (int(length[-1]) + 1 if length.size else CHUNK_FRAMES) * float(m.tempo[i]) / MELODY_FPS
-        conf = melody_confidence(best=float(m.score[i]), scores=m.score)
+        start = max(float(m.start_frame[i]) / MELODY_FPS, 0.0)
+        sung_s = m.hum_frames * float(m.tempo[i]) / MELODY_FPS
+        conf = melody_confidence(best=float(m.score[i]), scores=pooled)
         sung_key = KEY_NAMES[(int(key) - semis) % 12] if key is not None else None
         results.append(
             Result(
-                rank=rank, segment_id=int(ids[i]), track_id=int(tracks[i]), title=title, composer=composer,
+                rank=rank, segment_id=int(ids[w]), track_id=int(tracks[w]), title=title, composer=composer,
                 work=work, era=era, path=path, start=round(start, 2),
                 end=round(min(start + sung_s, float(duration)), 2),
                 score=round(float(m.score[i]), 4), match=round(conf, 3),
                 likeness=round(likeness(
                     score=float(m.score[i]), n_tracks=max(len(track_best) - 1, 1),
-                    other_best=np.array([v for t, v in track_best.items() if t != int(tracks[i])]),
+                    other_best=np.array([v for t, v in track_best.items() if t != int(tracks[w])]),
                 ), 1),
                 components={
                     "melody": round(float(m.score[i]), 4), "melody_shift": round(shift, 2),

@@ -1,10 +1,11 @@
-"""The contour matcher: key, octave and tempo invariance, and unrelated lines scoring low."""
+"""The contour matcher: key, octave and tempo invariance, where in a track a hum starts, and
+unrelated lines scoring low."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from retrieval.melody_match import CHUNK_FRAMES, match_windows
+from retrieval.melody_match import GAP_FRAMES, JoinedLines, join_windows, match_lines
 
 
 def _steps(seed: int, n: int) -> np.ndarray:
@@ -18,24 +19,49 @@ def _steps(seed: int, n: int) -> np.ndarray:
     return np.asarray(out[:n], dtype=np.float32)
 
 
-def test_transposed_octave_shifted_slower_hum_matches_its_window_and_reports_the_key():
-    lib = np.stack([_steps(s, 100) for s in range(30)])
-    tune = lib[7, 10:90]
+def _library(lines: list[np.ndarray]) -> JoinedLines:
+    """Each line cut into 10-s windows every 2 s, as ingest stores them, and joined again."""
+    tracks, starts, windows = [], [], []
+    for t, line in enumerate(lines):
+        for s in range(0, max(line.size - 100, 0) + 1, 20):
+            tracks.append(t)
+            starts.append(s / 10.0)
+            windows.append(line[s : s + 100])
+    return join_windows(tracks=np.array(tracks), starts_s=np.array(starts), windows=windows, fps=10.0)
+
+
+def test_join_windows_rebuilds_each_track_with_gaps_between_tracks():
+    a, b = _steps(1, 180), _steps(2, 140)
+    joined = _library([a, b])
+    assert joined.line.size == 180 + 140 + 3 * GAP_FRAMES
+    on_a = joined.track == 0
+    assert np.array_equal(joined.line[on_a], a) and np.array_equal(joined.frame[on_a], np.arange(180))
+    assert np.array_equal(joined.line[joined.track == 1], b)
+    assert np.isnan(joined.line[joined.track == -1]).all()
+
+
+def test_transposed_octave_shifted_slower_hum_finds_its_track_start_and_key():
+    lines = [_steps(s, 300) for s in range(30)]
+    tune = lines[7][120:200]  # 8 s from 12 s in
     # sung at ×0.87 (slower: more frames), 3 semitones and an octave lower, drifting ±25 cents
     hum = np.interp(np.arange(0, tune.size, 0.87), np.arange(tune.size), tune).round() - 3.0 - 12.0
     hum = hum.astype(np.float32) + 0.25 * np.sin(np.arange(hum.size) / 7.0).astype(np.float32)  # drift
-    m = match_windows(query_midi=hum, library=lib)
-    assert int(np.argmax(m.score)) == 7
-    assert round(float(m.shift[7])) % 12 == 3  # library = hum + 3 (mod the octave)
-    assert abs(float(m.tempo[7]) - 0.87) <= 0.07
-    others = np.delete(m.score, 7)
-    assert float(m.score[7]) > 0.8 > float(others.max()) + 0.2
+    hum = np.concatenate([np.full(6, np.nan, np.float32), hum])  # a breath before the first note
+    m = match_lines(query_midi=hum, lines=_library(lines))
+    best = m.track_best()
+    top = max(best, key=lambda t: m.score[best[t]])
+    i = best[top]
+    assert top == 7
+    assert abs(int(m.start_frame[i]) - 120) <= 3  # the hum's first note, in library frames
+    assert round(float(m.shift[i])) % 12 == 3  # library = hum + 3 (mod the octave)
+    assert abs(float(m.tempo[i]) - 0.87) <= 0.07
+    others = [float(m.score[j]) for t, j in best.items() if t != 7]
+    assert float(m.score[i]) > 0.8 > max(others) + 0.2
 
 
-def test_unvoiced_frames_count_against_a_window_and_short_windows_are_padded():
+def test_unvoiced_library_frames_count_against_a_track():
     q = _steps(1, 80)
-    lib = np.stack([_steps(1, 100), np.full(100, np.nan, np.float32)])
-    m = match_windows(query_midi=q, library=lib)
-    assert m.score[0] > 0.95 and m.score[1] == 0.0
-    short = match_windows(query_midi=q, library=lib[:, : CHUNK_FRAMES - 10])
-    assert short.score.shape == (2,)
+    lines = [_steps(1, 100), np.full(100, np.nan, np.float32)]
+    m = match_lines(query_midi=q, lines=_library(lines))
+    best = m.track_best()
+    assert m.score[best[0]] > 0.95 and m.score[best[1]] == 0.0
