@@ -27,6 +27,10 @@ def _conditions_table(data: dict[str, Any], *, conditions: list[str], systems: t
     )
 
 
+def _share(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
 def _routing_table(data: dict[str, Any]) -> str:
     table = [
         [
