@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 #: Issue #4: ingest end to end at ≥ 300× realtime on 2 cores.
 INGEST_TARGET_X = 300.0
-INGEST_STAGES = ("decode", "level", "features", "melody", "embed", "describe", "write")
+INGEST_STAGES = ("decode", "level", "features", "melody", "embed", "timbre", "describe", "write")
 
 
 def render_ingest_library(

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bench.memsearch import Library, embed_systems, features, query_embeddings
+from bench.memsearch import Library, SoundEmbedder, embed_systems, features, query_embeddings
 from bench.metrics import HIT_TOLERANCE_S
 from bench.quality_systems import build_systems, score_passages
 from bench.queries import Query
@@ -48,6 +48,8 @@ K = 10
 QUERY_S = 10.0
 DEFAULT_MAX_SECONDS = 120.0
 DEFAULT_QUERIES = 40
+TIMBRE = "timbre (fitted)"
+SOUND = "cadenza + timbre"
 STEM_QUERIES_PER_STEM = 4
 #: (label, augmentation, clip seconds) of the re-finding cells.
 DISTORTIONS = (
@@ -117,6 +119,33 @@ def same_source_memory(
     return float(np.mean(precs))
 
 
+#: What each in-memory system measures, for the table (the product rows say it in their path).
+ASPECT_OF = {
+    "mfcc+chroma stats": "baseline: MFCC + chroma statistics",
+    "cadenza": "sound: learned embedding alone",
+    "cadenza+key probes": "sound: learned embedding alone (key probes)",
+    "cadenza v2": "sound: learned embedding alone (v2)",
+    "cadenza v2+key probes": "sound: learned embedding alone (v2, key probes)",
+    TIMBRE: "sound: timbre/production vector alone",
+    SOUND: "sound: embedding + timbre at the fitted weight",
+}
+
+
+def add_sound_systems(systems: dict[str, Any], notes: list[str]) -> None:
+    """The shipped timbre model alone and, with the shipped encoder, the rerank's sound aspect (in memory)."""
+    from encoder.timbre import shipped_timbre
+
+    timbre = shipped_timbre()
+    systems[TIMBRE] = timbre
+    if "cadenza" in systems:
+        systems[SOUND] = SoundEmbedder(base=systems["cadenza"], timbre=timbre, weight=timbre.weight)
+    notes.append(
+        f"{TIMBRE} = timbre model {timbre.version} ({timbre.dim} dims, fitted on training sources only; "
+        f"encoder/checkpoints/timbre-v1/timbre.json); {SOUND} = embedding cosine + {timbre.weight:g} × "
+        "(1 + timbre cosine) / 2, the rerank's sound terms at the fitted weight."
+    )
+
+
 def stem_queries(src: Sources, rng: np.random.Generator) -> list[Query]:
     """Clips of each stem alone; ``work_index`` is the library index of the song's full mix."""
     out = []
@@ -148,6 +177,7 @@ def _library(
     lib = Library.build(frames)
     systems = build_systems(checkpoint, lib, notes, candidate)
     systems.pop("untrained", None)  # a sanity floor for the quality benchmark; not asked here
+    add_sound_systems(systems, notes)
     timings["embed_library_s"] = embed_systems(lib, systems)
     minutes = sum(t.audio.size for t in src.tracks) / SAMPLE_RATE / 60
     lib_info = {
@@ -229,7 +259,8 @@ def run_likeness(
     same_rows = [
         {
             "system": name,
-            "path": "in memory (embedding only)",
+            "aspect": ASPECT_OF.get(name, ""),
+            "path": "in memory (exact cosine, no rerank)",
             "queries": len(queries),
             "p_at_10": same_source_memory(lib, name, emb, src, queries, qframes),
         }
@@ -332,15 +363,16 @@ def _sections(
     stems: list[dict[str, Any]],
     refind: list[dict[str, Any]],
 ) -> None:
-    rows = [[r["system"], r["path"], r.get("queries", ""), r["p_at_10"], r.get("composer_share", ""),
+    rows = [[r["system"], r.get("aspect", ""), r["path"], r.get("queries", ""), r["p_at_10"], r.get("composer_share", ""),
              r.get("likeness_same_source", ""), r.get("likeness_other_source", "")] for r in same]  # fmt: skip
-    rows.append(["chance", "", "", base["chance"], base["composer_chance"], "", ""])
-    rows.append(["ceiling", "", "", base["ceiling"], "", "", ""])
+    rows.append(["chance", "", "", "", base["chance"], base["composer_chance"], "", ""])
+    rows.append(["ceiling", "", "", "", base["ceiling"], "", "", ""])
     report.section(
         "(a) Same-source P@10 (own track excluded, one result per track)",
         md_table(
             [
                 "system",
+                "aspect measured",
                 "path",
                 "queries",
                 "same-source P@10",

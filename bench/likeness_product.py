@@ -94,6 +94,15 @@ def _refind_rows(
     return rows
 
 
+def _aspect_label(setting: str) -> str:
+    """What a product setting measures, for the table."""
+    if setting.endswith("only, diversity 0"):
+        name = setting.split()[0]
+        extra = " (embedding + timbre vector)" if name == "sound" else ""
+        return f"{name} alone{extra}"
+    return "all aspects, default weights" + ("" if setting == "defaults" else f" ({setting})")
+
+
 def run_product(
     *,
     src: Sources,
@@ -157,6 +166,7 @@ def run_product(
             same_like = [v for v, s in likes if s]
             rows.append({
                 "system": PRODUCT, "path": label, "queries": len(qs), "p_at_10": float(np.mean(precs)),
+                "aspect": _aspect_label(label),
                 "composer_share": float(np.mean(shares)),
                 "likeness_same_source": float(np.mean(same_like)) if same_like else None,
                 "likeness_other_source": float(np.mean([v for v, s in likes if not s] or [np.nan])),

@@ -222,3 +222,22 @@ def embed_systems(lib: Library, systems: dict[str, Any]) -> dict[str, float]:
             lib.embed(name, emb)
         seconds[name] = time.perf_counter() - t0
     return seconds
+
+
+@dataclass
+class SoundEmbedder:
+    """The rerank's sound aspect in memory: ``base`` embedding cosine + ``weight`` × (1 + timbre cosine) / 2.
+
+    One vector per window, ``[base, sqrt(weight / 2) · timbre]``, whose dot products are that sum
+    less its constant ``weight / 2`` (same order), so :class:`Library`'s exact search applies
+    unchanged. ``timbre`` is an :class:`encoder.timbre.TimbreModel`, ``weight`` its fitted weight.
+    """
+
+    base: Any
+    timbre: Any
+    weight: float
+
+    def embed_windows(self, *, windows: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        e = self.base.embed_windows(windows=windows, lengths=lengths)
+        t = self.timbre.embed_windows(windows=windows, lengths=lengths)
+        return np.concatenate([e, np.sqrt(self.weight / 2.0) * t], axis=1).astype(np.float32)

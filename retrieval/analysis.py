@@ -18,6 +18,7 @@ import numpy as np
 
 from encoder.features import CHROMA, SAMPLE_RATE, acoustic_features
 from encoder.protocols import MomentEmbedder
+from encoder.timbre import shipped_timbre, window_statistics
 from retrieval.descriptors import chroma_sequence, describe
 from retrieval.melody import melody_contour, window_melodies
 
@@ -37,6 +38,8 @@ class SegmentData:
     chroma_seq: np.ndarray  # [n, 12] float16 at 2 fps
     #: The window's melodic line, [window_frames] float16 MIDI at 10 fps, NaN unvoiced (retrieval/melody.py).
     melody: np.ndarray | None = None
+    #: The window's sound without its notes: unit timbre/production vector [d] float32 (encoder/timbre.py).
+    timbre: np.ndarray | None = None
 
 
 @dataclass
@@ -45,6 +48,8 @@ class TrackAnalysis:
     model_version: str
     segments: list[SegmentData]
     chroma: np.ndarray  # [T, 12] float16 at 10 fps
+    #: The fitted timbre model the segments' ``timbre`` vectors come from (encoder.timbre.TimbreModel.version).
+    timbre_version: str = ""
     seconds_decode: float = 0.0
     seconds_analyze: float = 0.0
     #: CPU seconds of the analysing thread per stage ("decode", "level", "features", "embed", "describe").
@@ -251,15 +256,25 @@ def analyze_frames(
 ) -> tuple[list[SegmentData], np.ndarray]:
     """``frames [T, 143]`` → (segments, chroma ``[T, 12]`` float16). Pure given the embedder.
 
-    ``cpu_s``, when given, gets this thread's CPU seconds added under "embed" and "describe".
+    ``cpu_s``, when given, gets this thread's CPU seconds added under "embed", "describe" and "timbre".
+    Each segment's timbre vector comes from the shipped timbre model (:func:`encoder.timbre.shipped_timbre`).
     """
     t0 = time.thread_time()
     w = embedder.windowing  # segments: windows every hop, the last shortened one kept if long enough
     starts, emb = embedder.embed_track(frames=frames)
     t1 = time.thread_time()
     n = len(frames)
+    timbre = shipped_timbre()
+    tim = (
+        timbre.project(
+            window_statistics(frames=frames, starts=[w.frames(s) for s in starts], win=w.window_frames)
+        )
+        if len(starts)
+        else np.zeros((0, timbre.dim), np.float32)
+    )
+    t2 = time.thread_time()
     segs = []
-    for s, e in zip(starts, emb, strict=True):
+    for s, e, tv in zip(starts, emb, tim, strict=True):
         i = w.frames(s)
         win = frames[i : i + w.window_frames]
         d = describe(frames=win).to_dict()
@@ -270,11 +285,13 @@ def analyze_frames(
                 embedding=np.asarray(e, dtype=np.float32),
                 descriptors=d,
                 chroma_seq=chroma_sequence(frames=win).astype(np.float16),
+                timbre=tv,
             )
         )
     if cpu_s is not None:
         cpu_s["embed"] = cpu_s.get("embed", 0.0) + t1 - t0
-        cpu_s["describe"] = cpu_s.get("describe", 0.0) + time.thread_time() - t1
+        cpu_s["timbre"] = cpu_s.get("timbre", 0.0) + t2 - t1
+        cpu_s["describe"] = cpu_s.get("describe", 0.0) + time.thread_time() - t2
     return segs, frames[:, CHROMA].astype(np.float16)
 
 
@@ -332,6 +349,7 @@ def embed_features(*, features: TrackFeatures, embedder: MomentEmbedder) -> Trac
         model_version=embedder.model_version,
         segments=segs,
         chroma=chroma,
+        timbre_version=shipped_timbre().version,
         seconds_analyze=features.seconds + time.perf_counter() - t0,
         cpu_s=cpu,
     )

@@ -18,6 +18,7 @@ from cadenza.settings import LimitSettings
 from encoder.feataug import pitch_shift
 from encoder.features import CHROMA, SAMPLE_RATE, acoustic_features
 from encoder.protocols import MomentEmbedder
+from encoder.timbre import shipped_timbre, window_statistics
 from encoder.windowing import Windowing
 from retrieval.analysis import prepare
 from retrieval.descriptors import chroma_sequence, describe, frame_weights
@@ -131,6 +132,8 @@ def from_audio(
         emb = embs[0]
         transposed = tuple((s, unit(e)) for s, e in zip(shifts, embs[1:], strict=True))
     timings["embed"] = (time.perf_counter() - t0) * 1000
+    timbre = shipped_timbre()
+    tvec = timbre.project(window_statistics(frames=window, starts=np.zeros(1, np.int64), win=len(window)))[0]
     d = describe(frames=window)
     info = {
         "source": "audio",
@@ -156,6 +159,9 @@ def from_audio(
         tonalness=d.tonalness,
         brightness_hz=d.brightness_hz,
         onset_density=d.onset_density,
+        timbre=tvec,
+        timbre_version=timbre.version,
+        timbre_weight=timbre.weight,
         transposed=transposed,
     )
     return BuiltQuery(

@@ -21,6 +21,7 @@ from pathlib import Path
 from cadenza.db import Database, autocommit, scalar
 from encoder.embed import EmbedderSpec, resolve_embedder, spec_for
 from encoder.protocols import MomentEmbedder
+from encoder.timbre import shipped_timbre
 from retrieval.calibration import calibrate
 from retrieval.ingest_plan import find_audio_files, plan_ingest
 from retrieval.ingest_pool import map_files
@@ -98,22 +99,25 @@ def reindex(
     workers: int = 2,
     progress: bool = True,
 ) -> IngestReport:
-    """Re-embed every track with a segment whose model_version differs from ``embedder``'s, or without
-    a stored melodic line (libraries ingested before migration 007).
+    """Re-embed every track with a segment whose model_version differs from ``embedder``'s, without
+    a stored melodic line (libraries ingested before migration 007), or without timbre vectors of
+    the shipped timbre model (before migration 008, or fitted anew: encoder/timbre.py).
 
     Audio is decoded again (no metadata re-read); each track's segments are swapped in one
     transaction. A track whose file is gone is reported as failed and left as it was.
     """
     t_start = time.perf_counter()
     version = embedder.model_version
+    timbre_version = shipped_timbre().version
     spec = spec or spec_for(embedder)
     report = IngestReport()
     with db.connection() as conn:
         rows = conn.execute(
             "SELECT DISTINCT t.id, t.path, t.content_hash FROM tracks t JOIN segments s ON s.track_id = t.id"
-            # melody IS NULL: ingested before migration 007 stored the melodic line (query by humming)
-            " WHERE s.model_version <> %s OR s.melody IS NULL ORDER BY t.id",
-            (version,),
+            # melody IS NULL: ingested before migration 007 stored the melodic line (query by humming);
+            # timbre_version: before migration 008 stored the timbre vectors, or by another timbre model
+            " WHERE s.model_version <> %s OR s.melody IS NULL OR t.timbre_version IS DISTINCT FROM %s ORDER BY t.id",
+            (version, timbre_version),
         ).fetchall()
         report.unchanged = int(scalar(conn, "SELECT count(*) FROM tracks")) - len(rows)
         conn.commit()

@@ -23,6 +23,7 @@ from cadenza.db import f16_array
 from cadenza.errors import InputError, NotFound
 from encoder.features import SAMPLE_RATE
 from encoder.protocols import MomentEmbedder
+from encoder.timbre import shipped_timbre
 from encoder.windowing import DEFAULT_WINDOWING, Windowing
 from retrieval.clip_query import BuiltQuery, from_audio, unit
 from retrieval.rerank import QueryProfile
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 _MOMENT_SQL = (
     "SELECT s.id, s.track_id, s.start_s, s.end_s, s.embedding, s.chroma_mean, s.chroma_seq, s.key_index, s.mode,"
     " s.key_confidence, s.tempo_bpm, s.valence, s.arousal, t.title, t.composer, t.duration_s, t.path,"
-    " t.content_hash, s.brightness_hz, s.onset_density"
+    " t.content_hash, s.brightness_hz, s.onset_density, s.timbre, t.timbre_version"
     " FROM segments s JOIN tracks t ON t.id = s.track_id"
     " WHERE s.track_id = %s AND s.model_version = %s ORDER BY abs(s.start_s - %s), s.start_s LIMIT 1"
 )
@@ -63,6 +64,8 @@ class _MomentRow(NamedTuple):
     content_hash: str
     brightness_hz: float | None
     onset_density: float | None
+    timbre: Vector | None
+    timbre_version: str | None
 
 
 @dataclass
@@ -168,6 +171,8 @@ def moment(
     else:
         chroma = track_chroma(conn, track_id)
         i0 = w.frames(max(0.0, start_s))
+        timbre = shipped_timbre()
+        same = row.timbre is not None and row.timbre_version == timbre.version
         profile = QueryProfile(
             embedding=unit(row.embedding.to_numpy()),
             chroma_mean=np.asarray(row.chroma_mean, dtype=np.float64),
@@ -177,6 +182,9 @@ def moment(
             arousal=float(row.arousal or 0.0),
             brightness_hz=row.brightness_hz,
             onset_density=row.onset_density,
+            timbre=row.timbre.to_numpy() if same and row.timbre is not None else None,
+            timbre_version=timbre.version,
+            timbre_weight=timbre.weight,
         )
         chroma10, end_s = chroma[i0 : i0 + w.window_frames], min(float(start_s) + w.window_s, duration)
         key = (row.key_index, row.mode, row.key_confidence)

@@ -228,3 +228,62 @@ def merge_probe(
             rows[sid] = r._replace(dist=dist)
             probe_of[sid] = semis
     return NearestResult(sorted(rows.values(), key=lambda r: r.dist), found.path)
+
+
+#: The timbre probe reads at most this many nearest segments by timbre (pgvector's ef_search cap)
+#: and keeps each track's best: a track's windows share its sound, so they crowd the top rows.
+TIMBRE_PROBE_ROWS = 1000
+
+
+def _timbre_sql(where: str) -> str:
+    """Each track's segment nearest a timbre vector, best tracks first; the ``dist`` is still the embedding's.
+
+    Parameters: timbre vector, *where's, timbre version, timbre vector, row limit, embedding, track limit.
+    """
+    return (
+        "WITH near AS (SELECT s.id, s.track_id, s.timbre <=> %s AS td FROM segments s JOIN tracks t ON t.id = s.track_id"
+        f" WHERE {where} AND s.timbre IS NOT NULL AND t.timbre_version = %s ORDER BY s.timbre <=> %s LIMIT %s),"
+        " best AS (SELECT DISTINCT ON (track_id) id, td FROM near ORDER BY track_id, td)"
+        f" SELECT {SEGMENT_COLUMNS}, s.embedding <=> %s AS dist FROM best JOIN segments s ON s.id = best.id"
+        " JOIN tracks t ON t.id = s.track_id ORDER BY best.td LIMIT %s"
+    )
+
+
+def timbre_nearest(
+    conn: psycopg.Connection,
+    *,
+    timbre: np.ndarray,
+    timbre_version: str,
+    embedding: np.ndarray,
+    where: str,
+    params: list[Any],
+    n_tracks: int,
+) -> NearestResult:
+    """Candidates by sound: the best segment of each of up to ``n_tracks`` tracks nearest ``timbre``.
+
+    A second candidate source next to the embedding's (:func:`nearest`), so a listener who
+    weighs the sound aspect gets the library's other music of that sound even when the learned
+    embedding ranks it far (the embedding ignores much of timbre). One HNSW walk over the
+    timbre index (sql/008_timbre.sql), best effort like :func:`probe_nearest`: the embedding
+    route already guarantees k tracks through every filter. Rows carry the *embedding*
+    distance, so the reranker scores them like every other candidate.
+    """
+    t = np.asarray(timbre, dtype=np.float32)
+    with conn.transaction():
+        conn.execute(f"SET LOCAL hnsw.ef_search = {TIMBRE_PROBE_ROWS}")
+        rows = segment_rows(
+            conn.execute(  # type: ignore[call-overload]
+                _timbre_sql(where),
+                [
+                    t,
+                    *params,
+                    timbre_version,
+                    t,
+                    TIMBRE_PROBE_ROWS,
+                    np.asarray(embedding, np.float32),
+                    int(n_tracks),
+                ],
+                prepare=False,
+            ).fetchall()
+        )
+    return NearestResult(rows, "timbre")

@@ -32,6 +32,7 @@ from retrieval.similarity import (
     rhythm_similarity,
     rolls,
     tempo_preference,
+    timbre_similarity,
     time_of_day_fit,
     unit_clip,
 )
@@ -54,7 +55,9 @@ _INTERVALS = {
 
 #: Base weights of the measured aspect terms next to ``Weights`` (embedding 1, harmony 0.35,
 #: progression 0.15): small, so the learned embedding leads unless the listener weighs an
-#: aspect up ("only the rhythm").
+#: aspect up ("only the rhythm"). The timbre term's weight is fitted (encoder/timbre_fit.py,
+#: on training sources only) and saved with the timbre model; this one applies when a
+#: candidate has no timbre vector yet (brightness stands in) or the model carries no weight.
 TIMBRE_WEIGHT = 0.1
 RHYTHM_WEIGHT = 0.15
 MELODY_WEIGHT = 0.1
@@ -73,6 +76,11 @@ class QueryProfile:
     tonalness: float = 1.0
     brightness_hz: float | None = None  # spectral centroid
     onset_density: float | None = None  # onsets per second
+    #: Unit timbre/production vector [d] (encoder/timbre.py) and the model version it comes from.
+    timbre: np.ndarray | None = None
+    timbre_version: str = ""
+    #: Weight of the timbre term next to the embedding's 1 (fitted with the timbre model).
+    timbre_weight: float = TIMBRE_WEIGHT
     # (semitones, unit embedding [d]) of the query moment transposed in the feature domain:
     # extra nearest-neighbour probes, so a passage is found in another key too.
     transposed: tuple[tuple[int, np.ndarray], ...] = ()
@@ -93,6 +101,8 @@ class Candidate:
     chroma_mean: np.ndarray | None = None  # [12]
     chroma_seq: np.ndarray | None = None  # [n, 12]
     embedding: np.ndarray | None = None  # [d]
+    timbre: np.ndarray | None = None  # [d_t] unit timbre vector (None before migration 008's reindex)
+    timbre_version: str | None = None
     descriptors: dict[str, Any] = field(default_factory=dict)
     score: float = 0.0
     key_shift: int = 0
@@ -157,7 +167,7 @@ def score_candidates(
         else (float(aspects.sound), float(aspects.harmony), float(aspects.rhythm), float(aspects.melody))
     )
     w_emb = float(weights.embedding) * a_sound
-    w_tim = TIMBRE_WEIGHT * a_sound
+    w_tim = float(query.timbre_weight) * a_sound
     w_h = float(weights.harmony) * tonal * a_harm
     w_p = float(weights.progression) * tonal * a_harm
     w_r = RHYTHM_WEIGHT * a_rhythm
@@ -192,8 +202,14 @@ def score_candidates(
         comp["harmony"] = round(h, 4)
         comp["progression"] = round(p, 4)
         # An aspect that cannot be measured for this pair counts as neutral (0.5), not as a miss.
-        tim = brightness_similarity(
-            query_hz=query.brightness_hz, candidate_hz=c.descriptors.get("brightness_hz")
+        # Timbre: the timbre vectors when both come from the same model; a segment not yet
+        # reindexed (no vector) falls back to brightness alone.
+        tim = (
+            timbre_similarity(query.timbre, c.timbre)
+            if query.timbre is not None and c.timbre is not None and c.timbre_version == query.timbre_version
+            else brightness_similarity(
+                query_hz=query.brightness_hz, candidate_hz=c.descriptors.get("brightness_hz")
+            )
         )
         if tim is not None:
             comp["timbre"] = round(tim, 4)
@@ -260,6 +276,8 @@ def reason(c: Candidate) -> str:
     """One line saying why ``c`` ranked, from its measured components."""
     comp = c.components
     parts = [f"sound/texture similarity {comp.get('embedding', 0):.2f}"]
+    if comp.get("timbre", 0.0) >= 0.75:
+        parts.append(f"similar timbre and production ({comp['timbre']:.2f})")
     h = comp.get("harmony", 0.0)
     if h >= 0.5:
         where = _INTERVALS.get(c.key_shift, f"{c.key_shift:+d} semitones")

@@ -24,7 +24,14 @@ from retrieval import query as query_mod
 from retrieval.calibration import NOTHING_SIMILAR_BELOW, SAME_PASSAGE_MATCH, load_calibration
 from retrieval.diversity import moves
 from retrieval.filters import filter_sql
-from retrieval.nearest import EF_SEARCH_MAX, SEARCH_USES_ITERATIVE_SCAN, merge_probe, nearest, probe_nearest
+from retrieval.nearest import (
+    EF_SEARCH_MAX,
+    SEARCH_USES_ITERATIVE_SCAN,
+    merge_probe,
+    nearest,
+    probe_nearest,
+    timbre_nearest,
+)
 from retrieval.rerank import score_candidates
 from retrieval.results import likeness_of, matches_of, results_of, rounded_timings, track_count
 from retrieval.segment_rows import candidate
@@ -36,6 +43,10 @@ log = logging.getLogger(__name__)
 
 #: The reranker sees this many rows nearest by embedding (plenty for k ≤ 100 after NMS).
 RERANK_POOL = 200
+#: ... plus the best segment of this many tracks nearest by timbre, per result asked for
+#: (at least TIMBRE_POOL_MIN), when the sound aspect counts (retrieval.nearest.timbre_nearest).
+TIMBRE_POOL_PER_K = 5
+TIMBRE_POOL_MIN = 50
 
 
 ROUTES = ("auto", "melody", "audio")
@@ -75,6 +86,18 @@ def _track_chroma(conn: Any, track_ids: list[int]) -> dict[int, np.ndarray]:
         return {}
     rows = conn.execute("SELECT track_id, chroma FROM track_chroma WHERE track_id = ANY(%s)", (track_ids,))
     return {int(t): f16_array(b) for t, b in rows.fetchall()}
+
+
+def _timbre_candidates(
+    conn: Any, profile: Any, *, aspects: Aspects, where: str, params: list[Any], k: int
+) -> list[Any]:
+    """Rows nearest the query's sound (retrieval.nearest.timbre_nearest) when the sound aspect counts; else []."""
+    if aspects.sound <= 0 or profile.timbre is None or profile.timbre_weight <= 0:
+        return []
+    return timbre_nearest(
+        conn, timbre=profile.timbre, timbre_version=profile.timbre_version, embedding=profile.embedding,
+        where=where, params=params, n_tracks=max(TIMBRE_POOL_PER_K * k, TIMBRE_POOL_MIN),
+    ).rows  # fmt: skip
 
 
 def search(
@@ -141,6 +164,9 @@ def search(
             probe_query = NearestQuery(q, where, params, min(n, max(3 * request.k, 30)))
             probe = probe_nearest(conn, probe_query, iterative=iterative)
             found = merge_probe(found, probe, semis, probe_of)
+        by_timbre = _timbre_candidates(
+            conn, built.profile, aspects=aspects, where=where, params=params, k=request.k
+        )
         if not found.rows and (others := other_models(conn, embedder.model_version)):
             # Not "nothing similar": a reindex under this running server left it on an old model.
             raise model_mismatch(embedder.model_version, others)
@@ -154,8 +180,10 @@ def search(
         timings["search"] = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
-        pool = [
-            candidate(r) for r in sorted(found.rows, key=lambda r: r.dist)[: max(RERANK_POOL, 5 * request.k)]
+        nearest_rows = sorted(found.rows, key=lambda r: r.dist)[: max(RERANK_POOL, 5 * request.k)]
+        seen = {int(r.id) for r in nearest_rows}
+        pool = [candidate(r) for r in nearest_rows] + [
+            candidate(r) for r in by_timbre if int(r.id) not in seen
         ]
         applied = context_mod.apply(request, heard=heard)
         cands = score_candidates(
@@ -203,6 +231,7 @@ def search(
     top_conf = results[0].match if results else 0.0
     nothing = not results or top_conf < NOTHING_SIMILAR_BELOW
     info.update({"ann": found.path, "candidates": len(found.rows), "calibrated": cal is not None})
+    info["timbre_candidates"] = len(by_timbre)
     info["diversity"] = request.diversity
     info["aspects"] = {"sound": aspects.sound, "harmony": aspects.harmony, "rhythm": aspects.rhythm,
                        "melody": aspects.melody}  # fmt: skip

@@ -15,7 +15,7 @@ from retrieval.rerank import Candidate
 SEGMENT_COLUMNS = (
     "s.id, s.track_id, s.start_s, s.end_s, t.title, t.composer, t.work, t.era, t.path, t.duration_s,"
     " s.chroma_mean, s.chroma_seq, s.key_index, s.mode, s.key_confidence, s.tempo_bpm, s.loudness_db,"
-    " s.brightness_hz, s.onset_density, s.valence, s.arousal, s.embedding"
+    " s.brightness_hz, s.onset_density, s.valence, s.arousal, s.embedding, s.timbre, t.timbre_version"
 )
 
 
@@ -45,6 +45,8 @@ class SegmentRow(NamedTuple):
     valence: float | None
     arousal: float | None
     embedding: Vector
+    timbre: Vector | None  # NULL before migration 008's reindex
+    timbre_version: str | None
     dist: float
 
 
@@ -59,6 +61,8 @@ def candidate(r: SegmentRow) -> Candidate:
         emb_sim=1.0 - float(r.dist), title=r.title, composer=r.composer, work=r.work, era=r.era, path=r.path,
         chroma_mean=np.asarray(r.chroma_mean, dtype=np.float64), chroma_seq=f16_array(r.chroma_seq),
         embedding=r.embedding.to_numpy(),
+        timbre=r.timbre.to_numpy() if r.timbre is not None else None,
+        timbre_version=r.timbre_version,
         descriptors={
             "key_index": r.key_index, "key": KEY_NAMES[r.key_index] if r.key_index is not None else None,
             "mode": r.mode, "key_confidence": r.key_confidence, "tempo_bpm": r.tempo_bpm,

@@ -102,6 +102,12 @@ def brightness_similarity(*, query_hz: float | None, candidate_hz: float | None)
     return unit_clip(1.0 - abs(np.log2(candidate_hz / query_hz)))
 
 
+def timbre_similarity(query: np.ndarray, candidate: np.ndarray) -> float:
+    """Two unit timbre vectors (encoder/timbre.py) → (1 + cosine) / 2 in [0, 1]: linear in the cosine,
+    so the fitted weight of the timbre term (encoder/timbre_fit.py) means the same in the rerank."""
+    return unit_clip(0.5 + 0.5 * float(np.dot(query, candidate)))
+
+
 def rhythm_similarity(
     *,
     query_bpm: float | None,

@@ -23,12 +23,12 @@ from retrieval.cells import assign_cells
 SEGMENT_COLUMNS = (
     "track_id", "start_s", "end_s", "embedding", "model_version", "chroma_mean", "chroma_seq", "key_index",
     "mode", "key_confidence", "tempo_bpm", "loudness_db", "brightness_hz", "onset_density", "valence", "arousal",
-    "cell", "melody",
+    "cell", "melody", "timbre",
 )  # fmt: skip
 SEGMENT_TYPES = (
     "int8", "float4", "float4", "vector", "text", "float4[]", "bytea", "int2",
     "text", "float4", "float4", "float4", "float4", "float4", "float4", "float4",
-    "int4", "bytea",
+    "int4", "bytea", "vector",
 )  # fmt: skip
 #: Descriptor columns read back for reranking (stored per segment).
 DESCRIPTOR_COLUMNS = (
@@ -47,6 +47,7 @@ def _segment_rows(track_id: int, analysis: TrackAnalysis, cells: list[int | None
                 f16_bytes(s.chroma_seq), d["key_index"], d["mode"], d["key_confidence"], d["tempo_bpm"],
                 d["loudness_db"], d["brightness_hz"], d["onset_density"], d["valence"], d["arousal"], cell,
                 None if s.melody is None else f16_bytes(s.melody),
+                s.timbre,
             )
         )  # fmt: skip
     return rows
@@ -99,8 +100,9 @@ def write_track(
         for old in replace_ids:
             conn.execute("DELETE FROM tracks WHERE id = %s", (old,))
         row = conn.execute(
-            "INSERT INTO tracks (content_hash, path, title, composer, work, era, year, duration_s, tags, model_version)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (content_hash) DO NOTHING RETURNING id",
+            "INSERT INTO tracks (content_hash, path, title, composer, work, era, year, duration_s, tags, model_version,"
+            " timbre_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (content_hash) DO NOTHING RETURNING id",
             (
                 content_hash,
                 path,
@@ -112,6 +114,7 @@ def write_track(
                 max(analysis.duration_s, 1e-3),
                 json.dumps({k: v for k, v in meta.items() if k in ("genre", "album", "artist")}),
                 analysis.model_version,
+                analysis.timbre_version,
             ),  # fmt: skip
         ).fetchone()
         if row is None:
@@ -151,8 +154,8 @@ def replace_segments(conn: psycopg.Connection, *, track_id: int, analysis: Track
         n = copy_segments(conn, track_id, analysis)
         write_chroma(conn, track_id, analysis)
         conn.execute(
-            "UPDATE tracks SET model_version = %s, updated_at = now() WHERE id = %s",
-            (analysis.model_version, track_id),
+            "UPDATE tracks SET model_version = %s, timbre_version = %s, updated_at = now() WHERE id = %s",
+            (analysis.model_version, analysis.timbre_version, track_id),
         )
     return n
 

@@ -25,14 +25,18 @@ def counts(db) -> tuple[int, int, int]:
 
 
 def check_complete(db) -> None:
-    """Every track has all its segments and its chroma; no content hash twice."""
+    """Every track has all its segments, its chroma and their timbre vectors; no content hash twice."""
     with db.connection() as conn:
+        no_timbre = conn.execute(
+            "SELECT count(*) FROM segments s JOIN tracks t ON t.id = s.track_id"
+            " WHERE s.timbre IS NULL OR t.timbre_version IS NULL"
+        ).fetchone()[0]
         rows = conn.execute(
             "SELECT t.duration_s, (SELECT count(*) FROM segments s WHERE s.track_id = t.id),"
             " (SELECT count(*) FROM track_chroma c WHERE c.track_id = t.id) FROM tracks t"
         ).fetchall()
         dup = conn.execute("SELECT count(*) - count(DISTINCT content_hash) FROM tracks").fetchone()[0]
-    assert dup == 0
+    assert dup == 0 and no_timbre == 0
     for dur, n_segs, n_chroma in rows:
         assert n_segs == expected_segments(float(np.round(dur, 3))) and n_chroma == 1
 

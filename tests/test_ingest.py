@@ -18,6 +18,7 @@ from cadenza.errors import NotFound
 from cadenza.synth_audio import random_chord_track, write_audio, write_chord_tracks
 from encoder.embed import Embedder, EmbedderSpec
 from retrieval.ingest import ingest, reindex
+from encoder.timbre import shipped_timbre
 from retrieval.metadata import era_from_year, load_sidecar, merge
 from retrieval.store import list_tracks, remove_track
 from tests.helpers_db import truncate_all
@@ -281,3 +282,23 @@ def test_two_lanes_store_the_same_segments_as_one(db, tmp_path):
         g, *grest = got[key]
         assert np.abs(g - e).max() < 1e-5, key
         assert grest == rest, key
+
+
+def test_reindex_fills_the_timbre_of_a_library_stored_before_it(db, music_dir, embedder):
+    """A library ingested before migration 008 (no timbre vectors, no timbre version): reindex measures them."""
+    ingest(db=db, paths=[music_dir], embedder=embedder, workers=1, progress=False)
+    check_complete(db)
+    with db.connection() as conn:
+        before = conn.execute("SELECT id, timbre FROM segments ORDER BY id LIMIT 1").fetchone()[1].to_numpy()
+        conn.execute("UPDATE segments SET timbre = NULL")
+        conn.execute("UPDATE tracks SET timbre_version = NULL")
+        conn.commit()
+    r = reindex(db=db, embedder=embedder, workers=1, progress=False)
+    assert len(r.replaced) == len(list_tracks_of(db))
+    check_complete(db)
+    with db.connection() as conn:
+        after = conn.execute("SELECT id, timbre FROM segments ORDER BY start_s, track_id LIMIT 1").fetchone()[1]
+        versions = {v for (v,) in conn.execute("SELECT DISTINCT timbre_version FROM tracks").fetchall()}
+    assert versions == {shipped_timbre().version}
+    assert abs(float(np.linalg.norm(after.to_numpy())) - 1.0) < 1e-4 and before.shape == after.to_numpy().shape
+    assert reindex(db=db, embedder=embedder, workers=1, progress=False).replaced == []

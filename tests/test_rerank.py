@@ -213,3 +213,28 @@ def test_likeness_reads_rank_among_the_library_on_a_log_scale():
     # Monotone in the score: the shown likeness never disagrees with the score order.
     ls = [likeness(score=s, other_best=others, n_tracks=1000) for s in np.linspace(0, 0.6, 50)]
     assert all(a <= b for a, b in zip(ls, ls[1:], strict=False))
+
+
+def test_the_sound_aspect_compares_timbre_vectors_of_one_model_and_falls_back_to_brightness():
+    flat = np.full(12, 1 / 12)
+    q = QueryProfile(embedding=np.ones(4) / 2, chroma_mean=flat, chroma_seq=None, brightness_hz=1000.0,
+                     timbre=np.array([1.0, 0.0, 0.0]), timbre_version="timbre-a", timbre_weight=2.0)  # fmt: skip
+    # Same embedding similarity; one sounds like the query, the other does not.
+    alike = _cand(1, 1, "A", 0.5)
+    alike.timbre, alike.timbre_version = np.array([1.0, 0.0, 0.0]), "timbre-a"
+    unlike = _cand(2, 2, "B", 0.5)
+    unlike.timbre, unlike.timbre_version = np.array([-1.0, 0.0, 0.0]), "timbre-a"
+    for c in (alike, unlike):
+        c.descriptors = {"brightness_hz": 1000.0}
+    ranked = score_candidates(candidates=[unlike, alike], query=q, weights=Weights(), aspects=Aspects())
+    assert ranked[0].segment_id == 1
+    assert ranked[0].components["timbre"] == pytest.approx(1.0) and ranked[1].components["timbre"] == 0.0
+    assert "similar timbre and production" in reason(ranked[0])
+    # The fitted weight is the timbre term's weight, scaled by the sound aspect; sound 0 removes it.
+    assert ranked[0].terms["timbre"][0] == pytest.approx(2.0)
+    muted = score_candidates(candidates=[unlike, alike], query=q, weights=Weights(), aspects=Aspects(sound=0))
+    assert all(c.terms["timbre"][0] == 0.0 for c in muted)
+    # A vector of another timbre model is not compared: brightness (equal here) stands in.
+    unlike.timbre_version = "timbre-old"
+    ranked = score_candidates(candidates=[unlike, alike], query=q, weights=Weights(), aspects=Aspects())
+    assert next(c for c in ranked if c.segment_id == 2).components["timbre"] == pytest.approx(1.0)

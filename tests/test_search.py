@@ -20,7 +20,7 @@ from retrieval.nearest import nearest
 from retrieval.search import search
 from retrieval.store import list_tracks
 from retrieval.track_scan import NearestQuery
-from retrieval.types import Filters, MomentRef, SearchRequest, Weights
+from retrieval.types import Aspects, Filters, MomentRef, SearchRequest, Weights
 from tests.helpers_app import assert_typed_answer_keeps_all
 from tests.helpers_db import truncate_all
 
@@ -156,7 +156,7 @@ def test_key_probes_merge_keeps_the_best_distance_per_segment():
     from retrieval.segment_rows import SegmentRow
 
     def row(sid, dist):
-        return SegmentRow(sid, 1, 0.0, 10.0, *[None] * 18, dist)
+        return SegmentRow(sid, 1, 0.0, 10.0, *[None] * 20, dist)
 
     found = NearestResult([row(1, 0.10), row(2, 0.30)], "hnsw")
     probe = NearestResult([row(2, 0.05), row(3, 0.20), row(1, 0.095)], "exact")
@@ -278,3 +278,18 @@ def test_filters_keep_k_and_match_exact_scan(db):
     with autocommit(db) as conn:
         few = nearest(conn, NearestQuery(q, where, params, 100, k), restrictive=True, iterative=False)
     assert few.path == "exact" and len({r[1] for r in few.rows}) == 6 and {r[5] for r in few.rows} == {"C7"}
+
+
+def test_candidates_come_by_sound_too_and_the_sound_weight_acts_on_them(lib_db, embedder, audio_lib):
+    """The timbre index is a second candidate source; with the sound aspect at 0 it is not asked."""
+    ids, tracks = audio_lib
+    clip = tracks["Brahms"][5 * SR : 15 * SR]
+    resp = search(db=lib_db, embedder=embedder, request=SearchRequest(audio=clip, start_s=0.0, k=3, diversity=0.0))
+    assert resp.query["timbre_candidates"] == len(COMPOSERS)  # every track's best window by sound
+    top = resp.results[0]
+    assert top.track_id == ids["Brahms"] and top.components["timbre"] > 0.95
+    muted = search(
+        db=lib_db, embedder=embedder,
+        request=SearchRequest(audio=clip, start_s=0.0, k=3, aspects=Aspects(sound=0.0)),
+    )  # fmt: skip
+    assert muted.query["timbre_candidates"] == 0
