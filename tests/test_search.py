@@ -254,6 +254,23 @@ def _clustered_library(db, *, n_composers=12, tracks_per=6, segs_per=40, dim=128
     return centers, truth
 
 
+def test_candidates_come_by_sound_too_and_the_sound_weight_acts_on_them(lib_db, embedder, audio_lib):
+    """The timbre index is a second candidate source; with the sound aspect at 0 it is not asked."""
+    ids, tracks = audio_lib
+    clip = tracks["Brahms"][5 * SR : 15 * SR]
+    resp = search(
+        db=lib_db, embedder=embedder, request=SearchRequest(audio=clip, start_s=0.0, k=3, diversity=0.0)
+    )
+    assert resp.query["timbre_candidates"] == len(COMPOSERS)  # every track's best window by sound
+    top = resp.results[0]
+    assert top.track_id == ids["Brahms"] and top.components["timbre"] > 0.95
+    muted = search(
+        db=lib_db, embedder=embedder,
+        request=SearchRequest(audio=clip, start_s=0.0, k=3, aspects=Aspects(sound=0.0)),
+    )  # fmt: skip
+    assert muted.query["timbre_candidates"] == 0
+
+
 def test_filters_keep_k_and_match_exact_scan(db):
     centers, truth = _clustered_library(db)
     q = centers[0] / np.linalg.norm(centers[0])
@@ -278,18 +295,3 @@ def test_filters_keep_k_and_match_exact_scan(db):
     with autocommit(db) as conn:
         few = nearest(conn, NearestQuery(q, where, params, 100, k), restrictive=True, iterative=False)
     assert few.path == "exact" and len({r[1] for r in few.rows}) == 6 and {r[5] for r in few.rows} == {"C7"}
-
-
-def test_candidates_come_by_sound_too_and_the_sound_weight_acts_on_them(lib_db, embedder, audio_lib):
-    """The timbre index is a second candidate source; with the sound aspect at 0 it is not asked."""
-    ids, tracks = audio_lib
-    clip = tracks["Brahms"][5 * SR : 15 * SR]
-    resp = search(db=lib_db, embedder=embedder, request=SearchRequest(audio=clip, start_s=0.0, k=3, diversity=0.0))
-    assert resp.query["timbre_candidates"] == len(COMPOSERS)  # every track's best window by sound
-    top = resp.results[0]
-    assert top.track_id == ids["Brahms"] and top.components["timbre"] > 0.95
-    muted = search(
-        db=lib_db, embedder=embedder,
-        request=SearchRequest(audio=clip, start_s=0.0, k=3, aspects=Aspects(sound=0.0)),
-    )  # fmt: skip
-    assert muted.query["timbre_candidates"] == 0
