@@ -31,7 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "relink": ("retrieval.cli", "point the library at a moved folder: OLD_DIR NEW_DIR"),
     "corpus": ("encoder.corpus", "build the offline training corpus from the music21 scores"),
     "train": ("encoder.train", "train the encoder on the corpus (resumable)"),
-    "timbre": ("retrieval.timbre_fit", "fit the timbre model on the training sources: timbre fit --audio DIR"),
+    "timbre": (
+        "retrieval.timbre_fit",
+        "fit the timbre model on the training sources: timbre fit --audio DIR",
+    ),
     "acquire": ("encoder.acquire.cli", "download and standardize audio with yt-dlp, or validate a folder"),
     "bench": ("bench.cli", "run the quality / speed / scale benchmarks"),
     "db": ("cadenza.dbcli", "database: apply migrations, show status"),

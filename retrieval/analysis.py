@@ -267,7 +267,9 @@ def analyze_frames(
     timbre = shipped_timbre()
     tim = (
         timbre.project(
-            window_statistics(frames=frames, starts=[w.frames(s) for s in starts], win=w.window_frames)
+            window_statistics(
+                frames=frames, starts=np.array([w.frames(s) for s in starts]), win=w.window_frames
+            )
         )
         if len(starts)
         else np.zeros((0, timbre.dim), np.float32)

@@ -14,7 +14,9 @@ plans ignore planner settings). See :mod:`retrieval.track_scan`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import psycopg
 
 from retrieval import cells as cells_mod

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import numpy as np
+import psycopg
 
 from cadenza.db import Database, autocommit, f16_array
 from cadenza.errors import InputError
@@ -32,9 +33,9 @@ from retrieval.nearest import (
     probe_nearest,
     timbre_nearest,
 )
-from retrieval.rerank import score_candidates
+from retrieval.rerank import QueryProfile, score_candidates
 from retrieval.results import likeness_of, matches_of, results_of, rounded_timings, track_count
-from retrieval.segment_rows import candidate
+from retrieval.segment_rows import SegmentRow, candidate
 from retrieval.store import heard_composers, model_mismatch, other_models
 from retrieval.track_scan import NearestQuery
 from retrieval.types import MAX_K, Aspects, SearchRequest, SearchResponse, check_diversity
@@ -89,8 +90,14 @@ def _track_chroma(conn: Any, track_ids: list[int]) -> dict[int, np.ndarray]:
 
 
 def _timbre_candidates(
-    conn: Any, profile: Any, *, aspects: Aspects, where: str, params: list[Any], k: int
-) -> list[Any]:
+    conn: psycopg.Connection,
+    profile: QueryProfile,
+    *,
+    aspects: Aspects,
+    where: str,
+    params: list[Any],
+    k: int,
+) -> list[SegmentRow]:
     """Rows nearest the query's sound (retrieval.nearest.timbre_nearest) when the sound aspect counts; else []."""
     if aspects.sound <= 0 or profile.timbre is None or profile.timbre_weight <= 0:
         return []

@@ -145,7 +145,12 @@ def load_training(audio_dir: Path, *, max_seconds: float | None, progress: bool 
 
     tracks = list_tracks(audio_dir, heldout=HELDOUT_SOURCES)
     sources = sorted({t.composer for t in tracks})
-    raws, labels, srcs, starts, names, frames = [], [], [], [], [], {}
+    raws: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    srcs: list[np.ndarray] = []
+    starts: list[np.ndarray] = []
+    names: list[str] = []
+    frames: dict[int, np.ndarray] = {}
     seconds = 0.0
     for t in tqdm(tracks, desc="timbre: training tracks", disable=not progress, mininterval=10):
         try:

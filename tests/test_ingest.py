@@ -17,8 +17,8 @@ import torch
 from cadenza.errors import NotFound
 from cadenza.synth_audio import random_chord_track, write_audio, write_chord_tracks
 from encoder.embed import Embedder, EmbedderSpec
-from retrieval.ingest import ingest, reindex
 from encoder.timbre import shipped_timbre
+from retrieval.ingest import ingest, reindex
 from retrieval.metadata import era_from_year, load_sidecar, merge
 from retrieval.store import list_tracks, remove_track
 from tests.helpers_db import truncate_all
@@ -297,8 +297,12 @@ def test_reindex_fills_the_timbre_of_a_library_stored_before_it(db, music_dir, e
     assert len(r.replaced) == len(list_tracks_of(db))
     check_complete(db)
     with db.connection() as conn:
-        after = conn.execute("SELECT id, timbre FROM segments ORDER BY start_s, track_id LIMIT 1").fetchone()[1]
+        after = conn.execute("SELECT id, timbre FROM segments ORDER BY start_s, track_id LIMIT 1").fetchone()[
+            1
+        ]
         versions = {v for (v,) in conn.execute("SELECT DISTINCT timbre_version FROM tracks").fetchall()}
     assert versions == {shipped_timbre().version}
-    assert abs(float(np.linalg.norm(after.to_numpy())) - 1.0) < 1e-4 and before.shape == after.to_numpy().shape
+    assert (
+        abs(float(np.linalg.norm(after.to_numpy())) - 1.0) < 1e-4 and before.shape == after.to_numpy().shape
+    )
     assert reindex(db=db, embedder=embedder, workers=1, progress=False).replaced == []

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cadenza.errors import ConfigError
+from cadenza.synth_audio import SR, noise, random_chord_track, tone
 from encoder.features import ParameterError, acoustic_features
 from encoder.timbre import (
     N_STATS,
@@ -19,7 +20,6 @@ from encoder.timbre import (
     timbre_statistics,
     window_statistics,
 )
-from cadenza.synth_audio import SR, noise, random_chord_track, tone
 
 ROOT = Path(__file__).resolve().parents[1]
 
