@@ -133,6 +133,7 @@ class QueryInfo(MomentDescriptors, kw_only=True):
     context: Maybe[ContextReport] = UNSET
     ann: Maybe[str] = UNSET  # the candidate route: "hnsw", "cells", "exact", …
     candidates: Maybe[int] = UNSET
+    timbre_candidates: Maybe[int] = UNSET  # rows the timbre index added (the sound aspect's second source)
     calibrated: Maybe[bool] = UNSET
     diversity: Maybe[float] = UNSET
     aspects: Maybe[Aspects] = UNSET

@@ -140,7 +140,7 @@ def query_windows(track: np.ndarray, starts_s: np.ndarray) -> np.ndarray:
 
 def load_training(audio_dir: Path, *, max_seconds: float | None, progress: bool = True) -> TrainingWindows:
     """Decode, level and featurize the training sources' tracks; measure their windows."""
-    from cadenza.audio import load_audio
+    from cadenza.audio import DecodeOptions, load_audio
     from retrieval.analysis import prepare
 
     tracks = list_tracks(audio_dir, heldout=HELDOUT_SOURCES)
@@ -154,7 +154,7 @@ def load_training(audio_dir: Path, *, max_seconds: float | None, progress: bool 
     seconds = 0.0
     for t in tqdm(tracks, desc="timbre: training tracks", disable=not progress, mininterval=10):
         try:
-            parts = [load_audio(path=p, duration_s=max_seconds) for _, p in t.files]
+            parts = [load_audio(path=p, options=DecodeOptions(duration_s=max_seconds)) for _, p in t.files]
         except InputError as exc:
             log.info("skipping %s: %s", t.work_id, exc)
             continue
