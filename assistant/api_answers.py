@@ -16,10 +16,7 @@ from assistant.bodies import Maybe
 from assistant.followup_schema import FollowUp
 from assistant.followups import StoredRequest
 from assistant.querystate import QueryState
-from retrieval.types import (
-    Aspects,
-    Context,
-)
+from retrieval.types import Aspects, Context
 
 T = TypeVar("T")
 
