@@ -342,8 +342,9 @@ def _report(
         f"(a) {len(queries)} queries (2 per track; the one-aspect product rows: the first query of every other "
         f"track). Chance {base['chance']:.3f}, ceiling {base['ceiling']:.3f}; query composer's other tracks: chance "
         f"share {base['composer_chance']:.3f}.",
-        f"(b), (c): in memory, exact cosine, hit = right track and |Δt| ≤ {HIT_TOLERANCE_S} s; {n_queries} queries "
-        "per distortion from random tracks at random offsets.",
+        f"(b), (c): in memory (exact cosine) and, in the `cadenza (product search)` rows, through the product; hit = "
+        f"right track and |Δt| ≤ {HIT_TOLERANCE_S} s; {n_queries} queries per distortion from random tracks at random "
+        "offsets (the product rows drop queries of a track the ingest skipped).",
         f"Run took {elapsed / 60:.1f} min on a machine shared with other work (load average {load[0]:.1f} / "
         f"{load[1]:.1f} / {load[2]:.1f}); only quality numbers are reported, no timings.",
         *notes,
