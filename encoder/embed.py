@@ -33,7 +33,7 @@ from cadenza.settings import PROJECT_ROOT
 from encoder.config import EncoderConfig
 from encoder.features import FPS, N_ACOUSTIC, ParameterError, positional_features
 from encoder.numpy_encoder import Weights, check_weights, forward, load_weights
-from encoder.windowing import Windowing
+from encoder.windowing import Cuts, Windowing
 
 if TYPE_CHECKING:
     import torch
@@ -314,32 +314,24 @@ class Embedder:
             out[idx] = self._embed_batch(feats, mask)  # [b, d_out]
         return out
 
-    def embed_track(
-        self,
-        *,
-        frames: np.ndarray,
-        win_frames: int | None = None,
-        hop_frames: int | None = None,
-        min_frames: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def embed_track(self, *, frames: np.ndarray, cuts: Cuts | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Slide a window over a whole track.
 
-        ``frames [T, 143]`` → ``(starts_s [N] float64, embeddings [N, d_out] float32)``: windows of
-        ``win_frames`` every ``hop_frames``; the first window that would run past the end is kept,
-        shortened, if at least ``min_frames`` remain (:meth:`Windowing.track_starts`). None = the
-        checkpoint's windowing (10 s every 2 s, a tail of at least 5 s).
+        ``frames [T, 143]`` → ``(starts_s [N] float64, embeddings [N, d_out] float32)``. ``cuts``:
+        where the windows start and how long each is, in frames (:meth:`Windowing.track_starts`,
+        which a caller asks for another hop or window); None = the checkpoint's own windowing
+        (10 s every 2 s, a tail of at least 5 s).
         """
         frames = np.asarray(frames)
         if frames.ndim != 2 or frames.shape[1] != N_ACOUSTIC:
             raise ParameterError(f"expected frames of shape [T, {N_ACOUSTIC}], got {frames.shape}")
         w = self.windowing
-        win = w.window_frames if win_frames is None else win_frames
-        s, lengths = w.track_starts(frames.shape[0], window=win, hop=hop_frames, tail=min_frames)
+        s, lengths = w.track_starts(frames.shape[0]) if cuts is None else cuts
         if not len(s):
             return np.zeros(0, dtype=np.float64), np.zeros((0, self.config.d_out), dtype=np.float32)
         n = frames.shape[0]
-        idx = s[:, None] + np.arange(win)[None, :]  # [N, win]
-        windows = frames[np.minimum(idx, n - 1)]  # [N, win, 143]; rows past the end are masked
+        idx = s[:, None] + np.arange(int(lengths.max()))[None, :]  # [N, win]
+        windows = frames[np.minimum(idx, n - 1)]  # [N, win, 143]; rows past a window's length are masked
         emb = self.embed_windows(windows=windows, lengths=lengths)
         return s.astype(np.float64) / w.fps, emb
 

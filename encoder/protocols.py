@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from encoder.windowing import Windowing
+from encoder.windowing import Cuts, Windowing
 
 
 class WindowEmbedder(Protocol):
@@ -33,10 +33,5 @@ class MomentEmbedder(WindowedEmbedder, Protocol):
     def model_version(self) -> str: ...
 
     def embed_track(
-        self,
-        *,
-        frames: np.ndarray,
-        win_frames: int | None = None,
-        hop_frames: int | None = None,
-        min_frames: int | None = None,
+        self, *, frames: np.ndarray, cuts: Cuts | None = None
     ) -> tuple[np.ndarray, np.ndarray]: ...

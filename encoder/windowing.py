@@ -16,6 +16,10 @@ import numpy as np
 
 from encoder.features import FPS, ParameterError
 
+#: Where a track's windows start and how long each is, both ``[N]`` int64 frames
+#: (:meth:`Windowing.track_starts`; what ``embed_track`` slides over a track).
+Cuts = tuple[np.ndarray, np.ndarray]
+
 
 class _Seconds:
     """A read-only attribute of :class:`Windowing`: one of its frame counts in seconds."""
@@ -83,7 +87,7 @@ class Windowing:
 
     def track_starts(
         self, n_frames: int, *, window: int | None = None, hop: int | None = None, tail: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> Cuts:
         """Where windows start on a track of ``n_frames`` and how long each is, both ``[N]`` int64.
 
         Windows of ``window`` frames every ``hop``; the first window that would run past the end

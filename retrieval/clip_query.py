@@ -117,9 +117,8 @@ def from_audio(
         # 1-s steps for clips up to 1 min; coarser for long ones (10 min at 1 s = 600 windows).
         per_s = len(frames) / w.fps
         hop_s = 1.0 if per_s <= 60 else (2.0 if per_s <= 300 else 5.0)
-        starts, embs = embedder.embed_track(
-            frames=frames, win_frames=w.window_frames, hop_frames=w.frames(hop_s), min_frames=w.window_frames
-        )
+        cuts = w.track_starts(len(frames), hop=w.frames(hop_s), tail=w.window_frames)
+        starts, embs = embedder.embed_track(frames=frames, cuts=cuts)
         mean = unit(embs.mean(axis=0))
         best = int(np.argmax(embs @ mean))
         i0, emb = w.frames(starts[best]), embs[best]

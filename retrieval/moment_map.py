@@ -153,7 +153,8 @@ def clip_strip(
     y = np.asarray(audio, dtype=np.float32).reshape(-1)
     frames = acoustic_features(y=prepare(y=y), sr=SAMPLE_RATE)
     win = min(embedder.windowing.window_frames, len(frames))
-    starts, embs = embedder.embed_track(frames=frames, win_frames=win, min_frames=win)
+    cuts = embedder.windowing.track_starts(len(frames), window=win, tail=win)
+    starts, embs = embedder.embed_track(frames=frames, cuts=cuts)
     sims = window_likeness(query=query, windows=np.asarray(embs))
     return Strip(
         track_id=None, title=title, duration_s=y.size / SAMPLE_RATE,

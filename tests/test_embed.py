@@ -90,9 +90,9 @@ def test_embed_track_windows_every_two_seconds_and_keeps_a_long_enough_tail():
     s4, v4 = emb.embed_track(frames=frames[:40])
     assert s4.shape == (0,) and v4.shape == (0, 128)
     # with the default hop a tail is always >= 8 s; a coarser hop shows the 5 s rule
-    kept, _ = emb.embed_track(frames=frames[:170], hop_frames=60)
+    kept, _ = emb.embed_track(frames=frames[:170], cuts=emb.windowing.track_starts(170, hop=60))
     assert np.allclose(kept, [0.0, 6.0, 12.0])  # 12 s start leaves exactly 5 s
-    dropped, _ = emb.embed_track(frames=frames[:165], hop_frames=60)
+    dropped, _ = emb.embed_track(frames=frames[:165], cuts=emb.windowing.track_starts(165, hop=60))
     assert np.allclose(dropped, [0.0, 6.0])  # 12 s start would leave 4.5 s
 
 
