@@ -20,7 +20,7 @@ from cadenza.procs import die_with_parent
 from encoder.embed import EmbedderSpec
 from encoder.protocols import MomentEmbedder
 from retrieval.analysis import warm_up
-from retrieval.ingest_steps import FileResult, largest_first, one_blas_thread, process_file
+from retrieval.ingest_steps import FileResult, keep_freed_memory, largest_first, one_blas_thread, process_file
 
 _WORKER: dict[str, Any] = {}  # per worker *process* (set by the pool initializer), never in the parent
 
@@ -41,6 +41,7 @@ def _init_worker(spec: EmbedderSpec, parent_pid: int | None = None) -> None:
     # One thread per process: N processes × N threads on N cores only adds switching.
     torch.set_num_threads(1)
     _WORKER["limits"] = one_blas_thread()
+    keep_freed_memory()
     _WORKER["embedder"] = spec.build()
     warm_up()
     # Registered last, so it runs first at exit: the pool has collected every result by then.
@@ -90,6 +91,8 @@ def map_files(
     process beats two. The helper takes the largest files first, this process the smallest,
     so it comes back often to hand results to the writer.
     """
+    if jobs:  # this process is a lane too
+        keep_freed_memory()
     if workers <= 1 or len(jobs) <= 1:
         emb = embedder if embedder is not None else spec.build()
         if jobs:

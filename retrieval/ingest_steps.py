@@ -24,6 +24,14 @@ from retrieval.metadata import read_tags
 
 #: A whole file quieter than this (RMS, dBFS) is silence: indexing it only adds moments that match nothing.
 SILENT_FILE_DBFS = -60.0
+#: glibc malloc in an ingest lane: arrays up to this size come from the heap, not from a fresh mapping each
+#: (a 4-min track's audio, STFT and salience are 10-40 MB); glibc's largest allowed value on 64-bit.
+LANE_MMAP_THRESHOLD = 32 * 1024 * 1024
+#: ... and freed heap memory up to this much stays with the process for the next track instead of going
+#: back to the kernel, which zeroes every page again on the next touch.
+LANE_TRIM_THRESHOLD = 512 * 1024 * 1024
+#: mallopt(3) parameter numbers (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 def one_blas_thread() -> Any:
@@ -40,6 +48,31 @@ def one_blas_thread() -> Any:
     except ImportError:  # pragma: no cover - installed with librosa
         return None
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def keep_freed_memory() -> bool:
+    """Let this process keep and reuse freed memory across tracks (glibc malloc; elsewhere nothing happens).
+
+    With glibc's defaults each track's large arrays are mapped, page-faulted in (the kernel zeroes every
+    page) and unmapped or trimmed again: a third of a lane's CPU was system time. Measured on 24 tracks in
+    one process: 200K -> 25K minor page faults, 21.3 -> 16.2 thread CPU-s (system 9.0 -> 4.1 s). The cost
+    is resident memory: a lane keeps its largest track's working set (~100-200 MB) between tracks.
+    Process-wide and for the process's lifetime, so only lanes (ingest processes, Ray workers) call it.
+    Returns whether the settings took.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:  # pragma: no cover - no loadable C library
+        mallopt = None
+    if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):  # musl / macOS: their own allocators
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, LANE_MMAP_THRESHOLD) == 1
+    return mallopt(_M_TRIM_THRESHOLD, LANE_TRIM_THRESHOLD) == 1 and ok
 
 
 def largest_first(jobs: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:

@@ -23,7 +23,7 @@ import numpy as np
 from cadenza.errors import ConfigError
 from encoder.embed import EmbedderSpec
 from retrieval.analysis import warm_up
-from retrieval.ingest_steps import FileResult, embed_file, featurize_file, one_blas_thread
+from retrieval.ingest_steps import FileResult, embed_file, featurize_file, keep_freed_memory, one_blas_thread
 from retrieval.ingest_store import store_result
 
 #: The analysis stages (``TrackAnalysis.cpu_s`` keys) that run in featurize, before the model.
@@ -33,6 +33,7 @@ FEATURIZE_STAGES = frozenset({"decode", "level", "features", "melody"})
 def featurize_row(row: dict[str, Any], use_denoise: bool = False) -> dict[str, Any]:
     """Ray task: one file through the CPU stage."""
     t0 = time.perf_counter()
+    keep_freed_memory()  # a task's worker process is reused for the next tasks: as the lanes do
     with blas_limited():
         featured = featurize_file(path=Path(row["path"]), digest=row["digest"], use_denoise=use_denoise)
     return {
@@ -62,6 +63,7 @@ class Embed:
         # One thread: on a CPU node the actors and the featurize tasks share the cores.
         torch.set_num_threads(1)
         self._limits = one_blas_thread()
+        keep_freed_memory()
         self.embedder = spec.build()
         if use_gpu and torch.cuda.is_available():
             self.embedder.to("cuda")
