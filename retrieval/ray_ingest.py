@@ -202,7 +202,7 @@ def ray_ingest(
     # Ray starts (its daemons and workers: ~2 s of both cores here) while a thread hashes the files
     # against the database, work the driver must do first anyway. A rerun with nothing new to analyse
     # pays Ray's start for nothing; any other run would pay it after the hashing instead.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan") as ex:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan-finish") as ex:
         planning = ex.submit(_plan, db, files, sidecar)
         with ray_session(address, num_cpus=num_cpus, start=bool(files)) as start_s:
             report.ray_start_seconds = start_s
@@ -215,10 +215,17 @@ def ray_ingest(
                     writers=writers or (WRITERS if address else 1), write_batch=write_batch, use_denoise=use_denoise,
                     progress=progress, report=report, t_start=t_start,
                 )  # fmt: skip
-    with autocommit(db) as conn:
-        finish_ingest(conn, report, model_version=model_version, calibrate_after=calibrate_after)
+            # ANALYZE and calibration run while Ray's shutdown (~1.5 s: stopping its daemons and
+            # workers) leaves the block, instead of after it.
+            finishing = ex.submit(_finish, db, report, model_version, calibrate_after)
+        finishing.result()
     report.wall_seconds = time.perf_counter() - t_start
     return report
+
+
+def _finish(db: Database, report: RayIngestReport, model_version: str, calibrate_after: bool) -> None:
+    with autocommit(db) as conn:
+        finish_ingest(conn, report, model_version=model_version, calibrate_after=calibrate_after)
 
 
 def _plan(db: Database, files: Sequence[Path], sidecar: dict[Path, dict[str, Any]]) -> IngestPlan:
