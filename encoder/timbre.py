@@ -218,6 +218,10 @@ class TimbreModel:
     version: str
     #: The rerank weight of the timbre term next to the embedding's 1, fitted with the projection.
     weight: float = 0.1
+    #: The rerank weight of the track-sound term (the query window against the mean timbre of
+    #: the candidate's whole track, sql/012_track_timbre.sql), fitted after ``weight``; 0 = off.
+    #: A weight, not an array: it does not enter :attr:`version`, so stored vectors stay valid.
+    track_weight: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -244,9 +248,19 @@ class TimbreModel:
         """Write ``timbre.npz`` and a ``timbre.json`` card (what it was fitted on, how) to ``folder``."""
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / MODEL_FILE, centre=self.centre, scale=self.scale, projection=self.projection,
-                 version=np.array(self.version), weight=np.array(self.weight))  # fmt: skip
+                 version=np.array(self.version), weight=np.array(self.weight),
+                 track_weight=np.array(self.track_weight))  # fmt: skip
         (folder / CARD_FILE).write_text(
-            json.dumps({"version": self.version, "weight": self.weight, "dim": self.dim, **card}, indent=2)
+            json.dumps(
+                {
+                    "version": self.version,
+                    "weight": self.weight,
+                    "track_weight": self.track_weight,
+                    "dim": self.dim,
+                    **card,
+                },
+                indent=2,
+            )  # fmt: skip
             + "\n"
         )
         return folder
@@ -262,6 +276,7 @@ class TimbreModel:
             model = cls(
                 z["centre"].astype(np.float64), z["scale"].astype(np.float64), z["projection"].astype(np.float64),
                 str(z["version"]), float(z["weight"]),
+                float(z["track_weight"]) if "track_weight" in z.files else 0.0,  # fitted before the track term
             )  # fmt: skip
         if model.centre.shape != (N_STATS,) or model.projection.shape[0] != N_STATS:
             raise ConfigError(

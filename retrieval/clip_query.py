@@ -161,6 +161,7 @@ def from_audio(
         timbre=tvec,
         timbre_version=timbre.version,
         timbre_weight=timbre.weight,
+        track_timbre_weight=timbre.track_weight,
         transposed=transposed,
     )
     return BuiltQuery(

@@ -185,6 +185,7 @@ def moment(
             timbre=row.timbre.to_numpy() if same and row.timbre is not None else None,
             timbre_version=timbre.version,
             timbre_weight=timbre.weight,
+            track_timbre_weight=timbre.track_weight,
         )
         chroma10, end_s = chroma[i0 : i0 + w.window_frames], min(float(start_s) + w.window_s, duration)
         key = (row.key_index, row.mode, row.key_confidence)

@@ -81,6 +81,9 @@ class QueryProfile:
     timbre_version: str = ""
     #: Weight of the timbre term next to the embedding's 1 (fitted with the timbre model).
     timbre_weight: float = TIMBRE_WEIGHT
+    #: Weight of the track-sound term (the query window against the candidate's whole track),
+    #: fitted with the timbre model; 0 = not used.
+    track_timbre_weight: float = 0.0
     # (semitones, unit embedding [d]) of the query moment transposed in the feature domain:
     # extra nearest-neighbour probes, so a passage is found in another key too.
     transposed: tuple[tuple[int, np.ndarray], ...] = ()
@@ -103,6 +106,8 @@ class Candidate:
     embedding: np.ndarray | None = None  # [d]
     timbre: np.ndarray | None = None  # [d_t] unit timbre vector (None before migration 008's reindex)
     timbre_version: str | None = None
+    #: Mean timbre vector of the candidate's whole track [d_t] (sql/012; not unit length).
+    track_timbre: np.ndarray | None = None
     descriptors: dict[str, Any] = field(default_factory=dict)
     score: float = 0.0
     key_shift: int = 0
@@ -128,7 +133,9 @@ def combined_score(terms: Mapping[str, tuple[float, float]], *, without: Collect
 
 def aspect_scores(components: dict[str, float]) -> dict[str, float]:
     """The four aspects of likeness of one result from its rerank ``components``, each in [0, 1]."""
-    sound = [components.get("embedding", 0.0)] + ([components["timbre"]] if "timbre" in components else [])
+    sound = [components.get("embedding", 0.0)] + [
+        components[k] for k in ("timbre", "timbre_track") if k in components
+    ]
     return {
         "sound": round(float(np.mean(sound)), 3),
         "harmony": round(0.7 * components.get("harmony", 0.0) + 0.3 * components.get("progression", 0.0), 3),
@@ -153,7 +160,7 @@ def score_candidates(
     """Fill ``score``, ``key_shift``, ``components`` and ``terms`` of each candidate; return them best first.
 
     ``weights`` is a :class:`retrieval.types.Weights`, ``aspects`` a :class:`retrieval.types.Aspects`
-    (None = all 1): sound scales the embedding and timbre terms, harmony the harmony and
+    (None = all 1): sound scales the embedding, timbre and track-sound terms, harmony the harmony and
     progression terms, rhythm and melody their own. Harmony terms are scaled by the query's
     tonalness (a drum loop has no key to match). ``heard_composers`` (lower-case) enables the
     discovery term: 1 for a composer the listener has not played yet. ``time_target`` (valence,
@@ -168,6 +175,7 @@ def score_candidates(
     )
     w_emb = float(weights.embedding) * a_sound
     w_tim = float(query.timbre_weight) * a_sound
+    w_trk = float(query.track_timbre_weight) * a_sound
     w_h = float(weights.harmony) * tonal * a_harm
     w_p = float(weights.progression) * tonal * a_harm
     w_r = RHYTHM_WEIGHT * a_rhythm
@@ -213,6 +221,15 @@ def score_candidates(
         )
         if tim is not None:
             comp["timbre"] = round(tim, 4)
+        # The query window against the candidate's whole track: production, more than one moment.
+        trk = (
+            timbre_similarity(query.timbre, c.track_timbre / max(float(np.linalg.norm(c.track_timbre)), 1e-9))
+            if w_trk and query.timbre is not None and c.track_timbre is not None
+            and c.timbre_version == query.timbre_version
+            else None
+        )  # fmt: skip
+        if trk is not None:
+            comp["timbre_track"] = round(trk, 4)
         rhy = rhythm_similarity(
             query_bpm=query.tempo_bpm, candidate_bpm=c.descriptors.get("tempo_bpm"),
             query_onsets=query.onset_density, candidate_onsets=c.descriptors.get("onset_density"),
@@ -235,6 +252,7 @@ def score_candidates(
             "harmony": (w_h, h),
             "progression": (w_p, p),
             "timbre": (w_tim, 0.5 if tim is None else tim),
+            "timbre_track": (w_trk, 0.5 if trk is None else trk),
             "rhythm": (w_r, 0.5 if rhy is None else rhy),
             "melody": (w_mel, 0.5 if mel is None else mel),
         }

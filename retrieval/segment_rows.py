@@ -15,7 +15,7 @@ from retrieval.rerank import Candidate
 SEGMENT_COLUMNS = (
     "s.id, s.track_id, s.start_s, s.end_s, t.title, t.composer, t.work, t.era, t.path, t.duration_s,"
     " s.chroma_mean, s.chroma_seq, s.key_index, s.mode, s.key_confidence, s.tempo_bpm, s.loudness_db,"
-    " s.brightness_hz, s.onset_density, s.valence, s.arousal, s.embedding, s.timbre, t.timbre_version"
+    " s.brightness_hz, s.onset_density, s.valence, s.arousal, s.embedding, s.timbre, t.timbre_version, t.timbre"
 )
 
 
@@ -47,6 +47,7 @@ class SegmentRow(NamedTuple):
     embedding: Vector
     timbre: Vector | None  # NULL before migration 008's reindex
     timbre_version: str | None
+    track_timbre: Vector | None  # the track's mean timbre (sql/012_track_timbre.sql)
     dist: float
 
 
@@ -63,6 +64,7 @@ def candidate(r: SegmentRow) -> Candidate:
         embedding=r.embedding.to_numpy(),
         timbre=r.timbre.to_numpy() if r.timbre is not None else None,
         timbre_version=r.timbre_version,
+        track_timbre=r.track_timbre.to_numpy() if r.track_timbre is not None else None,
         descriptors={
             "key_index": r.key_index, "key": KEY_NAMES[r.key_index] if r.key_index is not None else None,
             "mode": r.mode, "key_confidence": r.key_confidence, "tempo_bpm": r.tempo_bpm,

@@ -74,6 +74,12 @@ def copy_segments(conn: psycopg.Connection, track_id: int, analysis: TrackAnalys
     return len(rows)
 
 
+def track_timbre(analysis: TrackAnalysis) -> np.ndarray | None:
+    """The track's sound (sql/012_track_timbre.sql): the mean of its segments' timbre vectors, or None."""
+    vecs = [s.timbre for s in analysis.segments if s.timbre is not None]
+    return np.mean(vecs, axis=0).astype(np.float32) if vecs else None
+
+
 def write_chroma(conn: psycopg.Connection, track_id: int, analysis: TrackAnalysis, fps: float = FPS) -> None:
     conn.execute(
         "INSERT INTO track_chroma (track_id, fps, n_frames, chroma) VALUES (%s, %s, %s, %s)"
@@ -101,7 +107,7 @@ def write_track(
             conn.execute("DELETE FROM tracks WHERE id = %s", (old,))
         row = conn.execute(
             "INSERT INTO tracks (content_hash, path, title, composer, work, era, year, duration_s, tags, model_version,"
-            " timbre_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " timbre_version, timbre) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (content_hash) DO NOTHING RETURNING id",
             (
                 content_hash,
@@ -115,6 +121,7 @@ def write_track(
                 json.dumps({k: v for k, v in meta.items() if k in ("genre", "album", "artist")}),
                 analysis.model_version,
                 analysis.timbre_version,
+                track_timbre(analysis),
             ),  # fmt: skip
         ).fetchone()
         if row is None:
@@ -154,8 +161,8 @@ def replace_segments(conn: psycopg.Connection, *, track_id: int, analysis: Track
         n = copy_segments(conn, track_id, analysis)
         write_chroma(conn, track_id, analysis)
         conn.execute(
-            "UPDATE tracks SET model_version = %s, timbre_version = %s, updated_at = now() WHERE id = %s",
-            (analysis.model_version, analysis.timbre_version, track_id),
+            "UPDATE tracks SET model_version = %s, timbre_version = %s, timbre = %s, updated_at = now() WHERE id = %s",
+            (analysis.model_version, analysis.timbre_version, track_timbre(analysis), track_id),
         )
     return n
 

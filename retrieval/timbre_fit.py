@@ -13,9 +13,12 @@ windows (10 s every 2 s) and measured (:func:`encoder.timbre.window_statistics`)
    :data:`DIM`, each scaled by the square root of its eigenvalue. Track labels, not source
    labels: five training sources give a source LDA only four directions, and a two-source-out
    cross-validation on the training sources preferred this (the card records it).
-3. **Weight** of the timbre term next to the embedding's 1 in the rerank: the value of
-   :data:`WEIGHT_GRID` with the best same-source P@10 (own track left out, one result per track)
-   of ``embedding cosine + weight × timbre similarity`` over the training sources' windows.
+3. **Weights** of the timbre term next to the embedding's 1 in the rerank, and of the
+   track-sound term (the query window against the mean timbre vector of the candidate's whole
+   track: same-source likeness is about a recording's production more than one moment): the
+   pair of :data:`WEIGHT_GRID` × :data:`TRACK_WEIGHT_GRID` with the best cross-validated
+   same-source P@10 (own track left out, one result per track) of ``embedding cosine + weight ×
+   timbre similarity + track weight × track similarity``.
 
 The model and a JSON card (sources, tracks, minutes, the cross-validated numbers) are written
 like a checkpoint; nothing is downloaded at run time.
@@ -48,6 +51,8 @@ DIM = 32
 SHRINK = 0.5
 #: Rerank weights of the timbre term tried (the embedding's is 1).
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+#: Rerank weights of the track-sound term tried (the window against the candidate track's mean).
+TRACK_WEIGHT_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 DEFAULT_MAX_SECONDS = 120.0
 TOP_K = 10
 
@@ -94,12 +99,14 @@ def track_projection(
     return vecs[:, order] * np.sqrt(np.maximum(vals[order], 0.0))[None, :]
 
 
-def fit_model(raw: np.ndarray, track: np.ndarray, *, weight: float = 0.0) -> TimbreModel:
+def fit_model(
+    raw: np.ndarray, track: np.ndarray, *, weight: float = 0.0, track_weight: float = 0.0
+) -> TimbreModel:
     """A :class:`TimbreModel` fitted on training windows ``raw [N, 60]`` with their track labels."""
     centre, scale = robust_scale(raw)
     proj = track_projection((raw - centre) / scale, track)
     return TimbreModel(
-        centre, scale, proj, model_version(centre=centre, scale=scale, projection=proj), weight
+        centre, scale, proj, model_version(centre=centre, scale=scale, projection=proj), weight, track_weight
     )
 
 
@@ -111,21 +118,33 @@ def same_source_p10(
     source: np.ndarray,
     queries: np.ndarray,
     weight: float,
+    track_weight: float = 0.0,
 ) -> float:
-    """Same-source P@10 of ``emb·q + weight × (1 + timbre·q) / 2`` for the windows ``queries`` (indices)
-    against all windows, the query's own track left out, one result per track (as the rerank scores)."""
+    """Same-source P@10 of ``emb·q + weight × (1 + timbre·q) / 2 + track_weight × (1 + track·q) / 2``
+    for the windows ``queries`` (indices) against all windows, ``track`` being the unit mean timbre
+    of a window's track, the query's own track left out, one result per track (as the rerank scores)."""
     n_tracks = int(track.max()) + 1
     track_source = np.zeros(n_tracks, dtype=np.int64)
     track_source[track] = source
+    means = track_means(timbre, track) if track_weight else None
     precs = []
     for i in queries:
         s = emb @ emb[i] + weight * 0.5 * (1.0 + timbre @ timbre[i])
         best = np.full(n_tracks, -np.inf)
         np.maximum.at(best, track, s)
+        if means is not None:
+            best += track_weight * 0.5 * (1.0 + means @ timbre[i])
         best[track[i]] = -np.inf
         top = np.argsort(-best)[:TOP_K]
         precs.append(float(np.mean(track_source[top] == source[i])))
     return float(np.mean(precs))
+
+
+def track_means(timbre: np.ndarray, track: np.ndarray) -> np.ndarray:
+    """``[n_tracks, d]``: the unit mean of each track's window vectors (what sql/012 stores, normalized)."""
+    means = np.zeros((int(track.max()) + 1, timbre.shape[1]))
+    np.add.at(means, track, timbre)
+    return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-9)
 
 
 def query_windows(track: np.ndarray, starts_s: np.ndarray) -> np.ndarray:
@@ -217,6 +236,20 @@ def cross_validate(data: TrainingWindows, emb: np.ndarray) -> dict[str, Any]:
                 rows.setdefault(f"embedding + {w:g} x {name}", []).append(
                     same_source_p10(emb=e, timbre=t, track=remap, source=data.source[ev], queries=q, weight=w)
                 )
+                if name != "projection":
+                    continue
+                for tw in TRACK_WEIGHT_GRID[1:]:
+                    rows.setdefault(f"embedding + {w:g} x {name} + {tw:g} x track", []).append(
+                        same_source_p10(
+                            emb=e,
+                            timbre=t,
+                            track=remap,
+                            source=data.source[ev],
+                            queries=q,
+                            weight=w,
+                            track_weight=tw,
+                        )  # fmt: skip
+                    )
     return {
         "folds": [[data.sources[i] for i in f] for f in folds],
         "p_at_10": {k: float(np.mean(v)) for k, v in rows.items()},
@@ -237,14 +270,19 @@ def run_fit(
     embedder, _ = resolve_embedder(checkpoint)
     emb = _embed(data, embedder)
     cv = cross_validate(data, emb)
-    weight = max(WEIGHT_GRID, key=lambda w: cv["p_at_10"][f"embedding + {w:g} x projection"])
-    model = fit_model(data.raw, data.track, weight=weight)
+    p = cv["p_at_10"]
+    weight, track_weight = max(
+        itertools.product(WEIGHT_GRID, TRACK_WEIGHT_GRID),
+        key=lambda wt: p[f"embedding + {wt[0]:g} x projection" + (f" + {wt[1]:g} x track" if wt[1] else "")],
+    )
+    model = fit_model(data.raw, data.track, weight=weight, track_weight=track_weight)
     card = {
         "fitted_on": {"sources": data.sources, "tracks": len(data.names), "windows": int(len(data.raw)),
                       "minutes": round(data.seconds / 60, 1), "max_seconds_per_track": max_seconds},
         "held_out_never_read": list(HELDOUT_SOURCES),
         "statistics": N_STATS, "dim": DIM, "shrink": SHRINK, "embedder": str(embedder.model_version),
-        "cross_validation": cv, "weight_grid": list(WEIGHT_GRID), "fit_seconds": round(time.perf_counter() - t0, 1),
+        "cross_validation": cv, "weight_grid": list(WEIGHT_GRID),
+        "track_weight_grid": list(TRACK_WEIGHT_GRID), "fit_seconds": round(time.perf_counter() - t0, 1),
     }  # fmt: skip
     model.save(out_dir, card=card)
     return model
@@ -272,6 +310,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         audio_dir=args.audio, out_dir=args.out, max_seconds=args.max_seconds, checkpoint=args.checkpoint
     )
     print(
-        f"timbre model {model.version} ({model.dim} dims, rerank weight {model.weight:g}) written to {args.out}"
+        f"timbre model {model.version} ({model.dim} dims, rerank weights: window {model.weight:g},"
+        f" track {model.track_weight:g}) written to {args.out}"
     )
     return 0

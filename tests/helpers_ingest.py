@@ -25,12 +25,17 @@ def counts(db) -> tuple[int, int, int]:
 
 
 def check_complete(db) -> None:
-    """Every track has all its segments, its chroma and their timbre vectors; no content hash twice."""
+    """Every track has all its segments, its chroma and their timbre vectors, and its track sound is
+    their mean (sql/012); no content hash twice."""
     with db.connection() as conn:
         no_timbre = conn.execute(
             "SELECT count(*) FROM segments s JOIN tracks t ON t.id = s.track_id"
             " WHERE s.timbre IS NULL OR t.timbre_version IS NULL"
         ).fetchone()[0]
+        for track, mean in conn.execute(
+            "SELECT t.timbre, (SELECT avg(s.timbre) FROM segments s WHERE s.track_id = t.id) FROM tracks t"
+        ).fetchall():
+            assert track is not None and np.abs(track.to_numpy() - mean.to_numpy()).max() < 1e-5
         rows = conn.execute(
             "SELECT t.duration_s, (SELECT count(*) FROM segments s WHERE s.track_id = t.id),"
             " (SELECT count(*) FROM track_chroma c WHERE c.track_id = t.id) FROM tracks t"

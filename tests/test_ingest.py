@@ -291,7 +291,7 @@ def test_reindex_fills_the_timbre_of_a_library_stored_before_it(db, music_dir, e
     with db.connection() as conn:
         before = conn.execute("SELECT id, timbre FROM segments ORDER BY id LIMIT 1").fetchone()[1].to_numpy()
         conn.execute("UPDATE segments SET timbre = NULL")
-        conn.execute("UPDATE tracks SET timbre_version = NULL")
+        conn.execute("UPDATE tracks SET timbre_version = NULL, timbre = NULL")
         conn.commit()
     r = reindex(db=db, embedder=embedder, workers=1, progress=False)
     assert len(r.replaced) == len(list_tracks_of(db))

@@ -238,3 +238,29 @@ def test_the_sound_aspect_compares_timbre_vectors_of_one_model_and_falls_back_to
     unlike.timbre_version = "timbre-old"
     ranked = score_candidates(candidates=[unlike, alike], query=q, weights=Weights(), aspects=Aspects())
     assert next(c for c in ranked if c.segment_id == 2).components["timbre"] == pytest.approx(1.0)
+
+
+def test_the_track_sound_term_ranks_by_the_whole_track_and_follows_the_sound_weight():
+    flat = np.full(12, 1 / 12)
+    q = QueryProfile(embedding=np.ones(4) / 2, chroma_mean=flat, chroma_seq=None, timbre=np.array([1.0, 0.0, 0.0]),
+                     timbre_version="timbre-a", timbre_weight=1.0, track_timbre_weight=2.0)  # fmt: skip
+    # Equal windows; only the tracks differ: one sounds like the query over its whole length.
+    alike, unlike = _cand(1, 1, "A", 0.5), _cand(2, 2, "B", 0.5)
+    for c, mean in ((alike, [0.6, 0.0, 0.0]), (unlike, [-0.3, 0.3, 0.0])):  # means of unit vectors: not unit
+        c.timbre, c.timbre_version, c.track_timbre = np.array([0.0, 1.0, 0.0]), "timbre-a", np.array(mean)
+    ranked = score_candidates(candidates=[unlike, alike], query=q, weights=Weights(), aspects=Aspects())
+    assert [c.segment_id for c in ranked] == [1, 2]
+    # Compared as a direction: a mean vector's length does not count.
+    assert ranked[0].components["timbre_track"] == pytest.approx(1.0)
+    assert ranked[1].components["timbre_track"] == pytest.approx(0.5 * (1 - 0.5**0.5), abs=1e-3)
+    assert ranked[0].terms["timbre_track"][0] == pytest.approx(2.0)
+    assert aspect_scores(ranked[0].components)["sound"] > aspect_scores(ranked[1].components)["sound"]
+    # "Any sound": the sound aspect at 0 removes the term, and the two tie again.
+    muted = score_candidates(candidates=[unlike, alike], query=q, weights=Weights(), aspects=Aspects(sound=0))
+    assert all(c.terms["timbre_track"][0] == 0.0 for c in muted)
+    assert muted[0].score == pytest.approx(muted[1].score)
+    # Without the weight (a model fitted before the term) the term is not measured.
+    q.track_timbre_weight = 0.0
+    plain = score_candidates(candidates=[unlike, alike], query=q, weights=Weights(), aspects=Aspects())
+    assert all("timbre_track" not in c.components for c in plain)
+    assert plain[0].score == pytest.approx(plain[1].score)

@@ -156,7 +156,7 @@ def test_key_probes_merge_keeps_the_best_distance_per_segment():
     from retrieval.segment_rows import SegmentRow
 
     def row(sid, dist):
-        return SegmentRow(sid, 1, 0.0, 10.0, *[None] * 20, dist)
+        return SegmentRow(sid, 1, 0.0, 10.0, *[None] * 21, dist)
 
     found = NearestResult([row(1, 0.10), row(2, 0.30)], "hnsw")
     probe = NearestResult([row(2, 0.05), row(3, 0.20), row(1, 0.095)], "exact")

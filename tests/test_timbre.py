@@ -73,10 +73,10 @@ def test_bad_frames_are_refused():
 def test_model_round_trips_and_projects_to_unit_vectors(tmp_path):
     rng = np.random.default_rng(0)
     centre, scale, proj = rng.normal(size=N_STATS), rng.uniform(1, 2, N_STATS), rng.normal(size=(N_STATS, 8))
-    m = TimbreModel(centre, scale, proj, model_version(centre=centre, scale=scale, projection=proj), 1.5)
+    m = TimbreModel(centre, scale, proj, model_version(centre=centre, scale=scale, projection=proj), 1.5, 0.5)
     m.save(tmp_path, card={"fitted_on": "test"})
     back = TimbreModel.load(tmp_path)
-    assert back.version == m.version and back.weight == 1.5 and back.dim == 8
+    assert back.version == m.version and back.weight == 1.5 and back.track_weight == 0.5 and back.dim == 8
     v = back.project(rng.normal(size=(4, N_STATS)))
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
     # Another fit is another version.
