@@ -141,8 +141,10 @@ def add_sound_systems(systems: dict[str, Any], notes: list[str]) -> None:
         systems[SOUND] = SoundEmbedder(base=systems["cadenza"], timbre=timbre, weight=timbre.weight)
     notes.append(
         f"{TIMBRE} = timbre model {timbre.version} ({timbre.dim} dims, fitted on training sources only; "
-        f"encoder/checkpoints/timbre-v1/timbre.json); {SOUND} = embedding cosine + {timbre.weight:g} × "
-        "(1 + timbre cosine) / 2, the rerank's sound terms at the fitted weight."
+        f"encoder/checkpoints/timbre-v2/timbre.json); {SOUND} = embedding cosine + {timbre.weight:g} × "
+        "(1 + timbre cosine) / 2, the rerank's window sound terms at the fitted weight. The product rows "
+        f"add the track-sound term (the query window against the mean timbre of a candidate's whole "
+        f"track) at its fitted weight {timbre.track_weight:g}."
     )
 
 

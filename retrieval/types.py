@@ -56,8 +56,12 @@ class Weights:
 
 
 #: Default diversity of the top k (0 = plain ranking, 1 = a composer already shown must beat
-#: a new one by the whole spread of the top k's scores; see retrieval.diversity.mmr).
-DEFAULT_DIVERSITY = 0.3
+#: a new one by the whole spread of the top k's scores; see retrieval.diversity.mmr). Chosen on
+#: the TRAINING sources through the product (bench/results/likeness_refind.md, "Choosing the
+#: defaults"): every step above 0 cost same-source likeness (0.05: -0.009, 0.1: -0.016, 0.3:
+#: -0.032 P@10), already only level with the MFCC+chroma baseline at 0, mostly by pushing out
+#: same-source tracks that share a composer tag. Variety is the listener's setting ("more variety").
+DEFAULT_DIVERSITY = 0.0
 
 
 @dataclass(frozen=True)

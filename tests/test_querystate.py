@@ -93,7 +93,7 @@ def test_every_chip_can_be_removed():
         ),
         minus=(MomentRef(4, 1.0),),
         k=3,
-        diversity=0.0,
+        diversity=0.7,  # not the default (retrieval.types.DEFAULT_DIVERSITY)
     )
     state = state_of(req)
     ids = [c.id for c in chips(state)]

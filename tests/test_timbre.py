@@ -89,4 +89,5 @@ def test_the_shipped_model_fits_the_database_column():
     m = shipped_timbre()
     sql = (ROOT / "sql" / "008_timbre.sql").read_text()
     assert int(re.search(r"timbre vector\((\d+)\)", sql).group(1)) == m.dim
-    assert m.weight > 0 and m.version.startswith("timbre-")
+    assert m.weight > 0 and m.track_weight > 0 and m.version.startswith("timbre-")
+    assert (ROOT / "sql" / "012_track_timbre.sql").read_text().count(f"timbre vector({m.dim})") == 1
