@@ -20,7 +20,14 @@ from cadenza.procs import die_with_parent
 from encoder.embed import EmbedderSpec
 from encoder.protocols import MomentEmbedder
 from retrieval.analysis import warm_up
-from retrieval.ingest_steps import FileResult, keep_freed_memory, largest_first, one_blas_thread, process_file
+from retrieval.ingest_steps import (
+    FileResult,
+    keep_freed_memory,
+    largest_first,
+    one_blas_thread,
+    process_file,
+    settle_freed_memory,
+)
 
 _WORKER: dict[str, Any] = {}  # per worker *process* (set by the pool initializer), never in the parent
 
@@ -91,8 +98,33 @@ def map_files(
     process beats two. The helper takes the largest files first, this process the smallest,
     so it comes back often to hand results to the writer.
     """
-    if jobs:  # this process is a lane too
-        keep_freed_memory()
+    if not jobs:
+        return
+    # This process is a lane too, for the run only: it may go on serving (`cadenza demo`).
+    kept = keep_freed_memory()
+    try:
+        yield from _map_files(
+            jobs,
+            spec=spec,
+            embedder=embedder,
+            workers=workers,
+            use_denoise=use_denoise,
+            read_metadata=read_metadata,
+        )
+    finally:
+        if kept:
+            settle_freed_memory()
+
+
+def _map_files(
+    jobs: Sequence[tuple[Path, str]],
+    *,
+    spec: EmbedderSpec,
+    embedder: MomentEmbedder | None,
+    workers: int,
+    use_denoise: bool,
+    read_metadata: bool,
+) -> Iterator[FileResult]:
     if workers <= 1 or len(jobs) <= 1:
         emb = embedder if embedder is not None else spec.build()
         if jobs:

@@ -75,6 +75,18 @@ def keep_freed_memory() -> bool:
     return mallopt(_M_TRIM_THRESHOLD, LANE_TRIM_THRESHOLD) == 1 and ok
 
 
+def settle_freed_memory() -> None:
+    """After :func:`keep_freed_memory`, in a process that lives on (the pool's driver lane): give the kept memory
+    back and keep at most twice the largest heap array from then on, what glibc's own adaptive setting reaches
+    (its adaptation stays off once a threshold is set)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallopt(_M_TRIM_THRESHOLD, 2 * LANE_MMAP_THRESHOLD)
+    libc.malloc_trim(0)
+
+
 def largest_first(jobs: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
     """Jobs by decreasing file size (a proxy for duration): the long ones start early, so the
     lanes (pool processes, Ray actors) finish together instead of one decoding a long file while the others idle."""

@@ -46,3 +46,30 @@ def test_a_lane_keeps_freed_memory_instead_of_faulting_it_in_per_track():
     # Measured: ~24,800 faults with glibc's defaults, ~1,500 kept (every page of every track's arrays
     # zeroed again by the kernel, against only the first track's).
     assert kept * 5 < default, (kept, default)
+
+
+_SETTLE = """
+import numpy as np
+from retrieval.ingest_steps import keep_freed_memory, settle_freed_memory
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 // 2**20
+assert keep_freed_memory()
+before = rss_mb()
+for sec in (240, 60, 180, 30, 240, 90, 200, 45):
+    y = np.ones(16384 * sec, np.float32)
+    float((np.abs(np.fft.rfft(y.reshape(-1, 1024), axis=1)) ** 0.5).sum())
+kept = rss_mb()
+settle_freed_memory()
+print(before, kept, rss_mb())
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc, /proc")
+def test_a_process_that_lives_on_after_its_lane_gives_the_kept_memory_back():
+    out = subprocess.run(
+        [sys.executable, "-c", _SETTLE], capture_output=True, text=True, check=True, timeout=120
+    )
+    before, kept, settled = (int(x) for x in out.stdout.split())
+    # Measured: 32 MB before, 123 MB kept after the tracks, 32 MB settled.
+    assert kept - before > 40, (before, kept, settled)
+    assert settled - before < 20, (before, kept, settled)
