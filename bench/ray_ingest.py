@@ -5,7 +5,7 @@ of them made distinct by one bit of dither (so each has its own content hash and
 is long enough for start-up costs to matter as little as they would in real use), then ingests
 the library four times into one throw-away embedded database, emptied between runs:
 
-* the built-in pool with 2 lanes (the baseline) and with 1 lane;
+* the built-in pool with 2 lanes (the baseline) and with 1 lane (torch and BLAS on one thread: one core);
 * Ray Data with 2 embedding actors on a local Ray of 2 CPUs, and with 1 actor on 1 CPU.
 
 Each run's wall time is what a user waits for (Ray's start included; the database was started
@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +123,11 @@ def _one_run(
                 db=db, paths=paths, spec=spec, model_version=embedder.model_version, metadata_file=sidecar,
                 workers=workers, num_cpus=workers, progress=False,
             )  # fmt: skip
-        return ingest(
-            db=db, paths=paths, embedder=embedder, spec=spec, metadata_file=sidecar, workers=workers,
-            progress=False,
-        )  # fmt: skip
+        with one_core() if workers == 1 else nullcontext():
+            return ingest(
+                db=db, paths=paths, embedder=embedder, spec=spec, metadata_file=sidecar, workers=workers,
+                progress=False,
+            )  # fmt: skip
 
     rep, procs = timed(run, extra_roots=lambda: [p for p in [postmaster_pid(pgdata)] if p])
     out = rep.to_json()
@@ -145,6 +148,30 @@ def _one_run(
     )
     log.info("%s: %.1f s wall, %.0fx realtime", label, rep.wall_seconds, rep.realtime_factor)
     return out
+
+
+@contextmanager
+def one_core() -> Iterator[None]:
+    """torch and BLAS on one thread in this process for the block.
+
+    The pool's 1-lane run analyses in this process, whose torch and BLAS otherwise use every core: on 2
+    cores it used 1.5 of them (307 CPU-s in the process against 160 in its analysing thread), which made
+    "1 lane" neither one core, as Ray's 1 actor on 1 CPU is, nor comparable per stage (thread CPU counts
+    one thread of two).
+    """
+    import torch
+
+    from retrieval.ingest_steps import one_blas_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    limits = one_blas_thread()
+    try:
+        yield
+    finally:
+        if limits is not None:  # first: threadpoolctl's restore also resets OpenMP, torch's pool
+            limits.restore_original_limits()
+        torch.set_num_threads(before)
 
 
 def truncate_library(db: Any) -> None:
