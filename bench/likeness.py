@@ -41,6 +41,7 @@ from bench.real_sources import SAMPLE_RATE, Sources, load_sources
 from bench.recorded import make_recorded_queries
 from bench.report import Report, machine_info, md_table
 from encoder.corpus_real import HELDOUT_SOURCES
+from encoder.features import MEL
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +290,7 @@ def run_likeness(
         product_rows, product_stems, product_refind, model_version = run_product(
             src=src, queries=queries, stem_qs=sq, refind_qs=refind_qs, workdir=workdir,
             checkpoint=product_checkpoint, k=K, aspect_only=ASPECT_ONLY,
+            mels=[lib.frames[lib.track_ids[i]][:, MEL] for i in range(len(src.tracks))],
         )  # fmt: skip
         refind_rows += product_refind
         notes.append(f"Product path: retrieval.ingest + retrieval.search with checkpoint {model_version}.")

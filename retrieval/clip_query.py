@@ -16,12 +16,13 @@ import numpy as np
 from cadenza.errors import InputError
 from cadenza.settings import LimitSettings
 from encoder.feataug import pitch_shift
-from encoder.features import CHROMA, SAMPLE_RATE, acoustic_features
+from encoder.features import CHROMA, HOP, SAMPLE_RATE, acoustic_features, chroma_phases
 from encoder.protocols import MomentEmbedder
 from encoder.timbre import shipped_timbre, window_statistics
 from encoder.windowing import Windowing
 from retrieval.analysis import prepare
 from retrieval.descriptors import chroma_sequence, describe, frame_weights
+from retrieval.passage import CHROMA_PHASES
 from retrieval.rerank import QueryProfile
 
 #: Quieter than this (RMS dBFS of the raw clip) is silence: nothing can be similar to it.
@@ -39,6 +40,10 @@ class BuiltQuery:
     profile: QueryProfile
     chroma10: np.ndarray  # [T, 12] 10-fps chroma of the query moment, for localization
     info: dict[str, Any]
+    # [P - 1, T, 12]: chroma10 taken 1..P-1 P-ths of a frame later (encoder.features.chroma_phases), so
+    # the same-passage check can line a clip cut off the 10-fps grid up with stored chroma; none for
+    # a library moment, which is on the grid.
+    chroma_phases: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 12), np.float32))
     exclude_tracks: tuple[int, ...] = ()
     nothing_reason: str | None = None  # set when the query itself cannot match anything
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -164,9 +169,13 @@ def from_audio(
         track_timbre_weight=timbre.track_weight,
         transposed=transposed,
     )
+    t0 = time.perf_counter()
+    phases = chroma_phases(y=y[i0 * HOP : (i0 + len(window)) * HOP], phases=CHROMA_PHASES, frames=len(window))
+    timings["features"] += (time.perf_counter() - t0) * 1000
     return BuiltQuery(
-        profile, window[:, CHROMA].astype(np.float32), info, nothing_reason=nothing, timings_ms=timings
-    )
+        profile, window[:, CHROMA].astype(np.float32), info, chroma_phases=phases, nothing_reason=nothing,
+        timings_ms=timings,
+    )  # fmt: skip
 
 
 def transposed_embeddings(

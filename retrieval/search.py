@@ -208,6 +208,7 @@ def search(
             query_chroma=built.chroma10,
             chromas=chromas,
             window_frames=embedder.windowing.window_frames,
+            query_phases=built.chroma_phases,
         )
         cands = passage.add_passage_term(cands, aligned)
         timings["passage"] = (time.perf_counter() - t_passage) * 1000

@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 
 from cadenza.synth_audio import SR, random_chord_track
-from encoder.features import CHROMA, acoustic_features
+from encoder.features import CHROMA, FPS, HOP, acoustic_features, chroma_phases
 from retrieval.localize import lag_scores, localize, unit_rows
 from retrieval.passage import (
+    CHROMA_PHASES,
     PASSAGE_FLOOR,
     PASSAGE_WEIGHT,
+    SEARCH_S,
     add_passage_term,
     align,
+    align_many,
     check_passages,
     passage_bonus,
     smooth,
@@ -112,7 +115,9 @@ def test_the_passage_term_lifts_the_track_that_lines_up(track):
     # Every candidate carries the term (0 where nothing lines up), so unchecked ones scale alike.
     assert all(c.terms["passage"][0] == PASSAGE_WEIGHT for c in ranked)
     two = next(c for c in ranked if c.track_id == 2)
-    assert two.score == pytest.approx((0.80 + PASSAGE_WEIGHT * passage_bonus(aligned[2].score)) / 1.2)
+    assert two.score == pytest.approx(
+        (0.80 + PASSAGE_WEIGHT * passage_bonus(aligned[2].score)) / (1 + PASSAGE_WEIGHT)
+    )
 
 
 def test_no_chroma_no_change():
@@ -120,3 +125,57 @@ def test_no_chroma_no_change():
     aligned = check_passages(cands=cands, query_chroma=np.ones((100, 12)), chromas={}, window_frames=100)
     assert aligned == {}
     assert [c.track_id for c in add_passage_term(cands, aligned)] == [2, 1]
+
+
+def test_align_many_gives_each_track_what_align_gives_it_alone():
+    rng = np.random.default_rng(3)
+    q = np.abs(rng.standard_normal((60, 12)))
+    tracks = [
+        (np.abs(rng.standard_normal((400, 12))), [10.0, 25.0], (0, 2)),
+        (np.abs(rng.standard_normal((150, 12))), [13.0], (0,)),  # the lags run past the track's end
+        (np.zeros((0, 12)), [5.0], (0,)),  # no chroma stored
+        (np.abs(rng.standard_normal((300, 12))), [], (0,)),  # no segment
+        (np.abs(rng.standard_normal((300, 12))), [2.0, 28.0], (-1, 0)),
+    ]
+    got = align_many(query_chroma=q, tracks=tracks)
+    for (chroma, starts, shifts), a in zip(tracks, got, strict=True):
+        alone = align(query_chroma=q, track_chroma=chroma, approx_starts=starts, shifts=shifts)
+        assert (a.start_s, a.shift) == (alone.start_s, alone.shift)
+        assert a.score == pytest.approx(alone.score, abs=1e-6)
+        if len(chroma) and starts:  # the reference: lag_scores over the lags within reach
+            t = unit_rows(smooth(chroma))
+            best = max(
+                (lag_scores(unit_rows(np.roll(smooth(q), s, axis=1)), t, lag, lag)[0], lag / FPS)
+                for s in shifts
+                for lag in range(len(chroma))
+                if any(abs(lag / FPS - st) <= SEARCH_S + 1e-9 for st in starts)
+            )
+            assert a.score == pytest.approx(best[0], abs=1e-5) and a.start_s == pytest.approx(
+                best[1]
+            )  # float32
+
+
+def test_chroma_phases_are_the_clip_cut_a_fraction_of_a_frame_later(track):
+    y, _ = track
+    clip = y[int(12.0 * SR) : int(22.0 * SR)]
+    phases = chroma_phases(y=clip, phases=4, frames=100)
+    assert phases.shape == (3, 100, 12)
+    for k in (1, 2, 3):
+        later = acoustic_features(y=clip[k * HOP // 4 :])[:, CHROMA]
+        # The first frame differs: the later cut zero-pads what the phase still hears.
+        np.testing.assert_allclose(phases[k - 1, 1:90], later[1:90], atol=1e-5)
+
+
+def test_a_clip_cut_between_frames_lines_up_at_its_own_phase(track):
+    y, full = track
+    start = 31.35  # half a frame off the stored 10-fps grid
+    seg = y[int(start * SR) : int((start + 10) * SR)]
+    clip = acoustic_features(y=seg)[:, CHROMA]
+    cands = [_cand(1, 1, 0.9, 30.0)]
+    on_grid = check_passages(cands=cands, query_chroma=clip, chromas={1: full}, window_frames=100)[1]
+    phased = check_passages(
+        cands=cands, query_chroma=clip, chromas={1: full}, window_frames=100,
+        query_phases=chroma_phases(y=seg, phases=CHROMA_PHASES, frames=len(clip)),
+    )[1]  # fmt: skip
+    assert phased.score > on_grid.score
+    assert abs(phased.start_s - start) < 0.02 < abs(on_grid.start_s - start)
