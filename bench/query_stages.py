@@ -1,7 +1,7 @@
 """Query latency per stage through the real ``retrieval.search`` (used by bench speed and scale).
 
 Each query is a 10-s WAV file decoded with ``cadenza.audio.load_audio``, so decode is a real
-stage; features, embed, search, rerank and localize come from the search's own
+stage; features, embed, search, rerank (and the same-passage check inside it) and localize come from the search's own
 ``timings_ms``, and total is the search's total plus the decode. Torch runs on one thread
 while timing, as the web server runs queries.
 """
@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from bench.report import percentiles
 
-STAGES = ("decode", "features", "embed", "search", "rerank", "localize", "total")
+#: ``passage`` (the same-passage check, retrieval.passage) is part of ``rerank``, shown on its own.
+STAGES = ("decode", "features", "embed", "search", "rerank", "passage", "localize", "total")
 SAMPLE_RATE = 16_000
 CLIP_SECONDS = 10.0
 #: Semitones above the key's tonic of the diatonic major triads I, ii, iii, IV, V, vi.
