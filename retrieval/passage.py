@@ -3,12 +3,14 @@
 The encoder ranks a clip's own recording first for most clean clips, but under reverb, noise or a
 phone line, and for clips shorter than its 10-s window, another track's window can score a little
 higher, and inside the right track a window far from the passage can win (game music repeats its
-textures). The stored 10-fps chroma of each track settles both: slid over the track around each
-of the track's best-scoring segments, the query's chroma lines up almost exactly at the true
-passage (median mean-frame cosine 0.97 on clean clips of real recordings) and rarely elsewhere
-(median 0.21 on the other top-10 tracks; measured on training sources, bench/results/likeness.md).
+textures). The stored 10-fps chroma of each track settles both: slid over the whole track, and
+at the sub-frame phase that matches the stored frames (:data:`CHROMA_PHASES`), the query's chroma
+lines up almost exactly at the true passage (median mean-frame cosine 0.97 on clean clips of real
+recordings) and rarely elsewhere (median 0.21 on the other top-10 tracks; measured on training
+sources, bench/results/likeness.md).
 
-:func:`align` finds a track's best start and its alignment score; :func:`passage_bonus` turns the
+:func:`check_passages` aligns the top tracks at once (:func:`align_many`; :func:`align` for one
+track near a start) and gives each its best start and alignment score; :func:`passage_bonus` turns the
 score into the rerank's ``passage`` term, which is zero below :data:`PASSAGE_FLOOR` so tracks that
 merely share a key are not moved. Pure functions; :mod:`retrieval.search` reads the chroma.
 """
@@ -37,11 +39,13 @@ PASSAGE_SEARCH_S = np.inf
 PASSAGE_FLOOR = 0.5
 #: Weight of the ``passage`` term in the rerank's weighted mean (the default aspects' terms weigh
 #: 2.75 together). At 0.2 the right track at its passage (alignment 0.9-1.0) still lost to another
-#: track's slightly closer embedding under noise and a phone line: on training sources 2.0 lifted
-#: product re-finding top-1 from 0.78 to 0.95 (noise) and 0.70 to 0.75 (phone), equal elsewhere.
+#: track's slightly closer embedding under noise and a phone line: on training sources (a replay of the
+#: product's candidates, 60 clips per cell) 2.0 lifted top-1 from 0.78 to 0.95 (noise) and 0.70 to 0.75
+#: (phone), equal elsewhere.
 PASSAGE_WEIGHT = 2.0
 #: Frames of the moving average over the chroma: a clip cut between two 100-ms frames is off by up
-#: to half a frame, which a 3-frame average absorbs (clean 56 -> 57 of 60 localized).
+#: to half a frame, which a 3-frame average partly absorbs (clean 56 -> 57 of 60 localized; the
+#: sub-frame phases below do the rest).
 SMOOTH_FRAMES = 3
 #: Seconds either side of a segment's (centred) start where the query may line up.
 SEARCH_S = 5.0
@@ -49,8 +53,8 @@ SEARCH_S = 5.0
 #: anywhere between the stored 10-fps frames, and at half a frame off its own passage lined up at 0.79
 #: instead of 0.99 (training sources), below a literal repeat elsewhere that happens to sit on the grid.
 CHROMA_PHASES = 4
-#: Tracks whose on-grid alignment reaches this are also tried at the other phases: the wrong
-#: tracks' 90th percentile was 0.40, the right track's lowest on-grid score under a phone line 0.45.
+#: Tracks whose on-grid alignment reaches this are also tried at the other phases (few wrong tracks do:
+#: their 90th percentile was 0.40; the right track's 10th percentile at its passage under a phone line 0.59).
 PHASE_MIN_SCORE = 0.35
 
 
