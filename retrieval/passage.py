@@ -37,8 +37,8 @@ PASSAGE_SEARCH_S = np.inf
 #: Alignment scores at or below this add nothing (the 90th percentile over wrong tracks was 0.40;
 #: 0.5 kept a few more wrong tracks at 0 than 0.4 and re-found as many on training sources).
 PASSAGE_FLOOR = 0.5
-#: Weight of the ``passage`` term in the rerank's weighted mean (the default aspects' terms weigh
-#: 2.75 together). At 0.2 the right track at its passage (alignment 0.9-1.0) still lost to another
+#: Weight of the ``passage`` term in the rerank's weighted mean (the default aspects' terms weighed
+#: 2.75 together when this was tuned; 3.75 with the track-timbre term). At 0.2 the right track at its passage (alignment 0.9-1.0) still lost to another
 #: track's slightly closer embedding under noise and a phone line: on training sources (a replay of the
 #: product's candidates, 60 clips per cell) 2.0 lifted top-1 from 0.78 to 0.95 (noise) and 0.70 to 0.75
 #: (phone), equal elsewhere.
