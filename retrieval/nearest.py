@@ -161,7 +161,9 @@ def _hnsw_rows(
     """One HNSW query of ``sql`` (``nearest``'s statement) at ``hnsw.ef_search = ef``; ``scan`` None: no iteration."""
     with conn.transaction():
         _set_scan(conn, ef=ef, scan=scan)
-        rows = segment_rows(conn.execute(sql, [query.q, *query.params, query.q, limit]).fetchall())  # type: ignore[call-overload]
+        rows = segment_rows(
+            conn.execute(sql, [query.q, *query.params, query.q, limit], binary=True).fetchall()  # type: ignore[call-overload]
+        )
     if scan is not None:
         rows.sort(key=lambda r: r.dist)  # relaxed order (or halfvec): slightly out of order
     return rows
@@ -187,7 +189,7 @@ def _stream_rows(
     rows: list[SegmentRow] = []
     with conn.transaction():
         _set_scan(conn, ef=ef, scan=scan)
-        with conn.cursor(name="nearest_stream") as cur:
+        with conn.cursor(name="nearest_stream", binary=True) as cur:
             cur.execute(sql, [query.q, *query.params, query.q, STREAM_MAX_ROWS])  # type: ignore[call-overload]
             while batch := cur.fetchmany(query.n):
                 rows.extend(segment_rows(batch))
@@ -286,6 +288,7 @@ def timbre_nearest(
                     int(n_tracks),
                 ],
                 prepare=False,
+                binary=True,
             ).fetchall()
         )
     return NearestResult(rows, "timbre")

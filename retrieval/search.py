@@ -85,7 +85,9 @@ def _track_chroma(conn: Any, track_ids: list[int]) -> dict[int, np.ndarray]:
     """Stored 10-fps chroma ``[T, 12]`` of ``track_ids`` (those that have one)."""
     if not track_ids:
         return {}
-    rows = conn.execute("SELECT track_id, chroma FROM track_chroma WHERE track_id = ANY(%s)", (track_ids,))
+    rows = conn.execute(
+        "SELECT track_id, chroma FROM track_chroma WHERE track_id = ANY(%s)", (track_ids,), binary=True
+    )
     return {int(t): f16_array(b) for t, b in rows.fetchall()}
 
 

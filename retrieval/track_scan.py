@@ -101,6 +101,7 @@ def _rows_of_tracks(conn: psycopg.Connection, query: NearestQuery, tracks: list[
             " WHERE s.id = ANY(%s) ORDER BY dist",
             [query.q, ids],
             prepare=False,
+            binary=True,
         ).fetchall()
     )
 
