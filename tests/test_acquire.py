@@ -362,13 +362,13 @@ def test_validate_sweep_purges_reports_and_updates_the_manifest(media, tmp_path:
 
 
 def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(server: MediaServer, media, tmp_path: Path):
-    urls = [server.add(f"/c{i}.flac", media["good.flac"], "audio/flac") for i in range(6)]
+    # 12 files at 1 s apart: about 11 s between the first "done" and the end, so a loaded machine
+    # (where this poll loop lags) still interrupts a run in progress; 6 left ~5 s and once missed it.
+    urls = [server.add(f"/c{i}.flac", media["good.flac"], "audio/flac") for i in range(12)]
     (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "cadenza", "-q", "acquire", str(tmp_path / "urls.txt"), "--out", str(out)]
     cmd += ["--workers", "2", "--interval", "1.0", "--backoff", "0.05", "--no-progress"]
-    # Requests 1 s apart leave about 5 s between the first "done" and the end, so a loaded
-    # machine (where this poll loop lags) still interrupts a run in progress.
     # Its own process group, signalled as a whole: what a Ctrl-C at a terminal does.
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
