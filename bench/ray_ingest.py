@@ -18,8 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from bench import pgbench_db
 from bench.ingest_speed import render_ingest_library
 from bench.proc_cpu import timed
 from bench.report import Report, machine_info, md_table
+from retrieval.ingest_steps import single_threaded as one_core
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,8 @@ def _one_run(
                 db=db, paths=paths, spec=spec, model_version=embedder.model_version, metadata_file=sidecar,
                 workers=workers, num_cpus=workers, progress=False,
             )  # fmt: skip
+        # The pool's 1-lane run analyses in this process, whose torch and BLAS would otherwise use every
+        # core (1.5 of 2 once: neither one core, as Ray's 1 actor on 1 CPU is, nor comparable per stage).
         with one_core() if workers == 1 else nullcontext():
             return ingest(
                 db=db, paths=paths, embedder=embedder, spec=spec, metadata_file=sidecar, workers=workers,
@@ -148,30 +150,6 @@ def _one_run(
     )
     log.info("%s: %.1f s wall, %.0fx realtime", label, rep.wall_seconds, rep.realtime_factor)
     return out
-
-
-@contextmanager
-def one_core() -> Iterator[None]:
-    """torch and BLAS on one thread in this process for the block.
-
-    The pool's 1-lane run analyses in this process, whose torch and BLAS otherwise use every core: on 2
-    cores it used 1.5 of them (307 CPU-s in the process against 160 in its analysing thread), which made
-    "1 lane" neither one core, as Ray's 1 actor on 1 CPU is, nor comparable per stage (thread CPU counts
-    one thread of two).
-    """
-    import torch
-
-    from retrieval.ingest_steps import one_blas_thread
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    limits = one_blas_thread()
-    try:
-        yield
-    finally:
-        if limits is not None:  # first: threadpoolctl's restore also resets OpenMP, torch's pool
-            limits.restore_original_limits()
-        torch.set_num_threads(before)
 
 
 def truncate_library(db: Any) -> None:

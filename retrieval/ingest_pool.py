@@ -12,7 +12,6 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,11 @@ from retrieval.analysis import warm_up
 from retrieval.ingest_steps import (
     FileResult,
     keep_freed_memory,
+    lane_memory,
     largest_first,
     one_blas_thread,
     process_file,
-    settle_freed_memory,
+    single_threaded,
 )
 
 _WORKER: dict[str, Any] = {}  # per worker *process* (set by the pool initializer), never in the parent
@@ -65,22 +65,6 @@ def _work(path: Path, digest: str, use_denoise: bool, read_metadata: bool) -> Fi
     )
 
 
-@contextmanager
-def _single_threaded() -> Iterator[None]:
-    """torch and BLAS on one thread in this process for the block (the worker processes use the others)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    limits = one_blas_thread()
-    try:
-        yield
-    finally:
-        if limits is not None:  # first: threadpoolctl's restore also resets OpenMP, torch's pool
-            limits.restore_original_limits()
-        torch.set_num_threads(before)
-
-
 def map_files(
     jobs: Sequence[tuple[Path, str]],
     *,
@@ -101,66 +85,11 @@ def map_files(
     if not jobs:
         return
     # This process is a lane too, for the run only: it may go on serving (`cadenza demo`).
-    kept = keep_freed_memory()
-    try:
-        yield from _map_files(
-            jobs,
-            spec=spec,
-            embedder=embedder,
-            workers=workers,
-            use_denoise=use_denoise,
-            read_metadata=read_metadata,
-        )
-    finally:
-        if kept:
-            settle_freed_memory()
-
-
-def _map_files(
-    jobs: Sequence[tuple[Path, str]],
-    *,
-    spec: EmbedderSpec,
-    embedder: MomentEmbedder | None,
-    workers: int,
-    use_denoise: bool,
-    read_metadata: bool,
-) -> Iterator[FileResult]:
-    if workers <= 1 or len(jobs) <= 1:
+    with lane_memory():
         emb = embedder if embedder is not None else spec.build()
-        if jobs:
+        if workers <= 1 or len(jobs) <= 1:
             warm_up()
-        for path, digest in jobs:
-            yield process_file(
-                path=path, digest=digest, embedder=emb, use_denoise=use_denoise, read_metadata=read_metadata
-            )
-        return
-    emb = embedder if embedder is not None else spec.build()
-    queue = largest_first(jobs)
-    helpers = workers - 1
-    ctx = multiprocessing.get_context("spawn")  # the parent holds a DB pool with threads: never fork
-    with (
-        _single_threaded(),
-        ProcessPoolExecutor(
-            max_workers=helpers, mp_context=ctx, initializer=_init_worker, initargs=(spec, os.getpid())
-        ) as ex,
-    ):
-        pending: set[Future[FileResult]] = set()
-        warm = False
-        # A few jobs queued per helper so it never waits for this process to finish a file
-        # (results are small: embeddings, descriptors, 10-fps chroma), but never more than are
-        # left for this process, so two long files still go to two lanes.
-        while queue or pending:
-            while queue and len(pending) < min(3 * helpers, len(queue)):
-                path, digest = queue.pop(0)
-                pending.add(ex.submit(_work, path, digest, use_denoise, read_metadata))
-            if not warm:  # after the first submit: the helpers start while this process warms up
-                warm_up()
-                warm = True
-            done, pending = wait(pending, timeout=0, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-            if queue:
-                path, digest = queue.pop()
+            for path, digest in jobs:
                 yield process_file(
                     path=path,
                     digest=digest,
@@ -168,7 +97,41 @@ def _map_files(
                     use_denoise=use_denoise,
                     read_metadata=read_metadata,
                 )
-            elif pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            return
+        queue = largest_first(jobs)
+        helpers = workers - 1
+        ctx = multiprocessing.get_context("spawn")  # the parent holds a DB pool with threads: never fork
+        with (
+            single_threaded(),
+            ProcessPoolExecutor(
+                max_workers=helpers, mp_context=ctx, initializer=_init_worker, initargs=(spec, os.getpid())
+            ) as ex,
+        ):
+            pending: set[Future[FileResult]] = set()
+            warm = False
+            # A few jobs queued per helper so it never waits for this process to finish a file
+            # (results are small: embeddings, descriptors, 10-fps chroma), but never more than are
+            # left for this process, so two long files still go to two lanes.
+            while queue or pending:
+                while queue and len(pending) < min(3 * helpers, len(queue)):
+                    path, digest = queue.pop(0)
+                    pending.add(ex.submit(_work, path, digest, use_denoise, read_metadata))
+                if not warm:  # after the first submit: the helpers start while this process warms up
+                    warm_up()
+                    warm = True
+                done, pending = wait(pending, timeout=0, return_when=FIRST_COMPLETED)
                 for fut in done:
                     yield fut.result()
+                if queue:
+                    path, digest = queue.pop()
+                    yield process_file(
+                        path=path,
+                        digest=digest,
+                        embedder=emb,
+                        use_denoise=use_denoise,
+                        read_metadata=read_metadata,
+                    )
+                elif pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        yield fut.result()

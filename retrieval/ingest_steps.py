@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,34 @@ def settle_freed_memory() -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.mallopt(_M_TRIM_THRESHOLD, 2 * LANE_MMAP_THRESHOLD)
     libc.malloc_trim(0)
+
+
+@contextmanager
+def lane_memory() -> Iterator[None]:
+    """:func:`keep_freed_memory` for the block, then :func:`settle_freed_memory`: a process that is a lane
+    for one run only and lives on (the pool's driver lane; ``cadenza demo`` goes on serving in it)."""
+    kept = keep_freed_memory()
+    try:
+        yield
+    finally:
+        if kept:
+            settle_freed_memory()
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """torch and BLAS on one thread in this process for the block, then back to what they were."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    limits = one_blas_thread()
+    try:
+        yield
+    finally:
+        if limits is not None:  # first: threadpoolctl's restore also resets OpenMP, torch's pool
+            limits.restore_original_limits()
+        torch.set_num_threads(before)
 
 
 def largest_first(jobs: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
