@@ -18,10 +18,12 @@ windows (10 s every 2 s) and measured (:func:`encoder.timbre.window_statistics`)
    track: same-source likeness is about a recording's production more than one moment): the
    pair of :data:`WEIGHT_GRID` × :data:`TRACK_WEIGHT_GRID` with the best cross-validated
    same-source P@10 (own track left out, one result per track) of ``embedding cosine + weight ×
-   timbre similarity + track weight × track similarity``. ``--weight`` / ``--track-weight`` set them
-   instead: the in-memory folds are flat within 0.003 around their best and leave out the
-   product's other terms (harmony, rhythm, melody), so the shipped pair was chosen through the
-   product on the training sources (``encoder/checkpoints/timbre-v2/timbre.json`` records both).
+   timbre similarity + track weight × track similarity`` is recorded in the card, but the model
+   carries :data:`PRODUCT_WEIGHT` / :data:`PRODUCT_TRACK_WEIGHT` unless ``--weights cv`` asks for
+   that pair (or ``--weight`` / ``--track-weight`` set them): the in-memory folds are flat within
+   0.003 around their best and leave out the product's other terms (harmony, rhythm, melody), so
+   the shipped pair was chosen through the product on the training sources. So the one command
+   ``cadenza timbre fit --audio DIR`` rebuilds the shipped ``encoder/checkpoints/timbre-v2``.
 
 The model and a JSON card (sources, tracks, minutes, the cross-validated numbers) are written
 like a checkpoint; nothing is downloaded at run time.
@@ -56,6 +58,13 @@ SHRINK = 0.5
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 #: Rerank weights of the track-sound term tried (the window against the candidate track's mean).
 TRACK_WEIGHT_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+#: The rerank weights the model carries by default (window, track): chosen through the product on the
+#: TRAINING sources (retrieval.search, 131 tracks, 262 queries, diversity 0; the table is in
+#: encoder/MODEL_CARD.md, "Timbre model"), not by the in-memory folds of :func:`cross_validate`.
+PRODUCT_WEIGHT = 1.0
+PRODUCT_TRACK_WEIGHT = 1.0
+#: Where the model's weights come from: the product choice above, or the in-memory folds' best pair.
+WEIGHT_CHOICES = ("product", "cv")
 DEFAULT_MAX_SECONDS = 120.0
 TOP_K = 10
 
@@ -259,6 +268,31 @@ def cross_validate(data: TrainingWindows, emb: np.ndarray) -> dict[str, Any]:
     }
 
 
+def chosen_weights(
+    p_at_10: dict[str, float],
+    *,
+    choice: str = "product",
+    given: tuple[float | None, float | None] = (None, None),
+) -> tuple[float, float]:
+    """(window weight, track weight): ``given`` where set, else :data:`PRODUCT_WEIGHT` /
+    :data:`PRODUCT_TRACK_WEIGHT` (``choice="product"``) or the pair of the grids with the best
+    cross-validated ``p_at_10`` (:func:`cross_validate`'s, ``choice="cv"``)."""
+    if choice not in WEIGHT_CHOICES:
+        raise InputError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}, got {choice!r}")
+    weight, track_weight = (PRODUCT_WEIGHT, PRODUCT_TRACK_WEIGHT)
+    if choice == "cv":
+        weight, track_weight = max(
+            itertools.product(WEIGHT_GRID, TRACK_WEIGHT_GRID),
+            key=lambda wt: p_at_10[
+                f"embedding + {wt[0]:g} x projection" + (f" + {wt[1]:g} x track" if wt[1] else "")
+            ],
+        )
+    return (
+        weight if given[0] is None else float(given[0]),
+        track_weight if given[1] is None else float(given[1]),
+    )
+
+
 def run_fit(
     *,
     audio_dir: Path,
@@ -266,6 +300,7 @@ def run_fit(
     max_seconds: float | None,
     checkpoint: Path | None,
     weights: tuple[float | None, float | None] = (None, None),
+    choice: str = "product",
 ) -> TimbreModel:
     """Fit and save the timbre model (module docstring); returns it."""
     import torch
@@ -278,14 +313,9 @@ def run_fit(
     embedder, _ = resolve_embedder(checkpoint)
     emb = _embed(data, embedder)
     cv = cross_validate(data, emb)
-    p = cv["p_at_10"]
-    weight, track_weight = max(
-        itertools.product(WEIGHT_GRID, TRACK_WEIGHT_GRID),
-        key=lambda wt: p[f"embedding + {wt[0]:g} x projection" + (f" + {wt[1]:g} x track" if wt[1] else "")],
-    )
-    cv_choice = {"weight": weight, "track_weight": track_weight}
-    weight = weight if weights[0] is None else float(weights[0])
-    track_weight = track_weight if weights[1] is None else float(weights[1])
+    cv_weight, cv_track_weight = chosen_weights(cv["p_at_10"], choice="cv")
+    cv_choice = {"weight": cv_weight, "track_weight": cv_track_weight}
+    weight, track_weight = chosen_weights(cv["p_at_10"], choice=choice, given=weights)
     model = fit_model(data.raw, data.track, weight=weight, track_weight=track_weight)
     card = {
         "fitted_on": {"sources": data.sources, "tracks": len(data.names), "windows": int(len(data.raw)),
@@ -294,7 +324,10 @@ def run_fit(
         "statistics": N_STATS, "dim": DIM, "shrink": SHRINK, "embedder": str(embedder.model_version),
         "cross_validation": cv, "weight_grid": list(WEIGHT_GRID),
         "track_weight_grid": list(TRACK_WEIGHT_GRID), "weights_in_memory_cv": cv_choice,
-        "weights_given": {"weight": weights[0], "track_weight": weights[1]}, "fit_seconds": round(time.perf_counter() - t0, 1),
+        "weights_given": {"weight": weights[0], "track_weight": weights[1]}, "weights_from": choice,
+        "product_weights": {"weight": PRODUCT_WEIGHT, "track_weight": PRODUCT_TRACK_WEIGHT,
+                            "how": "chosen through the product on the training sources (encoder/MODEL_CARD.md)"},
+        "fit_seconds": round(time.perf_counter() - t0, 1),
     }  # fmt: skip
     model.save(out_dir, card=card)
     return model
@@ -316,17 +349,19 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         "--checkpoint", type=Path, default=None, help="encoder checkpoint (default: the shipped one)"
     )
     fit.add_argument(
-        "--weight", type=float, default=None, help="timbre term weight (default: the cross-validated one)"
-    )
+        "--weights", choices=WEIGHT_CHOICES, default="product",
+        help="rerank weights: the ones chosen through the product (default, as shipped) or the in-memory folds' best",
+    )  # fmt: skip
+    fit.add_argument("--weight", type=float, default=None, help="timbre term weight (overrides --weights)")
     fit.add_argument(
-        "--track-weight", type=float, default=None, help="track-sound term weight (default: cross-validated)"
+        "--track-weight", type=float, default=None, help="track-sound term weight (overrides --weights)"
     )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
     model = run_fit(
         audio_dir=args.audio, out_dir=args.out, max_seconds=args.max_seconds, checkpoint=args.checkpoint,
-        weights=(args.weight, args.track_weight),
+        weights=(args.weight, args.track_weight), choice=args.weights,
     )  # fmt: skip
     print(
         f"timbre model {model.version} ({model.dim} dims, rerank weights: window {model.weight:g},"
