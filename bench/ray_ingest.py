@@ -16,27 +16,19 @@ tracks and seconds per worker process / actor. Writes ``bench/results/ray_ingest
 from __future__ import annotations
 
 import logging
-import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench import pgbench_db
 from bench.ingest_speed import render_ingest_library
-from bench.proc_cpu import timed
+from bench.ray_ingest_runs import STEADY_FROM, STEADY_TO, dithered_copies, one_run
 from bench.report import Report, machine_info, md_table
-from retrieval.ingest_steps import single_threaded as one_core
 
 log = logging.getLogger(__name__)
 
 #: Issue #21: the Ray path within 15 % of the built-in pool's throughput on one machine.
 RAY_TARGET_RATIO = 0.85
-#: The share of a run's stored tracks between which its steady rate is measured: after every
-#: worker has started and before the last ones run alone.
-STEADY_FROM, STEADY_TO = 0.2, 0.9
 #: Dithered copies of each rendered file: 20 rendered works × (1 + 19) = 400 files, ~16.7 h of audio,
 #: ~100 s for the 2-lane pool on an idle 2-core machine (extrapolated from 20.7 s for 80 files).
 #: Ray's start-up (~18 CPU-s) is a fixed cost per run; on those 80 files it was most of Ray's gap,
@@ -45,118 +37,6 @@ STEADY_FROM, STEADY_TO = 0.2, 0.9
 DEFAULT_COPIES = 19
 #: A 1-minute load average above this (2 cores) makes every wall time here pessimistic.
 BUSY_LOAD = 3.0  # the 2-lane runs themselves keep the 1-minute load near 2 on 2 cores
-
-
-def steady_rate(done_at: list[tuple[float, float]]) -> float:
-    """Audio seconds stored per wall second while a run is steady (0 with fewer than 10 tracks).
-
-    ``done_at``: (seconds since the run began, audio seconds) per stored track
-    (``IngestReport.done_at``). The rate is the least-squares slope of the audio stored so far
-    against time, over the tracks between the STEADY_FROM and STEADY_TO shares of the run's audio:
-    weighted by audio, as both paths take the longest files first, and fitted, as Ray's writers
-    commit several tracks at once. A run's wall time less ``audio / rate`` is then what the steady
-    rate does not explain: start-up (Ray's, the workers'), the tail where fewer workers than tracks
-    are left, and the finish.
-    """
-    if len(done_at) < 10:
-        return 0.0
-    t, audio = (np.asarray(x, dtype=np.float64) for x in zip(*sorted(done_at), strict=True))
-    cum = np.cumsum(audio)
-    keep = (cum >= STEADY_FROM * cum[-1]) & (cum <= STEADY_TO * cum[-1])
-    if keep.sum() < 3 or np.ptp(t[keep]) <= 0:
-        return 0.0
-    return float(np.polyfit(t[keep], cum[keep], 1)[0])
-
-
-def dithered_copies(folder: Path, copies: int, *, seed: int = 0) -> int:
-    """Write ``copies`` copies of every WAV in ``folder`` with ±1 LSB of dither; returns files written.
-
-    The sidecar (``metadata.json``) gets the same metadata for each copy.
-    """
-    import json
-
-    import soundfile as sf
-
-    rng = np.random.default_rng(seed)
-    sidecar_path = folder / "metadata.json"
-    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
-    written = 0
-    for src in sorted(folder.glob("*.wav")):
-        if ".copy" in src.stem:
-            continue
-        y, sr = sf.read(str(src), dtype="int16")
-        for c in range(1, copies + 1):
-            dst = src.with_name(f"{src.stem}.copy{c}.wav")
-            if not dst.exists():
-                noisy = np.clip(y.astype(np.int32) + rng.integers(-1, 2, size=y.shape), -32768, 32767)
-                sf.write(str(dst), noisy.astype(np.int16), sr, subtype="PCM_16")
-            if src.name in sidecar:
-                sidecar[dst.name] = sidecar[src.name]
-            written += 1
-    if sidecar:
-        sidecar_path.write_text(json.dumps(sidecar, indent=1))
-    return written
-
-
-def _one_run(
-    *,
-    label: str,
-    db: Any,
-    paths: list[Path],
-    sidecar: Path | None,
-    embedder: Any,
-    spec: Any,
-    ray: bool,
-    workers: int,
-    pgdata: Path,
-) -> dict[str, Any]:
-    from cadenza.embedded_pg import postmaster_pid
-    from retrieval.ingest import ingest
-    from retrieval.ray_ingest import ray_ingest
-
-    truncate_library(db)
-    load_before = [round(x, 2) for x in os.getloadavg()]
-
-    def run() -> Any:
-        if ray:
-            return ray_ingest(
-                db=db, paths=paths, spec=spec, model_version=embedder.model_version, metadata_file=sidecar,
-                workers=workers, num_cpus=workers, progress=False,
-            )  # fmt: skip
-        # The pool's 1-lane run analyses in this process, whose torch and BLAS would otherwise use every
-        # core (1.5 of 2 once: neither one core, as Ray's 1 actor on 1 CPU is, nor comparable per stage).
-        with one_core() if workers == 1 else nullcontext():
-            return ingest(
-                db=db, paths=paths, embedder=embedder, spec=spec, metadata_file=sidecar, workers=workers,
-                progress=False,
-            )  # fmt: skip
-
-    rep, procs = timed(run, extra_roots=lambda: [p for p in [postmaster_pid(pgdata)] if p])
-    out = rep.to_json()
-    tracks = len(rep.added) + len(rep.replaced)
-    rate = steady_rate(rep.done_at)
-    out.update(
-        steady_realtime_factor=rate,
-        fixed_seconds=rep.wall_seconds - rep.audio_seconds / rate if rate else None,
-        cpu_by_process=procs,
-        audio_s_per_cpu_s=rep.audio_seconds / max(procs["total_cpu_seconds"], 1e-9),
-        label=label,
-        path="ray" if ray else "pool",
-        workers=workers,
-        tracks=tracks,
-        tracks_per_s=tracks / max(rep.wall_seconds, 1e-9),
-        load_avg_before=load_before,
-        load_avg_after=[round(x, 2) for x in os.getloadavg()],
-    )
-    log.info("%s: %.1f s wall, %.0fx realtime", label, rep.wall_seconds, rep.realtime_factor)
-    return out
-
-
-def truncate_library(db: Any) -> None:
-    """Empty the library tables (the runs must not see each other's tracks)."""
-    with db.connection() as conn:
-        conn.execute("TRUNCATE tracks, segments, track_chroma RESTART IDENTITY CASCADE")
-        conn.commit()
 
 
 def _runs_by_label(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
@@ -227,6 +107,7 @@ def _cpu_sections(report: Report, runs: list[dict[str, Any]]) -> None:
             ],
         ),  # fmt: skip
     )
+    report.section("Timeline: where the fixed cost goes", _timeline_md(runs))
     for r in (ray2, ray1):
         times = r["ray"]
         stage_rows = [(k, v, round(v / max(r["tracks"], 1), 3)) for k, v in times["stage_seconds"].items()]
@@ -259,6 +140,46 @@ def _cpu_sections(report: Report, runs: list[dict[str, Any]]) -> None:
                 ],
             ),  # fmt: skip
         )
+
+
+#: The timeline's rows: (what happened, the stamp in ``RayIngestReport``'s timeline).
+TIMELINE_ROWS = (
+    ("ray.init returned (started with the hashing)", "ray_init_done"),
+    ("every file hashed and looked up (plan)", "plan_done"),
+    ("Ray Data pipeline built, executor starting", "pipeline_start"),
+    ("first embedding actor's process up", "actor_1_process_up"),
+    ("... its constructor runs (Ray worker and module imports done)", "actor_1_constructor"),
+    ("... torch imported", "actor_1_torch_imported"),
+    ("... model loaded", "actor_1_model_loaded"),
+    ("... warmed up (ready for its first file)", "actor_1_warm"),
+    ("second actor ready", "actor_2_warm"),
+    ("first file featurized", "first_featurize_done"),
+    ("first file embedded", "first_embed_done"),
+    ("first write committed", "first_write_done"),
+    ("last file embedded", "last_embed_done"),
+    ("last write committed", "last_write_done"),
+    ("Ray Data done (its actors stopped)", "pipeline_done"),
+    ("ANALYZE + calibration done (started at the last write)", "finish_done"),
+    ("ray.shutdown() returned", "ray_shutdown_done"),
+    ("run over", "end"),
+)
+
+
+def _timeline_md(runs: list[dict[str, Any]]) -> str:
+    """Seconds since each run began at which its start-up, first and last work and finish happened."""
+    rays = [r for r in runs if r["path"] == "ray"]
+    pools = [r for r in runs if r["path"] == "pool"]
+    rows = [(what, *(r["ray"]["timeline"].get(key, "—") for r in rays)) for what, key in TIMELINE_ROWS]
+    pool_rows = [
+        (r["label"], r["first_stored_s"], r["last_stored_s"], r["wall_seconds"]) for r in pools
+    ]  # fmt: skip
+    return (
+        "Wall-clock stamps in one run each, seconds since the run began (Ray's worker processes stamp their "
+        "own steps; `RayIngestReport.times.timeline` has every stamp):\n\n"
+        + md_table(["event", *(r["label"] for r in rays)], rows)
+        + "\n\nThe pool for comparison (its first lane is this process, which holds the model already):\n\n"
+        + md_table(["run", "first track stored s", "last track stored s", "run over s"], pool_rows)
+    )
 
 
 def _report(data: dict[str, Any], runs: list[dict[str, Any]], *, copies: int, elapsed: float) -> Report:
@@ -329,7 +250,7 @@ def run_ray_ingest(
             ("pool, 1 lane", False, 1),
         ):
             runs.append(
-                _one_run(
+                one_run(
                     label=label, db=db, paths=[lib], sidecar=sidecar, embedder=embedder, spec=spec, ray=ray,
                     workers=workers, pgdata=workdir / "home" / "pgdata",
                 )

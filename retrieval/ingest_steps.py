@@ -45,6 +45,9 @@ def one_blas_thread() -> Any:
     None when threadpoolctl (a dependency of librosa's scikit-learn) is missing.
     """
     try:
+        # scipy ships its own OpenBLAS besides numpy's and loads it on scipy.linalg's first import, which in a
+        # lane came after this limit: that second pool ran one thread per core. Loaded here, it is limited too.
+        import scipy.linalg  # noqa: F401
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - installed with librosa
         return None

@@ -41,6 +41,7 @@ def featurize_row(row: dict[str, Any], use_denoise: bool = False) -> dict[str, A
         "payload": pickle.dumps(featured, protocol=pickle.HIGHEST_PROTOCOL),
         "featurize_pid": os.getpid(),
         "featurize_s": time.perf_counter() - t0,
+        "featurize_at": time.time(),
     }
 
 
@@ -58,8 +59,11 @@ class Embed:
     """Actor: holds one embedder for its lifetime (one model load per actor)."""
 
     def __init__(self, spec: EmbedderSpec, use_gpu: bool) -> None:
+        # Wall-clock stamps of this actor's start-up, for the run's timeline.
+        started = {**process_up(), "constructor": time.time()}
         import torch
 
+        started["torch_imported"] = time.time()
         # One thread: on a CPU node the actors and the featurize tasks share the cores.
         torch.set_num_threads(1)
         self._limits = one_blas_thread()
@@ -67,24 +71,30 @@ class Embed:
         self.embedder = spec.build()
         if use_gpu and torch.cuda.is_available():
             self.embedder.to("cuda")
+        started["model_loaded"] = time.time()
         # As the pool's lanes do: imports, FFT plans and the melody matrix once, up front, not
         # charged to (and delaying) the first track of each actor.
         warm_up()
+        started["warm"] = time.time()
+        self.started = json.dumps(started)
         self.ready_cpu = time.process_time()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        payloads, seconds = [], []
+        payloads, seconds, stamps = [], [], []
         for blob in batch["payload"]:
             t0 = time.perf_counter()
             res = embed_file(pickle.loads(blob), embedder=self.embedder)
             payloads.append(pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL))
             seconds.append(time.perf_counter() - t0)
+            stamps.append(time.time())
         n = len(payloads)
         return {
             **batch,
             "payload": object_column(payloads),
             "embed_pid": np.full(n, os.getpid()),
             "embed_s": np.asarray(seconds),
+            "embed_at": np.asarray(stamps),
+            "embed_started": object_column([self.started] * n),
             # This process's CPU so far (all its threads): the driver splits it per actor.
             "embed_ready_cpu": np.full(n, self.ready_cpu),
             "embed_cpu_now": np.full(n, time.process_time()),
@@ -105,6 +115,9 @@ class Write:
         self.model_version = model_version
         self.sidecar = sidecar
         self.replace = replace
+
+    def close(self) -> None:
+        self.conn.close()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
@@ -134,7 +147,17 @@ class Write:
             "cpu_s": object_column([json.dumps(r.analysis.cpu_s if r.analysis else {}) for r in results]),
             "write_pid": np.full(n, os.getpid()),
             "write_s": np.full(n, (time.perf_counter() - t0) / max(n, 1)),
+            "write_at": np.full(n, time.time()),
         }
+
+
+def process_up() -> dict[str, float]:
+    """When this process started (``time.time()``), where psutil is there to say (it is not a dependency)."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - installed with the benchmarks
+        return {}
+    return {"process_up": psutil.Process().create_time()}
 
 
 def object_column(items: Sequence[Any]) -> np.ndarray:

@@ -306,3 +306,26 @@ def test_reindex_fills_the_timbre_of_a_library_stored_before_it(db, music_dir, e
         abs(float(np.linalg.norm(after.to_numpy())) - 1.0) < 1e-4 and before.shape == after.to_numpy().shape
     )
     assert reindex(db=db, embedder=embedder, workers=1, progress=False).replaced == []
+
+
+def test_one_lane_ingest_runs_on_one_thread_and_gives_the_threads_back(db, music_dir, embedder, monkeypatch):
+    """``--workers 1`` analyses in this process: on one core, as each pool lane does (torch's own pool took
+    every core for little speed: 3.5x the CPU seconds on a loaded 2-core machine)."""
+    import retrieval.ingest_pool as ingest_pool
+
+    seen: list[int] = []
+    real = ingest_pool.process_file
+
+    def spy(**kw):
+        seen.append(torch.get_num_threads())
+        return real(**kw)
+
+    monkeypatch.setattr(ingest_pool, "process_file", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ingest(db=db, paths=[music_dir], embedder=embedder, workers=1, progress=False, calibrate_after=False)
+        assert seen == [1, 1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -73,3 +73,26 @@ def test_a_process_that_lives_on_after_its_lane_gives_the_kept_memory_back():
     # Measured: 32 MB before, 123 MB kept after the tracks, 32 MB settled.
     assert kept - before > 40, (before, kept, settled)
     assert settled - before < 20, (before, kept, settled)
+
+
+# A lane that limits its threads first and imports scipy's linear algebra afterwards (as the analysis stack
+# does on first use): scipy's own OpenBLAS must run one thread too.
+_LANE_THREADS = """
+import torch
+from threadpoolctl import threadpool_info
+from retrieval.ingest_steps import single_threaded
+torch.set_num_threads(2)
+with single_threaded():
+    import scipy.linalg
+    blas = sorted({p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}.values())
+    print(torch.get_num_threads(), blas)
+print(torch.get_num_threads())
+"""
+
+
+def test_single_threaded_limits_torch_and_every_blas_then_gives_the_threads_back():
+    out = subprocess.run(
+        [sys.executable, "-c", _LANE_THREADS], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split("\n")
+    assert out[0] == "1 [1, 1]"  # torch, numpy's OpenBLAS and scipy's
+    assert out[1] == "2"

@@ -47,15 +47,35 @@ def test_ray_stores_what_the_pool_stores(db, tmp_path):
     want = stored_rows(db)
     truncate_all(db)
     spec = EmbedderSpec(untrained_seed=0)
-    # write_batch 2: two commits per writer, so batching across tracks is exercised.
-    ray = ray_ingest(spec=spec, model_version="untrained-seed0", workers=2, write_batch=2, **kw)
-    assert len(ray.added) == len(pool.added) == 3 and ray.segments == pool.segments
-    assert [Path(p).name for p, _ in ray.failed] == ["t3.flac"] and "shorter than 5 s" in ray.failed[0][1]
-    assert_same_rows(stored_rows(db), want)
-    check_complete(db)
-    times = ray.to_json()["ray"]
-    assert set(times["stage_seconds"]) == {"featurize", "embed", "write"}
-    assert sum(w["tracks"] for k, w in times["workers"].items() if k.startswith("embed:")) == 4
+    # A local Ray's writer (the driver), then a cluster's (writer actors); write_batch 2: batching across
+    # tracks is exercised.
+    for layout in ({}, {"writers": 2}):
+        truncate_all(db)
+        ray = ray_ingest(spec=spec, model_version="untrained-seed0", workers=2, write_batch=2, **layout, **kw)
+        assert len(ray.added) == len(pool.added) == 3 and ray.segments == pool.segments
+        assert [Path(p).name for p, _ in ray.failed] == ["t3.flac"] and "shorter than 5 s" in ray.failed[0][1]
+        assert_same_rows(stored_rows(db), want)
+        check_complete(db)
+        times = ray.to_json()["ray"]
+        assert set(times["stage_seconds"]) == {"featurize", "embed", "write"}
+        assert sum(w["tracks"] for k, w in times["workers"].items() if k.startswith("embed:")) == 4
+        # The timeline runs in order: Ray up, an actor warm, files embedded, written, the run over.
+        tl = times["timeline"]
+        assert 0 < tl["ray_init_done"] < tl["actor_1_warm"] < tl["first_embed_done"] <= tl["last_write_done"]
+        assert (
+            tl["last_write_done"]
+            <= tl["pipeline_done"]
+            <= tl["finish_done"]
+            <= tl["end"]
+            <= ray.wall_seconds + 0.05
+        )
+        pids = {
+            stage: {k.split(":")[1] for k in times["workers"] if k.startswith(stage)}
+            for stage in ("featurize", "embed")
+        }
+        assert (
+            pids["featurize"] == pids["embed"]
+        )  # on CPUs a file is featurized where it is embedded, either way
 
     # Idempotent by content hash; a changed file replaces its track; a copy under another name is one track.
     write_audio(lib / "t1.flac", random_chord_track(seconds=11, seed=99, key=3))

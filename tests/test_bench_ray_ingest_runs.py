@@ -1,10 +1,10 @@
-"""bench/ray_ingest.py's steady rate: the figure that separates a run's start-up and tail from its throughput."""
+"""bench/ray_ingest_runs.py's steady rate: the figure that separates a run's start-up and tail from its throughput."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.ray_ingest import one_core, steady_rate
+from bench.ray_ingest_runs import steady_rate
 
 
 def test_steady_rate_leaves_out_start_up_and_reads_through_batched_commits():
@@ -29,18 +29,3 @@ def test_steady_rate_leaves_out_start_up_and_reads_through_batched_commits():
 
 def test_steady_rate_needs_ten_tracks():
     assert steady_rate([(float(i), 60.0) for i in range(1, 10)]) == 0.0
-
-
-def test_the_pool_1_lane_run_is_one_core_and_the_process_gets_its_threads_back():
-    import torch
-    from threadpoolctl import threadpool_info
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with one_core():
-            assert torch.get_num_threads() == 1
-            assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {1}
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
