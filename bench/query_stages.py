@@ -18,8 +18,9 @@ from tqdm import tqdm
 
 from bench.report import percentiles
 
-#: ``passage`` (the same-passage check, retrieval.passage) is part of ``rerank``, shown on its own.
-STAGES = ("decode", "features", "embed", "search", "rerank", "passage", "localize", "total")
+#: ``passage`` (the same-passage check, retrieval.passage) and ``graph`` (the walk over the pool's track
+#: graph, retrieval.track_graph) are part of ``rerank``, shown on their own.
+STAGES = ("decode", "features", "embed", "search", "rerank", "passage", "graph", "localize", "total")
 SAMPLE_RATE = 16_000
 CLIP_SECONDS = 10.0
 #: Semitones above the key's tonic of the diatonic major triads I, ii, iii, IV, V, vi.

@@ -296,6 +296,8 @@ def reason(c: Candidate) -> str:
     parts = [f"sound/texture similarity {comp.get('embedding', 0):.2f}"]
     if comp.get("timbre", 0.0) >= 0.75:
         parts.append(f"similar timbre and production ({comp['timbre']:.2f})")
+    if comp.get("timbre_graph", 0.0) >= 0.5:  # retrieval.track_graph: near the best tracks' sound
+        parts.append("sounds like the tracks nearest your clip")
     h = comp.get("harmony", 0.0)
     if h >= 0.5:
         where = _INTERVALS.get(c.key_shift, f"{c.key_shift:+d} semitones")

@@ -37,6 +37,7 @@ from retrieval.rerank import QueryProfile, score_candidates
 from retrieval.results import likeness_of, matches_of, results_of, rounded_timings, track_count
 from retrieval.segment_rows import SegmentRow, candidate
 from retrieval.store import heard_composers, model_mismatch, other_models
+from retrieval.track_graph import GRAPH_WEIGHT, add_graph_term
 from retrieval.track_scan import NearestQuery
 from retrieval.types import MAX_K, Aspects, SearchRequest, SearchResponse, check_diversity
 
@@ -214,6 +215,10 @@ def search(
         )
         cands = passage.add_passage_term(cands, aligned)
         timings["passage"] = (time.perf_counter() - t_passage) * 1000
+        # The sound of the best tracks' neighbourhood: a walk over the pool's track graph (retrieval.track_graph).
+        t_graph = time.perf_counter()
+        cands = add_graph_term(cands, built.profile, aspects=aspects, weight=GRAPH_WEIGHT)
+        timings["graph"] = (time.perf_counter() - t_graph) * 1000
         matches = matches_of(cands, built, cal)
         same = frozenset(sid for sid, m in matches.items() if m >= SAME_PASSAGE_MATCH)
         scored = cands

@@ -78,7 +78,7 @@ def test_clip_search_localizes_within_half_a_second(lib_db, embedder, audio_lib)
     assert abs(top.start - truth) <= 0.5, (top.start, top.components)
     assert top.match > 0.5 and top.components["harmony"] > 0.9
     assert len({r.track_id for r in resp.results}) == len(resp.results) == 3
-    for stage in ("features", "embed", "search", "rerank", "passage", "localize", "total"):
+    for stage in ("features", "embed", "search", "rerank", "passage", "graph", "localize", "total"):
         assert stage in resp.timings_ms
 
 
@@ -264,11 +264,14 @@ def test_candidates_come_by_sound_too_and_the_sound_weight_acts_on_them(lib_db, 
     assert resp.query["timbre_candidates"] == len(COMPOSERS)  # every track's best window by sound
     top = resp.results[0]
     assert top.track_id == ids["Brahms"] and top.components["timbre"] > 0.95
+    # The walk over the pool's track graph (retrieval.track_graph) starts at the top track: its own term.
+    assert top.components["timbre_graph"] == 1.0
     muted = search(
         db=lib_db, embedder=embedder,
         request=SearchRequest(audio=clip, start_s=0.0, k=3, aspects=Aspects(sound=0.0)),
     )  # fmt: skip
     assert muted.query["timbre_candidates"] == 0
+    assert all("timbre_graph" not in r.components for r in muted.results)
 
 
 def test_filters_keep_k_and_match_exact_scan(db):
