@@ -17,7 +17,7 @@ so Ray Data fuses them: a track is decoded, featurized and embedded in one actor
 the pool, with no frames crossing the object store. With GPUs the actors ask for one each, the
 stages stay apart, and featurize runs as tasks on the CPUs while the GPUs embed. (Fusing by hand,
 featurize called inside the actor's own call, cost 7 % more CPU in the actors than Ray Data's
-fusion: 46.7-46.9 against 43.4-43.7 CPU-s with the writer, 100 files, same run, loaded machine.)
+fusion: 45.7-46.9 against 43.5-43.7 CPU-s with the writer, 100 files, alternating runs, loaded machine.)
 
 On a local Ray the driver is the one writer: the rows come back to it anyway, and a writer actor
 was one more process to start (a Ray worker, Ray Data, psycopg) and one more operator for Ray Data
