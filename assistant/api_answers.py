@@ -131,6 +131,7 @@ class QueryInfo(MomentDescriptors, kw_only=True):
     ann: Maybe[str] = UNSET  # the candidate route: "hnsw", "cells", "exact", …
     candidates: Maybe[int] = UNSET
     timbre_candidates: Maybe[int] = UNSET  # rows the timbre index added (the sound aspect's second source)
+    harmony_candidates: Maybe[int] = UNSET  # tracks the harmony index added (chord sequence: distorted clips)
     calibrated: Maybe[bool] = UNSET
     diversity: Maybe[float] = UNSET
     aspects: Maybe[Aspects] = UNSET

@@ -231,6 +231,35 @@ def chroma_phases(*, y: np.ndarray, phases: int, frames: int) -> np.ndarray:
     return out
 
 
+#: The band a phone line carries (Hz): :func:`band_chroma` keeps only the FFT bins inside it.
+PHONE_BAND_HZ = (300.0, 3400.0)
+
+
+@functools.cache
+def _band_chroma_filterbank() -> np.ndarray:
+    """The chroma filterbank [12, 1025] with every FFT bin outside :data:`PHONE_BAND_HZ` zeroed (read-only)."""
+    hz = np.fft.rfftfreq(N_FFT, d=1.0 / SAMPLE_RATE)
+    fb = _filterbanks()[1] * ((hz >= PHONE_BAND_HZ[0]) & (hz <= PHONE_BAND_HZ[1]))[None, :].astype(np.float32)
+    fb.flags.writeable = False
+    return fb
+
+
+def acoustic_features_and_band_chroma(
+    *, y: np.ndarray, sr: int = SAMPLE_RATE
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`acoustic_features` and, from the same STFT, the chroma of the phone band alone ``[T, 12]``
+    float32 (per-frame max-normalized like the full chroma).
+
+    A clip heard through a phone line has lost its bass and its top: its chroma lines up with the
+    band-limited chroma of its own passage at a median frame cosine of 0.97, against 0.81 with the
+    full-band chroma (training sources, 60 clips); search compares band-limited clips with this.
+    """
+    y = _check_audio(y=y, sr=sr)
+    mag = stft_magnitude(y)
+    band = _normalize_columns(_band_chroma_filterbank() @ (mag**2), order=np.inf).T
+    return _frames_of(mag, sr), np.ascontiguousarray(band, dtype=np.float32)
+
+
 def acoustic_features(*, y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Raw (unnormalized) acoustic frames of a mono 16 kHz signal.
 
@@ -241,7 +270,11 @@ def acoustic_features(*, y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     (from the log-mel). Raises :class:`ParameterError` for bad input.
     """
     y = _check_audio(y=y, sr=sr)
-    mag = stft_magnitude(y)  # [1025, T]
+    return _frames_of(stft_magnitude(y), sr)
+
+
+def _frames_of(mag: np.ndarray, sr: int) -> np.ndarray:
+    """The frames of :func:`acoustic_features` from the magnitude STFT ``mag [1025, T]``."""
     power = mag**2
     mel_fb, chroma_fb = _filterbanks()
     mel = mel_fb @ power  # [128, T]: what librosa.feature.melspectrogram(S=power) computes

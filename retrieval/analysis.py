@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from encoder.features import CHROMA, SAMPLE_RATE, acoustic_features
+from encoder.features import CHROMA, SAMPLE_RATE, acoustic_features_and_band_chroma
 from encoder.protocols import MomentEmbedder
 from encoder.timbre import shipped_timbre, window_statistics
 from retrieval.descriptors import chroma_sequence, describe
@@ -54,6 +54,8 @@ class TrackAnalysis:
     seconds_analyze: float = 0.0
     #: CPU seconds of the analysing thread per stage ("decode", "level", "features", "embed", "describe").
     cpu_s: dict[str, float] = field(default_factory=dict)
+    #: The chroma of the phone band alone, [T, 12] float16 at 10 fps (encoder.features.acoustic_features_and_band_chroma).
+    band_chroma: np.ndarray | None = None
 
 
 #: ITU-R BS.1770-4 gating: 400-ms blocks every 100 ms, absolute gate −70 LKFS, relative gate −10 LU.
@@ -247,7 +249,7 @@ def warm_up() -> None:
     of tone, so a process pays it once, up front, and per-track stage times are steady-state."""
     t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
     y = prepare(y=0.1 * np.sin(2 * np.pi * 440.0 * t), whole_track=True)
-    acoustic_features(y=y, sr=SAMPLE_RATE)
+    acoustic_features_and_band_chroma(y=y, sr=SAMPLE_RATE)
     melody_contour(y=y)  # its salience matrix: ~1 s once per process, else charged to the first track
 
 
@@ -313,6 +315,8 @@ class TrackFeatures:
     #: CPU seconds of the featurizing thread per stage ("level", "features", "melody").
     cpu_s: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    #: The chroma of the phone band alone, [T, 12] float32 at 10 fps (from the same STFT as ``frames``).
+    band_chroma: np.ndarray | None = None
 
 
 def featurize_audio(*, y: np.ndarray, use_denoise: bool = False) -> TrackFeatures:
@@ -320,12 +324,13 @@ def featurize_audio(*, y: np.ndarray, use_denoise: bool = False) -> TrackFeature
     t0, c0 = time.perf_counter(), time.thread_time()
     y = prepare(y=y, use_denoise=use_denoise, whole_track=True)
     c1 = time.thread_time()
-    frames = acoustic_features(y=y, sr=SAMPLE_RATE)
+    frames, band = acoustic_features_and_band_chroma(y=y, sr=SAMPLE_RATE)
     c2 = time.thread_time()
     melody = melody_contour(y=y)
     c3 = time.thread_time()
     return TrackFeatures(
         frames=frames,
+        band_chroma=band,
         duration_s=y.size / SAMPLE_RATE,
         melody=melody,
         cpu_s={"level": c1 - c0, "features": c2 - c1, "melody": c3 - c2},
@@ -351,6 +356,7 @@ def embed_features(*, features: TrackFeatures, embedder: MomentEmbedder) -> Trac
         model_version=embedder.model_version,
         segments=segs,
         chroma=chroma,
+        band_chroma=None if features.band_chroma is None else features.band_chroma.astype(np.float16),
         timbre_version=shipped_timbre().version,
         seconds_analyze=features.seconds + time.perf_counter() - t0,
         cpu_s=cpu,

@@ -277,7 +277,8 @@ def _reindex(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     report = reindex(db=db, embedder=embedder, spec=spec, workers=args.workers)
     r = report.to_json()
     print(f"re-embedded {r['replaced']} tracks ({r['segments']} segments) with {embedder.model_version}; "
-          f"{r['unchanged']} already current; {len(r['failed'])} failed")  # fmt: skip
+          f"{r['unchanged']} already current; {len(r['failed'])} failed"
+          + (f"; harmony vectors written for {r['harmony_filled']} segments" if r["harmony_filled"] else ""))  # fmt: skip
     for f in r["failed"]:
         print(f"  failed: {f['path']}: {f['error']}")
     return 0

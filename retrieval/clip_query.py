@@ -40,13 +40,19 @@ class BuiltQuery:
     profile: QueryProfile
     chroma10: np.ndarray  # [T, 12] 10-fps chroma of the query moment, for localization
     info: dict[str, Any]
-    # [P - 1, T, 12]: chroma10 taken 1..P-1 P-ths of a frame later (encoder.features.chroma_phases), so
-    # the same-passage check can line a clip cut off the 10-fps grid up with stored chroma; none for
-    # a library moment, which is on the grid.
-    chroma_phases: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 12), np.float32))
     exclude_tracks: tuple[int, ...] = ()
     nothing_reason: str | None = None  # set when the query itself cannot match anything
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The leveled samples of the query window (None for a library moment, which is on the grid).
+    window_audio: np.ndarray | None = None
+
+    def chroma_phases(self) -> np.ndarray:
+        """``[P - 1, T, 12]``: chroma10 taken 1..P-1 P-ths of a frame later (encoder.features.chroma_phases),
+        so the same-passage check can line a clip cut off the 10-fps grid up with stored chroma. Computed
+        when asked (~1.6 ms): a clip that goes the melody route never needs them."""
+        if self.window_audio is None:
+            return np.zeros((0, 0, 12), np.float32)
+        return chroma_phases(y=self.window_audio, phases=CHROMA_PHASES, frames=len(self.chroma10))
 
 
 def mel_flatness(*, frames: np.ndarray) -> float:
@@ -169,12 +175,9 @@ def from_audio(
         track_timbre_weight=timbre.track_weight,
         transposed=transposed,
     )
-    t0 = time.perf_counter()
-    phases = chroma_phases(y=y[i0 * HOP : (i0 + len(window)) * HOP], phases=CHROMA_PHASES, frames=len(window))
-    timings["features"] += (time.perf_counter() - t0) * 1000
     return BuiltQuery(
-        profile, window[:, CHROMA].astype(np.float32), info, chroma_phases=phases, nothing_reason=nothing,
-        timings_ms=timings,
+        profile, window[:, CHROMA].astype(np.float32), info, nothing_reason=nothing, timings_ms=timings,
+        window_audio=y[i0 * HOP : (i0 + len(window)) * HOP],
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from retrieval.ingest_pool import map_files
 from retrieval.ingest_report import IngestReport, progress_bar
 from retrieval.ingest_store import finish_ingest, same_model, store_result
 from retrieval.metadata import load_sidecar
-from retrieval.store import replace_segments
+from retrieval.store import fill_harmony, harmony_missing, replace_segments
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,10 @@ def reindex(
 ) -> IngestReport:
     """Re-embed every track with a segment whose model_version differs from ``embedder``'s, without
     a stored melodic line (libraries ingested before migration 007), or without timbre vectors of
-    the shipped timbre model (before migration 008, or fitted anew: encoder/timbre.py).
+    the shipped timbre model (before migration 008, or fitted anew: encoder/timbre.py), or without
+    the phone band's chroma (before migration 009). Segments
+    without a harmony vector (before migration 009) get it from the stored chroma first, with no
+    audio decoded.
 
     Audio is decoded again (no metadata re-read); each track's segments are swapped in one
     transaction. A track whose file is gone is reported as failed and left as it was.
@@ -114,15 +117,25 @@ def reindex(
     with db.connection() as conn:
         rows = conn.execute(
             "SELECT DISTINCT t.id, t.path, t.content_hash FROM tracks t JOIN segments s ON s.track_id = t.id"
+            " LEFT JOIN track_chroma c ON c.track_id = t.id"
             # melody IS NULL: ingested before migration 007 stored the melodic line (query by humming);
-            # timbre_version: before migration 008 stored the timbre vectors, or by another timbre model
-            " WHERE s.model_version <> %s OR s.melody IS NULL OR t.timbre_version IS DISTINCT FROM %s ORDER BY t.id",
+            # timbre_version: before migration 008 stored the timbre vectors, or by another timbre model;
+            # band_chroma IS NULL: before migration 009 stored the phone band's chroma
+            " WHERE s.model_version <> %s OR s.melody IS NULL OR t.timbre_version IS DISTINCT FROM %s"
+            " OR c.band_chroma IS NULL ORDER BY t.id",
             (version, timbre_version),
         ).fetchall()
         report.unchanged = int(scalar(conn, "SELECT count(*) FROM tracks")) - len(rows)
         conn.commit()
     by_path = {Path(p): (tid, h) for tid, p, h in rows}
     jobs = [(Path(p), h) for _, p, h in rows]
+    with autocommit(db) as conn:  # from the stored chroma, before the re-embedding (which writes its own)
+        missing = harmony_missing(conn)
+        fill_bar = progress_bar(len(missing), progress and bool(missing), "harmony vectors")
+        for tid in missing:
+            report.harmony_filled += fill_harmony(conn, tid)
+            fill_bar.update(1)
+        fill_bar.close()
     bar = progress_bar(len(jobs), progress, "reindex")
     try:
         with autocommit(db) as conn:

@@ -23,6 +23,8 @@ class IngestReport:
     unchanged: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     segments: int = 0
+    #: Segments whose harmony vector reindex wrote from the stored chroma (libraries from before migration 009).
+    harmony_filled: int = 0
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     #: CPU seconds per analysis stage, summed over the lanes (see ``TrackAnalysis.cpu_s``), and
@@ -99,6 +101,7 @@ class IngestReport:
             "unchanged": self.unchanged,
             "failed": [{"path": p, "error": e} for p, e in self.failed],
             "segments": self.segments,
+            "harmony_filled": self.harmony_filled,
             "audio_seconds": round(self.audio_seconds, 1),
             "wall_seconds": round(self.wall_seconds, 2),
             "realtime_factor": round(self.realtime_factor, 1),

@@ -20,6 +20,7 @@ import numpy as np
 import psycopg
 
 from retrieval import cells as cells_mod
+from retrieval.harmony import Probe, block_similarity
 from retrieval.segment_rows import SEGMENT_COLUMNS, SegmentRow, segment_rows
 from retrieval.track_scan import NearestQuery, cell_route, exact_per_track
 
@@ -292,3 +293,62 @@ def timbre_nearest(
             ).fetchall()
         )
     return NearestResult(rows, "timbre")
+
+
+#: Each harmony probe reads this many nearest segments (a track's overlapping windows share their
+#: chords, so they crowd the top rows: this many gave >= HARMONY_TRACKS distinct tracks).
+HARMONY_PROBE_ROWS = 200
+
+
+def _harmony_sql(where: str) -> str:
+    """Segments nearest one harmony probe. Parameters: probe vector, *where's, probe vector, row limit."""
+    return (
+        "SELECT s.id, s.track_id, s.harmony <=> %s AS hd FROM segments s JOIN tracks t ON t.id = s.track_id"
+        f" WHERE {where} AND s.harmony IS NOT NULL ORDER BY s.harmony <=> %s LIMIT %s"
+    )
+
+
+def harmony_nearest(
+    conn: psycopg.Connection,
+    *,
+    probes: list[Probe],
+    embedding: np.ndarray,
+    where: str,
+    params: list[Any],
+    n_tracks: int,
+) -> NearestResult:
+    """Candidates by harmony: the best segment of each of up to ``n_tracks`` tracks nearest the query's
+    chord sequence (:mod:`retrieval.harmony`), best first.
+
+    A second candidate source next to the embedding's (:func:`nearest`), like :func:`timbre_nearest`:
+    a clip through a phone line whose embedding lands far from its own recording is still found
+    by its chords. One HNSW walk per probe over the harmony index (sql/009_harmony.sql), best
+    effort; rows carry the *embedding* distance, so the reranker scores them like every other.
+    """
+    if not probes or n_tracks <= 0:
+        return NearestResult([], "harmony")
+    best: dict[int, tuple[float, int]] = {}  # track -> (block similarity, segment id)
+    with conn.transaction():
+        conn.execute(f"SET LOCAL hnsw.ef_search = {HARMONY_PROBE_ROWS}")
+        for p in probes:
+            v = np.asarray(p.vector, np.float32)
+            got = conn.execute(  # type: ignore[call-overload]
+                _harmony_sql(where), [v, *params, v, HARMONY_PROBE_ROWS], prepare=False, binary=True
+            ).fetchall()
+            for sid, tid, hd in got:
+                sim = block_similarity(hd, p)
+                if sim > best.get(int(tid), (-np.inf, 0))[0]:
+                    best[int(tid)] = (sim, int(sid))
+        top = sorted(best.values(), reverse=True)[:n_tracks]
+        if not top:
+            return NearestResult([], "harmony")
+        rows = segment_rows(
+            conn.execute(  # type: ignore[call-overload]
+                f"SELECT {SEGMENT_COLUMNS}, s.embedding <=> %s AS dist FROM segments s"
+                " JOIN tracks t ON t.id = s.track_id WHERE s.id = ANY(%s)",
+                [np.asarray(embedding, np.float32), [sid for _, sid in top]],
+                binary=True,
+            ).fetchall()
+        )
+    order = {sid: i for i, (_, sid) in enumerate(top)}
+    return NearestResult(sorted(rows, key=lambda r: order[int(r.id)]), "harmony")

@@ -202,9 +202,10 @@ def passage_bonus(score: float, floor: float = PASSAGE_FLOOR) -> float:
     return float(np.clip((score - floor) / (1.0 - floor), 0.0, 1.0))
 
 
-def top_tracks(cands: list[Candidate], n: int = PASSAGE_TRACKS) -> list[int]:
-    """The first ``n`` distinct tracks of ``cands`` (scored, best first)."""
-    return list(dict.fromkeys(c.track_id for c in cands))[:n]
+def top_tracks(cands: list[Candidate], n: int = PASSAGE_TRACKS, also: Iterable[int] = ()) -> list[int]:
+    """The first ``n`` distinct tracks of ``cands`` (scored, best first), then those of ``also`` (the
+    tracks a second candidate source found, e.g. by harmony, whose embedding may rank them low)."""
+    return list(dict.fromkeys([*list(dict.fromkeys(c.track_id for c in cands))[:n], *also]))
 
 
 def check_passages(
@@ -214,30 +215,38 @@ def check_passages(
     chromas: dict[int, np.ndarray],
     window_frames: int,
     query_phases: np.ndarray | None = None,
+    also: Iterable[int] = (),
+    band_chromas: dict[int, np.ndarray] | None = None,
 ) -> dict[int, Alignment]:
-    """Per track of :func:`top_tracks` with stored chroma: where the query lines up best in it
+    """Per track of :func:`top_tracks` (``also`` included) with stored chroma: where the query lines up best in it
     (:data:`PASSAGE_SEARCH_S`). In the query's own key (or that of the
     transposition probe that found the track): the same passage is the same notes, and a chord
     pattern that lines up only once rolled to the candidate's key is likeness, not identity.
     ``query_phases [P - 1, Tq, 12]`` (the query's chroma 1..P-1 P-ths of a frame later): tried on
     the tracks that line up at :data:`PHASE_MIN_SCORE` or better, the best phase wins and the
-    start moves back by its fraction of a frame."""
+    start moves back by its fraction of a frame. ``band_chromas``: the tracks' phone-band chroma
+    (sql/009_harmony.sql), aligned too, the better line-up of the two kept: a clip through a phone
+    line lines up with its passage there (training sources, passage alone over 66 tracks: phone
+    top-1 0.82 -> 0.93, clean, noise and reverb unchanged)."""
     if not len(query_chroma):
         return {}
     tids: list[int] = []
     spans: list[_Span | None] = []
     shifts: list[list[int]] = []
     best: list[Alignment] = []
-    for tid in top_tracks(cands):
+    bands = band_chromas or {}
+    for tid in top_tracks(cands, also=also):
         chroma = chromas.get(tid)
         if chroma is None or not len(chroma):
             continue
         seg = max((c for c in cands if c.track_id == tid), key=lambda c: c.emb_sim)
         start = centred_start(seg.start_s, len(query_chroma), window_frames)
-        tids.append(tid)
-        spans.append(_span(chroma, [start], len(query_chroma), PASSAGE_SEARCH_S))
-        shifts.append(list(dict.fromkeys((0, int(seg.components.get("query_transposed", 0))))))
-        best.append(Alignment(start, -1.0, 0))
+        for version in (chroma, bands.get(tid)):  # one span each, in the same matrix products
+            if version is not None and len(version):
+                tids.append(tid)
+                spans.append(_span(version, [start], len(query_chroma), PASSAGE_SEARCH_S))
+                shifts.append(list(dict.fromkeys((0, int(seg.components.get("query_transposed", 0))))))
+                best.append(Alignment(start, -1.0, 0))
     best = _align_spans(query_chroma=query_chroma, spans=spans, shifts=shifts, best=best)
     # The other phases, on the tracks that line up at all and in the key they lined up in.
     phases = np.zeros((0, 0, 12)) if query_phases is None else query_phases
@@ -250,7 +259,11 @@ def check_passages(
             best=best,
             later_s=k / (len(phases) + 1) / FPS,
         )
-    return dict(zip(tids, best, strict=True))
+    out: dict[int, Alignment] = {}
+    for tid, a in zip(tids, best, strict=True):
+        if tid not in out or a.score > out[tid].score:
+            out[tid] = a
+    return out
 
 
 def add_passage_term(cands: list[Candidate], aligned: dict[int, Alignment]) -> list[Candidate]:

@@ -20,14 +20,16 @@ from cadenza.errors import InputError
 from cadenza.settings import LimitSettings
 from encoder.protocols import MomentEmbedder
 from retrieval import context as context_mod
-from retrieval import melody_search, passage
+from retrieval import harmony, melody_search, passage
 from retrieval import query as query_mod
 from retrieval.calibration import NOTHING_SIMILAR_BELOW, SAME_PASSAGE_MATCH, load_calibration
+from retrieval.clip_query import BuiltQuery
 from retrieval.diversity import moves
 from retrieval.filters import filter_sql
 from retrieval.nearest import (
     EF_SEARCH_MAX,
     SEARCH_USES_ITERATIVE_SCAN,
+    harmony_nearest,
     merge_probe,
     nearest,
     probe_nearest,
@@ -49,6 +51,11 @@ RERANK_POOL = 200
 #: (at least TIMBRE_POOL_MIN), when the sound aspect counts (retrieval.nearest.timbre_nearest).
 TIMBRE_POOL_PER_K = 5
 TIMBRE_POOL_MIN = 50
+#: ... plus the best segment of this many tracks nearest by harmony (retrieval.nearest.harmony_nearest),
+#: each checked for the same passage: under a phone line the embedding's pool missed the right track
+#: in half the misses, and in memory it was among the 10 nearest by harmony for every phone clip
+#: (training sources, bench/results/harmony_source.md).
+HARMONY_TRACKS = 10
 
 
 ROUTES = ("auto", "melody", "audio")
@@ -82,14 +89,19 @@ def _sung(
     return sung if request.route == "melody" or sung.single_voice else None
 
 
-def _track_chroma(conn: Any, track_ids: list[int]) -> dict[int, np.ndarray]:
-    """Stored 10-fps chroma ``[T, 12]`` of ``track_ids`` (those that have one)."""
+def _track_chroma(conn: Any, track_ids: list[int]) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Stored 10-fps chroma ``[T, 12]`` of ``track_ids`` (those that have one), and their phone band's chroma
+    (those stored since migration 009)."""
     if not track_ids:
-        return {}
+        return {}, {}
     rows = conn.execute(
-        "SELECT track_id, chroma FROM track_chroma WHERE track_id = ANY(%s)", (track_ids,), binary=True
-    )
-    return {int(t): f16_array(b) for t, b in rows.fetchall()}
+        "SELECT track_id, chroma, band_chroma FROM track_chroma WHERE track_id = ANY(%s)",
+        (track_ids,),
+        binary=True,
+    ).fetchall()
+    return {int(t): f16_array(b) for t, b, _ in rows}, {
+        int(t): f16_array(b) for t, _, b in rows if b is not None
+    }
 
 
 def _timbre_candidates(
@@ -107,6 +119,16 @@ def _timbre_candidates(
     return timbre_nearest(
         conn, timbre=profile.timbre, timbre_version=profile.timbre_version, embedding=profile.embedding,
         where=where, params=params, n_tracks=max(TIMBRE_POOL_PER_K * k, TIMBRE_POOL_MIN),
+    ).rows  # fmt: skip
+
+
+def _harmony_candidates(
+    conn: psycopg.Connection, built: BuiltQuery, *, where: str, params: list[Any]
+) -> list[SegmentRow]:
+    """Rows nearest the query's chord sequence (retrieval.nearest.harmony_nearest)."""
+    return harmony_nearest(
+        conn, probes=harmony.query_probes(built.chroma10), embedding=built.profile.embedding, where=where,
+        params=params, n_tracks=HARMONY_TRACKS,
     ).rows  # fmt: skip
 
 
@@ -177,6 +199,7 @@ def search(
         by_timbre = _timbre_candidates(
             conn, built.profile, aspects=aspects, where=where, params=params, k=request.k
         )
+        by_harmony = _harmony_candidates(conn, built, where=where, params=params)
         if not found.rows and (others := other_models(conn, embedder.model_version)):
             # Not "nothing similar": a reindex under this running server left it on an old model.
             raise model_mismatch(embedder.model_version, others)
@@ -192,9 +215,11 @@ def search(
         t0 = time.perf_counter()
         nearest_rows = sorted(found.rows, key=lambda r: r.dist)[: max(RERANK_POOL, 5 * request.k)]
         seen = {int(r.id) for r in nearest_rows}
-        pool = [candidate(r) for r in nearest_rows] + [
-            candidate(r) for r in by_timbre if int(r.id) not in seen
-        ]
+        pool = [candidate(r) for r in nearest_rows]
+        for r in (*by_timbre, *by_harmony):
+            if int(r.id) not in seen:
+                seen.add(int(r.id))
+                pool.append(candidate(r))
         applied = context_mod.apply(request, heard=heard)
         cands = score_candidates(
             candidates=pool, query=built.profile, aspects=aspects, tempo_factor=request.tempo_factor,
@@ -205,13 +230,16 @@ def search(
                 c.components["query_transposed"] = float(probe_of[c.segment_id])
         # Same passage: the query's chroma slid over the top tracks' stored chroma (retrieval.passage).
         t_passage = time.perf_counter()
-        chromas = _track_chroma(conn, passage.top_tracks(cands))
+        harmony_tracks = list(dict.fromkeys(int(r.track_id) for r in by_harmony))
+        chromas, band_chromas = _track_chroma(conn, passage.top_tracks(cands, also=harmony_tracks))
         aligned = passage.check_passages(
             cands=cands,
+            also=harmony_tracks,
+            band_chromas=band_chromas,
             query_chroma=built.chroma10,
             chromas=chromas,
             window_frames=embedder.windowing.window_frames,
-            query_phases=built.chroma_phases,
+            query_phases=built.chroma_phases(),
         )
         cands = passage.add_passage_term(cands, aligned)
         timings["passage"] = (time.perf_counter() - t_passage) * 1000
@@ -239,7 +267,7 @@ def search(
         timings["context"] = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
-        chromas.update(_track_chroma(conn, sorted({c.track_id for c in chosen} - set(chromas))))
+        chromas.update(_track_chroma(conn, sorted({c.track_id for c in chosen} - set(chromas)))[0])
         results = results_of(chosen, built, chromas, matches, liked, moved, aligned)
         timings["localize"] = (time.perf_counter() - t0) * 1000
 
@@ -247,6 +275,7 @@ def search(
     nothing = not results or top_conf < NOTHING_SIMILAR_BELOW
     info.update({"ann": found.path, "candidates": len(found.rows), "calibrated": cal is not None})
     info["timbre_candidates"] = len(by_timbre)
+    info["harmony_candidates"] = len(by_harmony)
     info["diversity"] = request.diversity
     info["aspects"] = {"sound": aspects.sound, "harmony": aspects.harmony, "rhythm": aspects.rhythm,
                        "melody": aspects.melody}  # fmt: skip

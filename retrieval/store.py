@@ -19,16 +19,17 @@ from cadenza.errors import ModelMismatch, NotFound
 from encoder.features import FPS
 from retrieval.analysis import TrackAnalysis
 from retrieval.cells import assign_cells
+from retrieval.harmony import segment_harmony
 
 SEGMENT_COLUMNS = (
     "track_id", "start_s", "end_s", "embedding", "model_version", "chroma_mean", "chroma_seq", "key_index",
     "mode", "key_confidence", "tempo_bpm", "loudness_db", "brightness_hz", "onset_density", "valence", "arousal",
-    "cell", "melody", "timbre",
+    "cell", "melody", "timbre", "harmony",
 )  # fmt: skip
 SEGMENT_TYPES = (
     "int8", "float4", "float4", "vector", "text", "float4[]", "bytea", "int2",
     "text", "float4", "float4", "float4", "float4", "float4", "float4", "float4",
-    "int4", "bytea", "vector",
+    "int4", "bytea", "vector", "vector",
 )  # fmt: skip
 #: Descriptor columns read back for reranking (stored per segment).
 DESCRIPTOR_COLUMNS = (
@@ -38,8 +39,11 @@ DESCRIPTOR_COLUMNS = (
 
 
 def _segment_rows(track_id: int, analysis: TrackAnalysis, cells: list[int | None]) -> list[tuple[Any, ...]]:
+    # Harmony vectors come from the track's chroma here, on the one path every ingest (pool, Ray,
+    # reindex) writes through, so no lane computes or ships them separately.
+    harmony = segment_harmony(analysis.chroma, [s.start_s for s in analysis.segments])
     rows = []
-    for s, cell in zip(analysis.segments, cells, strict=True):
+    for s, cell, h in zip(analysis.segments, cells, harmony, strict=True):
         d = s.descriptors
         rows.append(
             (
@@ -47,7 +51,7 @@ def _segment_rows(track_id: int, analysis: TrackAnalysis, cells: list[int | None
                 f16_bytes(s.chroma_seq), d["key_index"], d["mode"], d["key_confidence"], d["tempo_bpm"],
                 d["loudness_db"], d["brightness_hz"], d["onset_density"], d["valence"], d["arousal"], cell,
                 None if s.melody is None else f16_bytes(s.melody),
-                s.timbre,
+                s.timbre, h,
             )
         )  # fmt: skip
     return rows
@@ -81,11 +85,12 @@ def track_timbre(analysis: TrackAnalysis) -> np.ndarray | None:
 
 
 def write_chroma(conn: psycopg.Connection, track_id: int, analysis: TrackAnalysis, fps: float = FPS) -> None:
+    band = None if analysis.band_chroma is None else f16_bytes(analysis.band_chroma)
     conn.execute(
-        "INSERT INTO track_chroma (track_id, fps, n_frames, chroma) VALUES (%s, %s, %s, %s)"
+        "INSERT INTO track_chroma (track_id, fps, n_frames, chroma, band_chroma) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (track_id) DO UPDATE SET fps = EXCLUDED.fps, n_frames = EXCLUDED.n_frames,"
-        " chroma = EXCLUDED.chroma",
-        (track_id, fps, len(analysis.chroma), f16_bytes(analysis.chroma)),
+        " chroma = EXCLUDED.chroma, band_chroma = EXCLUDED.band_chroma",
+        (track_id, fps, len(analysis.chroma), f16_bytes(analysis.chroma), band),
     )
 
 
@@ -238,6 +243,29 @@ def track_chroma(conn: psycopg.Connection, track_id: int) -> np.ndarray:
     """The stored 10-fps chroma ``[T, 12]`` float32 of a track (empty when missing)."""
     row = conn.execute("SELECT chroma FROM track_chroma WHERE track_id = %s", (track_id,)).fetchone()
     return f16_array(row[0] if row else None)
+
+
+def harmony_missing(conn: psycopg.Connection) -> list[int]:
+    """Tracks with a segment that has no harmony vector (stored before migration 009, or a silent window)."""
+    rows = conn.execute("SELECT DISTINCT track_id FROM segments WHERE harmony IS NULL ORDER BY 1").fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def fill_harmony(conn: psycopg.Connection, track_id: int) -> int:
+    """Write the missing harmony vectors of a track's segments from its stored chroma (no audio
+    decoded), in one transaction; the number written (a silent window stays NULL)."""
+    with conn.transaction():
+        chroma = track_chroma(conn, track_id)
+        rows = conn.execute(
+            "SELECT id, start_s FROM segments WHERE track_id = %s AND harmony IS NULL ORDER BY id",
+            (track_id,),
+        ).fetchall()
+        got = [(v, int(sid)) for (sid, _), v in zip(rows, segment_harmony(chroma, [r[1] for r in rows]), strict=True)
+               if v is not None]  # fmt: skip
+        if got:
+            with conn.cursor() as cur:
+                cur.executemany("UPDATE segments SET harmony = %s WHERE id = %s", got)
+    return len(got)
 
 
 def record_play(conn: psycopg.Connection, *, listener_id: str, track_id: int) -> None:

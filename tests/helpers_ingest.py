@@ -25,13 +25,15 @@ def counts(db) -> tuple[int, int, int]:
 
 
 def check_complete(db) -> None:
-    """Every track has all its segments, its chroma and their timbre vectors, and its track sound is
-    their mean (sql/012); no content hash twice."""
+    """Every track has all its segments, its chroma (full and phone band) and their timbre and harmony
+    vectors (sql/009: the test audio has no silent window), and its track sound is their mean
+    (sql/012); no content hash twice."""
     with db.connection() as conn:
         no_timbre = conn.execute(
             "SELECT count(*) FROM segments s JOIN tracks t ON t.id = s.track_id"
-            " WHERE s.timbre IS NULL OR t.timbre_version IS NULL"
+            " WHERE s.timbre IS NULL OR t.timbre_version IS NULL OR s.harmony IS NULL"
         ).fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM track_chroma WHERE band_chroma IS NULL").fetchone()[0] == 0
         for track, mean in conn.execute(
             "SELECT t.timbre, (SELECT avg(s.timbre) FROM segments s WHERE s.track_id = t.id) FROM tracks t"
         ).fetchall():
@@ -47,12 +49,13 @@ def check_complete(db) -> None:
 
 
 def stored_rows(db) -> dict[tuple[str, float], tuple[Any, ...]]:
-    """Every stored segment by (file name, start): embedding, descriptors, chroma, and its track's metadata."""
+    """Every stored segment by (file name, start): embedding, descriptors, chroma (full and phone band), harmony
+    vector, and its track's metadata."""
     with db.connection() as conn:
         rows = conn.execute(
             "SELECT t.path, s.start_s, s.embedding, s.key_index, s.mode, s.tempo_bpm, s.loudness_db, s.chroma_seq,"
-            " s.model_version, t.title, t.composer, t.work, t.era, t.year, t.duration_s, c.chroma"
-            " FROM segments s JOIN tracks t ON t.id = s.track_id JOIN track_chroma c ON c.track_id = t.id"
+            " s.model_version, t.title, t.composer, t.work, t.era, t.year, t.duration_s, c.chroma, c.band_chroma,"
+            " s.harmony FROM segments s JOIN tracks t ON t.id = s.track_id JOIN track_chroma c ON c.track_id = t.id"
         ).fetchall()
     return {
         (r[0].rsplit("/", 1)[-1], round(float(r[1]), 2)): (
@@ -61,6 +64,8 @@ def stored_rows(db) -> dict[tuple[str, float], tuple[Any, ...]]:
             bytes(r[7]),
             *r[8:15],
             bytes(r[15]),
+            None if r[16] is None else bytes(r[16]),
+            None if r[17] is None else r[17].to_numpy().tobytes(),
         )
         for r in rows
     }

@@ -168,3 +168,15 @@ def test_features_need_neither_librosa_nor_scipy_signal() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_band_chroma_comes_from_the_same_stft_and_keeps_only_the_phone_band():
+    from encoder.features import acoustic_features_and_band_chroma
+
+    t = np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
+    low, mid = np.sin(2 * np.pi * 110.0 * t), np.sin(2 * np.pi * 880.0 * 2 ** (3 / 12) * t)  # A2; C6
+    y = (0.5 * low + 0.02 * mid).astype(np.float32)
+    frames, band = acoustic_features_and_band_chroma(y=y)
+    assert np.array_equal(frames, acoustic_features(y=y)) and band.shape == (len(frames), 12)
+    # Full chroma: A (the louder low partial) peaks; in the phone band only C is left.
+    assert np.argmax(frames[20, CHROMA]) == 9 and np.argmax(band[20]) == 0 and band[20, 9] < 0.1

@@ -329,3 +329,26 @@ def test_one_lane_ingest_runs_on_one_thread_and_gives_the_threads_back(db, music
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_reindex_fills_harmony_from_the_stored_chroma_and_the_phone_band_by_decoding(db, music_dir, embedder):
+    """A library stored before migration 009: harmony vectors come from the stored chroma with no track
+    re-embedded; a track without its phone band's chroma is decoded again. Both end as a fresh ingest stores them."""
+    from tests.helpers_ingest import assert_same_rows, stored_rows
+
+    ingest(db=db, paths=[music_dir], embedder=embedder, workers=1, progress=False)
+    want = stored_rows(db)
+    with db.connection() as conn:
+        n_segments = conn.execute("SELECT count(*) FROM segments").fetchone()[0]
+        conn.execute("UPDATE segments SET harmony = NULL")
+        conn.commit()
+    r = reindex(db=db, embedder=embedder, workers=1, progress=False)
+    assert r.harmony_filled == n_segments and r.replaced == []
+    assert_same_rows(stored_rows(db), want)
+    with db.connection() as conn:
+        conn.execute("UPDATE track_chroma SET band_chroma = NULL")
+        conn.commit()
+    r = reindex(db=db, embedder=embedder, workers=1, progress=False)
+    assert len(r.replaced) == len(list_tracks_of(db)) and r.harmony_filled == 0
+    assert_same_rows(stored_rows(db), want)
+    check_complete(db)

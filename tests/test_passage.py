@@ -11,6 +11,7 @@ from retrieval.localize import lag_scores, localize, unit_rows
 from retrieval.passage import (
     CHROMA_PHASES,
     PASSAGE_FLOOR,
+    PASSAGE_TRACKS,
     PASSAGE_WEIGHT,
     SEARCH_S,
     add_passage_term,
@@ -179,3 +180,28 @@ def test_a_clip_cut_between_frames_lines_up_at_its_own_phase(track):
     )[1]  # fmt: skip
     assert phased.score > on_grid.score
     assert abs(phased.start_s - start) < 0.02 < abs(on_grid.start_s - start)
+
+
+def test_a_phone_clip_lines_up_in_the_phone_band_chroma_and_tracks_found_otherwise_are_checked():
+    """A clip through a phone line lines up better with the track's phone-band chroma (sql/009) than with
+    its full chroma; the better of the two counts. ``also``: a track the embedding ranks out of the
+    top PASSAGE_TRACKS (found by harmony) is checked too."""
+    from encoder.augment import phone_band
+    from encoder.features import acoustic_features_and_band_chroma
+
+    y = random_chord_track(seconds=40, seed=2, key=3)
+    frames, band = acoustic_features_and_band_chroma(y=y)
+    full = frames[:, CHROMA]
+    q = acoustic_features(y=phone_band(y=y[12 * SR : 22 * SR]))[:, CHROMA]
+    # Track 7 holds the passage but sits below PASSAGE_TRACKS other tracks by embedding.
+    cands = [_cand(i, 100 + i, 0.9 - 0.01 * i, 0.0) for i in range(PASSAGE_TRACKS)] + [
+        _cand(99, 7, 0.5, 10.0)
+    ]
+    assert 7 not in top_tracks(cands) and top_tracks(cands, also=[7])[-1] == 7
+    assert check_passages(cands=cands, query_chroma=q, chromas={7: full}, window_frames=100) == {}
+    only_full = check_passages(cands=cands, query_chroma=q, chromas={7: full}, window_frames=100, also=[7])[7]
+    both = check_passages(
+        cands=cands, query_chroma=q, chromas={7: full}, band_chromas={7: band}, window_frames=100, also=[7]
+    )[7]
+    assert abs(both.start_s - 12.0) <= 0.2 and abs(only_full.start_s - 12.0) <= 0.2
+    assert only_full.score < 0.9 and both.score > 0.95

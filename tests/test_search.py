@@ -274,6 +274,37 @@ def test_candidates_come_by_sound_too_and_the_sound_weight_acts_on_them(lib_db, 
     assert all("timbre_graph" not in r.components for r in muted.results)
 
 
+def test_a_phone_clip_the_embedding_misses_is_found_by_harmony(lib_db, embedder, audio_lib, monkeypatch):
+    """The harmony index is a second candidate source (sql/009): when the embedding's candidates lack
+    the clip's own recording (as under a phone line), the track comes by its chords, is checked for the
+    passage (in its phone-band chroma) and is first at the right time. Without the source it is not found."""
+    from encoder.augment import phone_band
+    from retrieval import search as search_mod
+
+    ids, tracks = audio_lib
+    own = ids["Mozart"]
+    clip = phone_band(y=tracks["Mozart"][int(7.3 * SR) : int(17.3 * SR)])
+
+    def without_own(route):  # the embedding's routes, minus the clip's own track
+        def call(*a, **kw):
+            found = route(*a, **kw)
+            return type(found)([r for r in found.rows if int(r.track_id) != own], found.path)
+
+        return call
+
+    monkeypatch.setattr(search_mod, "nearest", without_own(search_mod.nearest))
+    monkeypatch.setattr(search_mod, "probe_nearest", without_own(search_mod.probe_nearest))
+    request = SearchRequest(
+        audio=clip, start_s=0.0, k=3, aspects=Aspects(sound=0.0)
+    )  # no timbre source either
+    resp = search(db=lib_db, embedder=embedder, request=request)
+    assert resp.query["harmony_candidates"] > 0 and resp.query["timbre_candidates"] == 0
+    top = resp.results[0]
+    assert top.track_id == own and abs(top.start - 7.3) <= 0.5 and top.components["passage"] > 0.9
+    monkeypatch.setattr(search_mod, "HARMONY_TRACKS", 0)
+    assert own not in {r.track_id for r in search(db=lib_db, embedder=embedder, request=request).results}
+
+
 def test_filters_keep_k_and_match_exact_scan(db):
     centers, truth = _clustered_library(db)
     q = centers[0] / np.linalg.norm(centers[0])
