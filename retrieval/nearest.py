@@ -303,8 +303,8 @@ HARMONY_PROBE_ROWS = 200
 def _harmony_sql(where: str) -> str:
     """Segments nearest one harmony probe. Parameters: probe vector, *where's, probe vector, row limit."""
     return (
-        "SELECT s.id, s.track_id, s.harmony <=> %s AS hd FROM segments s JOIN tracks t ON t.id = s.track_id"
-        f" WHERE {where} AND s.harmony IS NOT NULL ORDER BY s.harmony <=> %s LIMIT %s"
+        "SELECT s.id, s.track_id, s.harmony <=> %s::halfvec AS hd FROM segments s JOIN tracks t ON t.id = s.track_id"
+        f" WHERE {where} AND s.harmony IS NOT NULL ORDER BY s.harmony <=> %s::halfvec LIMIT %s"
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from pgvector import HalfVector
 
 from cadenza.db import f16_array, f16_bytes, scalar
 from cadenza.errors import ModelMismatch, NotFound
@@ -29,7 +30,7 @@ SEGMENT_COLUMNS = (
 SEGMENT_TYPES = (
     "int8", "float4", "float4", "vector", "text", "float4[]", "bytea", "int2",
     "text", "float4", "float4", "float4", "float4", "float4", "float4", "float4",
-    "int4", "bytea", "vector", "vector",
+    "int4", "bytea", "vector", "halfvec",
 )  # fmt: skip
 #: Descriptor columns read back for reranking (stored per segment).
 DESCRIPTOR_COLUMNS = (
@@ -51,7 +52,7 @@ def _segment_rows(track_id: int, analysis: TrackAnalysis, cells: list[int | None
                 f16_bytes(s.chroma_seq), d["key_index"], d["mode"], d["key_confidence"], d["tempo_bpm"],
                 d["loudness_db"], d["brightness_hz"], d["onset_density"], d["valence"], d["arousal"], cell,
                 None if s.melody is None else f16_bytes(s.melody),
-                s.timbre, h,
+                s.timbre, None if h is None else HalfVector(h),
             )
         )  # fmt: skip
     return rows
@@ -264,7 +265,7 @@ def fill_harmony(conn: psycopg.Connection, track_id: int) -> int:
                if v is not None]  # fmt: skip
         if got:
             with conn.cursor() as cur:
-                cur.executemany("UPDATE segments SET harmony = %s WHERE id = %s", got)
+                cur.executemany("UPDATE segments SET harmony = %s::halfvec WHERE id = %s", got)
     return len(got)
 
 

@@ -34,21 +34,28 @@ from cadenza.settings import Settings
 from tests.helpers_app import running_app
 from tests.helpers_db import own_embedded_database
 
-# Made by pgserver 0.1.4 with cadenza's own migrations, one track and 3 segments, then stopped.
+# Made by pgserver 0.1.4 with cadenza's migrations before 009, one track and 3 segments, then stopped.
 _OLD_FOLDER = textwrap.dedent(
     """
+    import shutil
     import sys
+    import tempfile
     from pathlib import Path
 
     import pgserver
     import psycopg
 
-    from cadenza.migrations import apply_migrations
+    from cadenza.migrations import SQL_DIR, apply_migrations
 
+    # A folder from before migration 009, whose halfvec column needs pgvector 0.7: the new server applies it.
+    before_009 = Path(tempfile.mkdtemp())
+    for p in SQL_DIR.glob("*.sql"):
+        if int(p.name[:3]) < 9:
+            shutil.copy(p, before_009)
     server = pgserver.get_server(Path(sys.argv[1]), cleanup_mode="stop")
     try:
         with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-            apply_migrations(conn)
+            apply_migrations(conn, before_009)
             tid = conn.execute(
                 "INSERT INTO tracks (content_hash, path, title, composer, duration_s)"
                 " VALUES ('h', '/x.wav', 'Old', 'Someone', 14) RETURNING id"
@@ -97,6 +104,8 @@ def test_folder_from_old_pgserver_opens_updated_with_rows_and_index(tmp_path, ca
         with db.connection() as conn:
             assert conn.execute("SHOW server_version").fetchone()[0].startswith("16.")
             assert conn.execute("SELECT title FROM tracks").fetchall() == [("Old",)]
+            # Migration 009 (halfvec) ran once the extension was updated; reindex fills its column.
+            assert conn.execute("SELECT count(*) FROM segments WHERE harmony IS NULL").fetchone()[0] == 3
             # The HNSW index built by pgvector 0.6 serves an iterative, filtered scan under 0.8.
             conn.execute("SET hnsw.iterative_scan = relaxed_order")
             conn.execute("SET enable_seqscan = off")
