@@ -132,6 +132,7 @@ class QueryInfo(MomentDescriptors, kw_only=True):
     candidates: Maybe[int] = UNSET
     timbre_candidates: Maybe[int] = UNSET  # rows the timbre index added (the sound aspect's second source)
     harmony_candidates: Maybe[int] = UNSET  # tracks the harmony index added (chord sequence: distorted clips)
+    band_limited: Maybe[bool] = UNSET  # the clip lost its bass: aligned with the phone band too
     calibrated: Maybe[bool] = UNSET
     diversity: Maybe[float] = UNSET
     aspects: Maybe[Aspects] = UNSET

@@ -16,7 +16,7 @@ import numpy as np
 from cadenza.errors import InputError
 from cadenza.settings import LimitSettings
 from encoder.feataug import pitch_shift
-from encoder.features import CHROMA, HOP, SAMPLE_RATE, acoustic_features, chroma_phases
+from encoder.features import CHROMA, HOP, SAMPLE_RATE, acoustic_features, chroma_phases, mel_band_edges
 from encoder.protocols import MomentEmbedder
 from encoder.timbre import shipped_timbre, window_statistics
 from encoder.windowing import Windowing
@@ -45,6 +45,8 @@ class BuiltQuery:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # The leveled samples of the query window (None for a library moment, which is on the grid).
     window_audio: np.ndarray | None = None
+    # The clip has lost its bass (BAND_LIMITED_BELOW_DB): align it with the phone band's chroma too.
+    band_limited: bool = False
 
     def chroma_phases(self) -> np.ndarray:
         """``[P - 1, T, 12]``: chroma10 taken 1..P-1 P-ths of a frame later (encoder.features.chroma_phases),
@@ -53,6 +55,23 @@ class BuiltQuery:
         if self.window_audio is None:
             return np.zeros((0, 0, 12), np.float32)
         return chroma_phases(y=self.window_audio, phases=CHROMA_PHASES, frames=len(self.chroma10))
+
+
+#: A clip whose mel energy below 200 Hz sits this far (dB) or more under its 400–3000 Hz energy has lost its
+#: bass (a phone line, a small speaker): the same-passage check then also aligns it with the tracks' phone-band
+#: chroma. Training sources, 60 clips each: phone clips −26.5 to −10.1 dB (median −21.9), clean −9.2 to
+#: +23.3 (median +14.2), noise −6.0 and up, reverb 1.8 and up; a clip wrongly taken as band-limited costs
+#: only the second alignment (~8 ms), a missed one the band's line-up.
+BAND_LIMITED_BELOW_DB = -5.0
+
+
+def bass_level_db(*, frames: np.ndarray) -> float:
+    """Mean mel power below 200 Hz relative to 400–3000 Hz, in dB, of ``frames [T, 143]``."""
+    centres = mel_band_edges()[1:-1]
+    power = 10.0 ** (frames[:, :128].astype(np.float64) / 10.0)
+    low = power[:, centres < 200.0].mean()
+    mid = power[:, (centres > 400.0) & (centres < 3000.0)].mean()
+    return float(10.0 * np.log10(max(low, 1e-20) / max(mid, 1e-20)))
 
 
 def mel_flatness(*, frames: np.ndarray) -> float:
@@ -178,6 +197,7 @@ def from_audio(
     return BuiltQuery(
         profile, window[:, CHROMA].astype(np.float32), info, nothing_reason=nothing, timings_ms=timings,
         window_audio=y[i0 * HOP : (i0 + len(window)) * HOP],
+        band_limited=bass_level_db(frames=window) <= BAND_LIMITED_BELOW_DB,
     )  # fmt: skip
 
 

@@ -89,13 +89,15 @@ def _sung(
     return sung if request.route == "melody" or sung.single_voice else None
 
 
-def _track_chroma(conn: Any, track_ids: list[int]) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
-    """Stored 10-fps chroma ``[T, 12]`` of ``track_ids`` (those that have one), and their phone band's chroma
-    (those stored since migration 009)."""
+def _track_chroma(
+    conn: Any, track_ids: list[int], *, band: bool = False
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Stored 10-fps chroma ``[T, 12]`` of ``track_ids`` (those that have one), and when ``band`` their phone
+    band's chroma (those stored since migration 009)."""
     if not track_ids:
         return {}, {}
     rows = conn.execute(
-        "SELECT track_id, chroma, band_chroma FROM track_chroma WHERE track_id = ANY(%s)",
+        f"SELECT track_id, chroma, {'band_chroma' if band else 'NULL'} FROM track_chroma WHERE track_id = ANY(%s)",
         (track_ids,),
         binary=True,
     ).fetchall()
@@ -231,7 +233,9 @@ def search(
         # Same passage: the query's chroma slid over the top tracks' stored chroma (retrieval.passage).
         t_passage = time.perf_counter()
         harmony_tracks = list(dict.fromkeys(int(r.track_id) for r in by_harmony))
-        chromas, band_chromas = _track_chroma(conn, passage.top_tracks(cands, also=harmony_tracks))
+        chromas, band_chromas = _track_chroma(
+            conn, passage.top_tracks(cands, also=harmony_tracks), band=built.band_limited
+        )
         aligned = passage.check_passages(
             cands=cands,
             also=harmony_tracks,
@@ -276,6 +280,7 @@ def search(
     info.update({"ann": found.path, "candidates": len(found.rows), "calibrated": cal is not None})
     info["timbre_candidates"] = len(by_timbre)
     info["harmony_candidates"] = len(by_harmony)
+    info["band_limited"] = built.band_limited
     info["diversity"] = request.diversity
     info["aspects"] = {"sound": aspects.sound, "harmony": aspects.harmony, "rhythm": aspects.rhythm,
                        "melody": aspects.melody}  # fmt: skip

@@ -299,10 +299,13 @@ def test_a_phone_clip_the_embedding_misses_is_found_by_harmony(lib_db, embedder,
     )  # no timbre source either
     resp = search(db=lib_db, embedder=embedder, request=request)
     assert resp.query["harmony_candidates"] > 0 and resp.query["timbre_candidates"] == 0
+    assert resp.query["band_limited"]  # no bass left: the phone band's chroma is aligned too
     top = resp.results[0]
     assert top.track_id == own and abs(top.start - 7.3) <= 0.5 and top.components["passage"] > 0.9
     monkeypatch.setattr(search_mod, "HARMONY_TRACKS", 0)
     assert own not in {r.track_id for r in search(db=lib_db, embedder=embedder, request=request).results}
+    full = SearchRequest(audio=tracks["Mozart"][int(7.3 * SR) : int(17.3 * SR)], start_s=0.0, k=3)
+    assert not search(db=lib_db, embedder=embedder, request=full).query["band_limited"]
 
 
 def test_filters_keep_k_and_match_exact_scan(db):
