@@ -44,10 +44,11 @@ def one_blas_thread() -> Any:
     Returns the threadpoolctl limiter (keep it alive; ``restore_original_limits()`` undoes it), or
     None when threadpoolctl (a dependency of librosa's scikit-learn) is missing.
     """
+    # scipy ships its own OpenBLAS besides numpy's and loads it on scipy.linalg's first import, which in a
+    # lane came after this limit: that second pool ran one thread per core. Loaded here, it is limited too.
+    import scipy.linalg  # noqa: F401  (scipy and threadpoolctl come with librosa)
+
     try:
-        # scipy ships its own OpenBLAS besides numpy's and loads it on scipy.linalg's first import, which in a
-        # lane came after this limit: that second pool ran one thread per core. Loaded here, it is limited too.
-        import scipy.linalg  # noqa: F401
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - installed with librosa
         return None
