@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,7 @@ def one_run(
 ) -> dict[str, Any]:
     from cadenza.embedded_pg import postmaster_pid
     from retrieval.ingest import ingest
+    from retrieval.ingest_steps import single_threaded
     from retrieval.ray_ingest import ray_ingest
 
     truncate_library(db)
@@ -96,11 +98,12 @@ def one_run(
                 workers=workers, num_cpus=workers, progress=False,
             )  # fmt: skip
         # The pool's 1-lane run analyses in this process on one core (torch and BLAS on one thread), as
-        # Ray's 1 actor on 1 CPU does.
-        return ingest(
-            db=db, paths=paths, embedder=embedder, spec=spec, metadata_file=sidecar, workers=workers,
-            progress=False,
-        )  # fmt: skip
+        # Ray's 1 actor on 1 CPU does and as `cadenza ingest --workers 1` does.
+        with single_threaded() if workers == 1 else nullcontext():
+            return ingest(
+                db=db, paths=paths, embedder=embedder, spec=spec, metadata_file=sidecar, workers=workers,
+                progress=False,
+            )  # fmt: skip
 
     rep, procs = timed(run, extra_roots=lambda: [p for p in [postmaster_pid(pgdata)] if p])
     out = rep.to_json()

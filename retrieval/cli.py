@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -148,6 +149,15 @@ def _embedder(settings: Settings, *, backend: str = "torch") -> tuple[MomentEmbe
     return resolve_embedder(settings.checkpoint, backend=backend)
 
 
+def _one_lane_threads(workers: int) -> AbstractContextManager[None]:
+    """``--workers 1`` analyses in this process: on one core (torch and BLAS on one thread), as each pool lane
+    does. torch's and BLAS's own pools took every core for little speed: 3.5x the CPU seconds and 2.6x the
+    wall time on a loaded 2-core machine (40 files)."""
+    from retrieval.ingest_steps import single_threaded
+
+    return single_threaded() if workers <= 1 else nullcontext()
+
+
 def _ingest(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     from retrieval.ingest import ingest
 
@@ -159,10 +169,12 @@ def _ingest(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     if args.ray is not None:
         report = _ingest_on_ray(db, args, embedder, spec)
     else:
-        report = ingest(
-            db=db, paths=args.paths, embedder=embedder, spec=spec, metadata_file=args.metadata,
-            workers=2 if args.workers is None else args.workers, use_denoise=args.denoise, progress=not args.json,
-        )  # fmt: skip
+        workers = 2 if args.workers is None else args.workers
+        with _one_lane_threads(workers):
+            report = ingest(
+                db=db, paths=args.paths, embedder=embedder, spec=spec, metadata_file=args.metadata,
+                workers=workers, use_denoise=args.denoise, progress=not args.json,
+            )  # fmt: skip
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -274,7 +286,8 @@ def _reindex(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     from retrieval.ingest import reindex
 
     embedder, spec = _embedder(settings)
-    report = reindex(db=db, embedder=embedder, spec=spec, workers=args.workers)
+    with _one_lane_threads(args.workers):
+        report = reindex(db=db, embedder=embedder, spec=spec, workers=args.workers)
     r = report.to_json()
     print(f"re-embedded {r['replaced']} tracks ({r['segments']} segments) with {embedder.model_version}; "
           f"{r['unchanged']} already current; {len(r['failed'])} failed"

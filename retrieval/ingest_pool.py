@@ -88,18 +88,15 @@ def map_files(
     with lane_memory():
         emb = embedder if embedder is not None else spec.build()
         if workers <= 1 or len(jobs) <= 1:
-            # One lane is one core, as each pool process is (torch's and BLAS's own pools would take
-            # every core of the machine for a few percent of speed).
-            with single_threaded():
-                warm_up()
-                for path, digest in jobs:
-                    yield process_file(
-                        path=path,
-                        digest=digest,
-                        embedder=emb,
-                        use_denoise=use_denoise,
-                        read_metadata=read_metadata,
-                    )
+            warm_up()
+            for path, digest in jobs:
+                yield process_file(
+                    path=path,
+                    digest=digest,
+                    embedder=emb,
+                    use_denoise=use_denoise,
+                    read_metadata=read_metadata,
+                )
             return
         queue = largest_first(jobs)
         helpers = workers - 1

@@ -308,27 +308,36 @@ def test_reindex_fills_the_timbre_of_a_library_stored_before_it(db, music_dir, e
     assert reindex(db=db, embedder=embedder, workers=1, progress=False).replaced == []
 
 
-def test_one_lane_ingest_runs_on_one_thread_and_gives_the_threads_back(db, music_dir, embedder, monkeypatch):
-    """``--workers 1`` analyses in this process: on one core, as each pool lane does (torch's own pool took
-    every core for little speed: 3.5x the CPU seconds on a loaded 2-core machine)."""
-    import retrieval.ingest_pool as ingest_pool
+# `cadenza ingest --workers 1`'s own code in a fresh process (thread settings are process-wide), with the analysis
+# step watched: the torch threads each file sees, and the process's threads afterwards.
+_ONE_LANE_CLI = """
+import sys, torch
+import retrieval.ingest_pool as ingest_pool
+from cadenza.cli import main
+seen, real = [], ingest_pool.process_file
+def watched(**kw):
+    seen.append(torch.get_num_threads())
+    return real(**kw)
+ingest_pool.process_file = watched
+torch.set_num_threads(2)
+rc = main(["-q", "ingest", sys.argv[1], "--workers", "1", "--json"])
+print("SEEN", rc, seen, torch.get_num_threads())
+"""
 
-    seen: list[int] = []
-    real = ingest_pool.process_file
 
-    def spy(**kw):
-        seen.append(torch.get_num_threads())
-        return real(**kw)
-
-    monkeypatch.setattr(ingest_pool, "process_file", spy)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        ingest(db=db, paths=[music_dir], embedder=embedder, workers=1, progress=False, calibrate_after=False)
-        assert seen == [1, 1, 1]
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+def test_cli_one_lane_ingest_runs_on_one_thread_and_gives_the_threads_back(db, music_dir, settings):
+    """``cadenza ingest --workers 1`` analyses in its own process: on one core, as each pool lane does (torch's
+    own pool took every core for little speed: 3.5x the CPU seconds on a loaded 2-core machine)."""
+    env = {**os.environ, "CADENZA_HOME": str(settings.paths.home), "CADENZA_DATABASE_URL": db.url}
+    out = subprocess.run(
+        [sys.executable, "-c", _ONE_LANE_CLI, str(music_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = [x for x in out.stdout.splitlines() if x.startswith("SEEN")]
+    assert line == ["SEEN 0 [1, 1, 1] 2"], out.stdout[-2000:] + out.stderr[-2000:]
 
 
 def test_reindex_fills_harmony_from_the_stored_chroma_and_the_phone_band_by_decoding(db, music_dir, embedder):
