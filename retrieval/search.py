@@ -249,7 +249,10 @@ def search(
         timings["passage"] = (time.perf_counter() - t_passage) * 1000
         # The sound of the best tracks' neighbourhood: a walk over the pool's track graph (retrieval.track_graph).
         t_graph = time.perf_counter()
-        cands = add_graph_term(cands, built.profile, aspects=aspects, weight=GRAPH_WEIGHT)
+        cands = add_graph_term(
+            cands, built.profile, aspects=aspects, weight=GRAPH_WEIGHT,
+            seed_without=tuple(context_mod.SIGNAL_TERMS.values()),
+        )  # fmt: skip
         timings["graph"] = (time.perf_counter() - t_graph) * 1000
         matches = matches_of(cands, built, cal)
         same = frozenset(sid for sid, m in matches.items() if m >= SAME_PASSAGE_MATCH)

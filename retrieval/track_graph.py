@@ -14,6 +14,8 @@ library needs no reindex; the term costs well under a millisecond a query.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from retrieval.rerank import Candidate, QueryProfile, combined_score
@@ -64,6 +66,7 @@ def add_graph_term(
     *,
     aspects: Aspects | None = None,
     weight: float = GRAPH_WEIGHT,
+    seed_without: Collection[str] = (),
 ) -> list[Candidate]:
     """Add the ``timbre_graph`` term (:func:`diffuse` over the tracks of ``cands``, scored best first) and re-sort.
 
@@ -72,13 +75,18 @@ def add_graph_term(
     timbre model are walked; a candidate whose track has none gets the pool's median (neither helped
     nor held back). ``score`` stays the weighted mean of ``terms``: the order, the shown likeness and a
     ranking without the term agree. Fewer than three walkable tracks, or no timbre vector for the
-    query: nothing changes.
+    query: nothing changes. The walk's seed is the best track by the score without the terms named in
+    ``seed_without`` (the listener's context terms): a context switch then moves results only through
+    its own term, so the answer's report of what it changed (retrieval.context.rank_without) stays exact.
     """
     w = float(weight) * (1.0 if aspects is None else float(aspects.sound))
     if w <= 0 or query.timbre is None:
         return cands
     order: dict[int, np.ndarray] = {}
-    for c in cands:
+    by_seed = (
+        sorted(cands, key=lambda c: -combined_score(c.terms, without=seed_without)) if seed_without else cands
+    )
+    for c in by_seed:
         if (
             c.track_id not in order
             and c.track_timbre is not None

@@ -90,3 +90,21 @@ def test_the_graph_term_follows_the_sound_weight_and_needs_track_vectors_of_the_
     walked = [c.terms["timbre_graph"][1] for c in loud if c.track_id != 3]
     assert "timbre_graph" not in old.components
     assert old.terms["timbre_graph"][1] == pytest.approx(float(np.median(walked)))
+
+
+def test_a_context_term_does_not_move_the_walks_seed():
+    """The seed is chosen without the listener's context terms, so a context switch moves results only
+    through its own term and the answer's report of what it changed (context.rank_without) is exact."""
+    q, cands = _cands()
+    scored = score_candidates(candidates=cands, query=q, weights=Weights(), aspects=Aspects())
+    for c in scored:  # a mood term that favours the other production strongly enough to lead the pool
+        c.terms["mood"] = (5.0, 1.0 if c.track_id == 6 else 0.0)
+        c.score = combined_score(c.terms)
+    scored.sort(key=lambda c: -c.score)
+    assert scored[0].track_id == 6
+    free = add_graph_term([*scored], q, aspects=Aspects(), weight=2.0, seed_without=("mood",))
+    graph = {c.track_id: c.terms["timbre_graph"][1] for c in free}
+    assert max(graph, key=lambda t: graph[t]) == 1  # seeded on the best track without the mood
+    led = add_graph_term([*scored], q, aspects=Aspects(), weight=2.0)
+    led_graph = {c.track_id: c.terms["timbre_graph"][1] for c in led}
+    assert max(led_graph, key=lambda t: led_graph[t]) == 6  # without seed_without the mood leads the walk
