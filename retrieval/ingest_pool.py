@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +88,11 @@ def map_files(
     # This process is a lane too, for the run only: it may go on serving (`cadenza demo`).
     with lane_memory():
         emb = embedder if embedder is not None else spec.build()
+        here = partial(process_file, embedder=emb, use_denoise=use_denoise, read_metadata=read_metadata)
         if workers <= 1 or len(jobs) <= 1:
             warm_up()
             for path, digest in jobs:
-                yield process_file(
-                    path=path,
-                    digest=digest,
-                    embedder=emb,
-                    use_denoise=use_denoise,
-                    read_metadata=read_metadata,
-                )
+                yield here(path=path, digest=digest)
             return
         queue = largest_first(jobs)
         helpers = workers - 1
@@ -124,13 +120,7 @@ def map_files(
                     yield fut.result()
                 if queue:
                     path, digest = queue.pop()
-                    yield process_file(
-                        path=path,
-                        digest=digest,
-                        embedder=emb,
-                        use_denoise=use_denoise,
-                        read_metadata=read_metadata,
-                    )
+                    yield here(path=path, digest=digest)
                 elif pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:
