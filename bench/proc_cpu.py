@@ -7,6 +7,10 @@ this process, all its descendants and any extra roots (the postmaster) with thei
 keeping each process's last reading, so a process that lived a while is counted with at most
 ``interval`` of its CPU lost at its end. Readings are grouped by what the process is
 (:func:`role`), which answers "where did the CPU go" per actor and per server process.
+
+Each process's largest resident size seen is kept too: on a VM whose host takes back freed memory, a page a
+process touches for the first time can cost 40× what a reused one does (bench/ray_ingest_runs.py measures that
+price before each run), so the memory a run's processes touch is part of where its CPU went.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class TreeCPU:
 
     extra_roots: Callable[[], Iterable[int]] = lambda: ()
     interval: float = 0.25
-    #: pid -> (role, cpu seconds at the first reading, at the last reading)
+    #: pid -> (role, cpu seconds at the first reading, at the last reading, largest RSS bytes seen)
     seen: dict[int, list[Any]] = field(default_factory=dict)
     _first: bool = True
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -69,13 +73,15 @@ class TreeCPU:
                 with p.oneshot():
                     t = p.cpu_times()
                     cpu = t.user + t.system  # not children_*: the children are read themselves
+                    rss = p.memory_info().rss
                     if pid not in self.seen:
                         # Running at the start: count from here. Started since: count all of it.
                         base = cpu if self._first else 0.0
-                        self.seen[pid] = ["", base, cpu]
+                        self.seen[pid] = ["", base, cpu, 0]
                     # The latest role: a Ray worker renames itself once it becomes an actor.
                     self.seen[pid][0] = role(p.name(), p.cmdline(), self_pid=me, pid=pid)
                     self.seen[pid][2] = cpu
+                    self.seen[pid][3] = max(self.seen[pid][3], rss)
             except psutil.Error:
                 continue
 
@@ -92,20 +98,29 @@ class TreeCPU:
         return self
 
     def stop(self) -> dict[str, Any]:
-        """Stop sampling; CPU seconds by role (with process counts) and the total."""
+        """Stop sampling; CPU seconds and the summed largest RSS (MB) by role (with process counts), and totals."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self._sample()
         by: dict[str, dict[str, float]] = {}
-        for r, first, last in self.seen.values():
-            cell = by.setdefault(r, {"processes": 0, "cpu_seconds": 0.0})
+        for r, first, last, rss in self.seen.values():
+            cell = by.setdefault(r, {"processes": 0, "cpu_seconds": 0.0, "rss": 0})
             cell["processes"] += 1
             cell["cpu_seconds"] += max(0.0, last - first)
+            cell["rss"] += rss
         total = sum(c["cpu_seconds"] for c in by.values())
         ordered = dict(sorted(by.items(), key=lambda kv: -kv[1]["cpu_seconds"]))
-        return {"by_role": {k: {"processes": int(v["processes"]), "cpu_seconds": round(v["cpu_seconds"], 2)}
-                            for k, v in ordered.items()}, "total_cpu_seconds": round(total, 2)}  # fmt: skip
+        return {
+            "by_role": {
+                k: {"processes": int(v["processes"]), "cpu_seconds": round(v["cpu_seconds"], 2),
+                    "peak_rss_mb": round(v["rss"] / 2**20)}
+                for k, v in ordered.items()
+            },
+            "total_cpu_seconds": round(total, 2),
+            # Each process's own peak, summed: not the tree's peak at one moment (processes come and go).
+            "peak_rss_mb": round(sum(c["rss"] for c in by.values()) / 2**20),
+        }  # fmt: skip
 
 
 def timed(

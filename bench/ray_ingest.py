@@ -22,7 +22,7 @@ from typing import Any
 
 from bench import pgbench_db
 from bench.ingest_speed import render_ingest_library
-from bench.ray_ingest_runs import STEADY_FROM, STEADY_TO, dithered_copies, one_run
+from bench.ray_ingest_runs import PROBE_MB, STEADY_FROM, STEADY_TO, dithered_copies, one_run
 from bench.report import Report, machine_info, md_table
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ def _throughput_section(report: Report, data: dict[str, Any], runs: list[dict[st
             round(r["steady_realtime_factor"], 1), round(r["fixed_seconds"], 1) if r["fixed_seconds"] is not None else "—",
             (r.get("ray") or {}).get("start_seconds", "—"), r["cpu_by_process"]["total_cpu_seconds"],
             r["cpu_by_process"]["cores_used"], round(r["audio_s_per_cpu_s"]),
+            r["cpu_by_process"].get("peak_rss_mb", "—"), r.get("fresh_memory_cpu_s_per_gb", "—"),
             ", ".join(str(x) for x in r["load_avg_before"]),
         )
         for r in runs
@@ -80,6 +81,8 @@ def _throughput_section(report: Report, data: dict[str, Any], runs: list[dict[st
                 "CPU s, all processes",
                 "cores used",
                 "audio s per CPU s",
+                "largest RSS MB, processes summed",
+                "fresh memory CPU s/GB before",
                 "load before (1/5/15)",
             ],
             rows,
@@ -87,7 +90,11 @@ def _throughput_section(report: Report, data: dict[str, Any], runs: list[dict[st
         + f"\n\nSteady rate: audio seconds stored per wall second between {STEADY_FROM:.0%} and {STEADY_TO:.0%} of "
         "the run's audio (least-squares slope). Start-up + tail + finish: the wall time that rate does not explain "
         "(wall − audio / steady rate): hashing, starting Ray and the workers, the last tracks running on fewer "
-        "workers, ANALYZE and calibration.\n\n"
+        "workers, ANALYZE and calibration. Largest RSS: each process's largest resident size, summed over the run's "
+        "processes (the driver's includes what it held before the clock). Fresh memory: CPU seconds per GB this "
+        f"process paid to touch {PROBE_MB} MB of new memory just before the run (`fresh_memory_cpu_s_per_gb`): on this VM "
+        "a page the host has taken back costs up to ~40× a reused one, and every process a run starts pays that "
+        "price for its imports and working set.\n\n"
         + md_table(["measure", "value"], [(k, round(v, 3)) for k, v in measures]),
     )
 
@@ -98,9 +105,9 @@ def _cpu_sections(report: Report, runs: list[dict[str, Any]]) -> None:
     report.section(
         "CPU seconds by process, every run (sampled process tree, bench/proc_cpu.py)",
         md_table(
-            ["run", "process", "count", "CPU s"],
+            ["run", "process", "count", "CPU s", "largest RSS MB"],
             [
-                (r["label"], role, c["processes"], c["cpu_seconds"])
+                (r["label"], role, c["processes"], c["cpu_seconds"], c.get("peak_rss_mb", "—"))
                 for r in runs
                 for role, c in r["cpu_by_process"]["by_role"].items()
                 if c["cpu_seconds"] >= 0.05

@@ -18,6 +18,27 @@ log = logging.getLogger(__name__)
 #: The share of a run's stored tracks between which its steady rate is measured: after every
 #: worker has started and before the last ones run alone.
 STEADY_FROM, STEADY_TO = 0.2, 0.9
+#: Fresh memory the probe before each run touches: big enough to time (≥ 10 ms even when cheap), small enough
+#: not to warm much of what the run itself will touch (a Ray run's processes reach ~3 GB resident).
+PROBE_MB = 64
+
+
+def fresh_memory_cpu_s_per_gb(mb: int = PROBE_MB) -> float:
+    """CPU seconds this process spends per GB of memory it allocates and touches for the first time, now.
+
+    On a bare machine that is the kernel zeroing pages (~0.2 s/GB). On this benchmark's VM the host takes
+    freed guest memory back, and a page it has taken back costs far more on the next first touch: 1 GB took
+    7.2 and 2.1 CPU-s in two fresh processes, 0.17-0.8 for a second GB right after the first was freed (session 10). Every
+    process a run starts (Ray's daemons, Ray Data's actors, the embedding actors, the pool's helper) pays this
+    price for its imports and working set, so each run records it as it was just before the run.
+    """
+    import time
+
+    c0 = time.process_time()
+    a = np.ones(mb * 2**20 // 8)  # malloc maps new pages for an array this size; ones() touches all of them
+    spent = time.process_time() - c0
+    del a
+    return spent * 1024 / mb
 
 
 def steady_rate(done_at: list[tuple[float, float]]) -> float:
@@ -90,6 +111,7 @@ def one_run(
 
     truncate_library(db)
     load_before = [round(x, 2) for x in os.getloadavg()]
+    fresh_memory = fresh_memory_cpu_s_per_gb()
 
     def run() -> Any:
         if ray:
@@ -124,6 +146,7 @@ def one_run(
         tracks_per_s=tracks / max(rep.wall_seconds, 1e-9),
         load_avg_before=load_before,
         load_avg_after=[round(x, 2) for x in os.getloadavg()],
+        fresh_memory_cpu_s_per_gb=round(fresh_memory, 2),
     )
     log.info("%s: %.1f s wall, %.0fx realtime", label, rep.wall_seconds, rep.realtime_factor)
     return out

@@ -32,3 +32,16 @@ def test_roles_name_ray_actors_servers_and_pool_workers():
     assert role("python", ["python", "-c", "from multiprocessing.spawn import spawn_main; spawn_main()"],
                 self_pid=1, pid=2) == "pool worker"  # fmt: skip
     assert role("python", [], self_pid=7, pid=7) == "this process (driver)"
+
+
+def test_a_child_s_largest_resident_size_is_kept():
+    # The child holds 200 MB it has touched while the sampler reads it (every 0.25 s).
+    hold = "import time\nb = bytearray(200 * 2**20)\nt = time.time()\nwhile time.time() - t < 0.8: pass\n"
+
+    def run() -> int:
+        return subprocess.run([sys.executable, "-c", hold], check=True).returncode
+
+    _, cpu = timed(run)
+    children = {k: v for k, v in cpu["by_role"].items() if k != "this process (driver)"}
+    assert max(c["peak_rss_mb"] for c in children.values()) >= 200
+    assert cpu["peak_rss_mb"] >= 200
