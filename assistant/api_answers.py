@@ -121,6 +121,7 @@ class QueryInfo(MomentDescriptors, kw_only=True):
     model_version: Maybe[str] = UNSET
     nothing_reason: Maybe[str] = UNSET
     route: Maybe[str] = UNSET  # "audio" | "melody"
+    route_reason: Maybe[str] = UNSET  # why a clip that sounded like one voice went the audio route
     melody: Maybe[Tune] = UNSET
     melody_windows: Maybe[int] = UNSET
     melody_missing_windows: Maybe[int] = UNSET

@@ -28,8 +28,12 @@ from retrieval.rerank import QueryProfile
 #: Quieter than this (RMS dBFS of the raw clip) is silence: nothing can be similar to it.
 SILENCE_DBFS = -60.0
 #: Below this tonalness a clip is noise-like: rendered and recorded music measured 0.63–0.95
-#: (1st percentile 0.70 on the demo library); white/pink/brown noise 0.17–0.33.
+#: (1st percentile 0.70 on the demo library); white/pink/brown noise 0.17–0.33. Real recordings reach
+#: below it too (a window of the training sources at 0.37; loud rock with distorted guitars), so a
+#: noise-like clip is still searched and answered only by its own passage (retrieval.search).
 MIN_TONALNESS = 0.4
+#: Said when a noise-like clip finds no passage of its own.
+NOISE_LIKE_REASON = "the clip has no clear pitch content (noise or unpitched sound)"
 #: Transposition probes are at most this many semitones away (the feature-domain shift
 #: resamples the mel axis; past a few semitones the timbre moves with it).
 MAX_PROBE_SEMITONES = 3
@@ -42,6 +46,8 @@ class BuiltQuery:
     info: dict[str, Any]
     exclude_tracks: tuple[int, ...] = ()
     nothing_reason: str | None = None  # set when the query itself cannot match anything
+    # Below MIN_TONALNESS: answered only when its own passage is found (retrieval.search).
+    noise_like: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
     # The leveled samples of the query window (None for a library moment, which is on the grid).
     window_audio: np.ndarray | None = None
@@ -173,11 +179,7 @@ def from_audio(
         "input_dbfs": round(raw_dbfs, 1),
         "flatness": round(mel_flatness(frames=window), 3),
     }
-    nothing = None
-    if raw_dbfs < SILENCE_DBFS:
-        nothing = "the clip is silent"
-    elif d.tonalness < MIN_TONALNESS:
-        nothing = "the clip has no clear pitch content (noise or unpitched sound)"
+    nothing = "the clip is silent" if raw_dbfs < SILENCE_DBFS else None
     profile = QueryProfile(
         embedding=unit(emb),
         chroma_mean=np.asarray(d.chroma_mean),
@@ -198,6 +200,7 @@ def from_audio(
         profile, window[:, CHROMA].astype(np.float32), info, nothing_reason=nothing, timings_ms=timings,
         window_audio=y[i0 * HOP : (i0 + len(window)) * HOP],
         band_limited=bass_level_db(frames=window) <= BAND_LIMITED_BELOW_DB,
+        noise_like=d.tonalness < MIN_TONALNESS,
     )  # fmt: skip
 
 

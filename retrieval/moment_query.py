@@ -25,7 +25,7 @@ from encoder.features import SAMPLE_RATE
 from encoder.protocols import MomentEmbedder
 from encoder.timbre import shipped_timbre
 from encoder.windowing import DEFAULT_WINDOWING, Windowing
-from retrieval.clip_query import BuiltQuery, from_audio, unit
+from retrieval.clip_query import NOISE_LIKE_REASON, BuiltQuery, from_audio, unit
 from retrieval.rerank import QueryProfile
 from retrieval.store import model_mismatch, other_models, track_chroma
 
@@ -166,7 +166,9 @@ def moment(
         d = built.info
         profile, chroma10, end_s = built.profile, built.chroma10, float(start_s) + d["end"]
         key = (d["key_index"], d["mode"], d["key_confidence"])
-        source, nothing, fallback = "audio", built.nothing_reason, None
+        # A library moment is searched for other music, never its own passage: noise-like stays nothing.
+        nothing = built.nothing_reason or (NOISE_LIKE_REASON if built.noise_like else None)
+        source, fallback = "audio", None
         timings.update(built.timings_ms)
     else:
         chroma = track_chroma(conn, track_id)

@@ -29,6 +29,11 @@ from retrieval.rerank import Candidate, combined_score
 #: Tracks (best first by rerank score) whose alignment is checked: the right track of a distorted
 #: clip was in the encoder's top 10 for 0.98 of training-source queries where it was not first.
 PASSAGE_TRACKS = 10
+#: ... and for a clip that has lost its bass (a phone line), whose embedding ranks its own track lower: on
+#: training sources (product, 60 phone clips) the right track sat at pool ranks 37-92 in 3 of 5 misses.
+#: With 20 from the harmony source (retrieval.search), phone top-1 0.92 (10 tracks) -> 0.98 (20) -> 1.00
+#: (40); 20 cost a phone clip +21 ms of CPU (p50, paired), 40 +59 ms. Clips with their bass keep 10.
+PASSAGE_TRACKS_BAND_LIMITED = 20
 #: How far from a track's best segments the query is slid: over the whole track. Around the 5 best
 #: segments (+-5 s) the true passage was out of reach for a few clips, and a weaker line-up elsewhere in
 #: the track was cited; the whole track re-found more on every distortion (training sources, product
@@ -56,6 +61,9 @@ CHROMA_PHASES = 4
 #: Tracks whose on-grid alignment reaches this are also tried at the other phases (few wrong tracks do:
 #: their 90th percentile was 0.40; the right track's 10th percentile at its passage under a phone line 0.59).
 PHASE_MIN_SCORE = 0.35
+#: ... at most this many of them, the best-aligned (a track's phone-band chroma is a span of its own): under
+#: a phone line most of the 40 tracks checked line up at 0.35 or better, and their phases tripled the check's cost.
+PHASE_MAX_SPANS = 10
 
 
 @dataclass(frozen=True)
@@ -217,8 +225,9 @@ def check_passages(
     query_phases: np.ndarray | None = None,
     also: Iterable[int] = (),
     band_chromas: dict[int, np.ndarray] | None = None,
+    n_tracks: int = PASSAGE_TRACKS,
 ) -> dict[int, Alignment]:
-    """Per track of :func:`top_tracks` (``also`` included) with stored chroma: where the query lines up best in it
+    """Per track of :func:`top_tracks` (the first ``n_tracks``, ``also`` included) with stored chroma: where the query lines up best in it
     (:data:`PASSAGE_SEARCH_S`). In the query's own key (or that of the
     transposition probe that found the track): the same passage is the same notes, and a chord
     pattern that lines up only once rolled to the candidate's key is likeness, not identity.
@@ -235,7 +244,7 @@ def check_passages(
     shifts: list[list[int]] = []
     best: list[Alignment] = []
     bands = band_chromas or {}
-    for tid in top_tracks(cands, also=also):
+    for tid in top_tracks(cands, n_tracks, also=also):
         chroma = chromas.get(tid)
         if chroma is None or not len(chroma):
             continue
@@ -251,6 +260,7 @@ def check_passages(
     # The other phases, on the tracks that line up at all and in the key they lined up in.
     phases = np.zeros((0, 0, 12)) if query_phases is None else query_phases
     near = [i for i, a in enumerate(best) if a.score >= PHASE_MIN_SCORE]
+    near = sorted(near, key=lambda i: -best[i].score)[:PHASE_MAX_SPANS]
     for k, chroma_k in enumerate(phases if near else (), start=1):
         best = _align_spans(
             query_chroma=chroma_k[: len(query_chroma)],

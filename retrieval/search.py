@@ -23,7 +23,7 @@ from retrieval import context as context_mod
 from retrieval import harmony, melody_search, passage
 from retrieval import query as query_mod
 from retrieval.calibration import NOTHING_SIMILAR_BELOW, SAME_PASSAGE_MATCH, load_calibration
-from retrieval.clip_query import BuiltQuery
+from retrieval.clip_query import NOISE_LIKE_REASON, BuiltQuery
 from retrieval.diversity import moves
 from retrieval.filters import filter_sql
 from retrieval.nearest import (
@@ -56,9 +56,19 @@ TIMBRE_POOL_MIN = 50
 #: in half the misses, and in memory it was among the 10 nearest by harmony for every phone clip
 #: (training sources, bench/results/harmony_source.md).
 HARMONY_TRACKS = 10
+#: ... 20 for a clip that has lost its bass (with passage.PASSAGE_TRACKS_BAND_LIMITED; training sources, phone).
+HARMONY_TRACKS_BAND_LIMITED = 20
 
 
 ROUTES = ("auto", "melody", "audio")
+#: A first result whose chroma lines up with the query this well is the query's own passage (route and
+#: noise-like decisions). Training sources, audio route: the right passage's line-up under a phone line
+#: was 0.82 or more (10th percentile 0.94), under reverb 0.65 or more (0.87); a wrong first track's at
+#: most 0.70 (phone); white, brown and synthetic noise's best line-up 0.65 or less (0.69 against a library
+#: track of other white noise). The calibrated match alone missed most phone clips (their median match 0.35).
+OWN_PASSAGE_ALIGNMENT = 0.8
+#: Said in the answer when a clip that sounded like one voice was answered by the audio route.
+RECORDING_ROUTE_REASON = "the clip sounded like one voice, but the audio route found its own passage"
 
 
 def _sung(
@@ -130,7 +140,7 @@ def _harmony_candidates(
     """Rows nearest the query's chord sequence (retrieval.nearest.harmony_nearest)."""
     return harmony_nearest(
         conn, probes=harmony.query_probes(built.chroma10), embedding=built.profile.embedding, where=where,
-        params=params, n_tracks=HARMONY_TRACKS,
+        params=params, n_tracks=HARMONY_TRACKS_BAND_LIMITED if built.band_limited else HARMONY_TRACKS,
     ).rows  # fmt: skip
 
 
@@ -167,116 +177,189 @@ def search(
         where, params = filter_sql(
             request.filters, model_version=embedder.model_version, extra_exclude=built.exclude_tracks
         )
-        sung = _sung(request, info, timings)
+        # A noise-like clip gets no melody route: it is answered only by its own passage (below).
+        sung = None if built.noise_like else _sung(request, info, timings)
         if sung is not None:
-            t0 = time.perf_counter()
-            hits = melody_search.search_melody(
-                conn, sung=sung, where=where, params=params, k=request.k, one_per_track=request.one_per_track
-            )
-            info.update(hits.info)
-            timings["search"] = (time.perf_counter() - t0) * 1000
-            timings["total"] = (time.perf_counter() - t_all) * 1000
-            return SearchResponse(
-                query=info,
-                results=hits.results,
-                nothing_similar=hits.nothing_similar,
-                timings_ms=rounded_timings(timings),
-            )
-        info["route"] = "audio"
-        n = min(max(10 * request.k, 100), EF_SEARCH_MAX)
-        iterative = SEARCH_USES_ITERATIVE_SCAN and bool(getattr(db, "supports_iterative_scan", False))
-        query = NearestQuery(
-            built.profile.embedding, where, params, n, min_tracks=request.k if request.one_per_track else 1
-        )
-        found = nearest(
-            conn, query, restrictive=request.filters.active or bool(built.exclude_tracks), iterative=iterative,
-            model_version=embedder.model_version,
+            before, before_ms = dict(info), dict(timings)
+            melody = _melody_route(conn, sung=sung, request=request, where=where, params=params, info=info,
+                                   timings=timings, t_all=t_all)  # fmt: skip
+            if request.route != "auto":
+                return melody
+            # A recording of a library passage can sound like one voice (a lead line over a quiet
+            # backing, a phone line that leaves little but the tune): when the audio route finds the
+            # clip's own passage, that is the answer; a hum or a whistle finds none there.
+            audio = _audio_route(
+                conn, db=db, embedder=embedder, request=request, built=built, aspects=aspects, where=where,
+                params=params, info=before, timings=before_ms, t0=time.perf_counter(), t_all=t_all,
+            )  # fmt: skip
+            if not same_passage_found(audio):
+                return melody
+            audio.query["route_reason"] = RECORDING_ROUTE_REASON
+            return audio
+        resp = _audio_route(
+            conn, db=db, embedder=embedder, request=request, built=built, aspects=aspects, where=where,
+            params=params, info=info, timings=timings, t0=t0, t_all=t_all,
         )  # fmt: skip
-        probe_of: dict[int, int] = {}  # segment id -> semitones of the probe that found it
-        for semis, q in built.profile.transposed:
-            # A passage in another key ranks near the top of its probe or not at all: 3k rows do.
-            probe_query = NearestQuery(q, where, params, min(n, max(3 * request.k, 30)))
-            probe = probe_nearest(conn, probe_query, iterative=iterative)
-            found = merge_probe(found, probe, semis, probe_of)
-        by_timbre = _timbre_candidates(
-            conn, built.profile, aspects=aspects, where=where, params=params, k=request.k
-        )
-        by_harmony = _harmony_candidates(conn, built, where=where, params=params)
-        if not found.rows and (others := other_models(conn, embedder.model_version)):
-            # Not "nothing similar": a reindex under this running server left it on an old model.
-            raise model_mismatch(embedder.model_version, others)
-        # Play history is read only when its switch is on: off, nothing of it reaches the ranking.
-        heard = (
-            frozenset(heard_composers(conn, request.listener_id))
-            if request.listener_id and request.context.history
-            else None
-        )
-        cal = load_calibration(conn, model_version=embedder.model_version, memo=getattr(db, "memo", None))
-        timings["search"] = (time.perf_counter() - t0) * 1000
+    if built.noise_like and not same_passage_found(resp, by_match=False):
+        resp.query["nothing_reason"] = NOISE_LIKE_REASON
+        return SearchResponse(query=resp.query, results=[], nothing_similar=True, timings_ms=resp.timings_ms)
+    return resp
 
-        t0 = time.perf_counter()
-        nearest_rows = sorted(found.rows, key=lambda r: r.dist)[: max(RERANK_POOL, 5 * request.k)]
-        seen = {int(r.id) for r in nearest_rows}
-        pool = [candidate(r) for r in nearest_rows]
-        for r in (*by_timbre, *by_harmony):
-            if int(r.id) not in seen:
-                seen.add(int(r.id))
-                pool.append(candidate(r))
-        applied = context_mod.apply(request, heard=heard)
-        cands = score_candidates(
-            candidates=pool, query=built.profile, aspects=aspects, tempo_factor=request.tempo_factor,
-            **applied.rerank_kwargs(),
-        )  # fmt: skip
-        for c in pool:
-            if probe_of.get(c.segment_id):
-                c.components["query_transposed"] = float(probe_of[c.segment_id])
-        # Same passage: the query's chroma slid over the top tracks' stored chroma (retrieval.passage).
-        t_passage = time.perf_counter()
-        harmony_tracks = list(dict.fromkeys(int(r.track_id) for r in by_harmony))
-        chromas, band_chromas = _track_chroma(
-            conn, passage.top_tracks(cands, also=harmony_tracks), band=built.band_limited
-        )
-        aligned = passage.check_passages(
-            cands=cands,
-            also=harmony_tracks,
-            band_chromas=band_chromas,
-            query_chroma=built.chroma10,
-            chromas=chromas,
-            window_frames=embedder.windowing.window_frames,
-            query_phases=built.chroma_phases(),
-        )
-        cands = passage.add_passage_term(cands, aligned)
-        timings["passage"] = (time.perf_counter() - t_passage) * 1000
-        # The sound of the best tracks' neighbourhood: a walk over the pool's track graph (retrieval.track_graph).
-        t_graph = time.perf_counter()
-        cands = add_graph_term(
-            cands, built.profile, aspects=aspects, weight=GRAPH_WEIGHT,
-            seed_without=tuple(context_mod.SIGNAL_TERMS.values()),
-        )  # fmt: skip
-        timings["graph"] = (time.perf_counter() - t_graph) * 1000
-        matches = matches_of(cands, built, cal)
-        same = frozenset(sid for sid, m in matches.items() if m >= SAME_PASSAGE_MATCH)
-        scored = cands
-        cands, chosen = context_mod.rank(
-            pool,
-            k=request.k,
-            one_per_track=request.one_per_track,
-            diversity=request.diversity,
-            same_passage=same,
-        )
-        moved = moves(ranked=cands, chosen=chosen)
-        liked = likeness_of(scored, chosen, same, n_tracks=track_count(conn))
-        timings["rerank"] = (time.perf_counter() - t0) * 1000
-        t0 = time.perf_counter()
-        info["context"] = context_mod.report(
-            request=request, applied=applied, pool=pool, shown=chosen, same_passage=same
-        )
-        timings["context"] = (time.perf_counter() - t0) * 1000
 
-        t0 = time.perf_counter()
-        chromas.update(_track_chroma(conn, sorted({c.track_id for c in chosen} - set(chromas)))[0])
-        results = results_of(chosen, built, chromas, matches, liked, moved, aligned)
-        timings["localize"] = (time.perf_counter() - t0) * 1000
+def same_passage_found(resp: SearchResponse, *, by_match: bool = True) -> bool:
+    """Whether the first result is the query's own passage: its chroma lines up at
+    :data:`OWN_PASSAGE_ALIGNMENT` or better (retrieval.passage), or (``by_match``) its calibrated
+    match says so. Not by match for a noise-like clip: any two noises embed alike (match 1.0)."""
+    if not resp.results:
+        return False
+    top = resp.results[0]
+    return top.components.get("passage", 0.0) >= OWN_PASSAGE_ALIGNMENT or (
+        by_match and top.match >= SAME_PASSAGE_MATCH
+    )
+
+
+def _melody_route(
+    conn: psycopg.Connection,
+    *,
+    sung: melody_search.SungQuery,
+    request: SearchRequest,
+    where: str,
+    params: list[Any],
+    info: dict[str, Any],
+    timings: dict[str, float],
+    t_all: float,
+) -> SearchResponse:
+    """The melody route (:mod:`retrieval.melody_search`); ``info`` and ``timings`` are filled in place."""
+    t0 = time.perf_counter()
+    hits = melody_search.search_melody(
+        conn, sung=sung, where=where, params=params, k=request.k, one_per_track=request.one_per_track
+    )
+    info.update(hits.info)
+    timings["search"] = (time.perf_counter() - t0) * 1000
+    timings["total"] = (time.perf_counter() - t_all) * 1000
+    return SearchResponse(
+        query=info,
+        results=hits.results,
+        nothing_similar=hits.nothing_similar,
+        timings_ms=rounded_timings(timings),
+    )
+
+
+def _audio_route(
+    conn: psycopg.Connection,
+    *,
+    db: Database,
+    embedder: MomentEmbedder,
+    request: SearchRequest,
+    built: BuiltQuery,
+    aspects: Aspects,
+    where: str,
+    params: list[Any],
+    info: dict[str, Any],
+    timings: dict[str, float],
+    t0: float,
+    t_all: float,
+) -> SearchResponse:
+    """The audio route: nearest segments (+ key probes, timbre and harmony sources) → rerank → same
+    passage → track graph → diversity → localize → match, likeness. ``info`` and ``timings`` are
+    filled in place; ``t0``: when the search stage began."""
+    info["route"] = "audio"
+    n = min(max(10 * request.k, 100), EF_SEARCH_MAX)
+    iterative = SEARCH_USES_ITERATIVE_SCAN and bool(getattr(db, "supports_iterative_scan", False))
+    query = NearestQuery(
+        built.profile.embedding, where, params, n, min_tracks=request.k if request.one_per_track else 1
+    )
+    found = nearest(
+        conn, query, restrictive=request.filters.active or bool(built.exclude_tracks), iterative=iterative,
+        model_version=embedder.model_version,
+    )  # fmt: skip
+    probe_of: dict[int, int] = {}  # segment id -> semitones of the probe that found it
+    for semis, q in built.profile.transposed:
+        # A passage in another key ranks near the top of its probe or not at all: 3k rows do.
+        probe_query = NearestQuery(q, where, params, min(n, max(3 * request.k, 30)))
+        probe = probe_nearest(conn, probe_query, iterative=iterative)
+        found = merge_probe(found, probe, semis, probe_of)
+    by_timbre = _timbre_candidates(
+        conn, built.profile, aspects=aspects, where=where, params=params, k=request.k
+    )
+    by_harmony = _harmony_candidates(conn, built, where=where, params=params)
+    if not found.rows and (others := other_models(conn, embedder.model_version)):
+        # Not "nothing similar": a reindex under this running server left it on an old model.
+        raise model_mismatch(embedder.model_version, others)
+    # Play history is read only when its switch is on: off, nothing of it reaches the ranking.
+    heard = (
+        frozenset(heard_composers(conn, request.listener_id))
+        if request.listener_id and request.context.history
+        else None
+    )
+    cal = load_calibration(conn, model_version=embedder.model_version, memo=getattr(db, "memo", None))
+    timings["search"] = (time.perf_counter() - t0) * 1000
+
+    t0 = time.perf_counter()
+    nearest_rows = sorted(found.rows, key=lambda r: r.dist)[: max(RERANK_POOL, 5 * request.k)]
+    seen = {int(r.id) for r in nearest_rows}
+    pool = [candidate(r) for r in nearest_rows]
+    for r in (*by_timbre, *by_harmony):
+        if int(r.id) not in seen:
+            seen.add(int(r.id))
+            pool.append(candidate(r))
+    applied = context_mod.apply(request, heard=heard)
+    cands = score_candidates(
+        candidates=pool, query=built.profile, aspects=aspects, tempo_factor=request.tempo_factor,
+        **applied.rerank_kwargs(),
+    )  # fmt: skip
+    for c in pool:
+        if probe_of.get(c.segment_id):
+            c.components["query_transposed"] = float(probe_of[c.segment_id])
+    # Same passage: the query's chroma slid over the top tracks' stored chroma (retrieval.passage).
+    t_passage = time.perf_counter()
+    harmony_tracks = list(dict.fromkeys(int(r.track_id) for r in by_harmony))
+    n_tracks = passage.PASSAGE_TRACKS_BAND_LIMITED if built.band_limited else passage.PASSAGE_TRACKS
+    chromas, band_chromas = _track_chroma(
+        conn, passage.top_tracks(cands, n_tracks, also=harmony_tracks), band=built.band_limited
+    )
+    aligned = passage.check_passages(
+        cands=cands,
+        also=harmony_tracks,
+        band_chromas=band_chromas,
+        query_chroma=built.chroma10,
+        chromas=chromas,
+        window_frames=embedder.windowing.window_frames,
+        query_phases=built.chroma_phases(),
+        n_tracks=n_tracks,
+    )
+    cands = passage.add_passage_term(cands, aligned)
+    timings["passage"] = (time.perf_counter() - t_passage) * 1000
+    # The sound of the best tracks' neighbourhood: a walk over the pool's track graph (retrieval.track_graph).
+    t_graph = time.perf_counter()
+    cands = add_graph_term(
+        cands, built.profile, aspects=aspects, weight=GRAPH_WEIGHT,
+        seed_without=tuple(context_mod.SIGNAL_TERMS.values()),
+    )  # fmt: skip
+    timings["graph"] = (time.perf_counter() - t_graph) * 1000
+    matches = matches_of(cands, built, cal)
+    same = frozenset(sid for sid, m in matches.items() if m >= SAME_PASSAGE_MATCH)
+    scored = cands
+    cands, chosen = context_mod.rank(
+        pool,
+        k=request.k,
+        one_per_track=request.one_per_track,
+        diversity=request.diversity,
+        same_passage=same,
+    )
+    moved = moves(ranked=cands, chosen=chosen)
+    liked = likeness_of(scored, chosen, same, n_tracks=track_count(conn))
+    timings["rerank"] = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    info["context"] = context_mod.report(
+        request=request, applied=applied, pool=pool, shown=chosen, same_passage=same
+    )
+    timings["context"] = (time.perf_counter() - t0) * 1000
+
+    t0 = time.perf_counter()
+    chromas.update(_track_chroma(conn, sorted({c.track_id for c in chosen} - set(chromas)))[0])
+    results = results_of(chosen, built, chromas, matches, liked, moved, aligned)
+    timings["localize"] = (time.perf_counter() - t0) * 1000
 
     top_conf = results[0].match if results else 0.0
     nothing = not results or top_conf < NOTHING_SIMILAR_BELOW

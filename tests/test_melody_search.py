@@ -14,7 +14,7 @@ from cadenza.errors import InputError
 from cadenza.synth_audio import accompanied_tune, random_tune, sing, write_audio
 from encoder.embed import Embedder
 from retrieval.ingest import ingest, reindex
-from retrieval.search import search
+from retrieval.search import OWN_PASSAGE_ALIGNMENT, RECORDING_ROUTE_REASON, search
 from retrieval.store import list_tracks
 from retrieval.types import SearchRequest
 from tests.helpers_app import assert_typed_answer_keeps_all
@@ -108,3 +108,30 @@ def test_reindex_fills_melodies_of_a_library_ingested_before_007(session_db, emb
     resp = search(db=session_db, embedder=embedder, request=SearchRequest(audio=hum, k=3))
     assert "melody_missing_windows" not in resp.query
     assert resp.results[0].track_id == tune_lib["tune0.flac"]
+
+
+def test_a_recording_of_one_voice_in_the_library_is_answered_by_the_audio_route(
+    session_db, embedder, tunes, tune_lib, tmp_path
+):
+    """A clip cut from a library recording that is one voice (a solo line) sounds like a hum, but the audio
+    route finds its own passage (chroma line-up >= OWN_PASSAGE_ALIGNMENT): that passage is the answer. The
+    transposed hums above still find no passage of their own and keep the melody route."""
+    solo_notes = random_tune(seconds=SECONDS, seed=77)
+    write_audio(tmp_path / "solo.flac", sing(notes=solo_notes))
+    ingest(db=session_db, paths=[tmp_path], embedder=embedder, workers=1, progress=False)
+    with session_db.connection() as conn:
+        solo = next(t.id for t in list_tracks(conn) if t.path.endswith("solo.flac"))
+    y = sing(notes=solo_notes)
+    truth = 7.3  # off the 2-s segment grid
+    clip = y[int(truth * 16000) : int((truth + 10) * 16000)]
+    resp = search(db=session_db, embedder=embedder, request=SearchRequest(audio=clip, k=3))
+    assert resp.query["melody"]["single_voice"]  # it did sound like one voice
+    assert resp.query["route"] == "audio"
+    assert resp.query["route_reason"] == RECORDING_ROUTE_REASON
+    top = resp.results[0]
+    assert top.track_id == solo
+    assert abs(top.start - truth) <= 0.5
+    assert top.components["passage"] >= OWN_PASSAGE_ALIGNMENT
+    forced = search(db=session_db, embedder=embedder, request=SearchRequest(audio=clip, k=3, route="melody"))
+    assert forced.query["route"] == "melody"  # asked for, the melody route is still taken
+    assert_typed_answer_keeps_all(resp)

@@ -12,6 +12,7 @@ from retrieval.passage import (
     CHROMA_PHASES,
     PASSAGE_FLOOR,
     PASSAGE_TRACKS,
+    PASSAGE_TRACKS_BAND_LIMITED,
     PASSAGE_WEIGHT,
     SEARCH_S,
     add_passage_term,
@@ -205,3 +206,49 @@ def test_a_phone_clip_lines_up_in_the_phone_band_chroma_and_tracks_found_otherwi
     )[7]
     assert abs(both.start_s - 12.0) <= 0.2 and abs(only_full.start_s - 12.0) <= 0.2
     assert only_full.score < 0.9 and both.score > 0.95
+
+
+def test_n_tracks_sets_how_far_down_the_ranking_the_passage_is_checked():
+    """A clip that lost its bass is checked over PASSAGE_TRACKS_BAND_LIMITED tracks (retrieval.search): its
+    own track, ranked below the first PASSAGE_TRACKS by embedding, is then lined up and found."""
+    y = random_chord_track(seconds=40, seed=2, key=3)
+    full = acoustic_features(y=y)[:, CHROMA]
+    q = _clip(y, 12.0, 10)
+    cands = [_cand(i, 100 + i, 0.9 - 0.01 * i, 0.0) for i in range(PASSAGE_TRACKS)] + [
+        _cand(99, 7, 0.5, 10.0)
+    ]
+    assert PASSAGE_TRACKS_BAND_LIMITED > PASSAGE_TRACKS
+    assert 7 not in check_passages(cands=cands, query_chroma=q, chromas={7: full}, window_frames=100)
+    found = check_passages(
+        cands=cands,
+        query_chroma=q,
+        chromas={7: full},
+        window_frames=100,
+        n_tracks=PASSAGE_TRACKS_BAND_LIMITED,
+    )[7]
+    assert abs(found.start_s - 12.0) <= 0.2 and found.score > 0.95
+
+
+def test_the_other_phases_are_tried_on_the_best_aligned_spans_only(track):
+    """PHASE_MAX_SPANS caps the spans tried at the other sub-frame phases; the best-aligned are kept."""
+    import retrieval.passage as passage_mod
+
+    y, full = track
+    start = 20.0 + 0.5 / FPS  # half a frame off the grid: only another phase lines it up fully
+    clip = acoustic_features(y=y[int(start * SR) : int((start + 10) * SR)])[:, CHROMA]
+    phases = chroma_phases(
+        y=y[int(start * SR) : int((start + 10) * SR)], phases=CHROMA_PHASES, frames=len(clip)
+    )
+    others = {
+        i: acoustic_features(y=random_chord_track(seconds=30, seed=30 + i))[:, CHROMA] for i in range(3)
+    }
+    cands = [_cand(10 + i, 100 + i, 0.9, 0.0) for i in range(3)] + [_cand(1, 1, 0.8, 20.0)]
+    chromas = {1: full, **{100 + i: c for i, c in others.items()}}
+    kw = dict(cands=cands, query_chroma=clip, chromas=chromas, window_frames=100, query_phases=phases)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(passage_mod, "PHASE_MAX_SPANS", 1)
+        capped = check_passages(**kw)
+        mp.setattr(passage_mod, "PHASE_MAX_SPANS", 0)
+        none = check_passages(**kw)
+    assert capped[1].score > none[1].score  # the best-aligned span (the own track) got its phases
+    assert all(capped[100 + i] == none[100 + i] for i in range(3))  # the others did not

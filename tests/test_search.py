@@ -303,9 +303,76 @@ def test_a_phone_clip_the_embedding_misses_is_found_by_harmony(lib_db, embedder,
     top = resp.results[0]
     assert top.track_id == own and abs(top.start - 7.3) <= 0.5 and top.components["passage"] > 0.9
     monkeypatch.setattr(search_mod, "HARMONY_TRACKS", 0)
+    monkeypatch.setattr(search_mod, "HARMONY_TRACKS_BAND_LIMITED", 0)  # the phone clip's own reach
     assert own not in {r.track_id for r in search(db=lib_db, embedder=embedder, request=request).results}
     full = SearchRequest(audio=tracks["Mozart"][int(7.3 * SR) : int(17.3 * SR)], start_s=0.0, k=3)
     assert not search(db=lib_db, embedder=embedder, request=full).query["band_limited"]
+
+
+def test_a_clip_that_lost_its_bass_is_checked_over_more_tracks(lib_db, embedder, audio_lib, monkeypatch):
+    """The same-passage check and the harmony source reach further for a band-limited clip (its embedding
+    ranks its own track lower): PASSAGE_TRACKS_BAND_LIMITED / HARMONY_TRACKS_BAND_LIMITED, else the usual."""
+    from encoder.augment import phone_band
+    from retrieval import passage
+    from retrieval import search as search_mod
+
+    ids, tracks = audio_lib
+    seen: list[tuple[int, int]] = []
+    real_check, real_harmony = passage.check_passages, search_mod.harmony_nearest
+    monkeypatch.setattr(
+        passage, "check_passages", lambda **kw: seen.append(("n", kw["n_tracks"])) or real_check(**kw)
+    )
+    monkeypatch.setattr(
+        search_mod,
+        "harmony_nearest",
+        lambda *a, **kw: seen.append(("h", kw["n_tracks"])) or real_harmony(*a, **kw),
+    )
+    clip = tracks["Mozart"][int(7.3 * SR) : int(17.3 * SR)]
+    for y, n, h in (
+        (phone_band(y=clip), passage.PASSAGE_TRACKS_BAND_LIMITED, search_mod.HARMONY_TRACKS_BAND_LIMITED),
+        (clip, passage.PASSAGE_TRACKS, search_mod.HARMONY_TRACKS),
+    ):
+        seen.clear()
+        resp = search(db=lib_db, embedder=embedder, request=SearchRequest(audio=y, start_s=0.0, k=3))
+        assert sorted(seen) == [("h", h), ("n", n)]
+        assert resp.results[0].track_id == ids["Mozart"]
+    assert passage.PASSAGE_TRACKS_BAND_LIMITED > passage.PASSAGE_TRACKS
+    assert search_mod.HARMONY_TRACKS_BAND_LIMITED > search_mod.HARMONY_TRACKS
+
+
+def test_a_noise_like_recording_in_the_library_is_re_found_and_other_noise_is_not(
+    lib_db, embedder, audio_lib, tmp_path
+):
+    """A clip below MIN_TONALNESS (rain, a loud distorted mix) is searched, and answered only when its own
+    passage is found: a clip of a noise-like library recording comes back at the right time; noise that
+    is in no recording is still nothing. Without the search behind the gate both come back empty."""
+    from encoder.features import acoustic_features
+    from retrieval.clip_query import MIN_TONALNESS, NOISE_LIKE_REASON
+    from retrieval.descriptors import tonalness
+    from retrieval.store import remove_track
+
+    rain = noise(seconds=24, seed=50)
+    write_audio(tmp_path / "rain.flac", rain)
+    ingest(db=lib_db, paths=[tmp_path], embedder=embedder, workers=1, progress=False)
+    with lib_db.connection() as conn:
+        rain_id = next(t.id for t in list_tracks(conn) if t.path.endswith("rain.flac"))
+    try:
+        truth = 7.3
+        clip = rain[int(truth * SR) : int((truth + 10) * SR)]
+        assert tonalness(frames=acoustic_features(y=clip)) < MIN_TONALNESS
+        resp = search(db=lib_db, embedder=embedder, request=SearchRequest(audio=clip, k=3))
+        assert not resp.nothing_similar and "nothing_reason" not in resp.query
+        top = resp.results[0]
+        assert top.track_id == rain_id and abs(top.start - truth) <= 0.5
+        other = search(
+            db=lib_db, embedder=embedder, request=SearchRequest(audio=noise(seconds=10, seed=3), k=3)
+        )
+        r0 = other.results[0] if other.results else None
+        assert other.nothing_similar and other.results == [], (r0.match, r0.components.get("passage"))
+        assert other.query["nothing_reason"] == NOISE_LIKE_REASON
+    finally:
+        with autocommit(lib_db) as conn:
+            remove_track(conn, rain_id)
 
 
 def test_filters_keep_k_and_match_exact_scan(db):
