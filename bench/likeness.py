@@ -42,6 +42,7 @@ from bench.recorded import make_recorded_queries
 from bench.report import Report, machine_info, md_table
 from encoder.corpus_real import HELDOUT_SOURCES
 from encoder.features import MEL
+from retrieval.clip_query import SILENCE_DBFS
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,14 @@ def _library(
     return src, lib, systems, lib_info
 
 
+def silent_source(y: np.ndarray, start_s: float, length_s: float) -> bool:
+    """Whether the clean track ``y`` is silent where a clip is cut: RMS below the product's own silence line
+    (retrieval.clip_query.SILENCE_DBFS; a held-out pingus-data track has silent stretches)."""
+    part = y[int(round(start_s * SAMPLE_RATE)) : int(round((start_s + length_s) * SAMPLE_RATE))]
+    rms = float(np.sqrt(np.mean(np.square(part, dtype=np.float64)))) if part.size else 0.0
+    return 20.0 * np.log10(max(rms, 1e-12)) < SILENCE_DBFS
+
+
 def _passage_rows(
     lib: Library,
     systems: dict[str, Any],
@@ -204,6 +213,7 @@ def _passage_rows(
     *,
     n_queries: int,
     rng: np.random.Generator,
+    notes: list[str],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, list[Query]]]:
     """(b) cross-stem rows and (c) distortion rows, in memory, for every system; and (c)'s queries."""
     stem_rows: list[dict[str, Any]] = []
@@ -218,7 +228,13 @@ def _passage_rows(
     audio = [t.audio for t in src.tracks]
     refind_qs: dict[str, list[Query]] = {}
     for label, kind, length in DISTORTIONS:
-        qs = make_recorded_queries(tracks=audio, kind=kind, n=n_queries, rng=rng, length_s=length)
+        drawn = make_recorded_queries(tracks=audio, kind=kind, n=n_queries, rng=rng, length_s=length)
+        # A clip cut where the track itself is silent has no passage to re-find (the product answers "the
+        # clip is silent", or "noise-like" once noise is added): left out, and counted in the notes.
+        qs = [q for q in drawn if not silent_source(audio[q.work_index], q.start_s, q.length_s)]
+        if len(qs) < len(drawn):
+            notes.append(f"(c) {label}: {len(drawn) - len(qs)} of {len(drawn)} clips left out: cut where the "
+                         f"clean track is silent (RMS below {SILENCE_DBFS:g} dBFS), nothing to re-find.")  # fmt: skip
         refind_qs[label] = qs
         qf = [features(y=q.audio) for q in qs]
         for name, emb in systems.items():
@@ -274,7 +290,9 @@ def run_likeness(
     # (b) cross-stem and (c) distortions, in memory
     t0 = time.perf_counter()
     sq = stem_queries(src, rng)
-    stem_rows, refind_rows, refind_qs = _passage_rows(lib, systems, src, sq, n_queries=n_queries, rng=rng)
+    stem_rows, refind_rows, refind_qs = _passage_rows(
+        lib, systems, src, sq, n_queries=n_queries, rng=rng, notes=notes
+    )
     timings["passages_memory_s"] = time.perf_counter() - t0
 
     product_rows: list[dict[str, Any]] = []

@@ -113,3 +113,16 @@ def test_a_candidate_checkpoint_is_measured_beside_the_shipped_one(sources_dir):
     assert any(n.startswith(CANDIDATE) for n in notes)
     with pytest.raises(ConfigError, match="no encoder checkpoint"):
         build_systems(None, lib, [], candidate=sources_dir / "no-such-checkpoint")
+
+
+def test_re_finding_clips_cut_from_silence_are_recognised():
+    """A clip cut where the clean track is silent has nothing to re-find (bench.likeness leaves it out and
+    says so); a quiet passage that still sounds is kept."""
+    from bench.likeness import silent_source
+
+    y = random_chord_track(seconds=30, seed=4)
+    y[10 * SAMPLE_RATE : 22 * SAMPLE_RATE] = 0.0
+    assert silent_source(y, 11.0, 10.0)
+    assert not silent_source(y, 2.0, 10.0)
+    assert not silent_source(y, 5.0, 10.0)  # half silent: there is still a passage
+    assert not silent_source(y * 0.01, 2.0, 10.0)  # -40 dB: quiet, not silent
