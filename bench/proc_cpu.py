@@ -9,7 +9,7 @@ keeping each process's last reading, so a process that lived a while is counted 
 (:func:`role`), which answers "where did the CPU go" per actor and per server process.
 
 Each process's largest resident size seen is kept too: on a VM whose host takes back freed memory, a page a
-process touches for the first time can cost 40× what a reused one does (bench/ray_ingest_runs.py measures that
+process touches for the first time can cost up to ~60× what a reused one does (bench/ray_ingest_runs.py measures that
 price before each run), so the memory a run's processes touch is part of where its CPU went.
 """
 

@@ -93,7 +93,7 @@ def _throughput_section(report: Report, data: dict[str, Any], runs: list[dict[st
         "workers, ANALYZE and calibration. Largest RSS: each process's largest resident size, summed over the run's "
         "processes (the driver's includes what it held before the clock). Fresh memory: CPU seconds per GB this "
         f"process paid to touch {PROBE_MB} MB of new memory just before the run (`fresh_memory_cpu_s_per_gb`): on this VM "
-        "a page the host has taken back costs up to ~40× a reused one, and every process a run starts pays that "
+        "a page the host has taken back costs up to ~60× a reused one, and every process a run starts pays that "
         "price for its imports and working set.\n\n"
         + md_table(["measure", "value"], [(k, round(v, 3)) for k, v in measures]),
     )
