@@ -399,3 +399,24 @@ def test_filters_keep_k_and_match_exact_scan(db):
     with autocommit(db) as conn:
         few = nearest(conn, NearestQuery(q, where, params, 100, k), restrictive=True, iterative=False)
     assert few.path == "exact" and len({r[1] for r in few.rows}) == 6 and {r[5] for r in few.rows} == {"C7"}
+
+
+def test_own_passage_is_judged_by_the_line_up_in_the_clips_own_key_never_by_match():
+    """same_passage_found: a line-up >= OWN_PASSAGE_ALIGNMENT counts; with ``own_key`` (the route decision) not
+    when a transposition probe found the result (a hum in another key); the calibrated match never counts
+    (hums and noises reach match 1.0 against the wrong music)."""
+    from types import SimpleNamespace
+
+    from retrieval.search import OWN_PASSAGE_ALIGNMENT, same_passage_found
+    from retrieval.types import SearchResponse
+
+    def answer(**components):
+        top = SimpleNamespace(components=components, match=1.0)
+        return SearchResponse(query={}, results=[top], nothing_similar=False, timings_ms={})  # type: ignore[list-item]
+
+    lined_up = answer(passage=OWN_PASSAGE_ALIGNMENT + 0.01)
+    assert same_passage_found(lined_up) and same_passage_found(lined_up, own_key=True)
+    probed = answer(passage=0.99, query_transposed=3.0)
+    assert same_passage_found(probed) and not same_passage_found(probed, own_key=True)
+    assert not same_passage_found(answer(passage=OWN_PASSAGE_ALIGNMENT - 0.01))  # match 1.0 alone: no
+    assert not same_passage_found(SearchResponse(query={}, results=[], nothing_similar=True, timings_ms={}))
