@@ -16,8 +16,10 @@ fi
 dest=$(realpath -m "$1")
 shift
 # Not in the default list: boswars-data and neverball-data ship no music folder, and openarena-data
-# keeps its music inside .pk3 archives (checked 2026-12-03). Pingus' tracker modules (.it/.s3m) are
-# copied but do not decode; the benchmark skips them.
+# keeps none (checked 2026-12-03). openarena-088-data has 7 tracks (11.2 min) inside .pk3 archives
+# (zip files; unpacked below): fetch it by name. It is not a default because the shipped timbre model
+# (`cadenza timbre fit`) was fitted on the default training sources and must stay reproducible from them.
+# Pingus' tracker modules (.it/.s3m) are copied but do not decode; the benchmark skips them.
 pkgs=${*:-"widelands-data supertux-data supertuxkart-data hedgewars-data freedroidrpg-data megaglest-data
 openclonk-data lincity-ng-data xmoto-data pingus-data fretsonfire-songs-muldjord fretsonfire-songs-sectoid"}
 for p in $pkgs; do
@@ -38,6 +40,12 @@ for p in $pkgs; do
     echo "$p: downloading"
     (cd "$tmp" && apt-get download -q "$p" >/dev/null) || { echo "$p: apt-get download failed" >&2; continue; }
     dpkg -x "$tmp"/"$p"_*.deb "$tmp/x"
+    # Quake-engine games keep their music in .pk3 archives (zip): unpack their music/ folders beside them.
+    find "$tmp/x" -type f -iname '*.pk3' | while IFS= read -r a; do
+        python3 -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+z.extractall(sys.argv[2], [n for n in z.namelist() if n.lower().startswith("music/")])' "$a" "$a.d"
+    done
     mkdir -p "$dest/$p"
     # Music folders only: a "music", "songs" or "mus" folder (fretsonfire: songs/<song>/; openclonk: Music.ocg/).
     find "$tmp/x" -type f \( -iname '*.ogg' -o -iname '*.mp3' -o -iname '*.flac' -o -iname '*.opus' -o -iname '*.wav' -o -iname '*.it' -o -iname '*.xm' -o -iname '*.mod' -o -iname '*.s3m' \) |
