@@ -180,22 +180,21 @@ def search(
         # A noise-like clip gets no melody route: it is answered only by its own passage (below).
         sung = None if built.noise_like else _sung(request, info, timings)
         if sung is not None:
-            before, before_ms = dict(info), dict(timings)
-            melody = _melody_route(conn, sung=sung, request=request, where=where, params=params, info=info,
-                                   timings=timings, t_all=t_all)  # fmt: skip
-            if request.route != "auto":
-                return melody
-            # A recording of a library passage can sound like one voice (a lead line over a quiet
-            # backing, a phone line that leaves little but the tune): when the audio route finds the
-            # clip's own passage (in its own key), that is the answer; a hum or a whistle finds none there.
-            audio = _audio_route(
-                conn, db=db, embedder=embedder, request=request, built=built, aspects=aspects, where=where,
-                params=params, info=before, timings=before_ms, t0=time.perf_counter(), t_all=t_all,
-            )  # fmt: skip
-            if not same_passage_found(audio, own_key=True):
-                return melody
-            audio.query["route_reason"] = RECORDING_ROUTE_REASON
-            return audio
+            if request.route == "auto":
+                # A recording of a library passage can sound like one voice (a lead line over a quiet
+                # backing, a phone line that leaves little but the tune): when the audio route finds the
+                # clip's own passage (in its own key), that is the answer; a hum or a whistle finds none
+                # there. Asked first, so a recording never pays for the melody matcher (2.4 s at 20k
+                # windows, `cadenza bench humming`).
+                audio = _audio_route(
+                    conn, db=db, embedder=embedder, request=request, built=built, aspects=aspects, where=where,
+                    params=params, info=dict(info), timings=dict(timings), t0=time.perf_counter(), t_all=t_all,
+                )  # fmt: skip
+                if same_passage_found(audio, own_key=True):
+                    audio.query["route_reason"] = RECORDING_ROUTE_REASON
+                    return audio
+            return _melody_route(conn, sung=sung, request=request, where=where, params=params, info=info,
+                                 timings=timings, t_all=t_all)  # fmt: skip
         resp = _audio_route(
             conn, db=db, embedder=embedder, request=request, built=built, aspects=aspects, where=where,
             params=params, info=info, timings=timings, t0=t0, t_all=t_all,
