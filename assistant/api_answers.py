@@ -67,6 +67,9 @@ class MomentResult(Struct):
     reason: str = ""
     moved: int = 0
     moved_reason: str = ""
+    # Other starts (seconds) where this passage plays again in its track, note for note
+    # (retrieval.repeats); empty unless this result is the query's own passage.
+    also_at: list[float] = []
 
 
 class Tune(Struct):

@@ -104,6 +104,8 @@ def aspect_rows(r: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows.append(("same-passage match", f"{match_of(r) * 100:.0f}%"))
     if r.get("key_shift"):
         rows.append(("key offset", f"{int(r['key_shift']):+d} semitones"))
+    if r.get("also_at"):  # retrieval.repeats
+        rows.append(("also plays at", ", ".join(f"{float(a):.1f} s" for a in r["also_at"])))
     d = r.get("descriptors") or {}
     if describe.key_name(d):
         rows.append(("key", str(describe.key_name(d))))
@@ -131,6 +133,8 @@ def card(
             )
         )  # fmt: skip
     start, end = float(r["start"]), float(r["end"])
+    # Where the passage plays again in its track (retrieval.repeats): as long as the cited moment.
+    also = [float(a) for a in r.get("also_at") or ()]
     return {
         "rank": r["rank"],
         "anchor": f"r{message_id}-{r['rank']}",
@@ -149,6 +153,15 @@ def card(
         "measured_reason": r.get("reason") or "",
         "moved_reason": r.get("moved_reason") or "",
         "key_shift": int(r.get("key_shift") or 0),
+        "also_at": [
+            {
+                "start": a,
+                "end": a + end - start,
+                "at": describe.timestamp(a),
+                "range": describe.time_range(a, a + end - start),
+            }
+            for a in also
+        ],
         "picture": picture,
         "removed": removed,
     }

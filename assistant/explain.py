@@ -34,6 +34,8 @@ Rules:
 - Only claim what the measured descriptors and scores support (key, mode, tempo, loudness,
   brightness, density, valence/arousal, component scores). Do not invent facts about the pieces.
 - Keys and tempos you mention must match the given numbers.
+- A result's "also_plays_at" lists other times where its passage plays again in the same track; you
+  may say so, with exactly those times, citing the result.
 - Write 3 to 6 short sentences of plain Markdown, no headings, no links, no HTML."""
 
 
@@ -98,6 +100,11 @@ def build_payload(response: Mapping[str, Any]) -> dict[str, Any]:
                 "key_shift_semitones": r.get("key_shift", 0),
                 "descriptors": _clean_descriptors(r.get("descriptors") or {}),
                 "measured_reason": r.get("reason", ""),
+                **(
+                    {"also_plays_at": [describe.timestamp(float(a)) for a in r["also_at"]]}
+                    if r.get("also_at")
+                    else {}
+                ),
             }
         )
     return {
@@ -193,6 +200,10 @@ def offline_explanation(response: Mapping[str, Any], *, max_cited: int = 4) -> s
         if era and common_era and era != common_era and n != results[0]["rank"]:
             sentence += f", though it is {era}"
         parts.append(sentence + ".")
+        if r.get("also_at"):  # retrieval.repeats: the same notes again elsewhere in the track
+            times = [describe.timestamp(float(a)) for a in r["also_at"]]
+            said = times[0] if len(times) == 1 else ", ".join(times[:-1]) + " and " + times[-1]
+            parts.append(f"The passage of [{n}] also plays at {said} in the same track.")
     return " ".join(parts)
 
 

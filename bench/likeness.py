@@ -435,3 +435,34 @@ def _sections(
                 ["distortion", *systems], [[d, *(cell.get((d, s), "") for s in systems)] for d in labels]
             ),
         )
+    cited = [r for r in refind if "cited" in r]
+    if cited:
+        report.section(
+            '(c) The true moment cited: the first result\'s time or one of its "also plays at" times '
+            "(product only; strict top-1 above stays the headline)",
+            md_table(
+                [
+                    "distortion",
+                    "system",
+                    "queries",
+                    "strict top-1",
+                    "true moment cited (first result's time or its also-at)",
+                    "also-at times given",
+                    "also-at precision (literal repeat or the true place)",
+                ],
+                [
+                    [
+                        r["distortion"],
+                        r["system"],
+                        r["queries"],
+                        r["top1"],
+                        r["cited"],
+                        r["also_n"],
+                        ""
+                        if r["also_precision"] is None
+                        else f"{r['also_precision']:.3g} ({r['also_ok']}/{r['also_n']})",
+                    ]
+                    for r in cited
+                ],
+            ),  # fmt: skip
+        )

@@ -77,14 +77,16 @@ def _refind_rows(
     auto, default diversity); hit = its track first and the cited start within the tolerance.
     ``top1_rep`` also counts a first result on the right track that starts on a literal repeat of
     the passage (:func:`bench.metrics.literal_repeat` on ``mels``, the clean track's log-mel frames
-    by library index): the headline stays the strict ``top1``."""
+    by library index): the headline stays the strict ``top1``. ``cited``: the true moment is the first
+    result's start or one of its ``also_at`` (retrieval.repeats); ``also_precision``: the share of those
+    also-at times that are the true place or a literal repeat of it (``also_ok`` of ``also_n``)."""
     from retrieval.search import search
     from retrieval.types import SearchRequest
 
     rows = []
     for label, qs in refind_qs.items():
         qs = [q for q in qs if db_id[q.work_index] >= 0]
-        top1 = top10 = work1 = melody = top1_rep = 0
+        top1 = top10 = work1 = melody = top1_rep = cited = also_n = also_ok = 0
         for q in tqdm(qs, desc=f"product re-finding: {label}", leave=False, mininterval=30):
             resp = search(db=db, embedder=embedder, request=SearchRequest(audio=q.audio, start_s=None, k=k))
             own = [r.track_id == db_id[q.work_index] for r in resp.results]
@@ -102,10 +104,25 @@ def _refind_rows(
                 )
             )  # fmt: skip
             melody += resp.query.get("route") != "audio"
+            # "Also plays at" (retrieval.repeats) on the first result: the true moment counts as cited when
+            # it is one of them; each is right when it is the true place or a literal repeat of it.
+            also = resp.results[0].also_at if resp.results else []
+            first_own = bool(own[:1] and own[0])
+            cited += bool(ok[:1] and ok[0]) or (
+                first_own and any(abs(a - q.start_s) <= HIT_TOLERANCE_S for a in also)
+            )
+            also_n += len(also)
+            also_ok += sum(
+                first_own and (abs(a - q.start_s) <= HIT_TOLERANCE_S or literal_repeat(
+                    mel=mels[q.work_index], true_start_s=q.start_s, found_start_s=a, length_s=q.length_s,
+                ))
+                for a in also
+            )  # fmt: skip
         if qs:
             rows.append({"distortion": label, "system": PRODUCT, "queries": len(qs), "top1": top1 / len(qs),
                          "top10": top10 / len(qs), "work_top1": work1 / len(qs), "top1_rep": top1_rep / len(qs),
-                         "melody_route": melody / len(qs)})  # fmt: skip
+                         "melody_route": melody / len(qs), "cited": cited / len(qs), "also_n": also_n,
+                         "also_ok": also_ok, "also_precision": also_ok / also_n if also_n else None})  # fmt: skip
     return rows
 
 

@@ -351,10 +351,17 @@ def _search(settings: Settings, db: Database, args: argparse.Namespace) -> int:
         print(f"{r.rank:2d}. {r.composer or '?'} — {r.title}  @ {r.start:.1f}–{r.end:.1f} s  "
               f"likeness {r.likeness:.0f}  match {r.match:.0%}")  # fmt: skip
         print(f"    {r.reason}")
+        if r.also_at:
+            print("    this passage also plays at " + _spoken_list([f"{a:.1f} s" for a in r.also_at]))
         if r.moved_reason:
             print(f"    {r.moved_reason}")
     print("timings " + ", ".join(f"{k} {v:.0f} ms" for k, v in response.timings_ms.items()))
     return 0
+
+
+def _spoken_list(items: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def moment_arg(raw: str, name: str) -> tuple[int, float]:

@@ -20,7 +20,7 @@ from cadenza.errors import InputError
 from cadenza.settings import LimitSettings
 from encoder.protocols import MomentEmbedder
 from retrieval import context as context_mod
-from retrieval import harmony, melody_search, passage
+from retrieval import harmony, melody_search, passage, repeats
 from retrieval import query as query_mod
 from retrieval.calibration import NOTHING_SIMILAR_BELOW, SAME_PASSAGE_MATCH, load_calibration
 from retrieval.clip_query import NOISE_LIKE_REASON, BuiltQuery
@@ -319,6 +319,7 @@ def _audio_route(
     chromas, band_chromas = _track_chroma(
         conn, passage.top_tracks(cands, n_tracks, also=harmony_tracks), band=built.band_limited
     )
+    query_phases = built.chroma_phases()
     aligned = passage.check_passages(
         cands=cands,
         also=harmony_tracks,
@@ -326,7 +327,7 @@ def _audio_route(
         query_chroma=built.chroma10,
         chromas=chromas,
         window_frames=embedder.windowing.window_frames,
-        query_phases=built.chroma_phases(),
+        query_phases=query_phases,
         n_tracks=n_tracks,
     )
     cands = passage.add_passage_term(cands, aligned)
@@ -361,6 +362,10 @@ def _audio_route(
     chromas.update(_track_chroma(conn, sorted({c.track_id for c in chosen} - set(chromas)))[0])
     results = results_of(chosen, built, chromas, matches, liked, moved, aligned)
     timings["localize"] = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    repeats.add_also_at(results, query_chroma=built.chroma10, query_phases=query_phases, aligned=aligned,
+                        chromas=chromas, band_chromas=band_chromas)  # fmt: skip
+    timings["repeats"] = (time.perf_counter() - t0) * 1000
 
     top_conf = results[0].match if results else 0.0
     nothing = not results or top_conf < NOTHING_SIMILAR_BELOW

@@ -174,6 +174,9 @@ class Result:
     # Places the diversity step moved this result from its score's place (+ = up), and why.
     moved: int = 0
     moved_reason: str = ""
+    # Other starts (seconds) where this result's passage plays again in its track, note for note
+    # (retrieval.repeats); only for a result that is the query's own passage.
+    also_at: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -56,6 +56,9 @@
   function playRange(audio, start, end) {
     audio.dataset.free = "";
     audio.dataset.stopAt = end != null ? String(end) : "";
+    // The native play button replays this range (a card's "also plays at" is not its cited range).
+    audio.dataset.rangeStart = String(start);
+    audio.dataset.rangeEnd = end != null ? String(end) : "";
     whenReady(audio, function () {
       audio.currentTime = start;
       var p = audio.play();
@@ -79,7 +82,8 @@
   document.addEventListener("play", function (e) {
     var a = e.target;
     if (!(a instanceof HTMLAudioElement) || !a.classList.contains("player") || a.dataset.free === "1") return;
-    var start = parseFloat(a.dataset.start || ""), end = parseFloat(a.dataset.end || "");
+    var start = parseFloat(a.dataset.rangeStart || a.dataset.start || "");
+    var end = parseFloat(a.dataset.rangeEnd || a.dataset.end || "");
     if (isNaN(start) || isNaN(end)) return;
     if (a.currentTime < start - 0.5 || a.currentTime >= end - 0.05) a.currentTime = start;
     a.dataset.stopAt = String(end);

@@ -66,16 +66,24 @@ class Library:
     ids: dict[str, int]  # title -> track id
 
 
-def ingest_library(db: Database, folder: Path, settings: Settings) -> Library:
-    """Write the six synthetic tracks with a metadata sidecar and ingest them for real."""
+def ingest_library(
+    db: Database,
+    folder: Path,
+    settings: Settings,
+    tracks: list[tuple[str, str, str, np.ndarray]] | None = None,
+) -> Library:
+    """Write the six synthetic tracks (or ``tracks``: title, composer, era, audio) with a metadata
+    sidecar and ingest them for real."""
     from retrieval.ingest import ingest
 
     truncate_all(db)
     folder.mkdir(parents=True, exist_ok=True)
+    if tracks is None:
+        tracks = [(f"Study {i}", c, era, track_audio(i)) for i, (c, era, _, _) in enumerate(TRACKS)]
     rows = []
-    for i, (composer, era, _, _) in enumerate(TRACKS):
-        path = write_audio(folder / f"track{i}.wav", track_audio(i))
-        rows.append({"path": path.name, "title": f"Study {i}", "composer": composer, "era": era})
+    for i, (title, composer, era, y) in enumerate(tracks):
+        path = write_audio(folder / f"track{i}.wav", y)
+        rows.append({"path": path.name, "title": title, "composer": composer, "era": era})
     (folder / "metadata.json").write_text(json.dumps(rows))
     embedder = load_embedder(settings)
     report = ingest(
@@ -86,7 +94,7 @@ def ingest_library(db: Database, folder: Path, settings: Settings) -> Library:
         metadata_file=folder / "metadata.json",
         progress=False,
     )
-    assert len(report.added) == len(TRACKS), report
+    assert len(report.added) == len(tracks), report
     with db.connection() as conn:
         ids = {t: i for i, t in conn.execute("SELECT id, title FROM tracks").fetchall()}
     return Library(db=db, embedder=embedder, folder=folder, ids=ids)
