@@ -121,7 +121,7 @@ def table(path: Path) -> str:
             if r["best"] is not None and r["best"] >= 0.8:
                 chosen = [p for p in r["peaks"][:4] if p["score"] >= max(0.8, r["best"] - m)]
             total += len(chosen)
-            good += sum(p["true"] or p["literal"] for p in chosen)
+            good += sum(bool(p["true"] or p["literal"]) for p in chosen)
             clips += bool(chosen)
             cited[r["label"]].append(bool(r["hit"] or any(p["true"] for p in chosen)))
         allc = [v for vs in cited.values() for v in vs]
