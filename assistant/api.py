@@ -109,7 +109,9 @@ async def _search_request(request: Request, svc: Services) -> SearchRequest:
         "`local_time`. Or JSON: {reference: {track_id, start}, k, filters, diversity, aspects: {sound, harmony, "
         "rhythm, melody}, context?: {time_of_day, history, mood} (booleans, default true), local_time?: 'HH:MM' or "
         "ISO 8601}. The local time may instead come as header X-Local-Time, or X-Timezone (an IANA name). Each "
-        "result has `match` (probability it is the same passage) and `likeness` (0-100 against the library). "
+        "result has `match` (probability it is the same passage), `likeness` (0-100 against the library) and "
+        "`also_at` (other starts, seconds, where its passage plays again in its track; empty unless it is the "
+        "query's own passage). "
         "Returns the same JSON as `cadenza search --json`; query.context reports each context signal: on, applied, "
         "text, changed_ranks, brought_in. History applies when the client sends the page's listener cookie."
     ),

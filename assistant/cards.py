@@ -79,7 +79,7 @@ def why_sentence(r: Mapping[str, Any]) -> str:
         notes.append("by a composer you have not heard yet")
     sentence = head
     if alike:
-        sentence += ", with " + (alike[0] if len(alike) == 1 else ", ".join(alike[:-1]) + " and " + alike[-1])
+        sentence += ", with " + describe.spoken_list(alike)
     if notes:
         sentence += "; " + " and ".join(notes)
     return sentence + "."

@@ -147,6 +147,11 @@ def style_insights(query: Mapping[str, Any], results: Sequence[Mapping[str, Any]
     return out
 
 
+def spoken_list(items: Sequence[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def timestamp(seconds: float) -> str:
     s = max(0, int(round(seconds)))
     return f"{s // 60}:{s % 60:02d}"

@@ -201,9 +201,8 @@ def offline_explanation(response: Mapping[str, Any], *, max_cited: int = 4) -> s
             sentence += f", though it is {era}"
         parts.append(sentence + ".")
         if r.get("also_at"):  # retrieval.repeats: the same notes again elsewhere in the track
-            times = [describe.timestamp(float(a)) for a in r["also_at"]]
-            said = times[0] if len(times) == 1 else ", ".join(times[:-1]) + " and " + times[-1]
-            parts.append(f"The passage of [{n}] also plays at {said} in the same track.")
+            times = describe.spoken_list([describe.timestamp(float(a)) for a in r["also_at"]])
+            parts.append(f"The passage of [{n}] also plays at {times} in the same track.")
     return " ".join(parts)
 
 
