@@ -347,10 +347,12 @@ class EmbedderSpec:
     checkpoint: Path | None = None
     untrained_seed: int | None = None
 
-    def build(self) -> Embedder:
+    def build(self, *, backend: str = "torch") -> Embedder:
+        """``backend`` as in :meth:`Embedder.load`: "numpy" for a process that never embeds a batch (the
+        Ray driver needs only the model's version) pays no torch import; untrained weights are always torch."""
         if self.untrained_seed is not None:
             return Embedder.untrained(seed=self.untrained_seed)
-        return Embedder.load(self.checkpoint)
+        return Embedder.load(self.checkpoint, backend=backend)
 
 
 def resolve_embedder(checkpoint: Path | None, *, backend: str = "torch") -> tuple[Embedder, EmbedderSpec]:

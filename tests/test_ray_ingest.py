@@ -139,8 +139,19 @@ def test_kill_mid_run_then_rerun_leaves_no_partial_track(db, tmp_path, settings)
     mid = counts(db)[0]
     assert 1 <= mid <= n_files, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
     check_complete(db)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    # The rerun also lists its imports: the driver plans and writes, Ray's actors embed, so the command itself
+    # must not pay for torch (~1.5 s of a fresh process).
+    done = subprocess.run(
+        cmd, env={**env, "PYTHONPROFILEIMPORTTIME": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
+    imported = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
+    assert "numpy" in imported  # the listing works
+    assert "torch" not in imported
     report = json.loads(done.stdout)
     assert report["unchanged"] == mid and report["added"] == n_files - mid
     assert counts(db)[0] == n_files
