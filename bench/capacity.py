@@ -113,9 +113,16 @@ def _plan_sections(report: Report, table: dict[str, Any], cat: Catalogue) -> Non
         ("encoder-only CPU-hours (speed.json windows per CPU-s)", f"{ing['embedding_cpu_hours']:,.0f}"),
     ]
     if "ray" in table:
+        if table["ray"].get("command_ray_over_pool") is not None:
+            rows.append(
+                (
+                    "`cadenza ingest --ray` / `cadenza ingest` throughput, whole commands (ray_ingest.json)",
+                    f"{table['ray']['command_ray_over_pool']:.2f}",
+                )
+            )
         rows.append(
             (
-                "Ray / pool throughput on one machine (ray_ingest.json)",
+                "Ray / pool throughput on one machine, in one process (ray_ingest.json)",
                 f"{table['ray']['ray_over_pool_throughput']:.2f}",
             )
         )

@@ -232,6 +232,7 @@ def plan(
         rr = ray["results"]
         out["ray"] = {
             "source": "ray_ingest.json",
+            "command_ray_over_pool": rr.get("command_ray_over_pool"),
             "ray_over_pool_throughput": rr["ray_over_pool_throughput"],
             "ray_over_pool_steady": rr.get("ray_over_pool_steady"),
             "ray_scaling_1_to_2": rr["ray_scaling_1_to_2"],

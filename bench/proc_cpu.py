@@ -36,6 +36,8 @@ def role(name: str, cmdline: list[str], *, self_pid: int, pid: int) -> str:
     for known in ("raylet", "gcs_server", "dashboard", "runtime_env", "log_monitor", "monitor.py"):
         if known in line:
             return f"ray {known}"
+    if " -m cadenza " in line:
+        return "cadenza command (driver)"
     if "multiprocessing" in line and "spawn_main" in line:
         return "pool worker"
     if "resource_tracker" in line:

@@ -8,9 +8,16 @@ the library four times into one throw-away embedded database, emptied between ru
 * the built-in pool with 2 lanes (the baseline) and with 1 lane (torch and BLAS on one thread: one core);
 * Ray Data with 2 embedding actors on a local Ray of 2 CPUs, and with 1 actor on 1 CPU.
 
-Each run's wall time is what a user waits for (Ray's start included; the database was started
-before the clock). The Ray runs also say where the time went: seconds inside each stage, and
-tracks and seconds per worker process / actor. Writes ``bench/results/ray_ingest.{json,md}``.
+Each in-process run's clock starts at the ingest call: Ray's start is inside it, but this process
+already holds what the pool's first lane needs (torch, the model, librosa's imports), so those runs
+say where the time goes (stages, actors, a timeline) more than what a user waits for.
+
+Then the whole commands, ``cadenza ingest DIR`` against ``cadenza ingest --ray DIR``, each a fresh
+process with its defaults, timed from its start to its exit, in pairs (A B, then B A) on the same
+library with the database already up. **The target is judged on these**, as decided before either
+was measured (session 11): a user of either command pays Python's start, the imports, the model
+and Ray's start and shutdown, and nothing is paid before a clock that the other path pays after it.
+Writes ``bench/results/ray_ingest.{json,md}``.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench import pgbench_db
 from bench.ingest_speed import render_ingest_library
-from bench.ray_ingest_runs import PROBE_MB, STEADY_FROM, STEADY_TO, dithered_copies, one_run
+from bench.ray_ingest_runs import PROBE_MB, STEADY_FROM, STEADY_TO, command_run, dithered_copies, one_run
 from bench.report import Report, machine_info, md_table
 
 log = logging.getLogger(__name__)
@@ -35,6 +44,9 @@ RAY_TARGET_RATIO = 0.85
 #: a share no catalogue one would put on Ray would see. Bigger is closer to real ingests, but the
 #: four runs must fit a benchmark session (~12–15 min idle, extrapolated).
 DEFAULT_COPIES = 19
+#: Pairs of whole commands (pool, Ray; then Ray, pool; ...): each run is ~80-95 s on 400 files idle, so one
+#: pair keeps the benchmark near 11 min; more pairs give a median over more orders.
+DEFAULT_COMMAND_PAIRS = 1
 #: A 1-minute load average above this (2 cores) makes every wall time here pessimistic.
 BUSY_LOAD = 3.0  # the 2-lane runs themselves keep the 1-minute load near 2 on 2 cores
 
@@ -43,6 +55,49 @@ def _runs_by_label(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
     """(pool 2 lanes, ray 2 actors, ray 1 actor, pool 1 lane): the runs in the order they were made."""
     by = {r["label"]: r for r in runs}
     return tuple(by[k] for k in by)
+
+
+def _commands_section(report: Report, data: dict[str, Any]) -> None:
+    runs = data["command_runs"]
+    rows = [
+        (
+            r["label"], r["tracks"], r["wall_seconds"], r["inside_wall_seconds"], r["outside_seconds"],
+            round(r["tracks_per_s"], 3), r["cpu_by_process"]["total_cpu_seconds"], r["cpu_by_process"]["cores_used"],
+            r["cpu_by_process"]["peak_rss_mb"], r["fresh_memory_cpu_s_per_gb"], ", ".join(str(x) for x in r["load_avg_before"]),
+        )
+        for r in runs
+    ]  # fmt: skip
+    roles = [
+        (r["label"], role, c["processes"], c["cpu_seconds"], c.get("peak_rss_mb", "—"))
+        for r in runs
+        for role, c in r["cpu_by_process"]["by_role"].items()
+        if c["cpu_seconds"] >= 0.3
+    ]
+    report.section(
+        "Whole commands, fresh processes: what a user waits for (the target's measure)",
+        f"`{runs[0]['command']}` and the same with `--ray`, in the order run (pairs alternate which goes first). "
+        "Wall: from starting the process to its exit. Inside: the command's own report, from its ingest call to "
+        "its return. Outside: the rest (Python's start, imports, the model in this process, the database "
+        "connection, exit with Ray's shutdown).\n\n"
+        + md_table(
+            [
+                "command",
+                "tracks",
+                "wall s",
+                "inside s",
+                "outside s",
+                "tracks/s",
+                "CPU s, all processes",
+                "cores used",
+                "largest RSS MB, processes summed",
+                "fresh memory CPU s/GB before",
+                "load before (1/5/15)",
+            ],
+            rows,
+        )  # fmt: skip
+        + "\n\nProcesses with 0.3 CPU-s or more:\n\n"
+        + md_table(["command", "process", "count", "CPU s", "largest RSS MB"], roles),
+    )
 
 
 def _throughput_section(report: Report, data: dict[str, Any], runs: list[dict[str, Any]]) -> None:
@@ -198,7 +253,9 @@ def _report(data: dict[str, Any], runs: list[dict[str, Any]], *, copies: int, el
         machine=machine_info(),
     )
     report.data = data
-    loads = [x for r in runs for x in (r["load_avg_before"][0], r["load_avg_after"][0])]
+    loads = [
+        x for r in [*runs, *data["command_runs"]] for x in (r["load_avg_before"][0], r["load_avg_after"][0])
+    ]
     busy = max(loads) > BUSY_LOAD
     # On a shared machine each run gets whatever share of the cores the other work leaves it, and that share
     # moves between runs (session 9: the pool's runs got 0.55-0.65 cores, Ray's 1.05-1.34): no verdict then.
@@ -212,12 +269,16 @@ def _report(data: dict[str, Any], runs: list[dict[str, Any]], *, copies: int, el
         f"(bench.library) plus {copies} copies of each with ±1 LSB dither (own content hashes, same work per file). "
         "Sized so that start-up is a share of the run, as in a real ingest of a catalogue, not most of it "
         "(`--copies` changes it).",
-        f"Ray with 2 actors reaches {ratio:.2f}× the pool's throughput over the whole run (target ≥ "
-        f"{RAY_TARGET_RATIO}): the target {verdict}. At the steady rate (start-up, tail and finish left out) "
-        f"it is {data['ray_over_pool_steady']:.2f}×.",
-        "Wall time includes everything a user waits for: hashing the files, worker start-up, Ray's start "
-        "(`ray.init`, overlapped with the hashing) for the Ray rows, writes, ANALYZE and calibration; the embedded "
-        "PostgreSQL was started before the clock.",
+        f"Whole commands, fresh processes (the target's measure, decided before measuring): `cadenza ingest "
+        f"--ray` reaches {data['command_ray_over_pool']:.3f}× the throughput of `cadenza ingest` (target ≥ "
+        f"{RAY_TARGET_RATIO}; median of {len(data['command_pair_ratios'])} pair(s): "
+        f"{', '.join(f'{x:.3f}' for x in data['command_pair_ratios'])}): the target {verdict}.",
+        f"In this process (clock from the ingest call; this process already holds torch, the model and librosa "
+        f"for the pool's first lane): Ray with 2 actors reaches {ratio:.3f}× the pool over the whole run, "
+        f"{data['ray_over_pool_steady']:.2f}× at the steady rate (start-up, tail and finish left out).",
+        "In-process wall time: hashing the files, worker start-up, Ray's start (`ray.init`, overlapped with the "
+        "hashing) for the Ray rows, writes, ANALYZE and calibration; the embedded PostgreSQL was started before "
+        "the clock, for the whole commands too.",
         f"1-minute load average around the runs: {min(loads):.1f}–{max(loads):.1f} on 2 cores: "
         + (
             "the machine was SHARED with other work, so wall times are pessimistic and the ratios noisier "
@@ -227,9 +288,32 @@ def _report(data: dict[str, Any], runs: list[dict[str, Any]], *, copies: int, el
         ),
         f"Run took {elapsed / 60:.1f} min: `python -m bench.ray_ingest`.",
     ]
+    _commands_section(report, data)
     _throughput_section(report, data, runs)
     _cpu_sections(report, runs)
     return report
+
+
+def command_pairs(
+    *, db: Any, folder: Path, sidecar: Path | None, home: Path, pairs: int
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``pairs`` × (pool command, Ray command), alternating which goes first; each pair as (pool, Ray)."""
+    out = []
+    for i in range(pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        got = {
+            ray: command_run(
+                label="cadenza ingest --ray" if ray else "cadenza ingest",
+                db=db,
+                folder=folder,
+                sidecar=sidecar,
+                ray=ray,
+                home=home,
+            )  # fmt: skip
+            for ray in order
+        }
+        out.append((got[False], got[True]))
+    return out
 
 
 def run_ray_ingest(
@@ -241,6 +325,7 @@ def run_ray_ingest(
     seed: int,
     checkpoint: Path | None,
     midi_cache: Path,
+    command_pairs_n: int = DEFAULT_COMMAND_PAIRS,
 ) -> Report:
     from encoder.embed import resolve_embedder
     from retrieval.ingest import find_audio_files
@@ -268,18 +353,28 @@ def run_ray_ingest(
                     workers=workers, pgdata=workdir / "home" / "pgdata",
                 )
             )  # fmt: skip
+        commands = command_pairs(
+            db=db, folder=lib, sidecar=sidecar, home=workdir / "home", pairs=command_pairs_n
+        )
     finally:
         db.close()
     by = {r["label"]: r for r in runs}
     pool2, ray2, ray1, pool1 = (by[k] for k in by)
     ratio = ray2["tracks_per_s"] / pool2["tracks_per_s"]
+    pair_ratios = [r["tracks_per_s"] / p["tracks_per_s"] for p, r in commands]
+    command_ratio = float(np.median(pair_ratios)) if pair_ratios else float("nan")
     data = {
         "files": n_files,
         "model_version": embedder.model_version,
         "runs": runs,
         "ray_over_pool_throughput": ratio,
         "target_ratio": RAY_TARGET_RATIO,
-        "meets_target": ratio >= RAY_TARGET_RATIO,
+        # The target's measure: the whole commands, fresh processes (module docstring).
+        "command_ray_over_pool": command_ratio,
+        "command_pair_ratios": pair_ratios,
+        "command_runs": [r for pair in commands for r in pair],
+        "meets_target": command_ratio >= RAY_TARGET_RATIO,
+        "in_process_meets_target": ratio >= RAY_TARGET_RATIO,
         "ray_over_pool_steady": ray2["steady_realtime_factor"] / max(pool2["steady_realtime_factor"], 1e-9),
         "ray_scaling_1_to_2": ray2["tracks_per_s"] / ray1["tracks_per_s"],
         "ray_scaling_steady": ray2["steady_realtime_factor"] / max(ray1["steady_realtime_factor"], 1e-9),
@@ -307,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         "--copies", type=int, default=DEFAULT_COPIES,
         help=f"dithered copies of each rendered file (default {DEFAULT_COPIES})",
     )  # fmt: skip
+    p.add_argument(
+        "--pairs", type=int, default=DEFAULT_COMMAND_PAIRS,
+        help=f"pairs of whole `cadenza ingest` / `--ray` commands, fresh processes (default {DEFAULT_COMMAND_PAIRS})",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--midi-cache", type=Path, default=None)
@@ -321,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cadenza-ray-bench-") as tmp:
         report = run_ray_ingest(
             out_dir=args.out, workdir=args.workdir or Path(tmp), minutes=args.minutes, copies=args.copies,
-            seed=args.seed, checkpoint=args.checkpoint, midi_cache=midi_cache,
+            seed=args.seed, checkpoint=args.checkpoint, midi_cache=midi_cache, command_pairs_n=args.pairs,
         )  # fmt: skip
     print(report.to_markdown())
     return 0

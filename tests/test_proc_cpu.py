@@ -32,6 +32,16 @@ def test_roles_name_ray_actors_servers_and_pool_workers():
     assert role("python", ["python", "-c", "from multiprocessing.spawn import spawn_main; spawn_main()"],
                 self_pid=1, pid=2) == "pool worker"  # fmt: skip
     assert role("python", [], self_pid=7, pid=7) == "this process (driver)"
+    # bench.ray_ingest's whole commands: the command's own process, told apart from its pool's workers.
+    assert (
+        role(
+            "python3.11",
+            ["/v/bin/python", "-m", "cadenza", "-q", "ingest", "/lib", "--ray"],
+            self_pid=1,
+            pid=2,
+        )
+        == "cadenza command (driver)"
+    )
 
 
 def test_a_child_s_largest_resident_size_is_kept():
