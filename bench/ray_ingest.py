@@ -309,7 +309,8 @@ def command_pairs(
                 sidecar=sidecar,
                 ray=ray,
                 home=home,
-            )  # fmt: skip
+                pgdata=home / "pgdata",
+            )
             for ray in order
         }
         out.append((got[False], got[True]))

@@ -154,7 +154,7 @@ def one_run(
 
 
 def command_run(
-    *, label: str, db: Any, folder: Path, sidecar: Path | None, ray: bool, home: Path
+    *, label: str, db: Any, folder: Path, sidecar: Path | None, ray: bool, home: Path, pgdata: Path
 ) -> dict[str, Any]:
     """``cadenza ingest FOLDER`` (``--ray``) as a fresh process into the emptied library: what a user waits for.
 
@@ -181,7 +181,9 @@ def command_run(
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         return done, time.perf_counter() - t0
 
-    (done, wall), procs = timed(run)
+    from cadenza.embedded_pg import postmaster_pid
+
+    (done, wall), procs = timed(run, extra_roots=lambda: [p for p in [postmaster_pid(pgdata)] if p])
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[2:])} exited {done.returncode}: {done.stderr.strip()[-2000:]}")
     inside = json.loads(done.stdout)
