@@ -166,12 +166,17 @@ def _ingest(settings: Settings, db: Database, args: argparse.Namespace) -> int:
         raise InputError("--workers must be 0 or more")
     if not args.paths and not args.ray:
         raise InputError("give audio files or folders to ingest")
-    # --ray: this process plans and writes while Ray's actors embed, so it needs only the model's version,
-    # which the numpy backend reads without importing torch (~1.5 s and ~300 MB of a fresh process).
-    embedder, spec = _embedder(settings, backend=QUERY_BACKEND if args.ray is not None else "torch")
     if args.ray is not None:
+        from encoder.embed import resolve_embedder
+
+        # This process plans and writes while Ray's actors embed, so it needs only the model's version, which
+        # the numpy backend reads without importing torch (~1.5 s and ~300 MB of a fresh process); nor does it
+        # need a query's one-thread BLAS limit (scipy.linalg's import, 0.2 s).
+        embedder: MomentEmbedder
+        embedder, spec = resolve_embedder(settings.checkpoint, backend=QUERY_BACKEND)
         report = _ingest_on_ray(db, args, embedder, spec)
     else:
+        embedder, spec = _embedder(settings)
         workers = 2 if args.workers is None else args.workers
         with _one_lane_threads(workers):
             report = ingest(
