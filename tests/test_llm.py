@@ -165,3 +165,20 @@ def test_echo_mode_returns_what_was_sent(fake, llm):
     fake.script(Step.echo())
     text = "".join(llm.stream_text(messages=[{"role": "user", "content": "ping 123"}]))
     assert json.loads(text) == [{"role": "user", "content": "ping 123"}]
+
+
+def test_also_at_reaches_the_prompt_and_a_sentence_citing_it_passes_the_check(fake, llm):
+    """A result's "also plays at" times (retrieval.repeats) are in the model's data as timestamps, the offline
+    explainer says them, and a model's sentence citing one keeps its citation with nothing flagged."""
+    resp = json.loads(json.dumps(RESPONSE))
+    resp["results"][0]["also_at"] = [151.0, 203.4]
+    user = build_messages(resp)[1]["content"]
+    payload = json.loads(user.split("```json\n", 1)[1].split("\n```", 1)[0])
+    assert payload["results"][0]["also_plays_at"] == ["2:31", "3:23"]
+    assert "also_plays_at" not in payload["results"][1]
+    assert "The passage of [1] also plays at 2:31 and 3:23 in the same track." in offline_explanation(resp)
+    assert "also plays at" not in offline_explanation(RESPONSE)
+    fake.script(Step.reply("The passage of [1] also plays at 2:31 and 3:23 in the same track, in G major."))
+    final = explain(resp, llm=llm)
+    assert final.used_llm and final.notes == [] and final.flags == []
+    assert "[1] also plays at 2:31 and 3:23" in final.markdown
