@@ -178,7 +178,9 @@ def offline_explanation(response: Mapping[str, Any], *, max_cited: int = 4) -> s
         era = r.get("era")
         if era and (n == results[0]["rank"] or common_era is None):
             composer += f" ({era})"
-        mel = _component(r, "melody")  # the melody route (a hum): the tune, not the sound, matched
+        # The melody route (a hum): the tune, not the sound, matched. An audio-route result carries a
+        # "melody" component too (the rerank's melody aspect): that is not a hummed tune.
+        mel = _component(r, "melody") if query.get("route") == "melody" else None
         if mel is not None:
             what = f"carries the tune you hummed ({r.get('reason') or 'by melody'}; melody match {mel:.2f})"
         elif harm is not None and harm >= 0.8 and (emb is None or harm >= emb - 0.1):

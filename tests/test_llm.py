@@ -182,3 +182,14 @@ def test_also_at_reaches_the_prompt_and_a_sentence_citing_it_passes_the_check(fa
     final = explain(resp, llm=llm)
     assert final.used_llm and final.notes == [] and final.flags == []
     assert "[1] also plays at 2:31 and 3:23" in final.markdown
+
+
+def test_only_the_melody_route_is_explained_as_a_hummed_tune():
+    """An audio-route result also carries a "melody" component (the rerank's melody aspect): it was found
+    by its sound, not as "the tune you hummed"; a melody-route answer is."""
+    resp = json.loads(json.dumps(RESPONSE))
+    resp["results"][0]["components"]["melody"] = 0.8
+    resp["query"]["route"] = "audio"
+    assert "tune you hummed" not in offline_explanation(resp)
+    resp["query"]["route"] = "melody"
+    assert "[1] by Bach (Baroque) carries the tune you hummed" in offline_explanation(resp)
