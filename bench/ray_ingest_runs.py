@@ -66,13 +66,16 @@ def steady_rate(done_at: list[tuple[float, float]]) -> float:
 def dithered_copies(folder: Path, copies: int, *, seed: int = 0) -> int:
     """Write ``copies`` copies of every WAV in ``folder`` with ±1 LSB of dither; returns files written.
 
-    The sidecar (``metadata.json``) gets the same metadata for each copy.
+    The sidecar (``metadata.json``) gets the same metadata for each copy. Each copy's dither comes from its own
+    generator (seed, file, copy number): a ``--workdir`` reused with more copies adds only the missing ones, and
+    with one generator for the folder those repeated earlier copies' dither (session 11: copy 2 of the first file
+    was copy 1 again, so the library held 399 distinct files instead of 400).
     """
     import json
+    import zlib
 
     import soundfile as sf
 
-    rng = np.random.default_rng(seed)
     sidecar_path = folder / "metadata.json"
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.exists() else {}
     written = 0
@@ -83,6 +86,7 @@ def dithered_copies(folder: Path, copies: int, *, seed: int = 0) -> int:
         for c in range(1, copies + 1):
             dst = src.with_name(f"{src.stem}.copy{c}.wav")
             if not dst.exists():
+                rng = np.random.default_rng([seed, zlib.crc32(src.name.encode()), c])
                 noisy = np.clip(y.astype(np.int32) + rng.integers(-1, 2, size=y.shape), -32768, 32767)
                 sf.write(str(dst), noisy.astype(np.int16), sr, subtype="PCM_16")
             if src.name in sidecar:

@@ -1,10 +1,11 @@
-"""bench/ray_ingest_runs.py's steady rate: the figure that separates a run's start-up and tail from its throughput."""
+"""bench/ray_ingest_runs.py: the steady rate (the figure that separates a run's start-up and tail from its
+throughput), the fresh-memory probe, and the library's dithered copies."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.ray_ingest_runs import fresh_memory_cpu_s_per_gb, steady_rate
+from bench.ray_ingest_runs import dithered_copies, fresh_memory_cpu_s_per_gb, steady_rate
 
 
 def test_steady_rate_leaves_out_start_up_and_reads_through_batched_commits():
@@ -35,3 +36,25 @@ def test_the_fresh_memory_probe_reports_cpu_per_gb():
     # Touching new pages always costs the kernel something (zeroing at least); a probe that touched nothing
     # (an array left unwritten, np.empty) reads ~0.0003 s/GB.
     assert 0.01 < fresh_memory_cpu_s_per_gb(mb=32) < 100.0
+
+
+def test_dithered_copies_are_distinct_and_the_same_when_added_in_two_goes(tmp_path):
+    import hashlib
+
+    import numpy as np
+    import soundfile as sf
+
+    y = (np.sin(np.arange(4000) / 10.0) * 8000).astype(np.int16)
+    for folder in (tmp_path / "once", tmp_path / "twice"):
+        folder.mkdir()
+        sf.write(str(folder / "a.wav"), y, 16000, subtype="PCM_16")
+    dithered_copies(tmp_path / "once", 3)
+    dithered_copies(tmp_path / "twice", 1)  # a reused workdir, then more copies
+    dithered_copies(tmp_path / "twice", 3)
+
+    def digests(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.wav"))}
+
+    once = digests(tmp_path / "once")
+    assert len(once) == 4 and len(set(once.values())) == 4
+    assert digests(tmp_path / "twice") == once
