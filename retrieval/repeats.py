@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from encoder.features import FPS
-from retrieval.localize import lag_scores, unit_rows
+from retrieval.localize import unit_rows
 from retrieval.passage import Alignment, smooth
 from retrieval.types import Result
 
@@ -46,22 +46,49 @@ def lineup_curve(
     """The best mean frame cosine of any of ``query_versions`` ``[Tq, 12]`` (the query's chroma at
     successive sub-frame phases, the first on the grid) rolled by ``shift``, against any of
     ``track_versions`` ``[Tt, 12]``, at each lag ``0..Tt - 1`` (smoothed as :mod:`retrieval.passage`
-    does) → ``(scores [Tt], phase [Tt])``: the score and the index of the phase that gave it."""
+    does; query rows past the track's end count 0) → ``(scores [Tt], phase [Tt])``: the score and the
+    index of the phase that gave it."""
     n = max((len(t) for t in track_versions), default=0)
     best = np.full(n, -np.inf)
     phase = np.zeros(n, dtype=np.int64)
     tq = min((len(q) for q in query_versions), default=0)
     if not n or not tq:
         return best, phase
-    tracks = [unit_rows(smooth(t)) for t in track_versions if len(t)]
-    for k, q in enumerate(query_versions):
-        qu = unit_rows(np.roll(smooth(q[:tq]), shift, axis=1))
-        for t in tracks:
-            s = lag_scores(qu, t, 0, len(t) - 1)
-            s = np.pad(s, (0, n - len(s)), constant_values=-np.inf)
+    qs = [unit_rows(np.roll(smooth(q[:tq]), shift, axis=1)).astype(np.float32) for q in query_versions]
+    for t in track_versions:
+        if not len(t):
+            continue
+        padded = np.zeros((len(t) + tq - 1, 12), np.float32)
+        padded[: len(t)] = unit_rows(smooth(t))
+        for k, q in enumerate(qs):
+            s = np.full(n, -np.inf)
+            s[: len(t)] = _diagonal_means_chunked(q, padded, len(t))
             better = s > best + 1e-9
             best[better], phase[better] = s[better], k
     return best, phase
+
+
+#: Lags per matrix product in :func:`_diagonal_means_chunked`: a [Tq, LAG_CHUNK + Tq] float32 product of a
+#: 10-s clip stays under 128 KB, which malloc serves from reused memory; one product over a whole track
+#: (1 MB and more) was fresh memory each time, and on this VM fresh pages cost several times the arithmetic
+#: (paired, a query paid +8.6-10.5 ms of thread CPU with whole-track products, load 4-6).
+LAG_CHUNK = 192
+
+
+def _diagonal_means_chunked(q: np.ndarray, padded: np.ndarray, n_lags: int) -> np.ndarray:
+    """Mean row cosine of unit rows ``q [Tq, 12]`` against ``padded [n_lags + Tq - 1, 12]`` starting at each
+    lag ``0..n_lags - 1`` → ``[n_lags]`` float64 (products of :data:`LAG_CHUNK` lags at a time)."""
+    tq = len(q)
+    out = np.empty(n_lags)
+    for c0 in range(0, n_lags, LAG_CHUNK):
+        c1 = min(n_lags, c0 + LAG_CHUNK)
+        sim = np.ascontiguousarray(q @ padded[c0 : c1 + tq - 1].T)  # [Tq, c1 - c0 + Tq - 1]
+        rs, cs = sim.strides
+        diag = np.lib.stride_tricks.as_strided(
+            sim, shape=(tq, c1 - c0), strides=(rs + cs, cs), writeable=False
+        )
+        out[c0:c1] = diag.sum(axis=0, dtype=np.float64) / tq
+    return out
 
 
 def other_peaks(
