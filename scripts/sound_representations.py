@@ -26,7 +26,6 @@ read only with ``--heldout``. Reserved packages are refused by :func:`bench.real
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import pickle
 import sys
@@ -45,6 +44,10 @@ COV_BANDS = 32
 #: temperature, peak learning rate (one-cycle), channels, and the random crop of each window (frames).
 XVEC_STEPS, XVEC_TRACKS, XVEC_PER_TRACK, XVEC_SOURCE_WEIGHT = 400, 24, 3, 0.5
 XVEC_TEMPERATURE, XVEC_LR, XVEC_HIDDEN, XVEC_CROP = 0.1, 3e-3, 64, (50, 100)
+#: The timbre fit's own settings tried with ``--settings`` (shrinkage of the within-track scatter; window /
+#: track term weights next to the embedding's 1).
+SHRINK_GRID = (0.0, 0.05, 0.1, 0.25, 0.5, 0.75)
+TERM_WEIGHTS = ((0.5, 1.0), (1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (2.0, 2.0))
 Data = dict[str, Any]
 
 
@@ -114,8 +117,16 @@ def subset(d: Data, keep: tuple[str, ...]) -> Data:
 
 
 def folds(d: Data) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(fit sources, evaluation sources) per fold, as ``cadenza timbre fit`` cross-validates: every pair
+    held out for five sources, interleaved groups past that (retrieval.timbre_fit.source_folds)."""
+    from retrieval.timbre_fit import source_folds
+
     srcs = sorted({m[1] for m in d["meta"]})
-    return [(tuple(s for s in srcs if s not in e), e) for e in itertools.combinations(srcs, 2)]
+    out = []
+    for held in source_folds(len(srcs)):
+        e = tuple(srcs[i] for i in held)
+        out.append((tuple(s for s in srcs if s not in e), e))
+    return out
 
 
 # -- scoring ------------------------------------------------------------------------------------
@@ -317,13 +328,24 @@ def add_features(d: Data, reps: list[str]) -> None:
         )
 
 
-def evaluate(fit: Data, dev: Data, reps: list[str]) -> dict[str, float]:
-    """Fit on ``fit``'s tracks, score ``dev``'s queries: shipped terms, each representation alone and added."""
+def evaluate(fit: Data, dev: Data, reps: list[str], settings: bool = False) -> dict[str, float]:
+    """Fit on ``fit``'s tracks, score ``dev``'s queries: shipped terms, each representation alone and added;
+    with ``settings``, also the timbre fit's own choices (shrinkage, track or source labels, term weights)."""
     lda = fit_lda(fit["raw"], fit["seg_track"])
     t, qt = lda(dev["raw"]), lda(dev["qraw"])
     shipped: list[Term] = [(1.0, dev["emb"], dev["qemb"], "emb"), (1.0, t, qt, "win"), (1.0, t, qt, "trk")]
     out = {"shipped (embedding + timbre window + track)": p_at_10(dev, shipped),
            "timbre-v2 alone (window + track)": p_at_10(dev, shipped[1:])}  # fmt: skip
+    if settings:
+        for shrink in SHRINK_GRID:
+            f = fit_lda(fit["raw"], fit["seg_track"], shrink=shrink)
+            u, qu = f(dev["raw"]), f(dev["qraw"])
+            out[f"shrink {shrink:g}"] = p_at_10(dev, [shipped[0], (1.0, u, qu, "win"), (1.0, u, qu, "trk")])
+        f = fit_lda(fit["raw"], fit["src"][fit["seg_track"]])
+        u, qu = f(dev["raw"]), f(dev["qraw"])
+        out["source labels"] = p_at_10(dev, [shipped[0], (1.0, u, qu, "win"), (1.0, u, qu, "trk")])
+        for w, tw in TERM_WEIGHTS:
+            out[f"weights {w:g} / {tw:g}"] = p_at_10(dev, [shipped[0], (w, t, qt, "win"), (tw, t, qt, "trk")])
     for rep in reps:
         if rep == "xvec":
             embed = train_xvec(fit)
@@ -344,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", default="cov,hidden,xvec")
     ap.add_argument("--folds", action="store_true", help="two-sources-out folds of the training sources")
     ap.add_argument("--heldout", action="store_true", help="measure the held-out sources (once, at the end)")
+    ap.add_argument(
+        "--settings", action="store_true", help="also try the timbre fit's shrinkage, labels, weights"
+    )
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     args = ap.parse_args(argv)
     reps = [r for r in args.reps.split(",") if r]
@@ -353,15 +378,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     tr = load_windows(args.audio, args.cache, "train")
     add_features(tr, reps)
-    result: dict[str, Any] = {"reps": reps}
+    result: dict[str, Any] = {"reps": reps, "sources": sorted({m[1] for m in tr["meta"]}), "tracks": len(tr["meta"]),
+                              "queries": len(tr["q_track"])}  # fmt: skip
     if args.folds:
-        rows = [evaluate(subset(tr, fs), subset(tr, es), reps) for fs, es in folds(tr)]
+        rows = [evaluate(subset(tr, fs), subset(tr, es), reps, args.settings) for fs, es in folds(tr)]
         result["folds"] = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
         print("folds", json.dumps(result["folds"], indent=1), flush=True)
     if args.heldout:
         ho = load_windows(args.audio, args.cache, "heldout")
         add_features(ho, reps)
-        result["heldout"] = {k: round(v, 4) for k, v in evaluate(tr, ho, reps).items()}
+        result["heldout"] = {k: round(v, 4) for k, v in evaluate(tr, ho, reps, args.settings).items()}
         print("heldout", json.dumps(result["heldout"], indent=1), flush=True)
     result["seconds"] = round(time.time() - t0, 1)
     if args.out:

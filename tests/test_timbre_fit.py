@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import re
+from pathlib import Path
 
 import pytest
 
 from cadenza.errors import InputError
-from encoder.timbre import TimbreModel
+from encoder.corpus_real import HELDOUT_SOURCES
+from encoder.timbre import CARD_FILE, DEFAULT_TIMBRE_DIR, TimbreModel
 from retrieval import timbre_fit
-from retrieval.timbre_fit import TRACK_WEIGHT_GRID, WEIGHT_GRID, chosen_weights
+from retrieval.timbre_fit import (
+    DEFAULT_MAX_SECONDS,
+    DIM,
+    FOLD_GROUPS,
+    SHRINK,
+    TRACK_WEIGHT_GRID,
+    WEIGHT_GRID,
+    chosen_weights,
+    source_folds,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _p_at_10(best: tuple[float, float]) -> dict[str, float]:
@@ -39,3 +54,29 @@ def test_the_command_line_defaults_to_the_product_weights():
     args = parser.parse_args(["fit", "--audio", "x"])
     assert (args.weights, args.weight, args.track_weight) == ("product", None, None)
     assert parser.parse_args(["fit", "--audio", "x", "--weights", "cv"]).weights == "cv"
+
+
+def test_many_sources_are_held_out_in_interleaved_groups_each_exactly_once():
+    assert source_folds(5) == list(itertools.combinations(range(5), 2))
+    folds = source_folds(21)
+    assert len(folds) == FOLD_GROUPS
+    held = sorted(i for f in folds for i in f)
+    assert held == list(range(21))  # every source evaluated once, never while it is fitted on
+    assert max(len(f) for f in folds) - min(len(f) for f in folds) <= 1
+
+
+def test_the_shipped_model_was_fitted_on_the_default_training_sources_with_the_current_settings():
+    """The one command rebuilds the shipped model only if its sources and settings are today's: the default
+    package list of scripts/fetch_real_music.sh less the held-out sources, and this module's constants."""
+    script = (ROOT / "scripts" / "fetch_real_music.sh").read_text()
+    default = re.search(r'pkgs=\$\{\*:-"([^"]*)"\}', script)
+    assert default is not None
+    training = sorted(set(default.group(1).split()) - set(HELDOUT_SOURCES))
+    card = json.loads((DEFAULT_TIMBRE_DIR / CARD_FILE).read_text())
+    assert card["fitted_on"]["sources"] == training
+    assert card["held_out_never_read"] == list(HELDOUT_SOURCES)
+    assert (card["shrink"], card["dim"], card["fitted_on"]["max_seconds_per_track"]) == (
+        SHRINK,
+        DIM,
+        DEFAULT_MAX_SECONDS,
+    )
