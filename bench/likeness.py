@@ -135,7 +135,7 @@ ASPECT_OF = {
 
 def add_sound_systems(systems: dict[str, Any], notes: list[str]) -> None:
     """The shipped timbre model alone and, with the shipped encoder, the rerank's sound aspect (in memory)."""
-    from encoder.timbre import shipped_timbre
+    from encoder.timbre import DEFAULT_TIMBRE_DIR, shipped_timbre
 
     timbre = shipped_timbre()
     systems[TIMBRE] = timbre
@@ -143,7 +143,7 @@ def add_sound_systems(systems: dict[str, Any], notes: list[str]) -> None:
         systems[SOUND] = SoundEmbedder(base=systems["cadenza"], timbre=timbre, weight=timbre.weight)
     notes.append(
         f"{TIMBRE} = timbre model {timbre.version} ({timbre.dim} dims, fitted on training sources only; "
-        f"encoder/checkpoints/timbre-v2/timbre.json); {SOUND} = embedding cosine + {timbre.weight:g} × "
+        f"{DEFAULT_TIMBRE_DIR.relative_to(DEFAULT_TIMBRE_DIR.parents[2])}/timbre.json); {SOUND} = embedding cosine + {timbre.weight:g} × "
         "(1 + timbre cosine) / 2, the rerank's window sound terms at the fitted weight. The product rows "
         f"add the track-sound term (the query window against the mean timbre of a candidate's whole "
         f"track) at its fitted weight {timbre.track_weight:g}."

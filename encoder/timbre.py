@@ -59,7 +59,7 @@ STAT_NAMES = (
 )  # fmt: skip
 N_STATS = len(STAT_NAMES)  # 60
 #: The fitted model shipped with the product (a folder like an encoder checkpoint).
-DEFAULT_TIMBRE_DIR = Path(__file__).resolve().parent / "checkpoints" / "timbre-v2"
+DEFAULT_TIMBRE_DIR = Path(__file__).resolve().parent / "checkpoints" / "timbre-v3"
 MODEL_FILE = "timbre.npz"
 CARD_FILE = "timbre.json"
 
