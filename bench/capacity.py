@@ -24,6 +24,7 @@ from bench.capacity_model import (
     EF_SEARCH,
     EMBEDDING_DIM,
     Catalogue,
+    gpu_figures,
     ingest_figures,
     plan,
     scale_points,
@@ -112,6 +113,19 @@ def _plan_sections(report: Report, table: dict[str, Any], cat: Catalogue) -> Non
         ),
         ("encoder-only CPU-hours (speed.json windows per CPU-s)", f"{ing['embedding_cpu_hours']:,.0f}"),
     ]
+    if "gpu" in table:
+        g = table["gpu"]
+        rows += [
+            (
+                f"… with the embed stage on a GPU (measured on an {g['gpu_name']}, gpu_embed.json: a GPU call "
+                f"still costs the CPU {g['cpu_share']:.3f} of a CPU thread's embedding)",
+                f"{g['cores_for_days_with_gpu_embed']:.0f} cores + a GPU busy {g['gpu_busy_share_for_days']:.1%} of the time",
+            ),
+            (
+                f"re-embedding every segment on one such GPU ({g['windows_per_s_best_batch']:,.0f} windows/s, best batch)",
+                f"{g['reembed_gpu_hours']:.1f} GPU-hours",
+            ),
+        ]
     if "ray" in table:
         if table["ray"].get("command_ray_over_pool") is not None:
             rows.append(
@@ -150,7 +164,7 @@ def run_capacity(
     points = scale_points(scale)
     checks = validate(points)
     ingest = ingest_figures(ingest_raw, _load(results, "speed"))
-    table = plan(cat, points, ingest, _load(results, "ray_ingest"))
+    table = plan(cat, points, ingest, _load(results, "ray_ingest"), gpu_figures(_load(results, "gpu_embed")))
     report = Report(
         name="capacity",
         title=f"Capacity model: {cat.tracks / 1e6:g}M tracks, {cat.segments / 1e9:.2f}B segments",
@@ -170,7 +184,8 @@ def run_capacity(
         "then uses every size.",
         f"halfvec figures are derived, not measured: the measured vector bytes minus {4 * EMBEDDING_DIM - 2 * EMBEDDING_DIM} "
         "bytes a segment in the heap and again in the HNSW element.",
-        "GPU figures are derived: the measured ingest CPU without the embed stage's share (no GPU was available).",
+        "The '(derived)' GPU row is the measured ingest CPU without the embed stage; the measured GPU rows keep "
+        "the CPU that a GPU embedding call still spends (gpu_embed.json, when present).",
     ]
     _measured_sections(report, points, checks, ingest)
     _plan_sections(report, table, cat)

@@ -158,8 +158,62 @@ def ingest_figures(ingest: dict[str, Any], speed: dict[str, Any] | None) -> dict
     return out
 
 
+def gpu_figures(gpu: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The encoder on a GPU (gpu_embed.json): what the embed stage still costs the CPUs, and its rate.
+
+    ``cpu_share``: the CPU seconds per window a GPU embedding call still spends (numpy in and out, the
+    batch's normalization, the copies), as a share of one CPU thread's on the same machine, both through
+    ``embed_track`` as ingest calls it. None when no GPU was measured.
+    """
+    if gpu is None or not gpu["results"].get("gpu"):
+        return None
+    r = gpu["results"]
+    cpu_track, gpu_track = r["cpu"]["per_track"], r["cuda"]["per_track"]
+    return {
+        "source": "gpu_embed.json",
+        "gpu_name": r["gpu_name"],
+        "cpu_share": gpu_track["cpu_s_per_window"] / cpu_track["cpu_s_per_window"],
+        "windows_per_s_per_track_call": gpu_track["windows_per_s"],
+        "windows_per_s_best_batch": max(b["windows_per_s"] for b in r["cuda"]["batches"]),
+    }
+
+
+def gpu_plan(cat: Catalogue, ingest: dict[str, Any], gpu: dict[str, Any], *, cores: float) -> dict[str, Any]:
+    """The ingest plan's GPU rows: the embed stage on a GPU keeps the CPU its calls still spend."""
+    stages = ingest["stage_cpu_s_per_audio_hour"]
+    embed_h = stages.get("embed", 0.0)
+    left = (
+        ingest["cpu_s_per_audio_hour"] - embed_h + embed_h * gpu["cpu_share"]
+    )  # CPUs still prepare each batch
+    windows_per_day = cat.segments / (cat.ingest_days * 86400.0)
+    return {
+        **gpu,
+        "cpu_s_per_audio_hour_with_gpu_embed": left,
+        "cores_for_days_with_gpu_embed": cores * left / ingest["cpu_s_per_audio_hour"],
+        # one GPU's share of the days' windows at the rate ingest calls it (a track per call)
+        "gpu_busy_share_for_days": windows_per_day / gpu["windows_per_s_per_track_call"],
+        "reembed_gpu_hours": cat.segments / gpu["windows_per_s_best_batch"] / 3600.0,
+    }
+
+
+def ray_plan(ray: dict[str, Any]) -> dict[str, Any]:
+    """The Ray rows: the measured ratios against the pool (ray_ingest.json)."""
+    rr = ray["results"]
+    return {
+        "source": "ray_ingest.json",
+        "command_ray_over_pool": rr.get("command_ray_over_pool"),
+        "ray_over_pool_throughput": rr["ray_over_pool_throughput"],
+        "ray_over_pool_steady": rr.get("ray_over_pool_steady"),
+        "ray_scaling_1_to_2": rr["ray_scaling_1_to_2"],
+    }
+
+
 def plan(
-    cat: Catalogue, points: list[dict[str, Any]], ingest: dict[str, Any], ray: dict[str, Any] | None
+    cat: Catalogue,
+    points: list[dict[str, Any]],
+    ingest: dict[str, Any],
+    ray: dict[str, Any] | None,
+    gpu: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The capacity table for ``cat`` from the measured points (fitted on all sizes)."""
     big = points[-1]
@@ -228,13 +282,8 @@ def plan(
             "embedding_cpu_hours": n_seg / ingest.get("encoder_windows_per_cpu_s", float("nan")) / 3600.0,
         },
     }
+    if gpu is not None:
+        out["gpu"] = gpu_plan(cat, ingest, gpu, cores=cores)
     if ray is not None:
-        rr = ray["results"]
-        out["ray"] = {
-            "source": "ray_ingest.json",
-            "command_ray_over_pool": rr.get("command_ray_over_pool"),
-            "ray_over_pool_throughput": rr["ray_over_pool_throughput"],
-            "ray_over_pool_steady": rr.get("ray_over_pool_steady"),
-            "ray_scaling_1_to_2": rr["ray_scaling_1_to_2"],
-        }
+        out["ray"] = ray_plan(ray)
     return out

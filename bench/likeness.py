@@ -435,6 +435,11 @@ def _sections(
                 ["distortion", *systems], [[d, *(cell.get((d, s), "") for s in systems)] for d in labels]
             ),
         )
+    _cited_section(report, refind)
+
+
+def _cited_section(report: Report, refind: list[dict[str, Any]]) -> None:
+    """The product's rows: the true moment cited through "also plays at", beside strict top-1."""
     cited = [r for r in refind if "cited" in r]
     if cited:
         report.section(

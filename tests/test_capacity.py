@@ -78,3 +78,27 @@ def test_missing_measurements_say_what_to_run(tmp_path):
 def test_runs_on_the_committed_results(tmp_path):
     report = run_capacity(out_dir=tmp_path)
     assert report.data["plan"]["storage"]["vector"]["total_gib"] > 0 and len(report.data["checks"]) >= 4
+
+
+def test_a_measured_gpu_keeps_the_cpu_its_calls_still_spend(tmp_path):
+    folder = _results(tmp_path / "r")
+    per_track = {"cpu": {"per_track": {"cpu_s_per_window": 2e-3, "windows_per_s": 500.0}},
+                 "cuda": {"per_track": {"cpu_s_per_window": 1e-4, "windows_per_s": 10_000.0},
+                          "batches": [{"windows_per_s": 12_000.0}, {"windows_per_s": 20_000.0}]}}  # fmt: skip
+    gpu = {"results": {"gpu": True, "gpu_name": "a test GPU", **per_track}}
+    (folder / "gpu_embed.json").write_text(json.dumps(gpu))
+    cat = Catalogue(tracks=1_000_000, track_seconds=130.0, ingest_days=1.0, segments_per_shard=10_000_000)
+    plan = run_capacity(results=folder, out_dir=tmp_path / "out", cat=cat).data["plan"]
+    # 10 CPU-s an audio hour, 4 of them embed; on the GPU embed costs the CPU 1e-4 / 2e-3 = 5 % of that.
+    assert plan["gpu"]["cpu_s_per_audio_hour_with_gpu_embed"] == pytest.approx(6.0 + 4.0 * 0.05)
+    assert plan["gpu"]["cores_for_days_with_gpu_embed"] == pytest.approx(
+        plan["ingest"]["cores_for_days"] * 0.62
+    )
+    segs = 1_000_000 * 61
+    assert plan["gpu"]["gpu_busy_share_for_days"] == pytest.approx(segs / 86400.0 / 10_000.0)
+    assert plan["gpu"]["reembed_gpu_hours"] == pytest.approx(segs / 20_000.0 / 3600.0)
+    assert "a test GPU" in (tmp_path / "out" / "capacity.md").read_text()
+    # a run without a GPU adds no GPU rows
+    gpu["results"] = {"gpu": False}
+    (folder / "gpu_embed.json").write_text(json.dumps(gpu))
+    assert "gpu" not in run_capacity(results=folder, out_dir=tmp_path / "o2", cat=cat).data["plan"]
