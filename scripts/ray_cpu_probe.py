@@ -82,7 +82,7 @@ def main() -> None:
             sampler.start()
             time.sleep(0.5)
             before = seen[os.getpid()][1]
-            workers = int(variant[4])
+            workers = int(next(c for c in variant if c.isdigit()))
             t0 = time.perf_counter()
             if variant.startswith("ray"):
                 off = {"prestart_worker_first_driver": False, "enable_worker_prestart": False}
