@@ -126,7 +126,7 @@ def rhythm_similarity(
     if query_onsets is not None and candidate_onsets is not None:
         r = np.log2((float(candidate_onsets) + 0.25) / (float(query_onsets) + 0.25))
         parts.append(unit_clip(1.0 - abs(r) / 2.0))
-    return float(np.mean(parts)) if parts else None
+    return float(sum(parts) / len(parts)) if parts else None  # np.mean's arithmetic without its ~5 µs a call
 
 
 def melody_similarity(*, query: np.ndarray, candidate: np.ndarray, shift: int = 0, max_lag: int = 2) -> float:
@@ -157,3 +157,39 @@ def line_agreement(q: np.ndarray, c: np.ndarray, max_lag: int = 2) -> float:
             continue
         best = max(best, float(np.count_nonzero(qa[:n] == ca[:n])) / n)
     return unit_clip((best - 1.0 / 12.0) / (11.0 / 12.0))
+
+
+# -- the same terms for many candidates at once (a search reranks 100-200 of them) --------------------
+
+
+def harmonic_many(q_rolls: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`harmonic_similarity` of one query against ``means [N, 12]``, given the query's
+    ``rolls(centered_unit(query)) [12, 12]`` → (similarity ``[N]`` in [0, 1], shift ``[N]`` in −5..6)."""
+    corr = centered_unit(means) @ q_rolls.T  # [N, 12]: corr[k, s] = <roll(q, s), c_k>
+    best = np.argmax(corr, axis=1)
+    sim = np.clip(corr[np.arange(len(best)), best], 0.0, 1.0)
+    return sim, np.where(best <= 6, best, best - 12)
+
+
+def best_lag_many(q: np.ndarray, c: np.ndarray, max_lag: int = 2) -> np.ndarray:
+    """:func:`best_lag` of ``q [n, 12]`` against each of ``c [N, m, 12]`` (centred, unit rows) → ``[N]``."""
+    best = np.zeros(len(c))
+    for lag in range(-max_lag, max_lag + 1):
+        qa, ca = q[max(0, -lag) :], c[:, max(0, lag) :]
+        n = min(len(qa), ca.shape[1])
+        if n < max(2, min(len(q), c.shape[1]) // 2):
+            continue
+        best = np.fmax(best, np.einsum("ij,kij->k", qa[:n], ca[:, :n]) / n)  # fmax: as max() skips a NaN
+    return np.clip(best, 0.0, 1.0)
+
+
+def line_agreement_many(q: np.ndarray, c: np.ndarray, max_lag: int = 2) -> np.ndarray:
+    """:func:`line_agreement` of the line ``q [n]`` against each of the lines ``c [N, m]`` → ``[N]``."""
+    best = np.zeros(len(c))
+    for lag in range(-max_lag, max_lag + 1):
+        qa, ca = q[max(0, -lag) :], c[:, max(0, lag) :]
+        n = min(len(qa), ca.shape[1])
+        if n < max(2, min(len(q), c.shape[1]) // 2):
+            continue
+        best = np.maximum(best, np.count_nonzero(qa[:n] == ca[:, :n], axis=1) / n)
+    return np.clip((best - 1.0 / 12.0) / (11.0 / 12.0), 0.0, 1.0)

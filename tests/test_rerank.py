@@ -12,7 +12,7 @@ from retrieval.descriptors import chroma_sequence, mean_chroma
 from retrieval.diversity import mmr, moves, nms
 from retrieval.likeness import likeness
 from retrieval.localize import localize
-from retrieval.rerank import Candidate, QueryProfile, aspect_scores, reason, score_candidates
+from retrieval.rerank import Candidate, QueryProfile, aspect_scores, chroma_terms, reason, score_candidates
 from retrieval.similarity import (
     harmonic_similarity,
     melody_similarity,
@@ -264,3 +264,45 @@ def test_the_track_sound_term_ranks_by_the_whole_track_and_follows_the_sound_wei
     plain = score_candidates(candidates=[unlike, alike], query=q, weights=Weights(), aspects=Aspects())
     assert all("timbre_track" not in c.components for c in plain)
     assert plain[0].score == pytest.approx(plain[1].score)
+
+
+def test_batched_chroma_terms_equal_the_one_by_one_functions():
+    """chroma_terms scores all candidates at once; each value must be what the one-candidate functions give."""
+    rng = np.random.default_rng(7)
+    q_seq = rng.random((20, 12))
+    query = QueryProfile(embedding=np.ones(4) / 2, chroma_mean=rng.random(12), chroma_seq=q_seq)
+    cands = []
+    for i in range(60):
+        m = [20, 20, 20, 14, 6, 3, 0][i % 7]  # full windows, a tail, too short to lag, empty
+        cands.append(Candidate(
+            segment_id=i, track_id=i, start_s=0.0, end_s=10.0, emb_sim=0.5,
+            chroma_mean=None if i % 11 == 5 else rng.random(12),
+            chroma_seq=None if i % 13 == 4 else rng.random((m, 12)).astype(np.float16),
+        ))  # fmt: skip
+    hs, shifts, ps, mels = chroma_terms(cands, query=query)
+    assert len({int(s) for s in shifts}) > 4  # the groups by key shift are exercised
+    for k, c in enumerate(cands):
+        h, shift = (
+            (0.0, 0)
+            if c.chroma_mean is None
+            else harmonic_similarity(query=query.chroma_mean, candidate=c.chroma_mean)
+        )
+        assert int(shifts[k]) == shift and hs[k] == pytest.approx(h, abs=1e-12)
+        if c.chroma_seq is None or not len(c.chroma_seq):
+            assert ps[k] == 0.0 and mels[k] is None
+            continue
+        want_p = progression_similarity(query=q_seq, candidate=c.chroma_seq, shift=shift)
+        assert ps[k] == pytest.approx(want_p, abs=1e-12)
+        assert mels[k] == pytest.approx(
+            melody_similarity(query=q_seq, candidate=c.chroma_seq, shift=shift), abs=1e-12
+        )
+    # A query without a sequence measures harmony only.
+    hs2, shifts2, ps2, mels2 = chroma_terms(
+        cands, query=QueryProfile(embedding=query.embedding, chroma_mean=query.chroma_mean, chroma_seq=None)
+    )
+    assert (
+        np.array_equal(hs2, hs)
+        and np.array_equal(shifts2, shifts)
+        and not ps2.any()
+        and mels2 == [None] * len(cands)
+    )
