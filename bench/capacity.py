@@ -28,6 +28,7 @@ from bench.capacity_model import (
     ingest_figures,
     plan,
     scale_points,
+    scaling_figures,
     validate,
 )
 from bench.report import RESULTS_DIR, Report, md_table
@@ -66,6 +67,48 @@ def _measured_sections(
             [(c["quantity"], c["law"], c["fitted_on"], f"{c['predicted']:.3g} {c['unit']}", f"{c['measured']:.3g} {c['unit']}", f"{c['error_pct']:+.0f}") for c in checks],
         ),
     )  # fmt: skip
+
+
+def _gpu_rows(table: dict[str, Any]) -> list[tuple[str, str]]:
+    """Table 4's rows for the encoder on a GPU (gpu_embed.json), when it was measured."""
+    if "gpu" not in table:
+        return []
+    g = table["gpu"]
+    return [
+        (
+            f"… with the embed stage on a GPU (measured on an {g['gpu_name']}, gpu_embed.json: a GPU call "
+            f"still costs the CPU {g['cpu_share']:.3f} of a CPU thread's embedding)",
+            f"{g['cores_for_days_with_gpu_embed']:.0f} cores + a GPU busy {g['gpu_busy_share_for_days']:.1%} of the time",
+        ),
+        (
+            f"re-embedding every segment on one such GPU ({g['windows_per_s_best_batch']:,.0f} windows/s, best batch)",
+            f"{g['reembed_gpu_hours']:.1f} GPU-hours",
+        ),
+    ]
+
+
+def _node_rows(table: dict[str, Any]) -> list[tuple[str, str]]:
+    """Table 4's rows for full nodes of the measured size (ingest_scaling.json), when it was measured."""
+    if "node" not in table:
+        return []
+    rows: list[tuple[str, str]] = []
+    nd = table["node"]
+    eff = ", ".join(f"{n}: {e:.2f}" for n, e in nd["efficiency"].items())
+    rows.append(
+        (
+            f"… on full {nd['cores']}-core nodes (ingest_scaling.json: per-lane efficiency by lanes {eff})",
+            f"{nd['cores_for_days_full_nodes']:.0f} cores",
+        )
+    )
+    if "cores_for_days_full_nodes_gpu" in nd:
+        rows.append(
+            (
+                f"… the same nodes with the encoder on a GPU (measured: {nd['gpu_factor']:.2f} of the CPU per audio "
+                f"hour, {nd['gpu_speedup']:.2f}× the throughput of {nd['largest']} lanes)",
+                f"{nd['cores_for_days_full_nodes_gpu']:.0f} cores + a GPU per node of {nd['cores']} cores",
+            )
+        )
+    return rows
 
 
 def _plan_sections(report: Report, table: dict[str, Any], cat: Catalogue) -> None:
@@ -113,19 +156,7 @@ def _plan_sections(report: Report, table: dict[str, Any], cat: Catalogue) -> Non
         ),
         ("encoder-only CPU-hours (speed.json windows per CPU-s)", f"{ing['embedding_cpu_hours']:,.0f}"),
     ]
-    if "gpu" in table:
-        g = table["gpu"]
-        rows += [
-            (
-                f"… with the embed stage on a GPU (measured on an {g['gpu_name']}, gpu_embed.json: a GPU call "
-                f"still costs the CPU {g['cpu_share']:.3f} of a CPU thread's embedding)",
-                f"{g['cores_for_days_with_gpu_embed']:.0f} cores + a GPU busy {g['gpu_busy_share_for_days']:.1%} of the time",
-            ),
-            (
-                f"re-embedding every segment on one such GPU ({g['windows_per_s_best_batch']:,.0f} windows/s, best batch)",
-                f"{g['reembed_gpu_hours']:.1f} GPU-hours",
-            ),
-        ]
+    rows += _gpu_rows(table) + _node_rows(table)
     if "ray" in table:
         if table["ray"].get("command_ray_over_pool") is not None:
             rows.append(
@@ -164,7 +195,10 @@ def run_capacity(
     points = scale_points(scale)
     checks = validate(points)
     ingest = ingest_figures(ingest_raw, _load(results, "speed"))
-    table = plan(cat, points, ingest, _load(results, "ray_ingest"), gpu_figures(_load(results, "gpu_embed")))
+    table = plan(
+        cat, points, ingest, _load(results, "ray_ingest"), gpu_figures(_load(results, "gpu_embed")),
+        scaling_figures(_load(results, "ingest_scaling")),
+    )  # fmt: skip
     report = Report(
         name="capacity",
         title=f"Capacity model: {cat.tracks / 1e6:g}M tracks, {cat.segments / 1e9:.2f}B segments",

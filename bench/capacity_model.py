@@ -178,6 +178,43 @@ def gpu_figures(gpu: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def scaling_figures(scaling: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Ingest lanes on one bigger machine (ingest_scaling.json): how the per-file work scales with the lanes.
+
+    ``node_factor``: the CPU a catalogue needs on full nodes of that size, against the 2-lane figure
+    the plan starts from (efficiency at 2 lanes / at the largest count). ``gpu_factor``: the CPU per
+    audio hour at the largest count with the encoder on a GPU, against the same count without.
+    """
+    if scaling is None:
+        return None
+    rows = scaling["results"]["rows"]
+    cpu = {r["processes"]: r for r in rows if not r["gpu"]}
+    gpu = [r for r in rows if r["gpu"]]
+    top = max(cpu)
+    out: dict[str, Any] = {
+        "source": "ingest_scaling.json",
+        "cores": scaling["machine"].get("cores"),
+        "efficiency": {str(n): r["efficiency"] for n, r in sorted(cpu.items())},
+        "largest": top,
+        "node_factor": cpu[min(2, top)]["efficiency"] / cpu[top]["efficiency"],
+    }
+    if gpu:
+        out["gpu_factor"] = (
+            gpu[-1]["cpu_s_per_audio_hour"] / cpu[gpu[-1]["processes"]]["cpu_s_per_audio_hour"]
+        )
+        out["gpu_speedup"] = gpu[-1]["audio_s_per_wall_s"] / cpu[gpu[-1]["processes"]]["audio_s_per_wall_s"]
+    return out
+
+
+def node_plan(scaling: dict[str, Any], *, cores: float) -> dict[str, Any]:
+    """The ingest plan on full nodes of the measured size (:func:`scaling_figures`), with and without a GPU."""
+    node = cores * scaling["node_factor"]
+    out: dict[str, Any] = {**scaling, "cores_for_days_full_nodes": node}
+    if "gpu_factor" in scaling:
+        out["cores_for_days_full_nodes_gpu"] = node * scaling["gpu_factor"]
+    return out
+
+
 def gpu_plan(cat: Catalogue, ingest: dict[str, Any], gpu: dict[str, Any], *, cores: float) -> dict[str, Any]:
     """The ingest plan's GPU rows: the embed stage on a GPU keeps the CPU its calls still spend."""
     stages = ingest["stage_cpu_s_per_audio_hour"]
@@ -214,6 +251,7 @@ def plan(
     ingest: dict[str, Any],
     ray: dict[str, Any] | None,
     gpu: dict[str, Any] | None = None,
+    scaling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The capacity table for ``cat`` from the measured points (fitted on all sizes)."""
     big = points[-1]
@@ -251,11 +289,8 @@ def plan(
     shard_index_gib = shard_n * hnsw_b / GIB
     out = {
         "catalogue": {
-            "tracks": cat.tracks,
-            "track_seconds": cat.track_seconds,
-            "segments_per_track": cat.segments_per_track,
-            "segments": n_seg,
-            "audio_hours": cat.audio_hours,
+            k: getattr(cat, k)
+            for k in ("tracks", "track_seconds", "segments_per_track", "segments", "audio_hours")
         },
         "storage": storage,
         "shards": {
@@ -284,6 +319,8 @@ def plan(
     }
     if gpu is not None:
         out["gpu"] = gpu_plan(cat, ingest, gpu, cores=cores)
+    if scaling is not None:
+        out["node"] = node_plan(scaling, cores=cores)
     if ray is not None:
         out["ray"] = ray_plan(ray)
     return out

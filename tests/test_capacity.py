@@ -102,3 +102,47 @@ def test_a_measured_gpu_keeps_the_cpu_its_calls_still_spend(tmp_path):
     gpu["results"] = {"gpu": False}
     (folder / "gpu_embed.json").write_text(json.dumps(gpu))
     assert "gpu" not in run_capacity(results=folder, out_dir=tmp_path / "o2", cat=cat).data["plan"]
+
+
+def test_full_nodes_scale_the_two_lane_figure_by_the_measured_efficiency(tmp_path):
+    folder = _results(tmp_path / "r")
+    rows = [
+        {
+            "processes": 1,
+            "gpu": False,
+            "efficiency": 1.0,
+            "cpu_s_per_audio_hour": 10.0,
+            "audio_s_per_wall_s": 100.0,
+        },
+        {
+            "processes": 2,
+            "gpu": False,
+            "efficiency": 0.9,
+            "cpu_s_per_audio_hour": 11.0,
+            "audio_s_per_wall_s": 180.0,
+        },
+        {
+            "processes": 8,
+            "gpu": False,
+            "efficiency": 0.6,
+            "cpu_s_per_audio_hour": 16.0,
+            "audio_s_per_wall_s": 480.0,
+        },
+        {
+            "processes": 8,
+            "gpu": True,
+            "efficiency": 0.9,
+            "cpu_s_per_audio_hour": 8.0,
+            "audio_s_per_wall_s": 720.0,
+        },
+    ]
+    (folder / "ingest_scaling.json").write_text(
+        json.dumps({"machine": {"cores": 8}, "results": {"rows": rows}})
+    )
+    cat = Catalogue(tracks=1_000_000, track_seconds=130.0, ingest_days=1.0, segments_per_shard=10_000_000)
+    plan = run_capacity(results=folder, out_dir=tmp_path / "out", cat=cat).data["plan"]
+    cores = plan["ingest"]["cores_for_days"]
+    assert plan["node"]["cores_for_days_full_nodes"] == pytest.approx(cores * 0.9 / 0.6)
+    assert plan["node"]["cores_for_days_full_nodes_gpu"] == pytest.approx(cores * 0.9 / 0.6 * 0.5)
+    assert plan["node"]["gpu_speedup"] == pytest.approx(1.5)
+    assert "full 8-core nodes" in (tmp_path / "out" / "capacity.md").read_text()
