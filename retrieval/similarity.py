@@ -6,6 +6,8 @@ weighs them into one score. Harmony is key-invariant: the best of 12 circular sh
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from retrieval.descriptors import loudness_unit
@@ -171,25 +173,29 @@ def harmonic_many(q_rolls: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, n
     return sim, np.where(best <= 6, best, best - 12)
 
 
-def best_lag_many(q: np.ndarray, c: np.ndarray, max_lag: int = 2) -> np.ndarray:
-    """:func:`best_lag` of ``q [n, 12]`` against each of ``c [N, m, 12]`` (centred, unit rows) → ``[N]``."""
-    best = np.zeros(len(c))
+def _overlaps_many(
+    q: np.ndarray, c: np.ndarray, max_lag: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """``q [n, ...]`` and every ``c [N, m, ...]`` overlapped at each lag of ±``max_lag`` rows that leaves at
+    least 2 rows and half the shorter one (the rule of :func:`best_lag`): (q's rows, c's rows, their count)."""
     for lag in range(-max_lag, max_lag + 1):
         qa, ca = q[max(0, -lag) :], c[:, max(0, lag) :]
         n = min(len(qa), ca.shape[1])
-        if n < max(2, min(len(q), c.shape[1]) // 2):
-            continue
-        best = np.fmax(best, np.einsum("ij,kij->k", qa[:n], ca[:, :n]) / n)  # fmax: as max() skips a NaN
+        if n >= max(2, min(len(q), c.shape[1]) // 2):
+            yield qa[:n], ca[:, :n], n
+
+
+def best_lag_many(q: np.ndarray, c: np.ndarray, max_lag: int = 2) -> np.ndarray:
+    """:func:`best_lag` of ``q [n, 12]`` against each of ``c [N, m, 12]`` (centred, unit rows) → ``[N]``."""
+    best = np.zeros(len(c))
+    for qa, ca, n in _overlaps_many(q, c, max_lag):
+        best = np.fmax(best, np.einsum("ij,kij->k", qa, ca) / n)  # fmax: as max() skips a NaN
     return np.clip(best, 0.0, 1.0)
 
 
 def line_agreement_many(q: np.ndarray, c: np.ndarray, max_lag: int = 2) -> np.ndarray:
     """:func:`line_agreement` of the line ``q [n]`` against each of the lines ``c [N, m]`` → ``[N]``."""
     best = np.zeros(len(c))
-    for lag in range(-max_lag, max_lag + 1):
-        qa, ca = q[max(0, -lag) :], c[:, max(0, lag) :]
-        n = min(len(qa), ca.shape[1])
-        if n < max(2, min(len(q), c.shape[1]) // 2):
-            continue
-        best = np.maximum(best, np.count_nonzero(qa[:n] == ca[:, :n], axis=1) / n)
+    for qa, ca, n in _overlaps_many(q, c, max_lag):
+        best = np.maximum(best, np.count_nonzero(qa == ca, axis=1) / n)
     return np.clip((best - 1.0 / 12.0) / (11.0 / 12.0), 0.0, 1.0)
