@@ -36,7 +36,7 @@ def _lane(files: list[str], passes: int, gpu: bool, ready: Any, go: Any, out: An
     from retrieval.ingest_steps import embed_file, featurize_file, keep_freed_memory, one_blas_thread
 
     torch.set_num_threads(1)
-    limits = one_blas_thread()
+    _blas = one_blas_thread()  # held for the lane's life: BLAS on one thread, as in an ingest lane
     keep_freed_memory()
     embedder = Embedder.load()
     if gpu:
@@ -54,7 +54,6 @@ def _lane(files: list[str], passes: int, gpu: bool, ready: Any, go: Any, out: An
                 audio += res.analysis.duration_s
     out.put({"pid": os.getpid(), "cpu_s": time.process_time() - c0, "audio_s": audio, "errors": errors,
              "done_at": time.time()})  # fmt: skip
-    del limits
 
 
 def one_run(files: list[str], *, processes: int, passes: int, gpu: bool) -> dict[str, Any]:
